@@ -1,0 +1,164 @@
+// greenprobe._core: glue only. Sensors are opened here one by one (so Python can decide what a
+// failure means), then handed to a Sampler; drain() returns numpy columns.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include "greenprobe/clock.hpp"
+#include "greenprobe/registry.hpp"
+#include "greenprobe/sampler.hpp"
+
+namespace py = pybind11;
+using namespace greenprobe;
+
+namespace {
+
+const char* quantity_name(Quantity q) { return q == Quantity::Power ? "power" : "energy"; }
+
+py::dict channel_dict(const ChannelInfo& c) {
+    py::dict d;
+    d["domain"] = c.domain;
+    d["quantity"] = quantity_name(c.quantity);
+    d["estimated"] = c.estimated;
+    d["resolution"] = c.resolution;
+    d["nominal_update_period_ns"] = c.nominal_update_period_ns;
+    d["averaging_window_ns"] = c.averaging_window_ns;
+    return d;
+}
+
+template <typename T>
+py::array_t<T> column(const std::vector<Sample>& s, T Sample::*field) {
+    py::array_t<T> a(static_cast<py::ssize_t>(s.size()));
+    auto m = a.template mutable_unchecked<1>();
+    for (std::size_t i = 0; i < s.size(); ++i) m(static_cast<py::ssize_t>(i)) = s[i].*field;
+    return a;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+    m.doc() = "greenprobe native sampler (private; use the greenprobe package)";
+
+    py::register_exception_translator([](std::exception_ptr p) {
+        try {
+            if (p) std::rethrow_exception(p);
+        } catch (const SensorError& e) {
+            py::object errors = py::module_::import("greenprobe.errors");
+            py::object exc = errors.attr("from_core")(category_name(e.category()), e.what(), e.fix());
+            PyErr_SetObject(exc.get_type().ptr(), exc.ptr());
+        }
+    });
+
+    m.def("now_ns", &now_ns, "CLOCK_MONOTONIC in nanoseconds: the clock of every sample and mark.");
+    m.def("wall_ns", &wall_ns, "CLOCK_REALTIME in nanoseconds (only for the wall-clock anchor).");
+
+    m.def("sensor_kinds", [] {
+        py::list out;
+        for (const auto& k : sensor_kinds()) out.append(py::make_tuple(k.name, k.description, k.in_auto));
+        return out;
+    });
+
+    py::class_<Sensor, std::shared_ptr<Sensor>>(m, "Sensor")
+        .def_property_readonly("kind", &Sensor::kind)
+        .def("channels", [](const Sensor& s) {
+            py::list out;
+            for (const auto& c : s.channels()) out.append(channel_dict(c));
+            return out;
+        })
+        .def("info", &Sensor::info)
+        .def_property_readonly("min_period_ns", &Sensor::min_period_ns);
+
+    m.def(
+        "open_sensor",
+        [](const std::string& kind, const std::map<std::string, std::string>& options) -> std::shared_ptr<Sensor> {
+            return open_sensor(kind, Options(options));
+        },
+        py::arg("kind"), py::arg("options") = std::map<std::string, std::string>{});
+
+    m.def(
+        "open_replay",
+        [](const py::list& tracks, const std::string& source) -> std::shared_ptr<Sensor> {
+            std::vector<ReplayTrack> ts;
+            for (const auto& item : tracks) {
+                py::dict d = item.cast<py::dict>();
+                ReplayTrack t;
+                t.info.domain = d["domain"].cast<std::string>();
+                t.info.quantity = d["quantity"].cast<std::string>() == "power" ? Quantity::Power : Quantity::EnergyCounter;
+                t.info.estimated = d["estimated"].cast<bool>();
+                t.info.resolution = d["resolution"].cast<double>();
+                t.info.nominal_update_period_ns = d["nominal_update_period_ns"].cast<int64_t>();
+                t.info.averaging_window_ns = d["averaging_window_ns"].cast<int64_t>();
+                t.offset_ns = d["offset_ns"].cast<std::vector<int64_t>>();
+                t.value = d["value"].cast<std::vector<double>>();
+                ts.push_back(std::move(t));
+            }
+            return open_replay(std::move(ts), source);
+        },
+        py::arg("tracks"), py::arg("source_sensor"));
+
+    py::class_<Sampler>(m, "Sampler")
+        .def(py::init([](std::vector<std::shared_ptr<Sensor>> sensors, int64_t period_ns, std::size_t ring_capacity,
+                         int64_t keepalive_ns, bool record_all) {
+                 SamplerConfig c;
+                 c.period_ns = period_ns;
+                 c.ring_capacity = ring_capacity;
+                 c.keepalive_ns = keepalive_ns;
+                 c.record_all = record_all;
+                 return std::make_unique<Sampler>(std::move(sensors), c);
+             }),
+             py::arg("sensors"), py::arg("period_ns") = 1000000, py::arg("ring_capacity") = 1 << 16,
+             py::arg("keepalive_ns") = 50000000, py::arg("record_all") = false)
+        .def("start", &Sampler::start)
+        .def("stop", &Sampler::stop, py::call_guard<py::gil_scoped_release>())
+        .def_property_readonly("running", &Sampler::running)
+        .def("drain",
+             [](Sampler& s) {
+                 std::vector<Sample> buf;
+                 {
+                     py::gil_scoped_release release;
+                     s.drain(buf);
+                 }
+                 return py::make_tuple(column(buf, &Sample::t_ns), column(buf, &Sample::prev_t_ns),
+                                       column(buf, &Sample::value), column(buf, &Sample::channel),
+                                       column(buf, &Sample::flags));
+             },
+             "Pops every pending sample: (t_ns, prev_t_ns, value, channel, flags) numpy columns.")
+        .def("channels",
+             [](const Sampler& s) {
+                 py::list out;
+                 for (const auto& c : s.channels()) {
+                     py::dict d = channel_dict(c.info);
+                     d["channel"] = c.id;
+                     d["sensor"] = c.sensor;
+                     d["sensor_index"] = c.sensor_index;
+                     out.append(d);
+                 }
+                 return out;
+             })
+        .def("stats", [](const Sampler& s) {
+            py::list out;
+            for (const auto& st : s.stats()) {
+                py::dict d;
+                d["sensor"] = st.sensor;
+                d["period_ns"] = st.period_ns;
+                d["polls"] = st.polls;
+                d["late_polls"] = st.late_polls;
+                d["skipped_polls"] = st.skipped_polls;
+                d["max_lag_ns"] = st.max_lag_ns;
+                d["mean_lag_ns"] = st.polls ? static_cast<double>(st.sum_lag_ns) / static_cast<double>(st.polls) : 0.0;
+                d["drops"] = st.drops;
+                d["pushed"] = st.pushed;
+                d["retries"] = st.retries;
+                d["state"] = st.state;
+                d["last_error"] = st.last_error;
+                out.append(d);
+            }
+            return out;
+        });
+
+    m.attr("FLAG_CHANGED") = static_cast<uint32_t>(kChanged);
+    m.attr("FLAG_KEEPALIVE") = static_cast<uint32_t>(kKeepalive);
+    m.attr("FLAG_FIRST") = static_cast<uint32_t>(kFirst);
+    m.attr("FLAG_GONE") = static_cast<uint32_t>(kGone);
+    m.attr("FLAG_FINAL") = static_cast<uint32_t>(kFinal);
+}

@@ -1,0 +1,29 @@
+// One recorded reading. The sampler stores a sample when a channel's value changes (an "edge"),
+// plus a keep-alive sample when it has not changed for a while, so that storage follows the
+// sensor's update rate, not the polling rate.
+#pragma once
+
+#include <cstdint>
+
+namespace greenprobe {
+
+enum SampleFlags : uint32_t {
+    kChanged = 1u << 0,    // value differs from the previous poll: a sensor update was seen
+    kKeepalive = 1u << 1,  // value unchanged; recorded so that readers know it still held at t_ns
+    kFirst = 1u << 2,      // first reading of the channel
+    kGone = 1u << 3,       // the device disappeared; no further samples for this channel
+    kFinal = 1u << 4,      // last reading when the sampler stopped
+};
+
+struct Sample {
+    int64_t t_ns;       // CLOCK_MONOTONIC time of the poll that read `value`
+    int64_t prev_t_ns;  // time of the previous poll of this channel (edge lies in (prev_t_ns, t_ns])
+    double value;       // energy counters: cumulative joules since the sensor opened (unwrapped);
+                        // power channels: watts
+    uint32_t channel;   // global channel id (see Sampler::channels())
+    uint32_t flags;     // SampleFlags
+};
+
+static_assert(sizeof(Sample) == 32, "Sample should stay a 32-byte record");
+
+}  // namespace greenprobe

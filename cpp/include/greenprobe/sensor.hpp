@@ -1,0 +1,58 @@
+// The one interface every sensor implements.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace greenprobe {
+
+enum class Quantity : uint8_t {
+    EnergyCounter = 0,  // cumulative joules; energy of [a, b] = E(b) - E(a)
+    Power = 1,          // watts, the mean over the window that precedes the update
+};
+
+struct ChannelInfo {
+    std::string domain;                     // "package-0", "core", "dram", "gpu0", ...
+    Quantity quantity = Quantity::EnergyCounter;
+    bool estimated = false;                 // modelled, not measured
+    double resolution = 0.0;                // smallest step: joules (counters) or watts (power)
+    int64_t nominal_update_period_ns = 0;   // what the hardware is documented to do; 0 = unknown
+    int64_t averaging_window_ns = 0;        // power only: window the reading averages; 0 = since last update
+};
+
+// Outcome of reading one channel in one poll.
+enum class PollStatus : uint8_t {
+    Ok = 0,     // value is fresh
+    Retry = 1,  // transient failure, value invalid; try again next poll
+    Gone = 2,   // device lost: stop this channel
+    Fatal = 3,  // the whole sensor is unusable from now on
+};
+
+struct Reading {
+    double value = 0.0;
+    PollStatus status = PollStatus::Ok;
+};
+
+class Sensor {
+  public:
+    virtual ~Sensor() = default;
+
+    virtual std::string kind() const = 0;
+    virtual const std::vector<ChannelInfo>& channels() const = 0;
+
+    // Reads every channel once; out has channels().size() elements.
+    virtual void poll(std::vector<Reading>& out) = 0;
+
+    // The fastest polling that means anything for this sensor (e.g. /proc/stat moves at jiffies).
+    virtual int64_t min_period_ns() const { return 0; }
+
+    // Facts for the metadata: vendor, driver version, paths used, units decoded.
+    virtual std::map<std::string, std::string> info() const { return {}; }
+
+    // Last error text of a channel that went Retry/Gone (for stats and logs).
+    virtual std::string last_error() const { return {}; }
+};
+
+}  // namespace greenprobe

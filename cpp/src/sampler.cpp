@@ -1,0 +1,210 @@
+#include "greenprobe/sampler.hpp"
+
+#include <algorithm>
+#include <mutex>
+
+#include "greenprobe/clock.hpp"
+
+namespace greenprobe {
+
+struct Sampler::Worker {
+    std::size_t index = 0;
+    std::shared_ptr<Sensor> sensor;
+    uint32_t first_channel = 0;
+    int64_t period_ns = 0;
+    SpscRing<Sample> ring;
+    std::thread thread;
+
+    // Written by the worker thread, read by stats(): atomics, relaxed (counters only).
+    std::atomic<uint64_t> polls{0}, late_polls{0}, skipped{0}, drops{0}, pushed{0}, retries{0};
+    std::atomic<int64_t> max_lag_ns{0}, sum_lag_ns{0};
+    std::atomic<int> state{0};  // 0 idle, 1 running, 2 gone, 3 stopped
+
+    mutable std::mutex error_mutex;
+    std::string last_error;
+
+    explicit Worker(std::size_t capacity) : ring(capacity) {}
+
+    void push(const Sample& s) {
+        if (ring.try_push(s)) {
+            pushed.fetch_add(1, std::memory_order_relaxed);
+        } else {
+            drops.fetch_add(1, std::memory_order_relaxed);
+        }
+    }
+};
+
+namespace {
+std::size_t round_up_pow2(std::size_t n) {
+    std::size_t p = 2;
+    while (p < n) p <<= 1;
+    return p;
+}
+const char* state_name(int s) {
+    switch (s) {
+        case 1: return "running";
+        case 2: return "gone";
+        case 3: return "stopped";
+        default: return "idle";
+    }
+}
+}  // namespace
+
+Sampler::Sampler(std::vector<std::shared_ptr<Sensor>> sensors, SamplerConfig config)
+    : sensors_(std::move(sensors)), config_(config) {
+    if (config_.period_ns < 1000) {
+        throw std::invalid_argument("sampler period must be at least 1 us");
+    }
+    uint32_t next_channel = 0;
+    for (std::size_t i = 0; i < sensors_.size(); ++i) {
+        auto w = std::make_unique<Worker>(round_up_pow2(config_.ring_capacity));
+        w->index = i;
+        w->sensor = sensors_[i];
+        w->first_channel = next_channel;
+        w->period_ns = std::max(config_.period_ns, sensors_[i]->min_period_ns());
+        for (const auto& info : sensors_[i]->channels()) {
+            channels_.push_back(ChannelDesc{next_channel++, i, sensors_[i]->kind(), info});
+        }
+        workers_.push_back(std::move(w));
+    }
+}
+
+Sampler::~Sampler() { stop(); }
+
+void Sampler::start() {
+    if (running_.exchange(true)) return;
+    stop_requested_.store(false, std::memory_order_release);
+    for (auto& w : workers_) {
+        w->state.store(1, std::memory_order_relaxed);
+        Worker* wp = w.get();
+        w->thread = std::thread([this, wp] { run(*wp); });
+    }
+}
+
+void Sampler::stop() {
+    if (!running_.load(std::memory_order_acquire)) return;
+    stop_requested_.store(true, std::memory_order_release);
+    for (auto& w : workers_) {
+        if (w->thread.joinable()) w->thread.join();
+    }
+    running_.store(false, std::memory_order_release);
+}
+
+void Sampler::run(Worker& w) {
+    Sensor& sensor = *w.sensor;
+    const std::size_t n = sensor.channels().size();
+    std::vector<Reading> readings(n);
+    std::vector<double> last_value(n, 0.0);
+    std::vector<int64_t> last_poll(n, 0);
+    std::vector<int64_t> last_pushed(n, 0);
+    std::vector<uint8_t> seen(n, 0), gone(n, 0);
+    std::size_t alive = n;
+
+    const int64_t period = w.period_ns;
+    int64_t deadline = now_ns();
+    bool stopping = false;
+
+    while (alive > 0) {
+        stopping = stop_requested_.load(std::memory_order_acquire);
+        if (!stopping) {
+            sleep_until_ns(deadline);
+        }
+        const int64_t t0 = now_ns();
+        if (!stopping) {
+            const int64_t lag = t0 - deadline;
+            if (lag > w.max_lag_ns.load(std::memory_order_relaxed)) w.max_lag_ns.store(lag, std::memory_order_relaxed);
+            w.sum_lag_ns.fetch_add(lag, std::memory_order_relaxed);
+            if (lag > period) w.late_polls.fetch_add(1, std::memory_order_relaxed);
+        }
+        sensor.poll(readings);
+        const int64_t t1 = now_ns();
+        const int64_t t = t0 + (t1 - t0) / 2;  // the read happened within [t0, t1]
+        w.polls.fetch_add(1, std::memory_order_relaxed);
+
+        for (std::size_t c = 0; c < n; ++c) {
+            if (gone[c]) continue;
+            const Reading& r = readings[c];
+            const uint32_t id = w.first_channel + static_cast<uint32_t>(c);
+            if (r.status == PollStatus::Retry) {
+                w.retries.fetch_add(1, std::memory_order_relaxed);
+                continue;
+            }
+            if (r.status == PollStatus::Gone || r.status == PollStatus::Fatal) {
+                gone[c] = 1;
+                --alive;
+                w.push(Sample{t, last_poll[c], last_value[c], id, kGone});
+                std::lock_guard<std::mutex> lock(w.error_mutex);
+                w.last_error = sensor.last_error();
+                continue;
+            }
+            uint32_t flags = 0;
+            if (!seen[c]) {
+                flags = kFirst | kChanged;
+                seen[c] = 1;
+            } else if (r.value != last_value[c]) {
+                flags = kChanged;
+            } else if (config_.record_all || t - last_pushed[c] >= config_.keepalive_ns) {
+                flags = kKeepalive;
+            }
+            if (stopping) flags |= kFinal;
+            if (flags != 0) {
+                w.push(Sample{t, last_poll[c], r.value, id, flags});
+                last_pushed[c] = t;
+            }
+            last_value[c] = r.value;
+            last_poll[c] = t;
+        }
+        if (stopping) break;
+
+        deadline += period;
+        const int64_t now = now_ns();
+        if (now - deadline > period) {
+            // A long stall (preemption, slow device): skip the missed deadlines, keep the grid.
+            const int64_t missed = (now - deadline) / period;
+            w.skipped.fetch_add(static_cast<uint64_t>(missed), std::memory_order_relaxed);
+            deadline += missed * period;
+        }
+    }
+    w.state.store(alive == 0 && !stopping ? 2 : 3, std::memory_order_relaxed);
+}
+
+std::size_t Sampler::drain(std::vector<Sample>& out) {
+    std::size_t total = 0;
+    for (auto& w : workers_) {
+        for (;;) {
+            const std::size_t before = out.size();
+            out.resize(before + 4096);
+            const std::size_t got = w->ring.pop_into(out.data() + before, 4096);
+            out.resize(before + got);
+            total += got;
+            if (got < 4096) break;
+        }
+    }
+    return total;
+}
+
+std::vector<SensorStats> Sampler::stats() const {
+    std::vector<SensorStats> result;
+    for (const auto& w : workers_) {
+        SensorStats s;
+        s.sensor = w->sensor->kind();
+        s.period_ns = w->period_ns;
+        s.polls = w->polls.load(std::memory_order_relaxed);
+        s.late_polls = w->late_polls.load(std::memory_order_relaxed);
+        s.skipped_polls = w->skipped.load(std::memory_order_relaxed);
+        s.max_lag_ns = w->max_lag_ns.load(std::memory_order_relaxed);
+        s.sum_lag_ns = w->sum_lag_ns.load(std::memory_order_relaxed);
+        s.drops = w->drops.load(std::memory_order_relaxed);
+        s.pushed = w->pushed.load(std::memory_order_relaxed);
+        s.retries = w->retries.load(std::memory_order_relaxed);
+        s.state = state_name(w->state.load(std::memory_order_relaxed));
+        {
+            std::lock_guard<std::mutex> lock(w->error_mutex);
+            s.last_error = w->last_error;
+        }
+        result.push_back(std::move(s));
+    }
+    return result;
+}
+
+}  // namespace greenprobe

@@ -1,0 +1,118 @@
+// cpu-estimate: an ESTIMATE of CPU power where no sensor exists (VMs, containers, CI machines).
+// power = idle_w + (rated_w - idle_w) * utilisation, utilisation from the aggregate line of
+// /proc/stat between two polls. Every channel is flagged `estimated`.
+//
+// Options:
+//   proc_root=/proc          where stat and cpuinfo live
+//   cpu_tdp_w=<guess>        rated power of the CPU(s); default 10 W per logical CPU (15..280 W)
+//   idle_fraction=0.3        idle power as a fraction of the rated power
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+
+#include "cpu_info.hpp"
+#include "fileio.hpp"
+#include "greenprobe/registry.hpp"
+
+namespace greenprobe {
+namespace {
+
+class CpuEstimateSensor final : public Sensor {
+  public:
+    explicit CpuEstimateSensor(const Options& o) {
+        const std::string proc = o.get("proc_root", "/proc");
+        stat_path_ = proc + "/stat";
+        int e = Fd::open_ro(stat_path_, fd_);
+        if (e != 0) {
+            throw errno_error(e, "cpu-estimate cannot read CPU times", stat_path_,
+                              "mount procfs, or set GREENPROBE_PROC_ROOT to where it is mounted");
+        }
+        const CpuIdentity id = read_cpu_identity(proc);
+        const int cpus = std::max(1, id.logical_cpus);
+        tdp_source_ = o.has("cpu_tdp_w") ? "option cpu_tdp_w" : "default: 10 W per logical CPU, clamped to 15..280 W";
+        tdp_w_ = o.get_double("cpu_tdp_w", std::clamp(10.0 * cpus, 15.0, 280.0));
+        idle_fraction_ = o.get_double("idle_fraction", 0.3);
+        if (tdp_w_ <= 0 || idle_fraction_ < 0 || idle_fraction_ > 1) {
+            throw SensorError(ErrorCategory::Config, "cpu-estimate needs cpu_tdp_w > 0 and 0 <= idle_fraction <= 1",
+                              "fix GREENPROBE_CPU_TDP_W / the cpu_tdp_w argument");
+        }
+        model_name_ = id.model_name;
+        unsigned long long busy = 0, total = 0;
+        if (!read_times(busy, total)) {
+            throw SensorError(ErrorCategory::Io, "cpu-estimate cannot parse " + stat_path_,
+                              "check that it is a Linux /proc/stat file");
+        }
+        prev_busy_ = busy;
+        prev_total_ = total;
+        ChannelInfo info;
+        info.domain = "cpu";
+        info.quantity = Quantity::Power;
+        info.estimated = true;
+        info.resolution = tdp_w_ * (1.0 - idle_fraction_) / 100.0;
+        info.nominal_update_period_ns = 10000000;  // /proc/stat moves at jiffies (4-10 ms)
+        channels_.push_back(info);
+        last_power_w_ = tdp_w_ * idle_fraction_;
+    }
+
+    std::string kind() const override { return "cpu-estimate"; }
+    const std::vector<ChannelInfo>& channels() const override { return channels_; }
+    int64_t min_period_ns() const override { return 10000000; }
+
+    void poll(std::vector<Reading>& out) override {
+        unsigned long long busy = 0, total = 0;
+        if (!read_times(busy, total)) {
+            out[0].status = PollStatus::Retry;
+            return;
+        }
+        if (total > prev_total_) {
+            const double util = static_cast<double>(busy - prev_busy_) / static_cast<double>(total - prev_total_);
+            const double idle_w = tdp_w_ * idle_fraction_;
+            last_power_w_ = idle_w + (tdp_w_ - idle_w) * std::clamp(util, 0.0, 1.0);
+            prev_busy_ = busy;
+            prev_total_ = total;
+        }
+        out[0].value = last_power_w_;
+        out[0].status = PollStatus::Ok;
+    }
+
+    std::map<std::string, std::string> info() const override {
+        return {{"estimated", "true"},
+                {"cpu_tdp_w", std::to_string(tdp_w_)},
+                {"cpu_tdp_source", tdp_source_},
+                {"idle_fraction", std::to_string(idle_fraction_)},
+                {"cpu_model", model_name_},
+                {"method", "idle + (rated - idle) * utilisation from " + stat_path_}};
+    }
+
+  private:
+    bool read_times(unsigned long long& busy, unsigned long long& total) {
+        char buf[512];
+        std::size_t len = 0;
+        if (pread_text(fd_.get(), buf, sizeof buf, len) != 0) return false;
+        unsigned long long v[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        // cpu user nice system idle iowait irq softirq steal
+        if (std::sscanf(buf, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3], &v[4],
+                        &v[5], &v[6], &v[7]) < 4) {
+            return false;
+        }
+        total = 0;
+        for (auto x : v) total += x;
+        busy = total - v[3] - v[4];
+        return true;
+    }
+
+    std::string stat_path_;
+    Fd fd_;
+    double tdp_w_ = 0, idle_fraction_ = 0, last_power_w_ = 0;
+    std::string tdp_source_, model_name_;
+    unsigned long long prev_busy_ = 0, prev_total_ = 0;
+    std::vector<ChannelInfo> channels_;
+};
+
+}  // namespace
+
+std::unique_ptr<Sensor> open_cpu_estimate(const Options& options) {
+    return std::make_unique<CpuEstimateSensor>(options);
+}
+
+}  // namespace greenprobe

@@ -1,0 +1,236 @@
+// nvml: per GPU, the total-energy counter (mJ, Volta and newer) and power, read in one
+// nvmlDeviceGetFieldValues call (fields 83 and 186) where the driver supports it, else through
+// nvmlDeviceGetTotalEnergyConsumption and nvmlDeviceGetPowerUsage (a 1-s average on Ampere+
+// except GA100: recorded in the channel's averaging window).
+//
+// Options:
+//   nvml_library=libnvidia-ml.so.1   path or soname
+//   nvml_min_period_us=1000          NVML calls take a driver lock: do not poll faster than this
+//   gpus=all|0,2                     which GPU indices
+#include <sstream>
+
+#include "greenprobe/registry.hpp"
+#include "nvml_api.hpp"
+
+namespace greenprobe {
+namespace {
+
+class NvmlSensor final : public Sensor {
+  public:
+    explicit NvmlSensor(const Options& o) : api_(nvml::Api::load(o.get("nvml_library", ""))) {
+        try {
+            open_devices(o);
+        } catch (...) {
+            api_.Shutdown();
+            api_.unload();
+            throw;
+        }
+        min_period_ns_ = o.get_int("nvml_min_period_us", 1000) * 1000;
+    }
+
+    ~NvmlSensor() override {
+        if (api_.handle) {
+            api_.Shutdown();
+            api_.unload();
+        }
+    }
+
+    std::string kind() const override { return "nvml"; }
+    const std::vector<ChannelInfo>& channels() const override { return channels_; }
+    int64_t min_period_ns() const override { return min_period_ns_; }
+
+    void poll(std::vector<Reading>& out) override {
+        for (auto& g : gpus_) {
+            if (g.lost) {
+                mark(out, g, PollStatus::Gone);
+                continue;
+            }
+            nvml::Return r_energy = nvml::kSuccess, r_power = nvml::kSuccess;
+            unsigned long long mj = 0;
+            double mw = 0;
+            if (g.use_fields) {
+                nvml::FieldValue fv[2] = {};
+                fv[0].fieldId = nvml::kFieldTotalEnergyConsumption;
+                fv[1].fieldId = nvml::kFieldPowerInstant;
+                const nvml::Return r = api_.DeviceGetFieldValues(g.handle, 2, fv);
+                r_energy = r != nvml::kSuccess ? r : fv[0].nvmlReturn;
+                r_power = r != nvml::kSuccess ? r : fv[1].nvmlReturn;
+                if (r_energy == nvml::kSuccess) mj = static_cast<unsigned long long>(as_double(fv[0]));
+                if (r_power == nvml::kSuccess) mw = as_double(fv[1]);
+            } else {
+                if (g.energy_channel >= 0) r_energy = api_.DeviceGetTotalEnergyConsumption(g.handle, &mj);
+                if (g.power_channel >= 0) {
+                    unsigned int p = 0;
+                    r_power = api_.DeviceGetPowerUsage(g.handle, &p);
+                    mw = p;
+                }
+            }
+            if (g.energy_channel >= 0) store(out[g.energy_channel], g, r_energy, static_cast<double>(mj) * 1e-3);
+            if (g.power_channel >= 0) store(out[g.power_channel], g, r_power, mw * 1e-3);
+        }
+    }
+
+    std::map<std::string, std::string> info() const override {
+        std::map<std::string, std::string> m = {{"nvml_library", api_.path}, {"driver_version", driver_}};
+        for (const auto& g : gpus_) {
+            m["gpu" + std::to_string(g.index) + "_name"] = g.name;
+            m["gpu" + std::to_string(g.index) + "_power_source"] = g.power_source;
+        }
+        return m;
+    }
+    std::string last_error() const override { return last_error_; }
+
+  private:
+    struct Gpu {
+        unsigned index = 0;
+        nvml::Device handle = nullptr;
+        std::string name, power_source;
+        bool use_fields = false;
+        bool lost = false;
+        int energy_channel = -1, power_channel = -1;
+    };
+
+    static double as_double(const nvml::FieldValue& f) {
+        switch (f.valueType) {
+            case nvml::kValueTypeDouble: return f.value.dVal;
+            case nvml::kValueTypeUInt: return f.value.uiVal;
+            case nvml::kValueTypeULong: return static_cast<double>(f.value.ulVal);
+            case nvml::kValueTypeULongLong: return static_cast<double>(f.value.ullVal);
+            case nvml::kValueTypeSLongLong: return static_cast<double>(f.value.sllVal);
+            case nvml::kValueTypeSInt: return f.value.siVal;
+            default: return static_cast<double>(f.value.ullVal);
+        }
+    }
+
+    void mark(std::vector<Reading>& out, const Gpu& g, PollStatus s) {
+        if (g.energy_channel >= 0) out[g.energy_channel].status = s;
+        if (g.power_channel >= 0) out[g.power_channel].status = s;
+    }
+
+    void store(Reading& r, Gpu& g, nvml::Return code, double value) {
+        if (code == nvml::kSuccess) {
+            r.value = value;
+            r.status = PollStatus::Ok;
+            return;
+        }
+        const nvml::ReturnClass rc = nvml::classify(code);
+        last_error_ = "gpu" + std::to_string(g.index) + ": " + api_.error_string(code);
+        if (rc.lost) {
+            g.lost = true;
+            r.status = PollStatus::Gone;
+        } else {
+            r.status = rc.transient ? PollStatus::Retry : PollStatus::Gone;
+        }
+    }
+
+    void open_devices(const Options& o) {
+        unsigned int count = 0;
+        nvml::Return r = api_.DeviceGetCount(&count);
+        if (r != nvml::kSuccess) {
+            throw SensorError(nvml::classify(r).category, "nvmlDeviceGetCount failed: " + api_.error_string(r),
+                              "check that nvidia-smi lists the GPUs");
+        }
+        if (count == 0) {
+            throw SensorError(ErrorCategory::NotFound, "NVML reports no GPU", "check that nvidia-smi lists the GPUs");
+        }
+        if (api_.SystemGetDriverVersion) {
+            char buf[96] = {};
+            if (api_.SystemGetDriverVersion(buf, sizeof buf) == nvml::kSuccess) driver_ = buf;
+        }
+        std::vector<unsigned> wanted;
+        const std::string sel = o.get("gpus", "all");
+        if (sel == "all") {
+            for (unsigned i = 0; i < count; ++i) wanted.push_back(i);
+        } else {
+            std::stringstream ss(sel);
+            std::string item;
+            while (std::getline(ss, item, ',')) {
+                const long long i = std::stoll(item);
+                if (i < 0 || static_cast<unsigned>(i) >= count) {
+                    throw SensorError(ErrorCategory::Config, "GPU index " + item + " out of range (NVML sees " +
+                                                                 std::to_string(count) + ")",
+                                      "choose gpus between 0 and " + std::to_string(count - 1));
+                }
+                wanted.push_back(static_cast<unsigned>(i));
+            }
+        }
+        std::string reasons;
+        for (unsigned i : wanted) {
+            Gpu g;
+            g.index = i;
+            r = api_.DeviceGetHandleByIndex(i, &g.handle);
+            if (r != nvml::kSuccess) {
+                reasons += " gpu" + std::to_string(i) + ": " + api_.error_string(r) + ";";
+                continue;
+            }
+            if (api_.DeviceGetName) {
+                char buf[96] = {};
+                if (api_.DeviceGetName(g.handle, buf, sizeof buf) == nvml::kSuccess) g.name = buf;
+            }
+            // Probe capabilities once: field values first, then the dedicated calls.
+            bool energy_ok = false, power_ok = false, power_instant = false;
+            if (api_.DeviceGetFieldValues) {
+                nvml::FieldValue fv[2] = {};
+                fv[0].fieldId = nvml::kFieldTotalEnergyConsumption;
+                fv[1].fieldId = nvml::kFieldPowerInstant;
+                if (api_.DeviceGetFieldValues(g.handle, 2, fv) == nvml::kSuccess && fv[0].nvmlReturn == nvml::kSuccess &&
+                    fv[1].nvmlReturn == nvml::kSuccess) {
+                    g.use_fields = true;
+                    energy_ok = power_ok = power_instant = true;
+                }
+            }
+            if (!g.use_fields) {
+                unsigned long long mj = 0;
+                unsigned int mw = 0;
+                energy_ok = api_.DeviceGetTotalEnergyConsumption &&
+                            api_.DeviceGetTotalEnergyConsumption(g.handle, &mj) == nvml::kSuccess;
+                power_ok = api_.DeviceGetPowerUsage && api_.DeviceGetPowerUsage(g.handle, &mw) == nvml::kSuccess;
+            }
+            const std::string domain = "gpu" + std::to_string(i);
+            if (energy_ok) {
+                ChannelInfo c;
+                c.domain = domain;
+                c.quantity = Quantity::EnergyCounter;
+                c.resolution = 1e-3;
+                c.nominal_update_period_ns = 100000000;  // 20-100 ms depending on the GPU; learnt from edges
+                g.energy_channel = static_cast<int>(channels_.size());
+                channels_.push_back(c);
+            }
+            if (power_ok) {
+                ChannelInfo c;
+                c.domain = domain;
+                c.quantity = Quantity::Power;
+                c.resolution = 1e-3;
+                c.nominal_update_period_ns = 100000000;
+                // Instant power averages a short window (~25 ms of each 100 ms on A100/H100);
+                // nvmlDeviceGetPowerUsage is a 1-s average on Ampere and newer (except GA100).
+                c.averaging_window_ns = power_instant ? 25000000 : 1000000000;
+                g.power_source = power_instant ? "field 186 (instant)" : "nvmlDeviceGetPowerUsage";
+                g.power_channel = static_cast<int>(channels_.size());
+                channels_.push_back(c);
+            }
+            if (!energy_ok && !power_ok) {
+                reasons += " gpu" + std::to_string(i) + ": neither energy nor power is supported;";
+                continue;
+            }
+            gpus_.push_back(g);
+        }
+        if (channels_.empty()) {
+            throw SensorError(ErrorCategory::Unsupported, "no GPU offers energy or power through NVML:" + reasons,
+                              "energy counters need a Volta or newer GPU; power needs a board with a power sensor");
+        }
+    }
+
+    nvml::Api api_;
+    std::vector<Gpu> gpus_;
+    std::vector<ChannelInfo> channels_;
+    std::string driver_;
+    std::string last_error_;
+    int64_t min_period_ns_ = 1000000;
+};
+
+}  // namespace
+
+std::unique_ptr<Sensor> open_nvml(const Options& options) { return std::make_unique<NvmlSensor>(options); }
+
+}  // namespace greenprobe

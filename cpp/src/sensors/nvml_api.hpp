@@ -1,0 +1,90 @@
+// NVML loaded at run time with dlopen (never linked), so the extension imports on machines
+// without an NVIDIA driver. Only the types and symbols greenprobe uses are declared here,
+// with NVML's real signatures.
+#pragma once
+
+#include <string>
+
+#include "greenprobe/errors.hpp"
+
+namespace greenprobe::nvml {
+
+using Return = int;  // nvmlReturn_t
+using Device = struct nvmlDevice_st*;
+
+inline constexpr Return kSuccess = 0;
+inline constexpr Return kErrorUninitialized = 1;
+inline constexpr Return kErrorInvalidArgument = 2;
+inline constexpr Return kErrorNotSupported = 3;
+inline constexpr Return kErrorNoPermission = 4;
+inline constexpr Return kErrorNotFound = 6;
+inline constexpr Return kErrorDriverNotLoaded = 9;
+inline constexpr Return kErrorTimeout = 10;
+inline constexpr Return kErrorLibraryNotFound = 12;
+inline constexpr Return kErrorFunctionNotFound = 13;
+inline constexpr Return kErrorGpuIsLost = 15;
+inline constexpr Return kErrorResetRequired = 16;
+inline constexpr Return kErrorUnknown = 999;
+
+inline constexpr unsigned kFieldTotalEnergyConsumption = 83;  // mJ since driver load
+inline constexpr unsigned kFieldPowerInstant = 186;           // mW, "current GPU power"
+
+union Value {
+    double dVal;
+    int siVal;
+    unsigned int uiVal;
+    unsigned long ulVal;
+    unsigned long long ullVal;
+    signed long long sllVal;
+    unsigned short usVal;
+};
+
+struct FieldValue {  // nvmlFieldValue_t
+    unsigned int fieldId;
+    unsigned int scopeId;
+    long long timestamp;    // µs since 1970 (CPU wall clock)
+    long long latencyUsec;
+    int valueType;          // nvmlValueType_t
+    Return nvmlReturn;
+    Value value;
+};
+
+inline constexpr int kValueTypeDouble = 0;
+inline constexpr int kValueTypeUInt = 1;
+inline constexpr int kValueTypeULong = 2;
+inline constexpr int kValueTypeULongLong = 3;
+inline constexpr int kValueTypeSLongLong = 4;
+inline constexpr int kValueTypeSInt = 5;
+
+// What a return code means to the sampler and to the user.
+struct ReturnClass {
+    ErrorCategory category;
+    bool transient;  // retry on the next poll
+    bool lost;       // the device is gone
+};
+ReturnClass classify(Return r);
+
+struct Api {
+    void* handle = nullptr;
+    std::string path;
+
+    Return (*Init)() = nullptr;
+    Return (*Shutdown)() = nullptr;
+    const char* (*ErrorString)(Return) = nullptr;
+    Return (*DeviceGetCount)(unsigned int*) = nullptr;
+    Return (*DeviceGetHandleByIndex)(unsigned int, Device*) = nullptr;
+    // optional
+    Return (*DeviceGetName)(Device, char*, unsigned int) = nullptr;
+    Return (*SystemGetDriverVersion)(char*, unsigned int) = nullptr;
+    Return (*DeviceGetTotalEnergyConsumption)(Device, unsigned long long*) = nullptr;
+    Return (*DeviceGetPowerUsage)(Device, unsigned int*) = nullptr;
+    Return (*DeviceGetFieldValues)(Device, int, FieldValue*) = nullptr;
+
+    // Loads the library (soname libnvidia-ml.so.1 unless a path is given) and initialises NVML.
+    // Throws SensorError (LibraryMissing, Permission, ...) naming the library or symbol and the fix.
+    static Api load(const std::string& library);
+    std::string error_string(Return r) const;
+    void unload();
+};
+
+}  // namespace greenprobe::nvml

@@ -1,0 +1,148 @@
+// rapl-powercap: every RAPL zone of the Linux powercap tree.
+// Each zone has energy_uj (cumulative µJ, wraps after max_energy_range_uj) and a name.
+//
+// Options:
+//   powercap_root=/sys/class/powercap
+//
+// Wrap convention: the counter runs 0..max_energy_range_uj and then restarts at 0, so a wrap adds
+// max - prev + new + 1 µJ. (The kernel derives the range from the 32-bit register; the true step
+// across a wrap differs from this by less than one energy unit, ~15 µJ.)
+#include <map>
+
+#include "fileio.hpp"
+#include "greenprobe/counter.hpp"
+#include "greenprobe/registry.hpp"
+
+namespace greenprobe {
+namespace {
+
+const char* kPowercapPermissionFix =
+    "RAPL energy files are readable by root only since CVE-2020-8694 (Linux 5.10 and backports): run as root, "
+    "or grant read access until reboot with `sudo chmod a+r /sys/class/powercap/intel-rapl:*/energy_uj "
+    "/sys/class/powercap/intel-rapl:*:*/energy_uj` (persist it with a udev rule or /etc/sysfs.conf), "
+    "or run `greenprobe daemon` as root and connect to it. Note: high-rate RAPL data is a side channel.";
+
+bool is_rapl_zone(const std::string& name) {
+    // "intel-rapl:0", "intel-rapl:0:1" (AMD uses the same names). "intel-rapl-mmio:*" duplicates the
+    // package domain through another interface and is skipped.
+    return name.compare(0, 11, "intel-rapl:") == 0;
+}
+
+class RaplPowercapSensor final : public Sensor {
+  public:
+    explicit RaplPowercapSensor(const Options& o) {
+        root_ = o.get("powercap_root", "/sys/class/powercap");
+        int err = 0;
+        auto entries = list_dir(root_, &err);
+        if (err != 0) {
+            throw errno_error(err, "rapl-powercap cannot list the powercap tree", root_,
+                              "this machine exposes no powercap tree (common in VMs); in a container, mount the "
+                              "host's /sys/class/powercap and set GREENPROBE_POWERCAP_ROOT; otherwise use cpu-estimate");
+        }
+        struct Found {
+            std::string zone, name, path;
+            int package;
+            uint64_t max_uj;
+            Fd fd;
+        };
+        std::vector<Found> found;
+        std::map<std::string, int> name_count;
+        for (const auto& z : entries) {
+            if (!is_rapl_zone(z)) continue;
+            const std::string dir = root_ + "/" + z;
+            auto name = read_small_file(dir + "/name");
+            if (!name) continue;
+            std::string n = *name;
+            while (!n.empty() && (n.back() == '\n' || n.back() == ' ')) n.pop_back();
+            int e = 0;
+            auto range = read_small_file(dir + "/max_energy_range_uj", &e);
+            uint64_t max_uj = 0;
+            if (!range || !parse_u64(range->c_str(), max_uj) || max_uj == 0) {
+                if (e == EACCES || e == EPERM) throw errno_error(e, "rapl-powercap cannot read", dir + "/max_energy_range_uj", kPowercapPermissionFix);
+                throw SensorError(ErrorCategory::Io, "rapl-powercap: bad max_energy_range_uj in " + dir,
+                                  "check the powercap tree at GREENPROBE_POWERCAP_ROOT");
+            }
+            Found f;
+            f.zone = z;
+            f.name = n;
+            f.path = dir + "/energy_uj";
+            f.package = std::atoi(z.c_str() + 11);
+            f.max_uj = max_uj;
+            e = Fd::open_ro(f.path, f.fd);
+            if (e != 0) throw errno_error(e, "rapl-powercap cannot open", f.path, kPowercapPermissionFix);
+            char buf[64];
+            std::size_t len = 0;
+            uint64_t v = 0;
+            e = pread_text(f.fd.get(), buf, sizeof buf, len);
+            if (e != 0) throw errno_error(e, "rapl-powercap cannot read", f.path, kPowercapPermissionFix);
+            if (!parse_u64(buf, v)) {
+                throw SensorError(ErrorCategory::Io, "rapl-powercap: " + f.path + " does not hold a number",
+                                  "check the powercap tree at GREENPROBE_POWERCAP_ROOT");
+            }
+            ++name_count[n];
+            found.push_back(std::move(f));
+        }
+        if (found.empty()) {
+            throw SensorError(ErrorCategory::NotFound, "rapl-powercap found no intel-rapl zone under " + root_,
+                              "load the intel_rapl_msr / rapl driver, or point GREENPROBE_POWERCAP_ROOT at a tree that has one; "
+                              "on VMs use cpu-estimate");
+        }
+        for (auto& f : found) {
+            ChannelInfo info;
+            info.domain = name_count[f.name] > 1 ? f.name + "-" + std::to_string(f.package) : f.name;
+            info.quantity = Quantity::EnergyCounter;
+            info.resolution = 1e-6;
+            info.nominal_update_period_ns = 1000000;
+            channels_.push_back(info);
+            zones_.push_back(Zone{f.zone, f.path, std::move(f.fd), WrapCounter(f.max_uj, 1e-6)});
+        }
+        std::vector<Reading> scratch(channels_.size());
+        poll(scratch);
+    }
+
+    std::string kind() const override { return "rapl-powercap"; }
+    const std::vector<ChannelInfo>& channels() const override { return channels_; }
+
+    void poll(std::vector<Reading>& out) override {
+        char buf[64];
+        for (std::size_t c = 0; c < zones_.size(); ++c) {
+            Zone& z = zones_[c];
+            std::size_t len = 0;
+            uint64_t v = 0;
+            const int e = pread_text(z.fd.get(), buf, sizeof buf, len);
+            if (e != 0 || !parse_u64(buf, v)) {
+                out[c].status = (e == ENODEV || e == ENOENT) ? PollStatus::Gone : PollStatus::Retry;
+                last_error_ = "read of " + z.path + " failed" + (e ? ": errno " + std::to_string(e) : ": not a number");
+                continue;
+            }
+            out[c].value = z.counter.update(v);
+            out[c].status = PollStatus::Ok;
+        }
+    }
+
+    std::map<std::string, std::string> info() const override {
+        std::map<std::string, std::string> m = {{"powercap_root", root_}};
+        for (std::size_t c = 0; c < zones_.size(); ++c) m["zone_" + channels_[c].domain] = zones_[c].zone;
+        return m;
+    }
+    std::string last_error() const override { return last_error_; }
+
+  private:
+    struct Zone {
+        std::string zone, path;
+        Fd fd;
+        WrapCounter counter;
+    };
+    std::string root_;
+    std::vector<Zone> zones_;
+    std::vector<ChannelInfo> channels_;
+    std::string last_error_;
+};
+
+}  // namespace
+
+std::unique_ptr<Sensor> open_rapl_powercap(const Options& options) {
+    return std::make_unique<RaplPowercapSensor>(options);
+}
+
+}  // namespace greenprobe

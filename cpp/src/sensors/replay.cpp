@@ -1,0 +1,54 @@
+// replay: re-emits recorded channels at their original pace, starting at the first poll.
+// Built from arrays (the Python layer reads the samples Parquet file and hands the columns over).
+#include "greenprobe/clock.hpp"
+#include "greenprobe/registry.hpp"
+
+namespace greenprobe {
+namespace {
+
+class ReplaySensor final : public Sensor {
+  public:
+    ReplaySensor(std::vector<ReplayTrack> tracks, std::string source_kind)
+        : tracks_(std::move(tracks)), source_(std::move(source_kind)), cursor_(tracks_.size(), 0) {
+        for (const auto& t : tracks_) {
+            if (t.offset_ns.empty() || t.offset_ns.size() != t.value.size()) {
+                throw SensorError(ErrorCategory::Config, "replay track '" + t.info.domain + "' is empty or ragged",
+                                  "record the file again with `greenprobe record`");
+            }
+            channels_.push_back(t.info);
+        }
+    }
+
+    std::string kind() const override { return "replay"; }
+    const std::vector<ChannelInfo>& channels() const override { return channels_; }
+
+    void poll(std::vector<Reading>& out) override {
+        const int64_t t = now_ns();
+        if (start_ns_ == 0) start_ns_ = t;
+        const int64_t elapsed = t - start_ns_;
+        for (std::size_t c = 0; c < tracks_.size(); ++c) {
+            const auto& tr = tracks_[c];
+            std::size_t& i = cursor_[c];
+            while (i + 1 < tr.offset_ns.size() && tr.offset_ns[i + 1] <= elapsed) ++i;
+            out[c].value = tr.value[i];
+            out[c].status = PollStatus::Ok;
+        }
+    }
+
+    std::map<std::string, std::string> info() const override { return {{"source_sensor", source_}}; }
+
+  private:
+    std::vector<ReplayTrack> tracks_;
+    std::string source_;
+    std::vector<std::size_t> cursor_;
+    std::vector<ChannelInfo> channels_;
+    int64_t start_ns_ = 0;
+};
+
+}  // namespace
+
+std::unique_ptr<Sensor> open_replay(std::vector<ReplayTrack> tracks, std::string source_kind) {
+    return std::make_unique<ReplaySensor>(std::move(tracks), std::move(source_kind));
+}
+
+}  // namespace greenprobe

@@ -1,0 +1,47 @@
+"""`greenprobe record`: sample for a while, save, summarise."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from ..marks import mark
+from ..session import Probe
+
+
+def cmd_record(args) -> int:
+    sensors = args.sensors if args.sensors == "auto" else [s for s in args.sensors.split(",") if s]
+    probe = Probe(sensors=sensors, period_us=args.period_us)
+    probe.start()
+    for s in probe.skipped:
+        print(f"skipped {s.kind}: {s.reason}", file=sys.stderr)
+    interrupted = False
+    try:
+        with mark("record"):
+            t_end = time.monotonic() + args.duration if args.duration > 0 else float("inf")
+            while True:
+                left = t_end - time.monotonic()
+                if left <= 0:
+                    break
+                if sys.stderr.isatty():
+                    print(f"\rrecording... {left:5.1f} s left (Ctrl-C to stop)", end="", file=sys.stderr)
+                time.sleep(min(0.25, left))
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        probe.stop()
+        if sys.stderr.isatty():
+            print(file=sys.stderr)
+    paths = probe.save(args.out)
+    table = probe.intervals().to_pylist()
+    print(f"wrote {paths['samples']} and {paths['intervals']}")
+    for row in table:
+        est = "  ESTIMATED" if row["estimated"] else ""
+        power = row["energy_j"] / row["duration_s"] if row["duration_s"] > 0 else float("nan")
+        print(f"  {row['sensor']:<14} {row['domain']:<12} {row['energy_j']:10.3f} J "
+              f"[{row['energy_j_low']:.3f}, {row['energy_j_high']:.3f}]  {power:8.2f} W over "
+              f"{row['duration_s']:.2f} s{est}")
+    for st in probe.stats():
+        print(f"  {st['sensor']}: {st['polls']} polls at {1e9 / st['period_ns']:.0f} Hz, "
+              f"{st['late_polls']} late, max lag {st['max_lag_ns'] / 1e6:.2f} ms, {st['drops']} dropped")
+    return 130 if interrupted else 0

@@ -1,0 +1,73 @@
+"""Errors a user meets, each saying what failed, where, and how to fix it."""
+
+from __future__ import annotations
+
+
+class GreenprobeError(Exception):
+    """Base class of every greenprobe error."""
+
+
+class ConfigError(GreenprobeError, ValueError):
+    """An argument or option is invalid."""
+
+
+class NoSensorError(GreenprobeError):
+    """No sensor could be opened; the message lists every reason."""
+
+
+class SensorError(GreenprobeError):
+    """A sensor could not be opened or read.
+
+    Attributes: ``category`` (permission, library-missing, unsupported, not-found, device-lost, io,
+    config), ``message`` and ``fix``.
+    """
+
+    category = "io"
+
+    def __init__(self, message: str, fix: str = "", category: str | None = None):
+        self.message = message
+        self.fix = fix
+        if category is not None:
+            self.category = category
+        super().__init__(f"{message}\n  fix: {fix}" if fix else message)
+
+
+class SensorPermissionError(SensorError, PermissionError):
+    category = "permission"
+
+
+class SensorLibraryMissing(SensorError):
+    category = "library-missing"
+
+
+class SensorUnsupported(SensorError):
+    category = "unsupported"
+
+
+class SensorNotFound(SensorError):
+    category = "not-found"
+
+
+class DeviceLostError(SensorError):
+    category = "device-lost"
+
+
+class SensorConfigError(SensorError, ConfigError):
+    category = "config"
+
+
+_BY_CATEGORY = {
+    "permission": SensorPermissionError,
+    "library-missing": SensorLibraryMissing,
+    "unsupported": SensorUnsupported,
+    "not-found": SensorNotFound,
+    "device-lost": DeviceLostError,
+    "config": SensorConfigError,
+    "io": SensorError,
+}
+
+
+def from_core(category: str, message: str, fix: str) -> SensorError:
+    """Builds the Python exception for a C++ SensorError (called by greenprobe._core)."""
+    cls = _BY_CATEGORY.get(category, SensorError)
+    return cls(message, fix, category=category)

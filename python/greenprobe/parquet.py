@@ -1,0 +1,180 @@
+"""Parquet output: samples.parquet and intervals.parquet, with the session metadata in both.
+
+The schema (units, clock, meaning of every column) is documented in docs/SCHEMA.md.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import socket
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from . import __version__
+from .attribution import attribute
+
+METADATA_KEY = b"greenprobe"
+
+#: interval columns that attributes may not shadow (an attribute with such a name gets "attr_")
+RESERVED = {
+    "label", "start_ns", "end_ns", "duration_s", "thread_id", "ok", "sensor", "domain", "energy_j",
+    "energy_j_low", "energy_j_high", "estimated", "below_update_period", "update_period_ns", "complete",
+    "method", "mark_index",
+}
+
+
+def samples_table(probe) -> pa.Table:
+    t, prev, v, ch, fl = probe._columns()
+    order = np.lexsort((t, ch))
+    t, prev, v, ch, fl = t[order], prev[order], v[order], ch[order], fl[order]
+    chans = probe._channels
+    sensor = np.array([c["sensor"] for c in chans], dtype=object)
+    domain = np.array([c["domain"] for c in chans], dtype=object)
+    is_power = np.array([c["quantity"] == "power" for c in chans], dtype=bool)
+    estimated = np.array([c["estimated"] for c in chans], dtype=bool)
+    idx = ch.astype(np.int64)
+    power_mask = is_power[idx] if len(chans) else np.zeros(0, bool)
+    return pa.table({
+        "t_ns": pa.array(t, pa.int64()),
+        "prev_t_ns": pa.array(prev, pa.int64()),
+        "channel": pa.array(ch, pa.uint32()),
+        "sensor": pa.array(sensor[idx] if len(chans) else [], pa.string()).dictionary_encode(),
+        "domain": pa.array(domain[idx] if len(chans) else [], pa.string()).dictionary_encode(),
+        "energy_j": pa.array(np.where(power_mask, np.nan, v), pa.float64(), mask=power_mask),
+        "power_w": pa.array(np.where(power_mask, v, np.nan), pa.float64(), mask=~power_mask),
+        "estimated": pa.array(estimated[idx] if len(chans) else [], pa.bool_()),
+        "flags": pa.array(fl, pa.uint32()),
+    }).replace_schema_metadata({METADATA_KEY: json.dumps(session_metadata(probe)).encode()})
+
+
+def intervals_table(probe) -> pa.Table:
+    records = probe.marks()
+    n = len(records)
+    start = np.fromiter((r[1] for r in records), np.int64, n)
+    end = np.fromiter((r[2] for r in records), np.int64, n)
+    per_channel = attribute(start, end, probe.channels()) if n else []
+    cols: dict[str, list] = {k: [] for k in (
+        "label", "start_ns", "end_ns", "duration_s", "thread_id", "ok", "sensor", "domain", "energy_j",
+        "energy_j_low", "energy_j_high", "estimated", "below_update_period", "update_period_ns", "complete",
+        "method", "mark_index")}
+    attr_names: list[str] = []
+    for r in records:
+        for k in (r[4] or {}):
+            name = k if k not in RESERVED else f"attr_{k}"
+            if name not in attr_names:
+                attr_names.append(name)
+    attrs: dict[str, list] = {a: [] for a in attr_names}
+    labels = [r[0] for r in records]
+    for res in per_channel:
+        ch = res["channel"]
+        cols["label"] += labels
+        cols["start_ns"].append(start)
+        cols["end_ns"].append(end)
+        cols["duration_s"].append((end - start) * 1e-9)
+        cols["thread_id"] += [r[3] for r in records]
+        cols["ok"] += [r[5] for r in records]
+        cols["sensor"] += [ch.sensor] * n
+        cols["domain"] += [ch.domain] * n
+        cols["energy_j"].append(res["energy_j"])
+        cols["energy_j_low"].append(res["energy_j_low"])
+        cols["energy_j_high"].append(res["energy_j_high"])
+        cols["estimated"] += [ch.estimated] * n
+        cols["below_update_period"].append(res["below_update_period"])
+        cols["update_period_ns"].append(np.full(n, res["update_period_ns"], np.int64))
+        cols["complete"].append(res["complete"])
+        cols["method"] += [res["method"]] * n
+        cols["mark_index"].append(np.arange(n, dtype=np.int64))
+        for a in attr_names:
+            key = a[5:] if a.startswith("attr_") and a[5:] in RESERVED else a
+            attrs[a] += [(r[4] or {}).get(key) for r in records]
+
+    def cat(name, dtype):
+        parts = cols[name]
+        return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
+
+    data = {
+        "label": pa.array(cols["label"], pa.string()),
+        "start_ns": pa.array(cat("start_ns", np.int64), pa.int64()),
+        "end_ns": pa.array(cat("end_ns", np.int64), pa.int64()),
+        "duration_s": pa.array(cat("duration_s", np.float64), pa.float64()),
+        "sensor": pa.array(cols["sensor"], pa.string()),
+        "domain": pa.array(cols["domain"], pa.string()),
+        "energy_j": pa.array(cat("energy_j", np.float64), pa.float64()),
+        "energy_j_low": pa.array(cat("energy_j_low", np.float64), pa.float64()),
+        "energy_j_high": pa.array(cat("energy_j_high", np.float64), pa.float64()),
+        "estimated": pa.array(cols["estimated"], pa.bool_()),
+        "below_update_period": pa.array(cat("below_update_period", bool), pa.bool_()),
+        "update_period_ns": pa.array(cat("update_period_ns", np.int64), pa.int64()),
+        "complete": pa.array(cat("complete", bool), pa.bool_()),
+        "method": pa.array(cols["method"], pa.string()),
+        "thread_id": pa.array(cols["thread_id"], pa.uint64()),
+        "ok": pa.array(cols["ok"], pa.bool_()),
+        "mark_index": pa.array(cat("mark_index", np.int64), pa.int64()),
+    }
+    for a, values in attrs.items():
+        try:
+            data[a] = pa.array(values)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            data[a] = pa.array([None if v is None else str(v) for v in values], pa.string())
+    return pa.table(data).replace_schema_metadata({METADATA_KEY: json.dumps(session_metadata(probe)).encode()})
+
+
+def session_metadata(probe) -> dict:
+    anchor = dict(probe._anchor)
+    if "wall_ns" in anchor:
+        anchor["wall_iso"] = _dt.datetime.fromtimestamp(anchor["wall_ns"] / 1e9, _dt.timezone.utc).isoformat()
+    channels = []
+    chans = probe.channels() if probe._channels else []
+    for c, ch in zip(probe._channels, chans):
+        period, source = ch.learned_update_period_ns()
+        channels.append({**c, "update_period_ns": period, "update_period_source": source,
+                         "edge_timing_ns": ch.edge_timing_ns(), "samples": int(ch.t_ns.size)})
+    stats = probe.stats()
+    return {
+        "format": "greenprobe/1",
+        "greenprobe_version": __version__,
+        "clock": "CLOCK_MONOTONIC nanoseconds (t_ns, start_ns, end_ns); wall time only in anchor",
+        "anchor": anchor,
+        "host": {"hostname": socket.gethostname(), "platform": platform.platform(), "machine": platform.machine(),
+                 "python": platform.python_version()},
+        "period_ns": probe.period_ns,
+        "sensors": probe._sensor_info,
+        "skipped": [s.as_dict() for s in probe.skipped],
+        "channels": channels,
+        "stats": stats,
+        "drops": int(sum(s["drops"] for s in stats)),
+        "max_lag_ns": int(max((s["max_lag_ns"] for s in stats), default=0)),
+        "late_polls": int(sum(s["late_polls"] for s in stats)),
+        "estimated": any(c["estimated"] for c in probe._channels),
+        "marks": len(probe._records),
+    }
+
+
+def save(probe, directory) -> dict:
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    paths = {"samples": d / "samples.parquet", "intervals": d / "intervals.parquet", "metadata": d / "metadata.json"}
+    _atomic_write_table(samples_table(probe), paths["samples"])
+    _atomic_write_table(intervals_table(probe), paths["intervals"])
+    tmp = paths["metadata"].with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(session_metadata(probe), indent=2, default=str))
+    os.replace(tmp, paths["metadata"])
+    return {k: str(v) for k, v in paths.items()}
+
+
+def _atomic_write_table(table: pa.Table, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+
+
+def read_metadata(path) -> dict:
+    """The session metadata stored in a greenprobe Parquet file."""
+    md = pq.read_schema(path).metadata or {}
+    return json.loads(md[METADATA_KEY])

@@ -1,0 +1,43 @@
+"""The replay sensor: re-emits a recorded samples.parquet at its original pace."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from . import _core
+from .errors import SensorConfigError, SensorNotFound
+from .parquet import read_metadata
+
+
+def open_replay(options: dict):
+    path = options.get("path")
+    if not path:
+        raise SensorConfigError("the replay sensor needs a recorded file", "use replay:path=run1/samples.parquet")
+    try:
+        table = pq.read_table(path)
+        meta = read_metadata(path)
+    except FileNotFoundError:
+        raise SensorNotFound(f"replay file not found: {path}", "record one with `greenprobe record --out DIR`") from None
+    t = table.column("t_ns").to_numpy()
+    ch = table.column("channel").to_numpy()
+    energy = table.column("energy_j").to_numpy(zero_copy_only=False)
+    power = table.column("power_w").to_numpy(zero_copy_only=False)
+    value = np.where(np.isnan(energy), power, energy)
+    t0 = int(t.min()) if t.size else 0
+    tracks, sources = [], set()
+    for c in meta["channels"]:
+        m = ch == c["channel"]
+        if not m.any():
+            continue
+        order = np.argsort(t[m], kind="stable")
+        sources.add(c["sensor"])
+        tracks.append({
+            "domain": c["domain"], "quantity": c["quantity"], "estimated": c["estimated"],
+            "resolution": c["resolution"], "nominal_update_period_ns": c["nominal_update_period_ns"],
+            "averaging_window_ns": c["averaging_window_ns"],
+            "offset_ns": (t[m][order] - t0).tolist(), "value": value[m][order].tolist(),
+        })
+    if not tracks:
+        raise SensorConfigError(f"replay file {path} holds no samples", "record a longer session")
+    return _core.open_replay(tracks, ",".join(sorted(sources)))

@@ -1,0 +1,217 @@
+"""Probe: the sampler, the marks and the results of one measuring session."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Optional, Sequence
+
+import numpy as np
+
+from . import _core
+from .attribution import FLAG_CHANGED, FLAG_FIRST, Channel, attribute
+from .errors import ConfigError
+from .marks import _pop_sink, _push_sink
+from .sensors import open_sensors
+
+MIN_PERIOD_US = 50
+
+
+class Probe:
+    """Samples energy sensors in native threads while your code runs; marks become intervals.
+
+    ``sensors``: ``"auto"`` (every sensor this machine has; the CPU estimate only where no CPU
+    sensor exists) or a list of specs such as ``["rapl-msr", "nvml"]`` or
+    ``["synthetic:waveform=sine;base_w=40"]``. A sensor named explicitly raises if it cannot open.
+
+    ``period_us``: polling period of each sensor (>= 50 µs). NVML is never polled faster than
+    ``nvml_min_period_us`` (1000 µs by default: its calls take a driver lock); the CPU estimate
+    not faster than 10 ms.
+
+    Paths (``nvml_library``, ``powercap_root``, ``msr_path``, ``cpu_vendor``, ``sysfs_cpu_root``,
+    ``proc_root``, ``cpu_tdp_w``) override the matching ``GREENPROBE_*`` environment variables.
+    """
+
+    def __init__(
+        self,
+        sensors: str | Sequence[str] = "auto",
+        period_us: float = 1000,
+        *,
+        keepalive_ms: float = 50,
+        ring_capacity: int = 1 << 16,
+        record_all: bool = False,
+        drain_interval_s: float = 0.05,
+        settle_timeout_s: float = 2.0,
+        **options,
+    ):
+        if period_us < MIN_PERIOD_US:
+            raise ConfigError(f"period_us must be >= {MIN_PERIOD_US}, got {period_us}")
+        if ring_capacity < 16:
+            raise ConfigError("ring_capacity must be >= 16")
+        self.sensor_request = sensors
+        self.period_ns = int(period_us * 1000)
+        self.keepalive_ns = int(keepalive_ms * 1e6)
+        self.ring_capacity = int(ring_capacity)
+        self.record_all = bool(record_all)
+        self.drain_interval_s = float(drain_interval_s)
+        self.settle_timeout_s = float(settle_timeout_s)
+        self.options = options
+        self.skipped = []
+        self._sensors = []
+        self._sampler = None
+        self._chunks: list[tuple[np.ndarray, ...]] = []
+        self._chunks_lock = threading.Lock()
+        self._records: list = []
+        self._drain_thread: Optional[threading.Thread] = None
+        self._stop_event = threading.Event()
+        self._channels: list[dict] = []
+        self._anchor: dict = {}
+        self._stats: list[dict] = []
+        self._started = False
+        self._stopped = False
+        self._sensor_info: list[dict] = []
+
+    # -- life cycle ----------------------------------------------------------------------------
+    def start(self) -> "Probe":
+        if self._started:
+            raise RuntimeError("this Probe was already started; make a new one")
+        self._sensors, self.skipped = open_sensors(self.sensor_request, self.options)
+        self._sampler = _core.Sampler(self._sensors, self.period_ns, self.ring_capacity, self.keepalive_ns,
+                                      self.record_all)
+        self._channels = self._sampler.channels()
+        self._sensor_info = [{"kind": s.kind, "info": dict(s.info()), "min_period_ns": s.min_period_ns}
+                             for s in self._sensors]
+        self._anchor = {"monotonic_ns": _core.now_ns(), "wall_ns": _core.wall_ns(), "pid": os.getpid()}
+        self._sampler.start()
+        self._started = True
+        self._drain_thread = threading.Thread(target=self._drain_loop, name="greenprobe-drain", daemon=True)
+        self._drain_thread.start()
+        self._settle(after_ns=self._anchor["monotonic_ns"])
+        _push_sink(self._records)
+        return self
+
+    def stop(self) -> None:
+        if not self._started or self._stopped:
+            return
+        _pop_sink(self._records)
+        last_end = max((r[2] for r in self._records), default=_core.now_ns())
+        self._settle(after_ns=last_end)
+        self._stop_event.set()
+        if self._drain_thread is not None:
+            self._drain_thread.join()
+        self._sampler.stop()
+        self._drain_once()
+        self._stats = self._sampler.stats()
+        self._stopped = True
+
+    def __enter__(self) -> "Probe":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def __del__(self):  # pragma: no cover - best effort
+        try:
+            if self._started and not self._stopped:
+                self.stop()
+        except Exception:
+            pass
+
+    # -- draining ------------------------------------------------------------------------------
+    def _drain_once(self) -> int:
+        cols = self._sampler.drain()
+        n = len(cols[0])
+        if n:
+            with self._chunks_lock:
+                self._chunks.append(cols)
+        return n
+
+    def _drain_loop(self) -> None:
+        while not self._stop_event.wait(self.drain_interval_s):
+            self._drain_once()
+
+    def _settle(self, after_ns: int) -> None:
+        """Waits until every counter channel has shown an update after ``after_ns`` (bounded),
+        so that interval ends are bracketed by real updates and need no extrapolation."""
+        deadline = time.monotonic() + self.settle_timeout_s
+        counters = {c["channel"] for c in self._channels if c["quantity"] == "energy"}
+        while counters and time.monotonic() < deadline:
+            self._drain_once()
+            t, _, _, ch, fl = self._columns()
+            m = ((fl & FLAG_CHANGED) != 0) & ((fl & FLAG_FIRST) == 0) & (t > after_ns)
+            seen = set(np.unique(ch[m]).tolist())
+            gone = {s for s, st in zip(range(len(self._sensors)), self._sampler.stats()) if st["state"] == "gone"}
+            waiting = {c for c in counters if c not in seen and self._channels[c]["sensor_index"] not in gone}
+            if not waiting:
+                return
+            time.sleep(min(0.002, self.settle_timeout_s))
+
+    # -- data ----------------------------------------------------------------------------------
+    def _columns(self):
+        with self._chunks_lock:
+            chunks = list(self._chunks)
+        if not chunks:
+            return (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), np.zeros(0, np.uint32),
+                    np.zeros(0, np.uint32))
+        cols = tuple(np.concatenate([c[i] for c in chunks]) for i in range(5))
+        if len(chunks) > 1:
+            with self._chunks_lock:
+                if len(self._chunks) == len(chunks):
+                    self._chunks = [cols]
+        return cols
+
+    def channels(self) -> list[Channel]:
+        """Every channel with its samples (sorted by time)."""
+        t, prev, v, ch, fl = self._columns()
+        out = []
+        for c in self._channels:
+            m = ch == c["channel"]
+            order = np.argsort(t[m], kind="stable")
+            out.append(Channel(
+                channel=c["channel"], sensor=c["sensor"], domain=c["domain"], quantity=c["quantity"],
+                estimated=c["estimated"], resolution=c["resolution"],
+                nominal_update_period_ns=c["nominal_update_period_ns"],
+                averaging_window_ns=c["averaging_window_ns"],
+                t_ns=t[m][order], prev_t_ns=prev[m][order], value=v[m][order], flags=fl[m][order]))
+        return out
+
+    def marks(self) -> list[tuple]:
+        """Recorded marks: (label, start_ns, end_ns, thread_id, attrs, ok)."""
+        return list(self._records)
+
+    def stats(self) -> list[dict]:
+        """Per sensor: polls, late polls, lag, drops, state (live while running)."""
+        if self._sampler is None:
+            return []
+        return self._stats if self._stopped else self._sampler.stats()
+
+    def energy(self, start_ns: int, end_ns: int) -> list[dict]:
+        """Energy between two instants on the sampler clock, per (sensor, domain)."""
+        rows = attribute(np.array([start_ns]), np.array([end_ns]), self.channels())
+        return [{"sensor": r["channel"].sensor, "domain": r["channel"].domain, "energy_j": float(r["energy_j"][0]),
+                 "energy_j_low": float(r["energy_j_low"][0]), "energy_j_high": float(r["energy_j_high"][0]),
+                 "estimated": r["channel"].estimated, "complete": bool(r["complete"][0])} for r in rows]
+
+    def samples(self):
+        """Every recorded sample as a pyarrow Table (schema in docs/SCHEMA.md)."""
+        from .parquet import samples_table
+
+        return samples_table(self)
+
+    def intervals(self):
+        """One row per (mark, sensor, domain) with energy and bounds, as a pyarrow Table."""
+        from .parquet import intervals_table
+
+        return intervals_table(self)
+
+    def metadata(self) -> dict:
+        from .parquet import session_metadata
+
+        return session_metadata(self)
+
+    def save(self, directory: str | os.PathLike) -> dict:
+        """Writes DIR/samples.parquet and DIR/intervals.parquet (metadata in both); returns the paths."""
+        from .parquet import save
+
+        return save(self, directory)

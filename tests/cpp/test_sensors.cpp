@@ -1,0 +1,331 @@
+// Sensors against stand-ins built here: a powercap tree and MSR files in a temp folder, and the
+// fake NVML library built by CMake and loaded through the real dlopen path.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <string>
+
+#include "check.hpp"
+#include "greenprobe/registry.hpp"
+
+using namespace greenprobe;
+
+namespace {
+
+std::string temp_dir() {
+    char tmpl[] = "/tmp/greenprobe-test-XXXXXX";
+    const char* d = mkdtemp(tmpl);
+    if (!d) throw std::runtime_error("mkdtemp failed");
+    return d;
+}
+
+void mkdirs(const std::string& path) {
+    std::string cur;
+    for (std::size_t i = 0; i <= path.size(); ++i) {
+        if (i == path.size() || path[i] == '/') {
+            if (!cur.empty()) ::mkdir(cur.c_str(), 0755);
+        }
+        if (i < path.size()) cur += path[i];
+    }
+}
+
+void write_file(const std::string& path, const std::string& text) {
+    std::ofstream f(path, std::ios::trunc);
+    f << text;
+}
+
+// The plain-file stand-in for /dev/cpu/N/msr. Intel's registers are >= 8 apart, so they sit at
+// offset = register as on the real device; AMD's are adjacent and use offset = 8 x register
+// (msr_offset_scale=8).
+void write_msr(const std::string& path, uint64_t reg, uint64_t value, uint64_t scale = 1) {
+    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT, 0644);
+    if (fd < 0) throw std::runtime_error("open " + path);
+    if (::pwrite(fd, &value, sizeof value, static_cast<off_t>(reg * scale)) != sizeof value) throw std::runtime_error("pwrite");
+    ::close(fd);
+}
+
+std::vector<Reading> poll(Sensor& s) {
+    std::vector<Reading> r(s.channels().size());
+    s.poll(r);
+    return r;
+}
+
+ErrorCategory category_of(const std::function<void()>& fn) {
+    try {
+        fn();
+    } catch (const SensorError& e) {
+        return e.category();
+    }
+    throw std::runtime_error("no SensorError thrown");
+}
+
+// --- powercap ---------------------------------------------------------------------------------
+
+std::string make_powercap(uint64_t max_uj) {
+    const std::string root = temp_dir() + "/powercap";
+    const char* zones[][2] = {{"intel-rapl:0", "package-0"}, {"intel-rapl:0:0", "core"}, {"intel-rapl:0:1", "dram"},
+                              {"intel-rapl:1", "package-1"}, {"intel-rapl:1:0", "core"}, {"intel-rapl-mmio:0", "package-0"}};
+    for (auto& z : zones) {
+        const std::string dir = root + "/" + z[0];
+        mkdirs(dir);
+        write_file(dir + "/name", std::string(z[1]) + "\n");
+        write_file(dir + "/max_energy_range_uj", std::to_string(max_uj) + "\n");
+        write_file(dir + "/energy_uj", "1000\n");
+    }
+    return root;
+}
+
+}  // namespace
+
+TEST(powercap_names_zones_and_skips_mmio) {
+    const std::string root = make_powercap(1000000);
+    auto s = open_sensor("rapl-powercap", Options({{"powercap_root", root}}));
+    const auto& ch = s->channels();
+    REQUIRE(ch.size() == 5);
+    CHECK(ch[0].domain == "package-0");
+    CHECK(ch[1].domain == "core-0");  // "core" appears in both packages
+    CHECK(ch[2].domain == "dram");
+    CHECK(ch[3].domain == "package-1");
+    CHECK(ch[4].domain == "core-1");
+}
+
+TEST(powercap_unwraps_with_the_zone_range) {
+    const std::string root = make_powercap(999999);
+    const std::string f = root + "/intel-rapl:0/energy_uj";
+    write_file(f, "999000\n");
+    auto s = open_sensor("rapl-powercap", Options({{"powercap_root", root}}));
+    CHECK(poll(*s)[0].value == 0.0);
+    write_file(f, "999900\n");
+    CHECK_NEAR(poll(*s)[0].value, 900e-6, 1e-12);
+    write_file(f, "100\n");  // wrapped: 999900 -> 999999 (99) -> 0 (1) -> 100 (100)
+    CHECK_NEAR(poll(*s)[0].value, 1100e-6, 1e-12);
+    write_file(f, "0000500000\n");  // leading zeros are decimal, not octal
+    CHECK_NEAR(poll(*s)[0].value, (1100 + 499900) * 1e-6, 1e-12);
+}
+
+TEST(powercap_missing_root_is_not_found) {
+    CHECK(category_of([] { open_sensor("rapl-powercap", Options({{"powercap_root", "/nonexistent/powercap"}})); }) ==
+          ErrorCategory::NotFound);
+}
+
+TEST(powercap_unreadable_energy_is_permission) {
+    if (::geteuid() == 0) {
+        std::printf("  (running as root: permission bits are not enforced, checking the message path only)\n");
+    }
+    const std::string root = make_powercap(1000);
+    const std::string f = root + "/intel-rapl:0/energy_uj";
+    ::chmod(f.c_str(), 0000);
+    if (::geteuid() != 0) {
+        CHECK(category_of([&] { open_sensor("rapl-powercap", Options({{"powercap_root", root}})); }) ==
+              ErrorCategory::Permission);
+    }
+    try {
+        (void)errno_error(EACCES, "x", f, "fix");
+        CHECK(errno_error(EACCES, "x", f, "fix").category() == ErrorCategory::Permission);
+    } catch (...) {
+        CHECK(false);
+    }
+}
+
+// --- MSR --------------------------------------------------------------------------------------
+
+namespace {
+struct FakeCpu {
+    std::string dir, tmpl, proc, sys;
+};
+
+FakeCpu make_cpu(const std::string& vendor, int packages, int cpus_per_package, bool smt) {
+    FakeCpu c;
+    c.dir = temp_dir();
+    c.tmpl = c.dir + "/dev/cpu/{cpu}/msr";
+    c.proc = c.dir + "/proc";
+    c.sys = c.dir + "/sys/devices/system/cpu";
+    mkdirs(c.proc);
+    std::string cpuinfo;
+    const int total = packages * cpus_per_package;
+    for (int cpu = 0; cpu < total; ++cpu) {
+        cpuinfo += "processor\t: " + std::to_string(cpu) + "\nvendor_id\t: " + vendor +
+                   "\ncpu family\t: " + (vendor == "GenuineIntel" ? "6" : "25") + "\nmodel\t\t: 85\n\n";
+        const std::string topo = c.sys + "/cpu" + std::to_string(cpu) + "/topology";
+        mkdirs(topo);
+        const int pkg = cpu / cpus_per_package;
+        const int local = cpu % cpus_per_package;
+        write_file(topo + "/physical_package_id", std::to_string(pkg) + "\n");
+        write_file(topo + "/core_id", std::to_string(smt ? local / 2 : local) + "\n");
+        mkdirs(c.dir + "/dev/cpu/" + std::to_string(cpu));
+    }
+    write_file(c.proc + "/cpuinfo", cpuinfo);
+    return c;
+}
+
+std::string msr_of(const FakeCpu& c, int cpu) { return c.dir + "/dev/cpu/" + std::to_string(cpu) + "/msr"; }
+
+Options cpu_options(const FakeCpu& c) {
+    return Options({{"msr_path", c.tmpl}, {"proc_root", c.proc}, {"sysfs_cpu_root", c.sys}});
+}
+}  // namespace
+
+TEST(msr_intel_domains_units_and_wrap) {
+    FakeCpu c = make_cpu("GenuineIntel", 1, 2, false);
+    const std::string f = msr_of(c, 0);
+    write_msr(f, 0x606, 0xA0E03);  // ESU 14 in the register
+    write_msr(f, 0x611, 0xFFFFFF00ull);
+    write_msr(f, 0x639, 0x1000);
+    write_msr(f, 0x619, 0x2000);  // DRAM on a Skylake-X (model 85): fixed 2^-16 J
+    // 0x641 and 0x64D stay zero: absent
+    auto s = open_sensor("rapl-msr", cpu_options(c));
+    const auto& ch = s->channels();
+    REQUIRE(ch.size() == 3);
+    CHECK(ch[0].domain == "package-0" && ch[1].domain == "core" && ch[2].domain == "dram");
+    CHECK_NEAR(ch[0].resolution, 1.0 / 16384.0, 0.0);
+    CHECK_NEAR(ch[2].resolution, 1.0 / 65536.0, 0.0);
+    write_msr(f, 0x611, 0x0000010000000010ull);  // wrapped (upper bits are not counter bits)
+    write_msr(f, 0x619, 0x2000 + 65536);
+    auto r = poll(*s);
+    CHECK_NEAR(r[0].value, (0x100 + 0x10) / 16384.0, 1e-15);
+    CHECK_NEAR(r[2].value, 1.0, 1e-15);
+    CHECK(r[1].value == 0.0);
+}
+
+TEST(msr_amd_sums_each_core_once) {
+    FakeCpu c = make_cpu("AuthenticAMD", 1, 4, true);  // 4 CPUs, 2 physical cores
+    for (int cpu = 0; cpu < 4; ++cpu) {
+        write_msr(msr_of(c, cpu), 0xC0010299u, 0xA1003, 8);
+        write_msr(msr_of(c, cpu), 0xC001029Bu, 5000, 8);
+        write_msr(msr_of(c, cpu), 0xC001029Au, 100, 8);
+    }
+    Options o({{"msr_path", c.tmpl}, {"proc_root", c.proc}, {"sysfs_cpu_root", c.sys}, {"msr_offset_scale", "8"}});
+    auto s = open_sensor("rapl-msr", o);
+    REQUIRE(s->channels().size() == 2);
+    CHECK(s->channels()[1].domain == "core");
+    // Each physical core's counter advances by 65536 (1 J); the SMT siblings (cpu1, cpu3) are not read.
+    write_msr(msr_of(c, 0), 0xC001029Au, 100 + 65536, 8);
+    write_msr(msr_of(c, 2), 0xC001029Au, 100 + 65536, 8);
+    write_msr(msr_of(c, 1), 0xC001029Au, 100 + 10 * 65536, 8);
+    write_msr(msr_of(c, 0), 0xC001029Bu, 5000 + 3 * 65536, 8);
+    auto r = poll(*s);
+    CHECK_NEAR(r[0].value, 3.0, 1e-12);
+    CHECK_NEAR(r[1].value, 2.0, 1e-12);
+}
+
+TEST(msr_two_packages_get_suffixed_domains) {
+    FakeCpu c = make_cpu("GenuineIntel", 2, 2, false);
+    for (int cpu : {0, 2}) {
+        write_msr(msr_of(c, cpu), 0x606, 0xA1003);
+        write_msr(msr_of(c, cpu), 0x611, 1);
+        write_msr(msr_of(c, cpu), 0x639, 1);
+    }
+    auto s = open_sensor("rapl-msr", cpu_options(c));
+    const auto& ch = s->channels();
+    REQUIRE(ch.size() == 4);
+    CHECK(ch[0].domain == "package-0" && ch[1].domain == "core-0" && ch[2].domain == "package-1" &&
+          ch[3].domain == "core-1");
+}
+
+TEST(msr_errors_name_the_problem) {
+    FakeCpu c = make_cpu("GenuineIntel", 1, 1, false);
+    // No msr file at all: the module is not loaded.
+    CHECK(category_of([&] { open_sensor("rapl-msr", cpu_options(c)); }) == ErrorCategory::NotFound);
+    // Unknown vendor.
+    FakeCpu v = make_cpu("CentaurHauls", 1, 1, false);
+    CHECK(category_of([&] { open_sensor("rapl-msr", cpu_options(v)); }) == ErrorCategory::Unsupported);
+    // Vendor override.
+    write_msr(msr_of(v, 0), 0x606, 0xA1003);
+    write_msr(msr_of(v, 0), 0x611, 7);
+    Options o({{"msr_path", v.tmpl}, {"proc_root", v.proc}, {"sysfs_cpu_root", v.sys}, {"cpu_vendor", "intel"}});
+    CHECK(open_sensor("rapl-msr", o)->channels().size() == 1);
+    // A register file that ends before the unit register reads short, like EIO on a real MSR.
+    FakeCpu s = make_cpu("AuthenticAMD", 1, 1, false);
+    write_msr(msr_of(s, 0), 0x10, 1);
+    CHECK(category_of([&] { open_sensor("rapl-msr", cpu_options(s)); }) == ErrorCategory::Unsupported);
+    // Only the device (1) and register-dump (8) layouts exist.
+    Options bad({{"msr_path", s.tmpl}, {"proc_root", s.proc}, {"sysfs_cpu_root", s.sys}, {"msr_offset_scale", "4"}});
+    CHECK(category_of([&] { open_sensor("rapl-msr", bad); }) == ErrorCategory::Config);
+}
+
+// --- NVML -------------------------------------------------------------------------------------
+
+TEST(nvml_loads_the_fake_library_and_reads_fields) {
+    ::setenv("FAKE_NVML_GPUS", "2", 1);
+    ::setenv("FAKE_NVML_UPDATE_MS", "20", 1);
+    ::setenv("FAKE_NVML_BASE_W", "100", 1);
+    ::unsetenv("FAKE_NVML_NO_FIELDS");
+    auto s = open_sensor("nvml", Options({{"nvml_library", FAKE_NVML_PATH}}));
+    const auto& ch = s->channels();
+    REQUIRE(ch.size() == 4);
+    CHECK(ch[0].domain == "gpu0" && ch[0].quantity == Quantity::EnergyCounter);
+    CHECK(ch[1].domain == "gpu0" && ch[1].quantity == Quantity::Power);
+    CHECK(ch[3].domain == "gpu1");
+    auto r = poll(*s);
+    CHECK_NEAR(r[1].value, 100.0, 1e-9);
+    CHECK_NEAR(r[3].value, 200.0, 1e-9);
+    CHECK(r[0].value > 123456.0);  // counter since "driver load"
+    CHECK(s->info().at("gpu0_power_source") == "field 186 (instant)");
+    ::unsetenv("FAKE_NVML_GPUS");
+}
+
+TEST(nvml_falls_back_without_field_values) {
+    ::setenv("FAKE_NVML_NO_FIELDS", "1", 1);
+    auto s = open_sensor("nvml", Options({{"nvml_library", FAKE_NVML_PATH}}));
+    CHECK(s->channels().size() == 2);
+    CHECK(s->info().at("gpu0_power_source") == "nvmlDeviceGetPowerUsage");
+    CHECK(s->channels()[1].averaging_window_ns == 1000000000);
+    ::unsetenv("FAKE_NVML_NO_FIELDS");
+}
+
+TEST(nvml_lost_gpu_is_gone_not_fatal) {
+    ::setenv("FAKE_NVML_GPUS", "2", 1);
+    ::setenv("FAKE_NVML_LOSE_GPU", "1", 1);
+    ::setenv("FAKE_NVML_LOSE_AFTER_MS", "30", 1);
+    auto s = open_sensor("nvml", Options({{"nvml_library", FAKE_NVML_PATH}}));
+    ::usleep(40000);
+    auto r = poll(*s);
+    CHECK(r[0].status == PollStatus::Ok);
+    CHECK(r[2].status == PollStatus::Gone);
+    CHECK(r[3].status == PollStatus::Gone);
+    CHECK(s->last_error().find("GPU is lost") != std::string::npos);
+    ::unsetenv("FAKE_NVML_GPUS");
+    ::unsetenv("FAKE_NVML_LOSE_GPU");
+    ::unsetenv("FAKE_NVML_LOSE_AFTER_MS");
+}
+
+TEST(nvml_missing_library_says_how_to_fix) {
+    try {
+        open_sensor("nvml", Options({{"nvml_library", "/nonexistent/libnvidia-ml.so.1"}}));
+        CHECK(false);
+    } catch (const SensorError& e) {
+        CHECK(e.category() == ErrorCategory::LibraryMissing);
+        CHECK(std::string(e.what()).find("/nonexistent/libnvidia-ml.so.1") != std::string::npos);
+        CHECK(e.fix().find("GREENPROBE_NVML_LIBRARY") != std::string::npos);
+    }
+}
+
+TEST(nvml_init_failure_is_classified) {
+    ::setenv("FAKE_NVML_INIT_RC", "9", 1);
+    CHECK(category_of([] { open_sensor("nvml", Options({{"nvml_library", FAKE_NVML_PATH}})); }) ==
+          ErrorCategory::LibraryMissing);
+    ::unsetenv("FAKE_NVML_INIT_RC");
+}
+
+// --- registry, cpu-estimate -------------------------------------------------------------------
+
+TEST(unknown_kind_is_a_config_error) {
+    CHECK(category_of([] { open_sensor("rapl", Options()); }) == ErrorCategory::Config);
+}
+
+TEST(cpu_estimate_is_flagged_estimated) {
+    const std::string proc = temp_dir();
+    write_file(proc + "/stat", "cpu  100 0 100 800 0 0 0 0 0 0\ncpu0 1 1 1 1\n");
+    write_file(proc + "/cpuinfo", "processor\t: 0\nvendor_id\t: AuthenticAMD\nprocessor\t: 1\n");
+    auto s = open_sensor("cpu-estimate", Options({{"proc_root", proc}, {"cpu_tdp_w", "100"}}));
+    CHECK(s->channels()[0].estimated);
+    CHECK(s->channels()[0].quantity == Quantity::Power);
+    write_file(proc + "/stat", "cpu  150 0 150 900 0 0 0 0 0 0\n");  // 100 busy of 200: 50 %
+    auto r = poll(*s);
+    CHECK_NEAR(r[0].value, 30.0 + 70.0 * 0.5, 1e-9);
+}
+
+TEST_MAIN()

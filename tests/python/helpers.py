@@ -1,0 +1,50 @@
+"""Shared helpers: run marked intervals and compare attributed energy with the exact truth."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+import greenprobe
+
+
+def busy_wait(seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+def run_marks(label: str, count: int, duration_s: float, gap_s: float, busy: bool = False) -> None:
+    for i in range(count):
+        with greenprobe.mark(label, i=i):
+            (busy_wait if busy else time.sleep)(duration_s)
+        time.sleep(gap_s)
+
+
+def compare(probe, label: str, truth_by_domain: dict, sensor: str | None = None):
+    """Returns {domain: (attributed, true, low, high) arrays} for the intervals with this label."""
+    rows = [r for r in probe.intervals().to_pylist() if r["label"] == label and (sensor is None or r["sensor"] == sensor)]
+    out = {}
+    for domain, wave in truth_by_domain.items():
+        mine = [r for r in rows if r["domain"] == domain]
+        assert mine, f"no interval rows for domain {domain}"
+        est = np.array([r["energy_j"] for r in mine])
+        true = np.array([wave.energy_between(r["start_ns"], r["end_ns"]) for r in mine])
+        low = np.array([r["energy_j_low"] for r in mine])
+        high = np.array([r["energy_j_high"] for r in mine])
+        out[domain] = (est, true, low, high)
+    return out
+
+
+def assert_accuracy(results: dict, per_interval_rel: float | None = None, summed_rel: float | None = None):
+    for domain, (est, true, low, high) in results.items():
+        rel = np.abs(est - true) / true
+        if per_interval_rel is not None:
+            assert rel.max() <= per_interval_rel, f"{domain}: worst interval error {rel.max():.4%}"
+        if summed_rel is not None:
+            total = abs(est.sum() - true.sum()) / true.sum()
+            assert total <= summed_rel, f"{domain}: summed error {total:.4%}"
+        # the resolution bounds are hard bounds: the truth must lie inside (1 µJ slack for float rounding)
+        outside = (true < low - 1e-6) | (true > high + 1e-6)
+        assert not outside.any(), f"{domain}: truth outside bounds for {outside.sum()} of {outside.size} intervals"

@@ -1,0 +1,62 @@
+"""Background writers that turn plain files into RAPL stand-ins, run as a separate process.
+
+    python standin_writer.py CONFIG.json
+
+CONFIG: {"kind": "powercap"|"msr", "t0_ns", "period_ns", "duration_s", "log": PATH, "wave": {...},
+         "targets": [...]}.
+powercap target: {"path": ".../energy_uj", "scale": 1.0, "max_uj": N, "offset_uj": N}
+msr target:      {"path": ".../msr", "register": 0x611, "offset_scale": 1, "scale": 1.0,
+                  "joules_per_count": 2**-14, "start": N}
+
+At each tick the writer reads CLOCK_MONOTONIC, computes the exact cumulative energy up to that
+instant, and writes the raw counter (quantised, wrapped) in one pwrite; so the counter's value is
+always the exact energy up to the moment it changed. It logs (t_ns, unwrapped raw) per target.
+"""
+
+import json
+import math
+import os
+import signal
+import struct
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+from truth import Wave  # noqa: E402
+
+
+def main(path):
+    cfg = json.load(open(path))
+    wave = Wave(**cfg["wave"])
+    targets = cfg["targets"]
+    fds = [os.open(t["path"], os.O_WRONLY) for t in targets]
+    period = cfg["period_ns"]
+    stop_at = time.monotonic_ns() + int(cfg["duration_s"] * 1e9)
+    logs = [[] for _ in targets]
+    running = [True]
+    signal.signal(signal.SIGTERM, lambda *a: running.__setitem__(0, False))
+    deadline = time.monotonic_ns()
+    while running[0] and time.monotonic_ns() < stop_at:
+        t = time.monotonic_ns()
+        e = wave.energy_at_ns(t)
+        for i, tg in enumerate(targets):
+            if cfg["kind"] == "powercap":
+                raw = tg.get("offset_uj", 0) + math.floor(e * tg["scale"] * 1e6)
+                shown = raw % (tg["max_uj"] + 1)
+                os.pwrite(fds[i], b"%020d\n" % shown, 0)
+            else:
+                raw = tg.get("start", 0) + math.floor(e * tg["scale"] / tg["joules_per_count"])
+                shown = raw & 0xFFFFFFFF
+                os.pwrite(fds[i], struct.pack("<Q", shown), tg["register"] * tg.get("offset_scale", 1))
+            logs[i].append((t, raw))
+        deadline += period
+        now = time.monotonic_ns()
+        if deadline > now:
+            time.sleep((deadline - now) * 1e-9)
+        else:
+            deadline = now
+    json.dump(logs, open(cfg["log"], "w"))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

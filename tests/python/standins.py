@@ -1,0 +1,100 @@
+"""Stand-in sensors built by the tests: a powercap tree, MSR register files, a fake NVML library."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+FIXTURES = HERE.parent / "fixtures"
+
+
+def build_fake_nvml(out_dir: Path) -> Path:
+    """Compiles tests/fixtures/fake_nvml.c into a shared library (NVML's real signatures)."""
+    cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if cc is None:
+        raise RuntimeError("a C compiler (cc) is needed to build the fake NVML library")
+    lib = out_dir / "libnvidia-ml.so.1"
+    subprocess.run([cc, "-shared", "-fPIC", "-O2", "-o", str(lib), str(FIXTURES / "fake_nvml.c"), "-lm"], check=True)
+    return lib
+
+
+class Writer:
+    """Runs standin_writer.py in its own process; ``log()`` returns [(t_ns, unwrapped_raw), ...] per target."""
+
+    def __init__(self, cfg: dict, workdir: Path):
+        self.cfg_path = workdir / f"writer-{id(self)}.json"
+        self.log_path = workdir / f"writer-{id(self)}.log.json"
+        cfg = dict(cfg, log=str(self.log_path))
+        self.cfg_path.write_text(json.dumps(cfg))
+        self.proc = subprocess.Popen([sys.executable, str(HERE / "standin_writer.py"), str(self.cfg_path)])
+
+    def wait_started(self, first_file: Path, timeout=5.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("stand-in writer exited early")
+            if first_file.exists() and first_file.stat().st_mtime_ns > 0 and self._changed(first_file):
+                return
+            time.sleep(0.01)
+        raise RuntimeError("stand-in writer did not start")
+
+    _seen: bytes | None = None
+
+    def _changed(self, f: Path) -> bool:
+        data = f.read_bytes()
+        changed = self._seen is not None and data != self._seen
+        self._seen = data
+        return changed
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        self.proc.wait(timeout=10)
+        return json.loads(self.log_path.read_text())
+
+
+def make_powercap_tree(root: Path, zones: list[tuple[str, str, int]]) -> dict[str, Path]:
+    """zones: (dir name, zone name, max_energy_range_uj). Returns name -> energy_uj path."""
+    out = {}
+    for zdir, name, max_uj in zones:
+        d = root / zdir
+        d.mkdir(parents=True)
+        (d / "name").write_text(name + "\n")
+        (d / "max_energy_range_uj").write_text(f"{max_uj}\n")
+        (d / "energy_uj").write_text("%020d\n" % 0)
+        out[name] = d / "energy_uj"
+    return out
+
+
+def make_cpu_tree(root: Path, vendor: str, family: int, model: int, cpus: int = 2) -> dict:
+    """A cpuinfo, a sysfs topology (one package) and empty MSR files; returns the option paths."""
+    proc = root / "proc"
+    proc.mkdir(parents=True)
+    info = "".join(f"processor\t: {i}\nvendor_id\t: {vendor}\ncpu family\t: {family}\nmodel\t\t: {model}\n"
+                   f"model name\t: stand-in\n\n" for i in range(cpus))
+    (proc / "cpuinfo").write_text(info)
+    sysfs = root / "sys" / "devices" / "system" / "cpu"
+    for i in range(cpus):
+        topo = sysfs / f"cpu{i}" / "topology"
+        topo.mkdir(parents=True)
+        (topo / "physical_package_id").write_text("0\n")
+        (topo / "core_id").write_text(f"{i}\n")
+        msr_dir = root / "dev" / "cpu" / str(i)
+        msr_dir.mkdir(parents=True)
+        (msr_dir / "msr").write_bytes(b"")
+    return {"proc_root": str(proc), "sysfs_cpu_root": str(sysfs), "msr_path": str(root / "dev" / "cpu" / "{cpu}" / "msr")}
+
+
+def write_register(path: Path, register: int, value: int, offset_scale: int = 1) -> None:
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.pwrite(fd, struct.pack("<Q", value), register * offset_scale)
+    finally:
+        os.close(fd)
