@@ -57,7 +57,7 @@ class mark:
 
     __slots__ = ("label", "attrs", "sync", "start_ns")
 
-    def __init__(self, label: str, *, sync: Optional[Callable[[], Any]] = None, **attrs: Any):
+    def __init__(self, label: str, /, *, sync: Optional[Callable[[], Any]] = None, **attrs: Any):
         if not isinstance(label, str) or not label:
             raise TypeError("mark label must be a non-empty string")
         self.label = label

@@ -11,6 +11,7 @@ import numpy as np
 
 from . import _core
 from .attribution import FLAG_CHANGED, FLAG_FIRST, Channel, attribute
+from .config import resolve_options
 from .errors import ConfigError
 from .marks import _pop_sink, _push_sink
 from .sensors import open_sensors
@@ -56,6 +57,7 @@ class Probe:
         self.record_all = bool(record_all)
         self.drain_interval_s = float(drain_interval_s)
         self.settle_timeout_s = float(settle_timeout_s)
+        resolve_options(options)  # validates now, so a bad argument fails at construction
         self.options = options
         self.skipped = []
         self._sensors = []

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The test command (README; .ci/run calls it): installs greenprobe into .venv, runs the C++ unit
+# tests under ASan+UBSan, the ring and sampler tests under ThreadSanitizer, then the Python tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+JOBS=${JOBS:-2}
+
+echo "== install greenprobe into .venv"
+bash scripts/setup-venv.sh test
+
+echo "== C++ unit tests (AddressSanitizer + UndefinedBehaviorSanitizer)"
+export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+cmake -S . -B build/cpp-asan -DGREENPROBE_BUILD_TESTS=ON -DCMAKE_BUILD_TYPE=Debug \
+  -DGREENPROBE_SANITIZE=address,undefined > /dev/null
+cmake --build build/cpp-asan -j "$JOBS" > /dev/null
+ctest --test-dir build/cpp-asan --output-on-failure
+
+echo "== C++ concurrency tests (ThreadSanitizer: ring and sampler)"
+export TSAN_OPTIONS=halt_on_error=1
+cmake -S . -B build/cpp-tsan -DGREENPROBE_BUILD_TESTS=ON -DCMAKE_BUILD_TYPE=Debug \
+  -DGREENPROBE_SANITIZE=thread > /dev/null
+cmake --build build/cpp-tsan -j "$JOBS" --target test_ring test_sampler > /dev/null
+ctest --test-dir build/cpp-tsan -R 'test_ring|test_sampler' --output-on-failure
+
+echo "== Python tests"
+.venv/bin/python -m pytest tests/python "$@"
