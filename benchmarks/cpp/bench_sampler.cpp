@@ -1,0 +1,259 @@
+// Sampler benchmarks, side by side in one run:
+//   poll   polling rate, CPU cost and lateness per sensor kind vs this machine's floor (a bare
+//          absolute-deadline timer loop at the same rate)
+//   edges  how precisely the sampler dates a counter update, against the synthetic sensor's true
+//          update times
+//   ring   SPSC ring push+pop cost
+// Usage: bench_sampler poll SECONDS | edges SECONDS | ring
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "greenprobe/clock.hpp"
+#include "greenprobe/registry.hpp"
+#include "greenprobe/sampler.hpp"
+
+using namespace greenprobe;
+
+namespace {
+
+double cpu_seconds() {
+    timespec ts{};
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
+}
+
+struct Result {
+    std::string name;
+    double rate_hz = 0, cpu_pct = 0, late_pct = 0, max_lag_ms = 0, mean_lag_us = 0;
+    uint64_t drops = 0, samples = 0;
+};
+
+// The floor: nothing but the absolute-deadline wake-ups.
+Result bare_loop(int64_t period_ns, double seconds) {
+    std::atomic<bool> stop{false};
+    uint64_t polls = 0, late = 0;
+    int64_t max_lag = 0, sum_lag = 0;
+    const double c0 = cpu_seconds();
+    const int64_t t_start = now_ns();
+    std::thread th([&] {
+        int64_t deadline = now_ns();
+        while (!stop.load(std::memory_order_relaxed)) {
+            sleep_until_ns(deadline);
+            const int64_t lag = now_ns() - deadline;
+            max_lag = std::max(max_lag, lag);
+            sum_lag += lag;
+            if (lag > period_ns) ++late;
+            ++polls;
+            deadline += period_ns;
+            const int64_t now = now_ns();
+            if (now - deadline > period_ns) deadline += (now - deadline) / period_ns * period_ns;
+        }
+    });
+    std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+    stop = true;
+    th.join();
+    const double wall = static_cast<double>(now_ns() - t_start) * 1e-9;
+    Result r;
+    r.name = "floor (bare timer loop)";
+    r.rate_hz = static_cast<double>(polls) / wall;
+    r.cpu_pct = (cpu_seconds() - c0) / wall * 100.0;
+    r.late_pct = polls ? 100.0 * static_cast<double>(late) / static_cast<double>(polls) : 0;
+    r.max_lag_ms = static_cast<double>(max_lag) * 1e-6;
+    r.mean_lag_us = polls ? static_cast<double>(sum_lag) / static_cast<double>(polls) * 1e-3 : 0;
+    return r;
+}
+
+Result run_sampler(const std::string& name, std::shared_ptr<Sensor> sensor, int64_t period_ns, double seconds) {
+    SamplerConfig cfg;
+    cfg.period_ns = period_ns;
+    Sampler s({std::move(sensor)}, cfg);
+    std::vector<Sample> buf;
+    buf.reserve(1 << 20);
+    const double c0 = cpu_seconds();
+    const int64_t t_start = now_ns();
+    s.start();
+    const int64_t t_end = t_start + static_cast<int64_t>(seconds * 1e9);
+    uint64_t samples = 0;
+    while (now_ns() < t_end) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));  // the Python drain interval
+        buf.clear();
+        samples += s.drain(buf);
+    }
+    s.stop();
+    buf.clear();
+    samples += s.drain(buf);
+    const double wall = static_cast<double>(now_ns() - t_start) * 1e-9;
+    auto st = s.stats()[0];
+    Result r;
+    r.name = name;
+    r.rate_hz = static_cast<double>(st.polls) / wall;
+    r.cpu_pct = (cpu_seconds() - c0) / wall * 100.0;
+    r.late_pct = st.polls ? 100.0 * static_cast<double>(st.late_polls) / static_cast<double>(st.polls) : 0;
+    r.max_lag_ms = static_cast<double>(st.max_lag_ns) * 1e-6;
+    r.mean_lag_us = st.polls ? static_cast<double>(st.sum_lag_ns) / static_cast<double>(st.polls) * 1e-3 : 0;
+    r.drops = st.drops;
+    r.samples = samples;
+    return r;
+}
+
+std::string make_tmp() {
+    char tmpl[] = "/tmp/greenprobe-bench-XXXXXX";
+    return mkdtemp(tmpl);
+}
+
+void write_file(const std::string& p, const std::string& s) { std::ofstream(p) << s; }
+
+std::shared_ptr<Sensor> powercap_standin(const std::string& dir) {
+    const std::string z = dir + "/powercap/intel-rapl:0";
+    std::system(("mkdir -p '" + z + "'").c_str());
+    write_file(z + "/name", "package-0\n");
+    write_file(z + "/max_energy_range_uj", "262143328850\n");
+    write_file(z + "/energy_uj", "123456789\n");
+    return open_sensor("rapl-powercap", Options({{"powercap_root", dir + "/powercap"}}));
+}
+
+std::shared_ptr<Sensor> msr_standin(const std::string& dir) {
+    std::system(("mkdir -p '" + dir + "/dev/cpu/0' '" + dir + "/proc' '" + dir + "/sys/cpu0/topology'").c_str());
+    write_file(dir + "/proc/cpuinfo", "processor\t: 0\nvendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel\t\t: 85\n");
+    write_file(dir + "/sys/cpu0/topology/physical_package_id", "0\n");
+    write_file(dir + "/sys/cpu0/topology/core_id", "0\n");
+    const std::string msr = dir + "/dev/cpu/0/msr";
+    const int fd = ::open(msr.c_str(), O_WRONLY | O_CREAT, 0644);
+    const uint64_t unit = 0xA1003, pkg = 12345, core = 777;
+    if (::pwrite(fd, &unit, 8, 0x606) != 8 || ::pwrite(fd, &pkg, 8, 0x611) != 8 || ::pwrite(fd, &core, 8, 0x639) != 8) {
+        std::perror("pwrite");
+    }
+    ::close(fd);
+    return open_sensor("rapl-msr", Options({{"msr_path", dir + "/dev/cpu/{cpu}/msr"}, {"proc_root", dir + "/proc"},
+                                            {"sysfs_cpu_root", dir + "/sys"}}));
+}
+
+void print(const Result& r, const Result& floor) {
+    std::printf("| %-28s | %8.0f | %6.2f | %5.2fx | %6.2f | %8.1f | %7.2f | %5llu | %8llu |\n", r.name.c_str(), r.rate_hz,
+                r.cpu_pct, floor.cpu_pct > 0 ? r.cpu_pct / floor.cpu_pct : 0.0, r.late_pct, r.mean_lag_us, r.max_lag_ms,
+                static_cast<unsigned long long>(r.drops), static_cast<unsigned long long>(r.samples));
+}
+
+int bench_poll(double seconds) {
+    const std::string dir = make_tmp();
+    ::setenv("FAKE_NVML_UPDATE_MS", "100", 1);
+    std::printf("| sensor | polls/s | CPU %% of a core | vs floor | late %% | mean lag µs | max lag ms | drops | samples stored |\n");
+    std::printf("|---|---|---|---|---|---|---|---|---|\n");
+    for (int khz : {1, 5, 10}) {
+        const int64_t period = 1000000 / khz;
+        const Result floor = bare_loop(period, seconds);
+        Result f = floor;
+        f.name = "floor @ " + std::to_string(khz) + " kHz";
+        print(f, floor);
+        print(run_sampler("synthetic @ " + std::to_string(khz) + " kHz",
+                          open_sensor("synthetic", Options({{"update_us", "1000"}})), period, seconds), floor);
+        print(run_sampler("rapl-powercap* @ " + std::to_string(khz) + " kHz", powercap_standin(dir), period, seconds), floor);
+        print(run_sampler("rapl-msr* @ " + std::to_string(khz) + " kHz", msr_standin(dir), period, seconds), floor);
+        print(run_sampler("nvml* @ " + std::to_string(khz) + " kHz",
+                          open_sensor("nvml", Options({{"nvml_library", FAKE_NVML_PATH}, {"nvml_min_period_us", "50"}})),
+                          period, seconds),
+              floor);
+    }
+    std::printf("\n* stand-ins: plain files in /tmp and the fake NVML library; real sysfs, MSR and NVML reads cost more.\n");
+    return 0;
+}
+
+// Dating of counter updates: synthetic counter updating every 1 ms from a known t0.
+int bench_edges(double seconds) {
+    std::printf("| poll rate | CPU %% of a core | median |error| µs | p95 |error| µs | max µs | edges |\n|---|---|---|---|---|---|\n");
+    for (int khz : {1, 2, 5, 10, 20}) {
+        const int64_t period = 1000000 / khz;
+        const int64_t t0 = now_ns();
+        const int64_t update = 1000000;
+        auto sensor = open_sensor("synthetic", Options({{"waveform", "constant"}, {"update_us", "1000"},
+                                                        {"t0_ns", std::to_string(t0)}}));
+        SamplerConfig cfg;
+        cfg.period_ns = period;
+        Sampler s({std::shared_ptr<Sensor>(std::move(sensor))}, cfg);
+        std::vector<Sample> all, buf;
+        const double c0 = cpu_seconds();
+        const int64_t ts = now_ns();
+        s.start();
+        while (now_ns() - ts < static_cast<int64_t>(seconds * 1e9)) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(50));
+            buf.clear();
+            s.drain(buf);
+            all.insert(all.end(), buf.begin(), buf.end());
+        }
+        s.stop();
+        s.drain(all);
+        const double wall = static_cast<double>(now_ns() - ts) * 1e-9;
+        std::vector<double> err;
+        for (const auto& x : all) {
+            if (!(x.flags & kChanged) || (x.flags & kFirst)) continue;
+            const int64_t mid = x.prev_t_ns + (x.t_ns - x.prev_t_ns) / 2;
+            // the true update: the last multiple of `update` after t0 at or before the read
+            const int64_t k = (x.t_ns - t0) / update;
+            const int64_t truth = t0 + k * update;
+            err.push_back(std::fabs(static_cast<double>(mid - truth)) * 1e-3);
+        }
+        std::sort(err.begin(), err.end());
+        auto q = [&](double p) { return err.empty() ? NAN : err[static_cast<std::size_t>(p * static_cast<double>(err.size() - 1))]; };
+        std::printf("| %d kHz | %.2f | %.1f | %.1f | %.1f | %zu |\n", khz, (cpu_seconds() - c0) / wall * 100.0, q(0.5),
+                    q(0.95), err.empty() ? NAN : err.back(), err.size());
+    }
+    return 0;
+}
+
+int bench_ring() {
+    SpscRing<Sample> r(1 << 16);
+    constexpr int kN = 20000000;
+    Sample s{1, 0, 1.0, 0, 1};
+    const int64_t t0 = now_ns();
+    for (int i = 0; i < kN; ++i) {
+        s.t_ns = i;
+        r.try_push(s);
+        Sample out;
+        r.try_pop(out);
+    }
+    const int64_t t1 = now_ns();
+    std::printf("| same thread | push+pop | %.1f ns |\n", static_cast<double>(t1 - t0) / kN);
+    // cross-thread: producer pushes, consumer drains in batches
+    std::atomic<bool> done{false};
+    uint64_t popped = 0;
+    std::thread consumer([&] {
+        Sample buf[4096];
+        while (!done.load(std::memory_order_acquire) || r.size() > 0) popped += r.pop_into(buf, 4096);
+    });
+    uint64_t pushed = 0;
+    const int64_t t2 = now_ns();
+    for (int i = 0; i < kN; ++i) {
+        s.t_ns = i;
+        if (r.try_push(s)) ++pushed;
+    }
+    const int64_t t3 = now_ns();
+    done.store(true, std::memory_order_release);
+    consumer.join();
+    std::printf("| two threads | try_push (consumer draining in batches) | %.1f ns per push; %llu of %d refused (full ring) |\n",
+                static_cast<double>(t3 - t2) / kN, static_cast<unsigned long long>(kN - pushed), kN);
+    return popped == pushed ? 0 : 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    const std::string mode = argc > 1 ? argv[1] : "poll";
+    const double seconds = argc > 2 ? std::atof(argv[2]) : 10.0;
+    if (mode == "poll") return bench_poll(seconds);
+    if (mode == "edges") return bench_edges(seconds);
+    if (mode == "ring") return bench_ring();
+    std::fprintf(stderr, "usage: bench_sampler poll SECONDS | edges SECONDS | ring\n");
+    return 2;
+}
