@@ -4,7 +4,8 @@
 //   edges  how precisely the sampler dates a counter update, against the synthetic sensor's true
 //          update times
 //   ring   SPSC ring push+pop cost
-// Usage: bench_sampler poll SECONDS | edges SECONDS | ring
+//   drops  every stand-in at 10 kHz at once for SECONDS: drops and lateness
+// Usage: bench_sampler poll SECONDS | edges SECONDS | drops SECONDS | ring
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <fcntl.h>
@@ -170,46 +171,96 @@ int bench_poll(double seconds) {
     return 0;
 }
 
-// Dating of counter updates: synthetic counter updating every 1 ms from a known t0.
+// Dating of counter updates: a synthetic counter updating every `update_us` from a known t0,
+// fixed polling vs the adaptive schedule (poll only in a window around each predicted update).
+void edge_row(int64_t update_ns, int khz, bool adaptive, double seconds) {
+    const int64_t period = 1000000 / khz;
+    const int64_t t0 = now_ns();
+    auto sensor = open_sensor("synthetic", Options({{"waveform", "constant"}, {"update_us", std::to_string(update_ns / 1000)},
+                                                    {"t0_ns", std::to_string(t0)}}));
+    SamplerConfig cfg;
+    cfg.period_ns = period;
+    cfg.adaptive = adaptive;
+    Sampler s({std::shared_ptr<Sensor>(std::move(sensor))}, cfg);
+    std::vector<Sample> all, buf;
+    const double c0 = cpu_seconds();
+    const int64_t ts = now_ns();
+    s.start();
+    while (now_ns() - ts < static_cast<int64_t>(seconds * 1e9)) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        buf.clear();
+        s.drain(buf);
+        all.insert(all.end(), buf.begin(), buf.end());
+    }
+    s.stop();
+    s.drain(all);
+    const double wall = static_cast<double>(now_ns() - ts) * 1e-9;
+    const auto st = s.stats()[0];
+    std::vector<double> err;
+    for (const auto& x : all) {
+        if (!(x.flags & kChanged) || (x.flags & kFirst)) continue;
+        if (x.t_ns - ts < static_cast<int64_t>(seconds * 0.2e9)) continue;  // after the learning phase
+        const int64_t mid = x.prev_t_ns + (x.t_ns - x.prev_t_ns) / 2;
+        const int64_t truth = t0 + (x.t_ns - t0) / update_ns * update_ns;  // last update before the read
+        err.push_back(std::fabs(static_cast<double>(mid - truth)) * 1e-3);
+    }
+    std::sort(err.begin(), err.end());
+    auto q = [&](double p) { return err.empty() ? NAN : err[static_cast<std::size_t>(p * static_cast<double>(err.size() - 1))]; };
+    std::printf("| %.0f ms | %s @ %d kHz | %.0f | %.2f | %.1f | %.1f | %.1f | %zu | %llu |\n", static_cast<double>(update_ns) * 1e-6,
+                adaptive ? "adaptive" : "fixed", khz, static_cast<double>(st.polls) / wall,
+                (cpu_seconds() - c0) / wall * 100.0, q(0.5), q(0.95), err.empty() ? NAN : err.back(), err.size(),
+                static_cast<unsigned long long>(st.edge_misses));
+}
+
 int bench_edges(double seconds) {
-    std::printf("| poll rate | CPU %% of a core | median |error| µs | p95 |error| µs | max µs | edges |\n|---|---|---|---|---|---|\n");
-    for (int khz : {1, 2, 5, 10, 20}) {
-        const int64_t period = 1000000 / khz;
-        const int64_t t0 = now_ns();
-        const int64_t update = 1000000;
-        auto sensor = open_sensor("synthetic", Options({{"waveform", "constant"}, {"update_us", "1000"},
-                                                        {"t0_ns", std::to_string(t0)}}));
-        SamplerConfig cfg;
-        cfg.period_ns = period;
-        Sampler s({std::shared_ptr<Sensor>(std::move(sensor))}, cfg);
-        std::vector<Sample> all, buf;
-        const double c0 = cpu_seconds();
-        const int64_t ts = now_ns();
-        s.start();
-        while (now_ns() - ts < static_cast<int64_t>(seconds * 1e9)) {
-            std::this_thread::sleep_for(std::chrono::milliseconds(50));
-            buf.clear();
-            s.drain(buf);
-            all.insert(all.end(), buf.begin(), buf.end());
+    std::printf("| sensor update | schedule | polls/s | CPU %% of a core | median abs error µs | p95 µs | max µs | edges | missed windows |\n");
+    std::printf("|---|---|---|---|---|---|---|---|---|\n");
+    for (int64_t update : {1000000LL, 100000000LL}) {
+        // a 100 ms sensor needs ~0.5 s to learn its period: run it long enough to reach steady state
+        const double secs = update > 10000000 ? std::max(seconds, 20.0) : seconds;
+        for (int khz : {1, 10, 20}) {
+            edge_row(update, khz, false, secs);
+            edge_row(update, khz, true, secs);
         }
-        s.stop();
-        s.drain(all);
-        const double wall = static_cast<double>(now_ns() - ts) * 1e-9;
-        std::vector<double> err;
-        for (const auto& x : all) {
-            if (!(x.flags & kChanged) || (x.flags & kFirst)) continue;
-            const int64_t mid = x.prev_t_ns + (x.t_ns - x.prev_t_ns) / 2;
-            // the true update: the last multiple of `update` after t0 at or before the read
-            const int64_t k = (x.t_ns - t0) / update;
-            const int64_t truth = t0 + k * update;
-            err.push_back(std::fabs(static_cast<double>(mid - truth)) * 1e-3);
-        }
-        std::sort(err.begin(), err.end());
-        auto q = [&](double p) { return err.empty() ? NAN : err[static_cast<std::size_t>(p * static_cast<double>(err.size() - 1))]; };
-        std::printf("| %d kHz | %.2f | %.1f | %.1f | %.1f | %zu |\n", khz, (cpu_seconds() - c0) / wall * 100.0, q(0.5),
-                    q(0.95), err.empty() ? NAN : err.back(), err.size());
     }
     return 0;
+}
+
+// Zero drops over a long run: every stand-in sensor at once, 10 kHz each, drained every 50 ms.
+int bench_drops(double seconds) {
+    const std::string dir = make_tmp();
+    ::setenv("FAKE_NVML_UPDATE_MS", "100", 1);
+    SamplerConfig cfg;
+    cfg.period_ns = 100000;
+    std::vector<std::shared_ptr<Sensor>> sensors = {
+        open_sensor("synthetic", Options({{"update_us", "1000"}})), powercap_standin(dir), msr_standin(dir),
+        open_sensor("nvml", Options({{"nvml_library", FAKE_NVML_PATH}, {"nvml_min_period_us", "50"}}))};
+    Sampler s(sensors, cfg);
+    std::vector<Sample> buf;
+    uint64_t samples = 0;
+    const int64_t t0 = now_ns();
+    s.start();
+    while (now_ns() - t0 < static_cast<int64_t>(seconds * 1e9)) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        buf.clear();
+        samples += s.drain(buf);
+    }
+    s.stop();
+    buf.clear();
+    samples += s.drain(buf);
+    std::printf("| sensor | polls | polls/s | late %% | max lag ms | drops |\n|---|---|---|---|---|---|\n");
+    const double wall = static_cast<double>(now_ns() - t0) * 1e-9;
+    uint64_t drops = 0;
+    for (const auto& st : s.stats()) {
+        drops += st.drops;
+        std::printf("| %s | %llu | %.0f | %.2f | %.2f | %llu |\n", st.sensor.c_str(), static_cast<unsigned long long>(st.polls),
+                    static_cast<double>(st.polls) / wall,
+                    st.polls ? 100.0 * static_cast<double>(st.late_polls) / static_cast<double>(st.polls) : 0.0,
+                    static_cast<double>(st.max_lag_ns) * 1e-6, static_cast<unsigned long long>(st.drops));
+    }
+    std::printf("\n%llu samples stored over %.0f s, %llu dropped\n", static_cast<unsigned long long>(samples), wall,
+                static_cast<unsigned long long>(drops));
+    return drops == 0 ? 0 : 1;
 }
 
 int bench_ring() {
@@ -254,6 +305,7 @@ int main(int argc, char** argv) {
     if (mode == "poll") return bench_poll(seconds);
     if (mode == "edges") return bench_edges(seconds);
     if (mode == "ring") return bench_ring();
-    std::fprintf(stderr, "usage: bench_sampler poll SECONDS | edges SECONDS | ring\n");
+    if (mode == "drops") return bench_drops(seconds);
+    std::fprintf(stderr, "usage: bench_sampler poll SECONDS | edges SECONDS | drops SECONDS | ring\n");
     return 2;
 }

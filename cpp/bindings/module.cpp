@@ -11,6 +11,8 @@
 namespace py = pybind11;
 using namespace greenprobe;
 
+int greenprobe_add_mark_type(PyObject* module);  // mark_type.cpp
+
 namespace {
 
 const char* quantity_name(Quantity q) { return q == Quantity::Power ? "power" : "energy"; }
@@ -48,6 +50,8 @@ PYBIND11_MODULE(_core, m) {
             PyErr_SetObject(exc.get_type().ptr(), exc.ptr());
         }
     });
+
+    if (greenprobe_add_mark_type(m.ptr()) < 0) throw py::error_already_set();
 
     m.def("now_ns", &now_ns, "CLOCK_MONOTONIC in nanoseconds: the clock of every sample and mark.");
     m.def("wall_ns", &wall_ns, "CLOCK_REALTIME in nanoseconds (only for the wall-clock anchor).");
@@ -98,16 +102,19 @@ PYBIND11_MODULE(_core, m) {
 
     py::class_<Sampler>(m, "Sampler")
         .def(py::init([](std::vector<std::shared_ptr<Sensor>> sensors, int64_t period_ns, std::size_t ring_capacity,
-                         int64_t keepalive_ns, bool record_all) {
+                         int64_t keepalive_ns, bool record_all, bool adaptive, int64_t guard_ns) {
                  SamplerConfig c;
                  c.period_ns = period_ns;
                  c.ring_capacity = ring_capacity;
                  c.keepalive_ns = keepalive_ns;
                  c.record_all = record_all;
+                 c.adaptive = adaptive;
+                 c.guard_ns = guard_ns;
                  return std::make_unique<Sampler>(std::move(sensors), c);
              }),
              py::arg("sensors"), py::arg("period_ns") = 1000000, py::arg("ring_capacity") = 1 << 16,
-             py::arg("keepalive_ns") = 50000000, py::arg("record_all") = false)
+             py::arg("keepalive_ns") = 50000000, py::arg("record_all") = false, py::arg("adaptive") = false,
+             py::arg("guard_ns") = 0)
         .def("start", &Sampler::start)
         .def("stop", &Sampler::stop, py::call_guard<py::gil_scoped_release>())
         .def_property_readonly("running", &Sampler::running)
@@ -151,6 +158,9 @@ PYBIND11_MODULE(_core, m) {
                 d["retries"] = st.retries;
                 d["state"] = st.state;
                 d["last_error"] = st.last_error;
+                d["learnt_update_period_ns"] = st.learnt_update_period_ns;
+                d["edge_windows"] = st.edge_windows;
+                d["edge_misses"] = st.edge_misses;
                 out.append(d);
             }
             return out;

@@ -7,6 +7,66 @@
 
 namespace greenprobe {
 
+void EdgePlanner::on_change(int64_t edge_ns, int64_t uncertainty_ns) {
+    in_window_ = false;
+    if (uncertainty_ns > 4 * fine_) {
+        // The update came before its window opened (the poll before it was long ago): the edge is
+        // poorly dated. Do not learn from it; open the next windows earlier.
+        extra_guard_ = std::min(period_ / 4, std::max(2 * extra_guard_, 4 * fine_));
+        last_ = edge_ns;
+        return;
+    }
+    extra_guard_ /= 2;
+    if (last_ != 0 && edge_ns > last_) {
+        const int64_t iv = edge_ns - last_;
+        // A change after one or more missed windows spans several periods: keep only single periods.
+        if (period_ == 0 || iv < period_ + period_ / 2) {
+            intervals_[pos_] = iv;
+            pos_ = (pos_ + 1) % kHistory;
+            if (count_ < kHistory) ++count_;
+            int64_t sorted[kHistory];
+            std::copy(intervals_, intervals_ + count_, sorted);
+            std::nth_element(sorted, sorted + count_ / 2, sorted + count_);
+            period_ = sorted[count_ / 2];
+        }
+    }
+    last_ = edge_ns;
+    consecutive_misses_ = 0;
+}
+
+// Half-width of the window around a predicted update: the observed jitter of the update intervals
+// (their spread over the history) and at least three fine polls, or the user's guard.
+int64_t EdgePlanner::guard() const {
+    if (guard_min_ > 0) return guard_min_ + extra_guard_;
+    const auto [lo, hi] = std::minmax_element(intervals_, intervals_ + count_);
+    return std::max(3 * fine_, *hi - *lo + fine_) + extra_guard_;
+}
+
+int64_t EdgePlanner::next(int64_t regular, int64_t now) {
+    if (!learnt()) return regular;
+    if (in_window_) {
+        if (now <= window_end_) return regular;
+        in_window_ = false;  // the window closed without a change
+        ++misses_total_;
+        if (++consecutive_misses_ >= 3) {  // the prediction is off: relearn with fixed polling
+            count_ = 0;
+            pos_ = 0;
+            period_ = 0;
+            last_ = 0;
+            extra_guard_ = 0;
+            consecutive_misses_ = 0;
+            return regular;
+        }
+    }
+    const int64_t g = guard();
+    int64_t predicted = last_ + period_;
+    if (predicted + g < now) predicted += ((now - predicted - g) / period_ + 1) * period_;
+    in_window_ = true;
+    ++windows_;
+    window_end_ = predicted + g;
+    return std::max(regular, predicted - g);
+}
+
 struct Sampler::Worker {
     std::size_t index = 0;
     std::shared_ptr<Sensor> sensor;
@@ -19,6 +79,8 @@ struct Sampler::Worker {
     std::atomic<uint64_t> polls{0}, late_polls{0}, skipped{0}, drops{0}, pushed{0}, retries{0};
     std::atomic<int64_t> max_lag_ns{0}, sum_lag_ns{0};
     std::atomic<int> state{0};  // 0 idle, 1 running, 2 gone, 3 stopped
+    std::atomic<int64_t> learnt_period{0};
+    std::atomic<uint64_t> edge_windows{0}, edge_misses{0};
 
     mutable std::mutex error_mutex;
     std::string last_error;
@@ -103,6 +165,7 @@ void Sampler::run(Worker& w) {
     const int64_t period = w.period_ns;
     int64_t deadline = now_ns();
     bool stopping = false;
+    EdgePlanner planner(period, config_.guard_ns);
 
     while (alive > 0) {
         stopping = stop_requested_.load(std::memory_order_acquire);
@@ -147,6 +210,9 @@ void Sampler::run(Worker& w) {
                 flags = kKeepalive;
             }
             if (stopping) flags |= kFinal;
+            if (c == 0 && (flags & kChanged) && !(flags & kFirst) && config_.adaptive) {
+                planner.on_change(last_poll[c] + (t - last_poll[c]) / 2, t - last_poll[c]);
+            }
             if (flags != 0) {
                 w.push(Sample{t, last_poll[c], r.value, id, flags});
                 last_pushed[c] = t;
@@ -157,6 +223,12 @@ void Sampler::run(Worker& w) {
         if (stopping) break;
 
         deadline += period;
+        if (config_.adaptive) {
+            deadline = planner.next(deadline, now_ns());
+            w.learnt_period.store(planner.period_ns(), std::memory_order_relaxed);
+            w.edge_windows.store(planner.windows(), std::memory_order_relaxed);
+            w.edge_misses.store(planner.misses(), std::memory_order_relaxed);
+        }
         const int64_t now = now_ns();
         if (now - deadline > period) {
             // A long stall (preemption, slow device): skip the missed deadlines, keep the grid.
@@ -198,6 +270,9 @@ std::vector<SensorStats> Sampler::stats() const {
         s.pushed = w->pushed.load(std::memory_order_relaxed);
         s.retries = w->retries.load(std::memory_order_relaxed);
         s.state = state_name(w->state.load(std::memory_order_relaxed));
+        s.learnt_update_period_ns = w->learnt_period.load(std::memory_order_relaxed);
+        s.edge_windows = w->edge_windows.load(std::memory_order_relaxed);
+        s.edge_misses = w->edge_misses.load(std::memory_order_relaxed);
         {
             std::lock_guard<std::mutex> lock(w->error_mutex);
             s.last_error = w->last_error;

@@ -1,7 +1,17 @@
 """Marks: named intervals on the sampler's clock (CLOCK_MONOTONIC, ``time.monotonic_ns``).
 
-``mark`` is a context manager and a decorator. It is thread-safe (each use records one
-immutable tuple with a single ``list.append``), nests freely, and takes free-form attributes.
+``mark`` (implemented in C in ``greenprobe._core`` for speed) is a context manager and a
+decorator. It is thread-safe (each use records one immutable tuple with a single list append
+under the GIL), nests freely, and takes free-form attributes:
+
+    with greenprobe.mark("infer", runtime="torch", batch=64):
+        model(x)
+
+    @greenprobe.mark("step")
+    def step(...): ...
+
+Each use records ``(label, start_ns, end_ns, thread_id, attrs or None, ok)``; ``ok`` is False
+when the block raised.
 
 GPU work is asynchronous: a kernel launched inside a mark may still run after the mark ends, so
 its energy would fall outside the interval. Pass ``sync=torch.cuda.synchronize`` (or any callable
@@ -12,36 +22,34 @@ from __future__ import annotations
 
 import functools
 import threading
-import time
 import warnings
-from typing import Any, Callable, Optional
 
-_monotonic_ns = time.monotonic_ns
-_get_ident = threading.get_ident
+from . import _core
 
-#: Where marks go: a list owned by the active probe, or None.
-_sink: Optional[list] = None
+mark = _core.Mark
+
 _sink_stack: list = []
 _sink_lock = threading.Lock()
 _warned = False
 
 
 def _push_sink(records: list) -> None:
-    global _sink
     with _sink_lock:
         _sink_stack.append(records)
-        _sink = records
+        _core._set_mark_sink(records)
 
 
 def _pop_sink(records: list) -> None:
-    global _sink
     with _sink_lock:
-        if records in _sink_stack:
-            _sink_stack.remove(records)
-        _sink = _sink_stack[-1] if _sink_stack else None
+        for i in range(len(_sink_stack) - 1, -1, -1):
+            if _sink_stack[i] is records:
+                del _sink_stack[i]
+                break
+        _core._set_mark_sink(_sink_stack[-1] if _sink_stack else None)
 
 
 def _no_sink() -> None:
+    """Called by a mark that has nowhere to go."""
     global _warned
     if not _warned:
         _warned = True
@@ -49,44 +57,13 @@ def _no_sink() -> None:
                       RuntimeWarning, stacklevel=3)
 
 
-class mark:
-    """Stamps an interval: ``with greenprobe.mark("infer", runtime="torch"): ...`` or ``@greenprobe.mark("infer")``.
+def _decorate(m, fn):
+    """``@mark(label, **attrs)``: every call of ``fn`` runs inside a fresh mark with the same arguments."""
+    label, attrs, sync = m.label, m.attrs, m.sync
 
-    Records ``(label, start_ns, end_ns, thread_id, attrs, ok)`` where ok is False when the block raised.
-    """
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with mark(label, sync=sync, **attrs):
+            return fn(*args, **kwargs)
 
-    __slots__ = ("label", "attrs", "sync", "start_ns")
-
-    def __init__(self, label: str, /, *, sync: Optional[Callable[[], Any]] = None, **attrs: Any):
-        if not isinstance(label, str) or not label:
-            raise TypeError("mark label must be a non-empty string")
-        self.label = label
-        self.attrs = attrs or None
-        self.sync = sync
-        self.start_ns = 0
-
-    def __enter__(self) -> "mark":
-        if self.sync is not None:
-            self.sync()
-        self.start_ns = _monotonic_ns()
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if self.sync is not None:
-            self.sync()
-        end = _monotonic_ns()
-        sink = _sink
-        if sink is not None:
-            sink.append((self.label, self.start_ns, end, _get_ident(), self.attrs, exc_type is None))
-        else:
-            _no_sink()
-
-    def __call__(self, fn: Callable) -> Callable:
-        label, attrs, sync = self.label, self.attrs or {}, self.sync
-
-        @functools.wraps(fn)
-        def wrapper(*args, **kwargs):
-            with mark(label, sync=sync, **attrs):
-                return fn(*args, **kwargs)
-
-        return wrapper
+    return wrapper

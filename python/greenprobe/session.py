@@ -30,6 +30,11 @@ class Probe:
     ``nvml_min_period_us`` (1000 µs by default: its calls take a driver lock); the CPU estimate
     not faster than 10 ms.
 
+    ``schedule``: ``"fixed"`` polls every period; ``"adaptive"`` learns when each sensor's first
+    channel updates and polls (at ``period_us``) only in a window around each predicted update,
+    dating updates as precisely as dense polling for a fraction of the wake-ups (see
+    benchmarks/RESULTS.md). Falls back to fixed polling when the prediction misses.
+
     Paths (``nvml_library``, ``powercap_root``, ``msr_path``, ``cpu_vendor``, ``sysfs_cpu_root``,
     ``proc_root``, ``cpu_tdp_w``) override the matching ``GREENPROBE_*`` environment variables.
     """
@@ -42,6 +47,7 @@ class Probe:
         keepalive_ms: float = 50,
         ring_capacity: int = 1 << 16,
         record_all: bool = False,
+        schedule: str = "fixed",
         drain_interval_s: float = 0.05,
         settle_timeout_s: float = 2.0,
         **options,
@@ -55,6 +61,9 @@ class Probe:
         self.keepalive_ns = int(keepalive_ms * 1e6)
         self.ring_capacity = int(ring_capacity)
         self.record_all = bool(record_all)
+        if schedule not in ("fixed", "adaptive"):
+            raise ConfigError(f"schedule must be 'fixed' or 'adaptive', not {schedule!r}")
+        self.schedule = schedule
         self.drain_interval_s = float(drain_interval_s)
         self.settle_timeout_s = float(settle_timeout_s)
         resolve_options(options)  # validates now, so a bad argument fails at construction
@@ -64,7 +73,7 @@ class Probe:
         self._sampler = None
         self._chunks: list[tuple[np.ndarray, ...]] = []
         self._chunks_lock = threading.Lock()
-        self._records: list = []
+        self._records = _core.MarkBuffer()
         self._drain_thread: Optional[threading.Thread] = None
         self._stop_event = threading.Event()
         self._channels: list[dict] = []
@@ -80,7 +89,7 @@ class Probe:
             raise RuntimeError("this Probe was already started; make a new one")
         self._sensors, self.skipped = open_sensors(self.sensor_request, self.options)
         self._sampler = _core.Sampler(self._sensors, self.period_ns, self.ring_capacity, self.keepalive_ns,
-                                      self.record_all)
+                                      self.record_all, self.schedule == "adaptive")
         self._channels = self._sampler.channels()
         self._sensor_info = [{"kind": s.kind, "info": dict(s.info()), "min_period_ns": s.min_period_ns}
                              for s in self._sensors]
@@ -97,7 +106,7 @@ class Probe:
         if not self._started or self._stopped:
             return
         _pop_sink(self._records)
-        last_end = max((r[2] for r in self._records), default=_core.now_ns())
+        last_end = max((r[2] for r in self._records.snapshot()), default=_core.now_ns())
         self._settle(after_ns=last_end)
         self._stop_event.set()
         if self._drain_thread is not None:
@@ -180,7 +189,7 @@ class Probe:
 
     def marks(self) -> list[tuple]:
         """Recorded marks: (label, start_ns, end_ns, thread_id, attrs, ok)."""
-        return list(self._records)
+        return self._records.snapshot()
 
     def stats(self) -> list[dict]:
         """Per sensor: polls, late polls, lag, drops, state (live while running)."""
