@@ -3,7 +3,8 @@
 Energy counters
     The sampler records a counter when its value *changes*: the update happened between the
     previous poll and this one, (prev_t_ns, t_ns]. Each update is placed at the middle of that
-    window, and the cumulative counter is interpolated linearly between updates (the power is
+    window (or, when a late poll made the window unusually wide, by the sensor's regular period),
+    and the cumulative counter is interpolated linearly between updates (the power is
     taken as constant within one update period). So the energy at any instant, and of any
     interval [a, b], is defined: E(b) - E(a).
 
@@ -54,9 +55,9 @@ class Channel:
         return (self.flags & FLAG_GONE) == 0
 
     def update_times(self) -> np.ndarray:
-        """Estimated moments of the sensor's updates (middle of the poll window that saw them)."""
+        """Estimated moments of the sensor's updates (see place_updates)."""
         m = ((self.flags & FLAG_CHANGED) != 0) & ((self.flags & FLAG_FIRST) == 0)
-        return (self.prev_t_ns[m] + self.t_ns[m]) // 2
+        return place_updates(self.prev_t_ns[m], self.t_ns[m])
 
     def learned_update_period_ns(self) -> tuple[int, str]:
         """Median time between value changes, or the nominal period when too few were seen."""
@@ -71,6 +72,38 @@ class Channel:
         if not m.any():
             return float("nan")
         return float(np.median(self.t_ns[m] - self.prev_t_ns[m]))
+
+
+def place_updates(prev_t: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Estimated update moments from their poll windows (prev_t, t].
+
+    Normally the middle of the window. A window much wider than usual (a late poll: the machine
+    woke the sampler late) is placed by the sensor's regular period instead: one period after the
+    previous update and/or before the next, clipped into its window. The hard bounds never use
+    this estimate, only the windows themselves.
+    """
+    mid = (prev_t + t) // 2
+    n = mid.size
+    if n < 6:
+        return mid
+    width = t - prev_t
+    bad = width > 3 * max(int(np.median(width)), 1)
+    if not bad.any():
+        return mid
+    both_good = ~bad[1:] & ~bad[:-1]
+    if both_good.sum() < 4:
+        return mid
+    period = int(np.median(np.diff(mid)[both_good]))
+    u = mid.astype(np.int64).copy()
+    for k in np.flatnonzero(bad):
+        guesses = []
+        if k > 0:
+            guesses.append(u[k - 1] + period)
+        if k + 1 < n and not bad[k + 1]:
+            guesses.append(mid[k + 1] - period)
+        if guesses:
+            u[k] = min(max(int(np.mean(guesses)), int(prev_t[k]) + 1), int(t[k]))
+    return u
 
 
 class Timeline:
@@ -93,7 +126,7 @@ class Timeline:
         changed = (f & FLAG_CHANGED) != 0
         first = (f & FLAG_FIRST) != 0
         edge = changed & ~first
-        u = (prev[edge] + t[edge]) // 2
+        u = place_updates(prev[edge], t[edge])
         if u.size == 0:  # the counter never moved: a single point at the first read
             u, ev = t[:1].copy(), v[:1].copy()
         else:

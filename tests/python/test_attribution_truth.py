@@ -38,7 +38,7 @@ def test_synthetic_power_channel_is_integrated():
     assert_accuracy(compare(probe, "long", {"synthetic0": wave}), per_interval_rel=0.01)
 
 
-def _powercap_probe(tmp_path, max_uj, seconds, marks):
+def _powercap_probe(tmp_path, max_uj, seconds, marks, schedule="fixed"):
     t0 = time.monotonic_ns()
     pkg = Wave("sine", base_w=50, amp_w=20, freq_hz=1.5, t0_ns=t0)
     core = Wave("square", base_w=10, amp_w=20, freq_hz=3.0, duty=0.3, t0_ns=t0)
@@ -52,20 +52,22 @@ def _powercap_probe(tmp_path, max_uj, seconds, marks):
     for w, f in zip(writers, (files["package-0"], files["core"])):
         w.wait_started(f)
     try:
-        with greenprobe.Probe(sensors=["rapl-powercap"], period_us=200, powercap_root=str(root)) as probe:
+        with greenprobe.Probe(sensors=["rapl-powercap"], period_us=200, powercap_root=str(root),
+                              schedule=schedule) as probe:
             marks()
     finally:
         logs = [w.stop() for w in writers]
     return probe, {"package-0": pkg, "core": core}, logs
 
 
-def test_powercap_standin_matches_truth_across_wraps(tmp_path):
+@pytest.mark.parametrize("schedule", ["fixed", "adaptive"])
+def test_powercap_standin_matches_truth_across_wraps(tmp_path, schedule):
     def marks():
         run_marks("long", 12, 0.05, 0.01)
         run_marks("short", 120, 0.002, 0.003, busy=True)
 
     max_uj = 2_000_000  # 2 J range: the 50 W package counter wraps every ~40 ms
-    probe, truth, logs = _powercap_probe(tmp_path, max_uj, 6.0, marks)
+    probe, truth, logs = _powercap_probe(tmp_path, max_uj, 6.0, marks, schedule)
     assert_accuracy(compare(probe, "long", truth), per_interval_rel=0.01)
     assert_accuracy(compare(probe, "short", truth), summed_rel=0.05)
 
@@ -125,13 +127,14 @@ def test_msr_standin_intel_wraps_near_2_32(tmp_path):
     assert base + counts[-1] > 2**32 > base, "the counter must have wrapped"
 
 
-@pytest.mark.parametrize("update_ms", [20, 100])
-def test_nvml_standin_energy_counter(fake_nvml, nvml_env, update_ms):
+@pytest.mark.parametrize("update_ms,schedule", [(20, "fixed"), (100, "fixed"), (100, "adaptive")])
+def test_nvml_standin_energy_counter(fake_nvml, nvml_env, update_ms, schedule):
     t0 = time.monotonic_ns()
     gpu0 = Wave("sine", base_w=120, amp_w=10, freq_hz=0.25, t0_ns=t0)
     gpu1 = Wave("sine", base_w=120, amp_w=10, freq_hz=0.25, t0_ns=t0, scale=2.0)
     nvml_env(gpus=2, update_ms=update_ms, t0_ns=t0, waveform="sine", base_w=120, amp_w=10, freq_hz=0.25)
-    with greenprobe.Probe(sensors=["nvml"], period_us=200, nvml_library=str(fake_nvml), nvml_min_period_us=100) as probe:
+    with greenprobe.Probe(sensors=["nvml"], period_us=200, nvml_library=str(fake_nvml), nvml_min_period_us=100,
+                          schedule=schedule) as probe:
         run_marks("long", 10, 0.05, 0.02)
         run_marks("short", 100, 0.002, 0.003, busy=True)
     truth = {"gpu0": gpu0, "gpu1": gpu1}
@@ -144,6 +147,10 @@ def test_nvml_standin_energy_counter(fake_nvml, nvml_env, update_ms):
     assert len(period) == 1 and abs(period.pop() - update_ms * 1e6) < 0.5e6  # learnt from the edges
     short = [r for r in rows if r["label"] == "short"]
     assert all(r["below_update_period"] for r in short)
+    stats = probe.stats()[0]
+    if schedule == "adaptive":  # the windows replaced most polls: far fewer than 5 kHz x the run
+        run_s = (probe.marks()[-1][2] - probe.marks()[0][1]) * 1e-9
+        assert stats["edge_windows"] > 3 and stats["polls"] < 0.5 * 5000 * run_s
 
 
 def test_nvml_lost_gpu_stops_that_channel_and_the_session_goes_on(fake_nvml, nvml_env):
@@ -163,3 +170,18 @@ def test_nvml_lost_gpu_stops_that_channel_and_the_session_goes_on(fake_nvml, nvm
     assert not rows["gpu1"]["complete"], "an interval after the loss is flagged incomplete"
     md = probe.metadata()
     assert md["stats"][0]["state"] in ("stopped", "running")
+
+
+def test_a_late_poll_is_placed_by_the_update_period():
+    from greenprobe.attribution import place_updates
+
+    period, true = 20_000_000, np.arange(1, 11) * 20_000_000 + 3_000_000
+    prev = true - 100_000
+    t = true + 100_000
+    prev[5] = true[4] + 100_000   # the sampler slept through update 5: its window spans 20 ms
+    t[5] = true[5] + 9_000_000
+    u = place_updates(prev, t)
+    assert abs(u[5] - true[5]) < 300_000, "placed by the period, not the middle of the wide window"
+    assert np.all(np.abs(np.delete(u, 5) - np.delete(true, 5)) <= 100_000)
+    assert prev[5] < u[5] <= t[5]
+    assert abs(period - int(np.median(np.diff(u)))) < 1000
