@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # The test command (README; .ci/run calls it): installs greenprobe into .venv, runs the C++ unit
-# tests under ASan+UBSan, the ring and sampler tests under ThreadSanitizer, then the Python tests.
+# tests under ASan+UBSan, the ring and sampler tests under ThreadSanitizer, then the Python tests
+# (the runtime tests need scripts/setup-runtimes.sh, which this runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 JOBS=${JOBS:-2}
 
 echo "== install greenprobe into .venv"
 bash scripts/setup-venv.sh test
+
+echo "== runtime environments (.venv: torch, tensorflow, onnxruntime; .venv-mxnet: mxnet)"
+bash scripts/setup-runtimes.sh
 
 echo "== C++ unit tests (AddressSanitizer + UndefinedBehaviorSanitizer)"
 export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
@@ -23,4 +27,5 @@ cmake --build build/cpp-tsan -j "$JOBS" --target test_ring test_sampler > /dev/n
 ctest --test-dir build/cpp-tsan -R 'test_ring|test_sampler' --output-on-failure
 
 echo "== Python tests"
+export GREENPROBE_REQUIRE_RUNTIMES=1  # a missing runtime environment fails the run instead of skipping
 .venv/bin/python -m pytest tests/python "$@"

@@ -43,6 +43,12 @@ def main(argv: list[str] | None = None) -> int:
                        description="Tries to open every sensor kind and says what works here and why not.")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
+    p = sub.add_parser("runtimes", help="list each DL runtime: environment, version, devices, execution providers, "
+                                        "and what is missing with the fix",
+                       description="Starts a worker in each runtime's environment and asks it what it can run here. "
+                                   "An ONNX Runtime execution provider counts only if a session really runs on it.")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
     p = sub.add_parser("record", help="sample sensors for a while (or until Ctrl-C) and write Parquet",
                        description="Samples the sensors for --duration seconds (or until Ctrl-C), then writes "
                                    "OUT/samples.parquet, OUT/intervals.parquet (one interval: the whole recording) "
@@ -58,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "sensors":
             return _cmd_sensors(args)
+        if args.command == "runtimes":
+            return _cmd_runtimes(args)
         if args.command == "record":
             from .record import cmd_record
 
@@ -92,6 +100,28 @@ def _cmd_sensors(args) -> int:
             print(textwrap.indent(textwrap.fill(f"why: {s.reason}", 100), "      "))
             if s.fix:
                 print(textwrap.indent(textwrap.fill(f"fix: {s.fix}", 100), "      "))
+    return 0
+
+
+def _cmd_runtimes(args) -> int:
+    from ..runtimes import describe_all
+
+    rows = describe_all()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for r in rows:
+        if not r.get("installed"):
+            print(f"--  {r['runtime']:<12} not usable from {r['python']}")
+            print(textwrap.indent(textwrap.fill(f"why: {r.get('reason', '')}", 100), "      "))
+            print(textwrap.indent(textwrap.fill(f"fix: {r.get('fix', '')}", 100), "      "))
+            continue
+        print(f"ok  {r['runtime']:<12} {r['version']:<12} devices: {', '.join(r.get('devices', []))}   ({r['python']})")
+        for p in r.get("providers", []):
+            if p["available"]:
+                print(f"      provider {p['name']}: runs here")
+            else:
+                print(textwrap.indent(textwrap.fill(f"provider {p['name']}: skipped: {p['reason']}", 100), "      "))
     return 0
 
 

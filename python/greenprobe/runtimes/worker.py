@@ -52,12 +52,17 @@ def serve(runtime: str) -> None:
             elif op == "build":
                 from ..models import make_input
 
-                shape = {k: req.pop(k) for k in ("batch_size", "image_size", "seq_len") if k in req}
+                shape = {k: req.pop(k) for k in ("batch_size", "seq_len") if k in req}
+                shape["image_size"] = req.setdefault("image_size", 224)  # Keras fixes it in the model
                 rt.build(req.pop("model"), **req)
                 batch = make_input(rt.model_name, shape.get("batch_size", 1), image_size=shape.get("image_size", 224),
                                    seq_len=shape.get("seq_len", 128))
                 x = rt._convert_input(batch)
-                answer({"ok": True, "device": rt.device, "provider": getattr(rt, "provider", None)})
+                # one first inference: MXNet allocates parameters lazily, TensorFlow traces its graph
+                t0 = time.monotonic_ns()
+                rt.infer(x)
+                answer({"ok": True, "device": rt.device, "provider": getattr(rt, "provider", None),
+                        "first_inference_ns": time.monotonic_ns() - t0})
             elif op == "params":
                 answer({"ok": True, "params": rt.count_params()})
             elif op == "run":

@@ -1,0 +1,130 @@
+"""Runtime adapters: every model in every runtime (parameter counts at full size; inference, shapes
+and ONNX-vs-native agreement on tiny configurations), in each runtime's own environment.
+
+Set GREENPROBE_REQUIRE_RUNTIMES=1 (scripts/test.sh does) to fail instead of skip when a runtime's
+environment is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import pytest
+
+from greenprobe.models import MODELS, make_input
+from greenprobe.runtimes import ADAPTERS, Worker, WorkerError, probe_environment
+
+NATIVE = ["torch", "tensorflow", "mxnet"]
+REQUIRE = os.environ.get("GREENPROBE_REQUIRE_RUNTIMES") == "1"
+#: ONNX Runtime vs the source framework, same float32 input: max |difference| / max |reference|
+AGREEMENT_RTOL = 1e-4
+TINY = dict(size="tiny", image_size=64, seq_len=16, batch_size=2)
+
+
+def _need(runtime):
+    env = probe_environment(runtime)
+    if not env["installed"]:
+        if REQUIRE:
+            pytest.fail(f"{runtime} is not installed in {env['python']}: {env['reason']} (fix: {env['fix']})")
+        pytest.skip(f"{runtime} not installed: {env['reason']}")
+
+
+@pytest.fixture(scope="module")
+def workers():
+    started = {}
+
+    def get(runtime):
+        if runtime not in started:
+            _need(runtime)
+            started[runtime] = Worker(runtime)
+        return started[runtime]
+
+    yield get
+    for w in started.values():
+        w.close()
+
+
+@pytest.mark.parametrize("runtime", list(ADAPTERS))
+def test_describe(workers, runtime):
+    d = workers(runtime).describe()
+    assert d["runtime"] == runtime and d["version"] and "cpu" in d["devices"]
+    for p in d["providers"]:  # every provider listed either runs here or says why not
+        assert p["available"] or p["reason"], p
+
+
+def test_onnxruntime_never_passes_off_cpu_as_cuda(workers):
+    d = workers("onnxruntime").describe()
+    status = {p["name"]: p for p in d["providers"]}
+    assert status["cpu"]["available"]
+    cuda = status.get("cuda")
+    if cuda is not None and not cuda["available"]:
+        with pytest.raises(WorkerError) as e:
+            workers("onnxruntime").build("resnet50", onnx_path="/nonexistent.onnx", provider="cuda")
+        assert e.value.unavailable and "CUDAExecutionProvider" in e.value.message
+
+
+@pytest.mark.parametrize("runtime", NATIVE)
+@pytest.mark.parametrize("model", list(MODELS))
+def test_full_size_parameter_counts(workers, runtime, model):
+    w = workers(runtime)
+    w.build(model, size="full", batch_size=1, image_size=224, seq_len=128)
+    params = w.params()
+    nominal = MODELS[model].nominal_params
+    assert abs(params - nominal) / nominal < 0.03, f"{runtime} {model}: {params:,} parameters vs {nominal:,}"
+    w.call("release")
+
+
+@pytest.mark.parametrize("runtime", NATIVE)
+@pytest.mark.parametrize("model", list(MODELS))
+def test_tiny_inference_and_onnx_agreement(workers, runtime, model, tmp_path):
+    w = workers(runtime)
+    w.build(model, **TINY)
+    # one timed inference on the sampler's clock
+    before = time.monotonic_ns()
+    (start, end), = w.run(n=1)
+    assert before <= start < end <= time.monotonic_ns()
+    # native output for a known input
+    batch = make_input(model, 2, image_size=64, seq_len=16, seed=7)
+    np.savez(tmp_path / "in.npz", **batch)
+    shape = w.output(str(tmp_path / "in.npz"), str(tmp_path / "native.npy"))["shape"]
+    if MODELS[model].kind == "text":
+        assert shape == [2, 16, 128]  # sequence output of the tiny BERT (hidden 128)
+    else:
+        assert len(shape) == 2 and shape[0] == 2
+    # ONNX: exported by the framework's own exporter, checked, run in ONNX Runtime on the CPU
+    onnx_path = str(tmp_path / "model.onnx")
+    w.export_onnx(onnx_path)
+    ort = workers("onnxruntime")
+    built = ort.build(model, size="tiny", onnx_path=onnx_path, provider="cpu", batch_size=2, image_size=64, seq_len=16)
+    assert built["provider"] == "CPUExecutionProvider"
+    ort.output(str(tmp_path / "in.npz"), str(tmp_path / "onnx.npy"))
+    ref, got = np.load(tmp_path / "native.npy"), np.load(tmp_path / "onnx.npy")
+    assert got.shape == ref.shape
+    scale = float(np.abs(ref).max())
+    assert scale > 1e-20, "degenerate reference output"
+    rel = float(np.abs(got - ref).max()) / scale
+    assert rel <= AGREEMENT_RTOL, f"{runtime} {model}: ONNX Runtime differs by {rel:.2e} of the output's scale"
+    w.call("release")
+    ort.call("release")
+
+
+def test_worker_reports_errors_with_their_fix(workers):
+    w = workers("torch")
+    with pytest.raises(WorkerError) as e:
+        w.build("resnet51")
+    assert "unknown model" in e.value.message
+    with pytest.raises(WorkerError) as e:
+        w.build("resnet50", size="tiny", device="cuda:0")
+    if e.value.unavailable:
+        assert "CUDA" in e.value.message and e.value.fix
+
+
+def test_make_input_layouts():
+    img = make_input("resnet50", 3, image_size=32)
+    assert img["pixels"].shape == (3, 3, 32, 32) and img["pixels"].dtype == np.float32
+    txt = make_input("bert-base-uncased", 2, seq_len=8)
+    assert txt["input_ids"].shape == (2, 8) and (txt["input_ids"][:, 0] == 101).all()
+    with pytest.raises(ValueError):
+        make_input("gpt", 1)
