@@ -110,6 +110,30 @@ def test_tiny_inference_and_onnx_agreement(workers, runtime, model, tmp_path):
     ort.call("release")
 
 
+WEIGHT_FILES = {"torch": "checkpoint", "tensorflow": "model.weights.h5", "mxnet": "model.params"}
+
+
+@pytest.mark.parametrize("runtime", NATIVE)
+def test_local_weights_load_back(workers, runtime, tmp_path):
+    """The path for users who have weights: save a model's weights, build from them, same outputs."""
+    w = workers(runtime)
+    batch = make_input("mobilenet_v2", 1, image_size=64, seed=3)
+    np.savez(tmp_path / "in.npz", **batch)
+    w.build("mobilenet_v2", seed=1, **TINY)
+    w.output(str(tmp_path / "in.npz"), str(tmp_path / "saved.npy"))
+    path = str(tmp_path / WEIGHT_FILES[runtime])
+    w.call("save_weights", path=path)
+    w.build("mobilenet_v2", seed=0, **TINY)  # other random weights give other outputs...
+    w.output(str(tmp_path / "in.npz"), str(tmp_path / "other.npy"))
+    w.build("mobilenet_v2", seed=0, weights=path, **TINY)  # ...unless the saved ones are loaded
+    w.output(str(tmp_path / "in.npz"), str(tmp_path / "loaded.npy"))
+    saved, other, loaded = (np.load(tmp_path / f"{n}.npy") for n in ("saved", "other", "loaded"))
+    scale = float(np.abs(saved).max())
+    assert float(np.abs(saved - other).max()) > 1e-2 * scale, "different seeds must give different outputs"
+    assert float(np.abs(loaded - saved).max()) <= 1e-6 * scale
+    w.call("release")
+
+
 def test_worker_reports_errors_with_their_fix(workers):
     w = workers("torch")
     with pytest.raises(WorkerError) as e:

@@ -57,6 +57,10 @@ class Runtime:
     def export_onnx(self, path: str, batch: dict) -> str:
         raise RuntimeUnavailable(f"{self.name} has no ONNX exporter")
 
+    def save_weights(self, path: str) -> str:
+        """Writes the model's weights where ``build(..., weights=path)`` loads them from."""
+        raise RuntimeUnavailable(f"{self.name} cannot save weights")
+
     # -- shared --------------------------------------------------------------------------------
     def build(self, model: str, *, size: str = "full", weights: Optional[str] = None, device: str = "cpu",
               **options) -> None:

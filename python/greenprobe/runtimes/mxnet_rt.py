@@ -38,12 +38,12 @@ class MxnetRuntime(Runtime):
             return mx.gpu(int(device.split(":")[1]) if ":" in device else 0)
         return mx.cpu()
 
-    def _build(self, model: str, size: str, weights: Optional[str], device: str, **options) -> Any:
+    def _build(self, model: str, size: str, weights: Optional[str], device: str, seed: int = 0, **options) -> Any:
         mx = self.mx
         from mxnet.gluon.model_zoo import vision
 
         self._context = self._ctx(device)
-        mx.random.seed(0)
+        mx.random.seed(seed)
         tiny = size == "tiny"
         if model == "resnet50":
             net = vision.resnet50_v1(pretrained=False)
@@ -89,6 +89,10 @@ class MxnetRuntime(Runtime):
 
     def count_params(self) -> int:
         return int(sum(p.data().size for p in self.model.collect_params().values()))
+
+    def save_weights(self, path: str) -> str:
+        self.model.save_parameters(path)
+        return path
 
     def export_onnx(self, path: str, batch: dict) -> str:
         mx = self.mx

@@ -31,14 +31,15 @@ class TensorflowRuntime(Runtime):
         return {"runtime": self.name, "version": tf.__version__, "keras": keras.__version__,
                 "devices": ["cpu"] + [f"gpu:{i}" for i in range(len(gpus))], "providers": []}
 
-    def _build(self, model: str, size: str, weights: Optional[str], device: str, image_size: int = 224, **options) -> Any:
+    def _build(self, model: str, size: str, weights: Optional[str], device: str, image_size: int = 224, seed: int = 0,
+               **options) -> Any:
         import keras
 
         tf = self.tf
         if device.startswith("gpu") and not tf.config.list_physical_devices("GPU"):
             raise RuntimeUnavailable("TensorFlow sees no GPU", "install tensorflow[and-cuda] on a machine with an NVIDIA GPU")
         self._tf_device = "/GPU:0" if device.startswith("gpu") else "/CPU:0"
-        keras.utils.set_random_seed(0)
+        keras.utils.set_random_seed(seed)
         tiny = size == "tiny"
         with tf.device(self._tf_device):
             if model == "resnet50":
@@ -82,6 +83,12 @@ class TensorflowRuntime(Runtime):
 
     def count_params(self) -> int:
         return int(self.model.count_params())
+
+    def save_weights(self, path: str) -> str:
+        if not path.endswith(".weights.h5"):
+            raise ValueError("Keras weight files end in .weights.h5")
+        self.model.save_weights(path)
+        return path
 
     def export_onnx(self, path: str, batch: dict) -> str:
         import tf2onnx

@@ -26,7 +26,7 @@ class TorchRuntime(Runtime):
         return {"runtime": self.name, "version": t.__version__, "devices": devices, "providers": [],
                 "threads": t.get_num_threads()}
 
-    def _build(self, model: str, size: str, weights: Optional[str], device: str, **options) -> Any:
+    def _build(self, model: str, size: str, weights: Optional[str], device: str, seed: int = 0, **options) -> Any:
         import transformers as tr
 
         if device.startswith("cuda") and not self.torch.cuda.is_available():
@@ -49,7 +49,7 @@ class TorchRuntime(Runtime):
         if weights:  # a local Hugging Face checkpoint folder
             m = cls.from_pretrained(weights, local_files_only=True)
         else:
-            self.torch.manual_seed(0)
+            self.torch.manual_seed(seed)
             m = cls(cfg)
             if model != "bert-base-uncased":
                 self._torchvision_init(m)
@@ -93,6 +93,10 @@ class TorchRuntime(Runtime):
 
     def count_params(self) -> int:
         return int(sum(p.numel() for p in self.model.parameters()))
+
+    def save_weights(self, path: str) -> str:
+        self.model.save_pretrained(path)  # a Hugging Face checkpoint folder (config + weights)
+        return path
 
     def export_onnx(self, path: str, batch: dict) -> str:
         t = self.torch

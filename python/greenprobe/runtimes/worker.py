@@ -7,7 +7,7 @@ prints go to stderr). Times are CLOCK_MONOTONIC nanoseconds, the clock of greenp
 the parent can attribute energy to each inference.
 
 ops: describe | build(model, size, weights, device, image_size, seq_len, batch_size, onnx_path,
-provider) | params | run(n, warmup, gaps_s) | output(input_npz, output_npy) | export_onnx(path) |
+provider) | params | run(n, warmup, gaps_s) | output(input_npz, output_npy) | export_onnx(path) | save_weights(path) |
 release | quit
 """
 
@@ -82,6 +82,8 @@ def serve(runtime: str) -> None:
                 onnx.checker.check_model(req["path"])
                 answer({"ok": True, "path": req["path"], "seconds": time.monotonic() - t0,
                         "onnx_version": onnx.__version__})
+            elif op == "save_weights":
+                answer({"ok": True, "path": rt.save_weights(req["path"])})
             elif op == "release":
                 rt.release()
                 x = batch = None
