@@ -125,6 +125,20 @@ def intervals_table(probe) -> pa.Table:
     return pa.table(data).replace_schema_metadata({METADATA_KEY: json.dumps(session_metadata(probe)).encode()})
 
 
+LABEL_COLUMNS = ["label", "sensor", "domain", "calls", "time_s_mean", "energy_j_per_call", "energy_j_per_call_low",
+                 "energy_j_per_call_high", "energy_j_per_call_net", "energy_j_per_call_net_low",
+                 "energy_j_per_call_net_high", "power_w", "baseline_power_w", "baseline_power_w_se",
+                 "update_period_ns", "update_period_source", "windows", "estimated", "method"]
+
+
+def labels_table(probe) -> pa.Table:
+    from .summary import summarise
+
+    rows = summarise(probe.marks(), probe.channels())
+    table = pa.Table.from_pylist(rows) if rows else pa.table({c: pa.array([], pa.string()) for c in LABEL_COLUMNS})
+    return table.replace_schema_metadata({METADATA_KEY: json.dumps(session_metadata(probe)).encode()})
+
+
 def session_metadata(probe) -> dict:
     anchor = dict(probe._anchor)
     if "wall_ns" in anchor:
@@ -159,9 +173,11 @@ def session_metadata(probe) -> dict:
 def save(probe, directory) -> dict:
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
-    paths = {"samples": d / "samples.parquet", "intervals": d / "intervals.parquet", "metadata": d / "metadata.json"}
+    paths = {"samples": d / "samples.parquet", "intervals": d / "intervals.parquet", "labels": d / "labels.parquet",
+             "metadata": d / "metadata.json"}
     _atomic_write_table(samples_table(probe), paths["samples"])
     _atomic_write_table(intervals_table(probe), paths["intervals"])
+    _atomic_write_table(labels_table(probe), paths["labels"])
     tmp = paths["metadata"].with_suffix(".json.tmp")
     tmp.write_text(json.dumps(session_metadata(probe), indent=2, default=str))
     os.replace(tmp, paths["metadata"])

@@ -216,6 +216,14 @@ class Probe:
 
         return intervals_table(self)
 
+    def summary(self):
+        """Per (label, sensor, domain): calls, mean time, mean energy per call with its 95 % interval,
+        net of the idle baseline, baseline power, method ("direct" when calls outlast the sensor's
+        update period, else "regression" over many calls). A pyarrow Table; see greenprobe.summary."""
+        from .parquet import labels_table
+
+        return labels_table(self)
+
     def metadata(self) -> dict:
         from .parquet import session_metadata
 

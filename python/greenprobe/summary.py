@@ -1,0 +1,126 @@
+"""Per-label energy from repetition: the energy of calls shorter than the sensor's update period.
+
+For one counter channel, each update window W_j = (u_{j-1}, u_j] has a measured energy dE_j. The time
+x_jk that W_j spent inside marks of label k, and the time x_j0 outside any mark (idle), are known
+exactly from the marks. Least squares on
+
+    dE_j = P_0 * x_j0 + sum_k P_k * x_jk + e_j
+
+gives the idle (baseline) power P_0 and the mean power P_k while in label k. Per call:
+gross = P_k * mean duration, net of baseline = (P_k - P_0) * mean duration, with 95 % intervals from
+the coefficients' standard errors (t distribution). This uses every counter update the marks
+overlap, so thousands of 0.3 ms calls resolve under a 100 ms counter. Marks of different labels are
+assumed not to overlap (nested marks: summarise one level at a time).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .attribution import Channel, choose_channels
+
+
+def marked_time(starts: np.ndarray, ends: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Total time (ns) inside the union of [starts, ends] up to each instant t."""
+    if starts.size == 0:
+        return np.zeros(t.shape, dtype=np.float64)
+    order = np.argsort(starts)
+    s, e = starts[order].astype(np.float64), ends[order].astype(np.float64)
+    e = np.maximum.accumulate(e)  # merge overlaps: union of intervals
+    s = np.maximum(s, np.concatenate([[-np.inf], e[:-1]]))
+    dur = np.clip(e - s, 0, None)
+    before = np.concatenate([[0.0], np.cumsum(dur)])
+    i = np.searchsorted(s, t, side="right") - 1
+    ok = i >= 0
+    ic = np.clip(i, 0, None)
+    return np.where(ok, before[ic] + np.clip(t - s[ic], 0, dur[ic]), 0.0)
+
+
+def regress(update_t_ns: np.ndarray, energy_j: np.ndarray, marks: dict[str, tuple[np.ndarray, np.ndarray]],
+            group: int | None = None):
+    """Fits idle and per-label power on the update windows. Returns {label: (P, se, cov with P0)}, (P0, se0), dof.
+
+    Windows are groups of ``group`` consecutive update periods: each update moment is known only to
+    within its poll window, and that error in the regressors biases the slopes toward zero
+    (errors-in-variables) by about var(error) / var(x); longer windows make it negligible while
+    keeping >= 100 windows.
+    """
+    if group is None:
+        group = int(max(1, min(10, (update_t_ns.size - 1) // 100)))
+    update_t_ns, energy_j = update_t_ns[::group], energy_j[::group]
+    u = update_t_ns.astype(np.float64)
+    dE = np.diff(energy_j)
+    span = np.diff(u) * 1e-9
+    labels = list(marks)
+    cols = []
+    inside = np.zeros_like(span)
+    for k in labels:
+        m = marked_time(marks[k][0], marks[k][1], u)
+        x = np.diff(m) * 1e-9
+        cols.append(x)
+        inside += x
+    X = np.column_stack([np.clip(span - inside, 0, None)] + cols)
+    keep = span > 0
+    X, y = X[keep], dE[keep]
+    dof = X.shape[0] - X.shape[1]
+    if dof < 1:
+        raise ValueError("too few counter updates for the number of labels")
+    beta, *_ = np.linalg.lstsq(X, y, rcond=None)
+    resid = y - X @ beta
+    # heteroscedasticity-robust (HC1 sandwich) covariance: windows full of calls are noisier than idle ones
+    bread = np.linalg.pinv(X.T @ X)
+    meat = (X * (resid ** 2)[:, None]).T @ X
+    cov = bread @ meat @ bread * (X.shape[0] / dof)
+    se = np.sqrt(np.clip(np.diag(cov), 0, None))
+    return {k: (beta[i + 1], se[i + 1], cov[0, i + 1]) for i, k in enumerate(labels)}, (beta[0], se[0]), dof
+
+
+def t975(dof: int) -> float:
+    try:
+        from scipy.stats import t
+
+        return float(t.ppf(0.975, dof))
+    except ImportError:  # normal approximation, fine for the hundreds of windows this sees
+        return 1.959963984540054 + (2.4 / dof if dof > 0 else 0.0)
+
+
+def summarise(records: list, channels: list[Channel]) -> list[dict]:
+    """One row per (label, sensor, domain) on counter channels (power channels: not yet)."""
+    by_label: dict[str, list] = {}
+    for r in records:
+        by_label.setdefault(r[0], []).append((r[1], r[2]))
+    marks = {k: (np.array([a for a, _ in v], np.int64), np.array([b for _, b in v], np.int64))
+             for k, v in by_label.items()}
+    rows = []
+    for ch in choose_channels(channels):
+        if ch.quantity != "energy":
+            continue
+        keep = ((ch.flags & 1) != 0) & ((ch.flags & 4) == 0)
+        from .attribution import place_updates
+
+        u = place_updates(ch.prev_t_ns[keep], ch.t_ns[keep])
+        e = ch.value[keep]
+        period, source = ch.learned_update_period_ns()
+        try:
+            fits, (p0, se0), dof = regress(u, e, marks)
+        except (ValueError, np.linalg.LinAlgError):
+            continue
+        q = t975(dof)
+        for label, (p, se, cov0) in fits.items():
+            s, en = marks[label]
+            dur = (en - s) * 1e-9
+            mean_dur = float(dur.mean())
+            gross = p * mean_dur
+            net = (p - p0) * mean_dur
+            se_net = float(np.sqrt(max(se * se + se0 * se0 - 2 * cov0, 0.0))) * mean_dur
+            rows.append({
+                "label": label, "sensor": ch.sensor, "domain": ch.domain, "calls": int(dur.size),
+                "time_s_mean": mean_dur, "energy_j_per_call": gross,
+                "energy_j_per_call_low": gross - q * se * mean_dur, "energy_j_per_call_high": gross + q * se * mean_dur,
+                "energy_j_per_call_net": net, "energy_j_per_call_net_low": net - q * se_net,
+                "energy_j_per_call_net_high": net + q * se_net, "power_w": p, "baseline_power_w": p0,
+                "baseline_power_w_se": se0, "update_period_ns": period, "update_period_source": source,
+                "windows": int(dof + len(fits) + 1), "estimated": ch.estimated,
+                "method": "direct" if mean_dur * 1e9 > period else "regression",
+            })
+    return rows

@@ -1,0 +1,87 @@
+"""Per-call energy from repetition against exact truth: 0.5 ms calls under a 1 ms RAPL-like counter."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from greenprobe.attribution import Channel
+from greenprobe.summary import marked_time, summarise
+
+BASE_W, CALL_W = 20.0, 30.0  # idle power, and the extra power while a call runs
+
+
+def experiment(seed: int, n_calls=2000, call_s=0.0005, update_s=0.001, resolution=15.3e-6, poll_s=0.0001):
+    """Calls of call_s at random gaps; a counter that updates every update_s (with the exact energy,
+    quantised) polled every poll_s. Returns (records, channel, true energy per call gross)."""
+    rng = np.random.default_rng(seed)
+    gaps = rng.uniform(0.0002, 0.002, n_calls)
+    starts = np.cumsum(gaps + call_s) - call_s + 0.01
+    starts = (starts * 1e9).astype(np.int64)
+    ends = starts + int(call_s * 1e9)
+    t_end = int(ends[-1] + 0.01e9)
+    upd = np.arange(int(update_s * 1e9), t_end, int(update_s * 1e9), dtype=np.int64)
+    upd = upd + rng.integers(-20_000, 20_000, upd.size)  # RAPL-like jitter of the update moments
+    # exact energy at each update: base * t + extra * marked time
+    e = BASE_W * upd * 1e-9 + CALL_W * marked_time(starts, ends, upd.astype(np.float64)) * 1e-9
+    e = np.floor(e / resolution) * resolution
+    # the sampler sees each update at the first poll after it
+    poll = int(poll_s * 1e9)
+    t = (upd // poll + 1) * poll
+    prev = t - poll
+    flags = np.full(t.size, 1, np.uint32)
+    flags[0] |= 4
+    ch = Channel(0, "rapl-msr", "package-0", "energy", False, resolution, int(update_s * 1e9),
+                 t_ns=t, prev_t_ns=prev, value=e, flags=flags)
+    records = [("infer", int(a), int(b), 1, None, True) for a, b in zip(starts, ends)]
+    return records, ch, (BASE_W + CALL_W) * call_s
+
+
+def test_marked_time_is_exact():
+    s = np.array([0, 10, 30]); e = np.array([5, 20, 40])
+    t = np.array([-1, 0, 3, 5, 7, 15, 25, 35, 100], dtype=np.float64)
+    assert marked_time(s, e, t).tolist() == [0, 0, 3, 5, 5, 10, 15, 20, 25]
+    # overlapping marks count once
+    assert marked_time(np.array([0, 2]), np.array([4, 6]), np.array([10.0])).tolist() == [6]
+
+
+def test_per_call_energy_within_5_percent():
+    records, ch, truth = experiment(seed=1)
+    (row,) = summarise(records, [ch])
+    assert row["calls"] == 2000 and row["method"] == "regression"
+    assert abs(row["energy_j_per_call"] - truth) / truth <= 0.05
+    assert abs(row["baseline_power_w"] - BASE_W) / BASE_W <= 0.02
+    net_truth = CALL_W * 0.0005
+    assert abs(row["energy_j_per_call_net"] - net_truth) / net_truth <= 0.1
+
+
+def test_interval_covers_the_truth_in_90_percent_of_seeds():
+    covered = 0
+    seeds = range(40)
+    for seed in seeds:
+        records, ch, truth = experiment(seed=100 + seed, n_calls=2000)
+        (row,) = summarise(records, [ch])
+        covered += row["energy_j_per_call_low"] <= truth <= row["energy_j_per_call_high"]
+    assert covered / len(seeds) >= 0.9, f"95 % interval covered the truth in {covered} of {len(seeds)} runs"
+
+
+def test_probe_summary_and_labels_parquet(tmp_path):
+    import time
+
+    import pyarrow.parquet as pq
+
+    import greenprobe
+
+    spec = "synthetic:waveform=constant;base_w=25;update_us=1000"
+    with greenprobe.Probe(sensors=[spec], period_us=200) as probe:
+        for _ in range(100):
+            with greenprobe.mark("call"):
+                time.sleep(0.0005)
+            time.sleep(0.001)
+    (row,) = probe.summary().to_pylist()
+    assert row["label"] == "call" and row["calls"] == 100
+    # constant power: inside and outside the calls the same 25 W
+    assert abs(row["baseline_power_w"] - 25) < 1.0 and abs(row["power_w"] - 25) < 2.5
+    assert abs(row["energy_j_per_call_net"]) < 0.1 * row["energy_j_per_call"]
+    paths = probe.save(tmp_path)
+    labels = pq.read_table(paths["labels"])
+    assert labels.num_rows == 1 and "energy_j_per_call_high" in labels.column_names
