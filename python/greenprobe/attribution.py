@@ -54,10 +54,17 @@ class Channel:
         """Samples that carry a reading (a GONE marker repeats the last value and is not one)."""
         return (self.flags & FLAG_GONE) == 0
 
+    def _update_mask(self) -> np.ndarray:
+        """Samples that saw a sensor update (a change after the first read)."""
+        return ((self.flags & FLAG_CHANGED) != 0) & ((self.flags & FLAG_FIRST) == 0)
+
+    def updates(self) -> tuple[np.ndarray, np.ndarray]:
+        """Estimated moments of the sensor's updates (see place_updates) and the values they set."""
+        m = self._update_mask()
+        return place_updates(self.prev_t_ns[m], self.t_ns[m]), self.value[m]
+
     def update_times(self) -> np.ndarray:
-        """Estimated moments of the sensor's updates (see place_updates)."""
-        m = ((self.flags & FLAG_CHANGED) != 0) & ((self.flags & FLAG_FIRST) == 0)
-        return place_updates(self.prev_t_ns[m], self.t_ns[m])
+        return self.updates()[0]
 
     def learned_update_period_ns(self) -> tuple[int, str]:
         """Median time between value changes, or the nominal period when too few were seen."""
@@ -68,7 +75,7 @@ class Channel:
 
     def edge_timing_ns(self) -> float:
         """Median width of the poll window that dates an update (the dating uncertainty)."""
-        m = ((self.flags & FLAG_CHANGED) != 0) & ((self.flags & FLAG_FIRST) == 0)
+        m = self._update_mask()
         if not m.any():
             return float("nan")
         return float(np.median(self.t_ns[m] - self.prev_t_ns[m]))

@@ -152,7 +152,7 @@ class Probe:
             t, _, _, ch, fl = self._columns()
             m = ((fl & FLAG_CHANGED) != 0) & ((fl & FLAG_FIRST) == 0) & (t > after_ns)
             seen = set(np.unique(ch[m]).tolist())
-            gone = {s for s, st in zip(range(len(self._sensors)), self._sampler.stats()) if st["state"] == "gone"}
+            gone = {i for i, st in enumerate(self._sampler.stats()) if st["state"] == "gone"}
             waiting = {c for c in counters if c not in seen and self._channels[c]["sensor_index"] not in gone}
             if not waiting:
                 return

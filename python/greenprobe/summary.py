@@ -95,11 +95,7 @@ def summarise(records: list, channels: list[Channel]) -> list[dict]:
     for ch in choose_channels(channels):
         if ch.quantity != "energy":
             continue
-        keep = ((ch.flags & 1) != 0) & ((ch.flags & 4) == 0)
-        from .attribution import place_updates
-
-        u = place_updates(ch.prev_t_ns[keep], ch.t_ns[keep])
-        e = ch.value[keep]
+        u, e = ch.updates()
         period, source = ch.learned_update_period_ns()
         try:
             fits, (p0, se0), dof = regress(u, e, marks)
