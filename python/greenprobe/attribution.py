@@ -85,31 +85,43 @@ def place_updates(prev_t: np.ndarray, t: np.ndarray) -> np.ndarray:
     """Estimated update moments from their poll windows (prev_t, t].
 
     Normally the middle of the window. A window much wider than usual (a late poll: the machine
-    woke the sampler late) is placed by the sensor's regular period instead: one period after the
-    previous update and/or before the next, clipped into its window. The hard bounds never use
-    this estimate, only the windows themselves.
+    woke the sampler late) may span several updates, and the value read is the one set by the
+    *last* of them; on a sensor with a regular period that is the latest moment of the update
+    lattice inside the window, counted in whole periods from the nearest well-dated update (before
+    or after). The hard bounds never use this estimate, only the windows themselves.
     """
     mid = (prev_t + t) // 2
     n = mid.size
     if n < 6:
         return mid
     width = t - prev_t
-    bad = width > 3 * max(int(np.median(width)), 1)
+    typical = max(int(np.median(width)), 1)
+    bad = width > 3 * typical
     if not bad.any():
         return mid
     both_good = ~bad[1:] & ~bad[:-1]
     if both_good.sum() < 4:
         return mid
     period = int(np.median(np.diff(mid)[both_good]))
+    if period <= 0:
+        return mid
+    good = np.flatnonzero(~bad)
+    # a lattice point predicted a little after t[k] is the update seen at t[k]: the anchor and the
+    # period are known only to within a typical window and the sensor's jitter
+    slack = typical // 2 + period // 4
     u = mid.astype(np.int64).copy()
     for k in np.flatnonzero(bad):
+        lo, hi = int(prev_t[k]), int(t[k])
+        j = int(np.searchsorted(good, k))
         guesses = []
-        if k > 0:
-            guesses.append(u[k - 1] + period)
-        if k + 1 < n and not bad[k + 1]:
-            guesses.append(mid[k + 1] - period)
-        if guesses:
-            u[k] = min(max(int(np.mean(guesses)), int(prev_t[k]) + 1), int(t[k]))
+        if j < good.size:  # counting back from the next well-dated update
+            anchor = int(mid[good[j]])
+            guesses.append((anchor - hi, anchor - period * max(1, -(-(anchor - hi - slack) // period))))
+        if j > 0:  # counting forward from the previous one
+            anchor = int(mid[good[j - 1]])
+            guesses.append((hi - anchor, anchor + period * max(1, (hi + slack - anchor) // period)))
+        guess = min(guesses)[1]  # the nearer anchor: fewer periods of drift
+        u[k] = min(max(guess, lo + 1), hi)
     return u
 
 

@@ -35,23 +35,17 @@ class Writer:
         self.cfg_path.write_text(json.dumps(cfg))
         self.proc = subprocess.Popen([sys.executable, str(HERE / "standin_writer.py"), str(self.cfg_path)])
 
-    def wait_started(self, first_file: Path, timeout=5.0):
+    def wait_started(self, timeout=10.0):
+        """Waits until the writer has written every target once."""
+        started = Path(str(self.log_path) + ".started")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError("stand-in writer exited early")
-            if first_file.exists() and first_file.stat().st_mtime_ns > 0 and self._changed(first_file):
+            if started.exists():
                 return
-            time.sleep(0.01)
+            time.sleep(0.005)
         raise RuntimeError("stand-in writer did not start")
-
-    _seen: bytes | None = None
-
-    def _changed(self, f: Path) -> bool:
-        data = f.read_bytes()
-        changed = self._seen is not None and data != self._seen
-        self._seen = data
-        return changed
 
     def stop(self):
         if self.proc.poll() is None:

