@@ -22,6 +22,7 @@ from .errors import (  # noqa: E402
     SensorPermissionError,
     SensorUnsupported,
 )
+from .dither import dither  # noqa: E402
 from .marks import mark  # noqa: E402
 from .sensors import list_sensors  # noqa: E402
 from .session import Probe  # noqa: E402
@@ -29,6 +30,6 @@ from .session import Probe  # noqa: E402
 now_ns = _core.now_ns
 
 __all__ = [
-    "Probe", "mark", "now_ns", "list_sensors", "GreenprobeError", "ConfigError", "NoSensorError", "SensorError",
+    "Probe", "mark", "dither", "now_ns", "list_sensors", "GreenprobeError", "ConfigError", "NoSensorError", "SensorError",
     "SensorPermissionError", "SensorLibraryMissing", "SensorUnsupported", "SensorNotFound", "DeviceLostError",
 ]

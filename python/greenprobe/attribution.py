@@ -63,6 +63,16 @@ class Channel:
         m = self._update_mask()
         return place_updates(self.prev_t_ns[m], self.t_ns[m]), self.value[m]
 
+    def update_windows(self, placed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Where each placed update may lie: its poll window, narrowed to a typical window's width
+        around the placement (a wide window placed by the sensor's period is known better)."""
+        m = self._update_mask()
+        prev, t = self.prev_t_ns[m], self.t_ns[m]
+        if t.size == 0:
+            return t, t
+        half = max(int(np.median(t - prev)) // 2, 0)
+        return np.maximum(prev, placed - half), np.minimum(t, placed + half)
+
     def update_times(self) -> np.ndarray:
         return self.updates()[0]
 

@@ -25,7 +25,7 @@ METADATA_KEY = b"greenprobe"
 RESERVED = {
     "label", "start_ns", "end_ns", "duration_s", "thread_id", "ok", "sensor", "domain", "energy_j",
     "energy_j_low", "energy_j_high", "estimated", "below_update_period", "update_period_ns", "complete",
-    "method", "mark_index",
+    "method", "mark_index", "baseline_power_w", "energy_j_net",
 }
 
 
@@ -59,10 +59,11 @@ def intervals_table(probe) -> pa.Table:
     start = np.fromiter((r[1] for r in records), np.int64, n)
     end = np.fromiter((r[2] for r in records), np.int64, n)
     per_channel = attribute(start, end, probe.channels()) if n else []
+    idle = {(b["sensor"], b["domain"]): b["power_w"] for b in probe.baseline()}
     cols: dict[str, list] = {k: [] for k in (
         "label", "start_ns", "end_ns", "duration_s", "thread_id", "ok", "sensor", "domain", "energy_j",
         "energy_j_low", "energy_j_high", "estimated", "below_update_period", "update_period_ns", "complete",
-        "method", "mark_index")}
+        "method", "mark_index", "baseline_power_w", "energy_j_net")}
     attr_names: list[str] = []
     for r in records:
         for k in (r[4] or {}):
@@ -90,6 +91,9 @@ def intervals_table(probe) -> pa.Table:
         cols["complete"].append(res["complete"])
         cols["method"] += [res["method"]] * n
         cols["mark_index"].append(np.arange(n, dtype=np.int64))
+        p_idle = idle.get((ch.sensor, ch.domain), np.nan)
+        cols["baseline_power_w"].append(np.full(n, p_idle))
+        cols["energy_j_net"].append(res["energy_j"] - p_idle * (end - start) * 1e-9)
         for a in attr_names:
             key = a[5:] if a.startswith("attr_") and a[5:] in RESERVED else a
             attrs[a] += [(r[4] or {}).get(key) for r in records]
@@ -116,6 +120,9 @@ def intervals_table(probe) -> pa.Table:
         "thread_id": pa.array(cols["thread_id"], pa.uint64()),
         "ok": pa.array(cols["ok"], pa.bool_()),
         "mark_index": pa.array(cat("mark_index", np.int64), pa.int64()),
+        # null where no idle baseline was measured (Probe(baseline_s=...))
+        "baseline_power_w": pa.array(cat("baseline_power_w", np.float64), pa.float64(), from_pandas=True),
+        "energy_j_net": pa.array(cat("energy_j_net", np.float64), pa.float64(), from_pandas=True),
     }
     for a, values in attrs.items():
         try:
@@ -128,13 +135,15 @@ def intervals_table(probe) -> pa.Table:
 LABEL_COLUMNS = ["label", "sensor", "domain", "calls", "time_s_mean", "energy_j_per_call", "energy_j_per_call_low",
                  "energy_j_per_call_high", "energy_j_per_call_net", "energy_j_per_call_net_low",
                  "energy_j_per_call_net_high", "power_w", "baseline_power_w", "baseline_power_w_se",
-                 "update_period_ns", "update_period_source", "windows", "estimated", "method"]
+                 "baseline_source", "regression_idle_power_w", "update_period_ns", "update_period_source",
+                 "windows", "estimated", "method", "resolution"]
 
 
 def labels_table(probe) -> pa.Table:
     from .summary import summarise
 
-    rows = summarise(probe.marks(), probe.channels())
+    channels = probe.channels()
+    rows = summarise(probe.marks(), channels, probe.baseline())
     table = pa.Table.from_pylist(rows) if rows else pa.table({c: pa.array([], pa.string()) for c in LABEL_COLUMNS})
     return table.replace_schema_metadata({METADATA_KEY: json.dumps(session_metadata(probe)).encode()})
 
@@ -167,6 +176,9 @@ def session_metadata(probe) -> dict:
         "late_polls": int(sum(s["late_polls"] for s in stats)),
         "estimated": any(c["estimated"] for c in probe._channels),
         "marks": len(probe._records),
+        "baseline_s": probe.baseline_s,
+        "baseline_windows": [{"which": w, "start_ns": a, "end_ns": b} for w, a, b in probe.baseline_windows],
+        "baseline": probe.baseline() if probe._channels else [],
     }
 
 

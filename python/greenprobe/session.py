@@ -35,6 +35,11 @@ class Probe:
     dating updates as precisely as dense polling for a fraction of the wake-ups (see
     benchmarks/RESULTS.md). Falls back to fixed polling when the prediction misses.
 
+    ``baseline_s``: seconds of idle measured right after start and again at stop (nothing marked,
+    the process sleeping); ``baseline()`` gives the idle power per channel and intervals and the
+    per-label summary then carry energy net of it as well as gross. The two halves are reported
+    apart, so a drift (a GPU still cooling down) shows.
+
     Paths (``nvml_library``, ``powercap_root``, ``msr_path``, ``cpu_vendor``, ``sysfs_cpu_root``,
     ``proc_root``, ``cpu_tdp_w``) override the matching ``GREENPROBE_*`` environment variables.
     """
@@ -50,6 +55,7 @@ class Probe:
         schedule: str = "fixed",
         drain_interval_s: float = 0.05,
         settle_timeout_s: float = 2.0,
+        baseline_s: float = 0.0,
         **options,
     ):
         if period_us < MIN_PERIOD_US:
@@ -64,6 +70,10 @@ class Probe:
         if schedule not in ("fixed", "adaptive"):
             raise ConfigError(f"schedule must be 'fixed' or 'adaptive', not {schedule!r}")
         self.schedule = schedule
+        if baseline_s < 0:
+            raise ConfigError(f"baseline_s must be >= 0, got {baseline_s}")
+        self.baseline_s = float(baseline_s)
+        self.baseline_windows: list[tuple[str, int, int]] = []  # ("before"|"after", start_ns, end_ns)
         self.drain_interval_s = float(drain_interval_s)
         self.settle_timeout_s = float(settle_timeout_s)
         resolve_options(options)  # validates now, so a bad argument fails at construction
@@ -99,14 +109,28 @@ class Probe:
         self._drain_thread = threading.Thread(target=self._drain_loop, name="greenprobe-drain", daemon=True)
         self._drain_thread.start()
         self._settle(after_ns=self._anchor["monotonic_ns"])
+        self._measure_idle("before")
         _push_sink(self._records)
         return self
+
+    def _measure_idle(self, which: str) -> None:
+        if self.baseline_s <= 0:
+            return
+        a = _core.now_ns()
+        time.sleep(self.baseline_s)
+        self.baseline_windows.append((which, a, _core.now_ns()))
 
     def stop(self) -> None:
         if not self._started or self._stopped:
             return
         _pop_sink(self._records)
         last_end = max((r[2] for r in self._records.snapshot()), default=_core.now_ns())
+        if self.baseline_s > 0:
+            # the counters' update after the work first: an idle window that shared an update period
+            # with the last call would take a share of its energy
+            self._settle(after_ns=last_end)
+            self._measure_idle("after")
+            last_end = max([last_end] + [w[2] for w in self.baseline_windows])
         self._settle(after_ns=last_end)
         self._stop_event.set()
         if self._drain_thread is not None:
@@ -187,6 +211,18 @@ class Probe:
                 t_ns=t[m][order], prev_t_ns=prev[m][order], value=v[m][order], flags=fl[m][order]))
         return out
 
+    def add_mark(self, label: str, start_ns: int, end_ns: int, *, thread_id: int = 0, ok: bool = True,
+                 **attrs) -> None:
+        """Records an interval whose ends you timestamped yourself on the sampler clock
+        (``greenprobe.now_ns`` / ``time.monotonic_ns``): e.g. work whose schedule was planned in
+        advance, or marks another process sent. Same record as ``mark`` makes."""
+        if not isinstance(label, str) or not label:
+            raise ConfigError("a mark needs a non-empty label")
+        start_ns, end_ns = int(start_ns), int(end_ns)
+        if end_ns < start_ns:
+            raise ConfigError(f"mark {label!r} ends before it starts ({end_ns} < {start_ns})")
+        self._records.append((label, start_ns, end_ns, int(thread_id), attrs or None, bool(ok)))
+
     def marks(self) -> list[tuple]:
         """Recorded marks: (label, start_ns, end_ns, thread_id, attrs, ok)."""
         return self._records.snapshot()
@@ -203,6 +239,14 @@ class Probe:
         return [{"sensor": r["channel"].sensor, "domain": r["channel"].domain, "energy_j": float(r["energy_j"][0]),
                  "energy_j_low": float(r["energy_j_low"][0]), "energy_j_high": float(r["energy_j_high"][0]),
                  "estimated": r["channel"].estimated, "complete": bool(r["complete"][0])} for r in rows]
+
+    def baseline(self) -> list[dict]:
+        """Idle power per (sensor, domain) from the ``baseline_s`` windows before and after the
+        work: before_w, after_w, power_w (their mean), power_w_se (bounds and drift), seconds.
+        Empty when no baseline was measured."""
+        from .baseline import idle_power
+
+        return idle_power(self.baseline_windows, self.channels())
 
     def samples(self):
         """Every recorded sample as a pyarrow Table (schema in docs/SCHEMA.md)."""

@@ -36,26 +36,38 @@ def marked_time(starts: np.ndarray, ends: np.ndarray, t: np.ndarray) -> np.ndarr
     return np.where(ok, before[ic] + np.clip(t - s[ic], 0, dur[ic]), 0.0)
 
 
+def expected_marked_time(starts, ends, lo: np.ndarray, hi: np.ndarray, points: int = 8) -> np.ndarray:
+    """Mean of marked_time over each dating window [lo, hi]: the update moment is known only to lie
+    in it, and using the expectation instead of one guess removes most of the errors-in-variables
+    bias from the regression (regression calibration)."""
+    frac = (np.arange(points) + 0.5) / points
+    grid = lo[:, None].astype(np.float64) + (hi - lo)[:, None].astype(np.float64) * frac[None, :]
+    return marked_time(starts, ends, grid.ravel()).reshape(grid.shape).mean(axis=1)
+
+
 def regress(update_t_ns: np.ndarray, energy_j: np.ndarray, marks: dict[str, tuple[np.ndarray, np.ndarray]],
-            group: int | None = None):
+            group: int | None = None, window_lo: np.ndarray | None = None, window_hi: np.ndarray | None = None):
     """Fits idle and per-label power on the update windows. Returns {label: (P, se, cov with P0)}, (P0, se0), dof.
 
     Windows are groups of ``group`` consecutive update periods: each update moment is known only to
-    within its poll window, and that error in the regressors biases the slopes toward zero
-    (errors-in-variables) by about var(error) / var(x); longer windows make it negligible while
+    within its poll window [window_lo, window_hi], and that error in the regressors biases the slopes
+    toward zero (errors-in-variables) by about var(error) / var(x); the marked time is therefore
+    taken as its mean over the window, and longer windows make what is left negligible while
     keeping >= 100 windows.
     """
     if group is None:
         group = int(max(1, min(10, (update_t_ns.size - 1) // 100)))
     update_t_ns, energy_j = update_t_ns[::group], energy_j[::group]
     u = update_t_ns.astype(np.float64)
+    lo = u if window_lo is None else window_lo[::group].astype(np.float64)
+    hi = u if window_hi is None else window_hi[::group].astype(np.float64)
     dE = np.diff(energy_j)
     span = np.diff(u) * 1e-9
     labels = list(marks)
     cols = []
     inside = np.zeros_like(span)
     for k in labels:
-        m = marked_time(marks[k][0], marks[k][1], u)
+        m = expected_marked_time(marks[k][0], marks[k][1], lo, hi)
         x = np.diff(m) * 1e-9
         cols.append(x)
         inside += x
@@ -84,8 +96,23 @@ def t975(dof: int) -> float:
         return 1.959963984540054 + (2.4 / dof if dof > 0 else 0.0)
 
 
-def summarise(records: list, channels: list[Channel]) -> list[dict]:
-    """One row per (label, sensor, domain) on counter channels (power channels: not yet)."""
+def resolution_text(mean_dur_s: float, calls: int, period_ns: int, source: str, windows: int) -> str:
+    """What the figure rests on, in words: direct per call, or statistical over many."""
+    period_ms = period_ns / 1e6
+    if mean_dur_s * 1e9 > period_ns:
+        return (f"direct: calls ({mean_dur_s * 1e3:.3g} ms) outlast the {period_ms:.3g} ms update period "
+                f"({source}); each call is bracketed by counter updates")
+    return (f"statistical: {calls} calls of {mean_dur_s * 1e3:.3g} ms under a {period_ms:.3g} ms update period "
+            f"({source}); mean per call from a regression over {windows} update windows, not per call")
+
+
+def summarise(records: list, channels: list[Channel], baseline: list[dict] | None = None) -> list[dict]:
+    """One row per (label, sensor, domain) on counter channels (power channels: not yet).
+
+    ``baseline``: rows of greenprobe.baseline.idle_power; where one matches the channel, the net
+    figures subtract that measured idle power, else the regression's idle coefficient.
+    """
+    idle = {(b["sensor"], b["domain"]): b for b in baseline or []}
     by_label: dict[str, list] = {}
     for r in records:
         by_label.setdefault(r[0], []).append((r[1], r[2]))
@@ -96,27 +123,37 @@ def summarise(records: list, channels: list[Channel]) -> list[dict]:
         if ch.quantity != "energy":
             continue
         u, e = ch.updates()
+        lo, hi = ch.update_windows(u)
         period, source = ch.learned_update_period_ns()
         try:
-            fits, (p0, se0), dof = regress(u, e, marks)
+            fits, (p0, se0), dof = regress(u, e, marks, window_lo=lo, window_hi=hi)
         except (ValueError, np.linalg.LinAlgError):
             continue
         q = t975(dof)
+        measured = idle.get((ch.sensor, ch.domain))
         for label, (p, se, cov0) in fits.items():
             s, en = marks[label]
             dur = (en - s) * 1e-9
             mean_dur = float(dur.mean())
             gross = p * mean_dur
-            net = (p - p0) * mean_dur
-            se_net = float(np.sqrt(max(se * se + se0 * se0 - 2 * cov0, 0.0))) * mean_dur
+            if measured is not None:  # independent of this fit
+                base, base_se, base_source = measured["power_w"], measured["power_w_se"], "idle-measured"
+                se_net = float(np.hypot(se, base_se)) * mean_dur
+            else:
+                base, base_se, base_source = p0, se0, "regression"
+                se_net = float(np.sqrt(max(se * se + se0 * se0 - 2 * cov0, 0.0))) * mean_dur
+            net = (p - base) * mean_dur
+            windows = int(dof + len(fits) + 1)
             rows.append({
                 "label": label, "sensor": ch.sensor, "domain": ch.domain, "calls": int(dur.size),
                 "time_s_mean": mean_dur, "energy_j_per_call": gross,
                 "energy_j_per_call_low": gross - q * se * mean_dur, "energy_j_per_call_high": gross + q * se * mean_dur,
                 "energy_j_per_call_net": net, "energy_j_per_call_net_low": net - q * se_net,
-                "energy_j_per_call_net_high": net + q * se_net, "power_w": p, "baseline_power_w": p0,
-                "baseline_power_w_se": se0, "update_period_ns": period, "update_period_source": source,
-                "windows": int(dof + len(fits) + 1), "estimated": ch.estimated,
+                "energy_j_per_call_net_high": net + q * se_net, "power_w": p, "baseline_power_w": base,
+                "baseline_power_w_se": base_se, "baseline_source": base_source,
+                "regression_idle_power_w": p0, "update_period_ns": period, "update_period_source": source,
+                "windows": windows, "estimated": ch.estimated,
                 "method": "direct" if mean_dur * 1e9 > period else "regression",
+                "resolution": resolution_text(mean_dur, int(dur.size), period, source, windows),
             })
     return rows

@@ -3,7 +3,7 @@
     python standin_writer.py CONFIG.json
 
 CONFIG: {"kind": "powercap"|"msr", "t0_ns", "period_ns", "duration_s", "log": PATH, "wave": {...},
-         "targets": [...]}.
+         "targets": [...], "load": {"file": PATH, "watts": W} (optional)}.
 powercap target: {"path": ".../energy_uj", "scale": 1.0, "max_uj": N, "offset_uj": N}
 msr target:      {"path": ".../msr", "register": 0x611, "offset_scale": 1, "scale": 1.0,
                   "joules_per_count": 2**-14, "start": N}
@@ -23,7 +23,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from truth import Wave  # noqa: E402
+from truth import Load, Wave  # noqa: E402
 
 
 def act_like_hardware():
@@ -43,6 +43,12 @@ def main(path):
     cfg = json.load(open(path))
     act_like_hardware()
     wave = Wave(**cfg["wave"])
+    load = None
+    if cfg.get("load"):  # scheduled work on top of the wave (truth.Load)
+        import numpy as np
+
+        pairs = np.fromfile(cfg["load"]["file"], dtype="<i8").reshape(-1, 2)
+        load = Load(pairs[:, 0], pairs[:, 1], cfg["load"]["watts"])
     targets = cfg["targets"]
     fds = [os.open(t["path"], os.O_WRONLY) for t in targets]
     period = cfg["period_ns"]
@@ -54,6 +60,8 @@ def main(path):
     while running[0] and time.monotonic_ns() < stop_at:
         t = time.monotonic_ns()
         e = wave.energy_at_ns(t)
+        if load is not None:
+            e += load.watts * load.on_ns(t) * 1e-9
         for i, tg in enumerate(targets):
             if cfg["kind"] == "powercap":
                 raw = tg.get("offset_uj", 0) + math.floor(e * tg["scale"] * 1e6)

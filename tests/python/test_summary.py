@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from greenprobe.attribution import Channel
 from greenprobe.summary import marked_time, summarise
@@ -56,7 +57,7 @@ def test_per_call_energy_within_5_percent():
 
 def test_interval_covers_the_truth_in_90_percent_of_seeds():
     covered = 0
-    seeds = range(40)
+    seeds = range(100)
     for seed in seeds:
         records, ch, truth = experiment(seed=100 + seed, n_calls=2000)
         (row,) = summarise(records, [ch])
@@ -87,3 +88,87 @@ def test_probe_summary_and_labels_parquet(tmp_path):
     paths = probe.save(tmp_path)
     labels = pq.read_table(paths["labels"])
     assert labels.num_rows == 1 and "energy_j_per_call_high" in labels.column_names
+
+
+@pytest.mark.filterwarnings("ignore:greenprobe.mark used with no active Probe")
+def test_dither_runs_until_both_reps_and_seconds_with_random_gaps():
+    import time
+
+    import greenprobe
+
+    calls = []
+
+    def call(x):
+        calls.append(x)
+        return x * 2
+
+    with greenprobe.Probe(sensors=["synthetic"], period_us=1000) as probe:
+        run = greenprobe.dither(call, 21, label="c", reps=40, min_seconds=0.05, max_gap_s=0.002, seed=7)
+    assert run.reps == len(calls) >= 40 and run.last_result == 42 and run.seconds >= 0.05
+    assert [m[0] for m in probe.marks()] == ["c"] * run.reps
+    assert run.gaps_s.size == run.reps - 1 and run.gaps_s.min() >= 0 and run.gaps_s.max() <= 0.002
+    assert run.gaps_s.std() > 0.0003  # random, not a fixed rhythm
+    again = greenprobe.dither(call, 1, reps=40, min_seconds=0.0, max_gap_s=0.002, seed=7)
+    assert np.array_equal(again.gaps_s[:39], run.gaps_s[:39])  # the seed fixes the gaps
+    # min_seconds holds even when reps are done: 5 calls but at least 0.2 s
+    t = time.perf_counter()
+    slow = greenprobe.dither(call, 0, reps=5, min_seconds=0.2, max_gap_s=0.001)
+    assert slow.reps > 5 and time.perf_counter() - t >= 0.2
+    capped = greenprobe.dither(call, 0, reps=5, min_seconds=10, max_reps=8)
+    assert capped.reps == 8
+
+
+def test_dither_rejects_bad_arguments():
+    import greenprobe
+
+    for kwargs in ({"reps": 0}, {"min_seconds": -1}, {"reps": 10, "max_reps": 5}, {"max_gap_s": -0.1}):
+        with pytest.raises(greenprobe.ConfigError):
+            greenprobe.dither(lambda: None, **kwargs)
+
+
+def test_idle_baseline_before_and_after_gives_net_energy(tmp_path):
+    import time
+
+    import pyarrow.parquet as pq
+
+    import greenprobe
+
+    spec = "synthetic:waveform=constant;base_w=25;update_us=1000"
+    with greenprobe.Probe(sensors=[spec], period_us=200, baseline_s=0.2) as probe:
+        for _ in range(20):
+            with greenprobe.mark("call"):
+                time.sleep(0.003)
+    (idle,) = probe.baseline()
+    assert abs(idle["before_w"] - 25) < 0.25 and abs(idle["after_w"] - 25) < 0.25
+    assert idle["seconds"] >= 0.4 and idle["power_w_se"] > 0
+    before, after = probe.baseline_windows
+    assert before[0] == "before" and after[0] == "after"
+    marks = probe.marks()
+    assert before[2] <= marks[0][1] and after[1] >= marks[-1][2], "the idle windows hold no marks"
+    rows = probe.intervals().to_pylist()
+    for r in rows:  # constant power: net of the idle baseline is ~0, gross is 25 W x duration
+        assert abs(r["energy_j_net"]) < 0.05 * r["energy_j"]
+        assert r["baseline_power_w"] == idle["power_w"]
+    (row,) = probe.summary().to_pylist()
+    assert row["baseline_source"] == "idle-measured" and row["method"] == "direct"
+    assert row["resolution"].startswith("direct")
+    paths = probe.save(tmp_path)
+    assert pq.read_table(paths["intervals"]).column("energy_j_net").null_count == 0
+    # without a baseline the net columns are null and the summary says where its baseline came from
+    with greenprobe.Probe(sensors=[spec], period_us=200) as plain:
+        with greenprobe.mark("call"):
+            time.sleep(0.003)
+    assert plain.baseline() == [] and plain.intervals().column("energy_j_net").null_count == 1
+
+
+def test_add_mark_validates():
+    import greenprobe
+
+    with greenprobe.Probe(sensors=["synthetic"], period_us=1000) as probe:
+        t = greenprobe.now_ns()
+        probe.add_mark("planned", t - 1000, t, batch=4)
+        with pytest.raises(greenprobe.ConfigError):
+            probe.add_mark("backwards", t, t - 1)
+        with pytest.raises(greenprobe.ConfigError):
+            probe.add_mark("", t, t)
+    assert probe.marks() == [("planned", t - 1000, t, 0, {"batch": 4}, True)]

@@ -43,3 +43,47 @@ class Wave:
         """Options of the synthetic sensor for the same wave."""
         return {"waveform": self.shape, "base_w": self.base, "amp_w": self.amp, "freq_hz": self.freq,
                 "duty": self.duty, "t0_ns": self.t0_ns}
+
+
+class Load:
+    """Extra power while scheduled work runs: ``watts`` inside each [start_ns, end_ns) pair (sorted,
+    disjoint), zero outside. The stand-ins read the same schedule (fake NVML: FAKE_NVML_LOAD_FILE;
+    the RAPL writer: its "load" config)."""
+
+    def __init__(self, starts_ns, ends_ns, watts: float, scale: float = 1.0):
+        import numpy as np
+
+        self.starts = np.asarray(starts_ns, dtype=np.int64)
+        self.ends = np.asarray(ends_ns, dtype=np.int64)
+        self.watts, self.scale = watts, scale
+        self._before = np.concatenate([[0], np.cumsum(self.ends - self.starts)])
+
+    def on_ns(self, t_ns: int) -> int:
+        """Nanoseconds of load up to t_ns (exact integer arithmetic)."""
+        import numpy as np
+
+        i = int(np.searchsorted(self.starts, t_ns, side="right")) - 1
+        if i < 0:
+            return 0
+        return int(self._before[i]) + int(min(self.ends[i], t_ns) - self.starts[i])
+
+    def energy_between(self, a_ns: int, b_ns: int) -> float:
+        return self.watts * self.scale * (self.on_ns(b_ns) - self.on_ns(a_ns)) * 1e-9
+
+    def write(self, path) -> None:
+        import numpy as np
+
+        np.column_stack([self.starts, self.ends]).astype("<i8").tofile(path)
+
+    def kwargs(self, path) -> dict:
+        return {"file": str(path), "watts": self.watts}
+
+
+class Total:
+    """The sum of several power laws (a Wave and a Load): exact energy between two instants."""
+
+    def __init__(self, *parts):
+        self.parts = parts
+
+    def energy_between(self, a_ns: int, b_ns: int) -> float:
+        return sum(p.energy_between(a_ns, b_ns) for p in self.parts)

@@ -55,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
                                    "and prints the energy per domain.")
     _add_sensor_args(p)
     p.add_argument("--duration", type=float, default=5.0, help="seconds to record (default 5; 0 = until Ctrl-C)")
+    p.add_argument("--baseline", type=float, default=0.0, metavar="SECONDS",
+                   help="also measure idle power for SECONDS before and after, and report energy net of it")
     p.add_argument("--out", default="results/record", help="output folder (default results/record)")
 
     args = parser.parse_args(argv)

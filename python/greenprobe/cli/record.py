@@ -11,7 +11,7 @@ from ..session import Probe
 
 def cmd_record(args) -> int:
     sensors = args.sensors if args.sensors == "auto" else [s for s in args.sensors.split(",") if s]
-    probe = Probe(sensors=sensors, period_us=args.period_us)
+    probe = Probe(sensors=sensors, period_us=args.period_us, baseline_s=args.baseline)
     probe.start()
     for s in probe.skipped:
         print(f"skipped {s.kind}: {s.reason}", file=sys.stderr)
@@ -41,6 +41,8 @@ def cmd_record(args) -> int:
         print(f"  {row['sensor']:<14} {row['domain']:<12} {row['energy_j']:10.3f} J "
               f"[{row['energy_j_low']:.3f}, {row['energy_j_high']:.3f}]  {power:8.2f} W over "
               f"{row['duration_s']:.2f} s{est}")
+        if row.get("energy_j_net") is not None:
+            print(f"  {'':<14} {'':<12} {row['energy_j_net']:10.3f} J net of idle {row['baseline_power_w']:.2f} W")
     for st in probe.stats():
         print(f"  {st['sensor']}: {st['polls']} polls at {1e9 / st['period_ns']:.0f} Hz, "
               f"{st['late_polls']} late, max lag {st['max_lag_ns'] / 1e6:.2f} ms, {st['drops']} dropped")
