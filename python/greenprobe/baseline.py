@@ -32,6 +32,8 @@ def idle_power(windows: list[tuple[str, int, int]], channels: list[Channel]) -> 
             continue
         power = res["energy_j"] / secs
         half = (res["energy_j_high"] - res["energy_j_low"]) / 2 / secs
+        if ch.quantity == "power":
+            power, half, ok = _readings_inside(ch, starts, ends, power, half, ok)
         by = {}
         for (which, _, _), p, h, good in zip(windows, power, half, ok):
             if good:
@@ -46,3 +48,21 @@ def idle_power(windows: list[tuple[str, int, int]], channels: list[Channel]) -> 
             "power_w": p_all, "power_w_se": math.hypot(bounds_se, drift), "seconds": float(secs[ok].sum()),
         })
     return rows
+
+
+def _readings_inside(ch: Channel, starts, ends, power, half, ok):
+    """A power reading averages a window before its update (25 ms to 1 s on NVML), so one taken
+    just after the work began or ended still holds the work. Per idle window: the mean of the
+    readings whose whole averaging window lies inside it, where there are any (the window must
+    outlast update period + averaging window); integration otherwise."""
+    reach = ch.nominal_update_period_ns + ch.averaging_window_ns
+    use = ch.usable()
+    t, v = ch.t_ns[use], ch.value[use]
+    power, half, ok = power.copy(), half.copy(), ok.copy()
+    for i, (a, b) in enumerate(zip(starts, ends)):
+        inside = (t - reach >= a) & (t <= b)
+        if inside.any():
+            power[i] = float(v[inside].mean())
+            half[i] = ch.resolution / 2
+            ok[i] = True
+    return power, half, ok

@@ -9,7 +9,8 @@ exactly from the marks. Least squares on
 gives the idle (baseline) power P_0 and the mean power P_k while in label k. Per call:
 gross = P_k * mean duration, net of baseline = (P_k - P_0) * mean duration, with 95 % intervals from
 the coefficients' standard errors (t distribution). This uses every counter update the marks
-overlap, so thousands of 0.3 ms calls resolve under a 100 ms counter. Marks of different labels are
+overlap, so thousands of 0.3 ms calls resolve under a 100 ms counter. A power sensor is fitted the
+same way on the windows its readings average (regress_power). Marks of different labels are
 assumed not to overlap (nested marks: summarise one level at a time).
 """
 
@@ -47,7 +48,8 @@ def expected_marked_time(starts, ends, lo: np.ndarray, hi: np.ndarray, points: i
 
 def regress(update_t_ns: np.ndarray, energy_j: np.ndarray, marks: dict[str, tuple[np.ndarray, np.ndarray]],
             group: int | None = None, window_lo: np.ndarray | None = None, window_hi: np.ndarray | None = None):
-    """Fits idle and per-label power on the update windows. Returns {label: (P, se, cov with P0)}, (P0, se0), dof.
+    """Fits idle and per-label power on a counter's update windows. Returns
+    {label: (P, se, cov with P0)}, (P0, se0), dof.
 
     Windows are groups of ``group`` consecutive update periods: each update moment is known only to
     within its poll window [window_lo, window_hi], and that error in the regressors biases the slopes
@@ -57,26 +59,43 @@ def regress(update_t_ns: np.ndarray, energy_j: np.ndarray, marks: dict[str, tupl
     """
     if group is None:
         group = int(max(1, min(10, (update_t_ns.size - 1) // 100)))
-    update_t_ns, energy_j = update_t_ns[::group], energy_j[::group]
-    u = update_t_ns.astype(np.float64)
+    u = update_t_ns[::group].astype(np.float64)
+    e = energy_j[::group]
     lo = u if window_lo is None else window_lo[::group].astype(np.float64)
     hi = u if window_hi is None else window_hi[::group].astype(np.float64)
-    dE = np.diff(energy_j)
-    span = np.diff(u) * 1e-9
+    return fit_windows(u[:-1], lo[:-1], hi[:-1], u[1:], lo[1:], hi[1:], np.diff(e), marks)
+
+
+def regress_power(update_t_ns: np.ndarray, power_w: np.ndarray, window_ns, marks, window_lo=None, window_hi=None):
+    """The same fit on a power sensor: reading j is the mean power over the ``window_ns`` that end at
+    its update (NVML's instant power averages ~25 ms of each 100 ms; a window may also be longer than
+    the period), so its energy, reading x window, is regressed on the marked time inside that window.
+    Only what the windows cover is observed: dithered calls make that an unbiased sample."""
+    u = update_t_ns.astype(np.float64)
+    w = np.broadcast_to(np.asarray(window_ns, dtype=np.float64), u.shape)
+    lo = u if window_lo is None else window_lo.astype(np.float64)
+    hi = u if window_hi is None else window_hi.astype(np.float64)
+    return fit_windows(u - w, lo - w, hi - w, u, lo, hi, power_w * w * 1e-9, marks)
+
+
+def fit_windows(a, a_lo, a_hi, b, b_lo, b_hi, energy_j, marks):
+    """Least squares of each window's energy (a, b] on the time it spent in each label's marks
+    and outside them; a and b are each known within [lo, hi]. HC1 covariance."""
+    span = (b - a) * 1e-9
     labels = list(marks)
     cols = []
     inside = np.zeros_like(span)
     for k in labels:
-        m = expected_marked_time(marks[k][0], marks[k][1], lo, hi)
-        x = np.diff(m) * 1e-9
+        x = (expected_marked_time(marks[k][0], marks[k][1], b_lo, b_hi)
+             - expected_marked_time(marks[k][0], marks[k][1], a_lo, a_hi)) * 1e-9
         cols.append(x)
         inside += x
     X = np.column_stack([np.clip(span - inside, 0, None)] + cols)
     keep = span > 0
-    X, y = X[keep], dE[keep]
+    X, y = X[keep], energy_j[keep]
     dof = X.shape[0] - X.shape[1]
     if dof < 1:
-        raise ValueError("too few counter updates for the number of labels")
+        raise ValueError("too few sensor updates for the number of labels")
     beta, *_ = np.linalg.lstsq(X, y, rcond=None)
     resid = y - X @ beta
     # heteroscedasticity-robust (HC1 sandwich) covariance: windows full of calls are noisier than idle ones
@@ -96,9 +115,14 @@ def t975(dof: int) -> float:
         return 1.959963984540054 + (2.4 / dof if dof > 0 else 0.0)
 
 
-def resolution_text(mean_dur_s: float, calls: int, period_ns: int, source: str, windows: int) -> str:
+def resolution_text(mean_dur_s: float, calls: int, period_ns: int, source: str, windows: int,
+                    averaging_ns: int | None = None) -> str:
     """What the figure rests on, in words: direct per call, or statistical over many."""
     period_ms = period_ns / 1e6
+    if averaging_ns is not None:
+        return (f"statistical: {calls} calls of {mean_dur_s * 1e3:.3g} ms; power readings every {period_ms:.3g} ms "
+                f"({source}), each the mean of {averaging_ns / 1e6:.3g} ms; mean per call from a regression over "
+                f"{windows} readings (only the averaged windows are observed: dither the calls)")
     if mean_dur_s * 1e9 > period_ns:
         return (f"direct: calls ({mean_dur_s * 1e3:.3g} ms) outlast the {period_ms:.3g} ms update period "
                 f"({source}); each call is bracketed by counter updates")
@@ -107,7 +131,7 @@ def resolution_text(mean_dur_s: float, calls: int, period_ns: int, source: str, 
 
 
 def summarise(records: list, channels: list[Channel], baseline: list[dict] | None = None) -> list[dict]:
-    """One row per (label, sensor, domain) on counter channels (power channels: not yet).
+    """One row per (label, sensor, domain): counters where there are, else power readings.
 
     ``baseline``: rows of greenprobe.baseline.idle_power; where one matches the channel, the net
     figures subtract that measured idle power, else the regression's idle coefficient.
@@ -120,13 +144,15 @@ def summarise(records: list, channels: list[Channel], baseline: list[dict] | Non
              for k, v in by_label.items()}
     rows = []
     for ch in choose_channels(channels):
-        if ch.quantity != "energy":
-            continue
         u, e = ch.updates()
         lo, hi = ch.update_windows(u)
         period, source = ch.learned_update_period_ns()
         try:
-            fits, (p0, se0), dof = regress(u, e, marks, window_lo=lo, window_hi=hi)
+            if ch.quantity == "energy":
+                fits, (p0, se0), dof = regress(u, e, marks, window_lo=lo, window_hi=hi)
+            else:
+                window = ch.averaging_window_ns or period
+                fits, (p0, se0), dof = regress_power(u, e, window, marks, window_lo=lo, window_hi=hi)
         except (ValueError, np.linalg.LinAlgError):
             continue
         q = t975(dof)
@@ -153,7 +179,8 @@ def summarise(records: list, channels: list[Channel], baseline: list[dict] | Non
                 "baseline_power_w_se": base_se, "baseline_source": base_source,
                 "regression_idle_power_w": p0, "update_period_ns": period, "update_period_source": source,
                 "windows": windows, "estimated": ch.estimated,
-                "method": "direct" if mean_dur * 1e9 > period else "regression",
-                "resolution": resolution_text(mean_dur, int(dur.size), period, source, windows),
+                "method": "direct" if ch.quantity == "energy" and mean_dur * 1e9 > period else "regression",
+                "resolution": resolution_text(mean_dur, int(dur.size), period, source, windows,
+                                              None if ch.quantity == "energy" else window),
             })
     return rows

@@ -39,13 +39,13 @@ def truth_per_call(probe, power) -> float:
     return float(np.mean([power.energy_between(m[1], m[2]) for m in marks]))
 
 
-def nvml_run(fake_nvml, nvml_env, tmp_path, seed: int):
+def nvml_run(fake_nvml, nvml_env, tmp_path, seed: int, **env):
     t0 = time.monotonic_ns()
     starts, ends = gap_schedule(CALLS, CALL_S, MAX_GAP_S, seed=seed, start_ns=t0 + int(LEAD_S * 1e9))
     load = Load(starts, ends, watts=150.0)
     load.write(tmp_path / f"load{seed}.bin")
     nvml_env(gpus=1, update_ms=100, t0_ns=t0, waveform="constant", base_w=100,
-             load_file=tmp_path / f"load{seed}.bin", load_w=150)
+             load_file=tmp_path / f"load{seed}.bin", load_w=150, **env)
     with greenprobe.Probe(sensors=["nvml"], period_us=200, nvml_library=str(fake_nvml), nvml_min_period_us=100,
                           baseline_s=0.5) as probe:
         assert time.monotonic_ns() < starts[0], "the probe took longer to open than the schedule allows"
@@ -105,3 +105,15 @@ def test_nvml_100ms_counter_resolves_half_millisecond_calls(fake_nvml, nvml_env,
 def test_rapl_1ms_counter_resolves_half_millisecond_calls(tmp_path):
     results = [rapl_run(tmp_path, seed)[:2] for seed in SEEDS]
     check(results, idle_w=20.0, extra_w=30.0, update_ms=1)
+
+
+def test_nvml_power_only_board_resolves_half_millisecond_calls(fake_nvml, nvml_env, tmp_path):
+    """No energy counter (pre-Volta): the instant power reading, each the mean of 25 ms out of every
+    100 ms. The fit uses the marked time inside each averaged window."""
+    row, truth, probe = nvml_run(fake_nvml, nvml_env, tmp_path, 0, no_energy=1, window_ms=25)
+    assert {c.quantity for c in probe.channels()} == {"power"}
+    err = (row["energy_j_per_call"] - truth) / truth
+    assert abs(err) <= 0.05, f"per-call mean {row['energy_j_per_call']:.6g} J vs exact {truth:.6g} J ({err:.2%})"
+    assert row["energy_j_per_call_high"] - row["energy_j_per_call_low"] < 0.1 * truth  # a 95 % interval, one run
+    assert "each the mean of 25 ms" in row["resolution"] and row["method"] == "regression"
+    assert abs(row["baseline_power_w"] - 100) < 2

@@ -173,10 +173,12 @@ class NvmlSensor final : public Sensor {
                 nvml::FieldValue fv[2] = {};
                 fv[0].fieldId = nvml::kFieldTotalEnergyConsumption;
                 fv[1].fieldId = nvml::kFieldPowerInstant;
-                if (api_.DeviceGetFieldValues(g.handle, 2, fv) == nvml::kSuccess && fv[0].nvmlReturn == nvml::kSuccess &&
-                    fv[1].nvmlReturn == nvml::kSuccess) {
+                // instant power is what makes the fields worth it (a 25 ms average, not 1 s); a board
+                // without an energy counter (before Volta) still gets it
+                if (api_.DeviceGetFieldValues(g.handle, 2, fv) == nvml::kSuccess && fv[1].nvmlReturn == nvml::kSuccess) {
                     g.use_fields = true;
-                    energy_ok = power_ok = power_instant = true;
+                    power_ok = power_instant = true;
+                    energy_ok = fv[0].nvmlReturn == nvml::kSuccess;
                 }
             }
             if (!g.use_fields) {
