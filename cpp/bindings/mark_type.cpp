@@ -238,7 +238,7 @@ PyObject* mark_exit(MarkObject* self, PyObject* const* args, Py_ssize_t nargs) {
     if (PyList_CheckExact(sink)) {
         rc = PyList_Append(sink, rec);
     } else {
-        PyObject* r = PyObject_CallMethod(sink, "append", "O", rec);
+        PyObject* r = PyObject_CallMethod(sink, "append", "(O)", rec);  // "(O)": rec is a tuple
         rc = r ? 0 : -1;
         Py_XDECREF(r);
     }

@@ -21,7 +21,6 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from .errors import ConfigError
-from .marks import mark
 
 
 @dataclass
@@ -57,6 +56,8 @@ def dither(fn: Callable, *args, label: str = "call", reps: int = 32, min_seconds
         raise ConfigError(f"max_reps ({max_reps}) must be >= reps ({reps})")
     if max_gap_s is not None and max_gap_s < 0:
         raise ConfigError(f"max_gap_s must be >= 0, got {max_gap_s}")
+    from . import mark  # the C mark, or the pure one in a client-only environment
+
     rng = np.random.default_rng(seed)
     attrs = attrs or {}
     gaps: list[float] = []

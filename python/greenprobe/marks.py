@@ -11,7 +11,8 @@ under the GIL), nests freely, and takes free-form attributes:
     def step(...): ...
 
 Each use records ``(label, start_ns, end_ns, thread_id, attrs or None, ok)``; ``ok`` is False
-when the block raised.
+when the block raised. Marks go to the innermost running local Probe; with none, to the daemon
+named by ``GREENPROBE_DAEMON`` (``unix:/path.sock`` or ``host:port``), in batches.
 
 GPU work is asynchronous: a kernel launched inside a mark may still run after the mark ends, so
 its energy would fall outside the interval. Pass ``sync=torch.cuda.synchronize`` (or any callable
@@ -33,6 +34,13 @@ _sink_lock = threading.Lock()
 _warned = False
 
 
+def _default_sink():
+    """Where marks go when no local Probe runs: the daemon named by $GREENPROBE_DAEMON, if set."""
+    from .client import default_remote
+
+    return default_remote()
+
+
 def _push_sink(records: list) -> None:
     with _sink_lock:
         _sink_stack.append(records)
@@ -45,12 +53,18 @@ def _pop_sink(records: list) -> None:
             if _sink_stack[i] is records:
                 del _sink_stack[i]
                 break
-        _core._set_mark_sink(_sink_stack[-1] if _sink_stack else None)
+        _core._set_mark_sink(_sink_stack[-1] if _sink_stack else _default_sink())
 
 
 def _no_sink() -> None:
     """Called by a mark that has nowhere to go."""
     global _warned
+    with _sink_lock:
+        if not _sink_stack:
+            remote = _default_sink()
+            if remote is not None:  # GREENPROBE_DAEMON was set after import: from the next mark on
+                _core._set_mark_sink(remote)
+                return
     if not _warned:
         _warned = True
         warnings.warn("greenprobe.mark used with no active Probe (and no GREENPROBE_DAEMON): marks are not recorded",
@@ -67,3 +81,7 @@ def _decorate(m, fn):
             return fn(*args, **kwargs)
 
     return wrapper
+
+
+if _default_sink() is not None:
+    _core._set_mark_sink(_default_sink())

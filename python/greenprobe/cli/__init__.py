@@ -14,6 +14,9 @@ examples:
   greenprobe sensors                      what this machine can measure, and how to fix what it cannot
   greenprobe record --duration 10         sample every available sensor for 10 s, write results/record/
   greenprobe record --sensors rapl-msr,nvml --period-us 200 --out run1
+  greenprobe measure --out run2 -- python infer.py     run a command under a private daemon: whole-run
+                                                       energy plus every mark its processes make
+  greenprobe daemon --group greenprobe                 one sampler for many processes (GREENPROBE_DAEMON)
 
 environment (each also a Python argument of greenprobe.Probe):
   GREENPROBE_NVML_LIBRARY    path of libnvidia-ml.so.1        GREENPROBE_POWERCAP_ROOT  /sys/class/powercap
@@ -59,6 +62,42 @@ def main(argv: list[str] | None = None) -> int:
                    help="also measure idle power for SECONDS before and after, and report energy net of it")
     p.add_argument("--out", default="results/record", help="output folder (default results/record)")
 
+    p = sub.add_parser("daemon", help="serve one sampler to many processes over gRPC (Unix socket by default)",
+                       description="Runs the sampler and serves status, marks (batched), sample streams, interval "
+                                   "energy, label summaries and saving over gRPC. Clients: greenprobe.connect(ADDR), "
+                                   "or greenprobe.mark() in any process with GREENPROBE_DAEMON=ADDR. The socket is "
+                                   "mode 0660: energy data is a side channel (CVE-2020-8694, PLATYPUS), so only the "
+                                   "owner and --group may read it. Stops cleanly on SIGTERM/SIGINT.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="examples:\n  sudo greenprobe daemon --group greenprobe          # root reads RAPL; "
+                              "group members connect\n  greenprobe daemon --socket /tmp/gp.sock --sensors synthetic\n"
+                              "  greenprobe daemon --listen 127.0.0.1:50051        # TCP, loopback only\n"
+                              "  GREENPROBE_TOKEN=s3cret greenprobe daemon --listen 0.0.0.0:50051 --allow-remote")
+    _add_sensor_args(p)
+    p.add_argument("--socket", help="Unix socket path (default /run/greenprobe/daemon.sock as root, else "
+                                    "$XDG_RUNTIME_DIR/greenprobe/daemon.sock)")
+    p.add_argument("--no-socket", action="store_true", help="no Unix socket (needs --listen)")
+    p.add_argument("--group", help="group that may connect to the socket (chgrp; the socket is 0660)")
+    p.add_argument("--listen", metavar="HOST:PORT", help="also serve TCP (loopback only unless --allow-remote)")
+    p.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --listen; requires a token")
+    p.add_argument("--token", help="token clients must send (default $GREENPROBE_TOKEN)")
+    p.add_argument("--out", help="write samples, intervals, labels and metadata here when stopping")
+    p.add_argument("--ready-file", help=argparse.SUPPRESS)
+
+    p = sub.add_parser("measure", help="run a command under a private daemon and report its energy",
+                       description="Starts a private daemon, runs CMD with GREENPROBE_DAEMON set (so greenprobe.mark() "
+                                   "in any of its processes is recorded), records the whole run as one interval, "
+                                   "writes OUT/*.parquet and prints time, energy per domain, average power and marks "
+                                   "per label. The exit status is CMD's.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="examples:\n  greenprobe measure -- python infer.py --batch 64\n"
+                              "  greenprobe measure --sensors nvml,rapl-msr --baseline 3 --out runs/a -- ./bench")
+    _add_sensor_args(p)
+    p.add_argument("--out", default="results/measure", help="output folder (default results/measure)")
+    p.add_argument("--baseline", type=float, default=0.0, metavar="SECONDS",
+                   help="measure idle power for SECONDS before and after the command; report energy net of it")
+    p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ARGS", help="the command to run")
+
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
@@ -72,6 +111,19 @@ def main(argv: list[str] | None = None) -> int:
             from .record import cmd_record
 
             return cmd_record(args)
+        if args.command == "daemon":
+            if args.no_socket and not args.listen:
+                parser.error("--no-socket needs --listen HOST:PORT")
+            from ..daemon import run
+
+            return run(args)
+        if args.command == "measure":
+            cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+            if not cmd:
+                parser.error("measure needs a command after --, e.g. greenprobe measure -- python infer.py")
+            from .measure import cmd_measure
+
+            return cmd_measure(args, cmd)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

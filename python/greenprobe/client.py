@@ -1,0 +1,294 @@
+"""The daemon's client: pure Python on grpcio + protobuf, no compiled greenprobe extension.
+
+    probe = greenprobe.connect("unix:/run/greenprobe/daemon.sock")   # or "localhost:50051"
+    with greenprobe.mark("infer"):      # goes to the daemon named by GREENPROBE_DAEMON when no local Probe runs
+        model(x)
+    probe.flush()
+    probe.energy(start_ns, end_ns); probe.summary(); probe.save("/results/run1")
+
+Every timestamp is CLOCK_MONOTONIC (time.monotonic_ns), one clock for all processes on a Linux
+host: a mark is stamped where it happens and sent later, in batches.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import os
+import threading
+import time
+from typing import Any, Callable, Iterator, Optional
+
+DAEMON_ENV = "GREENPROBE_DAEMON"
+TOKEN_ENV = "GREENPROBE_TOKEN"
+FLUSH_INTERVAL_S = 0.05
+FLUSH_MARKS = 5000
+
+
+def _stubs():
+    import grpc
+
+    from .v1 import probe_pb2, probe_pb2_grpc
+
+    return grpc, probe_pb2, probe_pb2_grpc
+
+
+class DaemonError(RuntimeError):
+    """The daemon could not be reached or refused a request; the message says which and why."""
+
+
+def _channel(address: str, token: Optional[str]):
+    grpc, _, _ = _stubs()
+    opts = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
+    channel = grpc.insecure_channel(address, options=opts)
+    if token:  # the daemon's --allow-remote mode; over plain TCP a token is as private as the network
+        channel = grpc.intercept_channel(channel, _token_interceptor(grpc, token))
+    return channel
+
+
+def _token_interceptor(grpc, token: str):
+    """Adds ``authorization: Bearer TOKEN`` to every call."""
+
+    class Details(grpc.ClientCallDetails):
+        def __init__(self, d):
+            self.method, self.timeout, self.credentials = d.method, d.timeout, d.credentials
+            self.wait_for_ready = getattr(d, "wait_for_ready", None)
+            self.compression = getattr(d, "compression", None)
+            self.metadata = list(d.metadata or []) + [("authorization", f"Bearer {token}")]
+
+    class Interceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
+        def intercept_unary_unary(self, continuation, details, request):
+            return continuation(Details(details), request)
+
+        def intercept_unary_stream(self, continuation, details, request):
+            return continuation(Details(details), request)
+
+    return Interceptor()
+
+
+def _to_dict(msg) -> dict:
+    """Every field of a message, defaults included (json_format drops them, and its switch for that
+    was renamed across protobuf versions)."""
+    out = {}
+    for f in msg.DESCRIPTOR.fields:
+        v = getattr(msg, f.name)
+        if f.message_type is not None and f.message_type.GetOptions().map_entry:
+            out[f.name] = dict(v)
+        elif _repeated(f):
+            out[f.name] = [_to_dict(x) if f.message_type is not None else x for x in v]
+        elif f.message_type is not None:
+            out[f.name] = _to_dict(v)
+        else:
+            out[f.name] = v
+    return out
+
+
+def _repeated(field) -> bool:
+    flag = getattr(field, "is_repeated", None)  # protobuf >= 5; `label` is gone in 7
+    return bool(flag) if flag is not None else field.label == field.LABEL_REPEATED
+
+
+class RemoteProbe:
+    """A daemon's probe, with the local Probe's query surface (status, channels, energy, summary,
+    save, samples) and a mark buffer that sends completed marks in batches."""
+
+    def __init__(self, address: str, token: Optional[str] = None, timeout_s: float = 10.0):
+        grpc, self._pb, pb_grpc = _stubs()
+        self._grpc = grpc
+        self.address = address
+        self.timeout_s = timeout_s
+        self._channel = _channel(address, token if token is not None else os.environ.get(TOKEN_ENV))
+        self._stub = pb_grpc.ProbeStub(self._channel)
+        self._pending: list = []
+        self._lock = threading.Lock()
+        self._sent = 0
+        self._flusher: Optional[threading.Thread] = None
+        self._stop = threading.Event()
+        self._last_error: Optional[str] = None
+
+    # -- calls ---------------------------------------------------------------------------------
+    def _call(self, name: str, request, timeout: Optional[float] = None):
+        try:
+            return getattr(self._stub, name)(request, timeout=timeout or self.timeout_s)
+        except self._grpc.RpcError as e:
+            code = e.code()
+            if code == self._grpc.StatusCode.UNAVAILABLE:
+                raise DaemonError(f"greenprobe daemon at {self.address} is not reachable ({e.details()}); start it "
+                                  f"with `greenprobe daemon` and point {DAEMON_ENV} at its socket") from None
+            if code == self._grpc.StatusCode.UNAUTHENTICATED:
+                raise DaemonError(f"the daemon at {self.address} refused the token: set {TOKEN_ENV} to the token "
+                                  "it was started with") from None
+            raise DaemonError(f"{name} failed: {code.name}: {e.details()}") from None
+
+    def status(self) -> dict:
+        """Version, clock anchor, channels, per-sensor statistics, skipped sensors, marks held."""
+        return _to_dict(self._call("Status", self._pb.StatusRequest()))
+
+    def channels(self) -> list[dict]:
+        return self.status().get("channels", [])
+
+    def now_ns(self) -> int:
+        return int(self._call("Status", self._pb.StatusRequest()).now_ns)
+
+    def energy(self, start_ns: int, end_ns: int) -> list[dict]:
+        reply = self._call("Energy", self._pb.EnergyRequest(start_ns=int(start_ns), end_ns=int(end_ns)))
+        return [{"sensor": d.sensor, "domain": d.domain, "energy_j": d.energy_j, "energy_j_low": d.energy_j_low,
+                 "energy_j_high": d.energy_j_high, "estimated": d.estimated, "complete": d.complete}
+                for d in reply.domains]
+
+    def summary(self) -> list[dict]:
+        self.flush()
+        reply = self._call("Summary", self._pb.SummaryRequest(), timeout=max(self.timeout_s, 60))
+        fields = [f.name for f in self._pb.LabelSummary.DESCRIPTOR.fields]
+        return [{f: getattr(r, f) for f in fields} for r in reply.labels]
+
+    def save(self, directory: str) -> dict:
+        self.flush()
+        reply = self._call("Save", self._pb.SaveRequest(directory=str(directory)), timeout=max(self.timeout_s, 300))
+        return dict(reply.paths)
+
+    def samples(self, since_ns: int = 0, channels=(), max_batch: int = 4096) -> Iterator[dict]:
+        """Streams samples as column batches (dicts of lists) until the caller stops iterating."""
+        req = self._pb.StreamSamplesRequest(since_ns=int(since_ns), channels=list(channels), max_batch=max_batch)
+        stream = self._stub.StreamSamples(req)
+        try:
+            for batch in stream:
+                yield {"t_ns": list(batch.t_ns), "prev_t_ns": list(batch.prev_t_ns), "value": list(batch.value),
+                       "channel": list(batch.channel), "flags": list(batch.flags)}
+        finally:
+            stream.cancel()
+
+    # -- marks ---------------------------------------------------------------------------------
+    def append(self, record: tuple) -> None:
+        """A mark record (label, start_ns, end_ns, thread_id, attrs, ok), as greenprobe.mark makes."""
+        with self._lock:
+            self._pending.append(record)
+            n = len(self._pending)
+        if self._flusher is None:
+            self._start_flusher()
+        if n >= FLUSH_MARKS:
+            self.flush()
+
+    def add_mark(self, label: str, start_ns: int, end_ns: int, *, thread_id: int = 0, ok: bool = True, **attrs):
+        self.append((label, int(start_ns), int(end_ns), int(thread_id), attrs or None, bool(ok)))
+
+    def _start_flusher(self) -> None:
+        with self._lock:
+            if self._flusher is not None:
+                return
+            self._flusher = threading.Thread(target=self._flush_loop, name="greenprobe-mark-flush", daemon=True)
+            self._flusher.start()
+        atexit.register(self.close)
+
+    def _flush_loop(self) -> None:
+        while not self._stop.wait(FLUSH_INTERVAL_S):
+            try:
+                self.flush()
+            except DaemonError as e:  # keep the marks; say it once
+                if self._last_error != str(e):
+                    self._last_error = str(e)
+                    import warnings
+
+                    warnings.warn(f"greenprobe: marks not sent yet: {e}", RuntimeWarning)
+
+    def flush(self) -> int:
+        """Sends every buffered mark now; returns how many the daemon accepted."""
+        with self._lock:
+            batch, self._pending = self._pending, []
+        if not batch:
+            return 0
+        pid = os.getpid()
+        msg = self._pb.MarkBatch(marks=[
+            self._pb.Mark(label=r[0], start_ns=r[1], end_ns=r[2], thread_id=r[3] & 0xFFFFFFFFFFFFFFFF, pid=pid,
+                          ok=bool(r[5]), attrs={str(k): str(v) for k, v in (r[4] or {}).items()})
+            for r in batch])
+        try:
+            reply = self._call("RecordMarks", msg)
+        except DaemonError:
+            with self._lock:  # put them back, in order, for the next try
+                self._pending[:0] = batch
+            raise
+        self._sent += reply.accepted
+        return reply.accepted
+
+    def close(self) -> None:
+        self._stop.set()
+        try:
+            self.flush()
+        except DaemonError as e:
+            import sys
+
+            print(f"greenprobe: {len(self._pending)} marks could not be sent: {e}", file=sys.stderr)
+        self._channel.close()
+
+
+def connect(address: Optional[str] = None, token: Optional[str] = None, timeout_s: float = 10.0,
+            check: bool = True) -> RemoteProbe:
+    """A probe served by ``greenprobe daemon`` at ``address`` (gRPC target: ``unix:/path.sock`` or
+    ``host:port``; default: ``$GREENPROBE_DAEMON``). ``check`` asks the daemon for its status now,
+    so a wrong address fails here with the fix."""
+    address = address or os.environ.get(DAEMON_ENV)
+    if not address:
+        raise DaemonError(f"no daemon address: pass one (unix:/path/to.sock or host:port) or set {DAEMON_ENV}")
+    probe = RemoteProbe(address, token, timeout_s)
+    if check:
+        probe.status()
+    return probe
+
+
+_default: Optional[RemoteProbe] = None
+_default_lock = threading.Lock()
+
+
+def default_remote() -> Optional[RemoteProbe]:
+    """The RemoteProbe for $GREENPROBE_DAEMON (made on first use), or None when it is not set."""
+    global _default
+    address = os.environ.get(DAEMON_ENV)
+    if not address:
+        return None
+    with _default_lock:
+        if _default is None or _default.address != address:
+            _default = RemoteProbe(address)
+        return _default
+
+
+class PyMark:
+    """``mark`` in pure Python, for environments without greenprobe's compiled extension: same
+    arguments and records as the C type, sent to the daemon named by $GREENPROBE_DAEMON."""
+
+    __slots__ = ("label", "attrs", "sync", "_start")
+
+    def __init__(self, label: str, sync: Optional[Callable[[], Any]] = None, **attrs):
+        if not isinstance(label, str) or not label:
+            raise TypeError("mark() needs a non-empty label string")
+        self.label, self.sync, self.attrs, self._start = label, sync, attrs, None
+
+    def __enter__(self):
+        if self.sync is not None:
+            self.sync()
+        self._start = time.monotonic_ns()
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if self.sync is not None:
+            self.sync()
+        end = time.monotonic_ns()
+        sink = default_remote()
+        if sink is None:
+            import warnings
+
+            warnings.warn(f"greenprobe.mark without the compiled extension needs {DAEMON_ENV}: mark not recorded",
+                          RuntimeWarning, stacklevel=2)
+            return False
+        sink.append((self.label, self._start, end, threading.get_ident(), self.attrs or None, exc_type is None))
+        return False
+
+    def __call__(self, fn):
+        label, attrs, sync = self.label, self.attrs, self.sync
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            with PyMark(label, sync=sync, **attrs):
+                return fn(*args, **kwargs)
+
+        return wrapper

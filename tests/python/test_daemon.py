@@ -1,0 +1,213 @@
+"""The daemon: one sampler served over gRPC to several processes; hostile input; measure."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import greenprobe
+from greenprobe.daemon import MAX_BATCH, Daemon
+from greenprobe.v1 import probe_pb2 as pb
+from greenprobe.v1 import probe_pb2_grpc as pb_grpc
+
+ROOT = Path(__file__).resolve().parents[2]
+MXNET_PY = ROOT / ".venv-mxnet" / "bin" / "python"
+
+
+def start_daemon(tmp_path, *extra, sensors="synthetic"):
+    sock, ready, out = tmp_path / "d.sock", tmp_path / "ready", tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "greenprobe", "daemon", "--sensors", sensors, "--socket", str(sock),
+                             "--ready-file", str(ready), "--out", str(out), *extra],
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while not ready.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"daemon did not start: {proc.stderr.read()}")
+        time.sleep(0.05)
+    return proc, f"unix:{sock}", sock, out
+
+
+def stop_daemon(proc) -> str:
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    return err
+
+
+CLIENT = """
+import os, sys, greenprobe
+n = int(sys.argv[1])
+for i in range(n):
+    with greenprobe.mark("work", i=i, who=sys.argv[2]):
+        pass
+"""
+
+
+def client_only_copy(tmp_path) -> Path:
+    """greenprobe's Python files without the compiled extension: what a client-only install is."""
+    dst = tmp_path / "clientonly" / "greenprobe"
+    shutil.copytree(ROOT / "python" / "greenprobe", dst, ignore=shutil.ignore_patterns("_core*.so", "__pycache__"))
+    return dst.parent
+
+
+def test_marks_from_several_processes_and_environments_reach_one_daemon(tmp_path):
+    proc, address, sock, out = start_daemon(tmp_path)
+    try:
+        assert stat.S_IMODE(os.stat(sock).st_mode) == 0o660, "the socket must not be world-accessible"
+        env = dict(os.environ, GREENPROBE_DAEMON=address)
+        clients = [subprocess.Popen([sys.executable, "-c", CLIENT, "500", f"c{k}"], env=env) for k in range(3)]
+        expected = 1500
+        if MXNET_PY.exists():  # a client in MXNet's environment: protobuf 3.20, no compiled greenprobe
+            only = client_only_copy(tmp_path)
+            probe_env = dict(env, PYTHONPATH=str(only))
+            check = subprocess.run([str(MXNET_PY), "-c", "import greenprobe, google.protobuf as p; "
+                                    "print(greenprobe._core is None, p.__version__)"],
+                                   env=probe_env, capture_output=True, text=True)
+            assert check.stdout.split() == ["True", "3.20.3"], check.stderr
+            clients.append(subprocess.Popen([str(MXNET_PY), "-c", CLIENT, "500", "mx"], env=probe_env))
+            expected += 500
+        for c in clients:
+            assert c.wait(timeout=120) == 0
+        remote = greenprobe.connect(address)
+        st_ = remote.status()
+        assert st_["marks"] == expected and st_["channels"][0]["sensor"] == "synthetic"
+        assert abs(st_["now_ns"] - time.monotonic_ns()) < 1e9  # one clock
+        rows = remote.summary()
+        assert rows and rows[0]["label"] == "work" and rows[0]["calls"] == expected
+    finally:
+        err = stop_daemon(proc)
+    assert "serving on unix:" in err and "CVE-2020-8694" in err
+    assert not sock.exists(), "a clean stop removes the socket"
+    marks = pq.read_table(out / "intervals.parquet").to_pylist()
+    assert len(marks) == expected
+    assert len({r["pid"] for r in marks}) == len(clients)
+    assert {r["who"] for r in marks} >= {"c0", "c1", "c2"}
+
+
+@pytest.fixture
+def served(tmp_path):
+    probe = greenprobe.Probe(sensors=["synthetic"], period_us=1000)
+    daemon = Daemon(probe, tmp_path / "d.sock")
+    probe.start()
+    daemon.start()
+    channel = grpc.insecure_channel(f"unix:{tmp_path / 'd.sock'}")
+    yield probe, pb_grpc.ProbeStub(channel), tmp_path / "d.sock"
+    channel.close()
+    daemon.stop()
+    probe.stop()
+
+
+def _code(fn):
+    try:
+        fn()
+    except grpc.RpcError as e:
+        return e.code(), e.details()
+    return grpc.StatusCode.OK, ""
+
+
+def test_malformed_requests_get_clear_errors_and_the_daemon_keeps_serving(served):
+    probe, stub, sock = served
+    t = time.monotonic_ns()
+    bad = {
+        "ends before it starts": pb.Mark(label="x", start_ns=t, end_ns=t - 1),
+        "empty label": pb.Mark(label="", start_ns=t, end_ns=t),
+        "longer than 256 bytes": pb.Mark(label="x" * 300, start_ns=t, end_ns=t),
+        "CLOCK_MONOTONIC": pb.Mark(label="x", start_ns=0, end_ns=5),
+    }
+    for words, m in bad.items():
+        code, details = _code(lambda: stub.RecordMarks(pb.MarkBatch(marks=[pb.Mark(label="ok", start_ns=t, end_ns=t), m])))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and words in details
+    assert len(probe.marks()) == 0, "a batch with a bad mark records nothing"
+    huge = pb.MarkBatch(marks=[pb.Mark(label="x", start_ns=t, end_ns=t)] * (MAX_BATCH + 1))
+    assert _code(lambda: stub.RecordMarks(huge))[0] == grpc.StatusCode.INVALID_ARGUMENT
+    assert _code(lambda: stub.Energy(pb.EnergyRequest(start_ns=t, end_ns=t - 5)))[0] == grpc.StatusCode.INVALID_ARGUMENT
+    assert _code(lambda: next(stub.StreamSamples(pb.StreamSamplesRequest(channels=[99]))))[0] == \
+        grpc.StatusCode.INVALID_ARGUMENT
+    # garbage bytes on the socket, then a client that hangs up mid-stream
+    for junk in (b"\x00" * 64, b"GET / HTTP/1.1\r\n\r\n", os.urandom(4096)):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(str(sock))
+        s.sendall(junk)
+        s.close()
+    stream = stub.StreamSamples(pb.StreamSamplesRequest())
+    next(stream)
+    stream.cancel()
+    reply = stub.RecordMarks(pb.MarkBatch(marks=[pb.Mark(label="after", start_ns=t, end_ns=t + 10, pid=1)]))
+    assert reply.accepted == 1 and stub.Status(pb.StatusRequest()).marks == 1
+
+
+marks_strategy = st.lists(st.builds(
+    pb.Mark, label=st.text(max_size=300), start_ns=st.integers(-2**63, 2**63 - 1),
+    end_ns=st.integers(-2**63, 2**63 - 1), thread_id=st.integers(0, 2**64 - 1), pid=st.integers(0, 2**32 - 1),
+    ok=st.booleans(), attrs=st.dictionaries(st.text(max_size=20), st.text(max_size=20), max_size=70)), max_size=20)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(batch=marks_strategy)
+def test_fuzzed_mark_batches_are_accepted_whole_or_refused_whole(served, batch):
+    probe, stub, _ = served
+    before = len(probe.marks())
+    code, _ = _code(lambda: stub.RecordMarks(pb.MarkBatch(marks=batch)))
+    assert code in (grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT)
+    assert len(probe.marks()) - before == (len(batch) if code == grpc.StatusCode.OK else 0)
+
+
+def test_tcp_is_loopback_unless_remote_is_allowed_with_a_token(tmp_path):
+    probe = greenprobe.Probe(sensors=["synthetic"], period_us=1000)
+    with pytest.raises(greenprobe.ConfigError, match="not a loopback"):
+        Daemon(probe, None, listen="0.0.0.0:0")
+    with pytest.raises(greenprobe.ConfigError, match="token"):
+        Daemon(probe, None, listen="0.0.0.0:0", allow_remote=True)
+    daemon = Daemon(probe, None, listen="127.0.0.1:0", token="s3cret")
+    probe.start()
+    daemon.start()
+    try:
+        address = daemon.addresses[0]
+        with pytest.raises(greenprobe.DaemonError, match="GREENPROBE_TOKEN"):
+            greenprobe.connect(address, token="wrong")
+        remote = greenprobe.connect(address, token="s3cret")
+        assert remote.status()["version"] == greenprobe.__version__
+    finally:
+        daemon.stop()
+        probe.stop()
+
+
+def test_connect_to_nothing_says_how_to_start_a_daemon(tmp_path):
+    with pytest.raises(greenprobe.DaemonError, match="greenprobe daemon"):
+        greenprobe.connect(f"unix:{tmp_path / 'nobody.sock'}", timeout_s=2)
+
+
+def test_measure_runs_a_command_and_reports_its_energy(tmp_path):
+    child = "import greenprobe, sys\nfor i in range(20):\n    with greenprobe.mark('step'): pass\nsys.exit(3)"
+    r = subprocess.run([sys.executable, "-m", "greenprobe", "measure", "--sensors", "synthetic", "--out",
+                        str(tmp_path / "m"), "--", sys.executable, "-c", child], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 3, r.stderr  # the command's exit status
+    assert "synthetic/synthetic0" in r.stderr and "step x20" in r.stderr and "s elapsed" in r.stderr
+    rows = pq.read_table(tmp_path / "m" / "intervals.parquet").to_pylist()
+    labels = sorted({r["label"] for r in rows})
+    assert labels == ["command", "step"]
+    (cmd,) = [r for r in rows if r["label"] == "command"]
+    assert cmd["exit_code"] == 3 and cmd["energy_j"] > 0
+    steps = [r for r in rows if r["label"] == "step"]
+    assert all(cmd["start_ns"] <= s["start_ns"] <= s["end_ns"] <= cmd["end_ns"] for s in steps)
+
+
+def test_generated_stubs_match_the_proto():
+    r = subprocess.run(["bash", str(ROOT / "scripts" / "gen-proto.sh"), "--check"], capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr
