@@ -33,6 +33,12 @@ def _stubs():
     return grpc, probe_pb2, probe_pb2_grpc
 
 
+def _json(value) -> str:
+    import json
+
+    return json.dumps(value, default=str, separators=(",", ":"))
+
+
 class DaemonError(RuntimeError):
     """The daemon could not be reached or refused a request; the message says which and why."""
 
@@ -101,6 +107,7 @@ class RemoteProbe:
         self._stub = pb_grpc.ProbeStub(self._channel)
         self._pending: list = []
         self._lock = threading.Lock()
+        self._send_lock = threading.Lock()  # one batch in flight: flush() returns once all before it arrived
         self._sent = 0
         self._flusher: Optional[threading.Thread] = None
         self._stop = threading.Event()
@@ -193,15 +200,26 @@ class RemoteProbe:
 
     def flush(self) -> int:
         """Sends every buffered mark now; returns how many the daemon accepted."""
+        with self._send_lock:
+            return self._send()
+
+    def _send(self) -> int:
         with self._lock:
             batch, self._pending = self._pending, []
         if not batch:
             return 0
-        pid = os.getpid()
-        msg = self._pb.MarkBatch(marks=[
-            self._pb.Mark(label=r[0], start_ns=r[1], end_ns=r[2], thread_id=r[3] & 0xFFFFFFFFFFFFFFFF, pid=pid,
-                          ok=bool(r[5]), attrs={str(k): str(v) for k, v in (r[4] or {}).items()})
-            for r in batch])
+        msg = self._pb.MarkBatch()
+        cols = msg.columns
+        index: dict = {}
+        cols.label_index.extend([index.setdefault(r[0], len(index)) for r in batch])
+        cols.labels.extend(list(index))
+        cols.start_ns.extend([r[1] for r in batch])
+        cols.end_ns.extend([r[2] for r in batch])
+        cols.thread_id.extend([r[3] & 0xFFFFFFFFFFFFFFFF for r in batch])
+        cols.ok.extend([bool(r[5]) for r in batch])
+        if any(r[4] for r in batch):  # one JSON array for the batch: one call into the C encoder
+            cols.attrs_json = _json([r[4] or None for r in batch])
+        cols.pid = os.getpid()
         try:
             reply = self._call("RecordMarks", msg)
         except DaemonError:
@@ -212,7 +230,10 @@ class RemoteProbe:
         return reply.accepted
 
     def close(self) -> None:
+        """Sends what is left and waits for it (also at interpreter exit): no mark made before is lost."""
         self._stop.set()
+        if self._flusher is not None and self._flusher is not threading.current_thread():
+            self._flusher.join(timeout=self.timeout_s)
         try:
             self.flush()
         except DaemonError as e:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import grp
 import ipaddress
+import json
 import os
 import signal
 import socket
@@ -71,18 +72,10 @@ class Servicer(pb_grpc.ProbeServicer):
 
     # -- marks ---------------------------------------------------------------------------------
     def RecordMarks(self, request, context):
-        if len(request.marks) > MAX_BATCH:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                          f"{len(request.marks)} marks in one batch; send at most {MAX_BATCH} per call")
-        records = []
-        for i, m in enumerate(request.marks):
-            problem = _mark_problem(m)
-            if problem:
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"mark {i} ({m.label[:40]!r}): {problem}; "
-                                                                "no mark of this batch was recorded")
-            attrs = dict(m.attrs)
-            attrs["pid"] = m.pid
-            records.append((m.label, m.start_ns, m.end_ns, m.thread_id, attrs, m.ok))
+        try:
+            records = _records_of(request)
+        except ValueError as e:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{e}; no mark of this batch was recorded")
         with self.marks_lock:
             for r in records:
                 self.probe._records.append(r)
@@ -137,16 +130,75 @@ class Servicer(pb_grpc.ProbeServicer):
         return pb.SaveReply(paths={k: str(v) for k, v in paths.items()})
 
 
-def _mark_problem(m) -> Optional[str]:
-    if not m.label:
+def _records_of(batch) -> list[tuple]:
+    """Validated mark records of a MarkBatch (marks one by one, then columns); raises ValueError
+    naming the first bad mark."""
+    cols = batch.columns
+    n_cols = len(cols.start_ns)
+    total = len(batch.marks) + n_cols
+    if total > MAX_BATCH:
+        raise ValueError(f"{total} marks in one batch; send at most {MAX_BATCH} per call")
+    records = []
+    for i, m in enumerate(batch.marks):
+        problem = _mark_problem(m.label, m.start_ns, m.end_ns, len(m.attrs))
+        if problem:
+            raise ValueError(f"mark {i} ({m.label[:40]!r}): {problem}")
+        attrs = dict(m.attrs)
+        attrs["pid"] = m.pid
+        records.append((m.label, m.start_ns, m.end_ns, m.thread_id, attrs, m.ok))
+    if not n_cols:
+        return records
+    attrs_list = [None] * n_cols
+    if cols.attrs_json:
+        try:
+            attrs_list = json.loads(cols.attrs_json)
+        except ValueError:
+            raise ValueError("attrs_json is not JSON") from None
+        if not isinstance(attrs_list, list):
+            raise ValueError("attrs_json must be a JSON array with one entry per mark")
+    lengths = {"label_index": len(cols.label_index), "end_ns": len(cols.end_ns), "thread_id": len(cols.thread_id),
+               "ok": len(cols.ok), "attrs_json": len(attrs_list)}
+    uneven = {k: v for k, v in lengths.items() if v != n_cols}
+    if uneven:
+        raise ValueError(f"columns of unequal length: start_ns has {n_cols}, " +
+                         ", ".join(f"{k} {v}" for k, v in uneven.items()))
+    labels = list(cols.labels)
+    for j, name in enumerate(labels):
+        problem = _mark_problem(name, 1, 1, 0)
+        if problem:
+            raise ValueError(f"label {j} ({name[:40]!r}): {problem}")
+    start = np.array(cols.start_ns, dtype=np.int64)
+    end = np.array(cols.end_ns, dtype=np.int64)
+    index = np.array(cols.label_index, dtype=np.int64)
+    bad = np.flatnonzero((end < start) | (start <= 0) | (index >= len(labels)))
+    if bad.size:
+        i = int(bad[0])
+        why = ("label_index points past labels" if index[i] >= len(labels) else
+               _mark_problem("x", int(start[i]), int(end[i]), 0))
+        raise ValueError(f"mark {len(batch.marks) + i}: {why}")
+    pid = cols.pid
+    base = len(batch.marks)
+    for i, (li, s, e, tid, ok, more) in enumerate(zip(cols.label_index, cols.start_ns, cols.end_ns, cols.thread_id,
+                                                      cols.ok, attrs_list)):
+        attrs = {"pid": pid}
+        if more:
+            if not isinstance(more, dict) or len(more) > MAX_ATTRS:
+                raise ValueError(f"mark {base + i}: attributes must be a JSON object of at most {MAX_ATTRS} entries")
+            attrs.update(more)
+        records.append((labels[li], s, e, tid, attrs, ok))
+    return records
+
+
+def _mark_problem(label: str, start_ns: int, end_ns: int, n_attrs: int) -> Optional[str]:
+    if not label:
         return "empty label"
-    if len(m.label.encode()) > MAX_LABEL_BYTES:
+    if len(label.encode()) > MAX_LABEL_BYTES:
         return f"label longer than {MAX_LABEL_BYTES} bytes"
-    if m.end_ns < m.start_ns:
-        return f"ends before it starts (end_ns {m.end_ns} < start_ns {m.start_ns})"
-    if m.start_ns <= 0:
+    if end_ns < start_ns:
+        return f"ends before it starts (end_ns {end_ns} < start_ns {start_ns})"
+    if start_ns <= 0:
         return "start_ns must be a CLOCK_MONOTONIC time (> 0)"
-    if len(m.attrs) > MAX_ATTRS:
+    if n_attrs > MAX_ATTRS:
         return f"more than {MAX_ATTRS} attributes"
     return None
 
@@ -224,6 +276,14 @@ class Daemon:
             self.socket_path.unlink()
 
 
+def _flush_loop(writer, done: threading.Event, every_s: float) -> None:
+    while not done.wait(every_s):
+        try:
+            writer.flush()
+        except OSError as e:  # a full disk must not stop the measuring; say so and try again later
+            print(f"greenprobe daemon: could not write {writer.root}: {e}", file=sys.stderr)
+
+
 def _is_loopback(listen: str) -> bool:
     host = listen.rsplit(":", 1)[0].strip("[]")
     if host in ("localhost", ""):
@@ -274,6 +334,21 @@ def run(args) -> int:
     if socket_path is not None:
         print(f"socket mode 0660: only its owner{' and group ' + args.group if args.group else ''} may connect "
               "(energy data is a side channel, CVE-2020-8694)", file=sys.stderr)
+    if args.prometheus_port is not None:
+        from .prometheus import serve as serve_metrics
+
+        server, _ = serve_metrics(probe, args.prometheus_port, args.prometheus_addr)
+        print(f"Prometheus metrics on http://{args.prometheus_addr}:{server.server_port}/metrics", file=sys.stderr)
+    writer = None
+    if args.out:
+        from .parquet import PartWriter
+
+        writer = PartWriter(probe, args.out)
+        flush_thread = threading.Thread(target=_flush_loop, args=(writer, done, args.flush_s), daemon=True,
+                                        name="greenprobe-flush")
+        flush_thread.start()
+        print(f"writing {writer.root}/ every {args.flush_s:g} s (readable after a crash), and the full files "
+              f"into {args.out} at stop", file=sys.stderr)
     if args.ready_file:
         Path(args.ready_file).write_text("\n".join(daemon.addresses) + "\n")
     sys.stderr.flush()
@@ -281,6 +356,8 @@ def run(args) -> int:
     print("stopping: flushing marks and samples", file=sys.stderr)
     daemon.stop()
     probe.stop()
+    if writer is not None:
+        writer.flush()
     if args.out:
         paths = probe.save(args.out)
         print(f"wrote {', '.join(str(p) for p in paths.values())}", file=sys.stderr)

@@ -206,3 +206,56 @@ def read_metadata(path) -> dict:
     """The session metadata stored in a greenprobe Parquet file."""
     md = pq.read_schema(path).metadata or {}
     return json.loads(md[METADATA_KEY])
+
+
+class PartWriter:
+    """Writes what a long session gathers as it goes, one Parquet file per flush, so that a process
+    killed without warning (SIGKILL, power loss) leaves everything up to its last flush readable:
+
+        DIR/parts/samples/part-000001.parquet ...   the sample columns of samples.parquet
+        DIR/parts/marks/part-000001.parquet ...     label, start_ns, end_ns, thread_id, ok, attrs (JSON)
+        DIR/parts/metadata.json                     sensors and channels, written at the start
+
+    ``pyarrow.parquet.read_table(DIR/parts/samples)`` reads a folder of parts as one table. Each part
+    is written under a temporary name and renamed, so a part is either whole or absent.
+    """
+
+    def __init__(self, probe, directory):
+        self.probe = probe
+        self.root = Path(directory) / "parts"
+        (self.root / "samples").mkdir(parents=True, exist_ok=True)
+        (self.root / "marks").mkdir(parents=True, exist_ok=True)
+        self.samples_done = 0
+        self.marks_done = 0
+        self.parts = 0
+        tmp = self.root / "metadata.json.tmp"
+        tmp.write_text(json.dumps(session_metadata(probe), indent=2, default=str))
+        os.replace(tmp, self.root / "metadata.json")
+
+    def flush(self) -> int:
+        """Writes the samples and marks that arrived since the last flush; returns the rows written."""
+        t, prev, v, ch, fl = self.probe._columns()  # arrival order: rows before samples_done never change
+        n = t.size - self.samples_done
+        records = self.probe._records.snapshot(self.marks_done)
+        if n <= 0 and not records:
+            return 0
+        self.parts += 1
+        name = f"part-{self.parts:06d}.parquet"
+        if n > 0:
+            s = slice(self.samples_done, t.size)
+            _atomic_write_table(pa.table({
+                "t_ns": pa.array(t[s], pa.int64()), "prev_t_ns": pa.array(prev[s], pa.int64()),
+                "value": pa.array(v[s], pa.float64()), "channel": pa.array(ch[s], pa.uint32()),
+                "flags": pa.array(fl[s], pa.uint32())}), self.root / "samples" / name)
+            self.samples_done = t.size
+        if records:
+            _atomic_write_table(pa.table({
+                "label": pa.array([r[0] for r in records], pa.string()),
+                "start_ns": pa.array([r[1] for r in records], pa.int64()),
+                "end_ns": pa.array([r[2] for r in records], pa.int64()),
+                "thread_id": pa.array([r[3] for r in records], pa.uint64()),
+                "ok": pa.array([r[5] for r in records], pa.bool_()),
+                "attrs": pa.array([json.dumps(r[4], default=str) if r[4] else None for r in records], pa.string()),
+            }), self.root / "marks" / name)
+            self.marks_done += len(records)
+        return max(n, 0) + len(records)

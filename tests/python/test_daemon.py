@@ -131,6 +131,18 @@ def test_malformed_requests_get_clear_errors_and_the_daemon_keeps_serving(served
     for words, m in bad.items():
         code, details = _code(lambda: stub.RecordMarks(pb.MarkBatch(marks=[pb.Mark(label="ok", start_ns=t, end_ns=t), m])))
         assert code == grpc.StatusCode.INVALID_ARGUMENT and words in details
+    columns = {  # the columnar form greenprobe's client sends
+        "unequal length": pb.MarkColumns(labels=["a"], label_index=[0, 0], start_ns=[t, t], end_ns=[t]),
+        "past labels": pb.MarkColumns(labels=["a"], label_index=[1], start_ns=[t], end_ns=[t], thread_id=[1], ok=[True]),
+        "ends before it starts": pb.MarkColumns(labels=["a"], label_index=[0], start_ns=[t], end_ns=[t - 9],
+                                                thread_id=[1], ok=[True]),
+        "not JSON": pb.MarkColumns(labels=["a"], label_index=[0], start_ns=[t], end_ns=[t], thread_id=[1], ok=[True],
+                                   attrs_json="{nope"),
+        "empty label": pb.MarkColumns(labels=[""], label_index=[0], start_ns=[t], end_ns=[t], thread_id=[1], ok=[True]),
+    }
+    for words, c in columns.items():
+        code, details = _code(lambda: stub.RecordMarks(pb.MarkBatch(columns=c)))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and words in details, (words, details)
     assert len(probe.marks()) == 0, "a batch with a bad mark records nothing"
     huge = pb.MarkBatch(marks=[pb.Mark(label="x", start_ns=t, end_ns=t)] * (MAX_BATCH + 1))
     assert _code(lambda: stub.RecordMarks(huge))[0] == grpc.StatusCode.INVALID_ARGUMENT
@@ -211,3 +223,44 @@ def test_generated_stubs_match_the_proto():
     r = subprocess.run(["bash", str(ROOT / "scripts" / "gen-proto.sh"), "--check"], capture_output=True, text=True,
                        timeout=600)
     assert r.returncode == 0, r.stderr
+
+
+def test_sigkill_leaves_parquet_readable_up_to_the_last_flush(tmp_path):
+    proc, address, sock, out = start_daemon(tmp_path, "--flush-s", "0.2")
+    remote = greenprobe.connect(address)
+    t = time.monotonic_ns()
+    for i in range(300):
+        remote.add_mark("before-kill", t + i * 1000, t + i * 1000 + 500, i=i)
+    remote.flush()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # until a flush has written the marks
+        parts = list((out / "parts" / "marks").glob("part-*.parquet"))
+        if parts and pq.read_table(out / "parts" / "marks").num_rows == 300:
+            break
+        time.sleep(0.1)
+    proc.kill()
+    proc.wait(timeout=10)
+    marks = pq.read_table(out / "parts" / "marks")
+    assert marks.num_rows == 300 and set(marks.column("label").to_pylist()) == {"before-kill"}
+    samples = pq.read_table(out / "parts" / "samples")
+    assert samples.num_rows > 0 and samples.column("t_ns").to_pylist()[0] > 0
+    assert (out / "parts" / "metadata.json").exists()
+    assert not list(out.glob("parts/*/*.tmp")), "a part is whole or absent"
+
+
+def test_prometheus_endpoint_serves_energy_and_power_per_domain(tmp_path):
+    import re
+    import urllib.request
+
+    from greenprobe.prometheus import serve
+
+    with greenprobe.Probe(sensors=["synthetic:waveform=constant;base_w=40"], period_us=1000) as probe:
+        server, _ = serve(probe, 0)
+        time.sleep(1.2)
+        text = urllib.request.urlopen(f"http://127.0.0.1:{server.server_port}/metrics", timeout=5).read().decode()
+        server.shutdown()
+    labels = 'domain="synthetic0",estimated="false",sensor="synthetic"'
+    power = float(re.search(r"^greenprobe_power_watts\{" + labels + r"\} (\S+)$", text, re.M).group(1))
+    energy = float(re.search(r"^greenprobe_energy_joules_total\{" + labels + r"\} (\S+)$", text, re.M).group(1))
+    assert abs(power - 40) < 0.5 and 40 * 1.0 < energy < 40 * 3
+    assert re.search(r'^greenprobe_sampler_polls_total\{sensor="synthetic"\} [1-9]', text, re.M)

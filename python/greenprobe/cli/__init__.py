@@ -81,7 +81,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--listen", metavar="HOST:PORT", help="also serve TCP (loopback only unless --allow-remote)")
     p.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --listen; requires a token")
     p.add_argument("--token", help="token clients must send (default $GREENPROBE_TOKEN)")
-    p.add_argument("--out", help="write samples, intervals, labels and metadata here when stopping")
+    p.add_argument("--out", help="write OUT/parts/ as it goes (readable even after a crash) and samples, intervals, "
+                                 "labels and metadata into OUT when stopping")
+    p.add_argument("--flush-s", type=float, default=2.0, help="seconds between incremental writes (default 2)")
+    p.add_argument("--prometheus-port", type=int, metavar="N",
+                   help="serve energy and power per domain at http://ADDR:N/metrics (0: any free port)")
+    p.add_argument("--prometheus-addr", default="127.0.0.1", help="address for --prometheus-port (default loopback)")
     p.add_argument("--ready-file", help=argparse.SUPPRESS)
 
     p = sub.add_parser("measure", help="run a command under a private daemon and report its energy",

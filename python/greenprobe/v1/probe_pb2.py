@@ -13,7 +13,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19greenprobe/v1/probe.proto\x12\rgreenprobe.v1\"\x0f\n\rStatusRequest\"\xb2\x01\n\x07\x43hannel\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\r\x12\x0e\n\x06sensor\x18\x02 \x01(\t\x12\x0e\n\x06\x64omain\x18\x03 \x01(\t\x12\x10\n\x08quantity\x18\x04 \x01(\t\x12\x11\n\testimated\x18\x05 \x01(\x08\x12\x12\n\nresolution\x18\x06 \x01(\x01\x12 \n\x18nominal_update_period_ns\x18\x07 \x01(\x03\x12\x1b\n\x13\x61veraging_window_ns\x18\x08 \x01(\x03\"\x86\x01\n\x0bSensorStats\x12\x0e\n\x06sensor\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\r\n\x05polls\x18\x03 \x01(\x04\x12\x12\n\nlate_polls\x18\x04 \x01(\x04\x12\r\n\x05\x64rops\x18\x05 \x01(\x04\x12\x12\n\nmax_lag_ns\x18\x06 \x01(\x03\x12\x12\n\nlast_error\x18\x07 \x01(\t\":\n\rSkippedSensor\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0b\n\x03\x66ix\x18\x03 \x01(\t\"\x89\x02\n\x0bStatusReply\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x1b\n\x13\x61nchor_monotonic_ns\x18\x02 \x01(\x03\x12\x16\n\x0e\x61nchor_wall_ns\x18\x03 \x01(\x03\x12\x0e\n\x06now_ns\x18\x04 \x01(\x03\x12(\n\x08\x63hannels\x18\x05 \x03(\x0b\x32\x16.greenprobe.v1.Channel\x12)\n\x05stats\x18\x06 \x03(\x0b\x32\x1a.greenprobe.v1.SensorStats\x12-\n\x07skipped\x18\x07 \x03(\x0b\x32\x1c.greenprobe.v1.SkippedSensor\x12\r\n\x05marks\x18\x08 \x01(\x04\x12\x11\n\tperiod_ns\x18\t \x01(\x03\"\xc0\x01\n\x04Mark\x12\r\n\x05label\x18\x01 \x01(\t\x12\x10\n\x08start_ns\x18\x02 \x01(\x03\x12\x0e\n\x06\x65nd_ns\x18\x03 \x01(\x03\x12\x11\n\tthread_id\x18\x04 \x01(\x04\x12\x0b\n\x03pid\x18\x05 \x01(\r\x12\n\n\x02ok\x18\x06 \x01(\x08\x12-\n\x05\x61ttrs\x18\x07 \x03(\x0b\x32\x1e.greenprobe.v1.Mark.AttrsEntry\x1a,\n\nAttrsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"/\n\tMarkBatch\x12\"\n\x05marks\x18\x01 \x03(\x0b\x32\x13.greenprobe.v1.Mark\"$\n\x10RecordMarksReply\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\r\"M\n\x14StreamSamplesRequest\x12\x10\n\x08since_ns\x18\x01 \x01(\x03\x12\x10\n\x08\x63hannels\x18\x02 \x03(\r\x12\x11\n\tmax_batch\x18\x03 \x01(\r\"q\n\x0bSampleBatch\x12\x10\n\x04t_ns\x18\x01 \x03(\x03\x42\x02\x10\x01\x12\x15\n\tprev_t_ns\x18\x02 \x03(\x03\x42\x02\x10\x01\x12\x11\n\x05value\x18\x03 \x03(\x01\x42\x02\x10\x01\x12\x13\n\x07\x63hannel\x18\x04 \x03(\rB\x02\x10\x01\x12\x11\n\x05\x66lags\x18\x05 \x03(\rB\x02\x10\x01\"1\n\rEnergyRequest\x12\x10\n\x08start_ns\x18\x01 \x01(\x03\x12\x0e\n\x06\x65nd_ns\x18\x02 \x01(\x03\"\x92\x01\n\x0c\x44omainEnergy\x12\x0e\n\x06sensor\x18\x01 \x01(\t\x12\x0e\n\x06\x64omain\x18\x02 \x01(\t\x12\x10\n\x08\x65nergy_j\x18\x03 \x01(\x01\x12\x14\n\x0c\x65nergy_j_low\x18\x04 \x01(\x01\x12\x15\n\renergy_j_high\x18\x05 \x01(\x01\x12\x11\n\testimated\x18\x06 \x01(\x08\x12\x10\n\x08\x63omplete\x18\x07 \x01(\x08\";\n\x0b\x45nergyReply\x12,\n\x07\x64omains\x18\x01 \x03(\x0b\x32\x1b.greenprobe.v1.DomainEnergy\"\x10\n\x0eSummaryRequest\"\xc4\x02\n\x0cLabelSummary\x12\r\n\x05label\x18\x01 \x01(\t\x12\x0e\n\x06sensor\x18\x02 \x01(\t\x12\x0e\n\x06\x64omain\x18\x03 \x01(\t\x12\r\n\x05\x63\x61lls\x18\x04 \x01(\x04\x12\x13\n\x0btime_s_mean\x18\x05 \x01(\x01\x12\x19\n\x11\x65nergy_j_per_call\x18\x06 \x01(\x01\x12\x1d\n\x15\x65nergy_j_per_call_low\x18\x07 \x01(\x01\x12\x1e\n\x16\x65nergy_j_per_call_high\x18\x08 \x01(\x01\x12\x1d\n\x15\x65nergy_j_per_call_net\x18\t \x01(\x01\x12\x18\n\x10\x62\x61seline_power_w\x18\n \x01(\x01\x12\x17\n\x0f\x62\x61seline_source\x18\x0b \x01(\t\x12\x0e\n\x06method\x18\x0c \x01(\t\x12\x12\n\nresolution\x18\r \x01(\t\x12\x11\n\testimated\x18\x0e \x01(\x08\";\n\x0cSummaryReply\x12+\n\x06labels\x18\x01 \x03(\x0b\x32\x1b.greenprobe.v1.LabelSummary\" \n\x0bSaveRequest\x12\x11\n\tdirectory\x18\x01 \x01(\t\"m\n\tSaveReply\x12\x32\n\x05paths\x18\x01 \x03(\x0b\x32#.greenprobe.v1.SaveReply.PathsEntry\x1a,\n\nPathsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x32\xb2\x03\n\x05Probe\x12\x42\n\x06Status\x12\x1c.greenprobe.v1.StatusRequest\x1a\x1a.greenprobe.v1.StatusReply\x12H\n\x0bRecordMarks\x12\x18.greenprobe.v1.MarkBatch\x1a\x1f.greenprobe.v1.RecordMarksReply\x12R\n\rStreamSamples\x12#.greenprobe.v1.StreamSamplesRequest\x1a\x1a.greenprobe.v1.SampleBatch0\x01\x12\x42\n\x06\x45nergy\x12\x1c.greenprobe.v1.EnergyRequest\x1a\x1a.greenprobe.v1.EnergyReply\x12\x45\n\x07Summary\x12\x1d.greenprobe.v1.SummaryRequest\x1a\x1b.greenprobe.v1.SummaryReply\x12<\n\x04Save\x12\x1a.greenprobe.v1.SaveRequest\x1a\x18.greenprobe.v1.SaveReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19greenprobe/v1/probe.proto\x12\rgreenprobe.v1\"\x0f\n\rStatusRequest\"\xb2\x01\n\x07\x43hannel\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\r\x12\x0e\n\x06sensor\x18\x02 \x01(\t\x12\x0e\n\x06\x64omain\x18\x03 \x01(\t\x12\x10\n\x08quantity\x18\x04 \x01(\t\x12\x11\n\testimated\x18\x05 \x01(\x08\x12\x12\n\nresolution\x18\x06 \x01(\x01\x12 \n\x18nominal_update_period_ns\x18\x07 \x01(\x03\x12\x1b\n\x13\x61veraging_window_ns\x18\x08 \x01(\x03\"\x86\x01\n\x0bSensorStats\x12\x0e\n\x06sensor\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\r\n\x05polls\x18\x03 \x01(\x04\x12\x12\n\nlate_polls\x18\x04 \x01(\x04\x12\r\n\x05\x64rops\x18\x05 \x01(\x04\x12\x12\n\nmax_lag_ns\x18\x06 \x01(\x03\x12\x12\n\nlast_error\x18\x07 \x01(\t\":\n\rSkippedSensor\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0b\n\x03\x66ix\x18\x03 \x01(\t\"\x89\x02\n\x0bStatusReply\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x1b\n\x13\x61nchor_monotonic_ns\x18\x02 \x01(\x03\x12\x16\n\x0e\x61nchor_wall_ns\x18\x03 \x01(\x03\x12\x0e\n\x06now_ns\x18\x04 \x01(\x03\x12(\n\x08\x63hannels\x18\x05 \x03(\x0b\x32\x16.greenprobe.v1.Channel\x12)\n\x05stats\x18\x06 \x03(\x0b\x32\x1a.greenprobe.v1.SensorStats\x12-\n\x07skipped\x18\x07 \x03(\x0b\x32\x1c.greenprobe.v1.SkippedSensor\x12\r\n\x05marks\x18\x08 \x01(\x04\x12\x11\n\tperiod_ns\x18\t \x01(\x03\"\xc0\x01\n\x04Mark\x12\r\n\x05label\x18\x01 \x01(\t\x12\x10\n\x08start_ns\x18\x02 \x01(\x03\x12\x0e\n\x06\x65nd_ns\x18\x03 \x01(\x03\x12\x11\n\tthread_id\x18\x04 \x01(\x04\x12\x0b\n\x03pid\x18\x05 \x01(\r\x12\n\n\x02ok\x18\x06 \x01(\x08\x12-\n\x05\x61ttrs\x18\x07 \x03(\x0b\x32\x1e.greenprobe.v1.Mark.AttrsEntry\x1a,\n\nAttrsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\\\n\tMarkBatch\x12\"\n\x05marks\x18\x01 \x03(\x0b\x32\x13.greenprobe.v1.Mark\x12+\n\x07\x63olumns\x18\x02 \x01(\x0b\x32\x1a.greenprobe.v1.MarkColumns\"\xa8\x01\n\x0bMarkColumns\x12\x0e\n\x06labels\x18\x01 \x03(\t\x12\x17\n\x0blabel_index\x18\x02 \x03(\rB\x02\x10\x01\x12\x14\n\x08start_ns\x18\x03 \x03(\x03\x42\x02\x10\x01\x12\x12\n\x06\x65nd_ns\x18\x04 \x03(\x03\x42\x02\x10\x01\x12\x15\n\tthread_id\x18\x05 \x03(\x04\x42\x02\x10\x01\x12\x0e\n\x02ok\x18\x06 \x03(\x08\x42\x02\x10\x01\x12\x12\n\nattrs_json\x18\x07 \x01(\t\x12\x0b\n\x03pid\x18\x08 \x01(\r\"$\n\x10RecordMarksReply\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\r\"M\n\x14StreamSamplesRequest\x12\x10\n\x08since_ns\x18\x01 \x01(\x03\x12\x10\n\x08\x63hannels\x18\x02 \x03(\r\x12\x11\n\tmax_batch\x18\x03 \x01(\r\"q\n\x0bSampleBatch\x12\x10\n\x04t_ns\x18\x01 \x03(\x03\x42\x02\x10\x01\x12\x15\n\tprev_t_ns\x18\x02 \x03(\x03\x42\x02\x10\x01\x12\x11\n\x05value\x18\x03 \x03(\x01\x42\x02\x10\x01\x12\x13\n\x07\x63hannel\x18\x04 \x03(\rB\x02\x10\x01\x12\x11\n\x05\x66lags\x18\x05 \x03(\rB\x02\x10\x01\"1\n\rEnergyRequest\x12\x10\n\x08start_ns\x18\x01 \x01(\x03\x12\x0e\n\x06\x65nd_ns\x18\x02 \x01(\x03\"\x92\x01\n\x0c\x44omainEnergy\x12\x0e\n\x06sensor\x18\x01 \x01(\t\x12\x0e\n\x06\x64omain\x18\x02 \x01(\t\x12\x10\n\x08\x65nergy_j\x18\x03 \x01(\x01\x12\x14\n\x0c\x65nergy_j_low\x18\x04 \x01(\x01\x12\x15\n\renergy_j_high\x18\x05 \x01(\x01\x12\x11\n\testimated\x18\x06 \x01(\x08\x12\x10\n\x08\x63omplete\x18\x07 \x01(\x08\";\n\x0b\x45nergyReply\x12,\n\x07\x64omains\x18\x01 \x03(\x0b\x32\x1b.greenprobe.v1.DomainEnergy\"\x10\n\x0eSummaryRequest\"\xc4\x02\n\x0cLabelSummary\x12\r\n\x05label\x18\x01 \x01(\t\x12\x0e\n\x06sensor\x18\x02 \x01(\t\x12\x0e\n\x06\x64omain\x18\x03 \x01(\t\x12\r\n\x05\x63\x61lls\x18\x04 \x01(\x04\x12\x13\n\x0btime_s_mean\x18\x05 \x01(\x01\x12\x19\n\x11\x65nergy_j_per_call\x18\x06 \x01(\x01\x12\x1d\n\x15\x65nergy_j_per_call_low\x18\x07 \x01(\x01\x12\x1e\n\x16\x65nergy_j_per_call_high\x18\x08 \x01(\x01\x12\x1d\n\x15\x65nergy_j_per_call_net\x18\t \x01(\x01\x12\x18\n\x10\x62\x61seline_power_w\x18\n \x01(\x01\x12\x17\n\x0f\x62\x61seline_source\x18\x0b \x01(\t\x12\x0e\n\x06method\x18\x0c \x01(\t\x12\x12\n\nresolution\x18\r \x01(\t\x12\x11\n\testimated\x18\x0e \x01(\x08\";\n\x0cSummaryReply\x12+\n\x06labels\x18\x01 \x03(\x0b\x32\x1b.greenprobe.v1.LabelSummary\" \n\x0bSaveRequest\x12\x11\n\tdirectory\x18\x01 \x01(\t\"m\n\tSaveReply\x12\x32\n\x05paths\x18\x01 \x03(\x0b\x32#.greenprobe.v1.SaveReply.PathsEntry\x1a,\n\nPathsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x32\xb2\x03\n\x05Probe\x12\x42\n\x06Status\x12\x1c.greenprobe.v1.StatusRequest\x1a\x1a.greenprobe.v1.StatusReply\x12H\n\x0bRecordMarks\x12\x18.greenprobe.v1.MarkBatch\x1a\x1f.greenprobe.v1.RecordMarksReply\x12R\n\rStreamSamples\x12#.greenprobe.v1.StreamSamplesRequest\x1a\x1a.greenprobe.v1.SampleBatch0\x01\x12\x42\n\x06\x45nergy\x12\x1c.greenprobe.v1.EnergyRequest\x1a\x1a.greenprobe.v1.EnergyReply\x12\x45\n\x07Summary\x12\x1d.greenprobe.v1.SummaryRequest\x1a\x1b.greenprobe.v1.SummaryReply\x12<\n\x04Save\x12\x1a.greenprobe.v1.SaveRequest\x1a\x18.greenprobe.v1.SaveReplyb\x06proto3')
 
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, globals())
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'greenprobe.v1.probe_pb2', globals())
@@ -22,6 +22,16 @@ if _descriptor._USE_C_DESCRIPTORS == False:
   DESCRIPTOR._options = None
   _MARK_ATTRSENTRY._options = None
   _MARK_ATTRSENTRY._serialized_options = b'8\001'
+  _MARKCOLUMNS.fields_by_name['label_index']._options = None
+  _MARKCOLUMNS.fields_by_name['label_index']._serialized_options = b'\020\001'
+  _MARKCOLUMNS.fields_by_name['start_ns']._options = None
+  _MARKCOLUMNS.fields_by_name['start_ns']._serialized_options = b'\020\001'
+  _MARKCOLUMNS.fields_by_name['end_ns']._options = None
+  _MARKCOLUMNS.fields_by_name['end_ns']._serialized_options = b'\020\001'
+  _MARKCOLUMNS.fields_by_name['thread_id']._options = None
+  _MARKCOLUMNS.fields_by_name['thread_id']._serialized_options = b'\020\001'
+  _MARKCOLUMNS.fields_by_name['ok']._options = None
+  _MARKCOLUMNS.fields_by_name['ok']._serialized_options = b'\020\001'
   _SAMPLEBATCH.fields_by_name['t_ns']._options = None
   _SAMPLEBATCH.fields_by_name['t_ns']._serialized_options = b'\020\001'
   _SAMPLEBATCH.fields_by_name['prev_t_ns']._options = None
@@ -49,31 +59,33 @@ if _descriptor._USE_C_DESCRIPTORS == False:
   _MARK_ATTRSENTRY._serialized_start=856
   _MARK_ATTRSENTRY._serialized_end=900
   _MARKBATCH._serialized_start=902
-  _MARKBATCH._serialized_end=949
-  _RECORDMARKSREPLY._serialized_start=951
-  _RECORDMARKSREPLY._serialized_end=987
-  _STREAMSAMPLESREQUEST._serialized_start=989
-  _STREAMSAMPLESREQUEST._serialized_end=1066
-  _SAMPLEBATCH._serialized_start=1068
-  _SAMPLEBATCH._serialized_end=1181
-  _ENERGYREQUEST._serialized_start=1183
-  _ENERGYREQUEST._serialized_end=1232
-  _DOMAINENERGY._serialized_start=1235
-  _DOMAINENERGY._serialized_end=1381
-  _ENERGYREPLY._serialized_start=1383
-  _ENERGYREPLY._serialized_end=1442
-  _SUMMARYREQUEST._serialized_start=1444
-  _SUMMARYREQUEST._serialized_end=1460
-  _LABELSUMMARY._serialized_start=1463
-  _LABELSUMMARY._serialized_end=1787
-  _SUMMARYREPLY._serialized_start=1789
-  _SUMMARYREPLY._serialized_end=1848
-  _SAVEREQUEST._serialized_start=1850
-  _SAVEREQUEST._serialized_end=1882
-  _SAVEREPLY._serialized_start=1884
-  _SAVEREPLY._serialized_end=1993
-  _SAVEREPLY_PATHSENTRY._serialized_start=1949
-  _SAVEREPLY_PATHSENTRY._serialized_end=1993
-  _PROBE._serialized_start=1996
-  _PROBE._serialized_end=2430
+  _MARKBATCH._serialized_end=994
+  _MARKCOLUMNS._serialized_start=997
+  _MARKCOLUMNS._serialized_end=1165
+  _RECORDMARKSREPLY._serialized_start=1167
+  _RECORDMARKSREPLY._serialized_end=1203
+  _STREAMSAMPLESREQUEST._serialized_start=1205
+  _STREAMSAMPLESREQUEST._serialized_end=1282
+  _SAMPLEBATCH._serialized_start=1284
+  _SAMPLEBATCH._serialized_end=1397
+  _ENERGYREQUEST._serialized_start=1399
+  _ENERGYREQUEST._serialized_end=1448
+  _DOMAINENERGY._serialized_start=1451
+  _DOMAINENERGY._serialized_end=1597
+  _ENERGYREPLY._serialized_start=1599
+  _ENERGYREPLY._serialized_end=1658
+  _SUMMARYREQUEST._serialized_start=1660
+  _SUMMARYREQUEST._serialized_end=1676
+  _LABELSUMMARY._serialized_start=1679
+  _LABELSUMMARY._serialized_end=2003
+  _SUMMARYREPLY._serialized_start=2005
+  _SUMMARYREPLY._serialized_end=2064
+  _SAVEREQUEST._serialized_start=2066
+  _SAVEREQUEST._serialized_end=2098
+  _SAVEREPLY._serialized_start=2100
+  _SAVEREPLY._serialized_end=2209
+  _SAVEREPLY_PATHSENTRY._serialized_start=2165
+  _SAVEREPLY_PATHSENTRY._serialized_end=2209
+  _PROBE._serialized_start=2212
+  _PROBE._serialized_end=2646
 # @@protoc_insertion_point(module_scope)
