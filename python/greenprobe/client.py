@@ -154,6 +154,33 @@ class RemoteProbe:
         reply = self._call("Save", self._pb.SaveRequest(directory=str(directory)), timeout=max(self.timeout_s, 300))
         return dict(reply.paths)
 
+    def stats(self) -> list[dict]:
+        """Per sensor: polls, late polls, drops, lag, state, last error."""
+        return self.status()["stats"]
+
+    def marks(self) -> int:
+        """How many marks the daemon holds (a local Probe returns the records themselves)."""
+        return int(self.status()["marks"])
+
+    def _table(self, name: str):
+        import pyarrow as pa  # only these calls need it; everything else is grpcio + protobuf
+
+        self.flush()
+        reply = self._call("Table", self._pb.TableRequest(name=name), timeout=max(self.timeout_s, 300))
+        return pa.ipc.open_stream(reply.arrow_ipc).read_all()
+
+    def intervals(self):
+        """One row per (mark, sensor, domain), as a pyarrow Table (as Probe.intervals)."""
+        return self._table("intervals")
+
+    def summary_table(self):
+        """The label summary as a pyarrow Table (as Probe.summary)."""
+        return self._table("labels")
+
+    def samples_table(self):
+        """Every sample as a pyarrow Table (as Probe.samples)."""
+        return self._table("samples")
+
     def samples(self, since_ns: int = 0, channels=(), max_batch: int = 4096) -> Iterator[dict]:
         """Streams samples as column batches (dicts of lists) until the caller stops iterating."""
         req = self._pb.StreamSamplesRequest(since_ns=int(since_ns), channels=list(channels), max_batch=max_batch)

@@ -129,6 +129,21 @@ class Servicer(pb_grpc.ProbeServicer):
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"cannot write {request.directory}: {e}")
         return pb.SaveReply(paths={k: str(v) for k, v in paths.items()})
 
+    def Table(self, request, context):
+        if request.name not in TABLES:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"unknown table {request.name!r}: one of {', '.join(TABLES)}")
+        import pyarrow as pa
+
+        table = {"intervals": self.probe.intervals, "labels": self.probe.summary, "samples": self.probe.samples}[
+            request.name]()
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        return pb.TableReply(arrow_ipc=sink.getvalue().to_pybytes())
+
+
+TABLES = ("intervals", "labels", "samples")
+
 
 def _records_of(batch) -> list[tuple]:
     """Validated mark records of a MarkBatch (marks one by one, then columns); raises ValueError

@@ -88,6 +88,10 @@ def test_marks_from_several_processes_and_environments_reach_one_daemon(tmp_path
         assert abs(st_["now_ns"] - time.monotonic_ns()) < 1e9  # one clock
         rows = remote.summary()
         assert rows and rows[0]["label"] == "work" and rows[0]["calls"] == expected
+        table = remote.intervals()  # the local Probe's surface: the same columns
+        assert table.num_rows == expected and {"energy_j", "energy_j_low", "label", "pid"} <= set(table.column_names)
+        assert remote.summary_table().num_rows == len(rows) and remote.samples_table().num_rows > 0
+        assert remote.marks() == expected and remote.stats()[0]["polls"] > 0
     finally:
         err = stop_daemon(proc)
     assert "serving on unix:" in err and "CVE-2020-8694" in err
@@ -147,6 +151,7 @@ def test_malformed_requests_get_clear_errors_and_the_daemon_keeps_serving(served
     huge = pb.MarkBatch(marks=[pb.Mark(label="x", start_ns=t, end_ns=t)] * (MAX_BATCH + 1))
     assert _code(lambda: stub.RecordMarks(huge))[0] == grpc.StatusCode.INVALID_ARGUMENT
     assert _code(lambda: stub.Energy(pb.EnergyRequest(start_ns=t, end_ns=t - 5)))[0] == grpc.StatusCode.INVALID_ARGUMENT
+    assert _code(lambda: stub.Table(pb.TableRequest(name="passwords")))[0] == grpc.StatusCode.INVALID_ARGUMENT
     assert _code(lambda: next(stub.StreamSamples(pb.StreamSamplesRequest(channels=[99]))))[0] == \
         grpc.StatusCode.INVALID_ARGUMENT
     # garbage bytes on the socket, then a client that hangs up mid-stream

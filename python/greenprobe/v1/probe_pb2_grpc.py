@@ -44,6 +44,11 @@ class ProbeStub(object):
                 request_serializer=greenprobe_dot_v1_dot_probe__pb2.SaveRequest.SerializeToString,
                 response_deserializer=greenprobe_dot_v1_dot_probe__pb2.SaveReply.FromString,
                 )
+        self.Table = channel.unary_unary(
+                '/greenprobe.v1.Probe/Table',
+                request_serializer=greenprobe_dot_v1_dot_probe__pb2.TableRequest.SerializeToString,
+                response_deserializer=greenprobe_dot_v1_dot_probe__pb2.TableReply.FromString,
+                )
 
 
 class ProbeServicer(object):
@@ -91,6 +96,14 @@ class ProbeServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Table(self, request, context):
+        """One of the session's tables (the columns of docs/SCHEMA.md) as an Arrow IPC stream, for a
+        client on another host; reading it needs pyarrow.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ProbeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -123,6 +136,11 @@ def add_ProbeServicer_to_server(servicer, server):
                     servicer.Save,
                     request_deserializer=greenprobe_dot_v1_dot_probe__pb2.SaveRequest.FromString,
                     response_serializer=greenprobe_dot_v1_dot_probe__pb2.SaveReply.SerializeToString,
+            ),
+            'Table': grpc.unary_unary_rpc_method_handler(
+                    servicer.Table,
+                    request_deserializer=greenprobe_dot_v1_dot_probe__pb2.TableRequest.FromString,
+                    response_serializer=greenprobe_dot_v1_dot_probe__pb2.TableReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -233,5 +251,22 @@ class Probe(object):
         return grpc.experimental.unary_unary(request, target, '/greenprobe.v1.Probe/Save',
             greenprobe_dot_v1_dot_probe__pb2.SaveRequest.SerializeToString,
             greenprobe_dot_v1_dot_probe__pb2.SaveReply.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def Table(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/greenprobe.v1.Probe/Table',
+            greenprobe_dot_v1_dot_probe__pb2.TableRequest.SerializeToString,
+            greenprobe_dot_v1_dot_probe__pb2.TableReply.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
