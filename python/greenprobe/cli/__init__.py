@@ -62,6 +62,29 @@ def main(argv: list[str] | None = None) -> int:
                    help="also measure idle power for SECONDS before and after, and report energy net of it")
     p.add_argument("--out", default="results/record", help="output folder (default results/record)")
 
+    p = sub.add_parser("study", help="the paper's experiment: runtimes x models x batch sizes, energy and time "
+                                     "per inference with 95 % intervals",
+                       description="Runs every configuration of the study this machine can run (saying what it skips "
+                                   "and why), each in its runtime's worker, one sampler for all: warm-up, repeated "
+                                   "runs in random order with rest between them, phase-dithered inferences, idle "
+                                   "measured before and after. Writes OUT/summary.parquet (one row per configuration), "
+                                   "per-inference and per-run Parquet under OUT/configs/. An interrupted study "
+                                   "resumes: finished configurations are kept.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="examples:\n  greenprobe study --quick                      the whole matrix, small inputs, "
+                              "few runs (< 20 min on 2 cores)\n  greenprobe study study.toml --out results/full\n"
+                              "  greenprobe study --runtimes torch,onnxruntime --models resnet50 --batch-sizes 1")
+    p.add_argument("spec", nargs="?", help="a TOML file with [study] keys (those of StudySpec)")
+    p.add_argument("--quick", action="store_true", help="small inputs (96 px images, 32-token text), 3 short runs")
+    p.add_argument("--runtimes", help="comma list of torch, tensorflow, mxnet, onnxruntime (default all)")
+    p.add_argument("--models", help="comma list of resnet50, mobilenet_v2, bert-base-uncased (default all)")
+    p.add_argument("--batch-sizes", help="comma list (default 1,64)")
+    p.add_argument("--providers", help="ONNX Runtime providers, e.g. cpu,cuda (default: every one that works)")
+    p.add_argument("--runs", type=int, help="repetitions per configuration (default 30; quick 3)")
+    p.add_argument("--size", choices=["full", "tiny"], help="model size (tiny: tests)")
+    p.add_argument("--sensors", help="as for record (default auto)")
+    p.add_argument("--out", default="results", help="output folder (default results/)")
+
     p = sub.add_parser("daemon", help="serve one sampler to many processes over gRPC (Unix socket by default)",
                        description="Runs the sampler and serves status, marks (batched), sample streams, interval "
                                    "energy, label summaries and saving over gRPC. Clients: greenprobe.connect(ADDR), "
@@ -116,6 +139,18 @@ def main(argv: list[str] | None = None) -> int:
             from .record import cmd_record
 
             return cmd_record(args)
+        if args.command == "study":
+            from ..study import load_spec, run_study
+
+            def csv(v, conv=str):
+                return None if v is None else [conv(x) for x in v.split(",") if x]
+
+            spec = load_spec(args.spec, args.quick, runtimes=csv(args.runtimes), models=csv(args.models),
+                             batch_sizes=csv(args.batch_sizes, int), providers=csv(args.providers), runs=args.runs,
+                             size=args.size, sensors=args.sensors)
+            path = run_study(spec, args.out)
+            print(f"wrote {path}")
+            return 0
         if args.command == "daemon":
             if args.no_socket and not args.listen:
                 parser.error("--no-socket needs --listen HOST:PORT")

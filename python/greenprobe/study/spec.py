@@ -1,0 +1,95 @@
+"""What a study runs: the paper's matrix and the measuring protocol, from defaults, a TOML file
+and command-line options (in that order of precedence, last wins)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Optional
+
+from ..errors import ConfigError
+
+RUNTIMES = ("torch", "tensorflow", "mxnet", "onnxruntime")
+NATIVE = ("torch", "tensorflow", "mxnet")
+MODELS = ("resnet50", "mobilenet_v2", "bert-base-uncased")
+
+
+@dataclass
+class StudySpec:
+    runtimes: list = field(default_factory=lambda: list(RUNTIMES))
+    models: list = field(default_factory=lambda: list(MODELS))
+    batch_sizes: list = field(default_factory=lambda: [1, 64])
+    providers: list = field(default_factory=lambda: ["all"])  # ONNX Runtime execution providers ("all": every one that works)
+    sources: list = field(default_factory=lambda: list(NATIVE))  # frameworks whose ONNX export ONNX Runtime runs
+    size: str = "full"            # "full" models, or "tiny" ones (tests)
+    image_size: int = 224
+    seq_len: int = 128
+    runs: int = 30                # repetitions of each configuration
+    min_run_s: float = 5.0        # each run lasts at least this long ...
+    min_inferences: int = 32      # ... and holds at least this many inferences
+    max_inferences: int = 100_000
+    warmup: int = 5               # inferences before measuring
+    rest_s: float = 1.0           # idle between runs
+    baseline_s: float = 5.0       # idle measured before and after the study
+    sensors: str = "auto"
+    period_us: float = 1000
+    seed: int = 0
+    profile: str = "standard"
+
+    def validate(self) -> "StudySpec":
+        bad = set(self.runtimes) - set(RUNTIMES)
+        if bad:
+            raise ConfigError(f"unknown runtimes {sorted(bad)}", f"choose from {', '.join(RUNTIMES)}")
+        bad = set(self.models) - set(MODELS)
+        if bad:
+            raise ConfigError(f"unknown models {sorted(bad)}", f"choose from {', '.join(MODELS)}")
+        bad = set(self.sources) - set(NATIVE)
+        if bad:
+            raise ConfigError(f"unknown ONNX sources {sorted(bad)}", f"choose from {', '.join(NATIVE)}")
+        if not self.batch_sizes or any(int(b) < 1 for b in self.batch_sizes):
+            raise ConfigError(f"batch sizes must be >= 1, got {self.batch_sizes}")
+        if self.size not in ("full", "tiny"):
+            raise ConfigError(f"size must be full or tiny, not {self.size!r}")
+        for name in ("runs", "min_inferences", "max_inferences"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1")
+        if self.runs < 2:
+            raise ConfigError("runs must be >= 2: the 95 % intervals come from the spread between runs")
+        for name in ("min_run_s", "rest_s", "baseline_s", "warmup"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0")
+        return self
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+#: --quick: the whole matrix on a 2-core CPU machine in under 20 minutes; smaller inputs (the
+#: report says so), few short runs. Not for conclusions about the runtimes.
+QUICK = dict(image_size=96, seq_len=32, runs=3, min_run_s=0.3, min_inferences=3, warmup=1, rest_s=0.2,
+             baseline_s=1.0, profile="quick")
+
+
+def load_spec(path: Optional[str] = None, quick: bool = False, **overrides) -> StudySpec:
+    values: dict = {}
+    if quick:
+        values.update(QUICK)
+    if path:
+        try:
+            import tomllib
+        except ImportError:  # Python < 3.11
+            import tomli as tomllib
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"study spec not found: {path}") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path} is not valid TOML: {e}") from None
+        data = data.get("study", data)
+        known = {f.name for f in fields(StudySpec)}
+        unknown = set(data) - known
+        if unknown:
+            raise ConfigError(f"{path}: unknown keys {sorted(unknown)}", f"known keys: {', '.join(sorted(known))}")
+        values.update(data)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return StudySpec(**values).validate()

@@ -1,0 +1,111 @@
+"""A tiny study end to end: synthetic sensor of known power, tiny models, PyTorch and ONNX Runtime."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from greenprobe.errors import ConfigError
+from greenprobe.study import load_spec, run_study
+from greenprobe.study.runner import Runner
+from greenprobe.summary import t975
+
+POWER_W = 40.0
+
+
+def tiny_spec(**kw):
+    base = dict(runtimes=["torch", "onnxruntime"], sources=["torch"], providers=["cpu"], models=["mobilenet_v2"],
+                batch_sizes=[1, 2], size="tiny", image_size=64, seq_len=16, runs=3, min_run_s=0.05,
+                min_inferences=4, warmup=1, rest_s=0.05, baseline_s=0.2, seed=1,
+                sensors=f"synthetic:waveform=constant;base_w={POWER_W};update_us=1000", period_us=200)
+    base.update(kw)
+    return load_spec(None, **base)
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    out = tmp_path_factory.mktemp("study")
+    run_study(tiny_spec(), out, log=lambda s: None)
+    return out
+
+
+def test_summary_has_one_row_per_configuration_with_the_paper_columns(study):
+    rows = pq.read_table(study / "summary.parquet").to_pylist()
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert sorted((r["runtime"], r["source"], r["provider"], r["batch_size"]) for r in ok) == [
+        ("onnxruntime", "torch", "cpu", 1), ("onnxruntime", "torch", "cpu", 2),
+        ("torch", "torch", "native", 1), ("torch", "torch", "native", 2)]
+    for r in ok:
+        assert r["model"] == "mobilenet_v2" and r["estimated"] is False and r["runs"] == 3
+        for k in ("energy_j_per_inference", "time_s_per_inference"):
+            assert r[k + "_low"] <= r[k] <= r[k + "_high"]
+        # the synthetic sensor draws a constant 40 W: energy per inference is 40 W x its time
+        assert abs(r["energy_j_per_inference"] - POWER_W * r["time_s_per_inference"]) < 0.02 * r["energy_j_per_inference"]
+        assert abs(r["energy_j_per_inference_net"]) < 0.05 * r["energy_j_per_inference"]  # idle is 40 W too
+    assert json.loads((study / "environment.json").read_text())["runtimes"]["torch"]["installed"]
+
+
+def test_statistics_match_a_hand_computation_from_the_runs(study):
+    rows = {r["id"]: r for r in pq.read_table(study / "summary.parquet").to_pylist() if r["status"] == "ok"}
+    for cid, row in rows.items():
+        inf = pq.read_table(study / "configs" / cid / "inferences.parquet").to_pydict()
+        n_runs = row["runs"]
+        per_run = []
+        for r in range(n_runs):
+            e = [e for e, run in zip(inf["energy_j"], inf["run"]) if run == r]
+            assert len(e) == row["inferences_per_run"]
+            per_run.append(sum(e) / len(e))
+        mean = sum(per_run) / n_runs
+        sd = math.sqrt(sum((x - mean) ** 2 for x in per_run) / (n_runs - 1))
+        half = t975(n_runs - 1) * sd / math.sqrt(n_runs)
+        assert row["energy_j_per_inference"] == pytest.approx(mean, rel=1e-9)
+        assert row["energy_j_per_inference_high"] == pytest.approx(mean + half, rel=1e-9)
+        assert row["throughput_per_s"] == pytest.approx(row["batch_size"] / row["time_s_per_inference"])
+
+
+def test_a_study_resumes_without_redoing_finished_configurations(study):
+    done = {p.parent.name: p.stat().st_mtime_ns for p in (study / "configs").glob("*/result.json")}
+    victim = sorted(done)[0]
+    (study / "configs" / victim / "result.json").unlink()  # as if the study stopped during this one
+    lines = []
+    run_study(tiny_spec(), study, log=lines.append)
+    assert any("resuming: 3 of 4" in s for s in lines)
+    ran = [s for s in lines if s.startswith("[")]
+    assert len(ran) == 1 and victim in ran[0]
+    after = {p.parent.name: p.stat().st_mtime_ns for p in (study / "configs").glob("*/result.json")}
+    assert all(after[k] == v for k, v in done.items() if k != victim)
+    with pytest.raises(ConfigError, match="another spec"):
+        run_study(tiny_spec(runs=4), study, log=lambda s: None)
+
+
+def test_a_failing_configuration_is_recorded_and_the_study_goes_on(tmp_path, monkeypatch):
+    real = Runner.build
+
+    def build(self, cfg):
+        if cfg.runtime == "onnxruntime" and cfg.batch_size == 2:
+            raise RuntimeError("boom: the exporter fell over")
+        return real(self, cfg)
+
+    monkeypatch.setattr(Runner, "build", build)
+    run_study(tiny_spec(runtimes=["onnxruntime"], runs=2), tmp_path, log=lambda s: None)
+    rows = {r["batch_size"]: r for r in pq.read_table(tmp_path / "summary.parquet").to_pylist()}
+    assert rows[2]["status"] == "failed" and "boom" in rows[2]["error"]
+    assert rows[1]["status"] == "ok"
+
+
+def test_bad_specs_are_refused_with_the_choices(tmp_path):
+    with pytest.raises(ConfigError, match="unknown runtimes"):
+        load_spec(None, runtimes=["caffe"])
+    with pytest.raises(ConfigError, match="runs must be >= 2"):
+        load_spec(None, runs=1)
+    toml = tmp_path / "s.toml"
+    toml.write_text('[study]\nmodels = ["resnet50"]\nbatch_sizes = [8]\nfrobnicate = 1\n')
+    with pytest.raises(ConfigError, match="frobnicate"):
+        load_spec(str(toml))
+    toml.write_text('[study]\nmodels = ["resnet50"]\nbatch_sizes = [8]\n')
+    spec = load_spec(str(toml), quick=True, runs=5)
+    assert spec.models == ["resnet50"] and spec.batch_sizes == [8] and spec.runs == 5 and spec.profile == "quick"
