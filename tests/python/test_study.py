@@ -109,3 +109,30 @@ def test_bad_specs_are_refused_with_the_choices(tmp_path):
     toml.write_text('[study]\nmodels = ["resnet50"]\nbatch_sizes = [8]\n')
     spec = load_spec(str(toml), quick=True, runs=5)
     assert spec.models == ["resnet50"] and spec.batch_sizes == [8] and spec.runs == 5 and spec.profile == "quick"
+
+
+def test_report_renders_tables_and_legible_plots(study):
+    from greenprobe.study.report import write_report
+
+    path = write_report(study)
+    text = path.read_text()
+    assert "Batch size 1" in text and "Batch size 2" in text and "Spearman" in text
+    assert text.count("data:image/png;base64,") == 3 and "Native against ONNX Runtime" in text
+    for name in ("energy.png", "time.png", "energy_vs_time.png"):
+        data = (study / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n"
+        width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+        assert width >= 500 and height >= 400, f"{name} is {width}x{height}: too small to read"
+
+
+def test_spearman_and_welch_against_hand_computed_values():
+    from greenprobe.study.report import spearman, welch
+
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    # ranks x: 1 2 3 4 5, y: 2 1 4 3 5 -> rho = 1 - 6*sum(d^2)/(n(n^2-1)) = 1 - 6*4/120 = 0.8
+    assert spearman([1, 2, 3, 4, 5], [20, 10, 40, 30, 50]) == pytest.approx(0.8)
+    d, lo, hi, sig = welch([1.0, 1.1, 0.9, 1.0], [2.0, 2.1, 1.9, 2.0])
+    assert d == pytest.approx(1.0) and lo < 1.0 < hi and sig
+    d, lo, hi, sig = welch([1.0, 2.0, 3.0], [1.5, 2.5, 2.0])
+    assert lo < 0 < hi and not sig

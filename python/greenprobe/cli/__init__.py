@@ -85,6 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sensors", help="as for record (default auto)")
     p.add_argument("--out", default="results", help="output folder (default results/)")
 
+    p = sub.add_parser("report", help="an HTML report with tables and plots from a study's results",
+                       description="Reads RESULTS_DIR/summary.parquet (and the per-run data) and writes "
+                                   "RESULTS_DIR/report.html (self-contained) and PNG plots next to it.")
+    p.add_argument("results", nargs="?", default="results", help="the study's output folder (default results/)")
+
     p = sub.add_parser("daemon", help="serve one sampler to many processes over gRPC (Unix socket by default)",
                        description="Runs the sampler and serves status, marks (batched), sample streams, interval "
                                    "energy, label summaries and saving over gRPC. Clients: greenprobe.connect(ADDR), "
@@ -150,6 +155,11 @@ def main(argv: list[str] | None = None) -> int:
                              size=args.size, sensors=args.sensors)
             path = run_study(spec, args.out)
             print(f"wrote {path}")
+            return 0
+        if args.command == "report":
+            from ..study.report import write_report
+
+            print(f"wrote {write_report(args.results)}")
             return 0
         if args.command == "daemon":
             if args.no_socket and not args.listen:

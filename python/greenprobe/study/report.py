@@ -1,0 +1,216 @@
+"""`greenprobe report DIR`: DIR/report.html (self-contained, readable offline) and PNG plots from a
+study's summary.parquet: tables in the shape of the paper's, energy and time per configuration,
+energy against time with Spearman's rho, native against ONNX Runtime with a significance test."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from ..summary import t975
+
+RUNTIME_ORDER = ("torch", "tensorflow", "mxnet", "onnxruntime")
+LABEL = {"torch": "PyTorch", "tensorflow": "TensorFlow", "mxnet": "MXNet", "onnxruntime": "ONNX Runtime"}
+
+
+def config_label(r: dict) -> str:
+    if r["runtime"] == "onnxruntime":
+        return f"ORT[{LABEL.get(r['source'], r['source'])}, {r['provider']}]"
+    return LABEL.get(r["runtime"], r["runtime"])
+
+
+def spearman(x, y) -> float:
+    """Spearman's rank correlation (average ranks for ties)."""
+    def ranks(v):
+        v = np.asarray(v, dtype=np.float64)
+        order = np.argsort(v, kind="stable")
+        r = np.empty(v.size)
+        r[order] = np.arange(1, v.size + 1)
+        for val in np.unique(v):  # ties share their mean rank
+            m = v == val
+            r[m] = r[m].mean()
+        return r
+    if len(x) < 3:
+        return float("nan")
+    rx, ry = ranks(x), ranks(y)
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def welch(a: list, b: list) -> tuple[float, float, float, bool]:
+    """Difference of means b - a, its 95 % interval (Welch), and whether it excludes 0 (significant
+    at the 5 % level, two-sided)."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
+    diff = float(b.mean() - a.mean())
+    se = math.sqrt(va + vb)
+    if se == 0:
+        return diff, diff, diff, diff != 0
+    dof = (va + vb) ** 2 / (va ** 2 / (a.size - 1) + vb ** 2 / (b.size - 1))
+    half = t975(max(int(dof), 1)) * se
+    return diff, diff - half, diff + half, not (diff - half <= 0 <= diff + half)
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def make_plots(ok: list[dict], out: Path) -> dict[str, bytes]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plots = {}
+    models = sorted({r["model"] for r in ok})
+    batches = sorted({r["batch_size"] for r in ok})
+    for metric, unit, name in (("energy_j_per_inference", "J per inference", "energy"),
+                               ("time_s_per_inference", "s per inference", "time")):
+        fig, axes = plt.subplots(len(batches), len(models), figsize=(4.6 * len(models), 3.6 * len(batches)),
+                                 squeeze=False)
+        for i, b in enumerate(batches):
+            for j, m in enumerate(models):
+                ax = axes[i][j]
+                rows = sorted([r for r in ok if r["model"] == m and r["batch_size"] == b], key=config_label)
+                y = [r[metric] for r in rows]
+                err = [[r[metric] - r[metric + "_low"] for r in rows], [r[metric + "_high"] - r[metric] for r in rows]]
+                colors = ["#4c72b0" if r["runtime"] != "onnxruntime" else "#dd8452" for r in rows]
+                ax.bar(range(len(rows)), y, yerr=err, color=colors, capsize=3)
+                ax.set_xticks(range(len(rows)))
+                ax.set_xticklabels([config_label(r) for r in rows], rotation=35, ha="right", fontsize=8)
+                ax.set_title(f"{m}, batch {b}", fontsize=10)
+                ax.set_ylabel(unit, fontsize=9)
+        fig.suptitle(f"{name.capitalize()} per inference (95 % intervals; blue native, orange ONNX Runtime)")
+        fig.tight_layout()
+        plots[f"{name}.png"] = _png(fig)
+        plt.close(fig)
+    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    for m in models:
+        rows = [r for r in ok if r["model"] == m]
+        ax.scatter([r["time_s_per_inference"] for r in rows], [r["energy_j_per_inference"] for r in rows], label=m)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("time per inference (s)")
+    ax.set_ylabel("energy per inference (J)")
+    rho = spearman([r["time_s_per_inference"] for r in ok], [r["energy_j_per_inference"] for r in ok])
+    ax.set_title(f"Energy against time, every configuration (Spearman rho = {rho:.3f})")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    plots["energy_vs_time.png"] = _png(fig)
+    plt.close(fig)
+    for name, data in plots.items():
+        (out / name).write_bytes(data)
+    return plots
+
+
+def _table(headers: list[str], rows: list[list]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _fmt(v: float, low: float, high: float, scale: float = 1.0, digits: int = 4) -> str:
+    return f"{v * scale:.{digits}g} [{low * scale:.{digits}g}, {high * scale:.{digits}g}]"
+
+
+def native_vs_onnx(ok: list[dict], out: Path) -> list[list]:
+    """Per (framework, model, batch): native against ONNX Runtime (CPU provider first) on the
+    per-run energy and time, Welch 95 % interval of the difference."""
+    by_id = {r["id"]: r for r in ok}
+    rows = []
+    for r in ok:
+        if r["runtime"] != "onnxruntime":
+            continue
+        native = next((n for n in ok if n["runtime"] == r["source"] and n["model"] == r["model"]
+                       and n["batch_size"] == r["batch_size"]), None)
+        if native is None:
+            continue
+        runs_n = pq.read_table(out / "configs" / native["id"] / "runs.parquet").to_pydict()
+        runs_o = pq.read_table(out / "configs" / by_id[r["id"]]["id"] / "runs.parquet").to_pydict()
+        cells = [LABEL[r["source"]], r["provider"], r["model"], r["batch_size"]]
+        for key in ("energy_j_per_inference", "time_s_per_inference"):
+            d, lo, hi, sig = welch(runs_n[key], runs_o[key])
+            ratio = r[key] / native[key] if native[key] else float("nan")
+            cells += [f"{ratio:.3g}x", f"{d:+.3g} [{lo:+.3g}, {hi:+.3g}]", "yes" if sig else "no"]
+        rows.append(cells)
+    return rows
+
+
+def write_report(directory) -> Path:
+    out = Path(directory)
+    summary = out / "summary.parquet"
+    if not summary.exists():
+        from ..errors import ConfigError
+
+        raise ConfigError(f"no study in {out}: summary.parquet is missing", "run `greenprobe study --out DIR` first")
+    rows = pq.read_table(summary).to_pylist()
+    ok = [r for r in rows if r["status"] == "ok"]
+    spec = json.loads((out / "spec.json").read_text()) if (out / "spec.json").exists() else {}
+    env = json.loads((out / "environment.json").read_text()) if (out / "environment.json").exists() else {}
+    sensors = json.loads((out / "sensors.json").read_text()) if (out / "sensors.json").exists() else []
+    plots = make_plots(ok, out) if ok else {}
+    estimated = any(r.get("estimated") for r in ok)
+    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>greenprobe study</title><style>"
+             "body{font-family:sans-serif;max-width:1200px;margin:2em auto;color:#222}"
+             "table{border-collapse:collapse;margin:1em 0;font-size:13px}td,th{border:1px solid #bbb;padding:3px 7px}"
+             "th{background:#eee}.warn{background:#fff3cd;padding:.6em;border:1px solid #e0c060}"
+             "img{max-width:100%}</style></head><body>",
+             "<h1>Energy and time of DL inference across runtimes</h1>",
+             f"<p>A replication of <i>Green AI: A Preliminary Empirical Study on Energy Consumption in DL Models "
+             f"Across Different Runtime Infrastructures</i> with greenprobe {html.escape(env.get('greenprobe', ''))} "
+             f"on {html.escape(env.get('platform', ''))}. Profile: <b>{html.escape(spec.get('profile', '?'))}</b>; "
+             f"images {spec.get('image_size')} px, text {spec.get('seq_len')} tokens, model size "
+             f"{html.escape(str(spec.get('size')))}, {spec.get('runs')} runs per configuration of at least "
+             f"{spec.get('min_run_s')} s and {spec.get('min_inferences')} inferences, random order, "
+             f"{spec.get('rest_s')} s rest, idle measured {spec.get('baseline_s')} s before and after.</p>"]
+    if spec.get("profile") == "quick":
+        parts.append("<p class='warn'>Quick profile: smaller inputs than the paper's (224 px images, 128-token "
+                     "text) and few short runs. It exercises the whole matrix; its figures are not the paper's.</p>")
+    if estimated:
+        parts.append("<p class='warn'>Some energy figures are <b>ESTIMATED</b> (no energy sensor: a CPU model), "
+                     "not measured. They are marked in every table.</p>")
+    parts.append("<h2>Sensors</h2>" + _table(["sensor", "domain", "quantity", "update period (ms)", "source", "estimated"], [
+        [c.get("sensor"), c.get("domain"), c.get("quantity"), f"{c.get('update_period_ns', 0) / 1e6:.3g}",
+         c.get("update_period_source"), c.get("estimated")] for c in sensors]))
+    models = sorted({r["model"] for r in ok})
+    for b in sorted({r["batch_size"] for r in ok}):
+        headers = ["runtime"] + [f"{m}: energy J/inference [95 %]" for m in models] + \
+                  [f"{m}: time ms/inference [95 %]" for m in models]
+        table = []
+        for lab in sorted({config_label(r) for r in ok if r["batch_size"] == b}):
+            cells = [lab]
+            for key, scale in (("energy_j_per_inference", 1.0), ("time_s_per_inference", 1e3)):
+                for m in models:
+                    r = next((r for r in ok if config_label(r) == lab and r["model"] == m and r["batch_size"] == b), None)
+                    cells.append("-" if r is None else _fmt(r[key], r[key + "_low"], r[key + "_high"], scale) +
+                                 (" EST." if r.get("estimated") else ""))
+            table.append(cells)
+        parts.append(f"<h2>Batch size {b}</h2>" + _table(headers, table))
+    if ok:
+        rho = spearman([r["time_s_per_inference"] for r in ok], [r["energy_j_per_inference"] for r in ok])
+        parts.append(f"<h2>Energy against time</h2><p>Spearman's rho over {len(ok)} configurations: <b>{rho:.3f}</b> "
+                     "(the paper reports 0.99).</p>")
+    for name, data in plots.items():
+        parts.append(f"<p><img alt='{name}' src='data:image/png;base64,{base64.b64encode(data).decode()}'></p>")
+    nvo = native_vs_onnx(ok, out)
+    if nvo:
+        parts.append("<h2>Native against ONNX Runtime</h2><p>Ratio ONNX/native, difference ONNX − native with its "
+                     "Welch 95 % interval over runs, significant when the interval excludes 0.</p>" + _table(
+                         ["framework", "provider", "model", "batch", "energy ratio", "energy difference (J)",
+                          "significant", "time ratio", "time difference (s)", "significant"], nvo))
+    other = [r for r in rows if r["status"] != "ok"]
+    if other:
+        parts.append("<h2>Not measured</h2>" + _table(["configuration", "status", "why"], [
+            [r.get("id"), r["status"], (r.get("error") or "")[:300]] for r in other]))
+    parts.append("</body></html>")
+    path = out / "report.html"
+    path.write_text("\n".join(parts))
+    return path
