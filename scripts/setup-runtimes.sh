@@ -5,20 +5,15 @@
 # Needs .venv with greenprobe installed first (scripts/setup-venv.sh). Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
+source scripts/lib.sh
 
 echo "== runtimes into .venv (requirements/runtimes.txt)"
 .venv/bin/python -m pip install -q -r requirements/runtimes.txt
 
 echo "== MXNet environment .venv-mxnet (requirements/mxnet.txt)"
-if [ ! -x .venv-mxnet/bin/python ]; then
-  "$PY" -m venv .venv-mxnet
-  .venv-mxnet/bin/python -m pip install -q --upgrade pip
-fi
+make_venv .venv-mxnet
 .venv-mxnet/bin/python -m pip install -q -r requirements/mxnet.txt
 # the same greenprobe build as .venv (the worker module, on the same clock)
-rm -rf build/wheel
-.venv/bin/python -m pip wheel -q --no-deps -w build/wheel .
-.venv-mxnet/bin/python -m pip install -q --force-reinstall --no-deps build/wheel/greenprobe-*.whl
+install_greenprobe_wheel .venv-mxnet
 .venv-mxnet/bin/python -m pip install -q "pyarrow>=12"
 .venv-mxnet/bin/python -c "import mxnet, greenprobe.runtimes.worker; print('mxnet', mxnet.__version__, 'ok')"
