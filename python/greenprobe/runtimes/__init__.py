@@ -121,8 +121,10 @@ class Worker:
     def output(self, input_npz: str, output_npy: str) -> dict:
         return self.call("output", input_npz=input_npz, output_npy=output_npy)
 
-    def export_onnx(self, path: str) -> dict:
-        return self.call("export_onnx", path=path)
+    def export_onnx(self, path: str, finalize: bool = True) -> dict:
+        """Exports the built model; with finalize=False the caller runs finalize_export (in its own
+        environment) instead of the worker."""
+        return self.call("export_onnx", path=path, finalize=finalize)
 
     def close(self) -> None:
         if self.proc.poll() is None:
@@ -140,6 +142,17 @@ class Worker:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def finalize_export(path: str, source: str) -> None:
+    """What a worker does after exporting, done here: MXNet's opset stamp, then onnx's checker."""
+    import onnx
+
+    if source == "mxnet":
+        from .mxnet_rt import stamp_opset
+
+        stamp_opset(path)
+    onnx.checker.check_model(path)
 
 
 def describe_all() -> list[dict]:

@@ -54,7 +54,7 @@ class Runtime:
     def count_params(self) -> int:
         raise NotImplementedError
 
-    def export_onnx(self, path: str, batch: dict) -> str:
+    def export_onnx(self, path: str, batch: dict, finalize: bool = True) -> str:
         raise RuntimeUnavailable(f"{self.name} has no ONNX exporter")
 
     def save_weights(self, path: str) -> str:

@@ -90,7 +90,7 @@ class TensorflowRuntime(Runtime):
         self.model.save_weights(path)
         return path
 
-    def export_onnx(self, path: str, batch: dict) -> str:
+    def export_onnx(self, path: str, batch: dict, finalize: bool = True) -> str:  # nothing to finalize
         import tf2onnx
 
         tf = self.tf

@@ -98,7 +98,7 @@ class TorchRuntime(Runtime):
         self.model.save_pretrained(path)  # a Hugging Face checkpoint folder (config + weights)
         return path
 
-    def export_onnx(self, path: str, batch: dict) -> str:
+    def export_onnx(self, path: str, batch: dict, finalize: bool = True) -> str:  # nothing to finalize
         t = self.torch
         x = self._convert_input(batch)
         model = self.model

@@ -7,7 +7,7 @@ prints go to stderr). Times are CLOCK_MONOTONIC nanoseconds, the clock of greenp
 the parent can attribute energy to each inference.
 
 ops: describe | build(model, size, weights, device, image_size, seq_len, batch_size, onnx_path,
-provider) | params | run(n, warmup, gaps_s) | output(input_npz, output_npy) | export_onnx(path) | save_weights(path) |
+provider) | params | run(n, warmup, gaps_s) | output(input_npz, output_npy) | export_onnx(path, finalize) | save_weights(path) |
 release | quit
 """
 
@@ -76,10 +76,12 @@ def serve(runtime: str) -> None:
                 answer({"ok": True, "shape": list(y.shape)})
             elif op == "export_onnx":
                 t0 = time.monotonic()
-                rt.export_onnx(req["path"], batch)
+                finalize = bool(req.get("finalize", True))
+                rt.export_onnx(req["path"], batch, finalize=finalize)
                 import onnx
 
-                onnx.checker.check_model(req["path"])
+                if finalize:  # else the caller finalizes and checks (runtimes.finalize_export)
+                    onnx.checker.check_model(req["path"])
                 answer({"ok": True, "path": req["path"], "seconds": time.monotonic() - t0,
                         "onnx_version": onnx.__version__})
             elif op == "save_weights":

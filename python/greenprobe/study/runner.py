@@ -145,7 +145,10 @@ class Runner:
             src = self.worker(cfg.source)
             src.build(cfg.model, **dict(shape, batch_size=1))
             tmp = path.with_suffix(".tmp.onnx")
-            src.export_onnx(str(tmp))
+            src.export_onnx(str(tmp), finalize=False)  # finalized here: MXNet's protobuf is slow on big models
+            from ..runtimes import finalize_export
+
+            finalize_export(str(tmp), cfg.source)
             os.replace(tmp, path)
         return self.worker("onnxruntime").build(cfg.model, onnx_path=str(path), provider=cfg.provider, **shape)
 
