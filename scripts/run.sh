@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
-# The main job on this machine's defaults: install, show what can be measured here, record.
+# The main job on this machine's defaults: install greenprobe and the runtimes, show what can be
+# measured here, run the quick study (the paper's whole matrix, small inputs, 3 runs each: about
+# 16 minutes on a 2-core CPU machine) and write its report: results/summary.parquet, results/report.html.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+OUT=${OUT:-results}
 bash scripts/setup-venv.sh
+bash scripts/setup-runtimes.sh
 .venv/bin/greenprobe sensors
-.venv/bin/greenprobe record --sensors auto --duration "${DURATION:-10}" --out results/record
+.venv/bin/greenprobe study --quick --out "$OUT"
+.venv/bin/greenprobe report "$OUT"

@@ -88,7 +88,8 @@ def make_plots(ok: list[dict], out: Path) -> dict[str, bytes]:
                 ax.set_xticklabels([config_label(r) for r in rows], rotation=35, ha="right", fontsize=8)
                 ax.set_title(f"{m}, batch {b}", fontsize=10)
                 ax.set_ylabel(unit, fontsize=9)
-        fig.suptitle(f"{name.capitalize()} per inference (95 % intervals; blue native, orange ONNX Runtime)")
+        est = " - energy ESTIMATED (no sensor)" if name == "energy" and any(r.get("estimated") for r in ok) else ""
+        fig.suptitle(f"{name.capitalize()} per inference (95 % intervals; blue native, orange ONNX Runtime){est}")
         fig.tight_layout()
         plots[f"{name}.png"] = _png(fig)
         plt.close(fig)
@@ -101,7 +102,8 @@ def make_plots(ok: list[dict], out: Path) -> dict[str, bytes]:
     ax.set_xlabel("time per inference (s)")
     ax.set_ylabel("energy per inference (J)")
     rho = spearman([r["time_s_per_inference"] for r in ok], [r["energy_j_per_inference"] for r in ok])
-    ax.set_title(f"Energy against time, every configuration (Spearman rho = {rho:.3f})")
+    est = "\nenergy ESTIMATED (no sensor)" if any(r.get("estimated") for r in ok) else ""
+    ax.set_title(f"Energy against time, every configuration (Spearman rho = {rho:.3f}){est}")
     ax.legend(fontsize=8)
     fig.tight_layout()
     plots["energy_vs_time.png"] = _png(fig)
