@@ -105,3 +105,9 @@ def test_cli_help_and_errors():
                          env={**__import__("os").environ, "GREENPROBE_POWERCAP_ROOT": "/nonexistent"})
     assert bad.returncode == 1
     assert "fix:" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_every_command_has_help_that_teaches():
+    for cmd in ("sensors", "runtimes", "record", "study", "report", "daemon", "measure"):
+        out = subprocess.run([sys.executable, "-m", "greenprobe", cmd, "--help"], capture_output=True, text=True)
+        assert out.returncode == 0 and "usage:" in out.stdout, (cmd, out.stderr[-300:])

@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="results/record", help="output folder (default results/record)")
 
     p = sub.add_parser("study", help="the paper's experiment: runtimes x models x batch sizes, energy and time "
-                                     "per inference with 95 % intervals",
+                                     "per inference with 95 %% intervals",
                        description="Runs every configuration of the study this machine can run (saying what it skips "
                                    "and why), each in its runtime's worker, one sampler for all: warm-up, repeated "
                                    "runs in random order with rest between them, phase-dithered inferences, idle "
