@@ -108,7 +108,6 @@ class RemoteProbe:
         self._pending: list = []
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()  # one batch in flight: flush() returns once all before it arrived
-        self._sent = 0
         self._flusher: Optional[threading.Thread] = None
         self._stop = threading.Event()
         self._last_error: Optional[str] = None
@@ -139,15 +138,12 @@ class RemoteProbe:
 
     def energy(self, start_ns: int, end_ns: int) -> list[dict]:
         reply = self._call("Energy", self._pb.EnergyRequest(start_ns=int(start_ns), end_ns=int(end_ns)))
-        return [{"sensor": d.sensor, "domain": d.domain, "energy_j": d.energy_j, "energy_j_low": d.energy_j_low,
-                 "energy_j_high": d.energy_j_high, "estimated": d.estimated, "complete": d.complete}
-                for d in reply.domains]
+        return [_to_dict(d) for d in reply.domains]
 
     def summary(self) -> list[dict]:
         self.flush()
         reply = self._call("Summary", self._pb.SummaryRequest(), timeout=max(self.timeout_s, 60))
-        fields = [f.name for f in self._pb.LabelSummary.DESCRIPTOR.fields]
-        return [{f: getattr(r, f) for f in fields} for r in reply.labels]
+        return [_to_dict(r) for r in reply.labels]
 
     def save(self, directory: str) -> dict:
         self.flush()
@@ -253,7 +249,6 @@ class RemoteProbe:
             with self._lock:  # put them back, in order, for the next try
                 self._pending[:0] = batch
             raise
-        self._sent += reply.accepted
         return reply.accepted
 
     def close(self) -> None:

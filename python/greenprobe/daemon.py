@@ -322,8 +322,7 @@ def _socket_in_use(path: Path) -> bool:
 
 def run(args) -> int:
     """The CLI entry: start, serve until SIGTERM/SIGINT, stop the probe, save if asked."""
-    sensors = args.sensors if args.sensors == "auto" else [s for s in args.sensors.split(",") if s]
-    probe = Probe(sensors=sensors, period_us=args.period_us)
+    probe = Probe(sensors=args.sensors, period_us=args.period_us)
     socket_path = None if args.no_socket else Path(args.socket or default_socket())
     token = args.token or os.environ.get("GREENPROBE_TOKEN")
     daemon = Daemon(probe, socket_path, args.listen, args.allow_remote, token, args.group)

@@ -58,8 +58,9 @@ def intervals_table(probe) -> pa.Table:
     n = len(records)
     start = np.fromiter((r[1] for r in records), np.int64, n)
     end = np.fromiter((r[2] for r in records), np.int64, n)
-    per_channel = attribute(start, end, probe.channels()) if n else []
-    idle = {(b["sensor"], b["domain"]): b["power_w"] for b in probe.baseline()}
+    channels = probe.channels()
+    per_channel = attribute(start, end, channels) if n else []
+    idle = {(b["sensor"], b["domain"]): b["power_w"] for b in probe.baseline(channels)}
     cols: dict[str, list] = {k: [] for k in (
         "label", "start_ns", "end_ns", "duration_s", "thread_id", "ok", "sensor", "domain", "energy_j",
         "energy_j_low", "energy_j_high", "estimated", "below_update_period", "update_period_ns", "complete",
@@ -143,7 +144,7 @@ def labels_table(probe) -> pa.Table:
     from .summary import summarise
 
     channels = probe.channels()
-    rows = summarise(probe.marks(), channels, probe.baseline())
+    rows = summarise(probe.marks(), channels, probe.baseline(channels))
     table = pa.Table.from_pylist(rows) if rows else pa.table({c: pa.array([], pa.string()) for c in LABEL_COLUMNS})
     return table.replace_schema_metadata({METADATA_KEY: json.dumps(session_metadata(probe)).encode()})
 
@@ -178,7 +179,7 @@ def session_metadata(probe) -> dict:
         "marks": len(probe._records),
         "baseline_s": probe.baseline_s,
         "baseline_windows": [{"which": w, "start_ns": a, "end_ns": b} for w, a, b in probe.baseline_windows],
-        "baseline": probe.baseline() if probe._channels else [],
+        "baseline": probe.baseline(chans) if probe._channels else [],
     }
 
 

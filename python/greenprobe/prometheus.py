@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .attribution import choose_channels
+
 WINDOW_NS = 1_000_000_000
 
 
@@ -30,32 +32,25 @@ class EnergyCollector:
                                      labels=labels)
         power = GaugeMetricFamily("greenprobe_power_watts", "Mean power over the last second, per domain.",
                                   labels=labels)
-        t, _, v, ch, fl = self.probe._columns()
-        usable = (fl & 8) == 0
-        for c in self.probe._channels:
-            m = (ch == c["channel"]) & usable
-            if not m.any():
-                continue
-            tt, vv = t[m], v[m]
-            order = np.argsort(tt, kind="stable")
-            tt, vv = tt[order], vv[order]
-            key = [c["sensor"], c["domain"], "true" if c["estimated"] else "false"]
-            if c["quantity"] == "energy":
+        for ch in choose_channels(self.probe.channels()):  # the energy counter where there is one
+            use = ch.usable()
+            tt, vv = ch.t_ns[use], ch.value[use]
+            key = [ch.sensor, ch.domain, "true" if ch.estimated else "false"]
+            if ch.quantity == "energy":
                 energy.add_metric(key, float(vv[-1] - vv[0]))
                 k = int(np.searchsorted(tt, tt[-1] - WINDOW_NS))
                 if tt[-1] > tt[k]:
                     power.add_metric(key, float((vv[-1] - vv[k]) / ((tt[-1] - tt[k]) * 1e-9)))
-            elif not any(o["quantity"] == "energy" and o["sensor"] == c["sensor"] and o["domain"] == c["domain"]
-                         for o in self.probe._channels):
+            else:  # a power-only sensor: its latest reading
                 power.add_metric(key, float(vv[-1]))
         yield energy
         yield power
         stats = self.probe.stats()
-        for name, key, help_ in (("polls", "polls", "Sensor polls."), ("drops", "drops", "Samples lost to a full ring."),
-                                 ("late_polls", "late_polls", "Polls that started more than one period late.")):
+        for name, help_ in (("polls", "Sensor polls."), ("drops", "Samples lost to a full ring."),
+                            ("late_polls", "Polls that started more than one period late.")):
             fam = CounterMetricFamily(f"greenprobe_sampler_{name}", help_, labels=["sensor"])
             for s in stats:
-                fam.add_metric([s.get("sensor", "")], float(s.get(key, 0)))
+                fam.add_metric([s.get("sensor", "")], float(s.get(name, 0)))
             yield fam
 
 

@@ -240,13 +240,15 @@ class Probe:
                  "energy_j_low": float(r["energy_j_low"][0]), "energy_j_high": float(r["energy_j_high"][0]),
                  "estimated": r["channel"].estimated, "complete": bool(r["complete"][0])} for r in rows]
 
-    def baseline(self) -> list[dict]:
+    def baseline(self, channels: Optional[list] = None) -> list[dict]:
         """Idle power per (sensor, domain) from the ``baseline_s`` windows before and after the
         work: before_w, after_w, power_w (their mean), power_w_se (bounds and drift), seconds.
-        Empty when no baseline was measured."""
+        Empty when no baseline was measured. ``channels``: ``self.channels()`` if the caller has it."""
         from .baseline import idle_power
 
-        return idle_power(self.baseline_windows, self.channels())
+        if not self.baseline_windows:
+            return []
+        return idle_power(self.baseline_windows, self.channels() if channels is None else channels)
 
     def samples(self):
         """Every recorded sample as a pyarrow Table (schema in docs/SCHEMA.md)."""

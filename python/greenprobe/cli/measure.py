@@ -15,8 +15,7 @@ from ..session import Probe
 
 
 def cmd_measure(args, cmd: list[str]) -> int:
-    sensors = args.sensors if args.sensors == "auto" else [s for s in args.sensors.split(",") if s]
-    probe = Probe(sensors=sensors, period_us=args.period_us, baseline_s=args.baseline)
+    probe = Probe(sensors=args.sensors, period_us=args.period_us, baseline_s=args.baseline)
     with tempfile.TemporaryDirectory(prefix="greenprobe-") as tmp:
         sock = Path(tmp) / "daemon.sock"
         daemon = Daemon(probe, sock)

@@ -10,8 +10,7 @@ from ..session import Probe
 
 
 def cmd_record(args) -> int:
-    sensors = args.sensors if args.sensors == "auto" else [s for s in args.sensors.split(",") if s]
-    probe = Probe(sensors=sensors, period_us=args.period_us, baseline_s=args.baseline)
+    probe = Probe(sensors=args.sensors, period_us=args.period_us, baseline_s=args.baseline)
     probe.start()
     for s in probe.skipped:
         print(f"skipped {s.kind}: {s.reason}", file=sys.stderr)

@@ -155,10 +155,11 @@ def finalize_export(path: str, source: str) -> None:
     onnx.checker.check_model(path)
 
 
-def describe_all() -> list[dict]:
-    """Every runtime: environment, version, devices, execution providers, and what is missing."""
+def describe_all(runtimes=None) -> list[dict]:
+    """Every runtime (or those named): environment, version, devices, execution providers, and
+    what is missing."""
     out = []
-    for runtime in ADAPTERS:
+    for runtime in (ADAPTERS if runtimes is None else runtimes):
         env = probe_environment(runtime)
         if not env["installed"]:
             out.append(env)

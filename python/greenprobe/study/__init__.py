@@ -39,9 +39,8 @@ def run_study(spec: StudySpec, out="results", log=None) -> Path:
     (out / "skipped.json").write_text(json.dumps(skipped, indent=2))
     for s in {(s["runtime"], s["source"], s["provider"], s["reason"]) for s in skipped}:
         log(f"skipping {s[0]} ({s[1]}, {s[2]}): {s[3]}")
-    sensors = spec.sensors if spec.sensors == "auto" else [x for x in spec.sensors.split(",") if x]
     runner = Runner(spec, out, log)
-    probe = Probe(sensors=sensors, period_us=spec.period_us, baseline_s=spec.baseline_s)
+    probe = Probe(sensors=spec.sensors, period_us=spec.period_us, baseline_s=spec.baseline_s)
     probe.start()
     try:
         for s in probe.skipped:

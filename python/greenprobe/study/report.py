@@ -126,7 +126,6 @@ def _fmt(v: float, low: float, high: float, scale: float = 1.0, digits: int = 4)
 def native_vs_onnx(ok: list[dict], out: Path) -> list[list]:
     """Per (framework, model, batch): native against ONNX Runtime (CPU provider first) on the
     per-run energy and time, Welch 95 % interval of the difference."""
-    by_id = {r["id"]: r for r in ok}
     rows = []
     for r in ok:
         if r["runtime"] != "onnxruntime":
@@ -136,7 +135,7 @@ def native_vs_onnx(ok: list[dict], out: Path) -> list[list]:
         if native is None:
             continue
         runs_n = pq.read_table(out / "configs" / native["id"] / "runs.parquet").to_pydict()
-        runs_o = pq.read_table(out / "configs" / by_id[r["id"]]["id"] / "runs.parquet").to_pydict()
+        runs_o = pq.read_table(out / "configs" / r["id"] / "runs.parquet").to_pydict()
         cells = [LABEL[r["source"]], r["provider"], r["model"], r["batch_size"]]
         for key in ("energy_j_per_inference", "time_s_per_inference"):
             d, lo, hi, sig = welch(runs_n[key], runs_o[key])

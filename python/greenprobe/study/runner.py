@@ -49,20 +49,10 @@ class Config:
 
 def environment(spec: StudySpec) -> dict:
     """What this machine offers for the runtimes asked (versions, devices, ONNX Runtime providers)."""
-    from ..runtimes import Worker, WorkerError, probe_environment
+    from ..runtimes import describe_all
 
-    out = {}
     needed = set(spec.runtimes) | (set(spec.sources) if "onnxruntime" in spec.runtimes else set())
-    for rt in sorted(needed):
-        env = probe_environment(rt)
-        if env["installed"]:
-            try:
-                with Worker(rt) as w:
-                    env.update(w.describe())
-            except WorkerError as e:
-                env.update(installed=False, reason=e.message, fix=e.fix)
-        out[rt] = env
-    return out
+    return {d["runtime"]: d for d in describe_all(sorted(needed))}
 
 
 def matrix(spec: StudySpec, env: dict) -> tuple[list[Config], list[dict]]:
@@ -165,15 +155,15 @@ class Runner:
         for r in range(s.runs):
             gaps = np.random.default_rng(s.seed * 1000 + r).uniform(0, one_s, n)  # phase dithering
             gaps[0] = 0.0
-            cpu0, t0 = _cpu_seconds(pid), time.monotonic_ns()
+            cpu0, t0 = _proc_usage(pid)[0], time.monotonic_ns()
             ivs = w.run(n, gaps_s=gaps)
-            t1, cpu1 = time.monotonic_ns(), _cpu_seconds(pid)
+            t1, (cpu1, rss) = time.monotonic_ns(), _proc_usage(pid)
             for k, (a, b) in enumerate(ivs):
                 probe.add_mark("inference", a, b, config=cfg.id, run=r, i=k)
             probe.add_mark("run", ivs[0][0], ivs[-1][1], config=cfg.id, run=r)
             runs.append({"run": r, "start_ns": ivs[0][0], "end_ns": ivs[-1][1], "inferences": n,
                          "cpu_util": (cpu1 - cpu0) / ((t1 - t0) * 1e-9) / (os.cpu_count() or 1),
-                         "rss_bytes": _rss_bytes(pid)})
+                         "rss_bytes": rss})
             inferences.extend((r, k, a, b) for k, (a, b) in enumerate(ivs))
             time.sleep(s.rest_s)
         probe._settle(after_ns=runs[-1]["end_ns"])  # counters updated after the last inference
@@ -283,17 +273,10 @@ def collect(out: Path, skipped: list[dict]) -> pa.Table:
     return table
 
 
-def _cpu_seconds(pid: int) -> float:
+def _proc_usage(pid: int) -> tuple[float, int]:
+    """CPU seconds (user + system) and resident bytes of a process, from one read of /proc/PID/stat."""
     try:
         f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+        return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK"), int(f[21]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, IndexError, ValueError):
-        return float("nan")
-
-
-def _rss_bytes(pid: int) -> int:
-    try:
-        f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return int(f[21]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, IndexError, ValueError):
-        return 0
+        return float("nan"), 0
