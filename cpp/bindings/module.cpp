@@ -5,6 +5,7 @@
 #include <pybind11/stl.h>
 
 #include "greenprobe/clock.hpp"
+#include "greenprobe/gpu_usage.hpp"
 #include "greenprobe/registry.hpp"
 #include "greenprobe/sampler.hpp"
 
@@ -161,6 +162,33 @@ PYBIND11_MODULE(_core, m) {
                 d["learnt_update_period_ns"] = st.learnt_update_period_ns;
                 d["edge_windows"] = st.edge_windows;
                 d["edge_misses"] = st.edge_misses;
+                out.append(d);
+            }
+            return out;
+        });
+
+    py::class_<GpuUsage>(m, "GpuUsage", "GPU utilisation and memory per device through NVML (dlopen).")
+        .def(py::init<const std::string&>(), py::arg("library") = "")
+        .def("names", &GpuUsage::names)
+        .def("read", [](const GpuUsage& u) {
+            std::vector<GpuUsageReading> rs;
+            {
+                py::gil_scoped_release release;
+                rs = u.read();
+            }
+            py::list out;
+            for (const auto& r : rs) {
+                py::dict d;
+                d["index"] = r.index;
+                d["t_ns"] = r.t_ns;
+                d["gpu_util_pct"] = r.gpu_util_pct < 0 ? py::object(py::none()) : py::object(py::int_(r.gpu_util_pct));
+                d["memory_util_pct"] =
+                    r.memory_util_pct < 0 ? py::object(py::none()) : py::object(py::int_(r.memory_util_pct));
+                d["memory_used_bytes"] =
+                    r.memory_used_bytes < 0 ? py::object(py::none()) : py::object(py::int_(r.memory_used_bytes));
+                d["memory_total_bytes"] =
+                    r.memory_total_bytes < 0 ? py::object(py::none()) : py::object(py::int_(r.memory_total_bytes));
+                d["error"] = r.error;
                 out.append(d);
             }
             return out;

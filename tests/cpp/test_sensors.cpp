@@ -9,6 +9,7 @@
 #include <string>
 
 #include "check.hpp"
+#include "greenprobe/gpu_usage.hpp"
 #include "greenprobe/registry.hpp"
 
 using namespace greenprobe;
@@ -308,6 +309,38 @@ TEST(nvml_init_failure_is_classified) {
     CHECK(category_of([] { open_sensor("nvml", Options({{"nvml_library", FAKE_NVML_PATH}})); }) ==
           ErrorCategory::LibraryMissing);
     ::unsetenv("FAKE_NVML_INIT_RC");
+}
+
+TEST(gpu_usage_reads_utilisation_and_memory_per_device) {
+    ::setenv("FAKE_NVML_GPUS", "2", 1);
+    ::setenv("FAKE_NVML_UTIL", "37", 1);
+    ::setenv("FAKE_NVML_MEM_USED_MB", "100", 1);
+    {
+        GpuUsage u(FAKE_NVML_PATH);
+        CHECK(u.names().size() == 2 && u.names()[1] == "Fake GPU 1");
+        const auto r = u.read();
+        CHECK(r.size() == 2);
+        CHECK(r[0].gpu_util_pct == 37 && r[1].gpu_util_pct == 37);
+        CHECK(r[1].memory_used_bytes == 2 * 100 * 1024 * 1024);  // GPU i uses (i+1) x USED
+        CHECK(r[0].memory_total_bytes > r[0].memory_used_bytes && r[0].error.empty());
+    }
+    ::setenv("FAKE_NVML_NO_USAGE", "1", 1);
+    {
+        GpuUsage u(FAKE_NVML_PATH);
+        const auto r = u.read();
+        CHECK(r[0].gpu_util_pct == -1 && r[0].memory_used_bytes == -1);
+        CHECK(r[0].error.find("nvmlDeviceGetUtilizationRates") != std::string::npos);
+    }
+    ::unsetenv("FAKE_NVML_NO_USAGE");
+    ::unsetenv("FAKE_NVML_GPUS");
+    ::unsetenv("FAKE_NVML_UTIL");
+    ::unsetenv("FAKE_NVML_MEM_USED_MB");
+    try {
+        GpuUsage u("/nonexistent/libnvidia-ml.so.1");
+        CHECK(false);
+    } catch (const SensorError& e) {
+        CHECK(e.category() == ErrorCategory::LibraryMissing);
+    }
 }
 
 // --- registry, cpu-estimate -------------------------------------------------------------------

@@ -152,3 +152,39 @@ def test_make_input_layouts():
     assert txt["input_ids"].shape == (2, 8) and (txt["input_ids"][:, 0] == 101).all()
     with pytest.raises(ValueError):
         make_input("gpt", 1)
+
+
+@pytest.mark.parametrize("runtime", ["torch", "mxnet"])  # the main environment, and MXNet's own
+def test_worker_slots_and_marks_through_the_daemon(runtime, tmp_path):
+    """A worker keeps several models built side by side (slots; batch sizes share one model) and
+    marks every inference through the daemon it was given, all at the daemon when run returns."""
+    from greenprobe import Probe
+    from greenprobe.daemon import Daemon
+
+    _need(runtime)
+    probe = Probe(sensors="synthetic:waveform=constant;base_w=10").start()
+    daemon = Daemon(probe, socket_path=tmp_path / "d.sock").start()
+    try:
+        with Worker(runtime, env={"GREENPROBE_DAEMON": daemon.addresses[0]}) as w:
+            a = w.build("mobilenet_v2", slot="a", **dict(TINY, batch_size=1))
+            b = w.build("mobilenet_v2", slot="b", **TINY)
+            c = w.build("resnet50", slot="c", **TINY)
+            assert not a["shared"] and b["shared"] and not c["shared"]
+            runs = {}
+            for slot in ("a", "c", "b"):
+                runs[slot] = w.run(3, slot=slot, mark={"label": "inference", "attrs": {"slot": slot}})
+            w.release("a")
+            assert len(w.run(1, slot="b")) == 1  # b still holds the shared model
+            with pytest.raises(WorkerError, match="no model built in slot 'a'"):
+                w.run(1, slot="a")
+            pid = w.proc.pid
+        marks = [m for m in probe.marks() if m[0] == "inference"]
+        assert len(marks) == 9 and all(m[4]["pid"] == pid for m in marks)
+        for slot, ivs in runs.items():
+            mine = sorted((m for m in marks if m[4]["slot"] == slot), key=lambda m: m[4]["i"])
+            assert [m[4]["i"] for m in mine] == [0, 1, 2]
+            for m, (s, e) in zip(mine, ivs):  # the mark encloses the timed inference, by nanoseconds
+                assert m[1] <= s < e <= m[2] and (s - m[1]) + (m[2] - e) < 5_000_000
+    finally:
+        daemon.stop()
+        probe.stop()

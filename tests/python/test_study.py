@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -67,19 +68,63 @@ def test_statistics_match_a_hand_computation_from_the_runs(study):
         assert row["throughput_per_s"] == pytest.approx(row["batch_size"] / row["time_s_per_inference"])
 
 
-def test_a_study_resumes_without_redoing_finished_configurations(study):
-    done = {p.parent.name: p.stat().st_mtime_ns for p in (study / "configs").glob("*/result.json")}
-    victim = sorted(done)[0]
-    (study / "configs" / victim / "result.json").unlink()  # as if the study stopped during this one
+def test_every_inference_is_marked_by_its_worker_through_the_daemon(study):
+    marks = pq.read_table(study / "sessions" / "0" / "intervals.parquet").to_pylist()
+    inf = [m for m in marks if m["label"] == "inference"]
+    pids = {m["pid"] for m in inf}
+    assert os.getpid() not in pids and len(pids) == 2  # the torch and the ONNX Runtime workers
+    rows = [r for r in pq.read_table(study / "summary.parquet").to_pylist() if r["status"] == "ok"]
+    for r in rows:  # the scored inferences are exactly the marks the daemon holds
+        mine = sorted((m["run"], m["i"], m["start_ns"], m["end_ns"]) for m in inf if m["config"] == r["id"])
+        t = pq.read_table(study / "configs" / r["id"] / "inferences.parquet").to_pydict()
+        assert mine == sorted(zip(t["run"], t["i"], t["start_ns"], t["end_ns"]))
+        assert len(mine) == r["runs"] * r["inferences_per_run"]
+
+
+def test_runs_are_interleaved_across_configurations_in_rounds(study):
+    runs = {}
+    for p in (study / "configs").glob("*/runs.parquet"):
+        for r in pq.read_table(p).to_pylist():
+            runs.setdefault(r["run"], []).append((r["start_ns"], r["end_ns"]))
+    assert sorted(runs) == [0, 1, 2] and all(len(v) == 4 for v in runs.values())
+    for k in (0, 1):  # every run k ends before any run k + 1 starts
+        assert max(e for _, e in runs[k]) < min(s for s, _ in runs[k + 1])
+
+
+def test_a_study_resumes_where_it_stopped_without_redoing_runs(study):
+    files = {p: p.stat().st_mtime_ns for p in (study / "configs").glob("*/runs/r*.json")}
+    assert len(files) == 12
+    victim = sorted(files)[0]
+    victim.unlink()  # as if the study stopped before this run finished
+    victim.with_suffix(".parquet").unlink()
     lines = []
     run_study(tiny_spec(), study, log=lines.append)
-    assert any("resuming: 3 of 4" in s for s in lines)
+    assert any("resuming: 11 runs already on disk, 1 to go" in s for s in lines)
     ran = [s for s in lines if s.startswith("[")]
-    assert len(ran) == 1 and victim in ran[0]
-    after = {p.parent.name: p.stat().st_mtime_ns for p in (study / "configs").glob("*/result.json")}
-    assert all(after[k] == v for k, v in done.items() if k != victim)
+    assert len(ran) == 1 and victim.parent.parent.name in ran[0]
+    assert all(p.stat().st_mtime_ns == t for p, t in files.items() if p != victim) and victim.exists()
+    assert json.loads(victim.read_text())["session"] == 1  # measured in the second sitting
+    assert (study / "sessions" / "1" / "baseline.json").exists()
+    rows = [r for r in pq.read_table(study / "summary.parquet").to_pylist() if r["status"] == "ok"]
+    assert len(rows) == 4 and all(r["runs"] == 3 for r in rows)
     with pytest.raises(ConfigError, match="another spec"):
         run_study(tiny_spec(runs=4), study, log=lambda s: None)
+
+
+def test_blocked_order_and_gpu_use_from_nvml(tmp_path, fake_nvml, monkeypatch):
+    monkeypatch.setenv("GREENPROBE_NVML_LIBRARY", str(fake_nvml))
+    monkeypatch.setenv("FAKE_NVML_UTIL", "37")
+    monkeypatch.setenv("FAKE_NVML_MEM_USED_MB", "2048")
+    run_study(tiny_spec(runtimes=["torch"], order="blocked"), tmp_path, log=lambda s: None)
+    rows = [r for r in pq.read_table(tmp_path / "summary.parquet").to_pylist()]
+    assert len(rows) == 2 and all(r["status"] == "ok" for r in rows)
+    for r in rows:
+        assert r["gpu_util_pct"] == pytest.approx(37.0)
+        assert r["gpu_memory_used_bytes"] == 2048 * 2**20
+    spans = [(r["start_ns"], p.parent.name) for p in (tmp_path / "configs").glob("*/runs.parquet")
+             for r in pq.read_table(p).to_pylist()]
+    order = [c for _, c in sorted(spans)]
+    assert order == [order[0]] * 3 + [order[3]] * 3 and order[0] != order[3]  # one configuration's runs together
 
 
 def test_a_failing_configuration_is_recorded_and_the_study_goes_on(tmp_path, monkeypatch):
@@ -118,11 +163,23 @@ def test_report_renders_tables_and_legible_plots(study):
     text = path.read_text()
     assert "Batch size 1" in text and "Batch size 2" in text and "Spearman" in text
     assert text.count("data:image/png;base64,") == 3 and "Native against ONNX Runtime" in text
+    assert "Throughput and resource use" in text and "interleaved in random order" in text
     for name in ("energy.png", "time.png", "energy_vs_time.png"):
         data = (study / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n"
         width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
         assert width >= 500 and height >= 400, f"{name} is {width}x{height}: too small to read"
+
+
+def test_provider_against_cpu_compares_the_same_export(study):
+    from greenprobe.study.report import provider_vs_provider
+
+    ok = [r for r in pq.read_table(study / "summary.parquet").to_pylist() if r["status"] == "ok"]
+    ort = [r for r in ok if r["runtime"] == "onnxruntime"]
+    assert provider_vs_provider(ok, study) == []  # CPU only here
+    twin = dict(ort[0], provider="cuda")  # the same runs under another provider's name: no difference
+    rows = provider_vs_provider(ok + [twin], study)
+    assert len(rows) == 1 and rows[0][1] == "cuda" and rows[0][4] == "1x" and rows[0][6] == "no"
 
 
 def test_spearman_and_welch_against_hand_computed_values():

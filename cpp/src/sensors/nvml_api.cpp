@@ -71,6 +71,8 @@ Api Api::load(const std::string& library) {
     bind(api.handle, "nvmlDeviceGetTotalEnergyConsumption", api.DeviceGetTotalEnergyConsumption);
     bind(api.handle, "nvmlDeviceGetPowerUsage", api.DeviceGetPowerUsage);
     bind(api.handle, "nvmlDeviceGetFieldValues", api.DeviceGetFieldValues);
+    bind(api.handle, "nvmlDeviceGetUtilizationRates", api.DeviceGetUtilizationRates);
+    bind(api.handle, "nvmlDeviceGetMemoryInfo", api.DeviceGetMemoryInfo);
 
     const Return r = api.Init();
     if (r != kSuccess) {

@@ -56,6 +56,17 @@ inline constexpr int kValueTypeULongLong = 3;
 inline constexpr int kValueTypeSLongLong = 4;
 inline constexpr int kValueTypeSInt = 5;
 
+struct Utilization {  // nvmlUtilization_t: % of the last sample period (1/6 s to 1 s) busy
+    unsigned int gpu;     // one or more kernels ran
+    unsigned int memory;  // device memory was read or written
+};
+
+struct Memory {  // nvmlMemory_t (v1), bytes
+    unsigned long long total;
+    unsigned long long free;
+    unsigned long long used;
+};
+
 // What a return code means to the sampler and to the user.
 struct ReturnClass {
     ErrorCategory category;
@@ -79,6 +90,8 @@ struct Api {
     Return (*DeviceGetTotalEnergyConsumption)(Device, unsigned long long*) = nullptr;
     Return (*DeviceGetPowerUsage)(Device, unsigned int*) = nullptr;
     Return (*DeviceGetFieldValues)(Device, int, FieldValue*) = nullptr;
+    Return (*DeviceGetUtilizationRates)(Device, Utilization*) = nullptr;
+    Return (*DeviceGetMemoryInfo)(Device, Memory*) = nullptr;
 
     // Loads the library (soname libnvidia-ml.so.1 unless a path is given) and initialises NVML.
     // Throws SensorError (LibraryMissing, Permission, ...) naming the library or symbol and the fix.

@@ -65,11 +65,13 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("study", help="the paper's experiment: runtimes x models x batch sizes, energy and time "
                                      "per inference with 95 %% intervals",
                        description="Runs every configuration of the study this machine can run (saying what it skips "
-                                   "and why), each in its runtime's worker, one sampler for all: warm-up, repeated "
-                                   "runs in random order with rest between them, phase-dithered inferences, idle "
-                                   "measured before and after. Writes OUT/summary.parquet (one row per configuration), "
-                                   "per-inference and per-run Parquet under OUT/configs/. An interrupted study "
-                                   "resumes: finished configurations are kept.",
+                                   "and why), each in its runtime's worker process; one daemon samples for all and "
+                                   "every inference is marked through it. Protocol: warm-up, repeated runs "
+                                   "interleaved across configurations in random order with rest between them, "
+                                   "phase-dithered inferences, idle measured before and after, CPU use and (with "
+                                   "NVML) GPU utilisation and memory per run. Writes OUT/summary.parquet (one row "
+                                   "per configuration), per-inference and per-run Parquet under OUT/configs/. Each "
+                                   "run is written when it ends: an interrupted study resumes where it stopped.",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog="examples:\n  greenprobe study --quick                      the whole matrix, small inputs, "
                               "few runs (< 20 min on 2 cores)\n  greenprobe study study.toml --out results/full\n"
@@ -82,6 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--providers", help="ONNX Runtime providers, e.g. cpu,cuda (default: every one that works)")
     p.add_argument("--runs", type=int, help="repetitions per configuration (default 30; quick 3)")
     p.add_argument("--size", choices=["full", "tiny"], help="model size (tiny: tests)")
+    p.add_argument("--order", choices=["interleaved", "blocked"],
+                   help="interleaved (default): round r runs every configuration's run r in a new random order, "
+                        "all models kept built; blocked: one configuration's runs after another, one model in "
+                        "memory at a time (for machines short of memory)")
     p.add_argument("--sensors", help="as for record (default auto)")
     p.add_argument("--out", default="results", help="output folder (default results/)")
 
@@ -152,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
 
             spec = load_spec(args.spec, args.quick, runtimes=csv(args.runtimes), models=csv(args.models),
                              batch_sizes=csv(args.batch_sizes, int), providers=csv(args.providers), runs=args.runs,
-                             size=args.size, sensors=args.sensors)
+                             size=args.size, sensors=args.sensors, order=args.order)
             path = run_study(spec, args.out)
             print(f"wrote {path}")
             return 0

@@ -5,6 +5,8 @@ the environment where it works, talking back over a pipe on the sampler's clock.
     with Worker("torch") as w:
         w.build("resnet50", batch_size=1)
         intervals = w.run(n=10, warmup=2)      # [(start_ns, end_ns), ...] on CLOCK_MONOTONIC
+        w.build("bert-base-uncased", batch_size=64, slot="bert")   # models kept side by side
+        w.run(n=3, slot="bert", mark={"label": "inference"})    # marked through $GREENPROBE_DAEMON
 
 Environments (created by scripts/setup-runtimes.sh): torch, tensorflow and onnxruntime share the
 main one (.venv); MXNet 1.9.1 needs numpy < 1.24 and has its own (.venv-mxnet). Override with
@@ -82,10 +84,10 @@ def probe_environment(runtime: str) -> dict:
 class Worker:
     """A runtime adapter in its own process and environment."""
 
-    def __init__(self, runtime: str, python: Optional[str] = None, stderr=None):
+    def __init__(self, runtime: str, python: Optional[str] = None, stderr=None, env: Optional[dict] = None):
         self.runtime = runtime
         self.python = python or python_for(runtime)
-        env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2", **(env or {}))
         self.proc = subprocess.Popen([self.python, "-m", "greenprobe.runtimes.worker", runtime], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=stderr if stderr is not None else subprocess.DEVNULL,
                                      text=True, env=env)
@@ -114,9 +116,16 @@ class Worker:
     def params(self) -> int:
         return self.call("params")["params"]
 
-    def run(self, n: int, warmup: int = 0, gaps_s=None) -> list:
-        return [tuple(iv) for iv in self.call("run", n=n, warmup=warmup,
+    def run(self, n: int, warmup: int = 0, gaps_s=None, slot: Optional[str] = None, mark: Optional[dict] = None) -> list:
+        """n timed inferences (after ``warmup``) with optional gaps before each; ``mark``
+        ({"label", "attrs"}) marks each one through the daemon the worker was given
+        (env GREENPROBE_DAEMON). Returns [(start_ns, end_ns)] on CLOCK_MONOTONIC."""
+        return [tuple(iv) for iv in self.call("run", n=n, warmup=warmup, slot=slot, mark=mark,
                                                gaps_s=None if gaps_s is None else list(map(float, gaps_s)))["intervals"]]
+
+    def release(self, slot: Optional[str] = None) -> None:
+        """Frees the model in ``slot`` (all of them without one)."""
+        self.call("release", slot=slot)
 
     def output(self, input_npz: str, output_npy: str) -> dict:
         return self.call("output", input_npz=input_npz, output_npy=output_npy)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -81,8 +81,10 @@ class Runtime:
     def output(self, batch: dict) -> np.ndarray:
         return self._to_numpy(self._run(self._convert_input(batch)))
 
-    def timed_runs(self, x: Any, n: int, warmup: int = 0, gap_s: Optional[np.ndarray] = None) -> list:
-        """Runs n inferences after warmup ones; returns [(start_ns, end_ns)] on CLOCK_MONOTONIC."""
+    def timed_runs(self, x: Any, n: int, warmup: int = 0, gap_s: Optional[np.ndarray] = None,
+                   wrap: Optional[Callable[[int], Any]] = None) -> list:
+        """Runs n inferences after warmup ones; returns [(start_ns, end_ns)] on CLOCK_MONOTONIC.
+        ``wrap(i)``: a context manager around inference i (e.g. a greenprobe.mark)."""
         for _ in range(warmup):
             self._run(x)
         out = []
@@ -90,9 +92,15 @@ class Runtime:
         for i in range(n):
             if gap_s is not None and gap_s[i] > 0:
                 time.sleep(float(gap_s[i]))
-            a = mono()
-            self._run(x)
-            out.append((a, mono()))
+            if wrap is None:
+                a = mono()
+                self._run(x)
+                out.append((a, mono()))
+            else:
+                with wrap(i):
+                    a = mono()
+                    self._run(x)
+                    out.append((a, mono()))
         return out
 
     def release(self) -> None:

@@ -7,8 +7,13 @@ prints go to stderr). Times are CLOCK_MONOTONIC nanoseconds, the clock of greenp
 the parent can attribute energy to each inference.
 
 ops: describe | build(model, size, weights, device, image_size, seq_len, batch_size, onnx_path,
-provider) | params | run(n, warmup, gaps_s) | output(input_npz, output_npy) | export_onnx(path, finalize) | save_weights(path) |
-release | quit
+provider, slot) | params | run(n, warmup, gaps_s, mark, slot) | output(input_npz, output_npy) |
+export_onnx(path, finalize) | save_weights(path) | release(slot) | quit
+
+A worker holds several built models at once, each in a named slot (default: "default"); ops
+without a slot use the one built last. ``run(mark={"label": ..., "attrs": {...}})`` wraps every
+inference in ``greenprobe.mark(label, i=k, **attrs)``, sent to the daemon named by
+$GREENPROBE_DAEMON, and flushes before it answers: the daemon has every mark when run returns.
 """
 
 from __future__ import annotations
@@ -30,13 +35,82 @@ def load(runtime: str):
     return getattr(mod, cls)()
 
 
+class Slots:
+    """Built models by slot name (a study holds one per configuration, so runs of different
+    configurations can interleave). Slots that differ only in batch size or sequence length
+    share one built model."""
+
+    def __init__(self, runtime: str):
+        self.runtime = runtime
+        self.models: dict = {}   # build key -> adapter
+        self.slots: dict = {}    # slot -> (adapter, converted input, numpy batch, build key)
+        self.current = None
+
+    def build(self, req: dict) -> dict:
+        from ..models import make_input
+
+        slot = req.pop("slot", None) or "default"
+        shape = {k: req.pop(k) for k in ("batch_size", "seq_len") if k in req}
+        req.setdefault("image_size", 224)  # Keras fixes it in the model
+        key = json.dumps(req, sort_keys=True)
+        self.release(slot)
+        rt = self.models.get(key)
+        fresh = rt is None
+        if fresh:
+            rt = load(self.runtime)
+            rt.build(req.pop("model"), **req)
+            self.models[key] = rt
+        batch = make_input(rt.model_name, shape.get("batch_size", 1), image_size=req["image_size"],
+                           seq_len=shape.get("seq_len", 128))
+        x = rt._convert_input(batch)
+        self.slots[slot] = (rt, x, batch, key)
+        self.current = slot
+        # one first inference: MXNet allocates parameters lazily, TensorFlow traces its graph
+        t0 = time.monotonic_ns()
+        rt.infer(x)
+        return {"device": rt.device, "provider": getattr(rt, "provider", None), "slot": slot, "shared": not fresh,
+                "first_inference_ns": time.monotonic_ns() - t0}
+
+    def get(self, slot=None):
+        slot = slot or self.current
+        if slot not in self.slots:
+            raise ValueError(f"no model built in slot {slot!r}: build first")
+        return self.slots[slot]
+
+    def release(self, slot=None) -> None:
+        """Frees one slot (its model too when no other slot uses it), or all."""
+        gone = list(self.slots) if slot is None else [slot] if slot in self.slots else []
+        for name in gone:
+            key = self.slots.pop(name)[3]
+            if all(v[3] != key for v in self.slots.values()):
+                self.models.pop(key).release()
+        if self.current in gone:
+            self.current = None
+
+
+def marked(mark: dict):
+    """A context factory that marks inference k through the daemon (``$GREENPROBE_DAEMON``)."""
+    if not os.environ.get("GREENPROBE_DAEMON"):
+        raise ValueError("run(mark=...) needs GREENPROBE_DAEMON: the daemon that receives the marks")
+    import greenprobe
+
+    label, attrs = mark["label"], dict(mark.get("attrs") or {})
+    return lambda k: greenprobe.mark(label, i=k, **attrs)
+
+
+def flush_marks() -> int:
+    from ..client import default_remote
+
+    remote = default_remote()
+    return remote.flush() if remote is not None else 0
+
+
 def serve(runtime: str) -> None:
     proto = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # anything the frameworks print goes to stderr
     sys.stdout = sys.stderr
     rt = None
-    x = None
-    batch = None
+    slots = Slots(runtime)
 
     def answer(obj):
         proto.write(json.dumps(obj) + "\n")
@@ -45,39 +119,30 @@ def serve(runtime: str) -> None:
         try:
             req = json.loads(line)
             op = req.pop("op")
-            if rt is None:
-                rt = load(runtime)
             if op == "describe":
+                rt = rt or load(runtime)
                 answer({"ok": True, **rt.describe(), "pid": os.getpid(), "python": sys.executable})
             elif op == "build":
-                from ..models import make_input
-
-                shape = {k: req.pop(k) for k in ("batch_size", "seq_len") if k in req}
-                shape["image_size"] = req.setdefault("image_size", 224)  # Keras fixes it in the model
-                rt.build(req.pop("model"), **req)
-                batch = make_input(rt.model_name, shape.get("batch_size", 1), image_size=shape.get("image_size", 224),
-                                   seq_len=shape.get("seq_len", 128))
-                x = rt._convert_input(batch)
-                # one first inference: MXNet allocates parameters lazily, TensorFlow traces its graph
-                t0 = time.monotonic_ns()
-                rt.infer(x)
-                answer({"ok": True, "device": rt.device, "provider": getattr(rt, "provider", None),
-                        "first_inference_ns": time.monotonic_ns() - t0})
+                answer({"ok": True, **slots.build(req)})
             elif op == "params":
-                answer({"ok": True, "params": rt.count_params()})
+                answer({"ok": True, "params": slots.get(req.get("slot"))[0].count_params()})
             elif op == "run":
+                m, x = slots.get(req.get("slot"))[:2]
                 gaps = np.asarray(req["gaps_s"]) if req.get("gaps_s") is not None else None
-                iv = rt.timed_runs(x, int(req["n"]), int(req.get("warmup", 0)), gaps)
-                answer({"ok": True, "intervals": iv})
+                wrap = marked(req["mark"]) if req.get("mark") else None
+                iv = m.timed_runs(x, int(req["n"]), int(req.get("warmup", 0)), gaps, wrap=wrap)
+                sent = flush_marks() if wrap is not None else 0  # at the daemon before the answer
+                answer({"ok": True, "intervals": iv, "marks_sent": sent})
             elif op == "output":
                 b = dict(np.load(req["input_npz"]))
-                y = rt.output(b)
+                y = slots.get(req.get("slot"))[0].output(b)
                 np.save(req["output_npy"], y)
                 answer({"ok": True, "shape": list(y.shape)})
             elif op == "export_onnx":
+                m, _, batch, _ = slots.get(req.get("slot"))
                 t0 = time.monotonic()
                 finalize = bool(req.get("finalize", True))
-                rt.export_onnx(req["path"], batch, finalize=finalize)
+                m.export_onnx(req["path"], batch, finalize=finalize)
                 import onnx
 
                 if finalize:  # else the caller finalizes and checks (runtimes.finalize_export)
@@ -85,12 +150,12 @@ def serve(runtime: str) -> None:
                 answer({"ok": True, "path": req["path"], "seconds": time.monotonic() - t0,
                         "onnx_version": onnx.__version__})
             elif op == "save_weights":
-                answer({"ok": True, "path": rt.save_weights(req["path"])})
+                answer({"ok": True, "path": slots.get(req.get("slot"))[0].save_weights(req["path"])})
             elif op == "release":
-                rt.release()
-                x = batch = None
+                slots.release(req.get("slot"))
                 answer({"ok": True})
             elif op == "quit":
+                flush_marks()
                 answer({"ok": True})
                 return
             else:

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import platform
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 from .runner import Config, Runner, collect, environment, matrix
@@ -18,7 +20,9 @@ __all__ = ["StudySpec", "load_spec", "QUICK", "Config", "run_study"]
 def run_study(spec: StudySpec, out="results", log=None) -> Path:
     """Runs (or resumes) a study into ``out``; returns the path of summary.parquet."""
     from .. import __version__
+    from ..daemon import Daemon
     from ..session import Probe
+    from ..usage import GpuMonitor
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -39,17 +43,37 @@ def run_study(spec: StudySpec, out="results", log=None) -> Path:
     (out / "skipped.json").write_text(json.dumps(skipped, indent=2))
     for s in {(s["runtime"], s["source"], s["provider"], s["reason"]) for s in skipped}:
         log(f"skipping {s[0]} ({s[1]}, {s[2]}): {s[3]}")
-    runner = Runner(spec, out, log)
+    for c in configs:
+        d = out / "configs" / c.id
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "config.json").write_text(json.dumps({"runtime": c.runtime, "source": c.source, "provider": c.provider,
+                                                   "model": c.model, "batch_size": c.batch_size}))
+    sessions = out / "sessions"
+    k = len([p for p in sessions.glob("*") if p.is_dir()]) if sessions.exists() else 0
+    here = sessions / str(k)
+    here.mkdir(parents=True)
+    gpus = GpuMonitor().start()
+    if not gpus.available:
+        log(f"no GPU use recorded: {gpus.reason.splitlines()[0]}")
     probe = Probe(sensors=spec.sensors, period_us=spec.period_us, baseline_s=spec.baseline_s)
-    probe.start()
+    probe.start()  # measures the idle baseline before any worker exists
+    (here / "baseline.json").write_text(json.dumps(probe.baseline(), indent=2))
+    # one daemon samples for every worker: each marks its inferences through it
+    sock_dir = Path(tempfile.mkdtemp(prefix="greenprobe-study-"))
+    daemon = Daemon(probe, socket_path=sock_dir / "daemon.sock").start()
+    runner = Runner(spec, out, probe, daemon.addresses[0], session=k, gpus=gpus, log=log)
     try:
         for s in probe.skipped:
             log(f"sensor {s.kind} skipped: {s.reason}")
-        runner.run(configs, probe, skipped)
+        runner.run(configs)
     finally:
         runner.close()
-        probe.stop()
-        probe.save(out / "session")
+        daemon.stop()
+        shutil.rmtree(sock_dir, ignore_errors=True)
+        probe.stop()  # and the idle baseline after
+        gpus.stop()
+        probe.save(here)
+        (here / "baseline.json").write_text(json.dumps(probe.baseline(), indent=2))
         (out / "sensors.json").write_text(json.dumps(probe.metadata()["channels"], indent=2, default=str))
-    collect(out, skipped)
+    collect(out, skipped, spec.runs)
     return out / "summary.parquet"

@@ -145,6 +145,46 @@ def native_vs_onnx(ok: list[dict], out: Path) -> list[list]:
     return rows
 
 
+def provider_vs_provider(ok: list[dict], out: Path) -> list[list]:
+    """Per (source, model, batch): every other ONNX Runtime provider against the CPU provider, on
+    per-run energy and time, Welch 95 % interval of the difference."""
+    rows = []
+    for r in ok:
+        if r["runtime"] != "onnxruntime" or r["provider"] == "cpu":
+            continue
+        cpu = next((c for c in ok if c["runtime"] == "onnxruntime" and c["provider"] == "cpu" and
+                    c["source"] == r["source"] and c["model"] == r["model"] and c["batch_size"] == r["batch_size"]),
+                   None)
+        if cpu is None:
+            continue
+        runs_c = pq.read_table(out / "configs" / cpu["id"] / "runs.parquet").to_pydict()
+        runs_p = pq.read_table(out / "configs" / r["id"] / "runs.parquet").to_pydict()
+        cells = [LABEL[r["source"]], r["provider"], r["model"], r["batch_size"]]
+        for key in ("energy_j_per_inference", "time_s_per_inference"):
+            d, lo, hi, sig = welch(runs_c[key], runs_p[key])
+            ratio = r[key] / cpu[key] if cpu[key] else float("nan")
+            cells += [f"{ratio:.3g}x", f"{d:+.3g} [{lo:+.3g}, {hi:+.3g}]", "yes" if sig else "no"]
+        rows.append(cells)
+    return rows
+
+
+def _pct(v, scale=100.0) -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v * scale:.0f}"
+
+
+def usage_rows(ok: list[dict]) -> list[list]:
+    """Throughput, net energy and resource use per configuration."""
+    mib = 2.0 ** 20
+    out = []
+    for r in sorted(ok, key=lambda r: (r["model"], r["batch_size"], config_label(r))):
+        gpu_mem = r.get("gpu_memory_used_bytes")
+        out.append([config_label(r), r["model"], r["batch_size"], f"{r['throughput_per_s']:.4g}",
+                    f"{r['energy_j_per_sample']:.4g}", f"{r.get('energy_j_per_inference_net', float('nan')):.4g}",
+                    _pct(r.get("cpu_util")), f"{r.get('rss_bytes', 0) / mib:.0f}", _pct(r.get("gpu_util_pct"), 1.0),
+                    "-" if gpu_mem is None else f"{gpu_mem / mib:.0f}"])
+    return out
+
+
 def write_report(directory) -> Path:
     out = Path(directory)
     summary = out / "summary.parquet"
@@ -170,8 +210,10 @@ def write_report(directory) -> Path:
              f"on {html.escape(env.get('platform', ''))}. Profile: <b>{html.escape(spec.get('profile', '?'))}</b>; "
              f"images {spec.get('image_size')} px, text {spec.get('seq_len')} tokens, model size "
              f"{html.escape(str(spec.get('size')))}, {spec.get('runs')} runs per configuration of at least "
-             f"{spec.get('min_run_s')} s and {spec.get('min_inferences')} inferences, random order, "
-             f"{spec.get('rest_s')} s rest, idle measured {spec.get('baseline_s')} s before and after.</p>"]
+             f"{spec.get('min_run_s')} s and {spec.get('min_inferences')} inferences, "
+             f"{html.escape(spec.get('order', 'blocked'))} in random order, {spec.get('rest_s')} s rest, "
+             f"idle measured {spec.get('baseline_s')} s before and after; every inference marked by its runtime's "
+             f"worker process through one sampling daemon.</p>"]
     if spec.get("profile") == "quick":
         parts.append("<p class='warn'>Quick profile: smaller inputs than the paper's (224 px images, 128-token "
                      "text) and few short runs. It exercises the whole matrix; its figures are not the paper's.</p>")
@@ -207,6 +249,19 @@ def write_report(directory) -> Path:
                      "Welch 95 % interval over runs, significant when the interval excludes 0.</p>" + _table(
                          ["framework", "provider", "model", "batch", "energy ratio", "energy difference (J)",
                           "significant", "time ratio", "time difference (s)", "significant"], nvo))
+    pvp = provider_vs_provider(ok, out)
+    if pvp:
+        parts.append("<h2>Execution provider against CPU</h2><p>ONNX Runtime, same exported model: ratio "
+                     "provider/CPU, difference provider − CPU with its Welch 95 % interval over runs.</p>" + _table(
+                         ["exported from", "provider", "model", "batch", "energy ratio", "energy difference (J)",
+                          "significant", "time ratio", "time difference (s)", "significant"], pvp))
+    if ok:
+        parts.append("<h2>Throughput and resource use</h2><p>CPU: the worker process's user + system time over the "
+                     "run, as a share of all cores. GPU (NVML, where present): mean utilisation and largest memory "
+                     "in use during the runs, all GPUs (NVML's utilisation is the busy share of its own 1/6-1 s "
+                     "sample period). Net energy: gross minus idle power x time.</p>" + _table(
+                         ["configuration", "model", "batch", "samples/s", "J per sample",
+                          "net J per inference", "CPU %", "RSS MiB", "GPU %", "GPU memory MiB"], usage_rows(ok)))
     other = [r for r in rows if r["status"] != "ok"]
     if other:
         parts.append("<h2>Not measured</h2>" + _table(["configuration", "status", "why"], [

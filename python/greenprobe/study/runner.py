@@ -3,10 +3,13 @@ per configuration as it finishes (an interrupted study resumes without redoing t
 
 Layout of DIR:
   spec.json, environment.json, skipped.json       what was asked, what this machine has, what not and why
-  configs/<id>/inferences.parquet                 one row per inference (and sensor domain)
-  configs/<id>/runs.parquet                       one row per run
-  configs/<id>/result.json                        the configuration's summary row (written last: "done")
-  summary.parquet                                 one row per configuration (rebuilt from result.json files)
+  sessions/<k>/                                   each sitting's samples and marks; baseline.json: idle power
+  configs/<id>/config.json                        the configuration
+  configs/<id>/runs/rNNNN.parquet, .json          one run: its inferences, then its row (written last: "done")
+  configs/<id>/failed.json                        why it failed (the study went on)
+  configs/<id>/inferences.parquet                 one row per inference, gross and net energy per domain
+  configs/<id>/runs.parquet, result.json          one row per run; the configuration's summary row
+  summary.parquet                                 one row per configuration (rebuilt from the run files)
 """
 
 from __future__ import annotations
@@ -23,10 +26,12 @@ from typing import Callable, Optional
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..attribution import attribute
 from ..summary import t975
+from ..usage import proc_usage
 from .spec import NATIVE, StudySpec
 
 #: sub-domains counted inside another one (RAPL core and uncore inside package; psys is the platform)
@@ -99,12 +104,33 @@ def matrix(spec: StudySpec, env: dict) -> tuple[list[Config], list[dict]]:
     return configs, skipped
 
 
+@dataclass
+class Plan:
+    """A prepared configuration: built in its worker's slot, warm, with its run length."""
+    n: int
+    one_s: float
+    device: str
+
+
 class Runner:
-    def __init__(self, spec: StudySpec, out: Path, log: Callable[[str], None] = None):
+    """Runs the configurations' runs in the spec's order. ``interleaved`` (default): round r runs
+    run r of every configuration, in a fresh random order each round, every model kept built in
+    its worker, so slow drift (heat, background load) spreads over all configurations alike;
+    ``blocked``: one configuration's runs after another (one model in memory at a time).
+
+    Every inference is marked by the worker through the daemon at ``address``; each run is
+    attributed as soon as it ends and written to ``configs/<id>/runs/`` (nothing is lost when the
+    study stops; a resumed study skips the runs on disk)."""
+
+    def __init__(self, spec: StudySpec, out: Path, probe, address: str, session: int = 0, gpus=None,
+                 log: Callable[[str], None] = None):
         self.spec, self.out = spec, Path(out)
+        self.probe, self.address, self.session, self.gpus = probe, address, session, gpus
         self.log = log or (lambda s: print(s, file=sys.stderr, flush=True))
         self.workers: dict = {}
+        self.plans: dict = {}
         self.rng = random.Random(spec.seed)
+        self.cursor = 0  # marks read so far
 
     # -- workers -------------------------------------------------------------------------------
     def worker(self, runtime: str):
@@ -112,20 +138,23 @@ class Runner:
 
         w = self.workers.get(runtime)
         if w is None or w.proc.poll() is not None:
-            w = self.workers[runtime] = Worker(runtime)
+            if w is not None:  # it died: its models went with it
+                self.plans = {k: v for k, v in self.plans.items() if k.runtime != runtime}
+            w = self.workers[runtime] = Worker(runtime, env={"GREENPROBE_DAEMON": self.address})
         return w
 
     def close(self) -> None:
         for w in self.workers.values():
             w.close()
         self.workers.clear()
+        self.plans.clear()
 
     # -- one configuration ---------------------------------------------------------------------
     def build(self, cfg: Config) -> dict:
         s = self.spec
         shape = dict(size=s.size, batch_size=cfg.batch_size, image_size=s.image_size, seq_len=s.seq_len)
         if cfg.runtime != "onnxruntime":
-            return self.worker(cfg.runtime).build(cfg.model, **shape)
+            return self.worker(cfg.runtime).build(cfg.model, slot=cfg.id, **shape)
         onnx_dir = self.out / "onnx"
         onnx_dir.mkdir(parents=True, exist_ok=True)
         # every exporter writes a dynamic batch axis: one export per (source, model) serves all batch sizes,
@@ -133,124 +162,165 @@ class Runner:
         path = onnx_dir / f"{cfg.source}-{cfg.model}-{s.size}-{s.image_size}-{s.seq_len}.onnx"
         if not path.exists():
             src = self.worker(cfg.source)
-            src.build(cfg.model, **dict(shape, batch_size=1))
+            slot = f"export-{cfg.model}"
+            src.build(cfg.model, slot=slot, **dict(shape, batch_size=1))
             tmp = path.with_suffix(".tmp.onnx")
-            src.export_onnx(str(tmp), finalize=False)  # finalized here: MXNet's protobuf is slow on big models
-            from ..runtimes import finalize_export
+            try:
+                src.call("export_onnx", path=str(tmp), finalize=False, slot=slot)  # finalized here: MXNet's
+                from ..runtimes import finalize_export                             # protobuf is slow on big models
 
-            finalize_export(str(tmp), cfg.source)
-            os.replace(tmp, path)
-        return self.worker("onnxruntime").build(cfg.model, onnx_path=str(path), provider=cfg.provider, **shape)
+                finalize_export(str(tmp), cfg.source)
+                os.replace(tmp, path)
+            finally:
+                src.release(slot)
+        return self.worker("onnxruntime").build(cfg.model, slot=cfg.id, onnx_path=str(path), provider=cfg.provider,
+                                                **shape)
 
-    def run_config(self, cfg: Config, probe) -> dict:
+    def prepare(self, cfg: Config) -> Plan:
+        """Builds the configuration, warms it up, and sizes its runs from one warm inference."""
+        plan = self.plans.get(cfg)
+        if plan is not None:
+            return plan
         s = self.spec
         built = self.build(cfg)
         w = self.worker(cfg.runtime)
-        w.run(0, warmup=s.warmup)
-        probe_iv = w.run(1)  # a warm inference times the plan
-        one_s = max((probe_iv[0][1] - probe_iv[0][0]) * 1e-9, 1e-6)
+        w.run(0, warmup=s.warmup, slot=cfg.id)
+        iv = w.run(1, slot=cfg.id)  # a warm inference times the plan
+        one_s = max((iv[0][1] - iv[0][0]) * 1e-9, 1e-6)
         n = int(min(max(s.min_inferences, math.ceil(s.min_run_s / one_s)), s.max_inferences))
-        runs, inferences = [], []
-        pid = w.proc.pid
-        for r in range(s.runs):
-            gaps = np.random.default_rng(s.seed * 1000 + r).uniform(0, one_s, n)  # phase dithering
-            gaps[0] = 0.0
-            cpu0, t0 = _proc_usage(pid)[0], time.monotonic_ns()
-            ivs = w.run(n, gaps_s=gaps)
-            t1, (cpu1, rss) = time.monotonic_ns(), _proc_usage(pid)
-            for k, (a, b) in enumerate(ivs):
-                probe.add_mark("inference", a, b, config=cfg.id, run=r, i=k)
-            probe.add_mark("run", ivs[0][0], ivs[-1][1], config=cfg.id, run=r)
-            runs.append({"run": r, "start_ns": ivs[0][0], "end_ns": ivs[-1][1], "inferences": n,
-                         "cpu_util": (cpu1 - cpu0) / ((t1 - t0) * 1e-9) / (os.cpu_count() or 1),
-                         "rss_bytes": rss})
-            inferences.extend((r, k, a, b) for k, (a, b) in enumerate(ivs))
-            time.sleep(s.rest_s)
-        probe._settle(after_ns=runs[-1]["end_ns"])  # counters updated after the last inference
-        return self.score(cfg, probe, runs, inferences, built)
+        plan = self.plans[cfg] = Plan(n=n, one_s=one_s, device=built.get("device") or "")
+        return plan
 
-    def score(self, cfg: Config, probe, runs: list, inferences: list, built: dict) -> dict:
-        """Energy per inference per domain from the samples; per-run means; 95 % intervals across runs."""
-        d = self.out / "configs" / cfg.id
-        d.mkdir(parents=True, exist_ok=True)
-        inf = np.array(inferences, dtype=np.int64).reshape(-1, 4)
-        chans = probe.channels()
-        per_channel = attribute(inf[:, 2], inf[:, 3], chans)
-        idle = {(b["sensor"], b["domain"]): b["power_w"] for b in probe.baseline()}
-        dur = (inf[:, 3] - inf[:, 2]) * 1e-9
-        cols = {"config": [cfg.id] * len(inf), "run": inf[:, 0], "i": inf[:, 1], "start_ns": inf[:, 2],
-                "end_ns": inf[:, 3], "duration_s": dur}
-        total = np.zeros(len(inf))
-        total_net = np.zeros(len(inf))
-        estimated = False
-        domains = []
-        for res in per_channel:
+    def release(self, cfg: Config) -> None:
+        self.plans.pop(cfg, None)
+        w = self.workers.get(cfg.runtime)
+        if w is not None and w.proc.poll() is None:
+            w.release(cfg.id)
+
+    def run_once(self, cfg: Config, r: int) -> dict:
+        """Run r of a configuration: dithered inferences marked through the daemon, then scored."""
+        s = self.spec
+        plan = self.prepare(cfg)
+        w = self.worker(cfg.runtime)
+        gaps = np.random.default_rng(s.seed * 1000 + r).uniform(0, plan.one_s, plan.n)  # phase dithering
+        gaps[0] = 0.0
+        if r and s.order == "interleaved" and s.warmup:  # another model ran since: caches are cold
+            w.run(0, warmup=1, slot=cfg.id)
+        cpu0, t0 = proc_usage(w.proc.pid)[0], time.monotonic_ns()
+        w.run(plan.n, gaps_s=gaps, slot=cfg.id, mark={"label": "inference", "attrs": {"config": cfg.id, "run": r}})
+        t1, (cpu1, rss) = time.monotonic_ns(), proc_usage(w.proc.pid)
+        marks = self.marks_of(cfg, r)
+        if len(marks) != plan.n:
+            raise RuntimeError(f"the daemon holds {len(marks)} of the {plan.n} inference marks of run {r}")
+        start, end = marks[0][1], max(m[2] for m in marks)
+        self.probe.add_mark("run", start, end, config=cfg.id, run=r)
+        self.probe._settle(after_ns=end)  # counters updated after the last inference
+        usage = {"cpu_util": (cpu1 - cpu0) / ((t1 - t0) * 1e-9) / (os.cpu_count() or 1), "rss_bytes": rss}
+        usage.update(self.gpus.window(start, end) if self.gpus is not None else {})
+        return self.score_run(cfg, r, marks, usage, plan)
+
+    def marks_of(self, cfg: Config, r: int) -> list[tuple]:
+        """The inference marks of run r that reached the daemon, in order of their index."""
+        new = self.probe._records.snapshot(self.cursor)
+        self.cursor += len(new)
+        mine = [m for m in new if m[0] == "inference" and m[4] and m[4].get("config") == cfg.id
+                and m[4].get("run") == r]
+        return sorted(mine, key=lambda m: m[4]["i"])
+
+    def score_run(self, cfg: Config, r: int, marks: list, usage: dict, plan: Plan) -> dict:
+        """Energy of each inference per domain (gross; net is computed when the idle baseline of
+        the session is known): configs/<id>/runs/rNNN.parquet, then rNNN.json (its presence:
+        the run is done)."""
+        starts = np.array([m[1] for m in marks], np.int64)
+        ends = np.array([m[2] for m in marks], np.int64)
+        margin = int(2e9)
+        chans = [c.between(int(starts[0]), int(ends[-1]), margin + 20 * c.nominal_update_period_ns)
+                 for c in self.probe.channels()]
+        dur = (ends - starts) * 1e-9
+        cols = {"config": [cfg.id] * len(marks), "run": np.full(len(marks), r), "i": np.arange(len(marks)),
+                "start_ns": starts, "end_ns": ends, "duration_s": dur}
+        total = np.zeros(len(marks))
+        estimated, domains = False, []
+        for res in attribute(starts, ends, chans):
             ch = res["channel"]
             name = f"{ch.sensor}/{ch.domain}"
             domains.append(name)
             cols[f"energy_j[{name}]"] = res["energy_j"]
             if ch.domain not in NOT_IN_TOTAL:
                 total += res["energy_j"]
-                total_net += res["energy_j"] - idle.get((ch.sensor, ch.domain), 0.0) * dur
                 estimated |= ch.estimated
         cols["energy_j"] = total
-        cols["energy_j_net"] = total_net
-        pq.write_table(pa.table(cols), d / "inferences.parquet")
-        run_ids = inf[:, 0]
-        per_run = []
-        for r in runs:
-            m = run_ids == r["run"]
-            per_run.append({**r, "time_s_per_inference": float(dur[m].mean()),
-                            "energy_j_per_inference": float(total[m].mean()),
-                            "energy_j_per_inference_net": float(total_net[m].mean()),
-                            **{f"energy_j_per_inference[{n}]": float(cols[f"energy_j[{n}]"][m].mean()) for n in domains}})
-        pq.write_table(pa.Table.from_pylist(per_run), d / "runs.parquet")
-        row = {"id": cfg.id, "runtime": cfg.runtime, "source": cfg.source, "provider": cfg.provider,
-               "model": cfg.model, "batch_size": cfg.batch_size, "status": "ok", "error": "",
-               "runs": len(runs), "inferences_per_run": runs[0]["inferences"], "estimated": bool(estimated),
-               "device": built.get("device") or "", "domains": ",".join(domains),
-               "cpu_util": float(np.mean([r["cpu_util"] for r in runs])),
-               "rss_bytes": int(max(r["rss_bytes"] for r in runs))}
-        for key in ("time_s_per_inference", "energy_j_per_inference", "energy_j_per_inference_net"):
-            mean, low, high = mean_ci([r[key] for r in per_run])
-            row[key], row[key + "_low"], row[key + "_high"] = mean, low, high
-        for n in domains:
-            row[f"energy_j_per_inference[{n}]"] = float(np.mean([r[f"energy_j_per_inference[{n}]"] for r in per_run]))
-        row["throughput_per_s"] = cfg.batch_size / row["time_s_per_inference"] if row["time_s_per_inference"] else 0.0
-        row["energy_j_per_sample"] = row["energy_j_per_inference"] / cfg.batch_size
+        d = self.out / "configs" / cfg.id / "runs"
+        d.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.table(cols), d / f"r{r:04d}.parquet")
+        row = {"run": r, "session": self.session, "start_ns": int(starts[0]), "end_ns": int(ends[-1]),
+               "inferences": len(marks), "device": plan.device, "estimated": bool(estimated),
+               "domains": ",".join(domains), "time_s_per_inference": float(dur.mean()),
+               "energy_j_per_inference": float(total.mean()),
+               **{f"energy_j_per_inference[{n}]": float(cols[f"energy_j[{n}]"].mean()) for n in domains},
+               **{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in usage.items()}}
+        _write_json(d / f"r{r:04d}.json", row)
         return row
 
     # -- the study -----------------------------------------------------------------------------
-    def run(self, configs: list[Config], probe, skipped: list[dict]) -> None:
-        done_dir = self.out / "configs"
-        todo = [c for c in configs if not (done_dir / c.id / "result.json").exists()]
-        if len(todo) < len(configs):
-            self.log(f"resuming: {len(configs) - len(todo)} of {len(configs)} configurations already done")
-        self.rng.shuffle(todo)  # randomised order: drift (heat, background load) spreads over all
+    def schedule(self, configs: list[Config]) -> list[tuple[Config, int]]:
+        """(configuration, run) pairs still to do, in the spec's order."""
+        s = self.spec
+        left = {}
+        for c in configs:
+            d = self.out / "configs" / c.id
+            if (d / "failed.json").exists():
+                continue
+            done = {int(p.stem[1:]) for p in (d / "runs").glob("r*.json")}
+            todo = [r for r in range(s.runs) if r not in done]
+            if todo:
+                left[c] = todo
+        order = list(left)
+        self.rng.shuffle(order)
+        if s.order == "blocked":
+            return [(c, r) for c in order for r in left[c]]
+        out = []
+        for k in range(s.runs):  # round k: every configuration's k-th remaining run, in a new random order
+            self.rng.shuffle(order)
+            out += [(c, left[c][k]) for c in order if k < len(left[c])]
+        return out
+
+    def run(self, configs: list[Config]) -> None:
+        steps = self.schedule(configs)
+        n_done = len(configs) * self.spec.runs - len(steps)
+        if n_done:
+            self.log(f"resuming: {n_done} runs already on disk, {len(steps)} to go")
+        last = {}
+        for k, (cfg, r) in enumerate(steps):
+            last[cfg] = k
+        failed: set = set()
         t_start = time.monotonic()
-        for i, cfg in enumerate(todo):
+        for k, (cfg, r) in enumerate(steps):
+            if cfg in failed:
+                continue
             elapsed = time.monotonic() - t_start
-            left = f", about {elapsed / i * (len(todo) - i) / 60:.1f} min left" if i else ""
-            self.log(f"[{i + 1}/{len(todo)}] {cfg.id}{left}")
+            left = f", about {elapsed / k * (len(steps) - k) / 60:.1f} min left" if k else ""
+            self.log(f"[{k + 1}/{len(steps)}] {cfg.id} run {r + 1}/{self.spec.runs}{left}")
             try:
-                row = self.run_config(cfg, probe)
+                row = self.run_once(cfg, r)
+                self.log(f"    {row['time_s_per_inference'] * 1e3:.2f} ms, {row['energy_j_per_inference']:.4g} J "
+                         f"per inference{' (ESTIMATED)' if row['estimated'] else ''}")
             except Exception as e:  # noqa: BLE001 - recorded with its error; the study goes on
                 from ..runtimes import WorkerError
 
                 msg = str(e) if isinstance(e, WorkerError) else f"{type(e).__name__}: {e}"
                 self.log(f"    failed: {msg.splitlines()[0]}")
-                row = {"id": cfg.id, "runtime": cfg.runtime, "source": cfg.source, "provider": cfg.provider,
-                       "model": cfg.model, "batch_size": cfg.batch_size, "status": "failed", "error": msg}
-                if cfg.runtime in self.workers:  # a broken worker is not reused
+                failed.add(cfg)
+                d = self.out / "configs" / cfg.id
+                d.mkdir(parents=True, exist_ok=True)
+                _write_json(d / "failed.json", {"error": msg, "run": r})
+                if isinstance(e, WorkerError) and cfg.runtime in self.workers:  # a broken worker is not reused
                     self.workers.pop(cfg.runtime).close()
-            d = done_dir / cfg.id
-            d.mkdir(parents=True, exist_ok=True)
-            tmp = d / "result.json.tmp"
-            tmp.write_text(json.dumps(row, indent=2, default=str))
-            os.replace(tmp, d / "result.json")
-            if row["status"] == "ok":
-                self.log(f"    {row['time_s_per_inference'] * 1e3:.2f} ms, {row['energy_j_per_inference']:.4g} J "
-                         f"per inference{' (ESTIMATED)' if row['estimated'] else ''}")
+                    self.plans = {c: p for c, p in self.plans.items() if c.runtime != cfg.runtime}
+                continue
+            if last[cfg] == k:
+                self.release(cfg)  # its last run: free the model
+            time.sleep(self.spec.rest_s)
 
 
 def mean_ci(values) -> tuple[float, float, float]:
@@ -263,20 +333,84 @@ def mean_ci(values) -> tuple[float, float, float]:
     return m, m - half, m + half
 
 
-def collect(out: Path, skipped: list[dict]) -> pa.Table:
-    """summary.parquet: one row per configuration (finished, failed or skipped)."""
-    rows = [json.loads(p.read_text()) for p in sorted((Path(out) / "configs").glob("*/result.json"))]
+def config_row(out: Path, cfg_dir: Path, runs_wanted: int, idle_w: dict) -> Optional[dict]:
+    """One configuration's summary from its run files (None while runs are missing); writes
+    inferences.parquet and runs.parquet with net energy (gross - idle power of the run's session
+    x time) and result.json."""
+    runs = sorted((json.loads(p.read_text()) for p in (cfg_dir / "runs").glob("r*.json")), key=lambda x: x["run"])
+    if len(runs) < runs_wanted:
+        return None
+    for r in runs:
+        p_idle = idle_w.get(r["session"], 0.0)
+        r["idle_power_w"] = p_idle
+        r["energy_j_per_inference_net"] = r["energy_j_per_inference"] - p_idle * r["time_s_per_inference"]
+    pq.write_table(pa.Table.from_pylist(runs), cfg_dir / "runs.parquet")
+    parts = []
+    for r in runs:
+        t = pq.read_table(cfg_dir / "runs" / f"r{r['run']:04d}.parquet")
+        net = pc.subtract(t["energy_j"], pc.multiply(t["duration_s"], r["idle_power_w"]))
+        parts.append(t.append_column("energy_j_net", net))
+    pq.write_table(pa.concat_tables(parts, promote_options="default"), cfg_dir / "inferences.parquet")
+    first = runs[0]
+    cfg_id = cfg_dir.name
+    domains = [d for d in first["domains"].split(",") if d]
+    row = {"id": cfg_id, **json.loads((cfg_dir / "config.json").read_text()), "status": "ok", "error": "",
+           "runs": len(runs), "inferences_per_run": first["inferences"], "estimated": any(r["estimated"] for r in runs),
+           "device": first["device"], "domains": first["domains"],
+           "idle_power_w": float(np.mean([r["idle_power_w"] for r in runs])),
+           "cpu_util": float(np.mean([r["cpu_util"] for r in runs])),
+           "rss_bytes": int(max(r["rss_bytes"] for r in runs))}
+    for key in ("gpu_util_pct", "gpu_memory_util_pct"):
+        vals = [r.get(key) for r in runs if r.get(key) is not None]
+        row[key] = float(np.mean(vals)) if vals else None
+    mem = [r.get("gpu_memory_used_bytes") for r in runs if r.get("gpu_memory_used_bytes") is not None]
+    row["gpu_memory_used_bytes"] = float(max(mem)) if mem else None
+    for key in ("time_s_per_inference", "energy_j_per_inference", "energy_j_per_inference_net"):
+        mean, low, high = mean_ci([r[key] for r in runs])
+        row[key], row[key + "_low"], row[key + "_high"] = mean, low, high
+    for n in domains:
+        row[f"energy_j_per_inference[{n}]"] = float(np.mean([r[f"energy_j_per_inference[{n}]"] for r in runs]))
+    row["throughput_per_s"] = row["batch_size"] / row["time_s_per_inference"] if row["time_s_per_inference"] else 0.0
+    row["energy_j_per_sample"] = row["energy_j_per_inference"] / row["batch_size"]
+    _write_json(cfg_dir / "result.json", row)
+    return row
+
+
+def idle_power(out: Path) -> dict:
+    """Session index -> idle power (W) summed over the domains that count in the total, from
+    sessions/<k>/baseline.json."""
+    powers = {}
+    for p in sorted((Path(out) / "sessions").glob("*/baseline.json")):
+        rows = json.loads(p.read_text())
+        powers[int(p.parent.name)] = float(sum(b["power_w"] for b in rows if b["domain"] not in NOT_IN_TOTAL))
+    return powers
+
+
+def collect(out: Path, skipped: list[dict], runs_wanted: int) -> pa.Table:
+    """summary.parquet: one row per configuration (finished, failed, unfinished or skipped)."""
+    out = Path(out)
+    idle_w = idle_power(out)
+    rows = []
+    for d in sorted(p for p in (out / "configs").glob("*") if (p / "config.json").exists()):
+        cfg = json.loads((d / "config.json").read_text())
+        if (d / "failed.json").exists():
+            rows.append({"id": d.name, **cfg, "status": "failed", "error": json.loads((d / "failed.json").read_text())["error"]})
+            continue
+        row = config_row(out, d, runs_wanted, idle_w)
+        if row is None:
+            n = len(list((d / "runs").glob("r*.json")))
+            row = {"id": d.name, **cfg, "status": "unfinished", "error": f"{n} of {runs_wanted} runs done: run the "
+                                                                          "study again to finish it"}
+        rows.append(row)
     have = {r["id"] for r in rows}
     rows += [{**s, "status": "skipped", "error": s["reason"]} for s in skipped if s["id"] not in have]
     table = pa.Table.from_pylist(rows)
-    pq.write_table(table, Path(out) / "summary.parquet")
+    pq.write_table(table, out / "summary.parquet")
     return table
 
 
-def _proc_usage(pid: int) -> tuple[float, int]:
-    """CPU seconds (user + system) and resident bytes of a process, from one read of /proc/PID/stat."""
-    try:
-        f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK"), int(f[21]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, IndexError, ValueError):
-        return float("nan"), 0
+def _write_json(path: Path, obj) -> None:
+    """Written whole or not at all (a crash leaves the old file or none)."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str))
+    os.replace(tmp, path)

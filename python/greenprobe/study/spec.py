@@ -30,6 +30,8 @@ class StudySpec:
     max_inferences: int = 100_000
     warmup: int = 5               # inferences before measuring
     rest_s: float = 1.0           # idle between runs
+    order: str = "interleaved"    # "interleaved": round r runs every configuration's run r, in random order;
+                                  # "blocked": a configuration's runs one after another (one model in memory)
     baseline_s: float = 5.0       # idle measured before and after the study
     sensors: str = "auto"
     period_us: float = 1000
@@ -48,6 +50,8 @@ class StudySpec:
             raise ConfigError(f"unknown ONNX sources {sorted(bad)}", f"choose from {', '.join(NATIVE)}")
         if not self.batch_sizes or any(int(b) < 1 for b in self.batch_sizes):
             raise ConfigError(f"batch sizes must be >= 1, got {self.batch_sizes}")
+        if self.order not in ("interleaved", "blocked"):
+            raise ConfigError(f"order must be interleaved or blocked, not {self.order!r}")
         if self.size not in ("full", "tiny"):
             raise ConfigError(f"size must be full or tiny, not {self.size!r}")
         for name in ("runs", "min_inferences", "max_inferences"):

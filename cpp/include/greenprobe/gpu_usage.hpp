@@ -1,0 +1,40 @@
+// GPU utilisation and memory through NVML (the same dlopen path as the NVML sensor), read on
+// demand at a low rate next to the energy samples: what the study records per run, as it does
+// CPU use. NVML's utilisation is the share of its last sample period (1/6 s to 1 s, by product)
+// in which a kernel ran (gpu) or device memory was accessed (memory): a coarse figure by nature.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace greenprobe {
+
+struct GpuUsageReading {
+    unsigned index = 0;
+    int64_t t_ns = 0;                // CLOCK_MONOTONIC when read
+    int gpu_util_pct = -1;           // -1: not supported by this device or driver
+    int memory_util_pct = -1;
+    int64_t memory_used_bytes = -1;
+    int64_t memory_total_bytes = -1;
+    std::string error;               // why a reading is missing (empty when all went well)
+};
+
+class GpuUsage {
+  public:
+    // Loads NVML (soname libnvidia-ml.so.1 unless a path is given); throws SensorError with the fix.
+    explicit GpuUsage(const std::string& library);
+    ~GpuUsage();
+    GpuUsage(const GpuUsage&) = delete;
+    GpuUsage& operator=(const GpuUsage&) = delete;
+
+    std::vector<std::string> names() const;
+    std::vector<GpuUsageReading> read() const;
+
+  private:
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace greenprobe
