@@ -257,7 +257,8 @@ def write_report(directory) -> Path:
                           "significant", "time ratio", "time difference (s)", "significant"], pvp))
     if ok:
         parts.append("<h2>Throughput and resource use</h2><p>CPU: the worker process's user + system time over the "
-                     "run, as a share of all cores. GPU (NVML, where present): mean utilisation and largest memory "
+                     "run, as a share of all cores. RSS: the worker's resident memory (interleaved order: it holds "
+                     "every model of its runtime at once). GPU (NVML, where present): mean utilisation and largest memory "
                      "in use during the runs, all GPUs (NVML's utilisation is the busy share of its own 1/6-1 s "
                      "sample period). Net energy: gross minus idle power x time.</p>" + _table(
                          ["configuration", "model", "batch", "samples/s", "J per sample",

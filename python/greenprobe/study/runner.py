@@ -294,14 +294,19 @@ class Runner:
         for k, (cfg, r) in enumerate(steps):
             last[cfg] = k
         failed: set = set()
-        t_start = time.monotonic()
+        took: dict = {}  # configuration -> seconds its last run took (rest included, building not)
         for k, (cfg, r) in enumerate(steps):
             if cfg in failed:
                 continue
-            elapsed = time.monotonic() - t_start
-            left = f", about {elapsed / k * (len(steps) - k) / 60:.1f} min left" if k else ""
+            left = ""
+            if took:  # what the runs still to do took last time (the mean of all for those not run yet)
+                mean = sum(took.values()) / len(took)
+                secs = sum(took.get(c, mean) for c, _ in steps[k:] if c not in failed)
+                left = f", about {secs / 60:.1f} min left"
             self.log(f"[{k + 1}/{len(steps)}] {cfg.id} run {r + 1}/{self.spec.runs}{left}")
             try:
+                self.prepare(cfg)
+                t0 = time.monotonic()
                 row = self.run_once(cfg, r)
                 self.log(f"    {row['time_s_per_inference'] * 1e3:.2f} ms, {row['energy_j_per_inference']:.4g} J "
                          f"per inference{' (ESTIMATED)' if row['estimated'] else ''}")
@@ -321,6 +326,7 @@ class Runner:
             if last[cfg] == k:
                 self.release(cfg)  # its last run: free the model
             time.sleep(self.spec.rest_s)
+            took[cfg] = time.monotonic() - t0
 
 
 def mean_ci(values) -> tuple[float, float, float]:
