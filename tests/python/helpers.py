@@ -22,15 +22,23 @@ def run_marks(label: str, count: int, duration_s: float, gap_s: float, busy: boo
         time.sleep(gap_s)
 
 
-def writer_stalls(log, period_ns: int, factor: float = 1.5) -> list[tuple[int, int]]:
-    """Windows where a stand-in writer process stopped ticking (descheduled on a loaded machine).
+def writer_stalls(log, period_ns: int, factor: float = 1.5, jitter: float = 0.25) -> list[tuple[int, int]]:
+    """Windows where a stand-in writer did not tick like a sensor (descheduled on a loaded machine):
+    a gap over ``factor`` periods, a tick more than ``jitter`` of a period off its cadence (the
+    value it wrote is the energy at its late instant, while a sensor's update lands on its
+    lattice), or a value that became visible more than ``jitter`` of a period after its instant.
 
     Inside one, the stand-in did not behave like a sensor with a regular update period, so the
     exact energy at a mark's edge is not what a regular sensor would have let anyone recover.
     """
     t = np.array([row[0] for row in log], dtype=np.int64)
-    gaps = np.flatnonzero(np.diff(t) > factor * period_ns)
-    return [(int(t[i]), int(t[i + 1])) for i in gaps]
+    written = np.array([row[2] for row in log], dtype=np.int64)
+    gaps = np.diff(t)
+    odd = (gaps > factor * period_ns) | (np.abs(gaps - period_ns) > jitter * period_ns)
+    out = [(int(t[i]), int(t[i + 1])) for i in np.flatnonzero(odd)]
+    slow = np.flatnonzero(written - t > jitter * period_ns)
+    out += [(int(t[i]), int(written[i]) + period_ns) for i in slow]
+    return out
 
 
 def compare(probe, label: str, truth_by_domain: dict, sensor: str | None = None, stalls=()):
