@@ -47,7 +47,14 @@ def test_summary_has_one_row_per_configuration_with_the_paper_columns(study):
         # the synthetic sensor draws a constant 40 W: energy per inference is 40 W x its time
         assert abs(r["energy_j_per_inference"] - POWER_W * r["time_s_per_inference"]) < 0.02 * r["energy_j_per_inference"]
         assert abs(r["energy_j_per_inference_net"]) < 0.05 * r["energy_j_per_inference"]  # idle is 40 W too
-    assert json.loads((study / "environment.json").read_text())["runtimes"]["torch"]["installed"]
+        for d in r["domains"].split(","):  # per domain: gross and net, each with its interval
+            for key in (f"energy_j_per_inference[{d}]", f"energy_j_per_inference_net[{d}]"):
+                assert r[key + "_low"] <= r[key] <= r[key + "_high"]
+            assert r[f"energy_j_per_inference_net[{d}]"] == pytest.approx(
+                r[f"energy_j_per_inference[{d}]"] - r["idle_power_w"] * r["time_s_per_inference"], rel=1e-6, abs=1e-9)
+    env = json.loads((study / "environment.json").read_text())
+    assert env["runtimes"]["torch"]["installed"] and env["hardware"]["cpus"] == os.cpu_count()
+    assert env["hardware"]["memory_bytes"] > 2**30 and env["hardware"]["gpus"] == []
 
 
 def test_statistics_match_a_hand_computation_from_the_runs(study):

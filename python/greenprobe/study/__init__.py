@@ -11,7 +11,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .runner import Config, Runner, collect, environment, matrix
+from .runner import Config, Runner, collect, environment, hardware, matrix
 from .spec import QUICK, StudySpec, load_spec
 
 __all__ = ["StudySpec", "load_spec", "QUICK", "Config", "run_study"]
@@ -37,9 +37,11 @@ def run_study(spec: StudySpec, out="results", log=None) -> Path:
     log("looking at the runtimes this machine has ...")
     env = environment(spec)
     configs, skipped = matrix(spec, env)
+    gpus = GpuMonitor()
     (out / "environment.json").write_text(json.dumps(
         {"greenprobe": __version__, "python": sys.version, "platform": platform.platform(),
-         "machine": platform.machine(), "processor": platform.processor(), "runtimes": env}, indent=2, default=str))
+         "machine": platform.machine(), "processor": platform.processor(), "hardware": hardware(gpus),
+         "runtimes": env}, indent=2, default=str))
     (out / "skipped.json").write_text(json.dumps(skipped, indent=2))
     for s in {(s["runtime"], s["source"], s["provider"], s["reason"]) for s in skipped}:
         log(f"skipping {s[0]} ({s[1]}, {s[2]}): {s[3]}")
@@ -52,7 +54,7 @@ def run_study(spec: StudySpec, out="results", log=None) -> Path:
     k = len([p for p in sessions.glob("*") if p.is_dir()]) if sessions.exists() else 0
     here = sessions / str(k)
     here.mkdir(parents=True)
-    gpus = GpuMonitor().start()
+    gpus.start()
     if not gpus.available:
         log(f"no GPU use recorded: {gpus.reason.splitlines()[0]}")
     probe = Probe(sensors=spec.sensors, period_us=spec.period_us, baseline_s=spec.baseline_s)

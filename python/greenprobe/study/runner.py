@@ -60,6 +60,23 @@ def environment(spec: StudySpec) -> dict:
     return {d["runtime"]: d for d in describe_all(sorted(needed))}
 
 
+def hardware(gpus, proc_root: str = "/proc") -> dict:
+    """CPU model and count, memory, GPUs (NVML names, or why there are none)."""
+    info = {"cpus": os.cpu_count(), "cpu_model": "", "memory_bytes": 0, "gpus": list(gpus.names),
+            "gpu_reason": "" if gpus.available else gpus.reason.splitlines()[0]}
+    try:
+        for line in Path(proc_root, "cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu_model"] = line.split(":", 1)[1].strip()
+                break
+        for line in Path(proc_root, "meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                info["memory_bytes"] = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return info
+
+
 def matrix(spec: StudySpec, env: dict) -> tuple[list[Config], list[dict]]:
     """The configurations this machine can run, and the ones it cannot with the reason."""
     configs, skipped = [], []
@@ -342,14 +359,19 @@ def mean_ci(values) -> tuple[float, float, float]:
 def config_row(out: Path, cfg_dir: Path, runs_wanted: int, idle_w: dict) -> Optional[dict]:
     """One configuration's summary from its run files (None while runs are missing); writes
     inferences.parquet and runs.parquet with net energy (gross - idle power of the run's session
-    x time) and result.json."""
+    x time, in total and per domain) and result.json. Every figure per inference comes with its
+    95 % interval over the runs."""
     runs = sorted((json.loads(p.read_text()) for p in (cfg_dir / "runs").glob("r*.json")), key=lambda x: x["run"])
     if len(runs) < runs_wanted:
         return None
+    domains = [d for d in runs[0]["domains"].split(",") if d]
     for r in runs:
-        p_idle = idle_w.get(r["session"], 0.0)
-        r["idle_power_w"] = p_idle
-        r["energy_j_per_inference_net"] = r["energy_j_per_inference"] - p_idle * r["time_s_per_inference"]
+        idle = idle_w.get(r["session"], {})
+        r["idle_power_w"] = sum(w for name, w in idle.items() if name.split("/", 1)[1] not in NOT_IN_TOTAL)
+        r["energy_j_per_inference_net"] = r["energy_j_per_inference"] - r["idle_power_w"] * r["time_s_per_inference"]
+        for n in domains:
+            r[f"energy_j_per_inference_net[{n}]"] = (r[f"energy_j_per_inference[{n}]"] -
+                                                      idle.get(n, 0.0) * r["time_s_per_inference"])
     pq.write_table(pa.Table.from_pylist(runs), cfg_dir / "runs.parquet")
     parts = []
     for r in runs:
@@ -358,9 +380,7 @@ def config_row(out: Path, cfg_dir: Path, runs_wanted: int, idle_w: dict) -> Opti
         parts.append(t.append_column("energy_j_net", net))
     pq.write_table(pa.concat_tables(parts, promote_options="default"), cfg_dir / "inferences.parquet")
     first = runs[0]
-    cfg_id = cfg_dir.name
-    domains = [d for d in first["domains"].split(",") if d]
-    row = {"id": cfg_id, **json.loads((cfg_dir / "config.json").read_text()), "status": "ok", "error": "",
+    row = {"id": cfg_dir.name, **json.loads((cfg_dir / "config.json").read_text()), "status": "ok", "error": "",
            "runs": len(runs), "inferences_per_run": first["inferences"], "estimated": any(r["estimated"] for r in runs),
            "device": first["device"], "domains": first["domains"],
            "idle_power_w": float(np.mean([r["idle_power_w"] for r in runs])),
@@ -371,11 +391,11 @@ def config_row(out: Path, cfg_dir: Path, runs_wanted: int, idle_w: dict) -> Opti
         row[key] = float(np.mean(vals)) if vals else None
     mem = [r.get("gpu_memory_used_bytes") for r in runs if r.get("gpu_memory_used_bytes") is not None]
     row["gpu_memory_used_bytes"] = float(max(mem)) if mem else None
-    for key in ("time_s_per_inference", "energy_j_per_inference", "energy_j_per_inference_net"):
+    keys = ["time_s_per_inference", "energy_j_per_inference", "energy_j_per_inference_net"]
+    keys += [f"energy_j_per_inference{net}[{n}]" for n in domains for net in ("", "_net")]
+    for key in keys:
         mean, low, high = mean_ci([r[key] for r in runs])
         row[key], row[key + "_low"], row[key + "_high"] = mean, low, high
-    for n in domains:
-        row[f"energy_j_per_inference[{n}]"] = float(np.mean([r[f"energy_j_per_inference[{n}]"] for r in runs]))
     row["throughput_per_s"] = row["batch_size"] / row["time_s_per_inference"] if row["time_s_per_inference"] else 0.0
     row["energy_j_per_sample"] = row["energy_j_per_inference"] / row["batch_size"]
     _write_json(cfg_dir / "result.json", row)
@@ -383,12 +403,11 @@ def config_row(out: Path, cfg_dir: Path, runs_wanted: int, idle_w: dict) -> Opti
 
 
 def idle_power(out: Path) -> dict:
-    """Session index -> idle power (W) summed over the domains that count in the total, from
-    sessions/<k>/baseline.json."""
+    """Session index -> {"sensor/domain": idle power (W)}, from sessions/<k>/baseline.json."""
     powers = {}
     for p in sorted((Path(out) / "sessions").glob("*/baseline.json")):
-        rows = json.loads(p.read_text())
-        powers[int(p.parent.name)] = float(sum(b["power_w"] for b in rows if b["domain"] not in NOT_IN_TOTAL))
+        powers[int(p.parent.name)] = {f"{b['sensor']}/{b['domain']}": float(b["power_w"])
+                                      for b in json.loads(p.read_text())}
     return powers
 
 
