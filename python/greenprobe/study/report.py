@@ -123,25 +123,29 @@ def _fmt(v: float, low: float, high: float, scale: float = 1.0, digits: int = 4)
     return f"{v * scale:.{digits}g} [{low * scale:.{digits}g}, {high * scale:.{digits}g}]"
 
 
+def _versus(base: dict, other: dict, out: Path, cells: list) -> list:
+    """``cells`` + for energy and time: ratio other/base, difference other - base with its Welch
+    95 % interval over the runs, and whether it is significant."""
+    runs_b = pq.read_table(out / "configs" / base["id"] / "runs.parquet").to_pydict()
+    runs_o = pq.read_table(out / "configs" / other["id"] / "runs.parquet").to_pydict()
+    for key in ("energy_j_per_inference", "time_s_per_inference"):
+        d, lo, hi, sig = welch(runs_b[key], runs_o[key])
+        ratio = other[key] / base[key] if base[key] else float("nan")
+        cells += [f"{ratio:.3g}x", f"{d:+.3g} [{lo:+.3g}, {hi:+.3g}]", "yes" if sig else "no"]
+    return cells
+
+
 def native_vs_onnx(ok: list[dict], out: Path) -> list[list]:
-    """Per (framework, model, batch): native against ONNX Runtime (CPU provider first) on the
-    per-run energy and time, Welch 95 % interval of the difference."""
+    """Per (framework, model, batch): native against ONNX Runtime (every provider) on the per-run
+    energy and time, Welch 95 % interval of the difference."""
     rows = []
     for r in ok:
         if r["runtime"] != "onnxruntime":
             continue
         native = next((n for n in ok if n["runtime"] == r["source"] and n["model"] == r["model"]
                        and n["batch_size"] == r["batch_size"]), None)
-        if native is None:
-            continue
-        runs_n = pq.read_table(out / "configs" / native["id"] / "runs.parquet").to_pydict()
-        runs_o = pq.read_table(out / "configs" / r["id"] / "runs.parquet").to_pydict()
-        cells = [LABEL[r["source"]], r["provider"], r["model"], r["batch_size"]]
-        for key in ("energy_j_per_inference", "time_s_per_inference"):
-            d, lo, hi, sig = welch(runs_n[key], runs_o[key])
-            ratio = r[key] / native[key] if native[key] else float("nan")
-            cells += [f"{ratio:.3g}x", f"{d:+.3g} [{lo:+.3g}, {hi:+.3g}]", "yes" if sig else "no"]
-        rows.append(cells)
+        if native is not None:
+            rows.append(_versus(native, r, out, [LABEL[r["source"]], r["provider"], r["model"], r["batch_size"]]))
     return rows
 
 
@@ -155,16 +159,8 @@ def provider_vs_provider(ok: list[dict], out: Path) -> list[list]:
         cpu = next((c for c in ok if c["runtime"] == "onnxruntime" and c["provider"] == "cpu" and
                     c["source"] == r["source"] and c["model"] == r["model"] and c["batch_size"] == r["batch_size"]),
                    None)
-        if cpu is None:
-            continue
-        runs_c = pq.read_table(out / "configs" / cpu["id"] / "runs.parquet").to_pydict()
-        runs_p = pq.read_table(out / "configs" / r["id"] / "runs.parquet").to_pydict()
-        cells = [LABEL[r["source"]], r["provider"], r["model"], r["batch_size"]]
-        for key in ("energy_j_per_inference", "time_s_per_inference"):
-            d, lo, hi, sig = welch(runs_c[key], runs_p[key])
-            ratio = r[key] / cpu[key] if cpu[key] else float("nan")
-            cells += [f"{ratio:.3g}x", f"{d:+.3g} [{lo:+.3g}, {hi:+.3g}]", "yes" if sig else "no"]
-        rows.append(cells)
+        if cpu is not None:
+            rows.append(_versus(cpu, r, out, [LABEL[r["source"]], r["provider"], r["model"], r["batch_size"]]))
     return rows
 
 
@@ -243,18 +239,16 @@ def write_report(directory) -> Path:
                      "(the paper reports 0.99).</p>")
     for name, data in plots.items():
         parts.append(f"<p><img alt='{name}' src='data:image/png;base64,{base64.b64encode(data).decode()}'></p>")
-    nvo = native_vs_onnx(ok, out)
-    if nvo:
-        parts.append("<h2>Native against ONNX Runtime</h2><p>Ratio ONNX/native, difference ONNX − native with its "
-                     "Welch 95 % interval over runs, significant when the interval excludes 0.</p>" + _table(
-                         ["framework", "provider", "model", "batch", "energy ratio", "energy difference (J)",
-                          "significant", "time ratio", "time difference (s)", "significant"], nvo))
-    pvp = provider_vs_provider(ok, out)
-    if pvp:
-        parts.append("<h2>Execution provider against CPU</h2><p>ONNX Runtime, same exported model: ratio "
-                     "provider/CPU, difference provider − CPU with its Welch 95 % interval over runs.</p>" + _table(
-                         ["exported from", "provider", "model", "batch", "energy ratio", "energy difference (J)",
-                          "significant", "time ratio", "time difference (s)", "significant"], pvp))
+    versus = ["energy ratio", "energy difference (J)", "significant", "time ratio", "time difference (s)",
+              "significant"]
+    for title, text, first, table in (
+            ("Native against ONNX Runtime", "Ratio ONNX/native, difference ONNX − native", "framework",
+             native_vs_onnx(ok, out)),
+            ("Execution provider against CPU", "ONNX Runtime, same exported model: ratio provider/CPU, difference "
+             "provider − CPU", "exported from", provider_vs_provider(ok, out))):
+        if table:
+            parts.append(f"<h2>{title}</h2><p>{text} with its Welch 95 % interval over runs, significant when the "
+                         "interval excludes 0.</p>" + _table([first, "provider", "model", "batch"] + versus, table))
     if ok:
         parts.append("<h2>Throughput and resource use</h2><p>CPU: the worker process's user + system time over the "
                      "run, as a share of all cores. RSS: the worker's resident memory (interleaved order: it holds "

@@ -339,6 +339,8 @@ class Runner:
                 if isinstance(e, WorkerError) and cfg.runtime in self.workers:  # a broken worker is not reused
                     self.workers.pop(cfg.runtime).close()
                     self.plans = {c: p for c, p in self.plans.items() if c.runtime != cfg.runtime}
+                elif cfg in self.plans:  # the worker is sound: free the failed configuration's model
+                    self.release(cfg)
                 continue
             if last[cfg] == k:
                 self.release(cfg)  # its last run: free the model
