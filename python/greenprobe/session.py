@@ -167,14 +167,16 @@ class Probe:
             self._drain_once()
 
     def _settle(self, after_ns: int) -> None:
-        """Waits until every counter channel has shown an update after ``after_ns`` (bounded),
-        so that interval ends are bracketed by real updates and need no extrapolation."""
+        """Waits until every counter channel has shown an update that surely came after
+        ``after_ns`` (bounded): one seen by a poll whose window opened after it. An update seen
+        just after ``after_ns`` by a late poll may have happened before it, and an interval
+        ending at ``after_ns`` would then need extrapolation."""
         deadline = time.monotonic() + self.settle_timeout_s
         counters = {c["channel"] for c in self._channels if c["quantity"] == "energy"}
         while counters and time.monotonic() < deadline:
             self._drain_once()
-            t, _, _, ch, fl = self._columns()
-            m = ((fl & FLAG_CHANGED) != 0) & ((fl & FLAG_FIRST) == 0) & (t > after_ns)
+            _, prev, _, ch, fl = self._columns()
+            m = ((fl & FLAG_CHANGED) != 0) & ((fl & FLAG_FIRST) == 0) & (prev > after_ns)
             seen = set(np.unique(ch[m]).tolist())
             gone = {i for i, st in enumerate(self._sampler.stats()) if st["state"] == "gone"}
             waiting = {c for c in counters if c not in seen and self._channels[c]["sensor_index"] not in gone}

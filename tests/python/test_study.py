@@ -171,6 +171,7 @@ def test_report_renders_tables_and_legible_plots(study):
     assert "Batch size 1" in text and "Batch size 2" in text and "Spearman" in text
     assert text.count("data:image/png;base64,") == 3 and "Native against ONNX Runtime" in text
     assert "Throughput and resource use" in text and "interleaved in random order" in text
+    assert "Energy per domain" in text and "synthetic/synthetic0: J net [95 %]" in text
     for name in ("energy.png", "time.png", "energy_vs_time.png"):
         data = (study / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n"

@@ -168,6 +168,25 @@ def _pct(v, scale=100.0) -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v * scale:.0f}"
 
 
+def domain_rows(ok: list[dict]) -> tuple[list[str], list[list]]:
+    """Energy per inference per sensor domain (CPU package, DRAM, GPU, ...), gross and net of each
+    domain's idle power, with 95 % intervals; the total last."""
+    domains = sorted({d for r in ok for d in (r.get("domains") or "").split(",") if d})
+    headers = ["configuration", "model", "batch"]
+    for d in domains + ["total"]:
+        headers += [f"{d}: J gross [95 %]", f"{d}: J net [95 %]"]
+    rows = []
+    for r in sorted(ok, key=lambda r: (r["model"], r["batch_size"], config_label(r))):
+        cells = [config_label(r), r["model"], r["batch_size"]]
+        for d in domains + ["total"]:
+            for net in ("", "_net"):
+                key = f"energy_j_per_inference{net}" + ("" if d == "total" else f"[{d}]")
+                v = r.get(key)
+                cells.append("-" if v is None else _fmt(v, r[key + "_low"], r[key + "_high"]))
+        rows.append(cells)
+    return headers, rows
+
+
 def usage_rows(ok: list[dict]) -> list[list]:
     """Throughput, net energy and resource use per configuration."""
     mib = 2.0 ** 20
@@ -250,6 +269,10 @@ def write_report(directory) -> Path:
             parts.append(f"<h2>{title}</h2><p>{text} with its Welch 95 % interval over runs, significant when the "
                          "interval excludes 0.</p>" + _table([first, "provider", "model", "batch"] + versus, table))
     if ok:
+        parts.append("<h2>Energy per domain</h2><p>Per sensor domain, gross and net of that domain's idle power "
+                     "(measured before and after the study); RAPL core and uncore lie inside the package and are "
+                     "not added to the total." + (" ESTIMATED domains come from a CPU model, not a sensor."
+                                                  if estimated else "") + "</p>" + _table(*domain_rows(ok)))
         parts.append("<h2>Throughput and resource use</h2><p>CPU: the worker process's user + system time over the "
                      "run, as a share of all cores. RSS: the worker's resident memory (interleaved order: it holds "
                      "every model of its runtime at once). GPU (NVML, where present): mean utilisation and largest memory "
