@@ -22,7 +22,7 @@ Systematic sensor error (about 5 % for NVML, per Yang et al. SC24) is not in the
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -49,14 +49,6 @@ class Channel:
     prev_t_ns: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     value: np.ndarray = field(default_factory=lambda: np.zeros(0))
     flags: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint32))
-
-    def between(self, start_ns: int, end_ns: int, margin_ns: int = 0) -> "Channel":
-        """The same channel with only the samples from start_ns - margin_ns to end_ns + margin_ns:
-        attributing a late window of a long session need not touch all of it."""
-        a = int(np.searchsorted(self.t_ns, start_ns - margin_ns, side="left"))
-        b = int(np.searchsorted(self.t_ns, end_ns + margin_ns, side="right"))
-        return replace(self, t_ns=self.t_ns[a:b], prev_t_ns=self.prev_t_ns[a:b], value=self.value[a:b],
-                       flags=self.flags[a:b])
 
     def usable(self) -> np.ndarray:
         """Samples that carry a reading (a GONE marker repeats the last value and is not one)."""

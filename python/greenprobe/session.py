@@ -198,9 +198,17 @@ class Probe:
                     self._chunks = [cols]
         return cols
 
-    def channels(self) -> list[Channel]:
-        """Every channel with its samples (sorted by time)."""
+    def channels(self, start_ns: Optional[int] = None, end_ns: Optional[int] = None) -> list[Channel]:
+        """Every channel with its samples (sorted by time); only those from ``start_ns`` to
+        ``end_ns`` when given (a late window of a long session need not sort all of it)."""
         t, prev, v, ch, fl = self._columns()
+        if start_ns is not None or end_ns is not None:
+            keep = np.ones(t.size, bool)
+            if start_ns is not None:
+                keep &= t >= start_ns
+            if end_ns is not None:
+                keep &= t <= end_ns
+            t, prev, v, ch, fl = t[keep], prev[keep], v[keep], ch[keep], fl[keep]
         out = []
         for c in self._channels:
             m = ch == c["channel"]

@@ -130,10 +130,10 @@ class Worker:
     def output(self, input_npz: str, output_npy: str) -> dict:
         return self.call("output", input_npz=input_npz, output_npy=output_npy)
 
-    def export_onnx(self, path: str, finalize: bool = True) -> dict:
-        """Exports the built model; with finalize=False the caller runs finalize_export (in its own
-        environment) instead of the worker."""
-        return self.call("export_onnx", path=path, finalize=finalize)
+    def export_onnx(self, path: str, finalize: bool = True, slot: Optional[str] = None) -> dict:
+        """Exports the model in ``slot`` (the one built last without it); with finalize=False the
+        caller runs finalize_export (in its own environment) instead of the worker."""
+        return self.call("export_onnx", path=path, finalize=finalize, slot=slot)
 
     def close(self) -> None:
         if self.proc.poll() is None:

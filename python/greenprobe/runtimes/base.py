@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from typing import Any, Callable, Optional
 
 import numpy as np
@@ -92,15 +93,10 @@ class Runtime:
         for i in range(n):
             if gap_s is not None and gap_s[i] > 0:
                 time.sleep(float(gap_s[i]))
-            if wrap is None:
+            with nullcontext() if wrap is None else wrap(i):
                 a = mono()
                 self._run(x)
                 out.append((a, mono()))
-            else:
-                with wrap(i):
-                    a = mono()
-                    self._run(x)
-                    out.append((a, mono()))
         return out
 
     def release(self) -> None:

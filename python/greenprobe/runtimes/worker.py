@@ -8,7 +8,7 @@ the parent can attribute energy to each inference.
 
 ops: describe | build(model, size, weights, device, image_size, seq_len, batch_size, onnx_path,
 provider, slot) | params | run(n, warmup, gaps_s, mark, slot) | output(input_npz, output_npy) |
-export_onnx(path, finalize) | save_weights(path) | release(slot) | quit
+export_onnx(path, finalize, slot) | save_weights(path) | release(slot) | quit
 
 A worker holds several built models at once, each in a named slot (default: "default"); ops
 without a slot use the one built last. ``run(mark={"label": ..., "attrs": {...}})`` wraps every

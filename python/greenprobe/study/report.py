@@ -168,6 +168,10 @@ def _pct(v, scale=100.0) -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v * scale:.0f}"
 
 
+def _table_order(r: dict) -> tuple:
+    return r["model"], r["batch_size"], config_label(r)
+
+
 def domain_rows(ok: list[dict]) -> tuple[list[str], list[list]]:
     """Energy per inference per sensor domain (CPU package, DRAM, GPU, ...), gross and net of each
     domain's idle power, with 95 % intervals; the total last."""
@@ -176,7 +180,7 @@ def domain_rows(ok: list[dict]) -> tuple[list[str], list[list]]:
     for d in domains + ["total"]:
         headers += [f"{d}: J gross [95 %]", f"{d}: J net [95 %]"]
     rows = []
-    for r in sorted(ok, key=lambda r: (r["model"], r["batch_size"], config_label(r))):
+    for r in sorted(ok, key=_table_order):
         cells = [config_label(r), r["model"], r["batch_size"]]
         for d in domains + ["total"]:
             for net in ("", "_net"):
@@ -191,7 +195,7 @@ def usage_rows(ok: list[dict]) -> list[list]:
     """Throughput, net energy and resource use per configuration."""
     mib = 2.0 ** 20
     out = []
-    for r in sorted(ok, key=lambda r: (r["model"], r["batch_size"], config_label(r))):
+    for r in sorted(ok, key=_table_order):
         gpu_mem = r.get("gpu_memory_used_bytes")
         out.append([config_label(r), r["model"], r["batch_size"], f"{r['throughput_per_s']:.4g}",
                     f"{r['energy_j_per_sample']:.4g}", f"{r.get('energy_j_per_inference_net', float('nan')):.4g}",

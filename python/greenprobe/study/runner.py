@@ -155,10 +155,15 @@ class Runner:
 
         w = self.workers.get(runtime)
         if w is None or w.proc.poll() is not None:
-            if w is not None:  # it died: its models went with it
-                self.plans = {k: v for k, v in self.plans.items() if k.runtime != runtime}
+            if w is not None:  # it died
+                self.drop_worker(runtime)
             w = self.workers[runtime] = Worker(runtime, env={"GREENPROBE_DAEMON": self.address})
         return w
+
+    def drop_worker(self, runtime: str) -> None:
+        """Closes a runtime's worker; the models it held go with it."""
+        self.workers.pop(runtime).close()
+        self.plans = {c: p for c, p in self.plans.items() if c.runtime != runtime}
 
     def close(self) -> None:
         for w in self.workers.values():
@@ -183,8 +188,8 @@ class Runner:
             src.build(cfg.model, slot=slot, **dict(shape, batch_size=1))
             tmp = path.with_suffix(".tmp.onnx")
             try:
-                src.call("export_onnx", path=str(tmp), finalize=False, slot=slot)  # finalized here: MXNet's
-                from ..runtimes import finalize_export                             # protobuf is slow on big models
+                src.export_onnx(str(tmp), finalize=False, slot=slot)  # finalized here: MXNet's protobuf is
+                from ..runtimes import finalize_export                # slow on big models
 
                 finalize_export(str(tmp), cfg.source)
                 os.replace(tmp, path)
@@ -250,9 +255,9 @@ class Runner:
         the run is done)."""
         starts = np.array([m[1] for m in marks], np.int64)
         ends = np.array([m[2] for m in marks], np.int64)
-        margin = int(2e9)
-        chans = [c.between(int(starts[0]), int(ends[-1]), margin + 20 * c.nominal_update_period_ns)
-                 for c in self.probe.channels()]
+        # enough samples around the run to bracket its edges and learn each sensor's update period
+        margin = int(2e9) + 20 * max((c["nominal_update_period_ns"] for c in self.probe._channels), default=0)
+        chans = self.probe.channels(int(starts[0]) - margin, int(ends[-1]) + margin)
         dur = (ends - starts) * 1e-9
         cols = {"config": [cfg.id] * len(marks), "run": np.full(len(marks), r), "i": np.arange(len(marks)),
                 "start_ns": starts, "end_ns": ends, "duration_s": dur}
@@ -337,8 +342,7 @@ class Runner:
                 d.mkdir(parents=True, exist_ok=True)
                 _write_json(d / "failed.json", {"error": msg, "run": r})
                 if isinstance(e, WorkerError) and cfg.runtime in self.workers:  # a broken worker is not reused
-                    self.workers.pop(cfg.runtime).close()
-                    self.plans = {c: p for c, p in self.plans.items() if c.runtime != cfg.runtime}
+                    self.drop_worker(cfg.runtime)
                 elif cfg in self.plans:  # the worker is sound: free the failed configuration's model
                     self.release(cfg)
                 continue
@@ -358,7 +362,7 @@ def mean_ci(values) -> tuple[float, float, float]:
     return m, m - half, m + half
 
 
-def config_row(out: Path, cfg_dir: Path, runs_wanted: int, idle_w: dict) -> Optional[dict]:
+def config_row(cfg_dir: Path, runs_wanted: int, idle_w: dict) -> Optional[dict]:
     """One configuration's summary from its run files (None while runs are missing); writes
     inferences.parquet and runs.parquet with net energy (gross - idle power of the run's session
     x time, in total and per domain) and result.json. Every figure per inference comes with its
@@ -423,7 +427,7 @@ def collect(out: Path, skipped: list[dict], runs_wanted: int) -> pa.Table:
         if (d / "failed.json").exists():
             rows.append({"id": d.name, **cfg, "status": "failed", "error": json.loads((d / "failed.json").read_text())["error"]})
             continue
-        row = config_row(out, d, runs_wanted, idle_w)
+        row = config_row(d, runs_wanted, idle_w)
         if row is None:
             n = len(list((d / "runs").glob("r*.json")))
             row = {"id": d.name, **cfg, "status": "unfinished", "error": f"{n} of {runs_wanted} runs done: run the "
