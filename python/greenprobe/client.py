@@ -19,6 +19,8 @@ import threading
 import time
 from typing import Any, Callable, Iterator, Optional
 
+from .errors import GreenprobeError
+
 DAEMON_ENV = "GREENPROBE_DAEMON"
 TOKEN_ENV = "GREENPROBE_TOKEN"
 FLUSH_INTERVAL_S = 0.05
@@ -39,8 +41,9 @@ def _json(value) -> str:
     return json.dumps(value, default=str, separators=(",", ":"))
 
 
-class DaemonError(RuntimeError):
-    """The daemon could not be reached or refused a request; the message says which and why."""
+class DaemonError(GreenprobeError, RuntimeError):
+    """The daemon could not be reached or refused a request; ``message`` says which and why, ``fix``
+    what to do."""
 
 
 def _channel(address: str, token: Optional[str]):
@@ -119,12 +122,16 @@ class RemoteProbe:
         except self._grpc.RpcError as e:
             code = e.code()
             if code == self._grpc.StatusCode.UNAVAILABLE:
-                raise DaemonError(f"greenprobe daemon at {self.address} is not reachable ({e.details()}); start it "
-                                  f"with `greenprobe daemon` and point {DAEMON_ENV} at its socket") from None
+                raise DaemonError(f"greenprobe daemon at {self.address} is not reachable ({e.details()})",
+                                  f"start it with `greenprobe daemon` and point {DAEMON_ENV} at its socket") from None
             if code == self._grpc.StatusCode.UNAUTHENTICATED:
-                raise DaemonError(f"the daemon at {self.address} refused the token: set {TOKEN_ENV} to the token "
-                                  "it was started with") from None
-            raise DaemonError(f"{name} failed: {code.name}: {e.details()}") from None
+                raise DaemonError(f"the daemon at {self.address} refused the token",
+                                  f"set {TOKEN_ENV} to the token it was started with") from None
+            fix = ""
+            if code == self._grpc.StatusCode.DEADLINE_EXCEEDED:
+                fix = (f"the daemon did not answer within {timeout or self.timeout_s:g} s: pass a larger timeout_s "
+                       "to greenprobe.connect()")
+            raise DaemonError(f"{name} failed: {code.name}: {e.details()}", fix) from None
 
     def status(self) -> dict:
         """Version, clock anchor, channels, per-sensor statistics, skipped sensors, marks held."""
@@ -272,7 +279,8 @@ def connect(address: Optional[str] = None, token: Optional[str] = None, timeout_
     so a wrong address fails here with the fix."""
     address = address or os.environ.get(DAEMON_ENV)
     if not address:
-        raise DaemonError(f"no daemon address: pass one (unix:/path/to.sock or host:port) or set {DAEMON_ENV}")
+        raise DaemonError("no daemon address",
+                          f"pass one (unix:/path/to.sock or host:port) or set {DAEMON_ENV}")
     probe = RemoteProbe(address, token, timeout_s)
     if check:
         probe.status()

@@ -35,7 +35,8 @@ def resolve_options(explicit: Mapping[str, object] | None = None, environ: Mappi
         if value is None:
             continue
         if key == "cpu_vendor" and str(value) not in ("intel", "amd"):
-            raise ConfigError(f"cpu_vendor must be 'intel' or 'amd', not {value!r}")
+            raise ConfigError(f"cpu_vendor must be 'intel' or 'amd', not {value!r}",
+                              "pass cpu_vendor='intel' or cpu_vendor='amd', or leave it out to detect the vendor")
         out[key] = str(value)
     return out
 
@@ -45,11 +46,14 @@ def parse_sensor_spec(spec: str) -> tuple[str, dict[str, str]]:
     kind, _, rest = spec.partition(":")
     kind = kind.strip()
     if not kind:
-        raise ConfigError(f"empty sensor name in {spec!r}")
+        raise ConfigError(f"empty sensor name in {spec!r}",
+                          "name the kind before the options, e.g. synthetic:waveform=sine "
+                          "(`greenprobe sensors` lists the kinds)")
     options: dict[str, str] = {}
     for item in filter(None, (p.strip() for p in rest.split(";"))):
         key, eq, value = item.partition("=")
         if not eq:
-            raise ConfigError(f"sensor option {item!r} in {spec!r} is not key=value")
+            raise ConfigError(f"sensor option {item!r} in {spec!r} is not key=value",
+                              "write options as kind:key=value;key=value, e.g. synthetic:waveform=sine;base_w=20")
         options[key.strip()] = value.strip()
     return kind, options

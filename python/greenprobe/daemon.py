@@ -242,10 +242,11 @@ class Daemon:
                  workers: int = 16):
         if listen and not allow_remote and not _is_loopback(listen):
             raise ConfigError(f"--listen {listen} is not a loopback address",
-                              "energy data is a side channel (CVE-2020-8694): add --allow-remote with a token "
-                              "only if remote readers are intended")
+                              "listen on loopback (e.g. --listen 127.0.0.1:50051); energy data is a side channel "
+                              "(CVE-2020-8694), so add --allow-remote and a token only if remote readers are intended")
         if allow_remote and not token:
-            raise ConfigError("--allow-remote needs a token", "pass --token or set GREENPROBE_TOKEN")
+            raise ConfigError("--allow-remote needs a token",
+                              "pass --token TOKEN or set GREENPROBE_TOKEN (clients send the same token)")
         self.probe = probe
         self.socket_path = Path(socket_path) if socket_path else None
         self.listen = listen
@@ -274,7 +275,8 @@ class Daemon:
         if self.listen:
             port = self.server.add_insecure_port(self.listen)
             if port == 0:
-                raise ConfigError(f"cannot listen on {self.listen}", "is the port free and the host yours?")
+                raise ConfigError(f"cannot listen on {self.listen}",
+                                  "choose a free port and an address of this host (port 0: any free port)")
             host = self.listen.rsplit(":", 1)[0]
             self.addresses.append(f"{host}:{port}")
         self.server.start()

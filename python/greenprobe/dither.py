@@ -49,13 +49,16 @@ def dither(fn: Callable, *args, label: str = "call", reps: int = 32, min_seconds
     ``progress``, if given, is called as ``progress(reps_done, seconds_elapsed)`` after each call.
     """
     if reps < 1:
-        raise ConfigError(f"reps must be >= 1, got {reps}")
+        raise ConfigError(f"reps must be >= 1, got {reps}", "pass reps=1 or more (the fewest calls to make)")
     if min_seconds < 0:
-        raise ConfigError(f"min_seconds must be >= 0, got {min_seconds}")
+        raise ConfigError(f"min_seconds must be >= 0, got {min_seconds}",
+                          "pass min_seconds=0 (reps alone decides) or more")
     if max_reps is not None and max_reps < reps:
-        raise ConfigError(f"max_reps ({max_reps}) must be >= reps ({reps})")
+        raise ConfigError(f"max_reps ({max_reps}) must be >= reps ({reps})",
+                          f"pass max_reps={reps} or more, or leave it out (no cap)")
     if max_gap_s is not None and max_gap_s < 0:
-        raise ConfigError(f"max_gap_s must be >= 0, got {max_gap_s}")
+        raise ConfigError(f"max_gap_s must be >= 0, got {max_gap_s}",
+                          "pass max_gap_s=0 or more, or leave it out (the first call's duration)")
     from . import mark  # the C mark, or the pure one in a client-only environment
 
     rng = np.random.default_rng(seed)

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 
 class GreenprobeError(Exception):
-    """Base class of every greenprobe error."""
+    """Base class of every greenprobe error.
+
+    Attributes: ``message`` (what failed, and where) and ``fix`` (what to do about it; empty where
+    there is nothing to do). ``str()`` is the message, then a ``\n  fix: ...`` line if there is a fix.
+    """
+
+    def __init__(self, message: str, fix: str = ""):
+        self.message = message
+        self.fix = fix
+        super().__init__(f"{message}\n  fix: {fix}" if fix else message)
 
 
 class ConfigError(GreenprobeError, ValueError):
@@ -25,11 +34,9 @@ class SensorError(GreenprobeError):
     category = "io"
 
     def __init__(self, message: str, fix: str = "", category: str | None = None):
-        self.message = message
-        self.fix = fix
         if category is not None:
             self.category = category
-        super().__init__(f"{message}\n  fix: {fix}" if fix else message)
+        super().__init__(message, fix)
 
 
 class SensorPermissionError(SensorError, PermissionError):

@@ -70,12 +70,15 @@ def open_sensors(sensors: str | Sequence[str], options: dict[str, object] | None
         else:
             return _open_auto(base)
     if not sensors:
-        raise ConfigError("no sensor requested: pass sensors='auto' or a list such as ['rapl-msr', 'nvml']")
+        raise ConfigError("no sensor requested",
+                          "pass sensors='auto' or a list such as ['rapl-msr', 'nvml'] "
+                          "(on the command line: --sensors auto, or --sensors rapl-msr,nvml)")
     seen = set()
     for spec in sensors:
         kind, own = parse_sensor_spec(spec)
         if kind in seen and kind != "synthetic":
-            raise ConfigError(f"sensor {kind!r} requested twice")
+            raise ConfigError(f"sensor {kind!r} requested twice",
+                              "name each sensor kind once (only synthetic may appear more than once)")
         seen.add(kind)
         opened.append(open_one(kind, {**base, **own}))
     return opened, skipped
@@ -108,7 +111,8 @@ def _open_auto(base: dict[str, str]):
             opened.append(est)
     if not opened:
         lines = "\n".join(f"  {s.kind}: {s.reason}\n    fix: {s.fix}" for s in skipped)
-        raise NoSensorError(f"no sensor could be opened on this machine:\n{lines}")
+        raise NoSensorError(f"no sensor could be opened on this machine:\n{lines}",
+                            "apply one of the fixes above; `greenprobe sensors` shows each kind's status")
     return opened, skipped
 
 

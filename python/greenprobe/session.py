@@ -59,19 +59,25 @@ class Probe:
         **options,
     ):
         if period_us < MIN_PERIOD_US:
-            raise ConfigError(f"period_us must be >= {MIN_PERIOD_US}, got {period_us}")
+            raise ConfigError(f"period_us must be >= {MIN_PERIOD_US}, got {period_us}",
+                              f"pass period_us={MIN_PERIOD_US} or more (on the command line: "
+                              f"--period-us {MIN_PERIOD_US} or more)")
         if ring_capacity < 16:
-            raise ConfigError("ring_capacity must be >= 16")
+            raise ConfigError(f"ring_capacity must be >= 16, got {ring_capacity}",
+                              "pass ring_capacity=16 or more, or leave it out (the default, 65536)")
         self.sensor_request = sensors
         self.period_ns = int(period_us * 1000)
         self.keepalive_ns = int(keepalive_ms * 1e6)
         self.ring_capacity = int(ring_capacity)
         self.record_all = bool(record_all)
         if schedule not in ("fixed", "adaptive"):
-            raise ConfigError(f"schedule must be 'fixed' or 'adaptive', not {schedule!r}")
+            raise ConfigError(f"schedule must be 'fixed' or 'adaptive', not {schedule!r}",
+                              "pass schedule='fixed' (the default) or schedule='adaptive'")
         self.schedule = schedule
         if baseline_s < 0:
-            raise ConfigError(f"baseline_s must be >= 0, got {baseline_s}")
+            raise ConfigError(f"baseline_s must be >= 0, got {baseline_s}",
+                              "pass baseline_s=0 (no idle measurement) or more (on the command line: "
+                              "--baseline SECONDS)")
         self.baseline_s = float(baseline_s)
         self.baseline_windows: list[tuple[str, int, int]] = []  # ("before"|"after", start_ns, end_ns)
         self.drain_interval_s = float(drain_interval_s)
@@ -227,10 +233,11 @@ class Probe:
         (``greenprobe.now_ns`` / ``time.monotonic_ns``): e.g. work whose schedule was planned in
         advance, or marks another process sent. Same record as ``mark`` makes."""
         if not isinstance(label, str) or not label:
-            raise ConfigError("a mark needs a non-empty label")
+            raise ConfigError("a mark needs a non-empty label", "pass a label string, e.g. add_mark('infer', ...)")
         start_ns, end_ns = int(start_ns), int(end_ns)
         if end_ns < start_ns:
-            raise ConfigError(f"mark {label!r} ends before it starts ({end_ns} < {start_ns})")
+            raise ConfigError(f"mark {label!r} ends before it starts ({end_ns} < {start_ns})",
+                              "pass start_ns <= end_ns, both read from greenprobe.now_ns() (CLOCK_MONOTONIC)")
         self._records.append((label, start_ns, end_ns, int(thread_id), attrs or None, bool(ok)))
 
     def marks(self) -> list[tuple]:

@@ -153,11 +153,19 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "study":
             from ..study import load_spec, run_study
 
-            def csv(v, conv=str):
-                return None if v is None else [conv(x) for x in v.split(",") if x]
+            def csv(v):
+                return None if v is None else [x.strip() for x in v.split(",") if x.strip()]
 
+            batch_sizes = csv(args.batch_sizes)
+            if batch_sizes is not None:
+                if not all(b.isascii() and b.isdigit() for b in batch_sizes):
+                    from ..errors import ConfigError
+
+                    raise ConfigError(f"batch sizes must be whole numbers >= 1, got --batch-sizes {args.batch_sizes}",
+                                      "pass a comma list, e.g. --batch-sizes 1,64")
+                batch_sizes = [int(b) for b in batch_sizes]
             spec = load_spec(args.spec, args.quick, runtimes=csv(args.runtimes), models=csv(args.models),
-                             batch_sizes=csv(args.batch_sizes, int), providers=csv(args.providers), runs=args.runs,
+                             batch_sizes=batch_sizes, providers=csv(args.providers), runs=args.runs,
                              size=args.size, sensors=args.sensors, order=args.order)
             path = run_study(spec, args.out)
             print(f"wrote {path}")
@@ -183,11 +191,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except Exception as e:  # errors the user can act on carry their fix in the message
+    except Exception as e:  # errors the user can act on: what failed, then the fix, no traceback
         from ..errors import GreenprobeError
 
         if isinstance(e, GreenprobeError):
-            print(f"greenprobe: {e}", file=sys.stderr)
+            print(f"greenprobe: {e.message}", file=sys.stderr)
+            if e.fix:
+                print(f"  fix: {e.fix}", file=sys.stderr)
             return 1
         raise
     return 0

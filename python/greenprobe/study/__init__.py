@@ -31,8 +31,9 @@ def run_study(spec: StudySpec, out="results", log=None) -> Path:
     if old.exists() and json.loads(old.read_text()) != spec.as_dict():
         from ..errors import ConfigError
 
-        raise ConfigError(f"{out} holds a study with another spec", "use another --out, or delete the folder "
-                                                                   "to start over")
+        raise ConfigError(f"{out} holds a study with another spec",
+                          f"to resume it, pass the options it was started with (they are in {old}); otherwise use "
+                          "another --out, or delete the folder to start over")
     old.write_text(json.dumps(spec.as_dict(), indent=2))
     log("looking at the runtimes this machine has ...")
     env = environment(spec)

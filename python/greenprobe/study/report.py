@@ -210,7 +210,8 @@ def write_report(directory) -> Path:
     if not summary.exists():
         from ..errors import ConfigError
 
-        raise ConfigError(f"no study in {out}: summary.parquet is missing", "run `greenprobe study --out DIR` first")
+        raise ConfigError(f"no study in {out}: summary.parquet is missing",
+                          f"pass the folder a study wrote, or run `greenprobe study --out {out}` first")
     rows = pq.read_table(summary).to_pylist()
     ok = [r for r in rows if r["status"] == "ok"]
     spec = json.loads((out / "spec.json").read_text()) if (out / "spec.json").exists() else {}

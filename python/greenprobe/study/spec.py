@@ -48,20 +48,25 @@ class StudySpec:
         bad = set(self.sources) - set(NATIVE)
         if bad:
             raise ConfigError(f"unknown ONNX sources {sorted(bad)}", f"choose from {', '.join(NATIVE)}")
-        if not self.batch_sizes or any(int(b) < 1 for b in self.batch_sizes):
-            raise ConfigError(f"batch sizes must be >= 1, got {self.batch_sizes}")
+        if not self.batch_sizes or any(not isinstance(b, int) or b < 1 for b in self.batch_sizes):
+            raise ConfigError(f"batch sizes must be >= 1, got {self.batch_sizes}",
+                              "pass whole numbers >= 1: --batch-sizes 1,64 (batch_sizes = [1, 64] in a spec file)")
         if self.order not in ("interleaved", "blocked"):
-            raise ConfigError(f"order must be interleaved or blocked, not {self.order!r}")
+            raise ConfigError(f"order must be interleaved or blocked, not {self.order!r}",
+                              'use --order interleaved or --order blocked (order = "blocked" in a spec file)')
         if self.size not in ("full", "tiny"):
-            raise ConfigError(f"size must be full or tiny, not {self.size!r}")
-        for name in ("runs", "min_inferences", "max_inferences"):
+            raise ConfigError(f"size must be full or tiny, not {self.size!r}",
+                              'use --size full or --size tiny (size = "tiny" in a spec file)')
+        if self.runs < 2:  # before the >= 1 checks: runs = 0 gets the reason too
+            raise ConfigError(f"runs must be >= 2, got {self.runs}: the 95 % intervals come from the spread "
+                              "between runs",
+                              "pass --runs 2 or more (runs = N in a spec file); the default is 30, --quick 3")
+        for name in ("min_inferences", "max_inferences"):
             if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1")
-        if self.runs < 2:
-            raise ConfigError("runs must be >= 2: the 95 % intervals come from the spread between runs")
+                raise ConfigError(f"{name} must be >= 1", f"set {name} = 1 or more in the spec file")
         for name in ("min_run_s", "rest_s", "baseline_s", "warmup"):
             if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be >= 0")
+                raise ConfigError(f"{name} must be >= 0", f"set {name} = 0 or more in the spec file")
         return self
 
     def as_dict(self) -> dict:
@@ -86,9 +91,15 @@ def load_spec(path: Optional[str] = None, quick: bool = False, **overrides) -> S
         try:
             data = tomllib.loads(Path(path).read_text())
         except FileNotFoundError:
-            raise ConfigError(f"study spec not found: {path}") from None
+            raise ConfigError(f"study spec not found: {path}",
+                              "check the path, or leave the spec out to run the defaults (or --quick)") from None
+        except OSError as e:  # a folder, or no permission
+            raise ConfigError(f"cannot read study spec {path}: {e.strerror}",
+                              "pass a readable TOML file with a [study] table") from None
         except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"{path} is not valid TOML: {e}") from None
+            raise ConfigError(f"{path} is not valid TOML: {e}",
+                              'write a [study] table of key = value lines, e.g. runs = 30, models = ["resnet50"]'
+                              ) from None
         data = data.get("study", data)
         known = {f.name for f in fields(StudySpec)}
         unknown = set(data) - known

@@ -1,0 +1,259 @@
+"""What a person reads when the command line refuses: `greenprobe: <message>`, then `  fix: <fix>`,
+on stderr, exit 1, nothing else (no traceback, no Python tuple); argparse's usage errors stay exit 2.
+Every path here is one a user can hit without hardware, and each fails before writing anything."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import greenprobe
+from greenprobe.cli import main as cli_main
+from greenprobe.study.spec import StudySpec
+
+PACKAGE_PARENT = Path(greenprobe.__file__).resolve().parents[1]  # the greenprobe these tests import
+
+
+def refuses(capsys, argv, message: str, fix: str) -> None:
+    """Runs the CLI in-process and asserts the exact text on stderr, nothing on stdout, exit 1."""
+    rc = cli_main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    assert not err.startswith("greenprobe: ("), err  # a tuple of (message, fix) printed as such
+    assert (rc, out, err) == (1, "", f"greenprobe: {message}\n  fix: {fix}\n")
+
+
+def usage_error(capsys, argv, says: str) -> str:
+    """Runs the CLI in-process and asserts argparse's exit 2 with `says` in its message."""
+    with pytest.raises(SystemExit) as e:
+        cli_main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    assert e.value.code == 2 and out == ""
+    assert err.startswith("usage: ") and says in err and "Traceback" not in err, err
+    return err
+
+
+NO_SENSOR_FIX = ("pass sensors='auto' or a list such as ['rapl-msr', 'nvml'] "
+                 "(on the command line: --sensors auto, or --sensors rapl-msr,nvml)")
+PERIOD_FIX = "pass period_us=50 or more (on the command line: --period-us 50 or more)"
+
+# (argv with {tmp} for the test's folder, message, fix)
+CASES = {
+    "study-unknown-runtime": (
+        ["study", "--runtimes", "caffe", "--out", "{tmp}/out"],
+        "unknown runtimes ['caffe']", "choose from torch, tensorflow, mxnet, onnxruntime"),
+    "study-unknown-model": (
+        ["study", "--models", "resnet50,vgg16", "--out", "{tmp}/out"],
+        "unknown models ['vgg16']", "choose from resnet50, mobilenet_v2, bert-base-uncased"),
+    "study-batch-size-0": (
+        ["study", "--batch-sizes", "1,0", "--out", "{tmp}/out"],
+        "batch sizes must be >= 1, got [1, 0]",
+        "pass whole numbers >= 1: --batch-sizes 1,64 (batch_sizes = [1, 64] in a spec file)"),
+    "study-batch-size-not-a-number": (
+        ["study", "--batch-sizes", "1,x", "--out", "{tmp}/out"],
+        "batch sizes must be whole numbers >= 1, got --batch-sizes 1,x",
+        "pass a comma list, e.g. --batch-sizes 1,64"),
+    "study-runs-1": (
+        ["study", "--runs", "1", "--out", "{tmp}/out"],
+        "runs must be >= 2, got 1: the 95 % intervals come from the spread between runs",
+        "pass --runs 2 or more (runs = N in a spec file); the default is 30, --quick 3"),
+    "study-runs-0": (
+        ["study", "--quick", "--runs", "0", "--out", "{tmp}/out"],
+        "runs must be >= 2, got 0: the 95 % intervals come from the spread between runs",
+        "pass --runs 2 or more (runs = N in a spec file); the default is 30, --quick 3"),
+    "study-spec-missing": (
+        ["study", "{tmp}/nope.toml", "--out", "{tmp}/out"],
+        "study spec not found: {tmp}/nope.toml",
+        "check the path, or leave the spec out to run the defaults (or --quick)"),
+    "report-without-summary": (
+        ["report", "{tmp}"],
+        "no study in {tmp}: summary.parquet is missing",
+        "pass the folder a study wrote, or run `greenprobe study --out {tmp}` first"),
+    "record-unknown-sensor": (
+        ["record", "--sensors", "caffeine", "--duration", "0.1", "--out", "{tmp}/rec"],
+        "unknown sensor kind 'caffeine'",
+        "choose one of: nvml, rapl-msr, rapl-powercap, cpu-estimate, synthetic, replay (from a recorded samples file)"),
+    "record-period-below-minimum": (
+        ["record", "--sensors", "synthetic", "--period-us", "10", "--duration", "0.1", "--out", "{tmp}/rec"],
+        "period_us must be >= 50, got 10.0", PERIOD_FIX),
+    "record-no-sensor": (
+        ["record", "--sensors", ",", "--duration", "0.1", "--out", "{tmp}/rec"],
+        "no sensor requested", NO_SENSOR_FIX),
+    "record-sensor-twice": (
+        ["record", "--sensors", "cpu-estimate,cpu-estimate", "--duration", "0.1", "--out", "{tmp}/rec"],
+        "sensor 'cpu-estimate' requested twice",
+        "name each sensor kind once (only synthetic may appear more than once)"),
+    "record-sensor-option-not-key-value": (
+        ["record", "--sensors", "synthetic:sine", "--duration", "0.1", "--out", "{tmp}/rec"],
+        "sensor option 'sine' in 'synthetic:sine' is not key=value",
+        "write options as kind:key=value;key=value, e.g. synthetic:waveform=sine;base_w=20"),
+    "record-empty-sensor-name": (
+        ["record", "--sensors", ":waveform=sine", "--duration", "0.1", "--out", "{tmp}/rec"],
+        "empty sensor name in ':waveform=sine'",
+        "name the kind before the options, e.g. synthetic:waveform=sine (`greenprobe sensors` lists the kinds)"),
+    "record-negative-baseline": (
+        ["record", "--sensors", "synthetic", "--baseline", "-1", "--out", "{tmp}/rec"],
+        "baseline_s must be >= 0, got -1.0",
+        "pass baseline_s=0 (no idle measurement) or more (on the command line: --baseline SECONDS)"),
+    "record-replay-without-file": (
+        ["record", "--sensors", "replay", "--duration", "0.1", "--out", "{tmp}/rec"],
+        "the replay sensor needs a recorded file", "use replay:path=run1/samples.parquet"),
+    "record-replay-file-missing": (
+        ["record", "--sensors", "replay:path={tmp}/none.parquet", "--duration", "0.1", "--out", "{tmp}/rec"],
+        "replay file not found: {tmp}/none.parquet", "record one with `greenprobe record --out DIR`"),
+    "measure-period-below-minimum": (
+        ["measure", "--sensors", "synthetic", "--period-us", "10", "--out", "{tmp}/m", "--", "true"],
+        "period_us must be >= 50, got 10.0", PERIOD_FIX),
+    "daemon-listen-not-loopback": (
+        ["daemon", "--sensors", "synthetic", "--socket", "{tmp}/run/daemon.sock", "--listen", "0.0.0.0:0"],
+        "--listen 0.0.0.0:0 is not a loopback address",
+        "listen on loopback (e.g. --listen 127.0.0.1:50051); energy data is a side channel (CVE-2020-8694), "
+        "so add --allow-remote and a token only if remote readers are intended"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_cli_error_prints_message_and_fix(case, tmp_path, capsys):
+    argv, message, fix = CASES[case]
+    fill = lambda s: s.replace("{tmp}", str(tmp_path))  # noqa: E731
+    refuses(capsys, [fill(a) for a in argv], fill(message), fill(fix))
+    assert list(tmp_path.iterdir()) == []  # refused before writing anything
+
+
+def spec_file(tmp_path, text: str) -> Path:
+    path = tmp_path / "study.toml"
+    path.write_text(text)
+    return path
+
+
+def test_study_spec_that_is_not_toml(tmp_path, capsys):
+    path = spec_file(tmp_path, "[study\nruns = 3\n")
+    rc = cli_main(["study", str(path), "--out", str(tmp_path / "out")])
+    out, err = capsys.readouterr()
+    first, fix = err.splitlines()
+    assert rc == 1 and out == ""
+    assert first.startswith(f"greenprobe: {path} is not valid TOML: ") and "(at line 1" in first, first
+    assert fix == '  fix: write a [study] table of key = value lines, e.g. runs = 30, models = ["resnet50"]'
+    assert not (tmp_path / "out").exists()
+
+
+def test_study_spec_with_unknown_keys(tmp_path, capsys):
+    path = spec_file(tmp_path, '[study]\nmodels = ["resnet50"]\nfrobnicate = 1\nrepeats = 3\n')
+    known = ", ".join(sorted(f.name for f in dataclasses.fields(StudySpec)))
+    assert known.startswith("baseline_s, batch_sizes, image_size, ")
+    refuses(capsys, ["study", path, "--out", tmp_path / "out"],
+            f"{path}: unknown keys ['frobnicate', 'repeats']", f"known keys: {known}")
+
+
+def test_study_spec_with_a_bad_order_size_or_source(tmp_path, capsys):
+    out = tmp_path / "out"
+    path = spec_file(tmp_path, '[study]\norder = "random"\n')
+    refuses(capsys, ["study", path, "--out", out], "order must be interleaved or blocked, not 'random'",
+            'use --order interleaved or --order blocked (order = "blocked" in a spec file)')
+    path = spec_file(tmp_path, '[study]\nsize = "huge"\n')
+    refuses(capsys, ["study", path, "--out", out], "size must be full or tiny, not 'huge'",
+            'use --size full or --size tiny (size = "tiny" in a spec file)')
+    path = spec_file(tmp_path, '[study]\nsources = ["torch", "jax"]\n')
+    refuses(capsys, ["study", path, "--out", out], "unknown ONNX sources ['jax']",
+            "choose from torch, tensorflow, mxnet")
+    path = spec_file(tmp_path, '[study]\nbatch_sizes = [1, "64"]\n')
+    refuses(capsys, ["study", path, "--out", out], "batch sizes must be >= 1, got [1, '64']",
+            "pass whole numbers >= 1: --batch-sizes 1,64 (batch_sizes = [1, 64] in a spec file)")
+    path = spec_file(tmp_path, "[study]\nrest_s = -1\n")
+    refuses(capsys, ["study", path, "--out", out], "rest_s must be >= 0", "set rest_s = 0 or more in the spec file")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["study.toml"]  # OUT was not made
+
+
+def test_study_spec_that_is_a_folder(tmp_path, capsys):
+    refuses(capsys, ["study", tmp_path, "--out", tmp_path / "out"],
+            f"cannot read study spec {tmp_path}: Is a directory", "pass a readable TOML file with a [study] table")
+
+
+def test_study_out_folder_holding_another_study(tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    other = json.dumps({**StudySpec().as_dict(), "runs": 7}, indent=2)
+    (out / "spec.json").write_text(other)
+    refuses(capsys, ["study", "--runtimes", "torch", "--models", "resnet50", "--batch-sizes", "1", "--out", out],
+            f"{out} holds a study with another spec",
+            f"to resume it, pass the options it was started with (they are in {out / 'spec.json'}); otherwise use "
+            "another --out, or delete the folder to start over")
+    assert (out / "spec.json").read_text() == other  # the old study is left as it was
+    assert [p.name for p in out.iterdir()] == ["spec.json"]
+
+
+def test_daemon_allow_remote_without_token_fails_before_sampling_or_binding(tmp_path, capsys, monkeypatch):
+    import greenprobe.daemon as daemon_module
+    from greenprobe.session import Probe
+
+    monkeypatch.delenv("GREENPROBE_TOKEN", raising=False)
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the daemon went past the token check")
+
+    monkeypatch.setattr(daemon_module.grpc, "server", must_not_run)  # no server made, so nothing bound
+    monkeypatch.setattr(Probe, "start", must_not_run)  # no sensor opened
+    sock = tmp_path / "run" / "daemon.sock"
+    refuses(capsys, ["daemon", "--sensors", "synthetic", "--socket", sock, "--listen", "0.0.0.0:0", "--allow-remote"],
+            "--allow-remote needs a token", "pass --token TOKEN or set GREENPROBE_TOKEN (clients send the same token)")
+    assert not sock.parent.exists()
+
+
+def test_usage_errors_stay_exit_2(capsys):
+    says = "measure needs a command after --, e.g. greenprobe measure -- python infer.py"
+    usage_error(capsys, ["measure"], says)
+    usage_error(capsys, ["measure", "--sensors", "synthetic", "--"], says)
+    usage_error(capsys, ["study", "--order", "random"], "argument --order: invalid choice: 'random'")
+    usage_error(capsys, ["study", "--runs", "many"], "argument --runs: invalid int value: 'many'")
+    usage_error(capsys, ["daemon", "--no-socket"], "--no-socket needs --listen HOST:PORT")
+
+
+def _run(*argv, tmp_path):
+    path = [str(PACKAGE_PARENT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
+    return subprocess.run([sys.executable, "-m", "greenprobe", *map(str, argv)], capture_output=True, text=True,
+                          env=env, cwd=tmp_path, timeout=120)
+
+
+def test_a_person_at_a_terminal_reads_the_message_and_the_fix(tmp_path):
+    r = _run("study", "--runtimes", "torch,caffe", "--models", "resnet50", tmp_path=tmp_path)
+    assert (r.returncode, r.stdout, r.stderr) == (
+        1, "", "greenprobe: unknown runtimes ['caffe']\n  fix: choose from torch, tensorflow, mxnet, onnxruntime\n")
+    r = _run("measure", tmp_path=tmp_path)
+    assert r.returncode == 2 and r.stdout == "" and "Traceback" not in r.stderr
+    assert r.stderr.endswith("greenprobe: error: measure needs a command after --, e.g. greenprobe measure -- "
+                             "python infer.py\n")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_every_error_carries_message_and_fix():
+    e = greenprobe.ConfigError("bad thing", "do this")
+    assert (e.message, e.fix, str(e)) == ("bad thing", "do this", "bad thing\n  fix: do this")
+    assert isinstance(e, ValueError) and isinstance(e, greenprobe.GreenprobeError)
+    e = greenprobe.NoSensorError("nothing opened")
+    assert (e.message, e.fix, str(e)) == ("nothing opened", "", "nothing opened")
+    e = greenprobe.SensorPermissionError("cannot read /dev/cpu/0/msr", "run as root")
+    assert (e.category, e.message, e.fix, str(e)) == (
+        "permission", "cannot read /dev/cpu/0/msr", "run as root", "cannot read /dev/cpu/0/msr\n  fix: run as root")
+    assert isinstance(e, PermissionError)
+    e = greenprobe.SensorError("gone", "plug it in", category="device-lost")
+    assert (e.category, str(e)) == ("device-lost", "gone\n  fix: plug it in")
+
+
+def test_daemon_errors_carry_a_fix(tmp_path, monkeypatch):
+    monkeypatch.delenv("GREENPROBE_DAEMON", raising=False)
+    with pytest.raises(greenprobe.DaemonError) as e:
+        greenprobe.connect()
+    assert isinstance(e.value, greenprobe.GreenprobeError) and isinstance(e.value, RuntimeError)
+    assert (e.value.message, e.value.fix) == (
+        "no daemon address", "pass one (unix:/path/to.sock or host:port) or set GREENPROBE_DAEMON")
+    address = f"unix:{tmp_path / 'nobody.sock'}"
+    with pytest.raises(greenprobe.DaemonError) as e:
+        greenprobe.connect(address, timeout_s=2)
+    assert e.value.message.startswith(f"greenprobe daemon at {address} is not reachable (")
+    assert e.value.fix == "start it with `greenprobe daemon` and point GREENPROBE_DAEMON at its socket"
