@@ -26,6 +26,7 @@ py::dict channel_dict(const ChannelInfo& c) {
     d["resolution"] = c.resolution;
     d["nominal_update_period_ns"] = c.nominal_update_period_ns;
     d["averaging_window_ns"] = c.averaging_window_ns;
+    d["parent_domain"] = c.parent_domain;
     return d;
 }
 
@@ -48,7 +49,7 @@ PYBIND11_MODULE(_core, m) {
         } catch (const SensorError& e) {
             py::object errors = py::module_::import("greenprobe.errors");
             py::object exc = errors.attr("from_core")(category_name(e.category()), e.what(), e.fix());
-            PyErr_SetObject(exc.get_type().ptr(), exc.ptr());
+            PyErr_SetObject(py::type::handle_of(exc).ptr(), exc.ptr());
         }
     });
 
@@ -93,6 +94,8 @@ PYBIND11_MODULE(_core, m) {
                 t.info.resolution = d["resolution"].cast<double>();
                 t.info.nominal_update_period_ns = d["nominal_update_period_ns"].cast<int64_t>();
                 t.info.averaging_window_ns = d["averaging_window_ns"].cast<int64_t>();
+                // optional: recordings made before sensors stated it
+                if (d.contains("parent_domain") && !d["parent_domain"].is_none()) t.info.parent_domain = d["parent_domain"].cast<std::string>();
                 t.offset_ns = d["offset_ns"].cast<std::vector<int64_t>>();
                 t.value = d["value"].cast<std::vector<double>>();
                 ts.push_back(std::move(t));

@@ -6,6 +6,7 @@
 
 #include <cstdlib>
 #include <fstream>
+#include <map>
 #include <string>
 
 #include "check.hpp"
@@ -91,6 +92,40 @@ TEST(powercap_names_zones_and_skips_mmio) {
     CHECK(ch[2].domain == "dram");
     CHECK(ch[3].domain == "package-1");
     CHECK(ch[4].domain == "core-1");
+}
+
+TEST(powercap_parents_on_one_socket_without_psys) {
+    const std::string root = make_powercap(1000000);
+    auto s = open_sensor("rapl-powercap", Options({{"powercap_root", root}}));
+    const auto& ch = s->channels();
+    REQUIRE(ch.size() == 5);
+    CHECK(ch[0].parent_domain.empty());            // package-0
+    CHECK(ch[1].parent_domain == "package-0");     // core-0
+    CHECK(ch[2].parent_domain.empty());            // dram: listed under the package, not inside its energy
+    CHECK(ch[3].parent_domain.empty());            // package-1
+    CHECK(ch[4].parent_domain == "package-1");     // core-1
+}
+
+TEST(powercap_two_sockets_with_psys_nest_every_domain) {
+    const std::string root = temp_dir() + "/powercap";
+    const char* zones[][2] = {{"intel-rapl:0", "package-0"}, {"intel-rapl:0:0", "core"}, {"intel-rapl:0:1", "dram"},
+                              {"intel-rapl:1", "package-1"}, {"intel-rapl:1:0", "core"}, {"intel-rapl:1:1", "dram"},
+                              {"intel-rapl:2", "psys"}};
+    for (auto& z : zones) {
+        const std::string dir = root + "/" + z[0];
+        mkdirs(dir);
+        write_file(dir + "/name", std::string(z[1]) + "\n");
+        write_file(dir + "/max_energy_range_uj", "262143328850\n");
+        write_file(dir + "/energy_uj", "1000\n");
+    }
+    auto s = open_sensor("rapl-powercap", Options({{"powercap_root", root}}));
+    std::map<std::string, std::string> parent;
+    for (const auto& c : s->channels()) parent[c.domain] = c.parent_domain;
+    const std::map<std::string, std::string> want = {
+        {"package-0", "psys"}, {"core-0", "package-0"}, {"dram-0", "psys"}, {"package-1", "psys"},
+        {"core-1", "package-1"}, {"dram-1", "psys"}, {"psys", ""}};
+    CHECK(s->channels().size() == want.size());
+    CHECK(parent == want);
 }
 
 TEST(powercap_unwraps_with_the_zone_range) {
@@ -226,6 +261,42 @@ TEST(msr_two_packages_get_suffixed_domains) {
           ch[3].domain == "core-1");
 }
 
+TEST(msr_two_sockets_with_psys_nest_every_domain) {
+    FakeCpu c = make_cpu("GenuineIntel", 2, 2, false);
+    for (int cpu : {0, 2}) {
+        write_msr(msr_of(c, cpu), 0x606, 0xA1003);
+        write_msr(msr_of(c, cpu), 0x611, 1);
+        write_msr(msr_of(c, cpu), 0x639, 1);
+        write_msr(msr_of(c, cpu), 0x641, 1);
+        write_msr(msr_of(c, cpu), 0x619, 1);
+        write_msr(msr_of(c, cpu), 0x64D, 1);  // platform-wide: read from the first package only
+    }
+    auto s = open_sensor("rapl-msr", cpu_options(c));
+    std::map<std::string, std::string> parent;
+    for (const auto& ch : s->channels()) parent[ch.domain] = ch.parent_domain;
+    const std::map<std::string, std::string> want = {
+        {"package-0", "psys"}, {"core-0", "package-0"}, {"uncore-0", "package-0"}, {"dram-0", "psys"},
+        {"package-1", "psys"}, {"core-1", "package-1"}, {"uncore-1", "package-1"}, {"dram-1", "psys"},
+        {"psys", ""}};
+    CHECK(s->channels().size() == want.size());
+    CHECK(parent == want);
+}
+
+TEST(msr_without_psys_packages_and_dram_are_top_level) {
+    FakeCpu c = make_cpu("GenuineIntel", 1, 2, false);
+    const std::string f = msr_of(c, 0);
+    write_msr(f, 0x606, 0xA1003);
+    write_msr(f, 0x611, 1);
+    write_msr(f, 0x639, 1);
+    write_msr(f, 0x619, 1);
+    auto s = open_sensor("rapl-msr", cpu_options(c));
+    const auto& ch = s->channels();
+    REQUIRE(ch.size() == 3);
+    CHECK(ch[0].domain == "package-0" && ch[0].parent_domain.empty());
+    CHECK(ch[1].domain == "core" && ch[1].parent_domain == "package-0");
+    CHECK(ch[2].domain == "dram" && ch[2].parent_domain.empty());
+}
+
 TEST(msr_errors_name_the_problem) {
     FakeCpu c = make_cpu("GenuineIntel", 1, 1, false);
     // No msr file at all: the module is not loaded.
@@ -265,6 +336,7 @@ TEST(nvml_loads_the_fake_library_and_reads_fields) {
     CHECK_NEAR(r[3].value, 200.0, 1e-9);
     CHECK(r[0].value > 123456.0);  // counter since "driver load"
     CHECK(s->info().at("gpu0_power_source") == "field 186 (instant)");
+    for (const auto& c : ch) CHECK(c.parent_domain.empty());  // GPUs are top-level domains
     ::unsetenv("FAKE_NVML_GPUS");
 }
 
@@ -349,6 +421,23 @@ TEST(unknown_kind_is_a_config_error) {
     CHECK(category_of([] { open_sensor("rapl", Options()); }) == ErrorCategory::Config);
 }
 
+TEST(synthetic_domains_are_top_level_and_replay_keeps_the_recorded_parent) {
+    auto syn = open_sensor("synthetic", Options({{"domains", "a,b"}}));
+    for (const auto& c : syn->channels()) CHECK(c.parent_domain.empty());
+    ReplayTrack pkg, core;
+    pkg.info.domain = "package-0";
+    core.info.domain = "core";
+    core.info.parent_domain = "package-0";
+    pkg.offset_ns = core.offset_ns = {0, 1000};
+    pkg.value = core.value = {0.0, 1.0};
+    std::vector<ReplayTrack> tracks;
+    tracks.push_back(pkg);
+    tracks.push_back(core);
+    auto rep = open_replay(std::move(tracks), "rapl-powercap");
+    CHECK(rep->channels()[0].parent_domain.empty());
+    CHECK(rep->channels()[1].parent_domain == "package-0");
+}
+
 TEST(cpu_estimate_is_flagged_estimated) {
     const std::string proc = temp_dir();
     write_file(proc + "/stat", "cpu  100 0 100 800 0 0 0 0 0 0\ncpu0 1 1 1 1\n");
@@ -356,6 +445,7 @@ TEST(cpu_estimate_is_flagged_estimated) {
     auto s = open_sensor("cpu-estimate", Options({{"proc_root", proc}, {"cpu_tdp_w", "100"}}));
     CHECK(s->channels()[0].estimated);
     CHECK(s->channels()[0].quantity == Quantity::Power);
+    CHECK(s->channels()[0].parent_domain.empty());
     write_file(proc + "/stat", "cpu  150 0 150 900 0 0 0 0 0 0\n");  // 100 busy of 200: 50 %
     auto r = poll(*s);
     CHECK_NEAR(r[0].value, 30.0 + 70.0 * 0.5, 1e-9);

@@ -20,6 +20,11 @@ struct ChannelInfo {
     double resolution = 0.0;                // smallest step: joules (counters) or watts (power)
     int64_t nominal_update_period_ns = 0;   // what the hardware is documented to do; 0 = unknown
     int64_t averaging_window_ns = 0;        // power only: window the reading averages; 0 = since last update
+    // The domain of the same sensor whose energy includes this one's ("package-0" for "core-0",
+    // "psys" for "package-0" and "dram" where the platform domain exists); empty at the top level.
+    // Containment of energy, not of the sysfs tree: powercap lists dram under its package, but the
+    // package's energy does not include DRAM's.
+    std::string parent_domain;
 };
 
 // Outcome of reading one channel in one poll.

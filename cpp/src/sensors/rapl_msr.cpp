@@ -127,6 +127,7 @@ class RaplMsrSensor final : public Sensor {
             throw SensorError(ErrorCategory::Unsupported, "rapl-msr found no non-zero RAPL energy counter",
                               "this CPU or hypervisor does not expose RAPL; try rapl-powercap or cpu-estimate");
         }
+        set_parents();
         // Prime the counters so the first poll reports 0 J.
         std::vector<Reading> scratch(channels_.size());
         poll(scratch);
@@ -173,6 +174,26 @@ class RaplMsrSensor final : public Sensor {
 
   private:
     uint64_t offset(uint32_t reg) const { return static_cast<uint64_t>(reg) * offset_scale_; }
+
+    // Energy containment: core and uncore inside their package; packages and DRAM inside psys
+    // (the platform domain) where it exists; psys, and packages and DRAM without it, at the top.
+    void set_parents() {
+        auto present = [&](const std::string& domain) {
+            return std::any_of(channels_.begin(), channels_.end(),
+                               [&](const ChannelInfo& c) { return c.domain == domain; });
+        };
+        const std::string platform = present("psys") ? "psys" : "";
+        for (std::size_t c = 0; c < domains_.size(); ++c) {
+            const std::string package = "package-" + std::to_string(packages_[domains_[c].package_index].id);
+            switch (domains_[c].reg.domain) {
+                case rapl::Domain::Core:
+                case rapl::Domain::Uncore: channels_[c].parent_domain = present(package) ? package : ""; break;
+                case rapl::Domain::Package:
+                case rapl::Domain::Dram: channels_[c].parent_domain = platform; break;
+                case rapl::Domain::Psys: channels_[c].parent_domain.clear(); break;
+            }
+        }
+    }
 
     static std::string hex(uint32_t v) {
         char buf[16];

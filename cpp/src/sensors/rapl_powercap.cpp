@@ -96,6 +96,7 @@ class RaplPowercapSensor final : public Sensor {
             channels_.push_back(info);
             zones_.push_back(Zone{f.zone, f.path, std::move(f.fd), WrapCounter(f.max_uj, 1e-6)});
         }
+        set_parents(found);
         std::vector<Reading> scratch(channels_.size());
         poll(scratch);
     }
@@ -128,6 +129,32 @@ class RaplPowercapSensor final : public Sensor {
     std::string last_error() const override { return last_error_; }
 
   private:
+    // Energy containment, not the sysfs tree: a subzone (intel-rapl:X:Y: core, uncore) is inside its
+    // package zone intel-rapl:X; packages and DRAM (which powercap lists under its package, but which
+    // the package's energy does not include) are inside psys where a psys zone exists.
+    template <typename FoundZones>
+    void set_parents(const FoundZones& found) {
+        std::map<std::string, std::string> domain_of_zone;
+        std::string platform;
+        for (std::size_t c = 0; c < found.size(); ++c) {
+            domain_of_zone[found[c].zone] = channels_[c].domain;
+            if (found[c].name == "psys" && platform.empty()) platform = channels_[c].domain;
+        }
+        for (std::size_t c = 0; c < found.size(); ++c) {
+            const std::string& zone = found[c].zone;
+            const std::string& name = found[c].name;
+            const auto sub = zone.find(':', 11);  // "intel-rapl:X:Y" -> parent zone "intel-rapl:X"
+            if (name == "psys") {
+                channels_[c].parent_domain.clear();
+            } else if (name == "dram" || name.compare(0, 7, "package") == 0) {
+                channels_[c].parent_domain = platform;
+            } else if (sub != std::string::npos) {
+                const auto it = domain_of_zone.find(zone.substr(0, sub));
+                channels_[c].parent_domain = it != domain_of_zone.end() ? it->second : "";
+            }
+        }
+    }
+
     struct Zone {
         std::string zone, path;
         Fd fd;

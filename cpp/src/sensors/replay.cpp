@@ -1,5 +1,6 @@
 // replay: re-emits recorded channels at their original pace, starting at the first poll.
 // Built from arrays (the Python layer reads the samples Parquet file and hands the columns over).
+// Each track keeps the recorded ChannelInfo, parent_domain included where the recording had one.
 #include "greenprobe/clock.hpp"
 #include "greenprobe/registry.hpp"
 

@@ -1,0 +1,43 @@
+"""Domain topology: each channel names the domain whose energy includes its own (parent_domain)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import greenprobe
+from standins import make_powercap_tree
+
+RANGE_UJ = 262_143_328_850
+
+TWO_SOCKETS = [
+    ("intel-rapl:0", "package-0", RANGE_UJ), ("intel-rapl:0:0", "core", RANGE_UJ), ("intel-rapl:0:1", "dram", RANGE_UJ),
+    ("intel-rapl:1", "package-1", RANGE_UJ), ("intel-rapl:1:0", "core", RANGE_UJ), ("intel-rapl:1:1", "dram", RANGE_UJ),
+    ("intel-rapl:2", "psys", RANGE_UJ),
+]
+
+WANT = {"package-0": "psys", "core-0": "package-0", "dram-0": "psys",
+        "package-1": "psys", "core-1": "package-1", "dram-1": "psys", "psys": ""}
+
+
+def test_two_socket_powercap_parents_reach_the_metadata(tmp_path):
+    root = tmp_path / "powercap"
+    make_powercap_tree(root, TWO_SOCKETS)
+    with greenprobe.Probe(sensors=["rapl-powercap"], period_us=1000, powercap_root=str(root)) as probe:
+        with greenprobe.mark("idle"):
+            time.sleep(0.01)
+    channels = probe.metadata()["channels"]
+    assert {c["domain"]: c["parent_domain"] for c in channels} == WANT
+    assert all(c["sensor"] == "rapl-powercap" for c in channels)
+    paths = probe.save(tmp_path / "run")
+    on_disk = json.loads(open(paths["metadata"]).read())["channels"]
+    assert {c["domain"]: c["parent_domain"] for c in on_disk} == WANT
+
+
+def test_one_socket_without_psys_keeps_packages_and_dram_at_the_top(tmp_path):
+    root = tmp_path / "powercap"
+    make_powercap_tree(root, TWO_SOCKETS[:3])
+    with greenprobe.Probe(sensors=["rapl-powercap"], period_us=1000, powercap_root=str(root)) as probe:
+        time.sleep(0.005)
+    parents = {c["domain"]: c["parent_domain"] for c in probe.metadata()["channels"]}
+    assert parents == {"package-0": "", "core": "package-0", "dram": ""}
