@@ -23,6 +23,7 @@ Systematic sensor error (about 5 % for NVML, per Yang et al. SC24) is not in the
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Optional
 
 import numpy as np
 
@@ -45,6 +46,7 @@ class Channel:
     resolution: float
     nominal_update_period_ns: int
     averaging_window_ns: int = 0
+    parent_domain: Optional[str] = None  # the domain containing this one ("" top level; None: unstated)
     t_ns: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     prev_t_ns: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     value: np.ndarray = field(default_factory=lambda: np.zeros(0))

@@ -133,11 +133,13 @@ def intervals_table(probe) -> pa.Table:
     return pa.table(data).replace_schema_metadata({METADATA_KEY: json.dumps(session_metadata(probe)).encode()})
 
 
-LABEL_COLUMNS = ["label", "sensor", "domain", "calls", "time_s_mean", "energy_j_per_call", "energy_j_per_call_low",
-                 "energy_j_per_call_high", "energy_j_per_call_net", "energy_j_per_call_net_low",
-                 "energy_j_per_call_net_high", "power_w", "baseline_power_w", "baseline_power_w_se",
+LABEL_COLUMNS = ["label", "sensor", "domain", "status", "reason", "calls", "time_s_mean", "time_s_per_call",
+                 "energy_j_per_call", "energy_j_per_call_low", "energy_j_per_call_high", "energy_j_per_call_net",
+                 "energy_j_per_call_net_low", "energy_j_per_call_net_high", "energy_j_per_call_exclusive",
+                 "time_s_per_call_exclusive", "power_w", "baseline_power_w", "baseline_power_w_se",
                  "baseline_source", "regression_idle_power_w", "update_period_ns", "update_period_source",
-                 "windows", "estimated", "method", "resolution"]
+                 "windows", "dof", "hac_lags", "model", "interval_target", "estimated", "method", "resolution",
+                 "domains"]
 
 
 def labels_table(probe) -> pa.Table:
@@ -145,7 +147,11 @@ def labels_table(probe) -> pa.Table:
 
     channels = probe.channels()
     rows = summarise(probe.marks(), channels, probe.baseline(channels))
-    table = pa.Table.from_pylist(rows) if rows else pa.table({c: pa.array([], pa.string()) for c in LABEL_COLUMNS})
+    if rows:
+        names = LABEL_COLUMNS + [k for r in rows for k in r if k not in LABEL_COLUMNS]
+        table = pa.Table.from_pylist([{k: r.get(k) for k in names} for r in rows])
+    else:
+        table = pa.table({c: pa.array([], pa.string()) for c in LABEL_COLUMNS})
     return table.replace_schema_metadata({METADATA_KEY: json.dumps(session_metadata(probe)).encode()})
 
 

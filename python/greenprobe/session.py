@@ -223,7 +223,7 @@ class Probe:
                 channel=c["channel"], sensor=c["sensor"], domain=c["domain"], quantity=c["quantity"],
                 estimated=c["estimated"], resolution=c["resolution"],
                 nominal_update_period_ns=c["nominal_update_period_ns"],
-                averaging_window_ns=c["averaging_window_ns"],
+                averaging_window_ns=c["averaging_window_ns"], parent_domain=c.get("parent_domain"),
                 t_ns=t[m][order], prev_t_ns=prev[m][order], value=v[m][order], flags=fl[m][order]))
         return out
 

@@ -58,21 +58,29 @@ def test_summary_has_one_row_per_configuration_with_the_paper_columns(study):
 
 
 def test_statistics_match_a_hand_computation_from_the_runs(study):
+    """The figure by its definition: per run (window energy - idle power x window) / inferences,
+    plus idle power x the inference's duration; mean over runs, t interval over their spread
+    widened by the idle power's standard error (common to every run)."""
     rows = {r["id"]: r for r in pq.read_table(study / "summary.parquet").to_pylist() if r["status"] == "ok"}
+    (idle,) = json.loads((study / "sessions" / "0" / "baseline.json").read_text())
     for cid, row in rows.items():
-        inf = pq.read_table(study / "configs" / cid / "inferences.parquet").to_pydict()
+        runs = pq.read_table(study / "configs" / cid / "runs.parquet").to_pylist()
+        name = f"{idle['sensor']}/{idle['domain']}"
+        per_run, common = [], []
+        for r in runs:
+            net = (r[f"energy_j_window[{name}]"] - idle["power_w"] * r["window_s"]) / r["inferences"]
+            per_run.append(net + idle["power_w"] * r["time_s_per_inference"])
+            common.append(idle["power_w_se"] * abs(r["window_s"] / r["inferences"] - r["time_s_per_inference"]))
+            assert r["window_s"] > r["inferences"] * r["time_s_per_inference"], "a run's window holds its gaps"
         n_runs = row["runs"]
-        per_run = []
-        for r in range(n_runs):
-            e = [e for e, run in zip(inf["energy_j"], inf["run"]) if run == r]
-            assert len(e) == row["inferences_per_run"]
-            per_run.append(sum(e) / len(e))
         mean = sum(per_run) / n_runs
         sd = math.sqrt(sum((x - mean) ** 2 for x in per_run) / (n_runs - 1))
-        half = t975(n_runs - 1) * sd / math.sqrt(n_runs)
+        half = math.hypot(t975(n_runs - 1) * sd / math.sqrt(n_runs), 1.959963984540054 * float(np.mean(common)))
         assert row["energy_j_per_inference"] == pytest.approx(mean, rel=1e-9)
         assert row["energy_j_per_inference_high"] == pytest.approx(mean + half, rel=1e-9)
         assert row["throughput_per_s"] == pytest.approx(row["batch_size"] / row["time_s_per_inference"])
+        inf = pq.read_table(study / "configs" / cid / "inferences.parquet")
+        assert f"energy_j_interpolated[{name}]" in inf.column_names and "energy_j" not in inf.column_names
 
 
 def test_every_inference_is_marked_by_its_worker_through_the_daemon(study):

@@ -11,7 +11,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .runner import Config, Runner, collect, environment, hardware, matrix
+from .runner import Config, Runner, collect, environment, estimate_calls, hardware, matrix
 from .spec import QUICK, StudySpec, load_spec
 
 __all__ = ["StudySpec", "load_spec", "QUICK", "Config", "run_study"]
@@ -78,5 +78,7 @@ def run_study(spec: StudySpec, out="results", log=None) -> Path:
         probe.save(here)
         (here / "baseline.json").write_text(json.dumps(probe.baseline(), indent=2))
         (out / "sensors.json").write_text(json.dumps(probe.metadata()["channels"], indent=2, default=str))
+        log("estimating each configuration's energy during its calls ...")
+        estimate_calls(probe, here)
     collect(out, skipped, spec.runs)
     return out / "summary.parquet"

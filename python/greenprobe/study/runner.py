@@ -29,13 +29,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..attribution import attribute
+from ..attribution import attribute, choose_channels
 from ..summary import t975
+from ..topology import split_name, top_level
 from ..usage import proc_usage
 from .spec import NATIVE, StudySpec
 
-#: sub-domains counted inside another one (RAPL core and uncore inside package; psys is the platform)
-NOT_IN_TOTAL = ("core", "uncore", "psys")
+#: idle kept before a run's first inference and after its last, at least (see Runner.pad_ns)
+MIN_PAD_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -228,6 +229,8 @@ class Runner:
         gaps[0] = 0.0
         if r and s.order == "interleaved" and s.warmup:  # another model ran since: caches are cold
             w.run(0, warmup=1, slot=cfg.id)
+        pad = self.pad_ns()
+        time.sleep(pad * 1e-9)  # idle before the run: its window opens there (see score_run)
         cpu0, t0 = proc_usage(w.proc.pid)[0], time.monotonic_ns()
         w.run(plan.n, gaps_s=gaps, slot=cfg.id, mark={"label": "inference", "attrs": {"config": cfg.id, "run": r}})
         t1, (cpu1, rss) = time.monotonic_ns(), proc_usage(w.proc.pid)
@@ -236,10 +239,20 @@ class Runner:
             raise RuntimeError(f"the daemon holds {len(marks)} of the {plan.n} inference marks of run {r}")
         start, end = marks[0][1], max(m[2] for m in marks)
         self.probe.add_mark("run", start, end, config=cfg.id, run=r)
-        self.probe._settle(after_ns=end)  # counters updated after the last inference
+        time.sleep(max(0.0, (end + pad - time.monotonic_ns()) * 1e-9))  # and idle after it
+        self.probe._settle(after_ns=end + pad)  # counters updated after the window closes
         usage = {"cpu_util": (cpu1 - cpu0) / ((t1 - t0) * 1e-9) / (os.cpu_count() or 1), "rss_bytes": rss}
         usage.update(self.gpus.window(start, end) if self.gpus is not None else {})
-        return self.score_run(cfg, r, marks, usage, plan)
+        return self.score_run(cfg, r, marks, usage, plan, pad)
+
+    def pad_ns(self) -> int:
+        """Idle time kept before a run's first inference and after its last, inside its window: two
+        of the slowest channel's update periods (at least MIN_PAD_S). The window's edges then fall
+        in idle time, where a counter's interpolation between updates is exact (the power there is
+        the idle power), and what a runtime leaves running after its last call is inside."""
+        periods = [c.learned_update_period_ns()[0] for c in choose_channels(self.probe.channels(
+            time.monotonic_ns() - int(30e9)))] or [0]
+        return int(max(MIN_PAD_S * 1e9, 2 * max(periods)))
 
     def marks_of(self, cfg: Config, r: int) -> list[tuple]:
         """The inference marks of run r that reached the daemon, in order of their index."""
@@ -249,37 +262,42 @@ class Runner:
                 and m[4].get("run") == r]
         return sorted(mine, key=lambda m: m[4]["i"])
 
-    def score_run(self, cfg: Config, r: int, marks: list, usage: dict, plan: Plan) -> dict:
-        """Energy of each inference per domain (gross; net is computed when the idle baseline of
-        the session is known): configs/<id>/runs/rNNN.parquet, then rNNN.json (its presence:
-        the run is done)."""
+    def score_run(self, cfg: Config, r: int, marks: list, usage: dict, plan: Plan, pad: int) -> dict:
+        """A run's energy per domain over its window (its inferences with ``pad_ns`` of idle on each
+        side), the window's length and the number of inferences: config_row turns them into the
+        back-to-back figure once the sitting's idle power is known. Its inferences one by one, with
+        interpolated energies (labelled so: below a counter's update period they are not
+        observations), go to configs/<id>/runs/rNNN.parquet, then the row to rNNN.json (its
+        presence: the run is done)."""
         starts = np.array([m[1] for m in marks], np.int64)
         ends = np.array([m[2] for m in marks], np.int64)
+        a, b = int(starts[0]) - pad, int(ends.max()) + pad
         # enough samples around the run to bracket its edges and learn each sensor's update period
         margin = int(2e9) + 20 * max((c["nominal_update_period_ns"] for c in self.probe._channels), default=0)
-        chans = self.probe.channels(int(starts[0]) - margin, int(ends[-1]) + margin)
+        chans = self.probe.channels(a - margin, b + margin)
         dur = (ends - starts) * 1e-9
         cols = {"config": [cfg.id] * len(marks), "run": np.full(len(marks), r), "i": np.arange(len(marks)),
                 "start_ns": starts, "end_ns": ends, "duration_s": dur}
-        total = np.zeros(len(marks))
+        window = {}
         estimated, domains = False, []
-        for res in attribute(starts, ends, chans):
+        for res, (wres) in zip(attribute(starts, ends, chans), attribute(np.array([a]), np.array([b]), chans)):
             ch = res["channel"]
             name = f"{ch.sensor}/{ch.domain}"
             domains.append(name)
-            cols[f"energy_j[{name}]"] = res["energy_j"]
-            if ch.domain not in NOT_IN_TOTAL:
-                total += res["energy_j"]
-                estimated |= ch.estimated
-        cols["energy_j"] = total
+            cols[f"energy_j_interpolated[{name}]"] = res["energy_j"]
+            window[name] = (float(wres["energy_j"][0]), bool(wres["complete"][0]),
+                            float(wres["energy_j_high"][0] - wres["energy_j_low"][0]))
+            estimated |= ch.estimated
         d = self.out / "configs" / cfg.id / "runs"
         d.mkdir(parents=True, exist_ok=True)
         pq.write_table(pa.table(cols), d / f"r{r:04d}.parquet")
-        row = {"run": r, "session": self.session, "start_ns": int(starts[0]), "end_ns": int(ends[-1]),
+        row = {"run": r, "session": self.session, "start_ns": int(starts[0]), "end_ns": int(ends.max()),
+               "window_start_ns": a, "window_end_ns": b, "window_s": (b - a) * 1e-9,
                "inferences": len(marks), "device": plan.device, "estimated": bool(estimated),
                "domains": ",".join(domains), "time_s_per_inference": float(dur.mean()),
-               "energy_j_per_inference": float(total.mean()),
-               **{f"energy_j_per_inference[{n}]": float(cols[f"energy_j[{n}]"].mean()) for n in domains},
+               "window_complete": all(c for _, c, _ in window.values()),
+               **{f"energy_j_window[{n}]": e for n, (e, _, _) in window.items()},
+               **{f"energy_j_window_bounds_width[{n}]": w for n, (_, _, w) in window.items()},
                **{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in usage.items()}}
         _write_json(d / f"r{r:04d}.json", row)
         return row
@@ -330,8 +348,9 @@ class Runner:
                 self.prepare(cfg)
                 t0 = time.monotonic()
                 row = self.run_once(cfg, r)
-                self.log(f"    {row['time_s_per_inference'] * 1e3:.2f} ms, {row['energy_j_per_inference']:.4g} J "
-                         f"per inference{' (ESTIMATED)' if row['estimated'] else ''}")
+                gross = sum(v for k, v in row.items() if k.startswith("energy_j_window[")) / row["inferences"]
+                self.log(f"    {row['time_s_per_inference'] * 1e3:.2f} ms, {gross:.4g} J per inference over its "
+                         f"window, idle included{' (ESTIMATED)' if row['estimated'] else ''}")
             except Exception as e:  # noqa: BLE001 - recorded with its error; the study goes on
                 from ..runtimes import WorkerError
 
@@ -362,33 +381,79 @@ def mean_ci(values) -> tuple[float, float, float]:
     return m, m - half, m + half
 
 
-def config_row(cfg_dir: Path, runs_wanted: int, idle_w: dict) -> Optional[dict]:
+def mean_ci_with(values, common_se: float) -> tuple[float, float, float]:
+    """As mean_ci, widened by an error common to every run (the idle power's, which repeating runs
+    does not average away): the two half-widths added in quadrature, the common one at 1.96."""
+    m, lo, hi = mean_ci(values)
+    half = math.hypot((hi - lo) / 2, 1.959963984540054 * common_se)
+    return m, m - half, m + half
+
+
+def _tops(out: Path, names: list[str]) -> set[str]:
+    """The 'sensor/domain' names a total may add (top-level domains), from sensors.json where the
+    channels state their parents, else by RAPL's naming."""
+    chans = []
+    p = Path(out) / "sensors.json"
+    if p.exists():
+        chans = [c for c in json.loads(p.read_text()) if f"{c['sensor']}/{c['domain']}" in names]
+    have = {f"{c['sensor']}/{c['domain']}" for c in chans}
+    chans += [dict(zip(("sensor", "domain"), split_name(n))) for n in names if n not in have]
+    return {f"{s}/{d}" for s, d in top_level(chans)}
+
+
+def run_figures(run: dict, domains: list[str], idle: dict) -> dict:
+    """One run's back-to-back figures per domain: net = (window energy - idle power x window) /
+    inferences, what the run cost above idle, its dithering gaps' idle excluded; gross = net + idle
+    power x the inference's own duration. ``idle``: name -> (power W, its standard error)."""
+    n, dur, win = run["inferences"], run["time_s_per_inference"], run["window_s"]
+    out = {}
+    for name in domains:
+        p, _ = idle.get(name, (float("nan"), float("nan")))
+        net = (run[f"energy_j_window[{name}]"] - p * win) / n
+        out[f"energy_j_per_inference_net[{name}]"] = net
+        out[f"energy_j_per_inference[{name}]"] = net + p * dur
+    return out
+
+
+def config_row(cfg_dir: Path, runs_wanted: int, idle_w: dict, calls: dict | None = None) -> Optional[dict]:
     """One configuration's summary from its run files (None while runs are missing); writes
-    inferences.parquet and runs.parquet with net energy (gross - idle power of the run's session
-    x time, in total and per domain) and result.json. Every figure per inference comes with its
-    95 % interval over the runs."""
+    runs.parquet, inferences.parquet and result.json.
+
+    The figure (docs/SCHEMA.md, "The study's figure"): per run, the back-to-back convention without
+    the idle energy of the dithering gaps (run_figures), per domain and in total over top-level
+    domains; per configuration, the mean over runs with a 95 % interval from their spread (t, R - 1)
+    and the idle power's own uncertainty. Beside it, from the sitting's estimator (``calls``), the
+    energy during the calls alone, and the difference, the after-effect: what the runtime spent
+    after its calls returned."""
     runs = sorted((json.loads(p.read_text()) for p in (cfg_dir / "runs").glob("r*.json")), key=lambda x: x["run"])
     if len(runs) < runs_wanted:
         return None
     domains = [d for d in runs[0]["domains"].split(",") if d]
+    tops = [d for d in domains if d in _tops(cfg_dir.parent.parent, domains)]
+    idle_se_terms = {k: [] for k in ("net", "gross")}
     for r in runs:
         idle = idle_w.get(r["session"], {})
-        r["idle_power_w"] = sum(w for name, w in idle.items() if name.split("/", 1)[1] not in NOT_IN_TOTAL)
-        r["energy_j_per_inference_net"] = r["energy_j_per_inference"] - r["idle_power_w"] * r["time_s_per_inference"]
-        for n in domains:
-            r[f"energy_j_per_inference_net[{n}]"] = (r[f"energy_j_per_inference[{n}]"] -
-                                                      idle.get(n, 0.0) * r["time_s_per_inference"])
+        r.update(run_figures(r, domains, idle))
+        r["idle_power_w"] = sum(idle.get(n, (float("nan"), 0.0))[0] for n in tops)
+        for net in ("", "_net"):
+            r[f"energy_j_per_inference{net}"] = sum(r[f"energy_j_per_inference{net}[{n}]"] for n in tops)
+        idle_se = math.sqrt(sum(idle.get(n, (0.0, 0.0))[1] ** 2 for n in tops))
+        idle_se_terms["net"].append(idle_se * r["window_s"] / r["inferences"])
+        idle_se_terms["gross"].append(idle_se * abs(r["window_s"] / r["inferences"] - r["time_s_per_inference"]))
     pq.write_table(pa.Table.from_pylist(runs), cfg_dir / "runs.parquet")
     parts = []
     for r in runs:
         t = pq.read_table(cfg_dir / "runs" / f"r{r['run']:04d}.parquet")
-        net = pc.subtract(t["energy_j"], pc.multiply(t["duration_s"], r["idle_power_w"]))
-        parts.append(t.append_column("energy_j_net", net))
+        total = np.sum([t[f"energy_j_interpolated[{n}]"].to_numpy() for n in tops], axis=0) if tops else None
+        if total is not None:
+            t = t.append_column("energy_j_interpolated", pa.array(total))
+        parts.append(t)
     pq.write_table(pa.concat_tables(parts, promote_options="default"), cfg_dir / "inferences.parquet")
     first = runs[0]
     row = {"id": cfg_dir.name, **json.loads((cfg_dir / "config.json").read_text()), "status": "ok", "error": "",
            "runs": len(runs), "inferences_per_run": first["inferences"], "estimated": any(r["estimated"] for r in runs),
-           "device": first["device"], "domains": first["domains"],
+           "device": first["device"], "domains": first["domains"], "total_domains": ",".join(tops),
+           "windows_complete": all(r.get("window_complete", True) for r in runs),
            "idle_power_w": float(np.mean([r["idle_power_w"] for r in runs])),
            "cpu_util": float(np.mean([r["cpu_util"] for r in runs])),
            "rss_bytes": int(max(r["rss_bytes"] for r in runs))}
@@ -397,37 +462,129 @@ def config_row(cfg_dir: Path, runs_wanted: int, idle_w: dict) -> Optional[dict]:
         row[key] = float(np.mean(vals)) if vals else None
     mem = [r.get("gpu_memory_used_bytes") for r in runs if r.get("gpu_memory_used_bytes") is not None]
     row["gpu_memory_used_bytes"] = float(max(mem)) if mem else None
-    keys = ["time_s_per_inference", "energy_j_per_inference", "energy_j_per_inference_net"]
-    keys += [f"energy_j_per_inference{net}[{n}]" for n in domains for net in ("", "_net")]
-    for key in keys:
-        mean, low, high = mean_ci([r[key] for r in runs])
-        row[key], row[key + "_low"], row[key + "_high"] = mean, low, high
+    mean, low, high = mean_ci([r["time_s_per_inference"] for r in runs])
+    row["time_s_per_inference"], row["time_s_per_inference_low"], row["time_s_per_inference_high"] = mean, low, high
+    for net, which in (("", "gross"), ("_net", "net")):
+        common = float(np.mean(idle_se_terms[which]))
+        for suffix in [""] + [f"[{n}]" for n in domains]:
+            key = f"energy_j_per_inference{net}{suffix}"
+            m, lo, hi = mean_ci_with([r[key] for r in runs], common if not suffix else 0.0)
+            row[key], row[key + "_low"], row[key + "_high"] = m, lo, hi
+    row.update(during_calls(cfg_dir.name, calls or {}, row, tops))
     row["throughput_per_s"] = row["batch_size"] / row["time_s_per_inference"] if row["time_s_per_inference"] else 0.0
     row["energy_j_per_sample"] = row["energy_j_per_inference"] / row["batch_size"]
     _write_json(cfg_dir / "result.json", row)
     return row
 
 
+def during_calls(cfg_id: str, calls: dict, row: dict, tops: list[str]) -> dict:
+    """The energy during the calls alone (the estimator, over every sitting's marks) per inference,
+    gross and net, with its 95 % interval, and the after-effect: the back-to-back net minus the
+    during-calls net (what ran on after the calls returned: spinning threads, clocks ramping
+    down). Null where the estimator could not say."""
+    mine = calls.get(cfg_id, {})
+    out = {"during_calls_status": "ok" if mine else "not-estimated",
+           "during_calls_reason": "" if mine else "no estimate for this configuration's calls"}
+    totals = {"": [0.0, 0.0], "_net": [0.0, 0.0]}
+    for name, est in mine.items():
+        if est.get("status") != "ok":
+            out["during_calls_status"], out["during_calls_reason"] = "not-estimated", f"{name}: {est.get('reason')}"
+            continue
+        for net in ("", "_net"):
+            v, half = est[f"energy_j_per_call{net}"], est[f"half{net}"]
+            out[f"energy_j_per_inference_during_calls{net}[{name}]"] = v
+            if name in tops:
+                totals[net][0] += v
+                totals[net][1] += half
+    for net, (v, half) in totals.items():
+        ok = out["during_calls_status"] == "ok"
+        out[f"energy_j_per_inference_during_calls{net}"] = v if ok else None
+        out[f"energy_j_per_inference_during_calls{net}_low"] = v - half if ok else None
+        out[f"energy_j_per_inference_during_calls{net}_high"] = v + half if ok else None
+    ok = out["during_calls_status"] == "ok"
+    out["energy_j_per_inference_after_effect"] = (row["energy_j_per_inference_net"]
+                                                  - out["energy_j_per_inference_during_calls_net"]) if ok else None
+    return out
+
+
 def idle_power(out: Path) -> dict:
-    """Session index -> {"sensor/domain": idle power (W)}, from sessions/<k>/baseline.json."""
+    """Session index -> {"sensor/domain": (idle power W, its standard error)}, from
+    sessions/<k>/baseline.json."""
     powers = {}
     for p in sorted((Path(out) / "sessions").glob("*/baseline.json")):
-        powers[int(p.parent.name)] = {f"{b['sensor']}/{b['domain']}": float(b["power_w"])
+        powers[int(p.parent.name)] = {f"{b['sensor']}/{b['domain']}": (float(b["power_w"]), float(b["power_w_se"]))
                                       for b in json.loads(p.read_text())}
     return powers
+
+
+def calls_estimates(out: Path) -> dict:
+    """Configuration -> {"sensor/domain": estimate} from sessions/<k>/calls.json, sittings
+    combined by their calls (a resumed study has several)."""
+    merged: dict = {}
+    for p in sorted((Path(out) / "sessions").glob("*/calls.json")):
+        for cfg, by_domain in json.loads(p.read_text()).items():
+            for name, est in by_domain.items():
+                merged.setdefault(cfg, {}).setdefault(name, []).append(est)
+    out_: dict = {}
+    for cfg, by_domain in merged.items():
+        for name, ests in by_domain.items():
+            ok = [e for e in ests if e.get("status") == "ok"]
+            if not ok:
+                out_.setdefault(cfg, {})[name] = ests[0]
+                continue
+            w = np.array([e["calls"] for e in ok], np.float64)
+            w /= w.sum()
+            comb = {"status": "ok", "calls": int(sum(e["calls"] for e in ok))}
+            for net in ("", "_net"):
+                comb[f"energy_j_per_call{net}"] = float(sum(wi * e[f"energy_j_per_call{net}"] for wi, e in zip(w, ok)))
+                comb[f"half{net}"] = float(math.sqrt(sum((wi * e[f"half{net}"]) ** 2 for wi, e in zip(w, ok))))
+            out_.setdefault(cfg, {})[name] = comb
+    return out_
+
+
+def estimate_calls(probe, out_dir: Path) -> dict:
+    """The estimator over one sitting: every configuration's inferences and runs as labels of their
+    own (a run holds its inferences and the gaps between them), so each configuration's energy
+    during its calls is told apart from the others' and from idle. Written to calls.json."""
+    from ..summary import summarise
+
+    records = []
+    for m in probe.marks():
+        attrs = m[4] or {}
+        if m[0] == "inference" and "config" in attrs:
+            records.append((f"inference:{attrs['config']}",) + tuple(m[1:]))
+        elif m[0] == "run" and "config" in attrs:
+            records.append((f"run:{attrs['config']}",) + tuple(m[1:]))
+    if not records:
+        return {}
+    channels = probe.channels()
+    rows = summarise(records, channels, probe.baseline(channels))
+    calls: dict = {}
+    for r in rows:
+        if not r["label"].startswith("inference:") or r["sensor"] == "all":
+            continue
+        half = (r["energy_j_per_call_high"] - r["energy_j_per_call_low"]) / 2
+        half_net = (r["energy_j_per_call_net_high"] - r["energy_j_per_call_net_low"]) / 2
+        calls.setdefault(r["label"].split(":", 1)[1], {})[f"{r['sensor']}/{r['domain']}"] = {
+            "status": r["status"], "reason": r["reason"], "calls": r["calls"], "model": r["model"],
+            "energy_j_per_call": r["energy_j_per_call"], "half": half,
+            "energy_j_per_call_net": r["energy_j_per_call_net"], "half_net": half_net}
+    _write_json(Path(out_dir) / "calls.json", calls)
+    return calls
 
 
 def collect(out: Path, skipped: list[dict], runs_wanted: int) -> pa.Table:
     """summary.parquet: one row per configuration (finished, failed, unfinished or skipped)."""
     out = Path(out)
     idle_w = idle_power(out)
+    calls = calls_estimates(out)
     rows = []
     for d in sorted(p for p in (out / "configs").glob("*") if (p / "config.json").exists()):
         cfg = json.loads((d / "config.json").read_text())
         if (d / "failed.json").exists():
             rows.append({"id": d.name, **cfg, "status": "failed", "error": json.loads((d / "failed.json").read_text())["error"]})
             continue
-        row = config_row(d, runs_wanted, idle_w)
+        row = config_row(d, runs_wanted, idle_w, calls)
         if row is None:
             n = len(list((d / "runs").glob("r*.json")))
             row = {"id": d.name, **cfg, "status": "unfinished", "error": f"{n} of {runs_wanted} runs done: run the "

@@ -1,0 +1,57 @@
+"""Which domain contains which: totals add only top-level domains, on one socket or eight.
+
+Each sensor states its channels' parent domain (``parent_domain``: RAPL ``core``/``uncore`` inside
+their package, packages and DRAM inside ``psys`` where it exists; GPUs top level). Recordings made
+before sensors said so fall back to RAPL's naming, which is what the sensors apply.
+"""
+
+from __future__ import annotations
+
+import re
+
+_SUB = re.compile(r"^(core|uncore)(?:-(\d+))?$")
+_IN_PSYS = re.compile(r"^(package|dram)(?:-\d+)?$")
+RAPL = ("rapl-msr", "rapl-powercap", "rapl-perf")
+
+
+def parent_by_name(sensor: str, domain: str, siblings: set[str]) -> str:
+    """The containing domain by RAPL's naming: ``core``/``core-N`` inside ``package-0``/``package-N``,
+    packages and DRAM inside ``psys`` when the same sensor has one; otherwise top level ("")."""
+    if sensor not in RAPL:
+        return ""
+    m = _SUB.match(domain)
+    if m:
+        pkg = f"package-{m.group(2) or 0}"
+        return pkg if pkg in siblings else ""
+    if _IN_PSYS.match(domain) and "psys" in siblings:
+        return "psys"
+    return ""
+
+
+def parents(channels) -> dict[tuple[str, str], str]:
+    """(sensor, domain) -> parent domain ("" at top level), from the channels' own statement where
+    they make one, else by name. ``channels``: objects or dicts with sensor, domain and optionally
+    parent_domain."""
+    def get(c, k, default=None):
+        return c.get(k, default) if isinstance(c, dict) else getattr(c, k, default)
+
+    by_sensor: dict[str, set[str]] = {}
+    for c in channels:
+        by_sensor.setdefault(get(c, "sensor"), set()).add(get(c, "domain"))
+    out = {}
+    for c in channels:
+        sensor, domain = get(c, "sensor"), get(c, "domain")
+        stated = get(c, "parent_domain")
+        out[(sensor, domain)] = stated if stated is not None else parent_by_name(sensor, domain, by_sensor[sensor])
+    return out
+
+
+def top_level(channels) -> set[tuple[str, str]]:
+    """The (sensor, domain) pairs that no other domain contains: what a total may add."""
+    return {k for k, p in parents(channels).items() if not p}
+
+
+def split_name(name: str) -> tuple[str, str]:
+    """'sensor/domain' -> (sensor, domain)."""
+    sensor, _, domain = name.partition("/")
+    return sensor, domain
