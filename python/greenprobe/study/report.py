@@ -204,6 +204,35 @@ def usage_rows(ok: list[dict]) -> list[list]:
     return out
 
 
+#: what the study's figures mean, as the report states them (docs/SCHEMA.md, "The study's figure")
+DEFINITIONS = (
+    "<p><b>What the figures mean.</b> <i>Energy per inference</i> follows the field's back-to-back "
+    "convention without the idle energy of the dithering gaps: a run's energy over its window (its inferences "
+    "with idle kept before and after) minus the idle power times that window, per inference (<i>net</i>: what the "
+    "runs cost above idle), plus the idle power over the inference's own duration (<i>gross</i>). Energy a runtime "
+    "leaves running after a call returns (spinning threads, clocks ramping down) is charged to it, as it would be "
+    "back to back. 95 % intervals come from the spread between runs (Student t) and the idle power's own "
+    "uncertainty. <i>During the calls</i> is the energy spent while the inferences ran, from greenprobe's "
+    "estimator over every sensor update the calls overlap; the <i>after-effect</i> is net minus net during the "
+    "calls. Totals add top-level domains only (RAPL core and uncore lie inside their package; packages and DRAM "
+    "inside psys where it exists).</p>")
+
+
+def after_rows(ok: list[dict]) -> list[list]:
+    """Back-to-back net against the energy during the calls alone, and their difference."""
+    out = []
+    for r in sorted(ok, key=_table_order):
+        v = r.get("energy_j_per_inference_during_calls_net")
+        during = "-" if v is None else _fmt(v, r["energy_j_per_inference_during_calls_net_low"],
+                                            r["energy_j_per_inference_during_calls_net_high"])
+        after = r.get("energy_j_per_inference_after_effect")
+        out.append([config_label(r), r["model"], r["batch_size"],
+                    _fmt(r["energy_j_per_inference_net"], r["energy_j_per_inference_net_low"],
+                         r["energy_j_per_inference_net_high"]), during,
+                    "-" if after is None else f"{after:.4g}", r.get("during_calls_reason") or ""])
+    return out
+
+
 def write_report(directory) -> Path:
     out = Path(directory)
     summary = out / "summary.parquet"
@@ -240,6 +269,7 @@ def write_report(directory) -> Path:
     if estimated:
         parts.append("<p class='warn'>Some energy figures are <b>ESTIMATED</b> (no energy sensor: a CPU model), "
                      "not measured. They are marked in every table.</p>")
+    parts.append(DEFINITIONS)
     parts.append("<h2>Sensors</h2>" + _table(["sensor", "domain", "quantity", "update period (ms)", "source", "estimated"], [
         [c.get("sensor"), c.get("domain"), c.get("quantity"), f"{c.get('update_period_ns', 0) / 1e6:.3g}",
          c.get("update_period_source"), c.get("estimated")] for c in sensors]))
@@ -275,9 +305,12 @@ def write_report(directory) -> Path:
                          "interval excludes 0.</p>" + _table([first, "provider", "model", "batch"] + versus, table))
     if ok:
         parts.append("<h2>Energy per domain</h2><p>Per sensor domain, gross and net of that domain's idle power "
-                     "(measured before and after the study); RAPL core and uncore lie inside the package and are "
-                     "not added to the total." + (" ESTIMATED domains come from a CPU model, not a sensor."
+                     "(measured before and after the study); the total adds top-level domains only." + (" ESTIMATED domains come from a CPU model, not a sensor."
                                                   if estimated else "") + "</p>" + _table(*domain_rows(ok)))
+        parts.append("<h2>During the calls and after them</h2><p>Net energy per inference (J, 95 %): back to "
+                     "back, during the calls alone (the estimator), and the after-effect (their difference).</p>"
+                     + _table(["configuration", "model", "batch", "back-to-back net", "during the calls, net",
+                               "after-effect", "note"], after_rows(ok)))
         parts.append("<h2>Throughput and resource use</h2><p>CPU: the worker process's user + system time over the "
                      "run, as a share of all cores. RSS: the worker's resident memory (interleaved order: it holds "
                      "every model of its runtime at once). GPU (NVML, where present): mean utilisation and largest memory "
