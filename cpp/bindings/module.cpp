@@ -27,6 +27,9 @@ py::dict channel_dict(const ChannelInfo& c) {
     d["nominal_update_period_ns"] = c.nominal_update_period_ns;
     d["averaging_window_ns"] = c.averaging_window_ns;
     d["parent_domain"] = c.parent_domain;
+    d["device_uuid"] = c.device_uuid;
+    d["device_bus_id"] = c.device_bus_id;
+    d["shared"] = c.shared;
     return d;
 }
 
@@ -94,8 +97,11 @@ PYBIND11_MODULE(_core, m) {
                 t.info.resolution = d["resolution"].cast<double>();
                 t.info.nominal_update_period_ns = d["nominal_update_period_ns"].cast<int64_t>();
                 t.info.averaging_window_ns = d["averaging_window_ns"].cast<int64_t>();
-                // optional: recordings made before sensors stated it
+                // optional: recordings made before sensors stated them
                 if (d.contains("parent_domain") && !d["parent_domain"].is_none()) t.info.parent_domain = d["parent_domain"].cast<std::string>();
+                if (d.contains("device_uuid") && !d["device_uuid"].is_none()) t.info.device_uuid = d["device_uuid"].cast<std::string>();
+                if (d.contains("device_bus_id") && !d["device_bus_id"].is_none()) t.info.device_bus_id = d["device_bus_id"].cast<std::string>();
+                if (d.contains("shared") && !d["shared"].is_none()) t.info.shared = d["shared"].cast<bool>();
                 t.offset_ns = d["offset_ns"].cast<std::vector<int64_t>>();
                 t.value = d["value"].cast<std::vector<double>>();
                 ts.push_back(std::move(t));

@@ -4,7 +4,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <fstream>
 #include <map>
 #include <string>
@@ -320,7 +322,232 @@ TEST(msr_errors_name_the_problem) {
 
 // --- NVML -------------------------------------------------------------------------------------
 
+namespace {
+const char* const kVisibility[] = {"CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER"};
+
+// Which GPUs the process sees, for one scope: the variables given, the others unset (before and after).
+class GpuEnv {
+  public:
+    explicit GpuEnv(std::initializer_list<std::pair<const char*, std::string>> vars, const char* fake_gpus = "4") {
+        clear();
+        ::setenv("FAKE_NVML_GPUS", fake_gpus, 1);
+        for (const auto& [k, v] : vars) ::setenv(k, v.c_str(), 1);
+    }
+    ~GpuEnv() {
+        clear();
+        ::unsetenv("FAKE_NVML_GPUS");
+        ::unsetenv("FAKE_NVML_MIG");
+    }
+    GpuEnv(const GpuEnv&) = delete;
+    GpuEnv& operator=(const GpuEnv&) = delete;
+    static void clear() {
+        for (const char* k : kVisibility) ::unsetenv(k);
+    }
+};
+
+std::string fake_uuid(unsigned i) {  // as tests/fixtures/fake_nvml.c names GPU i
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "GPU-%08x-0000-0000-0000-%012x", 0x11111111u * (i + 1), i);
+    return buf;
+}
+
+std::string fake_mig(unsigned gpu, unsigned k) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "MIG-%08x-1111-1111-1111-%012x", 0x11111111u * (gpu + 1), k);
+    return buf;
+}
+
+std::unique_ptr<Sensor> open_fake_nvml(std::map<std::string, std::string> options = {}) {
+    options["nvml_library"] = FAKE_NVML_PATH;
+    return open_sensor("nvml", Options(options));
+}
+
+// The GPU domains of a sensor, in channel order, each once.
+std::vector<std::string> gpu_domains(const Sensor& s) {
+    std::vector<std::string> out;
+    for (const auto& c : s.channels()) {
+        if (out.empty() || out.back() != c.domain) out.push_back(c.domain);
+    }
+    return out;
+}
+
+SensorError error_of(const std::function<void()>& fn) {
+    try {
+        fn();
+    } catch (const SensorError& e) {
+        return e;
+    }
+    throw std::runtime_error("no SensorError thrown");
+}
+
+bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+
+using Domains = std::vector<std::string>;
+}  // namespace
+
+TEST(nvml_every_gpu_by_default_with_uuid_and_bus_id) {
+    GpuEnv env({});
+    auto s = open_fake_nvml();
+    CHECK(gpu_domains(*s) == (Domains{"gpu0", "gpu1", "gpu2", "gpu3"}));
+    for (const auto& c : s->channels()) {
+        const unsigned i = static_cast<unsigned>(std::stoul(c.domain.substr(3)));
+        CHECK(c.device_uuid == fake_uuid(i));
+        CHECK(!c.shared && c.parent_domain.empty());
+    }
+    CHECK(s->channels()[0].device_bus_id == "00000000:18:00.0");
+    CHECK(s->channels()[7].device_bus_id == "00000000:78:00.0");
+    const auto info = s->info();
+    CHECK(info.at("gpu2_uuid") == fake_uuid(2));
+    CHECK(info.at("gpu2_pci_bus_id") == "00000000:58:00.0");
+    CHECK(info.at("visible_devices_source") == "default");
+    CHECK(contains(info.at("visible_devices"), "gpu0 gpu1 gpu2 gpu3"));
+    CHECK(info.count("gpu0_shared_with_mig") == 0);
+}
+
+TEST(nvml_cuda_visible_devices_by_uuid_measures_exactly_that_gpu) {
+    GpuEnv env({{"CUDA_VISIBLE_DEVICES", fake_uuid(2)}, {"FAKE_NVML_BASE_W", "100"}});
+    auto s = open_fake_nvml();
+    CHECK(gpu_domains(*s) == Domains{"gpu2"});  // its NVML index
+    REQUIRE(s->channels().size() == 2);
+    for (const auto& c : s->channels()) CHECK(c.device_uuid == fake_uuid(2) && c.device_bus_id == "00000000:58:00.0");
+    CHECK_NEAR(poll(*s)[1].value, 300.0, 1e-9);  // the fake's GPU i draws (i+1) x 100 W: the right device is read
+    const auto info = s->info();
+    CHECK(info.at("visible_devices_source") == "CUDA_VISIBLE_DEVICES");
+    CHECK(info.at("cuda_visible_devices_mapping") == "exact: by UUID");
+    CHECK(contains(info.at("visible_devices"), "gpu2 from CUDA_VISIBLE_DEVICES='" + fake_uuid(2) + "'"));
+    CHECK(info.count("gpu0_uuid") == 0);
+    ::unsetenv("FAKE_NVML_BASE_W");
+}
+
+TEST(nvml_cuda_visible_devices_by_unique_uuid_prefix) {
+    {
+        GpuEnv env({{"CUDA_VISIBLE_DEVICES", "GPU-4444"}});
+        CHECK(gpu_domains(*open_fake_nvml()) == Domains{"gpu3"});
+    }
+    GpuEnv env({{"CUDA_VISIBLE_DEVICES", "GPU-"}});  // every UUID starts so
+    const SensorError e = error_of([] { open_fake_nvml(); });
+    CHECK(e.category() == ErrorCategory::Config && contains(e.what(), "prefix of several"));
+}
+
+TEST(nvml_cuda_visible_devices_by_index_is_ambiguous_unless_pci_bus_order) {
+    {
+        GpuEnv env({{"CUDA_VISIBLE_DEVICES", "2"}});
+        auto s = open_fake_nvml();
+        CHECK(gpu_domains(*s) == Domains{"gpu2"});
+        CHECK(s->channels()[0].device_uuid == fake_uuid(2));
+        CHECK(s->info().at("cuda_visible_devices_mapping").rfind("ambiguous: CUDA_DEVICE_ORDER is not PCI_BUS_ID", 0) == 0);
+    }
+    {
+        GpuEnv env({{"CUDA_VISIBLE_DEVICES", "2"}, {"CUDA_DEVICE_ORDER", "PCI_BUS_ID"}});
+        auto s = open_fake_nvml();
+        CHECK(gpu_domains(*s) == Domains{"gpu2"});
+        CHECK(s->info().at("cuda_visible_devices_mapping").rfind("exact: CUDA_DEVICE_ORDER=PCI_BUS_ID", 0) == 0);
+    }
+    GpuEnv env({{"CUDA_VISIBLE_DEVICES", "0"}}, "1");  // one GPU: no order to get wrong
+    CHECK(open_fake_nvml()->info().at("cuda_visible_devices_mapping") == "exact: NVML sees one GPU");
+}
+
+TEST(nvml_cuda_visible_devices_list_and_cuda_stopping_at_minus_one) {
+    {
+        GpuEnv env({{"CUDA_VISIBLE_DEVICES", "3, GPU-22222222-0000-0000-0000-000000000001"}, {"CUDA_DEVICE_ORDER", "PCI_BUS_ID"}});
+        auto s = open_fake_nvml();
+        CHECK(gpu_domains(*s) == (Domains{"gpu1", "gpu3"}));  // NVML order
+        CHECK(s->channels()[2].device_uuid == fake_uuid(3));
+    }
+    GpuEnv env({{"CUDA_VISIBLE_DEVICES", "1,-1,3"}});
+    auto s = open_fake_nvml();
+    CHECK(gpu_domains(*s) == Domains{"gpu1"});
+    CHECK(contains(s->info().at("visible_devices_note"), "'-1'"));
+}
+
+TEST(nvml_no_visible_gpu_is_a_clear_error) {
+    for (const char* value : {"", "-1"}) {
+        GpuEnv env({{"CUDA_VISIBLE_DEVICES", value}});
+        const SensorError e = error_of([] { open_fake_nvml(); });
+        CHECK(e.category() == ErrorCategory::NotFound);
+        CHECK(contains(e.what(), "CUDA_VISIBLE_DEVICES='" + std::string(value) + "' makes no GPU visible"));
+        CHECK(contains(e.fix(), "gpus=all"));
+    }
+}
+
+TEST(nvml_a_listed_gpu_nvml_lacks_names_it_and_the_fix) {
+    {
+        GpuEnv env({{"CUDA_VISIBLE_DEVICES", "GPU-99999999-0000-0000-0000-000000000000"}});
+        const SensorError e = error_of([] { open_fake_nvml(); });
+        CHECK(e.category() == ErrorCategory::NotFound);
+        CHECK(contains(e.what(), "GPU-99999999") && contains(e.what(), fake_uuid(3)));
+        CHECK(contains(e.fix(), "nvidia-smi -L"));
+    }
+    {
+        GpuEnv env({{"CUDA_VISIBLE_DEVICES", "0,7"}});
+        const SensorError e = error_of([] { open_fake_nvml(); });
+        CHECK(e.category() == ErrorCategory::NotFound && contains(e.what(), "GPU 7"));
+    }
+    GpuEnv env({{"CUDA_VISIBLE_DEVICES", "first"}});
+    CHECK(error_of([] { open_fake_nvml(); }).category() == ErrorCategory::Config);
+}
+
+TEST(nvml_gpus_option_overrides_the_environment) {
+    GpuEnv env({{"CUDA_VISIBLE_DEVICES", ""}});
+    auto all = open_fake_nvml({{"gpus", "all"}});
+    CHECK(gpu_domains(*all) == (Domains{"gpu0", "gpu1", "gpu2", "gpu3"}));
+    CHECK(all->info().at("visible_devices_source") == "option gpus");
+    CHECK(gpu_domains(*open_fake_nvml({{"gpus", "0,2"}})) == (Domains{"gpu0", "gpu2"}));
+    ::setenv("CUDA_VISIBLE_DEVICES", "0", 1);
+    CHECK(gpu_domains(*open_fake_nvml({{"gpus", fake_uuid(1)}})) == Domains{"gpu1"});
+    CHECK(error_of([] { open_fake_nvml({{"gpus", "4"}}); }).category() == ErrorCategory::NotFound);
+    CHECK(error_of([] { open_fake_nvml({{"gpus", "0,,1"}}); }).category() == ErrorCategory::Config);
+}
+
+TEST(nvml_mig_instance_is_measured_as_its_whole_gpu_and_flagged_shared) {
+    for (const std::string& mig : {fake_mig(1, 1), "MIG-" + fake_uuid(1) + "/1/0"}) {
+        GpuEnv env({{"CUDA_VISIBLE_DEVICES", mig}, {"FAKE_NVML_MIG", "1"}});
+        auto s = open_fake_nvml();
+        CHECK(gpu_domains(*s) == Domains{"gpu1"});
+        for (const auto& c : s->channels()) CHECK(c.shared && c.device_uuid == fake_uuid(1));
+        CHECK(contains(s->info().at("gpu1_shared_with_mig"), mig));
+    }
+    GpuEnv env({{"CUDA_VISIBLE_DEVICES", fake_mig(2, 0)}, {"FAKE_NVML_MIG", "1"}});  // GPU 2 has no MIG instances
+    const SensorError e = error_of([] { open_fake_nvml(); });
+    CHECK(e.category() == ErrorCategory::NotFound && contains(e.what(), fake_mig(2, 0)));
+}
+
+TEST(nvml_container_runtime_visible_devices) {
+    {
+        GpuEnv env({{"NVIDIA_VISIBLE_DEVICES", "all"}});
+        CHECK(gpu_domains(*open_fake_nvml()).size() == 4);
+    }
+    {
+        GpuEnv env({{"NVIDIA_VISIBLE_DEVICES", "void"}});
+        auto s = open_fake_nvml();
+        CHECK(gpu_domains(*s).size() == 4 && contains(s->info().at("visible_devices_note"), "void"));
+    }
+    {
+        GpuEnv env({{"NVIDIA_VISIBLE_DEVICES", "none"}});
+        CHECK(error_of([] { open_fake_nvml(); }).category() == ErrorCategory::NotFound);
+    }
+    {
+        GpuEnv env({{"NVIDIA_VISIBLE_DEVICES", fake_uuid(3)}});
+        CHECK(gpu_domains(*open_fake_nvml()) == Domains{"gpu3"});
+    }
+    {
+        // A container given host GPUs 2 and 3: NVML inside sees two, numbered 0 and 1.
+        GpuEnv env({{"NVIDIA_VISIBLE_DEVICES", "2,3"}}, "2");
+        auto s = open_fake_nvml();
+        CHECK(gpu_domains(*s) == (Domains{"gpu0", "gpu1"}));
+        CHECK(contains(s->info().at("nvidia_visible_devices_mapping"), "sees exactly the 2 GPUs listed"));
+    }
+    {
+        GpuEnv env({{"NVIDIA_VISIBLE_DEVICES", "1:0"}});  // the toolkit's <gpu>:<mig> form, on the host
+        auto s = open_fake_nvml();
+        CHECK(gpu_domains(*s) == Domains{"gpu1"} && s->channels()[0].shared);
+    }
+    GpuEnv env({{"NVIDIA_VISIBLE_DEVICES", "all"}, {"CUDA_VISIBLE_DEVICES", "0"}});  // CUDA's wins
+    CHECK(gpu_domains(*open_fake_nvml()) == Domains{"gpu0"});
+}
+
 TEST(nvml_loads_the_fake_library_and_reads_fields) {
+    GpuEnv::clear();  // every GPU the fake has, whatever this process was given
     ::setenv("FAKE_NVML_GPUS", "2", 1);
     ::setenv("FAKE_NVML_UPDATE_MS", "20", 1);
     ::setenv("FAKE_NVML_BASE_W", "100", 1);
@@ -341,6 +568,7 @@ TEST(nvml_loads_the_fake_library_and_reads_fields) {
 }
 
 TEST(nvml_falls_back_without_field_values) {
+    GpuEnv::clear();  // every GPU the fake has, whatever this process was given
     ::setenv("FAKE_NVML_NO_FIELDS", "1", 1);
     auto s = open_sensor("nvml", Options({{"nvml_library", FAKE_NVML_PATH}}));
     CHECK(s->channels().size() == 2);
@@ -350,6 +578,7 @@ TEST(nvml_falls_back_without_field_values) {
 }
 
 TEST(nvml_lost_gpu_is_gone_not_fatal) {
+    GpuEnv::clear();  // every GPU the fake has, whatever this process was given
     ::setenv("FAKE_NVML_GPUS", "2", 1);
     ::setenv("FAKE_NVML_LOSE_GPU", "1", 1);
     ::setenv("FAKE_NVML_LOSE_AFTER_MS", "30", 1);

@@ -25,6 +25,11 @@ struct ChannelInfo {
     // Containment of energy, not of the sysfs tree: powercap lists dram under its package, but the
     // package's energy does not include DRAM's.
     std::string parent_domain;
+    // The device behind the domain, where the sensor knows it (GPUs: NVML's UUID and PCI bus id).
+    std::string device_uuid;    // "GPU-8f3a..."; empty if unknown or not a device
+    std::string device_bus_id;  // "00000000:18:00.0"
+    // Other work shares what this channel measures: a MIG instance is measured as its whole GPU.
+    bool shared = false;
 };
 
 // Outcome of reading one channel in one poll.

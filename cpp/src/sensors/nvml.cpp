@@ -3,14 +3,22 @@
 // nvmlDeviceGetTotalEnergyConsumption and nvmlDeviceGetPowerUsage (a 1-s average on Ampere+
 // except GA100: recorded in the channel's averaging window).
 //
+// Which GPUs: by default those this process can see, from CUDA_VISIBLE_DEVICES (else the container
+// runtime's NVIDIA_VISIBLE_DEVICES), matched to NVML's devices by UUID (nvml_select.hpp says how
+// indices, UUID prefixes and MIG ids are read, and when an index mapping is only a guess). Domains are
+// gpu<NVML index>; each channel carries the GPU's UUID and PCI bus id. A MIG instance is measured as
+// its whole GPU, flagged shared.
+//
 // Options:
 //   nvml_library=libnvidia-ml.so.1   path or soname
 //   nvml_min_period_us=1000          NVML calls take a driver lock: do not poll faster than this
-//   gpus=all|0,2                     which GPU indices
-#include <sstream>
+//   gpus=all|0,2|GPU-<uuid>,...      overrides the environment: every GPU, or NVML indices, UUIDs
+//                                    (unique prefixes too) and MIG ids
+#include <optional>
 
 #include "greenprobe/registry.hpp"
 #include "nvml_api.hpp"
+#include "nvml_select.hpp"
 
 namespace greenprobe {
 namespace {
@@ -72,9 +80,24 @@ class NvmlSensor final : public Sensor {
 
     std::map<std::string, std::string> info() const override {
         std::map<std::string, std::string> m = {{"nvml_library", api_.path}, {"driver_version", driver_}};
+        std::string visible;
         for (const auto& g : gpus_) {
-            m["gpu" + std::to_string(g.index) + "_name"] = g.name;
-            m["gpu" + std::to_string(g.index) + "_power_source"] = g.power_source;
+            const std::string gpu = "gpu" + std::to_string(g.index);
+            m[gpu + "_name"] = g.name;
+            m[gpu + "_power_source"] = g.power_source;
+            m[gpu + "_uuid"] = g.uuid;
+            m[gpu + "_pci_bus_id"] = g.bus_id;
+            if (!g.mig.empty()) m[gpu + "_shared_with_mig"] = "measured whole for " + join(g.mig);
+            visible += (visible.empty() ? "" : " ") + gpu;
+        }
+        m["visible_devices"] = visible + (selection_.source == "default" ? " (every GPU NVML sees)"
+                                                                          : " from " + selection_.source + "='" + selection_.given + "'");
+        m["visible_devices_source"] = selection_.source;
+        if (!selection_.note.empty()) m["visible_devices_note"] = selection_.note;
+        if (!selection_.mapping.empty()) {
+            if (selection_.source == "CUDA_VISIBLE_DEVICES") m["cuda_visible_devices_mapping"] = selection_.mapping;
+            else if (selection_.source == "NVIDIA_VISIBLE_DEVICES") m["nvidia_visible_devices_mapping"] = selection_.mapping;
+            else m["gpus_mapping"] = selection_.mapping;
         }
         return m;
     }
@@ -84,11 +107,18 @@ class NvmlSensor final : public Sensor {
     struct Gpu {
         unsigned index = 0;
         nvml::Device handle = nullptr;
-        std::string name, power_source;
+        std::string name, power_source, uuid, bus_id;
+        std::vector<std::string> mig;  // chosen through these MIG instances: measured whole, shared
         bool use_fields = false;
         bool lost = false;
         int energy_channel = -1, power_channel = -1;
     };
+
+    static std::string join(const std::vector<std::string>& v) {
+        std::string s;
+        for (const auto& x : v) s += (s.empty() ? "" : ",") + x;
+        return s;
+    }
 
     static double as_double(const nvml::FieldValue& f) {
         switch (f.valueType) {
@@ -137,31 +167,43 @@ class NvmlSensor final : public Sensor {
             char buf[96] = {};
             if (api_.SystemGetDriverVersion(buf, sizeof buf) == nvml::kSuccess) driver_ = buf;
         }
-        std::vector<unsigned> wanted;
-        const std::string sel = o.get("gpus", "all");
-        if (sel == "all") {
-            for (unsigned i = 0; i < count; ++i) wanted.push_back(i);
-        } else {
-            std::stringstream ss(sel);
-            std::string item;
-            while (std::getline(ss, item, ',')) {
-                const long long i = std::stoll(item);
-                if (i < 0 || static_cast<unsigned>(i) >= count) {
-                    throw SensorError(ErrorCategory::Config, "GPU index " + item + " out of range (NVML sees " +
-                                                                 std::to_string(count) + ")",
-                                      "choose gpus between 0 and " + std::to_string(count - 1));
-                }
-                wanted.push_back(static_cast<unsigned>(i));
+        // Every GPU NVML sees, with its identity, then the ones this process can see.
+        std::vector<nvml::KnownGpu> known(count);
+        std::vector<nvml::Return> handle_rc(count, nvml::kSuccess);
+        for (unsigned i = 0; i < count; ++i) {
+            known[i].index = i;
+            handle_rc[i] = api_.DeviceGetHandleByIndex(i, &known[i].handle);
+            if (handle_rc[i] != nvml::kSuccess) {
+                known[i].handle = nullptr;
+                continue;
+            }
+            if (api_.DeviceGetUUID) {
+                char buf[nvml::kUuidBufferSize] = {};
+                if (api_.DeviceGetUUID(known[i].handle, buf, sizeof buf) == nvml::kSuccess) known[i].uuid = buf;
             }
         }
+        selection_ = nvml::select_gpus(api_, known, o.has("gpus") ? std::optional<std::string>(o.get("gpus", ""))
+                                                                  : std::nullopt,
+                                       nvml::VisibleEnv::from_process());
         std::string reasons;
-        for (unsigned i : wanted) {
+        for (const auto& chosen : selection_.gpus) {
+            const unsigned i = chosen.index;
             Gpu g;
             g.index = i;
-            r = api_.DeviceGetHandleByIndex(i, &g.handle);
-            if (r != nvml::kSuccess) {
-                reasons += " gpu" + std::to_string(i) + ": " + api_.error_string(r) + ";";
+            g.handle = known[i].handle;
+            g.uuid = known[i].uuid;
+            g.mig = chosen.mig;
+            if (handle_rc[i] != nvml::kSuccess) {
+                reasons += " gpu" + std::to_string(i) + ": " + api_.error_string(handle_rc[i]) + ";";
                 continue;
+            }
+            if (api_.DeviceGetPciInfo) {
+                nvml::PciInfo pci{};
+                if (api_.DeviceGetPciInfo(g.handle, &pci) == nvml::kSuccess) {
+                    pci.busId[sizeof pci.busId - 1] = '\0';
+                    pci.busIdLegacy[sizeof pci.busIdLegacy - 1] = '\0';
+                    g.bus_id = pci.busId[0] ? pci.busId : pci.busIdLegacy;
+                }
             }
             if (api_.DeviceGetName) {
                 char buf[96] = {};
@@ -188,10 +230,13 @@ class NvmlSensor final : public Sensor {
                             api_.DeviceGetTotalEnergyConsumption(g.handle, &mj) == nvml::kSuccess;
                 power_ok = api_.DeviceGetPowerUsage && api_.DeviceGetPowerUsage(g.handle, &mw) == nvml::kSuccess;
             }
-            const std::string domain = "gpu" + std::to_string(i);
+            ChannelInfo base;
+            base.domain = "gpu" + std::to_string(i);
+            base.device_uuid = g.uuid;
+            base.device_bus_id = g.bus_id;
+            base.shared = !g.mig.empty();
             if (energy_ok) {
-                ChannelInfo c;
-                c.domain = domain;
+                ChannelInfo c = base;
                 c.quantity = Quantity::EnergyCounter;
                 c.resolution = 1e-3;
                 c.nominal_update_period_ns = 100000000;  // 20-100 ms depending on the GPU; learnt from edges
@@ -199,8 +244,7 @@ class NvmlSensor final : public Sensor {
                 channels_.push_back(c);
             }
             if (power_ok) {
-                ChannelInfo c;
-                c.domain = domain;
+                ChannelInfo c = base;
                 c.quantity = Quantity::Power;
                 c.resolution = 1e-3;
                 c.nominal_update_period_ns = 100000000;
@@ -226,6 +270,7 @@ class NvmlSensor final : public Sensor {
     nvml::Api api_;
     std::vector<Gpu> gpus_;
     std::vector<ChannelInfo> channels_;
+    nvml::Selection selection_;
     std::string driver_;
     std::string last_error_;
     int64_t min_period_ns_ = 1000000;

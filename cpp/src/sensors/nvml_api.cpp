@@ -73,6 +73,12 @@ Api Api::load(const std::string& library) {
     bind(api.handle, "nvmlDeviceGetFieldValues", api.DeviceGetFieldValues);
     bind(api.handle, "nvmlDeviceGetUtilizationRates", api.DeviceGetUtilizationRates);
     bind(api.handle, "nvmlDeviceGetMemoryInfo", api.DeviceGetMemoryInfo);
+    bind(api.handle, "nvmlDeviceGetUUID", api.DeviceGetUUID);
+    bind(api.handle, "nvmlDeviceGetHandleByUUID", api.DeviceGetHandleByUUID);
+    bind(api.handle, "nvmlDeviceGetIndex", api.DeviceGetIndex);
+    bind(api.handle, "nvmlDeviceGetPciInfo_v3", api.DeviceGetPciInfo);
+    if (!api.DeviceGetPciInfo) bind(api.handle, "nvmlDeviceGetPciInfo_v2", api.DeviceGetPciInfo);
+    bind(api.handle, "nvmlDeviceGetDeviceHandleFromMigDeviceHandle", api.DeviceGetDeviceHandleFromMigDeviceHandle);
 
     const Return r = api.Init();
     if (r != kSuccess) {

@@ -18,6 +18,7 @@ inline constexpr Return kErrorInvalidArgument = 2;
 inline constexpr Return kErrorNotSupported = 3;
 inline constexpr Return kErrorNoPermission = 4;
 inline constexpr Return kErrorNotFound = 6;
+inline constexpr Return kErrorInsufficientSize = 7;
 inline constexpr Return kErrorDriverNotLoaded = 9;
 inline constexpr Return kErrorTimeout = 10;
 inline constexpr Return kErrorLibraryNotFound = 12;
@@ -67,6 +68,18 @@ struct Memory {  // nvmlMemory_t (v1), bytes
     unsigned long long used;
 };
 
+struct PciInfo {  // nvmlPciInfo_t (v2 and v3 layout)
+    char busIdLegacy[16];  // "0000:18:00.0"
+    unsigned int domain;
+    unsigned int bus;
+    unsigned int device;
+    unsigned int pciDeviceId;
+    unsigned int pciSubSystemId;
+    char busId[32];        // "00000000:18:00.0"
+};
+
+inline constexpr unsigned kUuidBufferSize = 96;  // NVML_DEVICE_UUID_V2_BUFFER_SIZE (GPU and MIG UUIDs)
+
 // What a return code means to the sampler and to the user.
 struct ReturnClass {
     ErrorCategory category;
@@ -92,6 +105,12 @@ struct Api {
     Return (*DeviceGetFieldValues)(Device, int, FieldValue*) = nullptr;
     Return (*DeviceGetUtilizationRates)(Device, Utilization*) = nullptr;
     Return (*DeviceGetMemoryInfo)(Device, Memory*) = nullptr;
+    // identity: which GPU is which (CUDA_VISIBLE_DEVICES by UUID, MIG instances, PCI bus ids)
+    Return (*DeviceGetUUID)(Device, char*, unsigned int) = nullptr;
+    Return (*DeviceGetHandleByUUID)(const char*, Device*) = nullptr;
+    Return (*DeviceGetIndex)(Device, unsigned int*) = nullptr;
+    Return (*DeviceGetPciInfo)(Device, PciInfo*) = nullptr;  // nvmlDeviceGetPciInfo_v3, else _v2
+    Return (*DeviceGetDeviceHandleFromMigDeviceHandle)(Device, Device*) = nullptr;
 
     // Loads the library (soname libnvidia-ml.so.1 unless a path is given) and initialises NVML.
     // Throws SensorError (LibraryMissing, Permission, ...) naming the library or symbol and the fix.
