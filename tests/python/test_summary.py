@@ -87,7 +87,8 @@ def test_probe_summary_and_labels_parquet(tmp_path):
     assert abs(row["energy_j_per_call_net"]) < 0.1 * row["energy_j_per_call"]
     paths = probe.save(tmp_path)
     labels = pq.read_table(paths["labels"])
-    assert labels.num_rows == 1 and "energy_j_per_call_high" in labels.column_names
+    assert labels.num_rows == 2 and "energy_j_per_call_high" in labels.column_names  # the domain and the total
+    assert sorted(labels.column("sensor").to_pylist()) == ["all", "synthetic"]
 
 
 @pytest.mark.filterwarnings("ignore:greenprobe.mark used with no active Probe")
