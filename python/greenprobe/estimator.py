@@ -48,7 +48,7 @@ row with ``status`` ``not-estimated`` and the ``reason``, never silence.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import numpy as np
@@ -80,8 +80,7 @@ class Activity:
 
     def __init__(self, labels: Sequence[str], starts: Sequence[np.ndarray], ends: Sequence[np.ndarray],
                  cap: int = CAP):
-        self.labels = list(labels)
-        n_labels = len(self.labels)
+        n_labels = len(labels)
         self.calls = np.array([len(s) for s in starts], np.int64)
         t = np.concatenate([np.asarray(s, np.int64) for s in starts] + [np.asarray(e, np.int64) for e in ends]) \
             if n_labels else np.zeros(0, np.int64)
@@ -97,8 +96,7 @@ class Activity:
         # the state after the last event at each distinct instant holds until the next instant
         last = np.flatnonzero(np.diff(t, append=np.iinfo(np.int64).max) != 0) if t.size else np.zeros(0, int)
         self.times = t[last]                       # segment i: [times[i], times[i+1])
-        self.counts = counts[last]                 # running calls per label in segment i
-        capped = np.minimum(self.counts, cap)
+        capped = np.minimum(counts[last], cap)     # running calls per label in segment i
         idle = np.zeros((1, n_labels), np.int32)
         states, inverse = np.unique(np.vstack([idle, capped]), axis=0, return_inverse=True)
         inverse = np.asarray(inverse).reshape(-1)
@@ -160,10 +158,7 @@ class Windows:
     b_lo: np.ndarray
     b_hi: np.ndarray
     energy_j: np.ndarray
-    kind: str  # "counter" or "power"
-    period_ns: int
-    period_source: str
-    averaging_ns: int = 0
+    averaging_ns: int = 0  # power readings: the window each one averages
 
 
 def counter_windows(ch) -> Optional[Windows]:
@@ -178,8 +173,7 @@ def counter_windows(ch) -> Optional[Windows]:
     lo, hi = ch.update_windows(u)
     group = int(max(1, min(10, (u.size - 1) // 100), math.ceil((u.size - 1) / MAX_WINDOWS)))
     u, e, lo, hi = u[::group], e[::group], lo[::group], hi[::group]
-    period, source = ch.learned_update_period_ns()
-    return Windows(u[:-1], lo[:-1], hi[:-1], u[1:], lo[1:], hi[1:], np.diff(e), "counter", period, source)
+    return Windows(u[:-1], lo[:-1], hi[:-1], u[1:], lo[1:], hi[1:], np.diff(e))
 
 
 def power_windows(ch) -> Optional[Windows]:
@@ -189,18 +183,18 @@ def power_windows(ch) -> Optional[Windows]:
     if u.size < 3:
         return None
     lo, hi = ch.update_windows(u)
-    period, source = ch.learned_update_period_ns()
     if ch.averaging_window_ns:
         w = np.full(u.size, float(ch.averaging_window_ns))
+        averaging = int(ch.averaging_window_ns)
     else:
         w = np.concatenate([[np.nan], np.diff(u).astype(np.float64)])
+        averaging = int(np.median(w[1:]))
     keep = np.isfinite(w) & (w > 0)
     u, p, lo, hi, w = u[keep], p[keep], lo[keep], hi[keep], w[keep]
     if u.size > MAX_WINDOWS:
         step = int(math.ceil(u.size / MAX_WINDOWS))
         u, p, lo, hi, w = u[::step], p[::step], lo[::step], hi[::step], w[::step]
-    return Windows(u - w, lo - w, hi - w, u.astype(np.float64), lo, hi, p * w * 1e-9, "power", period, source,
-                   int(ch.averaging_window_ns or period))
+    return Windows(u - w, lo - w, hi - w, u.astype(np.float64), lo, hi, p * w * 1e-9, averaging)
 
 
 def windows_of(ch) -> Optional[Windows]:
@@ -217,8 +211,6 @@ class Fit:
     dof: int                     # of the t quantile: the EWC terms B
     windows: int
     model: str
-    lags: int                    # EWC cosine terms (B)
-    resid_sd_j: float = 0.0
 
 
 @dataclass
@@ -233,26 +225,24 @@ class LabelEstimate:
     gross_j: float = float("nan")
     gross_se: float = float("nan")
     exclusive_j: float = float("nan")
-    exclusive_se: float = float("nan")
     power_w: float = float("nan")         # mean power while the label runs
-    power_se: float = float("nan")
     idle_j: float = float("nan")          # regression idle power x shared time
     idle_cov: float = float("nan")        # cov(gross, idle_j)
     idle_var: float = float("nan")
-    extra: dict = field(default_factory=dict)
 
 
 def design(act: Activity, win: Windows) -> np.ndarray:
-    """Seconds each window spent in each activity state (state 0, idle, is the rest of the window)."""
+    """Seconds each window spent in each activity state (state 0, idle, is the rest of the window).
+    Each edge's time in a state is its mean over the edge's dating window; edges that windows share
+    (a counter's window ends where the next begins) are evaluated once."""
+    n = win.a.size
+    edges = np.column_stack([np.concatenate([win.a_lo, win.b_lo]), np.concatenate([win.a_hi, win.b_hi])])
+    uniq, inverse = np.unique(edges.astype(np.float64), axis=0, return_inverse=True)
+    lo, hi = uniq[:, 0], uniq[:, 1]
     frac = (np.arange(GRID) + 0.5) / GRID
-
-    def expected(lo, hi):
-        grid = lo[:, None] + (hi - lo)[:, None] * frac[None, :]
-        c = act.cumulative(grid.ravel())
-        return c.reshape(lo.size, GRID, -1).mean(axis=1)
-
-    busy = (expected(win.b_lo.astype(np.float64), win.b_hi.astype(np.float64))
-            - expected(win.a_lo.astype(np.float64), win.a_hi.astype(np.float64))) * 1e-9
+    grid = lo[:, None] + (hi - lo)[:, None] * frac[None, :]
+    at = act.cumulative(grid.ravel()).reshape(lo.size, GRID, -1).mean(axis=1)[np.asarray(inverse).reshape(-1)]
+    busy = (at[n:] - at[:n]) * 1e-9
     span = (win.b - win.a) * 1e-9
     idle = np.clip(span - busy.sum(axis=1), 0.0, None)
     return np.column_stack([idle, busy])
@@ -323,7 +313,7 @@ def fit(act: Activity, win: Windows) -> Fit:
         bread = np.linalg.inv(X.T @ X)
         omega = ewc_long_run(X * resid[:, None], B)
         cov_beta = bread @ omega @ bread
-        return Fit(R @ beta, R @ cov_beta @ R.T, B, n, model, B, float(np.std(resid)))
+        return Fit(R @ beta, R @ cov_beta @ R.T, B, n, model)
     raise ValueError(last_err)
 
 
@@ -375,9 +365,7 @@ def estimate(labels: Sequence[str], starts: Sequence[np.ndarray], ends: Sequence
         r.gross_j = float(g @ f.power_w)
         r.gross_se = float(math.sqrt(max(g @ f.cov @ g, 0.0)))
         r.exclusive_j = float(gx @ f.power_w)
-        r.exclusive_se = float(math.sqrt(max(gx @ f.cov @ gx, 0.0)))
         r.power_w = r.gross_j / r.time_s_per_call if r.time_s_per_call > 0 else float("nan")
-        r.power_se = r.gross_se / r.time_s_per_call if r.time_s_per_call > 0 else float("nan")
         gi = idle * r.time_s_per_call
         r.idle_j = float(gi @ f.power_w)
         r.idle_var = float(gi @ f.cov @ gi)

@@ -138,7 +138,7 @@ LABEL_COLUMNS = ["label", "sensor", "domain", "status", "reason", "calls", "time
                  "energy_j_per_call_net_low", "energy_j_per_call_net_high", "energy_j_per_call_exclusive",
                  "time_s_per_call_exclusive", "power_w", "baseline_power_w", "baseline_power_w_se",
                  "baseline_source", "regression_idle_power_w", "update_period_ns", "update_period_source",
-                 "windows", "dof", "hac_lags", "model", "interval_target", "estimated", "method", "resolution",
+                 "windows", "dof", "model", "interval_target", "estimated", "method", "resolution",
                  "domains"]
 
 

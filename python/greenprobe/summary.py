@@ -83,8 +83,9 @@ def summarise(records: list, channels: list[Channel], baseline: list[dict] | Non
             rows.append(_row(e, ch, f, win, period, source, idle.get((ch.sensor, ch.domain)),
                              (ch.sensor, ch.domain) in tops))
     rows += _totals(rows, labels)
-    for r in rows:
-        r.pop("_top", None)
+    for r in rows:  # what the totals needed
+        for k in ("_top", "_se", "_se_net", "_dof"):
+            r.pop(k, None)
     return rows
 
 
@@ -115,7 +116,7 @@ def _row(e, ch, f, win, period: int, source: str, measured: dict | None, top: bo
         "baseline_source": base_source,
         "regression_idle_power_w": float(f.power_w[0]) if f is not None else float("nan"),
         "update_period_ns": period, "update_period_source": source, "windows": windows,
-        "dof": f.dof if f is not None else 0, "hac_lags": f.lags if f is not None else 0,
+        "dof": f.dof if f is not None else 0,
         "model": f.model if f is not None else "", "interval_target": INTERVAL_TARGET,
         "estimated": ch.estimated,
         "method": "direct" if ch.quantity == "energy" and e.time_s_mean * 1e9 > period else "regression",
@@ -153,7 +154,4 @@ def _totals(rows: list[dict], labels: list[str]) -> list[dict]:
         total["power_w"] = sum(r["power_w"] for r in mine)
         total["baseline_power_w"] = sum(r["baseline_power_w"] for r in mine)
         out.append(total)
-    for r in rows:
-        for k in ("_se", "_se_net", "_dof"):
-            r.pop(k, None)
     return out

@@ -7,7 +7,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from greenprobe.attribution import Channel
 from greenprobe.estimator import Activity
 from greenprobe.summary import summarise, t975
 from simulate import counter_channel, dithered, make_session, wandering
@@ -151,4 +150,3 @@ def test_a_session_without_marks_has_no_rows():
     rng = np.random.default_rng(0)
     ch = counter_channel(lambda u: 80.0 * u * 1e-9, int(1e9), 100_000_000, 1_000_000, rng)
     assert summarise([], [ch]) == []
-    assert isinstance(ch, Channel)

@@ -26,14 +26,13 @@ from typing import Callable, Optional
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..attribution import attribute, choose_channels
 from ..summary import t975
 from ..topology import split_name, top_level
 from ..usage import proc_usage
-from .spec import NATIVE, StudySpec
+from .spec import StudySpec
 
 #: idle kept before a run's first inference and after its last, at least (see Runner.pad_ns)
 MIN_PAD_S = 0.05
@@ -280,13 +279,14 @@ class Runner:
                 "start_ns": starts, "end_ns": ends, "duration_s": dur}
         window = {}
         estimated, domains = False, []
-        for res, (wres) in zip(attribute(starts, ends, chans), attribute(np.array([a]), np.array([b]), chans)):
+        # the inferences and, last, the run's window: one timeline per channel serves both
+        for res in attribute(np.append(starts, a), np.append(ends, b), chans):
             ch = res["channel"]
             name = f"{ch.sensor}/{ch.domain}"
             domains.append(name)
-            cols[f"energy_j_interpolated[{name}]"] = res["energy_j"]
-            window[name] = (float(wres["energy_j"][0]), bool(wres["complete"][0]),
-                            float(wres["energy_j_high"][0] - wres["energy_j_low"][0]))
+            cols[f"energy_j_interpolated[{name}]"] = res["energy_j"][:-1]
+            window[name] = (float(res["energy_j"][-1]), bool(res["complete"][-1]),
+                            float(res["energy_j_high"][-1] - res["energy_j_low"][-1]))
             estimated |= ch.estimated
         d = self.out / "configs" / cfg.id / "runs"
         d.mkdir(parents=True, exist_ok=True)
@@ -389,13 +389,10 @@ def mean_ci_with(values, common_se: float) -> tuple[float, float, float]:
     return m, m - half, m + half
 
 
-def _tops(out: Path, names: list[str]) -> set[str]:
-    """The 'sensor/domain' names a total may add (top-level domains), from sensors.json where the
-    channels state their parents, else by RAPL's naming."""
-    chans = []
-    p = Path(out) / "sensors.json"
-    if p.exists():
-        chans = [c for c in json.loads(p.read_text()) if f"{c['sensor']}/{c['domain']}" in names]
+def _tops(sensors: list[dict], names: list[str]) -> set[str]:
+    """The 'sensor/domain' names a total may add (top-level domains), from the study's channels
+    (sensors.json) where they state their parents, else by RAPL's naming."""
+    chans = [c for c in sensors if f"{c['sensor']}/{c['domain']}" in names]
     have = {f"{c['sensor']}/{c['domain']}" for c in chans}
     chans += [dict(zip(("sensor", "domain"), split_name(n))) for n in names if n not in have]
     return {f"{s}/{d}" for s, d in top_level(chans)}
@@ -415,7 +412,8 @@ def run_figures(run: dict, domains: list[str], idle: dict) -> dict:
     return out
 
 
-def config_row(cfg_dir: Path, runs_wanted: int, idle_w: dict, calls: dict | None = None) -> Optional[dict]:
+def config_row(cfg_dir: Path, runs_wanted: int, idle_w: dict, calls: dict | None = None,
+               sensors: Optional[list] = None) -> Optional[dict]:
     """One configuration's summary from its run files (None while runs are missing); writes
     runs.parquet, inferences.parquet and result.json.
 
@@ -429,7 +427,7 @@ def config_row(cfg_dir: Path, runs_wanted: int, idle_w: dict, calls: dict | None
     if len(runs) < runs_wanted:
         return None
     domains = [d for d in runs[0]["domains"].split(",") if d]
-    tops = [d for d in domains if d in _tops(cfg_dir.parent.parent, domains)]
+    tops = [d for d in domains if d in _tops(sensors or [], domains)]
     idle_se_terms = {k: [] for k in ("net", "gross")}
     for r in runs:
         idle = idle_w.get(r["session"], {})
@@ -578,13 +576,14 @@ def collect(out: Path, skipped: list[dict], runs_wanted: int) -> pa.Table:
     out = Path(out)
     idle_w = idle_power(out)
     calls = calls_estimates(out)
+    sensors = json.loads((out / "sensors.json").read_text()) if (out / "sensors.json").exists() else []
     rows = []
     for d in sorted(p for p in (out / "configs").glob("*") if (p / "config.json").exists()):
         cfg = json.loads((d / "config.json").read_text())
         if (d / "failed.json").exists():
             rows.append({"id": d.name, **cfg, "status": "failed", "error": json.loads((d / "failed.json").read_text())["error"]})
             continue
-        row = config_row(d, runs_wanted, idle_w, calls)
+        row = config_row(d, runs_wanted, idle_w, calls, sensors)
         if row is None:
             n = len(list((d / "runs").glob("r*.json")))
             row = {"id": d.name, **cfg, "status": "unfinished", "error": f"{n} of {runs_wanted} runs done: run the "
