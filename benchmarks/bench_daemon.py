@@ -1,6 +1,6 @@
 """Load test of the daemon: N client processes marking concurrently for S seconds; no mark may be lost.
 
-    .venv/bin/python benchmarks/bench_daemon.py [--clients 16] [--seconds 60] [--rate 1000]
+    .venv/bin/python benchmarks/bench_daemon.py [--clients 16] [--seconds 60] [--rate 1000] [--tls]
 
 Each client marks ``rate`` times a second (``with greenprobe.mark(...)`` through GREENPROBE_DAEMON,
 batched by the client every 50 ms) and reports how many marks it made; the daemon (synthetic
@@ -50,20 +50,44 @@ def proc_stat(pid: int) -> tuple[float, int]:
     return cpu, rss
 
 
+def make_certs(d: Path) -> None:
+    """A CA and a server certificate for 127.0.0.1, by openssl."""
+    def ossl(*args):
+        subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True)
+
+    ossl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", d / "ca.key", "-out", d / "ca.pem", "-days", "1",
+         "-subj", "/CN=bench CA")
+    ossl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", d / "server.key", "-out", d / "server.csr", "-subj",
+         "/CN=server")
+    (d / "ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    ossl("x509", "-req", "-in", d / "server.csr", "-CA", d / "ca.pem", "-CAkey", d / "ca.key", "-CAcreateserial",
+         "-out", d / "server.pem", "-days", "1", "-extfile", d / "ext")
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--seconds", type=float, default=60)
     ap.add_argument("--rate", type=float, default=1000, help="marks per second per client")
+    ap.add_argument("--tls", action="store_true",
+                    help="clients connect over loopback TCP with TLS and the token (certificates made by openssl)")
     args = ap.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="greenprobe-load-"))
     sock, ready = work / "d.sock", work / "ready"
+    extra, env = [], dict(os.environ)
+    if args.tls:
+        make_certs(work)
+        env["GREENPROBE_TOKEN"] = os.urandom(24).hex()
+        env["GREENPROBE_TLS_CA"] = str(work / "ca.pem")
+        extra = ["--listen", "127.0.0.1:0", "--tls-cert", str(work / "server.pem"), "--tls-key", str(work / "server.key")]
     daemon = subprocess.Popen([sys.executable, "-m", "greenprobe", "daemon", "--sensors", "synthetic",
-                               "--socket", str(sock), "--ready-file", str(ready)], stderr=subprocess.DEVNULL)
-    while not ready.exists():
+                               "--socket", str(sock), "--ready-file", str(ready), *extra], stderr=subprocess.DEVNULL,
+                              env=env)
+    while not ready.exists() or not ready.read_text().strip():
         time.sleep(0.05)
+    address = ready.read_text().split()[-1]  # the TCP address with --tls, else the socket
     cpu0, _ = proc_stat(daemon.pid)
-    env = dict(os.environ, GREENPROBE_DAEMON=f"unix:{sock}")
+    env["GREENPROBE_DAEMON"] = address
     t0 = time.monotonic()
     clients = [subprocess.Popen([sys.executable, "-c", CLIENT, str(args.seconds), str(args.rate)], env=env,
                                 stdout=subprocess.PIPE, text=True) for _ in range(args.clients)]
@@ -78,7 +102,7 @@ def main(argv=None) -> None:
         made, spent = made + int(n), spent + int(s)
     import greenprobe
 
-    held = greenprobe.connect(f"unix:{sock}").status()["marks"]
+    held = greenprobe.connect(f"unix:{sock}").status()["marks"]  # the socket needs no token
     cpu1, rss = proc_stat(daemon.pid)
     daemon.send_signal(signal.SIGTERM)
     daemon.wait(timeout=60)

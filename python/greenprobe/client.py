@@ -7,24 +7,25 @@
     probe.energy(start_ns, end_ns); probe.summary(); probe.save("/results/run1")
 
 Every timestamp is CLOCK_MONOTONIC (time.monotonic_ns), one clock for all processes on a Linux
-host: a mark is stamped where it happens and sent later, in batches.
+host: a mark is stamped where it happens and sent later, in batches, by sender.py (which never
+makes the marking code wait and keeps the marks while the daemon is away).
 """
 
 from __future__ import annotations
 
-import atexit
 import functools
 import os
 import threading
 import time
 from typing import Any, Callable, Iterator, Optional
 
-from .errors import GreenprobeError
+from .errors import DaemonError
+from .sender import CHANNEL_OPTIONS, MarkSender
 
 DAEMON_ENV = "GREENPROBE_DAEMON"
 TOKEN_ENV = "GREENPROBE_TOKEN"
-FLUSH_INTERVAL_S = 0.05
-FLUSH_MARKS = 5000
+TLS_CA_ENV, TLS_CERT_ENV, TLS_KEY_ENV = "GREENPROBE_TLS_CA", "GREENPROBE_TLS_CERT", "GREENPROBE_TLS_KEY"
+__all__ = ["DaemonError", "PyMark", "RemoteProbe", "connect", "default_remote"]
 
 
 def _stubs():
@@ -35,24 +36,58 @@ def _stubs():
     return grpc, probe_pb2, probe_pb2_grpc
 
 
-def _json(value) -> str:
-    import json
-
-    return json.dumps(value, default=str, separators=(",", ":"))
-
-
-class DaemonError(GreenprobeError, RuntimeError):
-    """The daemon could not be reached or refused a request; ``message`` says which and why, ``fix``
-    what to do."""
-
-
-def _channel(address: str, token: Optional[str]):
+def _channel(address: str, token: Optional[str], options=()):
+    """A channel to the daemon: TLS when $GREENPROBE_TLS_CA names the CA to trust (the daemon's
+    --allow-remote mode; $GREENPROBE_TLS_CERT and $GREENPROBE_TLS_KEY add a client certificate for
+    --tls-client-ca), and the token, when there is one, on every call."""
     grpc, _, _ = _stubs()
-    opts = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
-    channel = grpc.insecure_channel(address, options=opts)
-    if token:  # the daemon's --allow-remote mode; over plain TCP a token is as private as the network
+    opts = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20), *options]
+    if address.startswith("unix:"):  # the kernel guards the socket: no token to hand to whoever listens there
+        return grpc.insecure_channel(address, options=opts)
+    if os.environ.get(TLS_CA_ENV):
+        channel = grpc.secure_channel(address, _tls_credentials(grpc), options=opts)
+    elif not _loopback(address):
+        raise DaemonError(f"{address} is not on this host and {TLS_CA_ENV} is not set: the marks, and the token, "
+                          "would cross the network in clear",
+                          f"set {TLS_CA_ENV} to the CA that signed the daemon's --tls-cert")
+    else:
+        channel = grpc.insecure_channel(address, options=opts)
+    if token:
         channel = grpc.intercept_channel(channel, _token_interceptor(grpc, token))
     return channel
+
+
+def _loopback(address: str) -> bool:
+    """Whether a gRPC target (host:port, ipv4:..., dns:///host:port) names this host's loopback."""
+    import ipaddress
+
+    target = address.split("///")[-1]
+    for scheme in ("ipv4:", "ipv6:", "dns:"):
+        target = target.removeprefix(scheme)
+    host = target.rsplit(":", 1)[0].strip("[]") if ":" in target else target
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _tls_credentials(grpc):
+    def read(env: str) -> Optional[bytes]:
+        path = os.environ.get(env)
+        if not path:
+            return None
+        try:
+            return open(path, "rb").read()
+        except OSError as e:
+            raise DaemonError(f"cannot read ${env} ({path}): {e.strerror}", f"point {env} at a PEM file") from None
+
+    cert, key = read(TLS_CERT_ENV), read(TLS_KEY_ENV)
+    if (cert is None) != (key is None):
+        raise DaemonError(f"${TLS_CERT_ENV} and ${TLS_KEY_ENV} go together",
+                          "set both (the client certificate and its key) or neither")
+    return grpc.ssl_channel_credentials(read(TLS_CA_ENV), key, cert)
 
 
 def _token_interceptor(grpc, token: str):
@@ -99,21 +134,22 @@ def _repeated(field) -> bool:
 
 class RemoteProbe:
     """A daemon's probe, with the local Probe's query surface (status, channels, energy, summary,
-    save, samples) and a mark buffer that sends completed marks in batches."""
+    save, samples), and ``append``/``add_mark`` that hand marks to a MarkSender (sender.py).
 
-    def __init__(self, address: str, token: Optional[str] = None, timeout_s: float = 10.0):
+    ``timeout_s`` bounds each call, ``flush()``, and the sending of what is left at exit;
+    ``buffer_marks`` how many marks are kept while the daemon is unreachable (default
+    $GREENPROBE_BUFFER_MARKS, else 300,000)."""
+
+    def __init__(self, address: str, token: Optional[str] = None, timeout_s: float = 10.0,
+                 buffer_marks: Optional[int] = None):
         grpc, self._pb, pb_grpc = _stubs()
         self._grpc = grpc
         self.address = address
         self.timeout_s = timeout_s
-        self._channel = _channel(address, token if token is not None else os.environ.get(TOKEN_ENV))
+        token = token if token is not None else os.environ.get(TOKEN_ENV)
+        self._channel = _channel(address, token)
         self._stub = pb_grpc.ProbeStub(self._channel)
-        self._pending: list = []
-        self._lock = threading.Lock()
-        self._send_lock = threading.Lock()  # one batch in flight: flush() returns once all before it arrived
-        self._flusher: Optional[threading.Thread] = None
-        self._stop = threading.Event()
-        self._last_error: Optional[str] = None
+        self._sender = MarkSender(address, lambda: _channel(address, token, CHANNEL_OPTIONS), timeout_s, buffer_marks)
 
     # -- calls ---------------------------------------------------------------------------------
     def _call(self, name: str, request, timeout: Optional[float] = None):
@@ -152,10 +188,34 @@ class RemoteProbe:
         reply = self._call("Summary", self._pb.SummaryRequest(), timeout=max(self.timeout_s, 60))
         return [_to_dict(r) for r in reply.labels]
 
-    def save(self, directory: str) -> dict:
+    def save(self, name: str) -> dict:
+        """The daemon writes the session's files into ``name``, a folder under its ``--save-dir``
+        (files 0640 of the socket's group); returns their paths. To write where you choose, with
+        your own rights: ``save_local``."""
         self.flush()
-        reply = self._call("Save", self._pb.SaveRequest(directory=str(directory)), timeout=max(self.timeout_s, 300))
+        reply = self._call("Save", self._pb.SaveRequest(directory=str(name)), timeout=max(self.timeout_s, 300))
         return dict(reply.paths)
+
+    def save_local(self, directory) -> dict:
+        """Writes DIR/intervals.parquet, labels.parquet, samples.parquet and metadata.json from the
+        daemon's tables, as this process (the daemon writes nothing); returns the paths."""
+        import json
+        from pathlib import Path
+
+        import pyarrow.parquet as pq
+
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        paths = {}
+        metadata = None
+        for name, table in (("intervals", self.intervals()), ("labels", self.summary_table()),
+                            ("samples", self.samples_table())):
+            paths[name] = d / f"{name}.parquet"
+            pq.write_table(table, paths[name])
+            metadata = metadata or (table.schema.metadata or {}).get(b"greenprobe")
+        paths["metadata"] = d / "metadata.json"
+        paths["metadata"].write_text(json.dumps(json.loads(metadata), indent=2) if metadata else "{}")
+        return {k: str(v) for k, v in paths.items()}
 
     def stats(self) -> list[dict]:
         """Per sensor: polls, late polls, drops, lag, state, last error."""
@@ -197,91 +257,39 @@ class RemoteProbe:
 
     # -- marks ---------------------------------------------------------------------------------
     def append(self, record: tuple) -> None:
-        """A mark record (label, start_ns, end_ns, thread_id, attrs, ok), as greenprobe.mark makes."""
-        with self._lock:
-            self._pending.append(record)
-            n = len(self._pending)
-        if self._flusher is None:
-            self._start_flusher()
-        if n >= FLUSH_MARKS:
-            self.flush()
+        """A mark record (label, start_ns, end_ns, thread_id, attrs, ok), as greenprobe.mark makes.
+        Returns at once and never raises: a background thread sends it."""
+        self._sender.append(record)
 
     def add_mark(self, label: str, start_ns: int, end_ns: int, *, thread_id: int = 0, ok: bool = True, **attrs):
+        if not isinstance(label, str) or not label:  # as mark(): a wrong call fails here, not in a batch later
+            raise TypeError("add_mark() needs a non-empty label string")
         self.append((label, int(start_ns), int(end_ns), int(thread_id), attrs or None, bool(ok)))
 
-    def _start_flusher(self) -> None:
-        with self._lock:
-            if self._flusher is not None:
-                return
-            self._flusher = threading.Thread(target=self._flush_loop, name="greenprobe-mark-flush", daemon=True)
-            self._flusher.start()
-        atexit.register(self.close)
-
-    def _flush_loop(self) -> None:
-        while not self._stop.wait(FLUSH_INTERVAL_S):
-            try:
-                self.flush()
-            except DaemonError as e:  # keep the marks; say it once
-                if self._last_error != str(e):
-                    self._last_error = str(e)
-                    import warnings
-
-                    warnings.warn(f"greenprobe: marks not sent yet: {e}", RuntimeWarning)
-
     def flush(self) -> int:
-        """Sends every buffered mark now; returns how many the daemon accepted."""
-        with self._send_lock:
-            return self._send()
-
-    def _send(self) -> int:
-        with self._lock:
-            batch, self._pending = self._pending, []
-        if not batch:
-            return 0
-        msg = self._pb.MarkBatch()
-        cols = msg.columns
-        index: dict = {}
-        cols.label_index.extend([index.setdefault(r[0], len(index)) for r in batch])
-        cols.labels.extend(list(index))
-        cols.start_ns.extend([r[1] for r in batch])
-        cols.end_ns.extend([r[2] for r in batch])
-        cols.thread_id.extend([r[3] & 0xFFFFFFFFFFFFFFFF for r in batch])
-        cols.ok.extend([bool(r[5]) for r in batch])
-        if any(r[4] for r in batch):  # one JSON array for the batch: one call into the C encoder
-            cols.attrs_json = _json([r[4] or None for r in batch])
-        cols.pid = os.getpid()
-        try:
-            reply = self._call("RecordMarks", msg)
-        except DaemonError:
-            with self._lock:  # put them back, in order, for the next try
-                self._pending[:0] = batch
-            raise
-        return reply.accepted
+        """Waits until the daemon holds every mark appended before; returns how many it accepted since
+        the previous flush. Raises DaemonError after timeout_s or when it refused some."""
+        return self._sender.flush()
 
     def close(self) -> None:
-        """Sends what is left and waits for it (also at interpreter exit): no mark made before is lost."""
-        self._stop.set()
-        if self._flusher is not None and self._flusher is not threading.current_thread():
-            self._flusher.join(timeout=self.timeout_s)
-        try:
-            self.flush()
-        except DaemonError as e:
-            import sys
-
-            print(f"greenprobe: {len(self._pending)} marks could not be sent: {e}", file=sys.stderr)
+        """Sends what is left for at most timeout_s (also at interpreter exit), then says on stderr
+        how many marks did not arrive and why."""
+        self._sender.close()
         self._channel.close()
 
 
 def connect(address: Optional[str] = None, token: Optional[str] = None, timeout_s: float = 10.0,
-            check: bool = True) -> RemoteProbe:
+            check: bool = True, buffer_marks: Optional[int] = None) -> RemoteProbe:
     """A probe served by ``greenprobe daemon`` at ``address`` (gRPC target: ``unix:/path.sock`` or
     ``host:port``; default: ``$GREENPROBE_DAEMON``). ``check`` asks the daemon for its status now,
-    so a wrong address fails here with the fix."""
+    so a wrong address fails here with the fix. ``buffer_marks``: how many marks to keep while the
+    daemon is unreachable (default $GREENPROBE_BUFFER_MARKS, else 300,000); beyond it new marks are
+    dropped and counted."""
     address = address or os.environ.get(DAEMON_ENV)
     if not address:
         raise DaemonError("no daemon address",
                           f"pass one (unix:/path/to.sock or host:port) or set {DAEMON_ENV}")
-    probe = RemoteProbe(address, token, timeout_s)
+    probe = RemoteProbe(address, token, timeout_s, buffer_marks)
     if check:
         probe.status()
     return probe

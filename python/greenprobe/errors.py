@@ -78,3 +78,8 @@ def from_core(category: str, message: str, fix: str) -> SensorError:
     """Builds the Python exception for a C++ SensorError (called by greenprobe._core)."""
     cls = _BY_CATEGORY.get(category, SensorError)
     return cls(message, fix, category=category)
+
+
+class DaemonError(GreenprobeError, RuntimeError):
+    """The daemon could not be reached or refused a request; ``message`` says which and why, ``fix``
+    what to do. (Also importable from greenprobe.client.)"""

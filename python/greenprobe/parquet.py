@@ -5,11 +5,14 @@ The schema (units, clock, meaning of every column) is documented in docs/SCHEMA.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
 import platform
 import socket
+import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -126,11 +129,25 @@ def intervals_table(probe) -> pa.Table:
         "energy_j_net": pa.array(cat("energy_j_net", np.float64), pa.float64(), from_pandas=True),
     }
     for a, values in attrs.items():
-        try:
-            data[a] = pa.array(values)
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
-            data[a] = pa.array([None if v is None else str(v) for v in values], pa.string())
+        data[a] = attr_column(values)
     return pa.table(data).replace_schema_metadata({METADATA_KEY: json.dumps(session_metadata(probe)).encode()})
+
+
+def attr_column(values: list) -> pa.Array:
+    """One attribute's values as a column Parquet can hold: bool, int64, float64 or string as they
+    come; any other mix (an integer beyond 64 bits, a list, a dict, empty or not, ints and strings)
+    as text, JSON for containers, so one odd value never stops a save."""
+    kinds = {type(v) for v in values if v is not None}
+    if len(kinds) == 1 or kinds == {int, float}:
+        try:
+            col = pa.array(values)
+            if col.type in (pa.bool_(), pa.int64(), pa.float64(), pa.string()) or col.null_count == len(col):
+                return col
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+            pass
+    return pa.array([None if v is None else v if isinstance(v, str) else
+                     json.dumps(v, separators=(",", ":"), default=str) if isinstance(v, (dict, list, tuple)) else
+                     str(v) for v in values], pa.string())
 
 
 LABEL_COLUMNS = ["label", "sensor", "domain", "status", "reason", "calls", "time_s_mean", "time_s_per_call",
@@ -197,16 +214,46 @@ def save(probe, directory) -> dict:
     _atomic_write_table(samples_table(probe), paths["samples"])
     _atomic_write_table(intervals_table(probe), paths["intervals"])
     _atomic_write_table(labels_table(probe), paths["labels"])
-    tmp = paths["metadata"].with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(session_metadata(probe), indent=2, default=str))
-    os.replace(tmp, paths["metadata"])
+    _atomic_write_text(json.dumps(session_metadata(probe), indent=2, default=str), paths["metadata"])
     return {k: str(v) for k, v in paths.items()}
 
 
 def _atomic_write_table(table: pa.Table, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    _atomic_write(path, lambda f: pq.write_table(table, f))
+
+
+def _atomic_write_text(text: str, path: Path) -> None:
+    _atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Writes through a fresh temporary file in the same folder, then renames it over ``path``: a
+    reader sees the whole file or none. The temporary name is made with O_CREAT|O_EXCL|O_NOFOLLOW
+    (mkstemp), so a link planted in the folder is never written through, and the file gets the
+    mode the umask gives (mkstemp's 0600 would hide it from the group that may read it)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            os.fchmod(f.fileno(), 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it (os.umask would, for a moment, for every thread)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
 
 
 def read_metadata(path) -> dict:
@@ -219,12 +266,14 @@ class PartWriter:
     """Writes what a long session gathers as it goes, one Parquet file per flush, so that a process
     killed without warning (SIGKILL, power loss) leaves everything up to its last flush readable:
 
-        DIR/parts/samples/part-000001.parquet ...   the sample columns of samples.parquet
-        DIR/parts/marks/part-000001.parquet ...     label, start_ns, end_ns, thread_id, ok, attrs (JSON)
-        DIR/parts/metadata.json                     sensors and channels, written at the start
+        DIR/parts/samples/part-00000001.parquet ...  the sample columns of samples.parquet
+        DIR/parts/marks/part-00000001.parquet ...    label, start_ns, end_ns, thread_id, ok, attrs (JSON)
+        DIR/parts/metadata.json                      sensors and channels, written at the start
 
     ``pyarrow.parquet.read_table(DIR/parts/samples)`` reads a folder of parts as one table. Each part
-    is written under a temporary name and renamed, so a part is either whole or absent.
+    is written under a temporary name and renamed, so a part is either whole or absent. Each part is
+    registered with the probe's stores, so ``forget`` can then drop its rows from memory: queries
+    read them back from the part.
     """
 
     def __init__(self, probe, directory):
@@ -235,34 +284,49 @@ class PartWriter:
         self.samples_done = 0
         self.marks_done = 0
         self.parts = 0
-        tmp = self.root / "metadata.json.tmp"
-        tmp.write_text(json.dumps(session_metadata(probe), indent=2, default=str))
-        os.replace(tmp, self.root / "metadata.json")
+        _atomic_write_text(json.dumps(session_metadata(probe), indent=2, default=str), self.root / "metadata.json")
+
+    def pending_marks(self) -> int:
+        """Marks accepted but not written yet."""
+        return len(self.probe._records) - self.marks_done
 
     def flush(self) -> int:
         """Writes the samples and marks that arrived since the last flush; returns the rows written."""
-        t, prev, v, ch, fl = self.probe._columns()  # arrival order: rows before samples_done never change
-        n = t.size - self.samples_done
-        records = self.probe._records.snapshot(self.marks_done)
-        if n <= 0 and not records:
+        from .store import MarkStore, Part, marks_table
+
+        samples = self.probe._samples
+        t, prev, v, ch, fl = samples.columns(from_index=self.samples_done)  # arrival order: new rows only
+        records = self.probe._records
+        if isinstance(records, MarkStore):
+            marks = records.table(self.marks_done)
+        else:
+            marks = marks_table(records.snapshot(self.marks_done))
+        if not t.size and not marks.num_rows:
             return 0
         self.parts += 1
-        name = f"part-{self.parts:06d}.parquet"
-        if n > 0:
-            s = slice(self.samples_done, t.size)
+        name = f"part-{self.parts:08d}.parquet"  # 8 digits: 6 years of parts every 2 s, in order
+        if t.size:
+            path = self.root / "samples" / name
             _atomic_write_table(pa.table({
-                "t_ns": pa.array(t[s], pa.int64()), "prev_t_ns": pa.array(prev[s], pa.int64()),
-                "value": pa.array(v[s], pa.float64()), "channel": pa.array(ch[s], pa.uint32()),
-                "flags": pa.array(fl[s], pa.uint32())}), self.root / "samples" / name)
-            self.samples_done = t.size
-        if records:
-            _atomic_write_table(pa.table({
-                "label": pa.array([r[0] for r in records], pa.string()),
-                "start_ns": pa.array([r[1] for r in records], pa.int64()),
-                "end_ns": pa.array([r[2] for r in records], pa.int64()),
-                "thread_id": pa.array([r[3] for r in records], pa.uint64()),
-                "ok": pa.array([r[5] for r in records], pa.bool_()),
-                "attrs": pa.array([json.dumps(r[4], default=str) if r[4] else None for r in records], pa.string()),
-            }), self.root / "marks" / name)
-            self.marks_done += len(records)
-        return max(n, 0) + len(records)
+                "t_ns": pa.array(t, pa.int64()), "prev_t_ns": pa.array(prev, pa.int64()),
+                "value": pa.array(v, pa.float64()), "channel": pa.array(ch, pa.uint32()),
+                "flags": pa.array(fl, pa.uint32())}), path)
+            samples.spilled(Part(str(path), self.samples_done, self.samples_done + t.size, int(t.min()),
+                                 int(t.max())))
+            self.samples_done += t.size
+        if marks.num_rows:
+            path = self.root / "marks" / name
+            _atomic_write_table(marks, path)
+            if isinstance(records, MarkStore):
+                records.spilled(Part(str(path), self.marks_done, self.marks_done + marks.num_rows))
+            self.marks_done += marks.num_rows
+        return t.size + marks.num_rows
+
+    def forget(self, keep_ns: int) -> None:
+        """Drops from memory what the parts hold: marks at once, samples older than ``keep_ns``
+        (queries about the recent past, the common ones, stay in memory)."""
+        from .store import MarkStore
+
+        self.probe._samples.forget(time.monotonic_ns() - keep_ns)
+        if isinstance(self.probe._records, MarkStore):
+            self.probe._records.forget()

@@ -15,8 +15,10 @@ from .config import resolve_options
 from .errors import ConfigError
 from .marks import _pop_sink, _push_sink
 from .sensors import open_sensors
+from .store import MarkStore, SampleStore
 
 MIN_PERIOD_US = 50
+ENERGY_PAD_NS = 2_000_000_000  # samples read on each side of an energy() query
 
 
 class Probe:
@@ -40,6 +42,10 @@ class Probe:
     per-label summary then carry energy net of it as well as gross. The two halves are reported
     apart, so a drift (a GPU still cooling down) shows.
 
+    ``columnar_marks``: keep marks as columns (``store.MarkStore``: ~40 bytes and the attributes'
+    text per mark) rather than in the C buffer that ``mark()`` appends to fastest; the daemon's
+    choice, whose marks arrive in batches and leave memory once written.
+
     Paths (``nvml_library``, ``powercap_root``, ``msr_path``, ``cpu_vendor``, ``sysfs_cpu_root``,
     ``proc_root``, ``cpu_tdp_w``) override the matching ``GREENPROBE_*`` environment variables.
     """
@@ -56,6 +62,7 @@ class Probe:
         drain_interval_s: float = 0.05,
         settle_timeout_s: float = 2.0,
         baseline_s: float = 0.0,
+        columnar_marks: bool = False,
         **options,
     ):
         if period_us < MIN_PERIOD_US:
@@ -87,9 +94,10 @@ class Probe:
         self.skipped = []
         self._sensors = []
         self._sampler = None
-        self._chunks: list[tuple[np.ndarray, ...]] = []
-        self._chunks_lock = threading.Lock()
-        self._records = _core.MarkBuffer()
+        self._samples = SampleStore()
+        # the daemon keeps marks in columns (a batch arrives as one); a local Probe in the C buffer
+        # its mark() appends to fastest
+        self._records = MarkStore() if columnar_marks else _core.MarkBuffer()
         self._drain_thread: Optional[threading.Thread] = None
         self._stop_event = threading.Event()
         self._channels: list[dict] = []
@@ -130,7 +138,8 @@ class Probe:
         if not self._started or self._stopped:
             return
         _pop_sink(self._records)
-        last_end = max((r[2] for r in self._records.snapshot()), default=_core.now_ns())
+        last_end = (self._records.max_end_ns() if isinstance(self._records, MarkStore) else
+                    max((r[2] for r in self._records.snapshot()), default=0)) or _core.now_ns()
         if self.baseline_s > 0:
             # the counters' update after the work first: an idle window that shared an update period
             # with the last call would take a share of its energy
@@ -162,11 +171,8 @@ class Probe:
     # -- draining ------------------------------------------------------------------------------
     def _drain_once(self) -> int:
         cols = self._sampler.drain()
-        n = len(cols[0])
-        if n:
-            with self._chunks_lock:
-                self._chunks.append(cols)
-        return n
+        self._samples.append(cols)
+        return len(cols[0])
 
     def _drain_loop(self) -> None:
         while not self._stop_event.wait(self.drain_interval_s):
@@ -181,7 +187,7 @@ class Probe:
         counters = {c["channel"] for c in self._channels if c["quantity"] == "energy"}
         while counters and time.monotonic() < deadline:
             self._drain_once()
-            _, prev, _, ch, fl = self._columns()
+            _, prev, _, ch, fl = self._columns(start_ns=after_ns)  # an update after it is read after it
             m = ((fl & FLAG_CHANGED) != 0) & ((fl & FLAG_FIRST) == 0) & (prev > after_ns)
             seen = set(np.unique(ch[m]).tolist())
             gone = {i for i, st in enumerate(self._sampler.stats()) if st["state"] == "gone"}
@@ -191,30 +197,15 @@ class Probe:
             time.sleep(min(0.002, self.settle_timeout_s))
 
     # -- data ----------------------------------------------------------------------------------
-    def _columns(self):
-        with self._chunks_lock:
-            chunks = list(self._chunks)
-        if not chunks:
-            return (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), np.zeros(0, np.uint32),
-                    np.zeros(0, np.uint32))
-        cols = tuple(np.concatenate([c[i] for c in chunks]) for i in range(5))
-        if len(chunks) > 1:
-            with self._chunks_lock:
-                if len(self._chunks) == len(chunks):
-                    self._chunks = [cols]
-        return cols
+    def _columns(self, start_ns: Optional[int] = None, end_ns: Optional[int] = None) -> tuple:
+        """Samples (t_ns, prev_t_ns, value, channel, flags) in arrival order, only those from
+        ``start_ns`` to ``end_ns`` when given (older ones the daemon wrote out are read back)."""
+        return self._samples.columns(start_ns, end_ns)
 
     def channels(self, start_ns: Optional[int] = None, end_ns: Optional[int] = None) -> list[Channel]:
         """Every channel with its samples (sorted by time); only those from ``start_ns`` to
         ``end_ns`` when given (a late window of a long session need not sort all of it)."""
-        t, prev, v, ch, fl = self._columns()
-        if start_ns is not None or end_ns is not None:
-            keep = np.ones(t.size, bool)
-            if start_ns is not None:
-                keep &= t >= start_ns
-            if end_ns is not None:
-                keep &= t <= end_ns
-            t, prev, v, ch, fl = t[keep], prev[keep], v[keep], ch[keep], fl[keep]
+        t, prev, v, ch, fl = self._columns(start_ns, end_ns)
         out = []
         for c in self._channels:
             m = ch == c["channel"]
@@ -252,7 +243,9 @@ class Probe:
 
     def energy(self, start_ns: int, end_ns: int) -> list[dict]:
         """Energy between two instants on the sampler clock, per (sensor, domain)."""
-        rows = attribute(np.array([start_ns]), np.array([end_ns]), self.channels())
+        # the samples around the interval only: a long session's older data stays on disk
+        pad = max(ENERGY_PAD_NS, 10 * max((c["nominal_update_period_ns"] for c in self._channels), default=0))
+        rows = attribute(np.array([start_ns]), np.array([end_ns]), self.channels(start_ns - pad, end_ns + pad))
         return [{"sensor": r["channel"].sensor, "domain": r["channel"].domain, "energy_j": float(r["energy_j"][0]),
                  "energy_j_low": float(r["energy_j_low"][0]), "energy_j_high": float(r["energy_j_high"][0]),
                  "estimated": r["channel"].estimated, "complete": bool(r["complete"][0])} for r in rows]

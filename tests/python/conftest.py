@@ -23,3 +23,15 @@ def nvml_env(monkeypatch):
             monkeypatch.setenv(f"FAKE_NVML_{k.upper()}", str(v))
 
     return setenv
+
+
+# The caller's environment must not steer a test: a daemon address, token or TLS setting, or the
+# GPUs CUDA would show, each changes what greenprobe does.
+LEAKY_ENV = ("GREENPROBE_DAEMON", "GREENPROBE_TOKEN", "GREENPROBE_TLS_CA", "GREENPROBE_TLS_CERT", "GREENPROBE_TLS_KEY",
+             "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER")
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch):
+    for name in LEAKY_ENV:
+        monkeypatch.delenv(name, raising=False)

@@ -111,9 +111,10 @@ CASES = {
         "period_us must be >= 50, got 10.0", PERIOD_FIX),
     "daemon-listen-not-loopback": (
         ["daemon", "--sensors", "synthetic", "--socket", "{tmp}/run/daemon.sock", "--listen", "0.0.0.0:0"],
-        "--listen 0.0.0.0:0 is not a loopback address",
-        "listen on loopback (e.g. --listen 127.0.0.1:50051); energy data is a side channel (CVE-2020-8694), "
-        "so add --allow-remote and a token only if remote readers are intended"),
+        "--listen 0.0.0.0:0 on TCP needs a token: a port, loopback included, serves every local user whatever "
+        "--group says",
+        "export GREENPROBE_TOKEN=$(openssl rand -hex 24) (or --token-file FILE) before starting the daemon; clients "
+        "send the same token"),
 }
 
 
@@ -188,7 +189,7 @@ def test_study_out_folder_holding_another_study(tmp_path, capsys):
 
 
 def test_daemon_allow_remote_without_token_fails_before_sampling_or_binding(tmp_path, capsys, monkeypatch):
-    import greenprobe.daemon as daemon_module
+    import greenprobe.daemon.server as daemon_module
     from greenprobe.session import Probe
 
     monkeypatch.delenv("GREENPROBE_TOKEN", raising=False)
@@ -200,7 +201,10 @@ def test_daemon_allow_remote_without_token_fails_before_sampling_or_binding(tmp_
     monkeypatch.setattr(Probe, "start", must_not_run)  # no sensor opened
     sock = tmp_path / "run" / "daemon.sock"
     refuses(capsys, ["daemon", "--sensors", "synthetic", "--socket", sock, "--listen", "0.0.0.0:0", "--allow-remote"],
-            "--allow-remote needs a token", "pass --token TOKEN or set GREENPROBE_TOKEN (clients send the same token)")
+            "--listen 0.0.0.0:0 on TCP needs a token: a port, loopback included, serves every local user whatever "
+            "--group says",
+            "export GREENPROBE_TOKEN=$(openssl rand -hex 24) (or --token-file FILE) before starting the daemon; "
+            "clients send the same token")
     assert not sock.parent.exists()
 
 

@@ -33,6 +33,12 @@ def _add_sensor_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--period-us", type=float, default=1000, help="polling period per sensor, >= 50 (default 1000)")
 
 
+def _paragraphs(*texts: str) -> str:
+    import textwrap
+
+    return "\n\n".join(textwrap.fill(t, 100) for t in texts)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="greenprobe",
@@ -97,30 +103,70 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("results", nargs="?", default="results", help="the study's output folder (default results/)")
 
     p = sub.add_parser("daemon", help="serve one sampler to many processes over gRPC (Unix socket by default)",
-                       description="Runs the sampler and serves status, marks (batched), sample streams, interval "
-                                   "energy, label summaries and saving over gRPC. Clients: greenprobe.connect(ADDR), "
-                                   "or greenprobe.mark() in any process with GREENPROBE_DAEMON=ADDR. The socket is "
-                                   "mode 0660: energy data is a side channel (CVE-2020-8694, PLATYPUS), so only the "
-                                   "owner and --group may read it. Stops cleanly on SIGTERM/SIGINT.",
+                       description=_paragraphs(
+                           "Runs the sampler and serves status, marks (batched), sample streams, interval energy, "
+                           "label summaries and saving over gRPC. Clients: greenprobe.connect(ADDR), or "
+                           "greenprobe.mark() in any process with GREENPROBE_DAEMON=ADDR. Stops cleanly on "
+                           "SIGTERM/SIGINT.",
+                           "Who may connect: energy data is a side channel (CVE-2020-8694, PLATYPUS), so the socket "
+                           "is 0660 (owner and --group) in a folder nobody else can write to; every TCP port (gRPC "
+                           "--listen, --prometheus-port), loopback included, needs the token from $GREENPROBE_TOKEN or "
+                           "--token-file (never the command line: ps shows it); off loopback only with --allow-remote "
+                           "and TLS. Files are written 0640 in folders of the socket's group; clients' Save writes "
+                           "only under --save-dir."),
                        formatter_class=argparse.RawDescriptionHelpFormatter,
-                       epilog="examples:\n  sudo greenprobe daemon --group greenprobe          # root reads RAPL; "
-                              "group members connect\n  greenprobe daemon --socket /tmp/gp.sock --sensors synthetic\n"
-                              "  greenprobe daemon --listen 127.0.0.1:50051        # TCP, loopback only\n"
-                              "  GREENPROBE_TOKEN=s3cret greenprobe daemon --listen 0.0.0.0:50051 --allow-remote")
+                       epilog="examples:\n"
+                              "  sudo greenprobe daemon --group greenprobe --out /var/lib/greenprobe   # root reads "
+                              "RAPL; group members connect\n"
+                              "  greenprobe daemon --socket /tmp/gp/d.sock --sensors synthetic\n"
+                              "  export GREENPROBE_TOKEN=$(openssl rand -hex 24)\n"
+                              "  greenprobe daemon --listen 127.0.0.1:50051 --prometheus-port 9464   # TCP, loopback\n"
+                              "  greenprobe daemon --listen 0.0.0.0:50051 --allow-remote --tls-cert cert.pem "
+                              "--tls-key key.pem\n"
+                              "    (clients: GREENPROBE_TLS_CA=ca.pem GREENPROBE_TOKEN=... "
+                              "GREENPROBE_DAEMON=host:50051)")
     _add_sensor_args(p)
     p.add_argument("--socket", help="Unix socket path (default /run/greenprobe/daemon.sock as root, else "
-                                    "$XDG_RUNTIME_DIR/greenprobe/daemon.sock)")
+                                    "$XDG_RUNTIME_DIR/greenprobe/daemon.sock or /tmp/greenprobe-UID/daemon.sock); its "
+                                    "folder must be this user's and writable by nobody else")
     p.add_argument("--no-socket", action="store_true", help="no Unix socket (needs --listen)")
-    p.add_argument("--group", help="group that may connect to the socket (chgrp; the socket is 0660)")
-    p.add_argument("--listen", metavar="HOST:PORT", help="also serve TCP (loopback only unless --allow-remote)")
-    p.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --listen; requires a token")
-    p.add_argument("--token", help="token clients must send (default $GREENPROBE_TOKEN)")
-    p.add_argument("--out", help="write OUT/parts/ as it goes (readable even after a crash) and samples, intervals, "
-                                 "labels and metadata into OUT when stopping")
+    p.add_argument("--group", help="group (name or gid) that may connect to the socket and read the output files")
+    p.add_argument("--listen", metavar="HOST:PORT", help="also serve TCP, token required (loopback only unless "
+                                                         "--allow-remote)")
+    p.add_argument("--allow-remote", action="store_true",
+                   help="allow a non-loopback --listen or --prometheus-addr; requires TLS and a token")
+    p.add_argument("--token", help=argparse.SUPPRESS)  # refused with the fix: a token on the command line leaks
+    p.add_argument("--token-file", metavar="FILE", help="read the token from FILE (not readable by other users; "
+                                                        "default $GREENPROBE_TOKEN)")
+    p.add_argument("--tls-cert", metavar="PEM", help="server certificate for TCP (required off loopback)")
+    p.add_argument("--tls-key", metavar="PEM", help="its private key")
+    p.add_argument("--tls-client-ca", metavar="PEM", help="require client certificates signed by this CA (mutual TLS)")
+    p.add_argument("--out", help="write OUT/run-<time>-<pid>/parts/ as it goes (readable even after a crash) and the "
+                                 "samples, intervals, labels and metadata files into that run folder when stopping")
+    p.add_argument("--save-dir", metavar="DIR", help="the only folder clients' Save may write under (they name a "
+                                                     "folder inside it); without it Save is refused")
     p.add_argument("--flush-s", type=float, default=2.0, help="seconds between incremental writes (default 2)")
+    p.add_argument("--memory-s", type=float, default=300.0, metavar="SECONDS",
+                   help="samples kept in memory (default the last 300 s); older ones are read back from the parts "
+                        "when a query needs them, so memory does not grow with time")
+    p.add_argument("--spool-dir", metavar="DIR", help="where the parts go without --out (default the system's "
+                                                      "temporary folder; removed at stop)")
     p.add_argument("--prometheus-port", type=int, metavar="N",
-                   help="serve energy and power per domain at http://ADDR:N/metrics (0: any free port)")
+                   help="serve energy and power per domain at http://ADDR:N/metrics, bearer token required "
+                        "(0: any free port)")
     p.add_argument("--prometheus-addr", default="127.0.0.1", help="address for --prometheus-port (default loopback)")
+    p.add_argument("--max-marks", type=int, default=5_000_000, metavar="N",
+                   help="marks held in memory at most, i.e. not yet written (default 5M)")
+    p.add_argument("--max-attr-names", type=int, default=256, metavar="N",
+                   help="distinct mark attribute names at most (each is a column; default 256)")
+    p.add_argument("--max-streams", type=int, default=8, metavar="N",
+                   help="concurrent sample streams at most (default 8; the other threads serve short calls)")
+    p.add_argument("--max-query-samples", type=int, default=20_000_000, metavar="N",
+                   help="samples one query (Summary, Table, Save, Energy, a stream's history) may read at once "
+                        "(default 20M); a longer history stays in the run's parts")
+    p.add_argument("--max-backlog", type=int, default=500_000, metavar="N",
+                   help="marks accepted but not yet written to --out at most; beyond, clients wait and retry, so a "
+                        "crash loses little (default 500k)")
     p.add_argument("--ready-file", help=argparse.SUPPRESS)
 
     p = sub.add_parser("measure", help="run a command under a private daemon and report its energy",

@@ -1,8 +1,15 @@
-"""`greenprobe measure -- CMD`: a private daemon, the command under it, a perf-stat-like summary."""
+"""`greenprobe measure -- CMD`: a private daemon, the command under it, a perf-stat-like summary.
+
+SIGTERM or SIGINT stops the command, not the measurement: measure passes the signal on, waits for
+the command, then saves and reports as usual and exits with the command's status (128 + signal
+when the signal ended it). If measure itself is killed (SIGKILL), the kernel kills the command
+too (PR_SET_PDEATHSIG), so no orphan runs on unmeasured.
+"""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -26,13 +33,7 @@ def cmd_measure(args, cmd: list[str]) -> int:
                 print(f"greenprobe: skipped {s.kind}: {s.reason}", file=sys.stderr)
             env = dict(os.environ, GREENPROBE_DAEMON=f"unix:{sock}")
             start = _core.now_ns()
-            try:
-                rc = subprocess.call(cmd, env=env)
-            except FileNotFoundError:
-                print(f"greenprobe: command not found: {cmd[0]}", file=sys.stderr)
-                rc = 127
-            except KeyboardInterrupt:
-                rc = 130
+            rc = _run(cmd, env)
             end = _core.now_ns()
             probe.add_mark("command", start, end, cmd=" ".join(cmd), exit_code=rc)
         finally:
@@ -41,6 +42,74 @@ def cmd_measure(args, cmd: list[str]) -> int:
     paths = probe.save(args.out)
     _report(probe, cmd, rc, start, end, paths)
     return rc
+
+
+def _run(cmd: list[str], env: dict) -> int:
+    """Runs cmd to its end with SIGTERM/SIGINT passed on to it; its exit status, 128 + signal when
+    a signal ended it."""
+    try:
+        proc = subprocess.Popen(_dying_with_us(cmd), env=env)
+    except FileNotFoundError:
+        print(f"greenprobe: command not found: {cmd[0]}", file=sys.stderr)
+        return 127
+
+    def forward(signum, frame):
+        # The command shares measure's process group, so a Ctrl-C typed at the terminal has reached
+        # it already: sending SIGINT again would interrupt its clean-up. Any other signal, or a
+        # SIGINT sent to measure alone (kill, no terminal, in the background), is passed on.
+        if signum == signal.SIGINT and _terminal_in_front():
+            return
+        try:
+            proc.send_signal(signum)
+        except ProcessLookupError:
+            pass
+
+    before = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        returncode = proc.wait()
+    finally:
+        for s, handler in before.items():  # a second Ctrl-C while saving interrupts the saving
+            signal.signal(s, handler)
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def _terminal_in_front() -> bool:
+    """Whether measure runs in the foreground of a terminal (whose Ctrl-C reaches its whole group)."""
+    for fd in (0, 1, 2):
+        try:
+            if os.isatty(fd):
+                return os.tcgetpgrp(fd) == os.getpgrp()
+        except OSError:
+            pass
+    return False
+
+
+# Becomes the command after asking the kernel to SIGKILL it when measure dies (PR_SET_PDEATHSIG = 1).
+# The setting is the process's own and survives execve (not of a set-user-ID or set-group-ID
+# program), not fork: it covers the command, not what the command starts; it fires when the
+# thread that started the command ends, and Popen runs on measure's main thread. It is made in a small
+# Python that then execs, not in a preexec_fn, because a preexec_fn forces fork() in a process
+# whose gRPC and sampler threads make that unsafe (and gRPC logs it); the price is ~10 ms of
+# Python start-up inside the command's interval.
+_EXEC_DYING_WITH_PARENT = """
+import ctypes, os, signal, sys
+ctypes.CDLL(None).prctl(1, *(ctypes.c_ulong(v) for v in (signal.SIGKILL, 0, 0, 0)))
+if os.getppid() != int(sys.argv[1]):
+    os._exit(128 + signal.SIGKILL)  # measure died before the prctl: nothing would kill us
+try:
+    os.execvp(sys.argv[2], sys.argv[2:])
+except OSError as e:
+    missing = isinstance(e, FileNotFoundError)
+    print(f"greenprobe: {'command not found' if missing else e.strerror}: {sys.argv[2]}", file=sys.stderr)
+    os._exit(127 if missing else 126)
+"""
+
+
+def _dying_with_us(cmd: list[str]) -> list[str]:
+    """cmd, started so that it dies with measure (Linux; elsewhere cmd as it is)."""
+    if not sys.platform.startswith("linux") or not sys.executable:
+        return cmd
+    return [sys.executable, "-I", "-S", "-c", _EXEC_DYING_WITH_PARENT, str(os.getpid()), *cmd]
 
 
 def _report(probe, cmd, rc, start, end, paths) -> None:

@@ -33,7 +33,6 @@ LONG = {v: k for k, v in SHORT.items()}
 
 
 def _tiny_model_bytes() -> bytes:
-    import onnx
     from onnx import TensorProto, helper
 
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])

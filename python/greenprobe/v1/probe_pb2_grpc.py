@@ -62,7 +62,8 @@ class ProbeServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def RecordMarks(self, request, context):
-        """Completed marks, batched (a client buffers its marks and sends them every ~50 ms).
+        """Completed marks, batched (a client buffers its marks and sends them every ~50 ms; a batch whose
+        reply was lost is sent again unchanged: see MarkColumns.sender_id).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

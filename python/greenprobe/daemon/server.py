@@ -1,0 +1,267 @@
+"""The daemon's listeners and its life: a Probe served over gRPC on a Unix socket and, with a token,
+on TCP; `greenprobe daemon` starts it, serves until SIGTERM/SIGINT and saves.
+
+The Unix socket and TCP are two gRPC servers with thread pools of their own: the TCP one checks the
+token (and speaks TLS off loopback); the socket is guarded by the kernel (its file mode and folder).
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+from concurrent import futures
+from pathlib import Path
+from typing import Optional
+
+import grpc
+
+from .. import __version__
+from ..errors import ConfigError
+from ..session import Probe
+from ..v1 import probe_pb2_grpc as pb_grpc
+from . import access
+from .limits import MAX_MESSAGE_BYTES, Limits
+from .servicer import Servicer
+
+
+IDLE_CONNECTION_MS = 60_000
+
+
+def default_socket() -> tuple[Path, bool]:
+    """The socket path when none is given, and whether its folder is a per-user private one."""
+    if os.geteuid() == 0:
+        return Path("/run/greenprobe/daemon.sock"), True
+    run = os.environ.get("XDG_RUNTIME_DIR")
+    folder = Path(run) / "greenprobe" if run else Path(f"/tmp/greenprobe-{os.getuid()}")
+    return folder / "daemon.sock", True
+
+
+class Daemon:
+    """A Probe behind a gRPC server on a Unix socket (and optionally one on TCP)."""
+
+    def __init__(self, probe: Probe, socket_path: Optional[Path] = None, listen: Optional[str] = None,
+                 allow_remote: bool = False, token: Optional[str] = None, group: Optional[str] = None,
+                 tls: Optional[tuple] = None, save_dir: Optional[Path] = None, limits: Optional[Limits] = None,
+                 private_socket_dir: bool = False):
+        if listen:
+            access.check_tcp(f"--listen {listen}", listen.rsplit(":", 1)[0], allow_remote, token, tls is not None)
+        self.probe = probe
+        self.socket_path = Path(socket_path) if socket_path else None
+        self.private_socket_dir = private_socket_dir
+        self.listen = listen
+        self.gid = access.resolve_group(group)
+        self.tls = tls
+        self.limits = limits or Limits()
+        self.stopping = threading.Event()
+        save_root = access.SaveRoot(Path(save_dir), self.gid) if save_dir else None
+        self.servicer = Servicer(probe, self.stopping, self.limits, save_root)
+        self.servers: list[grpc.Server] = []
+        self.local = self._server([]) if self.socket_path is not None else None
+        self.tcp = self._server([access.TokenCheck(token)]) if listen else None
+        self.addresses: list[str] = []
+        self._prepared = False
+
+    def _server(self, interceptors: list) -> grpc.Server:
+        n = self.limits.workers
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=n, thread_name_prefix="greenprobe-rpc"),
+                             interceptors=interceptors, maximum_concurrent_rpcs=8 * n,
+                             options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                                      # a connection that says nothing (no token, no call) is closed
+                                      ("grpc.max_connection_idle_ms", IDLE_CONNECTION_MS)])
+        pb_grpc.add_ProbeServicer_to_server(self.servicer, server)
+        self.servers.append(server)
+        return server
+
+    def prepare(self) -> "Daemon":
+        """Checks (and makes) the socket's folder and clears a stale socket: before any sensor is
+        opened, so a refusal costs nothing."""
+        if self.socket_path is not None and not self._prepared:
+            access.prepare_socket_dir(self.socket_path.parent, self.gid, self.private_socket_dir)
+            access.prepare_socket_path(self.socket_path)
+        self._prepared = True
+        return self
+
+    def start(self) -> "Daemon":
+        self.prepare()
+        if self.socket_path is not None:
+            old = os.umask(0o117)  # the socket is born 0660: never a moment world-accessible
+            try:
+                self.local.add_insecure_port(f"unix:{self.socket_path}")
+            finally:
+                os.umask(old)
+            if self.gid is not None:
+                os.chown(self.socket_path, -1, self.gid)
+            self.addresses.append(f"unix:{self.socket_path}")
+        if self.listen:
+            try:
+                if self.tls:
+                    port = self.tcp.add_secure_port(self.listen, access.grpc_tls_credentials(self.tls))
+                else:
+                    port = self.tcp.add_insecure_port(self.listen)
+            except RuntimeError:
+                port = 0
+            if port == 0:
+                raise ConfigError(f"cannot listen on {self.listen}",
+                                  "choose a free port and an address of this host (port 0: any free port)")
+            host = self.listen.rsplit(":", 1)[0]
+            self.addresses.append(f"{host}:{port}")
+        for s in self.servers:
+            s.start()
+        return self
+
+    def stop(self, grace_s: float = 2.0) -> None:
+        self.stopping.set()
+        for s in self.servers:
+            s.stop(grace_s).wait()
+        if self.servicer.save_root is not None:
+            self.servicer.save_root.close()
+        if self.socket_path is not None and self.socket_path.is_socket():
+            self.socket_path.unlink()
+
+
+def _flush_loop(writer, done: threading.Event, every_s: float, keep_ns: int) -> None:
+    """Writes a part every ``every_s`` and then lets memory go of what the parts hold (samples
+    older than ``keep_ns``): the daemon's memory is a bounded recent window however long it runs."""
+    while not done.wait(every_s):
+        try:
+            writer.flush()
+        except OSError as e:  # a full disk must not stop the measuring; say so and try again later
+            print(f"greenprobe daemon: could not write {writer.root}: {e}", file=sys.stderr)
+            continue
+        writer.forget(keep_ns)
+
+
+# At stop, the whole-run files are written when the run's samples fit this comfortably in memory;
+# a longer run's record is its parts (the whole-run files would need all of it at once).
+FULL_FILES_MAX_SAMPLES = 20_000_000
+
+
+def _run_dir(out: Path, gid: Optional[int]) -> Path:
+    """OUT/run-<UTC time>-<pid>: each run's parts and files in a folder of its own, so a second run
+    into the same --out neither mixes with nor overwrites the first."""
+    os.close(access.make_output_dir(out, gid))
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    run = out / f"run-{stamp}-{os.getpid()}"
+    os.close(access.make_output_dir(run, gid))  # its parents are trusted: nobody else can swap it later
+    return run
+
+
+def run(args) -> int:
+    """The CLI entry: start, serve until SIGTERM/SIGINT, stop the probe, save if asked."""
+    old = os.umask(access.UMASK)  # whatever the daemon makes: files 0640, folders 0750
+    try:
+        return _run(args)
+    finally:
+        os.umask(old)  # the CLI may run in-process (tests): leave the caller's umask as it was
+
+
+def _raise_fd_limit() -> None:
+    """Many clients each hold a descriptor: take the hard limit, not the 1,024 default."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def _run(args) -> int:
+    if args.token is not None:
+        raise ConfigError("--token puts the token on the command line, where every user sees it (ps)",
+                          f"export {access.TOKEN_ENV}=... or pass --token-file FILE (mode 600)")
+    token = access.load_token(args.token_file)
+    tls = access.tls_files(args.tls_cert, args.tls_key, args.tls_client_ca)
+    if args.prometheus_port is not None:
+        access.check_tcp("--prometheus-port", args.prometheus_addr, args.allow_remote, token, tls is not None)
+    if args.no_socket:
+        socket_path, private = None, False
+    elif args.socket:
+        socket_path, private = Path(args.socket), False
+    else:
+        socket_path, private = default_socket()
+    limits = Limits(max_marks=args.max_marks, max_attr_names=args.max_attr_names, max_streams=args.max_streams,
+                    max_backlog=args.max_backlog, max_query_samples=args.max_query_samples)
+    probe = Probe(sensors=args.sensors, period_us=args.period_us, columnar_marks=True)
+    daemon = Daemon(probe, socket_path, args.listen, args.allow_remote, token, args.group, tls=tls,
+                    save_dir=args.save_dir, limits=limits, private_socket_dir=private)
+    daemon.prepare()
+    _raise_fd_limit()
+    run_dir = _run_dir(Path(args.out), daemon.gid) if args.out else None
+    probe.start()
+    try:
+        daemon.start()
+    except Exception:
+        probe.stop()
+        raise
+    done = threading.Event()
+
+    def on_signal(signum, frame):
+        done.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    for s in probe.skipped:
+        print(f"skipped {s.kind}: {s.reason}", file=sys.stderr)
+    kinds = sorted({c["sensor"] for c in probe._channels})
+    print(f"greenprobe daemon {__version__}: sampling {', '.join(kinds)} every {args.period_us:g} µs", file=sys.stderr)
+    for a in daemon.addresses:
+        print(f"serving on {a}   (clients: export GREENPROBE_DAEMON={a})", file=sys.stderr)
+    if socket_path is not None:
+        print(f"socket mode 0660: only its owner{' and group ' + args.group if args.group else ''} may connect "
+              "(energy data is a side channel, CVE-2020-8694)", file=sys.stderr)
+    if args.listen:
+        print(f"TCP clients must send the token ({access.TOKEN_ENV})" + (" over TLS" if tls else ""), file=sys.stderr)
+    if args.prometheus_port is not None:
+        from ..prometheus import serve as serve_metrics
+
+        server, _ = serve_metrics(probe, args.prometheus_port, args.prometheus_addr, token=token, tls=tls)
+        scheme = "https" if tls else "http"
+        print(f"Prometheus metrics on {scheme}://{args.prometheus_addr}:{server.server_port}/metrics "
+              f"(bearer token required)", file=sys.stderr)
+    if args.save_dir:
+        print(f"clients' Save writes under {daemon.servicer.save_root.root} only", file=sys.stderr)
+    from ..parquet import PartWriter
+
+    # without --out the parts go to a spool folder, removed at stop: memory stays bounded either way
+    spool = None if run_dir is not None else Path(tempfile.mkdtemp(prefix="greenprobe-spool-", dir=args.spool_dir))
+    writer = PartWriter(probe, run_dir if run_dir is not None else spool)
+    daemon.servicer.backlog = writer.pending_marks
+    flush_thread = threading.Thread(target=_flush_loop, args=(writer, done, args.flush_s, int(args.memory_s * 1e9)),
+                                    daemon=True, name="greenprobe-flush")
+    flush_thread.start()
+    if run_dir is not None:
+        print(f"writing {writer.root}/ every {args.flush_s:g} s (readable after a crash), and the full files "
+              f"into {run_dir} at stop", file=sys.stderr)
+    else:
+        print(f"spooling to {spool} (memory keeps the last {args.memory_s:g} s; removed at stop; --out keeps it)",
+              file=sys.stderr)
+    if args.ready_file:  # a new file, never through a link
+        fd = os.open(args.ready_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        with os.fdopen(fd, "w") as f:
+            f.write("\n".join(daemon.addresses) + "\n")
+    sys.stderr.flush()
+    done.wait()
+    print("stopping: flushing marks and samples", file=sys.stderr)
+    daemon.stop()
+    probe.stop()
+    try:
+        writer.flush()
+        if run_dir is not None and len(probe._samples) <= FULL_FILES_MAX_SAMPLES:
+            paths = probe.save(run_dir)
+            print(f"wrote {', '.join(str(p) for p in paths.values())}", file=sys.stderr)
+        elif run_dir is not None:
+            print(f"the run's {len(probe._samples)} samples and {len(probe._records)} marks are in {writer.root} "
+                  f"(more than the whole-run files hold at once; read them with pyarrow.parquet.read_table)",
+                  file=sys.stderr)
+    except OSError as e:  # the parts written so far stay readable
+        print(f"greenprobe daemon: could not write the run's files into {run_dir}: {e}; the parts in "
+              f"{writer.root} hold what was flushed", file=sys.stderr)
+        return 1
+    finally:
+        if spool is not None:
+            shutil.rmtree(spool, ignore_errors=True)
+    return 0

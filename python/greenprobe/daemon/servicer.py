@@ -1,0 +1,225 @@
+"""The request handlers: validate, keep within the limits, then read or feed the Probe. No handler
+lets an exception escape as anything but a gRPC status."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Callable, Optional
+
+import grpc
+import numpy as np
+
+from .. import __version__
+from ..session import Probe
+from ..v1 import probe_pb2 as pb
+from ..v1 import probe_pb2_grpc as pb_grpc
+from .access import Refused, SaveRoot
+from .dedupe import Dedupe
+from .limits import AttrNames, Full, Limits, records_of
+
+STREAM_POLL_S = 0.05
+TABLES = ("intervals", "labels", "samples")
+
+
+class Servicer(pb_grpc.ProbeServicer):
+    def __init__(self, probe: Probe, stopping: threading.Event, limits: Optional[Limits] = None,
+                 save_root: Optional[SaveRoot] = None):
+        self.probe = probe
+        self.stopping = stopping
+        self.limits = limits or Limits()
+        self.save_root = save_root
+        self.marks_lock = threading.Lock()
+        self.attr_names = AttrNames(self.limits.max_attr_names)
+        self.dedupe = Dedupe()
+        self.heavy = threading.BoundedSemaphore(self.limits.max_heavy)
+        self.intake = threading.BoundedSemaphore(self.limits.max_intake)
+        self.streams = threading.BoundedSemaphore(self.limits.max_streams)
+        self.backlog: Optional[Callable[[], int]] = None  # marks accepted but not yet on disk (with --out)
+
+    # -- status --------------------------------------------------------------------------------
+    def Status(self, request, context):
+        p = self.probe
+        chans = [pb.Channel(channel=c["channel"], sensor=c["sensor"], domain=c["domain"], quantity=c["quantity"],
+                            estimated=c["estimated"], resolution=c["resolution"],
+                            nominal_update_period_ns=c["nominal_update_period_ns"],
+                            averaging_window_ns=c["averaging_window_ns"]) for c in p._channels]
+        stats = [pb.SensorStats(sensor=s.get("sensor", ""), state=s.get("state", ""), polls=s.get("polls", 0),
+                                late_polls=s.get("late_polls", 0), drops=s.get("drops", 0),
+                                max_lag_ns=s.get("max_lag_ns", 0), last_error=s.get("last_error", ""))
+                 for s in p.stats()]
+        skipped = [pb.SkippedSensor(kind=s.kind, reason=s.reason, fix=s.fix or "") for s in p.skipped]
+        return pb.StatusReply(version=__version__, anchor_monotonic_ns=p._anchor["monotonic_ns"],
+                              anchor_wall_ns=p._anchor["wall_ns"], now_ns=time.monotonic_ns(), channels=chans,
+                              stats=stats, skipped=skipped, marks=len(p._records), period_ns=p.period_ns)
+
+    # -- marks ---------------------------------------------------------------------------------
+    def RecordMarks(self, request, context):
+        # a few batches are read at once (each may cost tens of MB while parsed); the rest are told to
+        # come back, which clients do with back-off, their marks kept
+        if not self.intake.acquire(blocking=False):
+            context.abort(grpc.StatusCode.UNAVAILABLE, f"{self.limits.max_intake} batches are being read; retry "
+                                                       "shortly, no mark of this batch was recorded")
+        with _Release(self.intake):
+            return self._record_marks(request, context)
+
+    def _record_marks(self, request, context):
+        try:
+            records = records_of(request)
+        except ValueError as e:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{e}; no mark of this batch was recorded")
+        behind = self.backlog() if self.backlog is not None else 0
+        if behind and behind + len(records) > self.limits.max_backlog:  # an empty backlog takes any batch
+            # back-pressure: the client keeps the batch and retries, so a crash loses at most this much
+            context.abort(grpc.StatusCode.UNAVAILABLE,
+                          f"the daemon's writes are {behind} marks behind (--max-backlog {self.limits.max_backlog}); "
+                          "retry shortly, no mark of this batch was recorded")
+        cols, sent = request.columns, len(records)
+        try:
+            with self.marks_lock:
+                # a batch resent after a lost reply: keep only the marks not held yet
+                records = records[self.dedupe.fresh(cols.sender_id, cols.first_seq, sent)]
+                store = self.probe._records  # in memory: the daemon's columnar store lets written marks go
+                held = store.memory_marks() if hasattr(store, "memory_marks") else len(store)
+                if held + len(records) > self.limits.max_marks:
+                    raise Full(f"the daemon holds {held} marks in memory and keeps at most {self.limits.max_marks} "
+                               "(--max-marks): marks leave memory once written (every --flush-s); raise the limit")
+                self.attr_names.admit(records)
+                if hasattr(store, "extend"):  # the daemon's columnar store: the batch as columns at once
+                    store.extend(records)
+                else:
+                    for r in records:
+                        store.append(r)
+                if sent:  # only once the batch is held; an empty batch names no sender
+                    self.dedupe.record(cols.sender_id, cols.first_seq, sent)
+        except Full as e:
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{e}; no mark of this batch was recorded")
+        return pb.RecordMarksReply(accepted=sent)
+
+    # -- samples -------------------------------------------------------------------------------
+    def StreamSamples(self, request, context):
+        want = set(request.channels)
+        known = {c["channel"] for c in self.probe._channels}
+        if want - known:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"unknown channels {sorted(want - known)}; "
+                                                            f"this daemon has {sorted(known)}")
+        batch = int(request.max_batch) or 4096
+        if batch > 1_000_000:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "max_batch must be <= 1,000,000")
+        self._check_rows(context, int(request.since_ns) + 1, None, "a stream from since_ns")
+        # a stream holds a worker thread for as long as it lasts: beyond the cap, other clients'
+        # short calls would wait behind it
+        if not self.streams.acquire(blocking=False):
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                          f"{self.limits.max_streams} sample streams are open, the daemon's limit (--max-streams): "
+                          "close one, or raise the limit")
+        try:
+            yield from self._stream(context, int(request.since_ns), want, batch)
+        finally:
+            self.streams.release()
+
+    def _stream(self, context, since: int, want: set, batch: int):
+        """The history after ``since`` first, then what arrives, followed by arrival index: a sample
+        drained late (its poll was stamped before the previous drain ended) is still sent, once."""
+        store = self.probe._samples
+        cols, index = store.columns(start_ns=since + 1, with_end=True)
+        while context.is_active() and not self.stopping.is_set():
+            t, prev, v, ch, fl = cols
+            m = t > since
+            if want:
+                m &= np.isin(ch, list(want))
+            if m.any():
+                order = np.argsort(t[m], kind="stable")
+                out = [c[m][order] for c in (t, prev, v, ch, fl)]
+                for i in range(0, out[0].size, batch):
+                    part = [c[i:i + batch] for c in out]
+                    yield pb.SampleBatch(t_ns=part[0].tolist(), prev_t_ns=part[1].tolist(), value=part[2].tolist(),
+                                         channel=part[3].tolist(), flags=part[4].tolist())
+            self.stopping.wait(STREAM_POLL_S)
+            cols, index = store.columns_from(index)
+
+    # -- queries -------------------------------------------------------------------------------
+    def _check_rows(self, context, start_ns: Optional[int], end_ns: Optional[int], what: str) -> None:
+        """Refuses a query that would read more samples than --max-query-samples at once."""
+        n = self.probe._samples.rows_between(start_ns, end_ns)
+        if n > self.limits.max_query_samples:
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                          f"{what} would read {n:,} samples, more than the daemon reads at once "
+                          f"({self.limits.max_query_samples:,}, --max-query-samples): ask about a shorter time, or "
+                          "read the run's parts (--out) with pyarrow")
+
+    def _heavy(self, context):
+        """One of the few queries that may run at once (each may read a long history)."""
+        if not self.heavy.acquire(blocking=False):
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                          f"{self.limits.max_heavy} long queries (Summary, Table, Save, Energy) are running, the "
+                          "daemon's limit: retry when one has finished")
+        return _Release(self.heavy)
+
+    def Energy(self, request, context):
+        if request.end_ns < request.start_ns:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "end_ns is before start_ns")
+        self._check_rows(context, request.start_ns, request.end_ns, "this Energy query")
+        with self._heavy(context):
+            rows = self.probe.energy(request.start_ns, request.end_ns)
+        return pb.EnergyReply(domains=[pb.DomainEnergy(**r) for r in rows])
+
+    def Summary(self, request, context):
+        self._check_rows(context, None, None, "a summary of the whole run")
+        with self._heavy(context):
+            rows = self.probe.summary().to_pylist()
+        fields = {f.name for f in pb.LabelSummary.DESCRIPTOR.fields}
+        return pb.SummaryReply(labels=[pb.LabelSummary(**{k: v for k, v in r.items() if k in fields and v is not None})
+                                       for r in rows])
+
+    def Save(self, request, context):
+        if self.save_root is None:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                          "this daemon was started without --save-dir, so it writes nowhere for clients; start it "
+                          "with --save-dir DIR, or save on the client with save_local()")
+        try:
+            shown = self.save_root.root / "/".join(self.save_root.parts(request.directory))
+            fd = self.save_root.open(request.directory)
+        except Refused as e:
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, str(e))
+        except OSError as e:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"cannot make {request.directory}: {e.strerror}")
+        try:
+            self._check_rows(context, None, None, "saving the whole run")
+            # the folder is reached through its descriptor: nothing renamed or linked meanwhile is followed
+            with self._heavy(context):
+                paths = self.probe.save(f"/proc/self/fd/{fd}")
+        except OSError as e:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"cannot write {shown}: {e.strerror}")
+        finally:
+            os.close(fd)
+        return pb.SaveReply(paths={k: str(shown / os.path.basename(v)) for k, v in paths.items()})
+
+    def Table(self, request, context):
+        if request.name not in TABLES:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"unknown table {request.name!r}: one of {', '.join(TABLES)}")
+        import pyarrow as pa
+
+        self._check_rows(context, None, None, f"the {request.name} table of the whole run")
+        with self._heavy(context):
+            table = {"intervals": self.probe.intervals, "labels": self.probe.summary,
+                     "samples": self.probe.samples}[request.name]()
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        return pb.TableReply(arrow_ipc=sink.getvalue().to_pybytes())
+
+
+class _Release:
+    """``with``: releases an acquired semaphore at the end of the block."""
+
+    def __init__(self, sem: threading.BoundedSemaphore):
+        self.sem = sem
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.sem.release()

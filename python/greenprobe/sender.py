@@ -1,0 +1,283 @@
+"""The background mark sender: marks reach the daemon without the marking code ever waiting on it
+or hearing from it.
+
+``append`` puts a record into a bounded buffer and returns; one thread takes batches out and sends
+them every ~50 ms. While the daemon is unreachable the batch waits and is tried again with back-off
+(50 ms doubling to 2 s), unchanged: its (sender_id, first_seq) let the daemon record a batch whose
+reply was lost once. A full buffer drops new marks and counts them; a batch the daemon refuses is
+dropped and counted, never retried. At exit what is left is sent for at most ``timeout_s``, and one
+line on stderr says how many marks did not arrive, why, and what to do; the exit status stays the
+program's own.
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import os
+import sys
+import threading
+import time
+import weakref
+from typing import Callable, Optional
+
+from .errors import ConfigError, DaemonError
+
+BUFFER_ENV = "GREENPROBE_BUFFER_MARKS"
+BUFFER_MARKS = 300_000  # five minutes at 1,000 marks/s: a daemon restart loses nothing
+BATCH_MARKS = 10_000  # per RecordMarks call (the daemon takes up to 100,000)
+SEND_EVERY_S = 0.05
+BACKOFF_S = (0.05, 2.0)  # first and longest wait between tries while the daemon is unreachable
+# Reconnect as often as we retry: gRPC's own back-off would otherwise grow to 120 s.
+CHANNEL_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 50), ("grpc.max_reconnect_backoff_ms", 2000)]
+TRANSIENT = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "CANCELLED", "ABORTED")  # worth sending again
+
+
+def buffer_marks(value=None) -> int:
+    """The buffer's capacity in marks: ``value``, else $GREENPROBE_BUFFER_MARKS, else 300,000."""
+    raw = value if value is not None else os.environ.get(BUFFER_ENV) or BUFFER_MARKS
+    try:
+        n = int(raw)
+    except (TypeError, ValueError):
+        n = 0
+    if n < 1:
+        raise ConfigError(f"mark buffer size {raw!r} ({'buffer_marks' if value is not None else BUFFER_ENV}) "
+                          "is not a positive whole number",
+                          f"give the most marks to hold while the daemon is unreachable, e.g. {BUFFER_MARKS}")
+    return n
+
+
+def _json(value) -> str:
+    import json
+
+    return json.dumps(value, default=str, separators=(",", ":"))
+
+
+def encode(pb, records: list, sender_id: int, first_seq: int):
+    """A MarkBatch of records (label, start_ns, end_ns, thread_id, attrs, ok), as columns."""
+    msg = pb.MarkBatch()
+    cols = msg.columns
+    index: dict = {}
+    cols.label_index.extend([index.setdefault(r[0], len(index)) for r in records])
+    cols.labels.extend(list(index))
+    cols.start_ns.extend([r[1] for r in records])
+    cols.end_ns.extend([r[2] for r in records])
+    cols.thread_id.extend([r[3] & 0xFFFFFFFFFFFFFFFF for r in records])
+    cols.ok.extend([bool(r[5]) for r in records])
+    if any(r[4] for r in records):  # one JSON array for the batch: one call into the C encoder
+        cols.attrs_json = _json([r[4] or None for r in records])
+    cols.pid = os.getpid()
+    cols.sender_id, cols.first_seq = sender_id, first_seq
+    return msg
+
+
+class MarkSender:
+    """A bounded mark buffer and the thread that empties it into the daemon's RecordMarks.
+
+    ``open_channel()`` makes the gRPC channel (called again in a forked child). Counters, all in
+    marks: ``queued`` (into the buffer), ``accepted`` and ``refused`` (by the daemon), ``dropped``
+    (the buffer was full)."""
+
+    def __init__(self, address: str, open_channel: Callable, timeout_s: float = 10.0,
+                 capacity: Optional[int] = None):
+        import grpc
+
+        from .v1 import probe_pb2, probe_pb2_grpc
+
+        self._grpc, self._pb, self._pb_grpc = grpc, probe_pb2, probe_pb2_grpc
+        self._transient = {getattr(grpc.StatusCode, c) for c in TRANSIENT}
+        self.address = address
+        self.timeout_s = timeout_s
+        self.capacity = buffer_marks(capacity)
+        self._open_channel = open_channel
+        self._reset()
+        _SENDERS.add(self)
+
+    def _reset(self) -> None:
+        """Fresh state: at start, and in a forked child, which must neither send its parent's marks
+        (the parent does) nor reuse its sequence numbers, locks, thread or channel."""
+        self.sender_id = int.from_bytes(os.urandom(8), "little") or 1
+        self._next_seq = 1
+        self._buffer: collections.deque = collections.deque()
+        self._batch = None  # (MarkBatch, n): taken from the buffer, neither accepted nor refused yet
+        self._lock = threading.Lock()
+        self._settled = threading.Condition(self._lock)
+        self._wake = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self._channel = self._record_marks = None
+        self._closed = False
+        self._deadline = float("inf")  # when closing: stop trying at this time.monotonic()
+        self.queued = self.accepted = self.refused = self.dropped = 0
+        self.refused_why = self.last_error = ""
+        self._flushed = self._refused_told = 0
+
+    # -- the marking side: never waits, never raises --------------------------------------------
+    def append(self, record: tuple) -> None:
+        with self._lock:
+            if self._closed:  # interpreter exit: the last line is printed, nothing sends any more
+                return
+            if self.queued - self.accepted - self.refused >= self.capacity:  # held: buffered or in flight
+                self.dropped += 1
+                return
+            self._buffer.append(record)
+            self.queued += 1
+            n = len(self._buffer)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="greenprobe-mark-sender", daemon=True)
+                self._thread.start()
+                atexit.register(self._close_at_exit)
+        if n == BATCH_MARKS:  # a full batch goes now, not at the next tick
+            self._wake.set()
+
+    # -- the sending thread ----------------------------------------------------------------------
+    def _run(self) -> None:
+        backoff = BACKOFF_S[0]
+        while True:
+            batch = self._batch or self._take()
+            if batch is None or time.monotonic() >= self._deadline:
+                if self._closed:
+                    return
+                self._wake.wait(SEND_EVERY_S)
+                self._wake.clear()
+                continue
+            if self._send(*batch):
+                backoff = BACKOFF_S[0]
+                continue
+            self._wake.wait(min(backoff, max(self._deadline - time.monotonic(), 0)))  # flush/close cut it short
+            self._wake.clear()
+            backoff = min(backoff * 2, BACKOFF_S[1])
+
+    def _take(self):
+        with self._lock:
+            n = min(len(self._buffer), BATCH_MARKS)
+            if not n:
+                return None
+            records = [self._buffer.popleft() for _ in range(n)]
+            first, self._next_seq = self._next_seq, self._next_seq + n
+        try:  # outside the lock: append() must not wait while 10,000 marks are encoded
+            msg = encode(self._pb, records, self.sender_id, first)
+        except (TypeError, ValueError) as e:  # a record protobuf cannot hold: no retry makes it valid
+            msg, why = None, f"could not encode a mark: {e}"
+        with self._lock:
+            self._batch = (msg, n)
+            if msg is None:
+                self._settle(n, why)
+        return self._batch
+
+    def _send(self, msg, n: int) -> bool:
+        """True when the batch is settled (accepted or refused), False to try it again later."""
+        try:
+            if self._record_marks is None:
+                self._channel = self._open_channel()
+                self._record_marks = self._pb_grpc.ProbeStub(self._channel).RecordMarks
+            timeout = min(self.timeout_s, max(self._deadline - time.monotonic(), 0.01))
+            self._record_marks(msg, timeout=timeout)
+        except self._grpc.RpcError as e:
+            why = f"{e.code().name}: {' '.join(str(e.details()).split())}"
+            if e.code() in self._transient:
+                self.last_error = why
+                return False
+            with self._lock:
+                self._settle(n, why)
+            return True
+        except ValueError as e:  # the channel was closed under us (close() timed out): stop here
+            self.last_error = str(e)
+            return False
+        with self._lock:
+            self._settle(n)
+        return True
+
+    def _settle(self, n: int, refused_why: str = "") -> None:
+        """With the lock held: the current batch is done with."""
+        self._batch = None
+        if refused_why:
+            self.refused += n
+            self.refused_why = refused_why
+        else:
+            self.accepted += n
+        self._settled.notify_all()
+
+    # -- explicit calls ---------------------------------------------------------------------------
+    def flush(self, timeout_s: Optional[float] = None) -> int:
+        """Waits until the daemon accepted every mark appended before this call; returns how many it
+        accepted since the previous flush. Raises DaemonError after ``timeout_s`` (the marks stay
+        buffered and are sent when the daemon answers), or when the daemon refused some."""
+        timeout = self.timeout_s if timeout_s is None else timeout_s
+        deadline = time.monotonic() + timeout
+        self._wake.set()  # try now, not after the back-off
+        with self._settled:
+            target = self.queued
+            while self.accepted + self.refused < target:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    waiting = target - self.accepted - self.refused
+                    raise DaemonError(f"{waiting} marks not yet accepted by the daemon at {self.address} after "
+                                      f"{timeout:g} s ({self.last_error or 'no reply'})",
+                                      "start it with `greenprobe daemon` and point GREENPROBE_DAEMON at its socket; "
+                                      "the marks stay buffered and go when it answers")
+                self._settled.wait(left)
+            sent, self._flushed = self.accepted - self._flushed, self.accepted
+            refused, self._refused_told = self.refused - self._refused_told, self.refused
+        if refused:
+            raise DaemonError(f"{refused} marks were refused and will never reach the daemon at {self.address}: "
+                              f"{self.refused_why}", "fix what the reason names; a refused batch is not sent again")
+        return sent
+
+    def close(self) -> None:
+        """Sends what is left for at most timeout_s, then says on stderr what did not arrive."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._deadline = time.monotonic() + self.timeout_s
+            thread = self._thread
+        self._wake.set()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(self.timeout_s + 1)  # the thread stops at the deadline itself
+        line = self.report()
+        if line:
+            print(line, file=sys.stderr, flush=True)
+        if self._channel is not None:
+            self._channel.close()
+
+    def _close_at_exit(self) -> None:
+        try:
+            self.close()
+        except BaseException as e:  # Ctrl-C while waiting, or a broken stderr: the exit status stays ours
+            try:
+                print(f"greenprobe: marks not sent at exit ({type(e).__name__}); {self.report()}", file=sys.stderr)
+            except BaseException:
+                pass
+
+    def report(self) -> str:
+        """One line: how many marks did not reach the daemon, why, and what to do; "" when all did."""
+        with self._lock:
+            unsent = len(self._buffer) + (self._batch[1] if self._batch else 0)
+            dropped, refused = self.dropped, self.refused
+        if not (unsent or dropped or refused):
+            return ""
+        parts, fixes = [], []
+        if dropped:
+            parts.append(f"{dropped} dropped because the buffer ({self.capacity} marks) was full")
+        if unsent:
+            parts.append(f"{unsent} unsent at exit ({self.last_error or 'no reply'})")
+        if dropped or unsent:
+            fixes.append("start the daemon (`greenprobe daemon`) before marking and point GREENPROBE_DAEMON at it"
+                         + (f", or raise {BUFFER_ENV} to hold a longer outage" if dropped else ""))
+        if refused:
+            parts.append(f"{refused} refused ({self.refused_why})")
+            fixes.append("fix what the reason names")
+        return (f"greenprobe: {dropped + unsent + refused} of {self.queued + dropped} marks did not reach the daemon "
+                f"at {self.address}: {'; '.join(parts)}. fix: {'; '.join(fixes)}")
+
+
+_SENDERS: "weakref.WeakSet[MarkSender]" = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for sender in list(_SENDERS):
+        sender._reset()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

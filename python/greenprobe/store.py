@@ -1,0 +1,340 @@
+"""Where a session keeps its samples and marks: recent rows in memory, older rows, once written as
+Parquet parts (``parquet.PartWriter``), read back from those parts when a query reaches them.
+
+Both stores number their rows in arrival order. The writer writes rows ``[done, len)`` as a part
+and registers it (``spilled``); ``forget`` then drops from memory whole parts' worth of rows, so
+what is in memory and what is in the parts never overlap: a query reads the parts it needs, then
+memory. A local Probe never spills and keeps everything in memory, as before; the daemon spills,
+so its memory holds a bounded recent window however long it runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+# pyarrow is imported where it is used: greenprobe must import in runtime environments whose
+# pyarrow does not load (MXNet's numpy < 1.24), where no store ever spills
+SAMPLE_DTYPES = (np.int64, np.int64, np.float64, np.uint32, np.uint32)  # t_ns, prev_t_ns, value, channel, flags
+SAMPLE_NAMES = ("t_ns", "prev_t_ns", "value", "channel", "flags")
+
+
+def mark_schema():
+    import pyarrow as pa
+
+    return pa.schema([("label", pa.string()), ("start_ns", pa.int64()), ("end_ns", pa.int64()),
+                      ("thread_id", pa.uint64()), ("ok", pa.bool_()), ("attrs", pa.string())])
+SEAL_MARKS = 4096  # single appended marks are gathered into columns this many at a time
+
+
+@dataclass(frozen=True)
+class Part:
+    """Rows [start, stop) of a store, in the Parquet file ``path``; t_min/t_max bound their times."""
+    path: str
+    start: int
+    stop: int
+    t_min: int = 0
+    t_max: int = 0
+
+
+class PartIndex:
+    """The parts of a store as columns (folder, number, start, stop, t_min, t_max): 48 bytes per
+    part, where a Part object with its path costs ~400 (a part every 2 s is 43,200 a day). Reads
+    like a list of Part."""
+
+    NAME = re.compile(r"part-(\d+)\.parquet")
+
+    def __init__(self):
+        self._cols = np.zeros((0, 6), np.int64)
+        self._n = 0
+        self._dirs: list[str] = []
+        self._odd: dict[int, str] = {}  # paths that do not follow the part-NNNNNNNN naming
+
+    def __len__(self) -> int:
+        return self._n
+
+    def append(self, part: Part) -> None:
+        if self._n == len(self._cols):
+            self._cols = np.concatenate([self._cols, np.zeros((max(self._n, 64), 6), np.int64)])
+        folder, name = os.path.split(part.path)
+        m = self.NAME.fullmatch(name)
+        if m and folder not in self._dirs:
+            self._dirs.append(folder)
+        if m:
+            self._cols[self._n] = (self._dirs.index(folder), int(m.group(1)), part.start, part.stop, part.t_min,
+                                   part.t_max)
+        else:
+            self._odd[self._n] = part.path
+            self._cols[self._n] = (-1, -1, part.start, part.stop, part.t_min, part.t_max)
+        self._n += 1
+
+    def _part(self, i: int) -> Part:
+        d, num, start, stop, t_min, t_max = (int(x) for x in self._cols[i])
+        path = self._odd[i] if d < 0 else os.path.join(self._dirs[d], f"part-{num:08d}.parquet")
+        return Part(path, start, stop, t_min, t_max)
+
+    def select(self, k: int, from_index: int = 0, start_ns: Optional[int] = None,
+               end_ns: Optional[int] = None) -> list[Part]:
+        """Of the first ``k`` parts, those with rows from ``from_index`` on and times that may fall
+        in [start_ns, end_ns]."""
+        c = self._cols[:k]
+        m = c[:, 3] > from_index
+        if start_ns is not None:
+            m &= c[:, 5] >= start_ns
+        if end_ns is not None:
+            m &= c[:, 4] <= end_ns
+        return [self._part(int(i)) for i in np.flatnonzero(m)]
+
+    def __getitem__(self, key):
+        if isinstance(key, slice):
+            return [self._part(i) for i in range(*key.indices(self._n))]
+        return self._part(range(self._n)[key])
+
+
+def empty_samples() -> tuple:
+    return tuple(np.zeros(0, d) for d in SAMPLE_DTYPES)
+
+
+class SampleStore:
+    """The sampler's columns (t_ns, prev_t_ns, value, channel, flags) in arrival order."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._mem: list[tuple] = []  # chunks as drained
+        self._first = 0              # index of the first row in memory; rows before it are in parts
+        self._n = 0
+        self._parts = PartIndex()
+        self._in_memory_part = 0     # first part whose rows are still in memory
+        self._first_seen: dict[int, tuple[int, float]] = {}  # channel -> its first reading (t_ns, value)
+
+    def __len__(self) -> int:
+        return self._n
+
+    def memory_rows(self) -> int:
+        with self._lock:
+            return self._n - self._first
+
+    def append(self, cols: tuple) -> None:
+        n = len(cols[0])
+        if not n:
+            return
+        with self._lock:
+            self._mem.append(cols)
+            self._n += n
+            new = set(np.unique(cols[3]).tolist()) - self._first_seen.keys()
+            for c in new:  # what a counter had at the start: the total since start survives forgetting
+                i = int(np.flatnonzero(cols[3] == c)[0])
+                self._first_seen[c] = (int(cols[0][i]), float(cols[2][i]))
+
+    def first_reading(self, channel: int) -> Optional[tuple[int, float]]:
+        with self._lock:
+            return self._first_seen.get(channel)
+
+    def _memory(self) -> tuple:
+        """With the lock held: the rows in memory as one set of columns (merged once, kept merged)."""
+        if not self._mem:
+            return empty_samples()
+        if len(self._mem) > 1:
+            self._mem = [tuple(np.concatenate([c[i] for c in self._mem]) for i in range(5))]
+        return self._mem[0]
+
+    def columns(self, start_ns: Optional[int] = None, end_ns: Optional[int] = None, from_index: int = 0,
+                with_end: bool = False):
+        """Rows from arrival index ``from_index`` on with ``start_ns <= t_ns <= end_ns``, in arrival
+        order; parts are read only where they hold such rows. ``with_end``: also the arrival index
+        after the last row considered, from which a reader goes on (``columns_from``)."""
+        with self._lock:
+            mem, first, end = self._memory(), self._first, self._n
+            parts = self._parts.select(self._in_memory_part, from_index, start_ns, end_ns)
+        cols = self._columns(mem, first, parts, start_ns, end_ns, from_index)
+        return (cols, end) if with_end else cols
+
+    @staticmethod
+    def _columns(mem, first, parts, start_ns, end_ns, from_index) -> tuple:
+        pieces = []
+        for p in parts:  # already those that may hold rows asked for
+            cols = read_samples(p.path)
+            pieces.append(tuple(c[max(from_index - p.start, 0):] for c in cols))
+        pieces.append(tuple(c[max(from_index - first, 0):] for c in mem))
+        cols = pieces[0] if len(pieces) == 1 else tuple(np.concatenate([p[i] for p in pieces]) for i in range(5))
+        if start_ns is None and end_ns is None:
+            return cols
+        keep = np.ones(cols[0].size, bool)
+        if start_ns is not None:
+            keep &= cols[0] >= start_ns
+        if end_ns is not None:
+            keep &= cols[0] <= end_ns
+        return tuple(c[keep] for c in cols)
+
+    def rows_between(self, start_ns: Optional[int], end_ns: Optional[int]) -> int:
+        """At most how many rows a query from ``start_ns`` to ``end_ns`` reads (whole parts, and all
+        of memory): what a caller checks before asking for them."""
+        with self._lock:
+            parts = self._parts.select(self._in_memory_part, 0, start_ns, end_ns)
+            n = self._n - self._first
+        return n + sum(p.stop - p.start for p in parts)
+
+    def columns_from(self, index: int) -> tuple[tuple, int]:
+        """Rows from arrival index ``index`` on, and the index after the last of them: a reader that
+        goes on from there misses no row and reads none twice, however late a row arrives."""
+        with self._lock:  # memory, where it starts and the parts before it: one consistent view
+            mem, first, end = self._memory(), self._first, self._n
+            parts = self._parts.select(self._in_memory_part, index) if index < first else []
+        if index < first:  # a reader that fell behind memory: the parts, then memory
+            return self._columns(mem, first, parts, None, None, index), end
+        return tuple(c[index - first:] for c in mem), end
+
+    def spilled(self, part: Part) -> None:
+        """The writer wrote rows [part.start, part.stop) into part.path."""
+        with self._lock:
+            expected = self._parts[-1].stop if self._parts else 0
+            if part.start != expected:
+                raise ValueError(f"part {part.path} starts at row {part.start}, the parts so far end at {expected}")
+            self._parts.append(part)
+
+    def forget(self, before_ns: int) -> int:
+        """Drops from memory the rows of written parts whose every sample is older than
+        ``before_ns``; returns how many rows went."""
+        with self._lock:
+            k = self._in_memory_part
+            while k < len(self._parts) and self._parts[k].t_max < before_ns:
+                k += 1
+            if k == self._in_memory_part:
+                return 0
+            cut = self._parts[k - 1].stop
+            mem = self._memory()
+            # a copy, not a view: a view would keep the whole old array alive
+            self._mem = [tuple(c[cut - self._first:].copy() for c in mem)]
+            gone, self._first, self._in_memory_part = cut - self._first, cut, k
+            return gone
+
+
+def read_samples(path: str) -> tuple:
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(path, columns=list(SAMPLE_NAMES))
+    return tuple(t.column(name).to_numpy().astype(d, copy=False) for name, d in zip(SAMPLE_NAMES, SAMPLE_DTYPES))
+
+
+class MarkStore:
+    """Marks as columns (label, start_ns, end_ns, thread_id, ok, attrs as JSON text): about 40
+    bytes and its attributes' text per mark, instead of a tuple and a dict. Marks are kept in
+    memory until written; ``snapshot`` gives the records (label, start_ns, end_ns, thread_id,
+    attrs, ok) that a Probe's marks() returns, reading the parts for the written ones."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._tail: list[tuple] = []    # single marks not yet in columns
+        self._chunks: list = []         # pyarrow Tables
+        self._first = 0                 # index of the first mark in memory
+        self._n = 0
+        self._parts = PartIndex()
+        self._max_end = 0
+
+    def __len__(self) -> int:
+        return self._n
+
+    def memory_marks(self) -> int:
+        with self._lock:
+            return self._n - self._first
+
+    def max_end_ns(self) -> int:
+        return self._max_end
+
+    def append(self, record: tuple) -> None:
+        """One record (the C mark sink and add_mark use this)."""
+        with self._lock:
+            self._tail.append(record)
+            self._n += 1
+            self._max_end = max(self._max_end, int(record[2]))
+            if len(self._tail) >= SEAL_MARKS:
+                self._seal()
+
+    def extend(self, records: list[tuple]) -> None:
+        """A batch of records, stored as columns at once."""
+        if not records:
+            return
+        table = marks_table(records)
+        with self._lock:
+            self._seal()
+            self._chunks.append(table)
+            self._n += len(records)
+            self._max_end = max(self._max_end, max(int(r[2]) for r in records))
+
+    def _seal(self) -> None:
+        if self._tail:
+            self._chunks.append(marks_table(self._tail))
+            self._tail = []
+
+    def table(self, start: int = 0):
+        """Marks from index ``start`` on, in arrival order, as a pyarrow Table of mark_schema()."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        with self._lock:
+            self._seal()
+            chunks, first, parts = list(self._chunks), self._first, self._parts[:]
+        pieces = [pq.read_table(p.path, schema=mark_schema()).slice(max(start - p.start, 0))
+                  for p in parts if start < p.stop <= first]  # parts whose marks left memory
+        mem = pa.concat_tables(chunks) if chunks else mark_schema().empty_table()
+        pieces.append(mem.slice(max(start - first, 0)))
+        return pa.concat_tables(pieces).combine_chunks() if len(pieces) > 1 else pieces[0]
+
+    def snapshot(self, start: int = 0) -> list[tuple]:
+        t = self.table(start).to_pydict()
+        loads = json.loads
+        return [(label, s, e, tid, loads(a) if a else None, ok) for label, s, e, tid, ok, a in
+                zip(t["label"], t["start_ns"], t["end_ns"], t["thread_id"], t["ok"], t["attrs"])]
+
+    def spilled(self, part: Part) -> None:
+        with self._lock:
+            expected = self._parts[-1].stop if self._parts else 0
+            if part.start != expected:
+                raise ValueError(f"part {part.path} starts at mark {part.start}, the parts so far end at {expected}")
+            self._parts.append(part)
+
+    def forget(self) -> int:
+        """Drops from memory every mark a part holds; returns how many went."""
+        import pyarrow as pa
+
+        with self._lock:
+            cut = self._parts[-1].stop if self._parts else 0
+            if cut <= self._first:
+                return 0
+            self._seal()
+            mem = pa.concat_tables(self._chunks) if self._chunks else mark_schema().empty_table()
+            rest = mem.slice(cut - self._first)
+            self._chunks = [_copy(rest)] if rest.num_rows else []  # a copy: a slice keeps the old buffers alive
+            gone, self._first = cut - self._first, cut
+            return gone
+
+
+def _copy(table):
+    """A table with buffers of its own (pyarrow slices share their parent's)."""
+    import pyarrow as pa
+
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as w:
+        w.write_table(table)
+    return pa.ipc.open_stream(sink.getvalue()).read_all()
+
+
+def marks_table(records: list[tuple]):
+    import pyarrow as pa
+
+    dumps = json.dumps
+    return pa.table({
+        "label": pa.array([r[0] for r in records], pa.string()),
+        "start_ns": pa.array([r[1] for r in records], pa.int64()),
+        "end_ns": pa.array([r[2] for r in records], pa.int64()),
+        "thread_id": pa.array([r[3] & 0xFFFFFFFFFFFFFFFF for r in records], pa.uint64()),
+        "ok": pa.array([bool(r[5]) for r in records], pa.bool_()),
+        "attrs": pa.array([dumps(r[4], default=str, separators=(",", ":")) if r[4] else None for r in records],
+                          pa.string()),
+    }, schema=mark_schema())

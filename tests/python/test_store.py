@@ -1,0 +1,172 @@
+"""The stores that keep a daemon's memory bounded: what is written as parts and forgotten is read
+back exactly, once, in order; memory holds only the recent window."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import grpc
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+import greenprobe
+from greenprobe.parquet import PartWriter
+from greenprobe.store import MarkStore, Part, SampleStore
+from greenprobe.v1 import probe_pb2 as pb
+from greenprobe.v1 import probe_pb2_grpc as pb_grpc
+
+
+def chunk(rng, t0: int, n: int, channels=(0, 1, 2)) -> tuple:
+    """n samples from t0 on, 1 ms apart, channels interleaved, values that identify the row."""
+    t = t0 + np.arange(n, dtype=np.int64) * 1_000_000 + rng.integers(0, 1000, n)
+    ch = np.array([channels[i % len(channels)] for i in range(n)], np.uint32)
+    return (t, t - 1_000_000, t.astype(np.float64) * 1e-9, ch, np.full(n, 1, np.uint32))
+
+
+class FakeProbe:
+    """What PartWriter reads of a Probe."""
+
+    def __init__(self):
+        self._samples, self._records = SampleStore(), MarkStore()
+        self._channels, self._anchor, self._sensor_info, self.skipped = [], {}, [], []
+        self.period_ns, self.baseline_s, self.baseline_windows = 1_000_000, 0.0, []
+
+    def channels(self, *a):
+        return []
+
+    def stats(self):
+        return []
+
+    def baseline(self, *a):
+        return []
+
+
+def test_samples_written_and_forgotten_are_read_back_exactly_once(tmp_path):
+    rng = np.random.default_rng(7)
+    probe = FakeProbe()
+    writer = PartWriter(probe, tmp_path)
+    truth = []
+    t0 = 1_000_000_000
+    for k in range(12):  # 12 flushes of 3 drained chunks each: 36 s of samples at 1 kHz
+        for j in range(3):
+            c = chunk(rng, t0 + (3 * k + j) * 1_000_000_000, 1000)
+            probe._samples.append(c)
+            truth.append(c)
+        writer.flush()
+        writer_keep_before = t0 + (3 * k - 6) * 1_000_000_000  # keep the last ~9 s in memory
+        probe._samples.forget(writer_keep_before)
+    full = tuple(np.concatenate([c[i] for c in truth]) for i in range(5))
+    assert probe._samples.memory_rows() < 10_000 < len(probe._samples) == full[0].size
+    got = probe._samples.columns()
+    for a, b in zip(got, full):
+        np.testing.assert_array_equal(a, b)  # arrival order, no row twice, none missing
+    a, b = t0 + 5_500_000_000, t0 + 31_200_000_000  # a window across forgotten and kept rows
+    got = probe._samples.columns(a, b)
+    keep = (full[0] >= a) & (full[0] <= b)
+    for x, y in zip(got, full):
+        np.testing.assert_array_equal(x, y[keep])
+    tail = probe._samples.columns(from_index=30_000)
+    np.testing.assert_array_equal(tail[0], full[0][30_000:])
+    assert probe._samples.first_reading(1) == (int(full[0][1]), float(full[2][1]))
+
+
+def test_a_part_out_of_order_is_refused():
+    store = SampleStore()
+    store.spilled(Part("a", 0, 10, 0, 1))
+    with pytest.raises(ValueError, match="starts at row 11, the parts so far end at 10"):
+        store.spilled(Part("b", 11, 20, 0, 1))
+
+
+def test_marks_in_columns_round_trip_through_parts(tmp_path):
+    probe = FakeProbe()
+    writer = PartWriter(probe, tmp_path)
+    expected = []
+    for k in range(5):
+        batch = [("infer" if i % 3 else "step", 10 + i, 20 + i, 2 ** 64 - 1 - i, {"i": i, "k": k} if i % 2 else None,
+                  i % 5 != 0) for i in range(k * 1000, (k + 1) * 1000)]
+        probe._records.extend(batch)
+        single = ("one", 5, 6, 1, {"x": [1, 2]}, True)  # what the C mark sink appends
+        probe._records.append(single)
+        expected += batch + [single]
+        writer.flush()
+        probe._records.forget()
+        assert probe._records.memory_marks() == 0
+    assert probe._records.snapshot() == expected
+    assert probe._records.snapshot(2500) == expected[2500:]
+    assert len(probe._records) == len(expected) and probe._records.max_end_ns() == 5019
+    parts = pq.read_table(tmp_path / "parts" / "marks")
+    assert parts.num_rows == len(expected)
+
+
+def test_a_daemon_with_a_short_memory_answers_about_its_whole_run(tmp_path):
+    """--memory-s 0.5: older samples and every written mark leave memory; Energy about an old
+    interval, the status count, the label summary and the intervals table still cover all of it."""
+    sock, ready, out = tmp_path / "d.sock", tmp_path / "ready", tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "greenprobe", "daemon", "--sensors",
+                             "synthetic:waveform=constant;base_w=40", "--socket", str(sock), "--ready-file", str(ready),
+                             "--out", str(out), "--flush-s", "0.2", "--memory-s", "0.5"],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not ready.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.05)
+        remote = greenprobe.connect(f"unix:{sock}")
+        t_old = time.monotonic_ns()
+        time.sleep(0.3)
+        for i in range(200):
+            remote.add_mark("early", t_old + i * 1_000_000, t_old + i * 1_000_000 + 500_000, i=i)
+        remote.flush()
+        time.sleep(2.5)  # several flushes: the early samples and marks are on disk only now
+        e = {r["domain"]: r for r in remote.energy(t_old, t_old + 200_000_000)}["synthetic0"]
+        assert e["energy_j_low"] <= 40 * 0.2 <= e["energy_j_high"] and abs(e["energy_j"] - 8.0) < 0.1
+        assert remote.marks() == 200
+        (row,) = [r for r in remote.summary() if r["label"] == "early" and r["sensor"] != "all"]
+        assert row["calls"] == 200 and abs(row["energy_j_per_call"] - 40 * 0.5e-3) < 2e-3
+        table = remote.intervals()
+        assert sorted(table.column("i").to_pylist()) == list(range(200))
+        stub = pb_grpc.ProbeStub(grpc.insecure_channel(f"unix:{sock}"))
+        n_old = sum(len(b.t_ns) for b in _first_batches(stub, t_old))
+        assert n_old > 100, "a stream from the past reads the parts"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    (run,) = out.glob("run-*")
+    assert pq.read_table(run / "intervals.parquet").num_rows == 200
+
+
+def _first_batches(stub, since_ns):
+    stream = stub.StreamSamples(pb.StreamSamplesRequest(since_ns=since_ns, max_batch=100_000), timeout=10)
+    try:
+        yield next(stream)
+    finally:
+        stream.cancel()
+
+
+def test_the_daemons_flush_loop_keeps_memory_to_the_window(tmp_path):
+    import threading
+
+    from greenprobe.daemon.server import _flush_loop
+
+    probe = greenprobe.Probe(sensors=["synthetic"], period_us=1000, columnar_marks=True)
+    probe.start()
+    writer = PartWriter(probe, tmp_path)
+    done = threading.Event()
+    loop = threading.Thread(target=_flush_loop, args=(writer, done, 0.1, 300_000_000))
+    loop.start()
+    try:
+        for i in range(1000):
+            probe.add_mark("m", 1 + i, 2 + i)
+        time.sleep(2.0)
+        held, total = probe._samples.memory_rows(), len(probe._samples)
+        assert total > 1500 and held < 0.35 * total, (held, total)  # ~0.3-0.4 s of ~2 s kept
+        assert probe._records.memory_marks() == 0 and len(probe.marks()) == 1000
+    finally:
+        done.set()
+        loop.join()
+        probe.stop()
