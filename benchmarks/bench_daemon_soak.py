@@ -60,6 +60,15 @@ def soak_marks(n_marks: int, work: Path) -> dict:
     daemon = subprocess.Popen([sys.executable, "-m", "greenprobe", "daemon", "--sensors", "synthetic", "--socket",
                                str(sock), "--ready-file", str(ready), "--out", str(work / "out"), "--flush-s", "2"],
                               stderr=subprocess.DEVNULL)
+    try:
+        return _send_marks(n_marks, daemon, sock, ready, grpc, pb, pb_grpc)
+    finally:  # a failed run must not leave its daemon behind
+        if daemon.poll() is None:
+            daemon.send_signal(signal.SIGTERM)
+            daemon.wait(timeout=600)
+
+
+def _send_marks(n_marks, daemon, sock, ready, grpc, pb, pb_grpc) -> dict:
     while not ready.exists():
         time.sleep(0.05)
     stub = pb_grpc.ProbeStub(grpc.insecure_channel(f"unix:{sock}"))

@@ -122,6 +122,8 @@ def _to_dict(msg) -> dict:
             out[f.name] = [_to_dict(x) if f.message_type is not None else x for x in v]
         elif f.message_type is not None:
             out[f.name] = _to_dict(v)
+        elif f.containing_oneof is not None and not msg.HasField(f.name):
+            out[f.name] = None  # an optional field the daemon left out: no value, not 0
         else:
             out[f.name] = v
     return out

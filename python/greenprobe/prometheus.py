@@ -1,10 +1,15 @@
 """Energy and power per domain in Prometheus' format: the scale-out path (a daemon per node,
 scraped by an existing Prometheus).
 
-Metrics (labels: sensor, domain, estimated):
-  greenprobe_energy_joules_total   energy counted since the daemon started (counter)
+Metrics (every series has ``host``; GPU series have ``uuid``):
+  greenprobe_energy_joules_total   energy counted since the daemon started (counter; sensor, domain,
+                                   uuid, estimated)
   greenprobe_power_watts           mean power over the last second (gauge; the latest reading on
                                    power-only sensors)
+  greenprobe_label_calls_total     marks received per label (counter)
+  greenprobe_label_energy_joules_total
+                                   energy of each label's marks per domain, counter-interpolated
+                                   (counter; label, sensor, domain)
   greenprobe_sampler_polls_total, greenprobe_sampler_drops_total, greenprobe_sampler_late_polls_total
                                    per sensor
 A scrape every 15 s is far too coarse to be the side channel high-rate RAPL is (CVE-2020-8694);
@@ -15,13 +20,14 @@ still, the daemon serves it like every other listener: bearer token, loopback un
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
-from .attribution import choose_channels
+from .attribution import attribute, choose_channels
 
 WINDOW_NS = 1_000_000_000
 MAX_CONNECTIONS = 64
@@ -29,17 +35,22 @@ HANDLER_TIMEOUT_S = 10.0
 
 
 class EnergyCollector:
+    """The metrics, computed at each scrape from the probe's recent samples and the marks that came
+    since the previous scrape."""
+
     def __init__(self, probe):
         self.probe = probe
+        self.host = socket.gethostname()
+        self.labels = LabelTotals(probe)
 
     def collect(self):
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-        labels = ["sensor", "domain", "estimated"]
+        names = ["host", "sensor", "domain", "uuid", "estimated"]
         energy = CounterMetricFamily("greenprobe_energy_joules", "Energy since the daemon started, per domain.",
-                                     labels=labels)
+                                     labels=names)
         power = GaugeMetricFamily("greenprobe_power_watts", "Mean power over the last second, per domain.",
-                                  labels=labels)
+                                  labels=names)
         # the last seconds only: the total since start is the counter now minus its first reading, so
         # a scrape never reads the whole session (the daemon keeps older samples on disk)
         recent = self.probe.channels(time.monotonic_ns() - 2 * WINDOW_NS)
@@ -48,7 +59,7 @@ class EnergyCollector:
             tt, vv = ch.t_ns[use], ch.value[use]
             if not tt.size:
                 continue
-            key = [ch.sensor, ch.domain, "true" if ch.estimated else "false"]
+            key = [self.host, ch.sensor, ch.domain, self._uuid(ch.channel), "true" if ch.estimated else "false"]
             if ch.quantity == "energy":
                 first = self.probe._samples.first_reading(ch.channel)
                 energy.add_metric(key, float(vv[-1] - (first[1] if first else vv[0])))
@@ -59,13 +70,96 @@ class EnergyCollector:
                 power.add_metric(key, float(vv[-1]))
         yield energy
         yield power
+        calls, joules = self.labels.update(recent)
+        fam = CounterMetricFamily("greenprobe_label_calls", "Marks of each label the daemon received.",
+                                  labels=["host", "label"])
+        for label, n in sorted(calls.items()):
+            fam.add_metric([self.host, label], float(n))
+        yield fam
+        fam = CounterMetricFamily("greenprobe_label_energy_joules",
+                                  "Energy of the marks of each label, per domain: each mark's interval interpolated "
+                                  "on the counter (an estimate below the sensor's update period), counted once the "
+                                  "sensor has updated after the mark ended.", labels=["host", "label", "sensor",
+                                                                                       "domain"])
+        for (label, sensor, domain), j in sorted(joules.items()):
+            fam.add_metric([self.host, label, sensor, domain], j)
+        yield fam
         stats = self.probe.stats()
         for name, help_ in (("polls", "Sensor polls."), ("drops", "Samples lost to a full ring."),
                             ("late_polls", "Polls that started more than one period late.")):
-            fam = CounterMetricFamily(f"greenprobe_sampler_{name}", help_, labels=["sensor"])
+            fam = CounterMetricFamily(f"greenprobe_sampler_{name}", help_, labels=["host", "sensor"])
             for s in stats:
-                fam.add_metric([s.get("sensor", "")], float(s.get(name, 0)))
+                fam.add_metric([self.host, s.get("sensor", "")], float(s.get(name, 0)))
             yield fam
+
+    def _uuid(self, channel: int) -> str:
+        info = self.probe._channels[channel] if channel < len(self.probe._channels) else {}
+        return info.get("device_uuid") or ""
+
+
+class LabelTotals:
+    """Per label: marks received and energy attributed, kept as running totals (Prometheus counters).
+    A mark is counted at once and its energy added once every chosen channel has a sample after it
+    plus two update periods, so its interval is bracketed by updates. At most MAX_LABELS labels get
+    series of their own; the rest are added up under "(other)"."""
+
+    MAX_LABELS = 1000
+    MAX_PENDING = 200_000
+
+    def __init__(self, probe):
+        self.probe = probe
+        self.cursor = 0
+        self.pending: list[tuple[str, int, int]] = []
+        self.calls: dict[str, int] = {}
+        self.joules: dict[tuple[str, str, str], float] = {}
+        self.lock = threading.Lock()  # scrapes may come at once
+
+    def _label(self, label: str) -> str:
+        return label if label in self.calls or len(self.calls) < self.MAX_LABELS else "(other)"
+
+    def _new_marks(self) -> list[tuple[str, int, int]]:
+        from .store import MarkStore
+
+        store = self.probe._records
+        if isinstance(store, MarkStore):
+            t = store.table(self.cursor).select(["label", "start_ns", "end_ns"]).to_pydict()
+            new = list(zip(t["label"], t["start_ns"], t["end_ns"]))
+        else:
+            new = [(r[0], r[1], r[2]) for r in store.snapshot(self.cursor)]
+        self.cursor += len(new)
+        return new
+
+    def update(self, recent: list) -> tuple[dict, dict]:
+        with self.lock:
+            for label, start, end in self._new_marks():
+                key = self._label(label)
+                self.calls[key] = self.calls.get(key, 0) + 1
+                self.pending.append((key, start, end))
+            chans = [c for c in choose_channels(recent) if c.t_ns.size]
+            if self.pending and chans:
+                settled = min(int(c.t_ns[-1]) - 2 * max(c.learned_update_period_ns()[0], c.nominal_update_period_ns)
+                              for c in chans)
+                ready = [m for m in self.pending if m[2] < settled]
+                if len(self.pending) - len(ready) > self.MAX_PENDING:  # a sensor went quiet: count what we have
+                    ready = self.pending
+                if ready:
+                    self._add_energy(ready)
+                    done = set(map(id, ready))
+                    self.pending = [m for m in self.pending if id(m) not in done]
+            return dict(self.calls), dict(self.joules)
+
+    def _add_energy(self, marks: list[tuple[str, int, int]]) -> None:
+        start = np.array([m[1] for m in marks], np.int64)
+        end = np.array([m[2] for m in marks], np.int64)
+        pad = 10 * max((c["nominal_update_period_ns"] for c in self.probe._channels), default=0) + WINDOW_NS
+        chans = choose_channels(self.probe.channels(int(start.min()) - pad, int(end.max()) + pad))
+        labels = [m[0] for m in marks]
+        for res in attribute(start, end, chans):
+            ch = res["channel"]
+            e = np.nan_to_num(np.asarray(res["energy_j"], float))
+            for label, j in zip(labels, e):
+                key = (label, ch.sensor, ch.domain)
+                self.joules[key] = self.joules.get(key, 0.0) + float(j)
 
 
 def serve(probe, port: int, addr: str = "127.0.0.1", token: Optional[str] = None, tls: Optional[tuple] = None):
@@ -77,7 +171,6 @@ def serve(probe, port: int, addr: str = "127.0.0.1", token: Optional[str] = None
     them), HTTPS, and client certificates when a CA is given."""
     import ssl
     import tempfile
-    import threading
     from socketserver import ThreadingMixIn
     from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 

@@ -257,15 +257,16 @@ class MarkStore:
                 self._seal()
 
     def extend(self, records: list[tuple]) -> None:
-        """A batch of records, stored as columns at once."""
+        """A batch of records; gathered with others into columns SEAL_MARKS at a time (a table per
+        small batch would cost more than its marks)."""
         if not records:
             return
-        table = marks_table(records)
         with self._lock:
-            self._seal()
-            self._chunks.append(table)
+            self._tail.extend(records)
             self._n += len(records)
             self._max_end = max(self._max_end, max(int(r[2]) for r in records))
+            if len(self._tail) >= SEAL_MARKS:
+                self._seal()
 
     def _seal(self) -> None:
         if self._tail:

@@ -257,19 +257,68 @@ def test_sigkill_leaves_parquet_readable_up_to_the_last_flush(tmp_path):
     assert not list(parts.glob("*/*.tmp")), "a part is whole or absent"
 
 
-def test_prometheus_endpoint_serves_energy_and_power_per_domain(tmp_path):
+def test_prometheus_endpoint_serves_energy_and_power_per_domain_and_label(tmp_path):
     import re
+    import socket as socket_module
     import urllib.request
 
     from greenprobe.prometheus import serve
 
     with greenprobe.Probe(sensors=["synthetic:waveform=constant;base_w=40"], period_us=1000) as probe:
         server, _ = serve(probe, 0)
+        t = time.monotonic_ns()
+        for i, label in enumerate(["infer", "load", "infer"] * 20):  # 40 infer, 20 load, 5 ms each
+            probe.add_mark(label, t + i * 10_000_000, t + i * 10_000_000 + 5_000_000)
         time.sleep(1.2)
-        text = urllib.request.urlopen(f"http://127.0.0.1:{server.server_port}/metrics", timeout=5).read().decode()
+        url = f"http://127.0.0.1:{server.server_port}/metrics"
+        text = urllib.request.urlopen(url, timeout=5).read().decode()
+        again = urllib.request.urlopen(url, timeout=5).read().decode()  # counters: nothing counted twice
         server.shutdown()
-    labels = 'domain="synthetic0",estimated="false",sensor="synthetic"'
+    host = socket_module.gethostname()
+    labels = f'domain="synthetic0",estimated="false",host="{host}",sensor="synthetic",uuid=""'
     power = float(re.search(r"^greenprobe_power_watts\{" + labels + r"\} (\S+)$", text, re.M).group(1))
     energy = float(re.search(r"^greenprobe_energy_joules_total\{" + labels + r"\} (\S+)$", text, re.M).group(1))
     assert abs(power - 40) < 0.5 and 40 * 1.0 < energy < 40 * 3
-    assert re.search(r'^greenprobe_sampler_polls_total\{sensor="synthetic"\} [1-9]', text, re.M)
+    assert re.search(r'^greenprobe_sampler_polls_total\{host="[^"]+",sensor="synthetic"\} [1-9]', text, re.M)
+    for page in (text, again):
+        calls = dict(re.findall(r'^greenprobe_label_calls_total\{host="[^"]+",label="(\w+)"\} (\S+)$', page, re.M))
+        assert {k: float(v) for k, v in calls.items()} == {"infer": 40.0, "load": 20.0}
+        joules = dict(re.findall(r'^greenprobe_label_energy_joules_total\{domain="synthetic0",host="[^"]+",'
+                                 r'label="(\w+)",sensor="synthetic"\} (\S+)$', page, re.M))
+        assert abs(float(joules["infer"]) - 40 * 0.005 * 40) < 0.05 * 8  # 40 W over 40 × 5 ms = 8 J
+        assert abs(float(joules["load"]) - 40 * 0.005 * 20) < 0.05 * 4
+
+
+
+def test_the_daemons_summary_carries_every_column_and_absent_figures_stay_absent(tmp_path):
+    """Over gRPC the label summary has the local table's columns, and a label that could not be
+    estimated arrives with its status and reason and no energy (not an energy of 0)."""
+    probe = greenprobe.Probe(sensors=["synthetic"], period_us=1000)
+    daemon = Daemon(probe, tmp_path / "d.sock")
+    probe.start()
+    daemon.start()
+    try:
+        remote = greenprobe.connect(daemon.addresses[0])
+        t = time.monotonic_ns()
+        for i in range(40):
+            remote.add_mark("work", t + i * 4_000_000, t + i * 4_000_000 + 2_000_000)
+        remote.add_mark("instant", t + 1, t + 1)  # no time at all: nothing to estimate
+        remote.flush()
+        time.sleep(0.3)
+        probe.stop()  # the same samples for both answers
+        rows = remote.summary()
+        local = {(r["label"], r["sensor"]): r for r in probe.summary().to_pylist()}
+    finally:
+        daemon.stop()
+        probe.stop()
+    from greenprobe.parquet import LABEL_COLUMNS
+
+    got = {(r["label"], r["sensor"]): r for r in rows}
+    assert set(got) == set(local)
+    assert set(LABEL_COLUMNS) <= set(rows[0])
+    work = got[("work", "synthetic")]
+    for k, v in local[("work", "synthetic")].items():
+        assert work[k] == v or (v is None and work[k] in ("", None)) or (v != v and work[k] is None), k
+    instant = got[("instant", "synthetic")]
+    assert instant["status"] == "not-estimated" and instant["reason"]
+    assert instant["energy_j_per_call"] is None and instant["energy_j_per_call_low"] is None

@@ -778,3 +778,19 @@ def test_prometheus_survives_clients_that_connect_and_say_nothing(tmp_path, monk
                 time.sleep(0.2)
         plain.shutdown()
         secure.shutdown()
+
+
+def test_queries_over_more_marks_than_the_daemon_reads_at_once_are_refused(tmp_path):
+    probe, daemon = served(tmp_path / "d.sock", save_dir=tmp_path / "saves", limits=Limits(max_query_marks=5))
+    stub = pb_grpc.ProbeStub(grpc.insecure_channel(daemon.addresses[0]))
+    try:
+        stub.RecordMarks(pb.MarkBatch(marks=[pb.Mark(label="a", start_ns=1, end_ns=2)] * 6), timeout=10)
+        for call in (lambda: stub.Summary(pb.SummaryRequest(), timeout=30),
+                     lambda: stub.Table(pb.TableRequest(name="intervals"), timeout=30),
+                     lambda: stub.Save(pb.SaveRequest(directory="x"), timeout=30)):
+            with pytest.raises(grpc.RpcError) as e:
+                call()
+            assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "all 6 marks" in e.value.details()
+        assert stub.Table(pb.TableRequest(name="samples"), timeout=30).arrow_ipc  # samples need no marks
+    finally:
+        stop(probe, daemon)

@@ -121,3 +121,12 @@ def test_list_sensors_reports_every_kind(tmp_path, monkeypatch):
     assert set(statuses) >= {"nvml", "rapl-msr", "rapl-powercap", "cpu-estimate", "synthetic", "replay"}
     assert not statuses["nvml"].available and statuses["nvml"].fix
     assert statuses["cpu-estimate"].estimated
+
+
+def test_flag_bits_agree_between_the_core_and_pure_python():
+    """attribution.py spells the sample flags out (it runs without the compiled core, on a
+    client); they must be the core's bits, which write them."""
+    from greenprobe import _core, attribution
+
+    names = ("FLAG_CHANGED", "FLAG_KEEPALIVE", "FLAG_FIRST", "FLAG_GONE", "FLAG_FINAL")
+    assert [getattr(attribution, n) for n in names] == [getattr(_core, n) for n in names] == [1, 2, 4, 8, 16]

@@ -32,6 +32,9 @@ def test_two_socket_powercap_parents_reach_the_metadata(tmp_path):
     paths = probe.save(tmp_path / "run")
     on_disk = json.loads(open(paths["metadata"]).read())["channels"]
     assert {c["domain"]: c["parent_domain"] for c in on_disk} == WANT
+    with greenprobe.Probe(sensors=[f"replay:path={paths['samples']}"], period_us=1000) as replayed:
+        time.sleep(0.05)
+    assert {c["domain"]: c["parent_domain"] for c in replayed.metadata()["channels"]} == WANT  # a replay keeps it
 
 
 def test_one_socket_without_psys_keeps_packages_and_dram_at_the_top(tmp_path):

@@ -164,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-query-samples", type=int, default=20_000_000, metavar="N",
                    help="samples one query (Summary, Table, Save, Energy, a stream's history) may read at once "
                         "(default 20M); a longer history stays in the run's parts")
+    p.add_argument("--max-query-marks", type=int, default=1_000_000, metavar="N",
+                   help="marks a Summary, Save or Table may read at once (default 1M)")
     p.add_argument("--max-backlog", type=int, default=500_000, metavar="N",
                    help="marks accepted but not yet written to --out at most; beyond, clients wait and retry, so a "
                         "crash loses little (default 500k)")

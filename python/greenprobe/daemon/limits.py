@@ -35,6 +35,7 @@ class Limits:
     max_streams: int = 8              # concurrent StreamSamples; the rest of the workers stay for short calls
     max_backlog: int = 500_000        # marks accepted but not yet written (--out): more waits, so SIGKILL loses little
     max_query_samples: int = 20_000_000  # samples one query may read at once (a long run's history is on disk)
+    max_query_marks: int = 1_000_000  # marks a Summary, Save or Table reads at once (~1 KB each while computed)
     max_heavy: int = 2                # Summary, Table, Save, Energy running at once
     max_intake: int = 8               # RecordMarks batches parsed at once
     workers: int = 16                 # threads per listener

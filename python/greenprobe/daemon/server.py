@@ -136,9 +136,10 @@ def _flush_loop(writer, done: threading.Event, every_s: float, keep_ns: int) -> 
         writer.forget(keep_ns)
 
 
-# At stop, the whole-run files are written when the run's samples fit this comfortably in memory;
-# a longer run's record is its parts (the whole-run files would need all of it at once).
+# At stop, the whole-run files are written when the run fits this comfortably in memory (the
+# intervals table holds every mark once per domain); a longer run's record is its parts.
 FULL_FILES_MAX_SAMPLES = 20_000_000
+FULL_FILES_MAX_MARKS = 1_000_000
 
 
 def _run_dir(out: Path, gid: Optional[int]) -> Path:
@@ -184,7 +185,8 @@ def _run(args) -> int:
     else:
         socket_path, private = default_socket()
     limits = Limits(max_marks=args.max_marks, max_attr_names=args.max_attr_names, max_streams=args.max_streams,
-                    max_backlog=args.max_backlog, max_query_samples=args.max_query_samples)
+                    max_backlog=args.max_backlog, max_query_samples=args.max_query_samples,
+                    max_query_marks=args.max_query_marks)
     probe = Probe(sensors=args.sensors, period_us=args.period_us, columnar_marks=True)
     daemon = Daemon(probe, socket_path, args.listen, args.allow_remote, token, args.group, tls=tls,
                     save_dir=args.save_dir, limits=limits, private_socket_dir=private)
@@ -250,7 +252,8 @@ def _run(args) -> int:
     probe.stop()
     try:
         writer.flush()
-        if run_dir is not None and len(probe._samples) <= FULL_FILES_MAX_SAMPLES:
+        fits = len(probe._samples) <= FULL_FILES_MAX_SAMPLES and len(probe._records) <= FULL_FILES_MAX_MARKS
+        if run_dir is not None and fits:
             paths = probe.save(run_dir)
             print(f"wrote {', '.join(str(p) for p in paths.values())}", file=sys.stderr)
         elif run_dir is not None:

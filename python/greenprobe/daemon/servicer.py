@@ -3,6 +3,7 @@ lets an exception escape as anything but a gRPC status."""
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -140,8 +141,16 @@ class Servicer(pb_grpc.ProbeServicer):
             cols, index = store.columns_from(index)
 
     # -- queries -------------------------------------------------------------------------------
-    def _check_rows(self, context, start_ns: Optional[int], end_ns: Optional[int], what: str) -> None:
-        """Refuses a query that would read more samples than --max-query-samples at once."""
+    def _check_rows(self, context, start_ns: Optional[int], end_ns: Optional[int], what: str,
+                    marks: bool = False) -> None:
+        """Refuses a query that would read more samples than --max-query-samples at once, or (one
+        over every mark) more marks than --max-query-marks."""
+        held = len(self.probe._records)
+        if marks and held > self.limits.max_query_marks:
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                          f"{what} would read all {held:,} marks, more than the daemon reads at once "
+                          f"({self.limits.max_query_marks:,}, --max-query-marks): read the run's parts (--out) "
+                          "with pyarrow, or follow the labels on the Prometheus endpoint")
         n = self.probe._samples.rows_between(start_ns, end_ns)
         if n > self.limits.max_query_samples:
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -166,11 +175,15 @@ class Servicer(pb_grpc.ProbeServicer):
         return pb.EnergyReply(domains=[pb.DomainEnergy(**r) for r in rows])
 
     def Summary(self, request, context):
-        self._check_rows(context, None, None, "a summary of the whole run")
+        self._check_rows(context, None, None, "a summary of the whole run", marks=True)
         with self._heavy(context):
             rows = self.probe.summary().to_pylist()
         fields = {f.name for f in pb.LabelSummary.DESCRIPTOR.fields}
-        return pb.SummaryReply(labels=[pb.LabelSummary(**{k: v for k, v in r.items() if k in fields and v is not None})
+
+        def present(v) -> bool:  # null and NaN (a figure the row has not) stay out: absent, not 0
+            return v is not None and not (isinstance(v, float) and math.isnan(v))
+
+        return pb.SummaryReply(labels=[pb.LabelSummary(**{k: v for k, v in r.items() if k in fields and present(v)})
                                        for r in rows])
 
     def Save(self, request, context):
@@ -186,7 +199,7 @@ class Servicer(pb_grpc.ProbeServicer):
         except OSError as e:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"cannot make {request.directory}: {e.strerror}")
         try:
-            self._check_rows(context, None, None, "saving the whole run")
+            self._check_rows(context, None, None, "saving the whole run", marks=True)
             # the folder is reached through its descriptor: nothing renamed or linked meanwhile is followed
             with self._heavy(context):
                 paths = self.probe.save(f"/proc/self/fd/{fd}")
@@ -202,7 +215,8 @@ class Servicer(pb_grpc.ProbeServicer):
                           f"unknown table {request.name!r}: one of {', '.join(TABLES)}")
         import pyarrow as pa
 
-        self._check_rows(context, None, None, f"the {request.name} table of the whole run")
+        self._check_rows(context, None, None, f"the {request.name} table of the whole run",
+                         marks=request.name != "samples")
         with self._heavy(context):
             table = {"intervals": self.probe.intervals, "labels": self.probe.summary,
                      "samples": self.probe.samples}[request.name]()
