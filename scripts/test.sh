@@ -12,6 +12,9 @@ bash scripts/setup-venv.sh test
 echo "== runtime environments (.venv: torch, tensorflow, onnxruntime; .venv-mxnet: mxnet)"
 bash scripts/setup-runtimes.sh
 
+echo "== services the tests run for real (Debian's prometheus)"
+bash scripts/setup-services.sh
+
 echo "== C++ unit tests (AddressSanitizer + UndefinedBehaviorSanitizer)"
 export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 cmake -S . -B build/cpp-asan -DGREENPROBE_BUILD_TESTS=ON -DCMAKE_BUILD_TYPE=Debug \
@@ -28,4 +31,5 @@ ctest --test-dir build/cpp-tsan -R 'test_ring|test_sampler' --output-on-failure
 
 echo "== Python tests"
 export GREENPROBE_REQUIRE_RUNTIMES=1  # a missing runtime environment fails the run instead of skipping
+export GREENPROBE_REQUIRE_SERVICES=1  # and so does a missing Prometheus
 .venv/bin/python -m pytest tests/python "$@"

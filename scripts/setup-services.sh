@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The services the tests run for real, from Debian's packages: Prometheus (it scrapes a daemon and
+# answers rate() queries in tests/python/test_prometheus_server.py). Idempotent: installs only what
+# is missing. Needs root (CI runs as root); without it, says what to run.
+set -euo pipefail
+if command -v prometheus > /dev/null; then
+  echo "prometheus: $(prometheus --version 2>&1 | head -1)"
+  exit 0
+fi
+if [ "$(id -u)" != 0 ]; then
+  echo "prometheus is missing; install it as root: apt-get update && apt-get install -y prometheus" >&2
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+# --no-install-recommends: the server alone (no node exporter); policy-rc.d keeps the service stopped
+apt-get install -y -qq --no-install-recommends prometheus > /dev/null
+echo "prometheus: $(prometheus --version 2>&1 | head -1)"
