@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -113,26 +114,12 @@ def soak_samples(hours: float, work: Path) -> dict:
     from greenprobe.parquet import PartWriter
     from greenprobe.store import MarkStore, SampleStore
 
-    class Stand:  # what PartWriter reads of a Probe
-        def __init__(self):
-            self._samples, self._records = SampleStore(), MarkStore()
-            self._channels, self._anchor, self._sensor_info, self.skipped = [], {}, [], []
-            self.period_ns, self.baseline_s, self.baseline_windows = 1_000_000, 0.0, []
-
-        def channels(self, *a):
-            return []
-
-        def stats(self):
-            return []
-
-        def baseline(self, *a):
-            return []
-
-    probe = Stand()
-    writer = PartWriter(probe, work / "day")
+    probe = SimpleNamespace(_samples=SampleStore(), _records=MarkStore())  # what PartWriter reads of a Probe
+    writer = PartWriter(probe, work / "day", metadata={})
     power_w, step_ns, drain_ns, keep_ns = 40.0, 1_000_000, 2_000_000_000, 300_000_000_000
     t0 = 10 ** 12
     per = drain_ns // step_ns
+    every_ns = max(int(hours * 3600e9) // 24 // drain_ns, 1) * drain_ns
     points, t_end = [], t0 + int(hours * 3600e9)
     start = time.monotonic()
     t = t0
@@ -143,10 +130,11 @@ def soak_samples(hours: float, work: Path) -> dict:
         writer.flush()
         probe._samples.forget(tt[-1] - keep_ns)  # simulated time: the window is the simulated one
         t += drain_ns
-        if (t - t0) % 3_600_000_000_000 == 0:
+        if (t - t0) % every_ns == 0:  # 24 points over the run: each simulated hour of a day
             points.append(((t - t0) / 3.6e12, rss()))
     wall = time.monotonic() - start
-    a, b = t0 + 1_000_000_000_000, t0 + 1_060_000_000_000  # one minute in the first hour, long forgotten
+    a = t0 + min(1_000_000_000_000, (t_end - t0) // 4)  # in the first hour (or quarter), long forgotten
+    b = a + 60_000_000_000  # one minute
     cols = probe._samples.columns(a - 5_000_000_000, b + 5_000_000_000)
     ch = Channel(channel=0, sensor="sim", domain="sim0", quantity="energy", estimated=False, resolution=1e-6,
                  nominal_update_period_ns=step_ns, averaging_window_ns=0, t_ns=cols[0], prev_t_ns=cols[1],
@@ -177,7 +165,7 @@ def main(argv=None) -> None:
               f"{s['wall_s']:.0f} s, {s['in_memory']:,} rows in memory at the end")
         print(f"  RSS at warm-up {s['warm_rss'] / mib:.0f} MiB, growth after {s['growth'] / mib:.1f} MiB, "
               f"final {s['final_rss'] / mib:.0f} MiB")
-        print("  RSS by hour: " + ", ".join(f"{h:.0f}h {r / mib:.0f}" for h, r in s["points"]))
+        print("  RSS by hour: " + ", ".join(f"{h:.3g}h {r / mib:.0f}" for h, r in s["points"]))
         print(f"  energy of a minute in hour 1, read back from parts: {s['energy_j']:.6f} J (truth {s['truth_j']:.6f} J)")
 
 

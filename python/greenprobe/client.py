@@ -19,6 +19,7 @@ import threading
 import time
 from typing import Any, Callable, Iterator, Optional
 
+from .addresses import is_loopback, target_host
 from .errors import DaemonError
 from .sender import CHANNEL_OPTIONS, MarkSender
 
@@ -46,7 +47,7 @@ def _channel(address: str, token: Optional[str], options=()):
         return grpc.insecure_channel(address, options=opts)
     if os.environ.get(TLS_CA_ENV):
         channel = grpc.secure_channel(address, _tls_credentials(grpc), options=opts)
-    elif not _loopback(address):
+    elif not is_loopback(target_host(address)):
         raise DaemonError(f"{address} is not on this host and {TLS_CA_ENV} is not set: the marks, and the token, "
                           "would cross the network in clear",
                           f"set {TLS_CA_ENV} to the CA that signed the daemon's --tls-cert")
@@ -55,22 +56,6 @@ def _channel(address: str, token: Optional[str], options=()):
     if token:
         channel = grpc.intercept_channel(channel, _token_interceptor(grpc, token))
     return channel
-
-
-def _loopback(address: str) -> bool:
-    """Whether a gRPC target (host:port, ipv4:..., dns:///host:port) names this host's loopback."""
-    import ipaddress
-
-    target = address.split("///")[-1]
-    for scheme in ("ipv4:", "ipv6:", "dns:"):
-        target = target.removeprefix(scheme)
-    host = target.rsplit(":", 1)[0].strip("[]") if ":" in target else target
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _tls_credentials(grpc):

@@ -14,6 +14,7 @@ import socket
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import pyarrow as pa
@@ -276,7 +277,9 @@ class PartWriter:
     read them back from the part.
     """
 
-    def __init__(self, probe, directory):
+    def __init__(self, probe, directory, metadata: Optional[dict] = None):
+        """``probe``: a Probe, or anything with its two stores (``_samples``, ``_records``) when
+        ``metadata`` is given."""
         self.probe = probe
         self.root = Path(directory) / "parts"
         (self.root / "samples").mkdir(parents=True, exist_ok=True)
@@ -284,7 +287,8 @@ class PartWriter:
         self.samples_done = 0
         self.marks_done = 0
         self.parts = 0
-        _atomic_write_text(json.dumps(session_metadata(probe), indent=2, default=str), self.root / "metadata.json")
+        metadata = session_metadata(probe) if metadata is None else metadata
+        _atomic_write_text(json.dumps(metadata, indent=2, default=str), self.root / "metadata.json")
 
     def pending_marks(self) -> int:
         """Marks accepted but not written yet."""

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import grpc
 import numpy as np
@@ -27,28 +28,15 @@ def chunk(rng, t0: int, n: int, channels=(0, 1, 2)) -> tuple:
     return (t, t - 1_000_000, t.astype(np.float64) * 1e-9, ch, np.full(n, 1, np.uint32))
 
 
-class FakeProbe:
-    """What PartWriter reads of a Probe."""
-
-    def __init__(self):
-        self._samples, self._records = SampleStore(), MarkStore()
-        self._channels, self._anchor, self._sensor_info, self.skipped = [], {}, [], []
-        self.period_ns, self.baseline_s, self.baseline_windows = 1_000_000, 0.0, []
-
-    def channels(self, *a):
-        return []
-
-    def stats(self):
-        return []
-
-    def baseline(self, *a):
-        return []
+def stores():
+    """What PartWriter reads of a Probe: its two stores."""
+    return SimpleNamespace(_samples=SampleStore(), _records=MarkStore())
 
 
 def test_samples_written_and_forgotten_are_read_back_exactly_once(tmp_path):
     rng = np.random.default_rng(7)
-    probe = FakeProbe()
-    writer = PartWriter(probe, tmp_path)
+    probe = stores()
+    writer = PartWriter(probe, tmp_path, metadata={})
     truth = []
     t0 = 1_000_000_000
     for k in range(12):  # 12 flushes of 3 drained chunks each: 36 s of samples at 1 kHz
@@ -82,8 +70,8 @@ def test_a_part_out_of_order_is_refused():
 
 
 def test_marks_in_columns_round_trip_through_parts(tmp_path):
-    probe = FakeProbe()
-    writer = PartWriter(probe, tmp_path)
+    probe = stores()
+    writer = PartWriter(probe, tmp_path, metadata={})
     expected = []
     for k in range(5):
         batch = [("infer" if i % 3 else "step", 10 + i, 20 + i, 2 ** 64 - 1 - i, {"i": i, "k": k} if i % 2 else None,

@@ -22,7 +22,6 @@ from __future__ import annotations
 import grp
 import hashlib
 import hmac
-import ipaddress
 import os
 import re
 import socket
@@ -32,6 +31,7 @@ from typing import Optional
 
 import grpc
 
+from ..addresses import is_loopback
 from ..errors import ConfigError
 
 TOKEN_ENV = "GREENPROBE_TOKEN"
@@ -105,16 +105,6 @@ class TokenCheck(grpc.ServerInterceptor):
 
 
 # -- listeners -----------------------------------------------------------------------------------
-def is_loopback(host: str) -> bool:
-    host = host.strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def check_tcp(what: str, host: str, allow_remote: bool, token: Optional[str], tls: bool) -> None:
     """The rule for a TCP listener (gRPC --listen or --prometheus-addr); raises ConfigError with the fix."""
     if not token:
