@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job on this machine's defaults: install greenprobe and the runtimes, show what can be
 # measured here, run the quick study (the paper's whole matrix, small inputs, 3 runs each: about
-# 15 minutes on a 2-core CPU machine) and write its report: results/summary.parquet, results/report.html.
+# 26 minutes on a 2-core CPU machine, 2026-11-29) and write its report: results/summary.parquet, results/report.html.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-results}
