@@ -250,6 +250,7 @@ def _run(args) -> int:
     print("stopping: flushing marks and samples", file=sys.stderr)
     daemon.stop()
     probe.stop()
+    flush_thread.join()  # its flush in progress ends first: two writers at once would write rows twice
     try:
         writer.flush()
         fits = len(probe._samples) <= FULL_FILES_MAX_SAMPLES and len(probe._records) <= FULL_FILES_MAX_MARKS
