@@ -189,7 +189,7 @@ class RemoteProbe:
         import json
         from pathlib import Path
 
-        import pyarrow.parquet as pq
+        from .parquet import METADATA_KEY, _atomic_write_table, _atomic_write_text  # as a local save writes
 
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
@@ -198,10 +198,10 @@ class RemoteProbe:
         for name, table in (("intervals", self.intervals()), ("labels", self.summary_table()),
                             ("samples", self.samples_table())):
             paths[name] = d / f"{name}.parquet"
-            pq.write_table(table, paths[name])
-            metadata = metadata or (table.schema.metadata or {}).get(b"greenprobe")
+            _atomic_write_table(table, paths[name])
+            metadata = metadata or (table.schema.metadata or {}).get(METADATA_KEY)
         paths["metadata"] = d / "metadata.json"
-        paths["metadata"].write_text(json.dumps(json.loads(metadata), indent=2) if metadata else "{}")
+        _atomic_write_text(json.dumps(json.loads(metadata), indent=2) if metadata else "{}", paths["metadata"])
         return {k: str(v) for k, v in paths.items()}
 
     def stats(self) -> list[dict]:

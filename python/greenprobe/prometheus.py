@@ -140,19 +140,18 @@ class LabelTotals:
                 settled = min(int(c.t_ns[-1]) - 2 * max(c.learned_update_period_ns()[0], c.nominal_update_period_ns)
                               for c in chans)
                 ready = [m for m in self.pending if m[2] < settled]
-                if len(self.pending) - len(ready) > self.MAX_PENDING:  # a sensor went quiet: count what we have
-                    ready = self.pending
+                waiting = [m for m in self.pending if m[2] >= settled]
+                if len(waiting) > self.MAX_PENDING:  # a sensor went quiet: count what we have
+                    ready, waiting = self.pending, []
                 if ready:
                     self._add_energy(ready)
-                    done = set(map(id, ready))
-                    self.pending = [m for m in self.pending if id(m) not in done]
+                self.pending = waiting
             return dict(self.calls), dict(self.joules)
 
     def _add_energy(self, marks: list[tuple[str, int, int]]) -> None:
         start = np.array([m[1] for m in marks], np.int64)
         end = np.array([m[2] for m in marks], np.int64)
-        pad = 10 * max((c["nominal_update_period_ns"] for c in self.probe._channels), default=0) + WINDOW_NS
-        chans = choose_channels(self.probe.channels(int(start.min()) - pad, int(end.max()) + pad))
+        chans = choose_channels(self.probe.channels_around(int(start.min()), int(end.max())))
         labels = [m[0] for m in marks]
         for res in attribute(start, end, chans):
             ch = res["channel"]

@@ -218,6 +218,13 @@ class Probe:
                 t_ns=t[m][order], prev_t_ns=prev[m][order], value=v[m][order], flags=fl[m][order]))
         return out
 
+    def channels_around(self, start_ns: int, end_ns: int) -> list[Channel]:
+        """The channels with the samples an interval from ``start_ns`` to ``end_ns`` needs: the
+        updates that bracket it, with room to spare (ten update periods, at least 2 s on each side),
+        and no more: a long session's older data stays on disk."""
+        pad = max(ENERGY_PAD_NS, 10 * max((c["nominal_update_period_ns"] for c in self._channels), default=0))
+        return self.channels(start_ns - pad, end_ns + pad)
+
     def add_mark(self, label: str, start_ns: int, end_ns: int, *, thread_id: int = 0, ok: bool = True,
                  **attrs) -> None:
         """Records an interval whose ends you timestamped yourself on the sampler clock
@@ -243,9 +250,7 @@ class Probe:
 
     def energy(self, start_ns: int, end_ns: int) -> list[dict]:
         """Energy between two instants on the sampler clock, per (sensor, domain)."""
-        # the samples around the interval only: a long session's older data stays on disk
-        pad = max(ENERGY_PAD_NS, 10 * max((c["nominal_update_period_ns"] for c in self._channels), default=0))
-        rows = attribute(np.array([start_ns]), np.array([end_ns]), self.channels(start_ns - pad, end_ns + pad))
+        rows = attribute(np.array([start_ns]), np.array([end_ns]), self.channels_around(start_ns, end_ns))
         return [{"sensor": r["channel"].sensor, "domain": r["channel"].domain, "energy_j": float(r["energy_j"][0]),
                  "energy_j_low": float(r["energy_j_low"][0]), "energy_j_high": float(r["energy_j_high"][0]),
                  "estimated": r["channel"].estimated, "complete": bool(r["complete"][0])} for r in rows]

@@ -59,7 +59,15 @@ class PartIndex:
     def __len__(self) -> int:
         return self._n
 
+    @property
+    def stop(self) -> int:
+        """The row after the last part's: where the next part must start."""
+        return int(self._cols[self._n - 1, 3]) if self._n else 0
+
     def append(self, part: Part) -> None:
+        """Registers the next part; its rows must start where the parts so far end."""
+        if part.start != self.stop:
+            raise ValueError(f"part {part.path} starts at row {part.start}, the parts so far end at {self.stop}")
         if self._n == len(self._cols):
             self._cols = np.concatenate([self._cols, np.zeros((max(self._n, 64), 6), np.int64)])
         folder, name = os.path.split(part.path)
@@ -193,9 +201,6 @@ class SampleStore:
     def spilled(self, part: Part) -> None:
         """The writer wrote rows [part.start, part.stop) into part.path."""
         with self._lock:
-            expected = self._parts[-1].stop if self._parts else 0
-            if part.start != expected:
-                raise ValueError(f"part {part.path} starts at row {part.start}, the parts so far end at {expected}")
             self._parts.append(part)
 
     def forget(self, before_ns: int) -> int:
@@ -294,10 +299,8 @@ class MarkStore:
                 zip(t["label"], t["start_ns"], t["end_ns"], t["thread_id"], t["ok"], t["attrs"])]
 
     def spilled(self, part: Part) -> None:
+        """The writer wrote marks [part.start, part.stop) into part.path."""
         with self._lock:
-            expected = self._parts[-1].stop if self._parts else 0
-            if part.start != expected:
-                raise ValueError(f"part {part.path} starts at mark {part.start}, the parts so far end at {expected}")
             self._parts.append(part)
 
     def forget(self) -> int:
@@ -305,7 +308,7 @@ class MarkStore:
         import pyarrow as pa
 
         with self._lock:
-            cut = self._parts[-1].stop if self._parts else 0
+            cut = self._parts.stop
             if cut <= self._first:
                 return 0
             self._seal()

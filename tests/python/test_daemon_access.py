@@ -518,7 +518,7 @@ NAMES = st.one_of(st.text(max_size=60), st.lists(st.sampled_from(["a", "..", "."
 def test_no_save_name_leads_outside_the_save_folder(tmp_path, name):
     root = access.SaveRoot(tmp_path / "saves", None)
     try:
-        fd = root.open(name)
+        fd, _ = root.open(name)
     except access.Refused:
         return
     try:

@@ -19,6 +19,7 @@ RAPL root-only; a daemon that holds that right must hand the data only to users 
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import hashlib
 import hmac
@@ -170,19 +171,13 @@ def prepare_socket_dir(folder: Path, gid: Optional[int], private: bool) -> None:
     exactly that user's and closed to everyone."""
     uid = os.geteuid()
     check_trusted_parents(folder, "the socket's folder")
-    made = _make_dir(folder, 0o700)
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW) if not folder.is_symlink() else None
     where = f"the socket's folder {folder}"
-    if fd is None:
-        raise ConfigError(f"{where} is not a folder (a link or a file)",
-                          "remove it, or give --socket a path in a folder of your own")
     try:
-        if made and gid is not None:  # through the descriptor: no name to swap in between
-            os.fchown(fd, -1, gid)
-            os.fchmod(fd, 0o710)
-        st = os.fstat(fd)
-    finally:
-        os.close(fd)
+        fd, st = own_folder(folder, 0o700, gid, 0o710)
+    except NotAFolder as e:
+        raise ConfigError(f"{where} is not a folder ({e})",
+                          "remove it, or give --socket a path in a folder of your own") from None
+    os.close(fd)
     mode = stat.S_IMODE(st.st_mode)
     closed = 0o077 if gid is None else 0o067  # with a group, its members may pass through (x), nothing else
     if private and (st.st_uid != uid or mode & closed):
@@ -216,19 +211,37 @@ def check_trusted_parents(path: Path, what: str) -> None:
                                   "by others (e.g. under /var/lib or /run)")
 
 
-def _make_dir(path: Path, mode: int) -> bool:
-    """Makes ``path`` (and its missing parents, 0755) with ``mode``; True if this call made it."""
-    for parent in reversed(path.parents):
-        if not parent.exists():
-            try:
-                os.mkdir(parent, 0o755)
-            except FileExistsError:
-                pass
+class NotAFolder(Exception):
+    """A name that is a link or a file where a folder should be (the text: why, from the kernel)."""
+
+
+def own_folder(name, mode: int, gid: Optional[int], group_mode: int, dir_fd: Optional[int] = None):
+    """Makes the folder ``name`` (``mode``; its missing parents 0755, unless ``dir_fd`` is given) and
+    opens it without following a link: (descriptor, its stat). A folder this call made gets the
+    socket's group and ``group_mode`` through the descriptor, never by name, so nothing swapped in
+    between is touched; one that was there is left as it is. NotAFolder for a link or a file."""
+    if dir_fd is None:
+        for parent in reversed(Path(name).parents):
+            if not parent.exists():
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(parent, 0o755)
     try:
-        os.mkdir(path, mode)
-        return True
+        os.mkdir(name, mode, dir_fd=dir_fd)
+        made = True
     except FileExistsError:
-        return False
+        made = False
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dir_fd)
+    except OSError as e:  # ELOOP: a link; ENOTDIR: a file
+        raise NotAFolder(e.strerror) from None
+    try:
+        if made and gid is not None:
+            os.fchown(fd, -1, gid)
+            os.fchmod(fd, group_mode)
+        return fd, os.fstat(fd)
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def prepare_socket_path(path: Path) -> None:
@@ -265,23 +278,16 @@ def make_output_dir(path: Path, gid: Optional[int]) -> int:
     writable by nobody else, and is left as it is. Its parents must be trusted
     (``check_trusted_parents``)."""
     check_trusted_parents(path, "output folder")
-    made = _make_dir(path, 0o750)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-    except OSError as e:
-        raise ConfigError(f"{path} is not a folder ({e.strerror})", "give an output folder of your own") from None
-    try:
-        st = os.fstat(fd)
-        if st.st_uid != os.geteuid():
-            raise ConfigError(f"{path} belongs to uid {st.st_uid}, not this user", "give an output folder of your own")
-        if stat.S_IMODE(st.st_mode) & 0o022:
-            raise ConfigError(f"{path} is writable by others: they could plant links there", f"chmod go-w {path}")
-        if made and gid is not None:  # only a folder the daemon made; through the descriptor, never by name
-            os.fchown(fd, -1, gid)
-            os.fchmod(fd, 0o2750)
-    except BaseException:
+        fd, st = own_folder(path, 0o750, gid, 0o2750)
+    except NotAFolder as e:
+        raise ConfigError(f"{path} is not a folder ({e})", "give an output folder of your own") from None
+    if st.st_uid != os.geteuid():
         os.close(fd)
-        raise
+        raise ConfigError(f"{path} belongs to uid {st.st_uid}, not this user", "give an output folder of your own")
+    if stat.S_IMODE(st.st_mode) & 0o022:
+        os.close(fd)
+        raise ConfigError(f"{path} is writable by others: they could plant links there", f"chmod go-w {path}")
     return fd
 
 
@@ -323,32 +329,22 @@ class SaveRoot:
                               "at most 128, not starting with '.' or '-'")
         return parts
 
-    def open(self, name: str) -> int:
-        """An open descriptor of the folder ``name`` under the root (made if missing); Refused if a
-        link or someone else's folder is on the way."""
+    def open(self, name: str) -> tuple[int, Path]:
+        """An open descriptor of the folder ``name`` under the root (made if missing), and its path;
+        Refused if a link or someone else's folder is on the way."""
         parts = self.parts(name)
         fd = os.dup(self.fd)
         try:
             for p in parts:
                 try:
-                    os.mkdir(p, 0o750, dir_fd=fd)
-                    made = True
-                except FileExistsError:
-                    made = False
-                try:
-                    nfd = os.open(p, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
-                except OSError as e:  # ELOOP: a link; ENOTDIR: a file
-                    raise Refused(f"{p!r} under the save folder is not a folder the daemon made "
-                                  f"({e.strerror})") from None
+                    nfd, st = own_folder(p, 0o750, self.gid, 0o2750, dir_fd=fd)
+                except NotAFolder as e:
+                    raise Refused(f"{p!r} under the save folder is not a folder the daemon made ({e})") from None
                 os.close(fd)
                 fd = nfd
-                if made and self.gid is not None:  # through the descriptor: no name to swap in between
-                    os.fchown(fd, -1, self.gid)
-                    os.fchmod(fd, 0o2750)
-                st = os.fstat(fd)
                 if st.st_uid != os.geteuid() or stat.S_IMODE(st.st_mode) & 0o022:
                     raise Refused(f"{p!r} under the save folder belongs to someone else or is writable by others")
-            return fd
+            return fd, self.root.joinpath(*parts)
         except BaseException:
             os.close(fd)
             raise

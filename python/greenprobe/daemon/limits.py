@@ -2,9 +2,9 @@
 
 Each limit is answered with a clear gRPC status (INVALID_ARGUMENT for a malformed batch, which is
 refused whole; RESOURCE_EXHAUSTED for a full daemon) naming the limit and how to raise it.
-Attribute values are stored as what Parquet holds: None, bool, int64, float, str; anything else (an
-integer beyond 64 bits, a list, a dict, empty or not) becomes its JSON text, so one client's odd
-value never breaks Save or Table for everyone.
+Attribute values are kept as sent; where Parquet cannot hold them (an integer beyond 64 bits, a
+list, a dict, empty or not) the tables store their text (``parquet.attr_column``, for a local
+Probe's marks too), so one client's odd value never breaks Save or Table for everyone.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ MAX_ATTR_VALUE_BYTES = 1024
 MAX_ATTRS_JSON_PER_MARK = 8 << 10  # characters of attrs_json per mark, on average
 MAX_CONTAINERS_PER_MARK = 16      # objects and arrays per mark in attrs_json
 MAX_MESSAGE_BYTES = 16 << 20  # one request: a full batch with attributes fits; a hostile blob is cut at the door
-INT64 = (-(1 << 63), (1 << 63) - 1)
 
 
 @dataclass
@@ -64,15 +63,6 @@ class AttrNames:
                 raise Full(f"this batch adds {len(new)} attribute names to the {len(self.names)} held; the daemon "
                            f"keeps at most {self.cap} (--max-attr-names): put varying data in values, not names")
             self.names |= new
-
-
-def value(v):
-    """An attribute value as Parquet can hold it."""
-    if v is None or isinstance(v, (bool, float, str)):
-        return v
-    if isinstance(v, int):
-        return v if INT64[0] <= v <= INT64[1] else str(v)
-    return json.dumps(v, separators=(",", ":"), default=str, sort_keys=True)
 
 
 def attrs_problem(attrs: dict) -> Optional[str]:
@@ -152,7 +142,7 @@ def records_of(batch) -> list[tuple]:
             problem = attrs_problem(more)
             if problem:
                 raise ValueError(f"mark {base + i}: {problem}")
-            attrs.update((k, value(v)) for k, v in more.items())
+            attrs.update(more)
         attrs["pid"] = pid  # the sender's, whatever the attributes say
         records.append((labels[li], s, e, tid, attrs, ok))
     return records

@@ -32,13 +32,13 @@ from .servicer import Servicer
 IDLE_CONNECTION_MS = 60_000
 
 
-def default_socket() -> tuple[Path, bool]:
-    """The socket path when none is given, and whether its folder is a per-user private one."""
+def default_socket() -> Path:
+    """The socket path when none is given (its folder is the daemon's own, kept private)."""
     if os.geteuid() == 0:
-        return Path("/run/greenprobe/daemon.sock"), True
+        return Path("/run/greenprobe/daemon.sock")
     run = os.environ.get("XDG_RUNTIME_DIR")
     folder = Path(run) / "greenprobe" if run else Path(f"/tmp/greenprobe-{os.getuid()}")
-    return folder / "daemon.sock", True
+    return folder / "daemon.sock"
 
 
 class Daemon:
@@ -48,8 +48,9 @@ class Daemon:
                  allow_remote: bool = False, token: Optional[str] = None, group: Optional[str] = None,
                  tls: Optional[tuple] = None, save_dir: Optional[Path] = None, limits: Optional[Limits] = None,
                  private_socket_dir: bool = False):
+        self.listen_host = listen.rsplit(":", 1)[0] if listen else None
         if listen:
-            access.check_tcp(f"--listen {listen}", listen.rsplit(":", 1)[0], allow_remote, token, tls is not None)
+            access.check_tcp(f"--listen {listen}", self.listen_host, allow_remote, token, tls is not None)
         self.probe = probe
         self.socket_path = Path(socket_path) if socket_path else None
         self.private_socket_dir = private_socket_dir
@@ -108,8 +109,7 @@ class Daemon:
             if port == 0:
                 raise ConfigError(f"cannot listen on {self.listen}",
                                   "choose a free port and an address of this host (port 0: any free port)")
-            host = self.listen.rsplit(":", 1)[0]
-            self.addresses.append(f"{host}:{port}")
+            self.addresses.append(f"{self.listen_host}:{port}")
         for s in self.servers:
             s.start()
         return self
@@ -178,12 +178,8 @@ def _run(args) -> int:
     tls = access.tls_files(args.tls_cert, args.tls_key, args.tls_client_ca)
     if args.prometheus_port is not None:
         access.check_tcp("--prometheus-port", args.prometheus_addr, args.allow_remote, token, tls is not None)
-    if args.no_socket:
-        socket_path, private = None, False
-    elif args.socket:
-        socket_path, private = Path(args.socket), False
-    else:
-        socket_path, private = default_socket()
+    private = not (args.no_socket or args.socket)  # the default folder must be the daemon's alone
+    socket_path = None if args.no_socket else Path(args.socket) if args.socket else default_socket()
     limits = Limits(max_marks=args.max_marks, max_attr_names=args.max_attr_names, max_streams=args.max_streams,
                     max_backlog=args.max_backlog, max_query_samples=args.max_query_samples,
                     max_query_marks=args.max_query_marks)

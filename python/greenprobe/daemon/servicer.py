@@ -3,6 +3,7 @@ lets an exception escape as anything but a gRPC status."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import threading
@@ -59,10 +60,9 @@ class Servicer(pb_grpc.ProbeServicer):
     def RecordMarks(self, request, context):
         # a few batches are read at once (each may cost tens of MB while parsed); the rest are told to
         # come back, which clients do with back-off, their marks kept
-        if not self.intake.acquire(blocking=False):
-            context.abort(grpc.StatusCode.UNAVAILABLE, f"{self.limits.max_intake} batches are being read; retry "
-                                                       "shortly, no mark of this batch was recorded")
-        with _Release(self.intake):
+        with _slot(context, self.intake, grpc.StatusCode.UNAVAILABLE,
+                   f"{self.limits.max_intake} batches are being read; retry shortly, no mark of this batch was "
+                   "recorded"):
             return self._record_marks(request, context)
 
     def _record_marks(self, request, context):
@@ -111,14 +111,10 @@ class Servicer(pb_grpc.ProbeServicer):
         self._check_rows(context, int(request.since_ns) + 1, None, "a stream from since_ns")
         # a stream holds a worker thread for as long as it lasts: beyond the cap, other clients'
         # short calls would wait behind it
-        if not self.streams.acquire(blocking=False):
-            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                          f"{self.limits.max_streams} sample streams are open, the daemon's limit (--max-streams): "
-                          "close one, or raise the limit")
-        try:
+        with _slot(context, self.streams, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                   f"{self.limits.max_streams} sample streams are open, the daemon's limit (--max-streams): close "
+                   "one, or raise the limit"):
             yield from self._stream(context, int(request.since_ns), want, batch)
-        finally:
-            self.streams.release()
 
     def _stream(self, context, since: int, want: set, batch: int):
         """The history after ``since`` first, then what arrives, followed by arrival index: a sample
@@ -160,11 +156,9 @@ class Servicer(pb_grpc.ProbeServicer):
 
     def _heavy(self, context):
         """One of the few queries that may run at once (each may read a long history)."""
-        if not self.heavy.acquire(blocking=False):
-            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                          f"{self.limits.max_heavy} long queries (Summary, Table, Save, Energy) are running, the "
-                          "daemon's limit: retry when one has finished")
-        return _Release(self.heavy)
+        return _slot(context, self.heavy, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                     f"{self.limits.max_heavy} long queries (Summary, Table, Save, Energy) are running, the "
+                     "daemon's limit: retry when one has finished")
 
     def Energy(self, request, context):
         if request.end_ns < request.start_ns:
@@ -192,8 +186,7 @@ class Servicer(pb_grpc.ProbeServicer):
                           "this daemon was started without --save-dir, so it writes nowhere for clients; start it "
                           "with --save-dir DIR, or save on the client with save_local()")
         try:
-            shown = self.save_root.root / "/".join(self.save_root.parts(request.directory))
-            fd = self.save_root.open(request.directory)
+            fd, shown = self.save_root.open(request.directory)
         except Refused as e:
             context.abort(grpc.StatusCode.PERMISSION_DENIED, str(e))
         except OSError as e:
@@ -226,14 +219,13 @@ class Servicer(pb_grpc.ProbeServicer):
         return pb.TableReply(arrow_ipc=sink.getvalue().to_pybytes())
 
 
-class _Release:
-    """``with``: releases an acquired semaphore at the end of the block."""
-
-    def __init__(self, sem: threading.BoundedSemaphore):
-        self.sem = sem
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.sem.release()
+@contextlib.contextmanager
+def _slot(context, slots: threading.BoundedSemaphore, code, message: str):
+    """One of ``slots`` for the block, or the call is answered ``code``/``message`` at once: a
+    call that waited would hold one of the server's worker threads while it waits."""
+    if not slots.acquire(blocking=False):
+        context.abort(code, message)
+    try:
+        yield
+    finally:
+        slots.release()
