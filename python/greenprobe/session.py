@@ -138,11 +138,13 @@ class Probe:
         if not self._started or self._stopped:
             return
         _pop_sink(self._records)
-        last_end = (self._records.max_end_ns() if isinstance(self._records, MarkStore) else
-                    max((r[2] for r in self._records.snapshot()), default=0)) or _core.now_ns()
+        # the work ends now, not at the last mark: what ran after it (a worker process exiting, a
+        # runtime's threads winding down) must not fall into the idle window
+        last_end = max(_core.now_ns(), self._records.max_end_ns() if isinstance(self._records, MarkStore) else
+                       max((r[2] for r in self._records.snapshot()), default=0))
         if self.baseline_s > 0:
             # the counters' update after the work first: an idle window that shared an update period
-            # with the last call would take a share of its energy
+            # with the work's end would take a share of its energy
             self._settle(after_ns=last_end)
             self._measure_idle("after")
             last_end = max([last_end] + [w[2] for w in self.baseline_windows])

@@ -21,7 +21,7 @@ def build_fake_nvml(out_dir: Path) -> Path:
     if cc is None:
         raise RuntimeError("a C compiler (cc) is needed to build the fake NVML library")
     lib = out_dir / "libnvidia-ml.so.1"
-    subprocess.run([cc, "-shared", "-fPIC", "-O2", "-o", str(lib), str(FIXTURES / "fake_nvml.c"), "-lm"], check=True)
+    subprocess.run([cc, "-shared", "-fPIC", "-O2", "-o", str(lib), str(FIXTURES / "fake_nvml.c"), "-lm", "-pthread"], check=True)
     return lib
 
 

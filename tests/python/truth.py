@@ -87,3 +87,26 @@ class Total:
 
     def energy_between(self, a_ns: int, b_ns: int) -> float:
         return sum(p.energy_between(a_ns, b_ns) for p in self.parts)
+
+
+class CpuTrace:
+    """Extra power that follows the CPU time of real processes: ``watts`` per CPU-second per second,
+    linear between the trace's ticks, as the fake NVML's FAKE_NVML_FOLLOW mode defines it (its
+    FAKE_NVML_FOLLOW_LOG: int64 pairs (t_ns, CPU ns of the followed processes))."""
+
+    def __init__(self, path, watts: float, scale: float = 1.0):
+        import numpy as np
+
+        pairs = np.fromfile(path, dtype="<i8").reshape(-1, 2)
+        self.t, self.cpu = pairs[:, 0], pairs[:, 1] - pairs[0, 1]
+        self.watts, self.scale = watts, scale
+
+    def cpu_s(self, t_ns: int) -> float:
+        import numpy as np
+
+        if not self.t[0] <= t_ns <= self.t[-1]:
+            raise ValueError(f"{t_ns} is outside the trace [{self.t[0]}, {self.t[-1]}]")
+        return float(np.interp(t_ns, self.t, self.cpu)) * 1e-9
+
+    def energy_between(self, a_ns: int, b_ns: int) -> float:
+        return self.watts * self.scale * (self.cpu_s(b_ns) - self.cpu_s(a_ns))

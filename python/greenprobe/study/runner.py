@@ -229,7 +229,11 @@ class Runner:
         if r and s.order == "interleaved" and s.warmup:  # another model ran since: caches are cold
             w.run(0, warmup=1, slot=cfg.id)
         pad = self.pad_ns()
-        time.sleep(pad * 1e-9)  # idle before the run: its window opens there (see score_run)
+        # idle before the run: its window opens pad before the first inference (see score_run), and
+        # the counter update period around that edge must hold no work either, or interpolating
+        # there would move the warm-up's energy (and a runtime's threads spinning after it) into the
+        # window: pad is at least two update periods, so 1.5 pad leaves one between them
+        time.sleep(1.5 * pad * 1e-9)
         cpu0, t0 = proc_usage(w.proc.pid)[0], time.monotonic_ns()
         w.run(plan.n, gaps_s=gaps, slot=cfg.id, mark={"label": "inference", "attrs": {"config": cfg.id, "run": r}})
         t1, (cpu1, rss) = time.monotonic_ns(), proc_usage(w.proc.pid)
