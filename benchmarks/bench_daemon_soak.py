@@ -125,24 +125,24 @@ def soak_samples(hours: float, work: Path) -> dict:
     t = t0
     while t < t_end:
         tt = t + np.arange(1, per + 1, dtype=np.int64) * step_ns
-        probe._samples.append((tt, tt - step_ns, (tt - t0) * 1e-9 * power_w, np.zeros(per, np.uint32),
+        probe.samples_store.append((tt, tt - step_ns, (tt - t0) * 1e-9 * power_w, np.zeros(per, np.uint32),
                                np.full(per, 1, np.uint32)))
         writer.flush()
-        probe._samples.forget(tt[-1] - keep_ns)  # simulated time: the window is the simulated one
+        probe.samples_store.forget(tt[-1] - keep_ns)  # simulated time: the window is the simulated one
         t += drain_ns
         if (t - t0) % every_ns == 0:  # 24 points over the run: each simulated hour of a day
             points.append(((t - t0) / 3.6e12, rss()))
     wall = time.monotonic() - start
     a = t0 + min(1_000_000_000_000, (t_end - t0) // 4)  # in the first hour (or quarter), long forgotten
     b = a + 60_000_000_000  # one minute
-    cols = probe._samples.columns(a - 5_000_000_000, b + 5_000_000_000)
+    cols = probe.samples_store.columns(a - 5_000_000_000, b + 5_000_000_000)
     ch = Channel(channel=0, sensor="sim", domain="sim0", quantity="energy", estimated=False, resolution=1e-6,
                  nominal_update_period_ns=step_ns, averaging_window_ns=0, t_ns=cols[0], prev_t_ns=cols[1],
                  value=cols[2], flags=cols[4])
     e = float(attribute(np.array([a]), np.array([b]), [ch])[0]["energy_j"][0])
     warm, growth = flatness(points)
-    return {"hours": hours, "samples": len(probe._samples), "parts": writer.parts, "wall_s": wall,
-            "in_memory": probe._samples.memory_rows(), "warm_rss": warm, "growth": growth, "final_rss": points[-1][1],
+    return {"hours": hours, "samples": len(probe.samples_store), "parts": writer.parts, "wall_s": wall,
+            "in_memory": probe.samples_store.memory_rows(), "warm_rss": warm, "growth": growth, "final_rss": points[-1][1],
             "energy_j": e, "truth_j": power_w * (b - a) * 1e-9, "points": points}
 
 

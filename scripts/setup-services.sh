@@ -1,18 +1,24 @@
 #!/usr/bin/env bash
 # The services the tests run for real, from Debian's packages: Prometheus (it scrapes a daemon and
-# answers rate() queries in tests/python/test_prometheus_server.py). Idempotent: installs only what
-# is missing. Needs root (CI runs as root); without it, says what to run.
+# answers rate() queries in tests/python/test_prometheus_server.py) and a one-node Slurm
+# (scripts/slurm-local.sh: the study's --executor slurm in tests/python/test_study_slurm.py).
+# Idempotent: installs only what is missing, starts only what is not running. Needs root (CI runs
+# as root); without it, says what to run.
 set -euo pipefail
-if command -v prometheus > /dev/null; then
-  echo "prometheus: $(prometheus --version 2>&1 | head -1)"
-  exit 0
+cd "$(dirname "$0")/.."
+if ! command -v prometheus > /dev/null; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "prometheus is missing; install it as root: apt-get update && apt-get install -y prometheus" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  # --no-install-recommends: the server alone (no node exporter); policy-rc.d keeps the service stopped
+  apt-get install -y -qq --no-install-recommends prometheus > /dev/null
 fi
+echo "prometheus: $(prometheus --version 2>&1 | head -1)"
 if [ "$(id -u)" != 0 ]; then
-  echo "prometheus is missing; install it as root: apt-get update && apt-get install -y prometheus" >&2
+  echo "a local Slurm needs root: sudo bash scripts/slurm-local.sh start" >&2
   exit 1
 fi
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-# --no-install-recommends: the server alone (no node exporter); policy-rc.d keeps the service stopped
-apt-get install -y -qq --no-install-recommends prometheus > /dev/null
-echo "prometheus: $(prometheus --version 2>&1 | head -1)"
+bash scripts/slurm-local.sh start

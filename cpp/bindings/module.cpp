@@ -4,6 +4,8 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cctype>
+
 #include "greenprobe/clock.hpp"
 #include "greenprobe/gpu_usage.hpp"
 #include "greenprobe/registry.hpp"
@@ -30,6 +32,8 @@ py::dict channel_dict(const ChannelInfo& c) {
     d["device_uuid"] = c.device_uuid;
     d["device_bus_id"] = c.device_bus_id;
     d["shared"] = c.shared;
+    d["max_power_w"] = c.max_power_w;
+    d["wrap_j"] = c.wrap_j;
     return d;
 }
 
@@ -166,9 +170,10 @@ PYBIND11_MODULE(_core, m) {
                 d["drops"] = st.drops;
                 d["pushed"] = st.pushed;
                 d["retries"] = st.retries;
+                d["glitches"] = st.glitches;
                 d["state"] = st.state;
                 d["last_error"] = st.last_error;
-                d["learnt_update_period_ns"] = st.learnt_update_period_ns;
+                d["learnt_update_periods_ns"] = st.learnt_update_periods_ns;  // per channel, 0: not learnt
                 d["edge_windows"] = st.edge_windows;
                 d["edge_misses"] = st.edge_misses;
                 out.append(d);
@@ -176,9 +181,13 @@ PYBIND11_MODULE(_core, m) {
             return out;
         });
 
-    py::class_<GpuUsage>(m, "GpuUsage", "GPU utilisation and memory per device through NVML (dlopen).")
-        .def(py::init<const std::string&>(), py::arg("library") = "")
+    py::class_<GpuUsage>(m, "GpuUsage",
+                         "GPU utilisation and memory through NVML (dlopen), of the GPUs the nvml sensor would measure "
+                         "(gpus: its gpus= option; None: CUDA_VISIBLE_DEVICES / NVIDIA_VISIBLE_DEVICES, else every GPU).")
+        .def(py::init<const std::string&, const std::optional<std::string>&>(), py::arg("library") = "",
+             py::arg("gpus") = py::none())
         .def("names", &GpuUsage::names)
+        .def_property_readonly("selection", &GpuUsage::selection)
         .def("read", [](const GpuUsage& u) {
             std::vector<GpuUsageReading> rs;
             {
@@ -189,6 +198,7 @@ PYBIND11_MODULE(_core, m) {
             for (const auto& r : rs) {
                 py::dict d;
                 d["index"] = r.index;
+                d["uuid"] = r.uuid;
                 d["t_ns"] = r.t_ns;
                 d["gpu_util_pct"] = r.gpu_util_pct < 0 ? py::object(py::none()) : py::object(py::int_(r.gpu_util_pct));
                 d["memory_util_pct"] =
@@ -203,9 +213,14 @@ PYBIND11_MODULE(_core, m) {
             return out;
         });
 
-    m.attr("FLAG_CHANGED") = static_cast<uint32_t>(kChanged);
-    m.attr("FLAG_KEEPALIVE") = static_cast<uint32_t>(kKeepalive);
-    m.attr("FLAG_FIRST") = static_cast<uint32_t>(kFirst);
-    m.attr("FLAG_GONE") = static_cast<uint32_t>(kGone);
-    m.attr("FLAG_FINAL") = static_cast<uint32_t>(kFinal);
+    // The sample flags, from their one definition (sample.hpp): SAMPLE_FLAGS maps each name to its
+    // bit, and FLAG_<NAME> holds each bit.
+    py::dict flags;
+    for (const auto& f : kSampleFlagNames) {
+        flags[f.name] = f.bit;
+        std::string attr = std::string("FLAG_") + f.name;
+        for (auto& ch : attr) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+        m.attr(attr.c_str()) = f.bit;
+    }
+    m.attr("SAMPLE_FLAGS") = flags;
 }

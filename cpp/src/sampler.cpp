@@ -1,14 +1,17 @@
 #include "greenprobe/sampler.hpp"
 
 #include <algorithm>
+#include <limits>
 #include <mutex>
 
 #include "greenprobe/clock.hpp"
+#include "greenprobe/counter.hpp"
 
 namespace greenprobe {
 
 void EdgePlanner::on_change(int64_t edge_ns, int64_t uncertainty_ns) {
     in_window_ = false;
+    last_seen_ = edge_ns;
     if (uncertainty_ns > 4 * fine_) {
         // The update came before its window opened (the poll before it was long ago): the edge is
         // poorly dated. Do not learn from it; open the next windows earlier.
@@ -45,6 +48,7 @@ int64_t EdgePlanner::guard() const {
 int64_t EdgePlanner::next(int64_t regular, int64_t now) {
     if (!learnt()) return regular;
     if (in_window_) {
+        if (now < window_start_) return std::max(regular, window_start_);  // a poll for another channel
         if (now <= window_end_) return regular;
         in_window_ = false;  // the window closed without a change
         ++misses_total_;
@@ -63,8 +67,9 @@ int64_t EdgePlanner::next(int64_t regular, int64_t now) {
     if (predicted + g < now) predicted += ((now - predicted - g) / period_ + 1) * period_;
     in_window_ = true;
     ++windows_;
+    window_start_ = predicted - g;
     window_end_ = predicted + g;
-    return std::max(regular, predicted - g);
+    return std::max(regular, window_start_);
 }
 
 struct Sampler::Worker {
@@ -76,16 +81,20 @@ struct Sampler::Worker {
     std::thread thread;
 
     // Written by the worker thread, read by stats(): atomics, relaxed (counters only).
-    std::atomic<uint64_t> polls{0}, late_polls{0}, skipped{0}, drops{0}, pushed{0}, retries{0};
+    std::atomic<uint64_t> polls{0}, late_polls{0}, skipped{0}, drops{0}, pushed{0}, retries{0}, glitches{0};
     std::atomic<int64_t> max_lag_ns{0}, sum_lag_ns{0};
     std::atomic<int> state{0};  // 0 idle, 1 running, 2 gone, 3 stopped
-    std::atomic<int64_t> learnt_period{0};
+    std::size_t channels = 0;
+    std::unique_ptr<std::atomic<int64_t>[]> learnt_periods;  // one per channel
     std::atomic<uint64_t> edge_windows{0}, edge_misses{0};
 
     mutable std::mutex error_mutex;
     std::string last_error;
 
-    explicit Worker(std::size_t capacity) : ring(capacity) {}
+    Worker(std::size_t capacity, std::size_t n_channels)
+        : ring(capacity), channels(n_channels), learnt_periods(new std::atomic<int64_t>[n_channels]) {
+        for (std::size_t c = 0; c < channels; ++c) learnt_periods[c].store(0, std::memory_order_relaxed);
+    }
 
     void push(const Sample& s) {
         if (ring.try_push(s)) {
@@ -119,7 +128,7 @@ Sampler::Sampler(std::vector<std::shared_ptr<Sensor>> sensors, SamplerConfig con
     }
     uint32_t next_channel = 0;
     for (std::size_t i = 0; i < sensors_.size(); ++i) {
-        auto w = std::make_unique<Worker>(round_up_pow2(config_.ring_capacity));
+        auto w = std::make_unique<Worker>(round_up_pow2(config_.ring_capacity), sensors_[i]->channels().size());
         w->index = i;
         w->sensor = sensors_[i];
         w->first_channel = next_channel;
@@ -154,9 +163,15 @@ void Sampler::stop() {
 
 void Sampler::run(Worker& w) {
     Sensor& sensor = *w.sensor;
-    const std::size_t n = sensor.channels().size();
+    const std::vector<ChannelInfo>& infos = sensor.channels();
+    const std::size_t n = infos.size();
     std::vector<Reading> readings(n);
-    std::vector<double> last_value(n, 0.0);
+    std::vector<double> last_value(n, 0.0);  // as the sensor read it
+    // Energy counters: what is added to the sensor's value so that the recorded value leaves out
+    // every step excluded as a glitch (minus their sum), and the start of the poll window that saw
+    // the channel's last update (a step accrues from that update on: judge_step's accrual time).
+    std::vector<double> offset(n, 0.0), last_recorded(n, 0.0);
+    std::vector<int64_t> since(n, 0);
     std::vector<int64_t> last_poll(n, 0);
     std::vector<int64_t> last_pushed(n, 0);
     std::vector<uint8_t> seen(n, 0), gone(n, 0);
@@ -165,7 +180,12 @@ void Sampler::run(Worker& w) {
     const int64_t period = w.period_ns;
     int64_t deadline = now_ns();
     bool stopping = false;
-    EdgePlanner planner(period, config_.guard_ns);
+    // The adaptive schedule: one planner per channel. A channel learning its period keeps the
+    // sensor at fine polling while it changed within 8 of its update periods (nominal, at least
+    // 8 fine polls): past that it has stopped moving, and another channel sets the schedule.
+    std::vector<EdgePlanner> planners(n, EdgePlanner(period, config_.guard_ns));
+    std::vector<int64_t> horizon(n);
+    for (std::size_t c = 0; c < n; ++c) horizon[c] = 8 * std::max(infos[c].nominal_update_period_ns, period);
 
     while (alive > 0) {
         stopping = stop_requested_.load(std::memory_order_acquire);
@@ -195,39 +215,72 @@ void Sampler::run(Worker& w) {
             if (r.status == PollStatus::Gone || r.status == PollStatus::Fatal) {
                 gone[c] = 1;
                 --alive;
-                w.push(Sample{t, last_poll[c], last_value[c], id, kGone});
+                w.push(Sample{t, last_poll[c], last_recorded[c], id, kGone});
                 std::lock_guard<std::mutex> lock(w.error_mutex);
                 w.last_error = sensor.last_error();
                 continue;
             }
             uint32_t flags = 0;
+            double recorded = r.value + offset[c];
+            const bool counter = infos[c].quantity == Quantity::EnergyCounter;
             if (!seen[c]) {
                 flags = kFirst | kChanged;
                 seen[c] = 1;
-            } else if (r.value != last_value[c]) {
-                flags = kChanged;
-            } else if (config_.record_all || t - last_pushed[c] >= config_.keepalive_ns) {
-                flags = kKeepalive;
+                // The value read was set by an update at most about one update period earlier.
+                const int64_t nominal = infos[c].nominal_update_period_ns;
+                since[c] = nominal > 0 ? t - 2 * nominal : 0;
+            } else {
+                if (r.value != last_value[c]) {
+                    flags = kChanged;
+                } else if (config_.record_all || t - last_pushed[c] >= config_.keepalive_ns) {
+                    flags = kKeepalive;
+                }
+                // The one check of every energy counter step, whichever sensor read it.
+                if (counter) {
+                    const double step = r.value - last_value[c];
+                    const StepVerdict verdict =
+                        judge_step(step, static_cast<double>(t - since[c]) * 1e-9,
+                                   static_cast<double>(t - last_poll[c]) * 1e-9, infos[c].max_power_w,
+                                   infos[c].wrap_j, infos[c].resolution);
+                    if (verdict != StepVerdict::Ok) {
+                        recorded = last_recorded[c];  // the step is left out: the value stays put
+                        offset[c] = recorded - r.value;
+                        flags |= kGlitch;
+                        w.glitches.fetch_add(1, std::memory_order_relaxed);
+                    }
+                }
+                if (flags & kChanged) since[c] = last_poll[c];
             }
             if (stopping) flags |= kFinal;
-            if (c == 0 && (flags & kChanged) && !(flags & kFirst) && config_.adaptive) {
-                planner.on_change(last_poll[c] + (t - last_poll[c]) / 2, t - last_poll[c]);
+            if ((flags & kChanged) && !(flags & kFirst) && config_.adaptive) {
+                planners[c].on_change(last_poll[c] + (t - last_poll[c]) / 2, t - last_poll[c]);
             }
             if (flags != 0) {
-                w.push(Sample{t, last_poll[c], r.value, id, flags});
+                w.push(Sample{t, last_poll[c], recorded, id, flags});
                 last_pushed[c] = t;
             }
             last_value[c] = r.value;
+            last_recorded[c] = recorded;
             last_poll[c] = t;
         }
         if (stopping) break;
 
         deadline += period;
         if (config_.adaptive) {
-            deadline = planner.next(deadline, now_ns());
-            w.learnt_period.store(planner.period_ns(), std::memory_order_relaxed);
-            w.edge_windows.store(planner.windows(), std::memory_order_relaxed);
-            w.edge_misses.store(planner.misses(), std::memory_order_relaxed);
+            // The earliest next poll any active channel asks for; fixed polling while none is.
+            const int64_t now = now_ns();
+            int64_t planned = std::numeric_limits<int64_t>::max();
+            uint64_t windows = 0, misses = 0;
+            for (std::size_t c = 0; c < n; ++c) {
+                EdgePlanner& p = planners[c];
+                if (!gone[c] && p.active(now, horizon[c])) planned = std::min(planned, p.next(deadline, now));
+                windows += p.windows();
+                misses += p.misses();
+                w.learnt_periods[c].store(p.learnt() ? p.period_ns() : 0, std::memory_order_relaxed);
+            }
+            if (planned != std::numeric_limits<int64_t>::max()) deadline = planned;
+            w.edge_windows.store(windows, std::memory_order_relaxed);
+            w.edge_misses.store(misses, std::memory_order_relaxed);
         }
         const int64_t now = now_ns();
         if (now - deadline > period) {
@@ -269,8 +322,11 @@ std::vector<SensorStats> Sampler::stats() const {
         s.drops = w->drops.load(std::memory_order_relaxed);
         s.pushed = w->pushed.load(std::memory_order_relaxed);
         s.retries = w->retries.load(std::memory_order_relaxed);
+        s.glitches = w->glitches.load(std::memory_order_relaxed);
         s.state = state_name(w->state.load(std::memory_order_relaxed));
-        s.learnt_update_period_ns = w->learnt_period.load(std::memory_order_relaxed);
+        for (std::size_t c = 0; c < w->channels; ++c) {
+            s.learnt_update_periods_ns.push_back(w->learnt_periods[c].load(std::memory_order_relaxed));
+        }
         s.edge_windows = w->edge_windows.load(std::memory_order_relaxed);
         s.edge_misses = w->edge_misses.load(std::memory_order_relaxed);
         {

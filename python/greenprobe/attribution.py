@@ -18,6 +18,14 @@ Bounds (``energy_j_low`` / ``energy_j_high``) are what the sensor could resolve,
              did between updates.
     power    the lowest and highest reading covering the interval, times its duration.
 Systematic sensor error (about 5 % for NVML, per Yang et al. SC24) is not in these bounds.
+
+Glitches
+    The sampler excludes a counter step that was physically impossible (backwards, above the
+    domain's power ceiling, or after a poll gap that could hide whole wraps) and flags its sample
+    FLAG_GLITCH: the recorded values leave that step out, so the energy between the update before
+    the glitch and the glitch itself is unknown. An interval that overlaps that span is flagged
+    ``counter_glitch``, is not ``complete``, and has no bounds (NaN); its estimate bridges the span
+    with the mean power of the update periods around it. Intervals away from it are exact as ever.
 """
 
 from __future__ import annotations
@@ -27,11 +35,21 @@ from typing import Optional
 
 import numpy as np
 
-FLAG_CHANGED = 1
-FLAG_KEEPALIVE = 2
-FLAG_FIRST = 4
-FLAG_GONE = 8
-FLAG_FINAL = 16
+#: The sample flag bits by name. They are defined once, in the core (cpp/include/greenprobe/
+#: sample.hpp, exported as greenprobe._core.SAMPLE_FLAGS); a client-only install has no compiled
+#: core and uses this copy, which test_errors_sensors.py checks against the core's.
+_SAMPLE_FLAGS_WITHOUT_CORE = {"changed": 1, "keepalive": 2, "first": 4, "gone": 8, "final": 16, "glitch": 32}
+try:
+    from ._core import SAMPLE_FLAGS
+except ImportError:
+    SAMPLE_FLAGS = dict(_SAMPLE_FLAGS_WITHOUT_CORE)
+
+FLAG_CHANGED = SAMPLE_FLAGS["changed"]
+FLAG_KEEPALIVE = SAMPLE_FLAGS["keepalive"]
+FLAG_FIRST = SAMPLE_FLAGS["first"]
+FLAG_GONE = SAMPLE_FLAGS["gone"]
+FLAG_FINAL = SAMPLE_FLAGS["final"]
+FLAG_GLITCH = SAMPLE_FLAGS["glitch"]  # an excluded counter step: the energy before it is unknown
 
 
 @dataclass
@@ -57,8 +75,26 @@ class Channel:
         return (self.flags & FLAG_GONE) == 0
 
     def _update_mask(self) -> np.ndarray:
-        """Samples that saw a sensor update (a change after the first read)."""
-        return ((self.flags & FLAG_CHANGED) != 0) & ((self.flags & FLAG_FIRST) == 0)
+        """Samples that saw a sensor update of known energy (a change after the first read; not a
+        glitch, whose step the sampler left out)."""
+        f = self.flags
+        return ((f & FLAG_CHANGED) != 0) & ((f & FLAG_FIRST) == 0) & ((f & FLAG_GLITCH) == 0)
+
+    def glitch_spans(self) -> tuple[np.ndarray, np.ndarray]:
+        """Where the energy of each excluded step (FLAG_GLITCH) lies: from the start of the poll
+        window of the update before it (the step accrued from that update on) to the glitch's read."""
+        keep = self.usable()
+        t, prev, f = self.t_ns[keep], self.prev_t_ns[keep], self.flags[keep]
+        g = np.flatnonzero((f & FLAG_GLITCH) != 0)
+        if g.size == 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        changed = np.flatnonzero((f & FLAG_CHANGED) != 0)
+        j = np.searchsorted(changed, g, side="left") - 1  # the last change before each glitch
+        before = changed[np.maximum(j, 0)]
+        # the first read has no window before it (prev_t_ns 0): the span starts at the read
+        lo = np.where(prev[before] > 0, prev[before], t[before])
+        lo = np.where(j >= 0, lo, t[g])
+        return lo.astype(np.int64), t[g].astype(np.int64)
 
     def updates(self) -> tuple[np.ndarray, np.ndarray]:
         """Estimated moments of the sensor's updates (see place_updates) and the values they set."""
@@ -157,6 +193,10 @@ class Timeline:
         changed = (f & FLAG_CHANGED) != 0
         first = (f & FLAG_FIRST) != 0
         edge = changed & ~first
+        v = v.astype(np.float64)
+        self.glitch_lo, self.glitch_hi = self.channel.glitch_spans()
+        if self.glitch_hi.size:
+            v = v + self._bridge(t, prev, v, f)
         u = place_updates(prev[edge], t[edge])
         if u.size == 0:  # the counter never moved: a single point at the first read
             u, ev = t[:1].copy(), v[:1].copy()
@@ -166,11 +206,47 @@ class Timeline:
         self.e = ev.astype(np.float64)
         # lower bound: last value read at or before t (any sample)
         self.read_t = t
-        self.read_v = v.astype(np.float64)
+        self.read_v = v
         # upper bound: first update whose poll window starts at or after t
         self.edge_prev = prev[edge]
-        self.edge_v = v[edge].astype(np.float64) + resolution
+        self.edge_v = v[edge] + resolution
         self.span = (float(self.u[0]), float(self.u[-1]))
+
+    def _bridge(self, t, prev, v, f) -> np.ndarray:
+        """What to add to each recorded value so that the estimate bridges the excluded steps: the
+        recorded values leave each one out, and it is put back as the mean power of the update
+        periods around it (up to four on each side, from the updates of known energy) times the time
+        from the update before it to the glitch. Every value from a glitch on moves by the same
+        amount, so intervals away from it keep their exact figures (and hard bounds)."""
+        good = ((f & FLAG_CHANGED) != 0) & ((f & (FLAG_FIRST | FLAG_GLITCH)) == 0)
+        gu = place_updates(prev[good], t[good]).astype(np.float64)
+        ge = v[good]
+        shift = np.zeros(t.size)
+        for g in np.flatnonzero((f & FLAG_GLITCH) != 0):
+            i = int(np.searchsorted(gu, t[g], side="left"))  # first update of known energy after it
+            slopes = []
+            k = max(0, i - 5)
+            if i >= 2 and gu[i - 1] > gu[k]:
+                slopes.append((ge[i - 1] - ge[k]) / (gu[i - 1] - gu[k]))
+            k = min(gu.size - 1, i + 4)
+            if gu.size - i >= 2 and gu[k] > gu[i]:
+                slopes.append((ge[k] - ge[i]) / (gu[k] - gu[i]))
+            if not slopes:
+                continue
+            # the glitch's update (the middle of its window when the counter moved), from the one before
+            at = (prev[g] + t[g]) / 2 if prev[g] > 0 and (f[g] & FLAG_CHANGED) else t[g]
+            start = gu[i - 1] if i >= 1 else t[0]
+            shift[g:] += max(0.0, float(np.mean(slopes))) * max(0.0, float(at - start))
+        return shift
+
+    def glitched(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Intervals [a, b] that overlap the span of an excluded counter step."""
+        hit = np.zeros(np.shape(a), bool)
+        if self.power:
+            return hit
+        for lo, hi in zip(self.glitch_lo, self.glitch_hi):
+            hit |= (a <= hi) & (b > lo)
+        return hit
 
     # -- power ---------------------------------------------------------------------------------
     def _init_power(self, t, v):
@@ -208,7 +284,12 @@ class Timeline:
             low = self._lower(b) - self._upper(a)
             high = self._upper(b) - self._lower(a)
             low = np.maximum(low, 0.0)
-        est = np.clip(est, low, high)
+        glitched = self.glitched(a, b)
+        est = np.where(glitched, est, np.clip(est, low, high))
+        if glitched.any():  # the energy of an excluded step is unknown: no bounds, not complete
+            low = np.where(glitched, np.nan, low)
+            high = np.where(glitched, np.nan, high)
+            complete = complete & ~glitched
         return est, low, high, complete
 
     def _lower(self, x):
@@ -264,6 +345,7 @@ def attribute(start_ns: np.ndarray, end_ns: np.ndarray, channels: list[Channel])
             "energy_j_low": low,
             "energy_j_high": high,
             "complete": complete,
+            "counter_glitch": tl.glitched(start_ns, end_ns),
             "below_update_period": (end_ns - start_ns) < period,
             "update_period_ns": period,
             "update_period_source": source,

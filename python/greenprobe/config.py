@@ -10,6 +10,10 @@ from typing import Mapping
 
 from .errors import ConfigError
 
+#: the sampler's polling period unless one is given, and the shortest (Probe, the CLI, the study)
+PERIOD_US = 1000
+MIN_PERIOD_US = 50
+
 #: option name -> environment variable
 ENVIRONMENT = {
     "nvml_library": "GREENPROBE_NVML_LIBRARY",        # path or soname of libnvidia-ml.so.1

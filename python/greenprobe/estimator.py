@@ -173,6 +173,13 @@ def counter_windows(ch) -> Optional[Windows]:
     lo, hi = ch.update_windows(u)
     group = int(max(1, min(10, (u.size - 1) // 100), math.ceil((u.size - 1) / MAX_WINDOWS)))
     u, e, lo, hi = u[::group], e[::group], lo[::group], hi[::group]
+    # a window across a step the sampler excluded (a glitch) lacks that step's energy: left out
+    _, glitch_t = ch.glitch_spans()
+    ok = np.searchsorted(glitch_t, u[1:], side="left") == np.searchsorted(glitch_t, u[:-1], side="left")
+    if not ok.all():
+        if ok.sum() < 2:
+            return None
+        return Windows(u[:-1][ok], lo[:-1][ok], hi[:-1][ok], u[1:][ok], lo[1:][ok], hi[1:][ok], np.diff(e)[ok])
     return Windows(u[:-1], lo[:-1], hi[:-1], u[1:], lo[1:], hi[1:], np.diff(e))
 
 

@@ -29,15 +29,15 @@ METADATA_KEY = b"greenprobe"
 RESERVED = {
     "label", "start_ns", "end_ns", "duration_s", "thread_id", "ok", "sensor", "domain", "energy_j",
     "energy_j_low", "energy_j_high", "estimated", "below_update_period", "update_period_ns", "complete",
-    "method", "mark_index", "baseline_power_w", "energy_j_net",
+    "counter_glitch", "method", "mark_index", "baseline_power_w", "energy_j_net",
 }
 
 
 def samples_table(probe) -> pa.Table:
-    t, prev, v, ch, fl = probe._columns()
+    t, prev, v, ch, fl = probe.samples_store.columns()
     order = np.lexsort((t, ch))
     t, prev, v, ch, fl = t[order], prev[order], v[order], ch[order], fl[order]
-    chans = probe._channels
+    chans = probe.channel_info()
     sensor = np.array([c["sensor"] for c in chans], dtype=object)
     domain = np.array([c["domain"] for c in chans], dtype=object)
     is_power = np.array([c["quantity"] == "power" for c in chans], dtype=bool)
@@ -68,7 +68,7 @@ def intervals_table(probe) -> pa.Table:
     cols: dict[str, list] = {k: [] for k in (
         "label", "start_ns", "end_ns", "duration_s", "thread_id", "ok", "sensor", "domain", "energy_j",
         "energy_j_low", "energy_j_high", "estimated", "below_update_period", "update_period_ns", "complete",
-        "method", "mark_index", "baseline_power_w", "energy_j_net")}
+        "counter_glitch", "method", "mark_index", "baseline_power_w", "energy_j_net")}
     attr_names: list[str] = []
     for r in records:
         for k in (r[4] or {}):
@@ -94,6 +94,7 @@ def intervals_table(probe) -> pa.Table:
         cols["below_update_period"].append(res["below_update_period"])
         cols["update_period_ns"].append(np.full(n, res["update_period_ns"], np.int64))
         cols["complete"].append(res["complete"])
+        cols["counter_glitch"].append(res["counter_glitch"])
         cols["method"] += [res["method"]] * n
         cols["mark_index"].append(np.arange(n, dtype=np.int64))
         p_idle = idle.get((ch.sensor, ch.domain), np.nan)
@@ -115,12 +116,14 @@ def intervals_table(probe) -> pa.Table:
         "sensor": pa.array(cols["sensor"], pa.string()),
         "domain": pa.array(cols["domain"], pa.string()),
         "energy_j": pa.array(cat("energy_j", np.float64), pa.float64()),
-        "energy_j_low": pa.array(cat("energy_j_low", np.float64), pa.float64()),
-        "energy_j_high": pa.array(cat("energy_j_high", np.float64), pa.float64()),
+        # null across a counter step the sampler excluded (counter_glitch): that energy is unknown
+        "energy_j_low": pa.array(cat("energy_j_low", np.float64), pa.float64(), from_pandas=True),
+        "energy_j_high": pa.array(cat("energy_j_high", np.float64), pa.float64(), from_pandas=True),
         "estimated": pa.array(cols["estimated"], pa.bool_()),
         "below_update_period": pa.array(cat("below_update_period", bool), pa.bool_()),
         "update_period_ns": pa.array(cat("update_period_ns", np.int64), pa.int64()),
         "complete": pa.array(cat("complete", bool), pa.bool_()),
+        "counter_glitch": pa.array(cat("counter_glitch", bool), pa.bool_()),
         "method": pa.array(cols["method"], pa.string()),
         "thread_id": pa.array(cols["thread_id"], pa.uint64()),
         "ok": pa.array(cols["ok"], pa.bool_()),
@@ -174,12 +177,12 @@ def labels_table(probe) -> pa.Table:
 
 
 def session_metadata(probe) -> dict:
-    anchor = dict(probe._anchor)
+    anchor = dict(probe.clock_anchor())
     if "wall_ns" in anchor:
         anchor["wall_iso"] = _dt.datetime.fromtimestamp(anchor["wall_ns"] / 1e9, _dt.timezone.utc).isoformat()
     channels = []
-    chans = probe.channels() if probe._channels else []
-    for c, ch in zip(probe._channels, chans):
+    chans = probe.channels() if probe.channel_info() else []
+    for c, ch in zip(probe.channel_info(), chans):
         period, source = ch.learned_update_period_ns()
         channels.append({**c, "update_period_ns": period, "update_period_source": source,
                          "edge_timing_ns": ch.edge_timing_ns(), "samples": int(ch.t_ns.size)})
@@ -192,18 +195,18 @@ def session_metadata(probe) -> dict:
         "host": {"hostname": socket.gethostname(), "platform": platform.platform(), "machine": platform.machine(),
                  "python": platform.python_version()},
         "period_ns": probe.period_ns,
-        "sensors": probe._sensor_info,
+        "sensors": probe.sensor_info(),
         "skipped": [s.as_dict() for s in probe.skipped],
         "channels": channels,
         "stats": stats,
         "drops": int(sum(s["drops"] for s in stats)),
         "max_lag_ns": int(max((s["max_lag_ns"] for s in stats), default=0)),
         "late_polls": int(sum(s["late_polls"] for s in stats)),
-        "estimated": any(c["estimated"] for c in probe._channels),
-        "marks": len(probe._records),
+        "estimated": any(c["estimated"] for c in probe.channel_info()),
+        "marks": len(probe.marks_store),
         "baseline_s": probe.baseline_s,
         "baseline_windows": [{"which": w, "start_ns": a, "end_ns": b} for w, a, b in probe.baseline_windows],
-        "baseline": probe.baseline(chans) if probe._channels else [],
+        "baseline": probe.baseline(chans) if probe.channel_info() else [],
     }
 
 
@@ -292,15 +295,15 @@ class PartWriter:
 
     def pending_marks(self) -> int:
         """Marks accepted but not written yet."""
-        return len(self.probe._records) - self.marks_done
+        return len(self.probe.marks_store) - self.marks_done
 
     def flush(self) -> int:
         """Writes the samples and marks that arrived since the last flush; returns the rows written."""
         from .store import MarkStore, Part, marks_table
 
-        samples = self.probe._samples
+        samples = self.probe.samples_store
         t, prev, v, ch, fl = samples.columns(from_index=self.samples_done)  # arrival order: new rows only
-        records = self.probe._records
+        records = self.probe.marks_store
         if isinstance(records, MarkStore):
             marks = records.table(self.marks_done)
         else:
@@ -331,6 +334,6 @@ class PartWriter:
         (queries about the recent past, the common ones, stay in memory)."""
         from .store import MarkStore
 
-        self.probe._samples.forget(time.monotonic_ns() - keep_ns)
-        if isinstance(self.probe._records, MarkStore):
-            self.probe._records.forget()
+        self.probe.samples_store.forget(time.monotonic_ns() - keep_ns)
+        if isinstance(self.probe.marks_store, MarkStore):
+            self.probe.marks_store.forget()

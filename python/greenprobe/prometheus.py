@@ -22,6 +22,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -51,23 +52,13 @@ class EnergyCollector:
                                      labels=names)
         power = GaugeMetricFamily("greenprobe_power_watts", "Mean power over the last second, per domain.",
                                   labels=names)
-        # the last seconds only: the total since start is the counter now minus its first reading, so
-        # a scrape never reads the whole session (the daemon keeps older samples on disk)
         recent = self.probe.channels(time.monotonic_ns() - 2 * WINDOW_NS)
-        for ch in choose_channels(recent):  # the energy counter where there is one
-            use = ch.usable()
-            tt, vv = ch.t_ns[use], ch.value[use]
-            if not tt.size:
-                continue
-            key = [self.host, ch.sensor, ch.domain, self._uuid(ch.channel), "true" if ch.estimated else "false"]
-            if ch.quantity == "energy":
-                first = self.probe._samples.first_reading(ch.channel)
-                energy.add_metric(key, float(vv[-1] - (first[1] if first else vv[0])))
-                k = int(np.searchsorted(tt, tt[-1] - WINDOW_NS))
-                if tt[-1] > tt[k]:
-                    power.add_metric(key, float((vv[-1] - vv[k]) / ((tt[-1] - tt[k]) * 1e-9)))
-            else:  # a power-only sensor: its latest reading
-                power.add_metric(key, float(vv[-1]))
+        for r in domain_readings(self.probe, recent):
+            key = [self.host, r.sensor, r.domain, r.uuid, "true" if r.estimated else "false"]
+            if r.energy_j is not None:
+                energy.add_metric(key, r.energy_j)
+            if r.power_w is not None:
+                power.add_metric(key, r.power_w)
         yield energy
         yield power
         calls, joules = self.labels.update(recent)
@@ -92,9 +83,44 @@ class EnergyCollector:
                 fam.add_metric([self.host, s.get("sensor", "")], float(s.get(name, 0)))
             yield fam
 
-    def _uuid(self, channel: int) -> str:
-        info = self.probe._channels[channel] if channel < len(self.probe._channels) else {}
-        return info.get("device_uuid") or ""
+
+
+@dataclass
+class DomainReading:
+    """One domain's figures for a metrics backend (Prometheus here, OpenTelemetry in otlp.py)."""
+    sensor: str
+    domain: str
+    uuid: str                 # the device's UUID (GPUs); "" otherwise
+    estimated: bool
+    energy_j: Optional[float]  # energy since the session started (None: a power-only sensor)
+    power_w: Optional[float]   # mean power over the last second, or a power-only sensor's latest reading
+
+
+def domain_readings(probe, recent: Optional[list] = None) -> list[DomainReading]:
+    """Per domain (its energy counter where there is one), from the last seconds only: the total
+    since start is the counter now minus its first reading, so a scrape never reads the whole
+    session (the daemon keeps older samples on disk)."""
+    if recent is None:
+        recent = probe.channels(time.monotonic_ns() - 2 * WINDOW_NS)
+    infos = probe.channel_info()
+    out = []
+    for ch in choose_channels(recent):
+        use = ch.usable()
+        tt, vv = ch.t_ns[use], ch.value[use]
+        if not tt.size:
+            continue
+        info = infos[ch.channel] if ch.channel < len(infos) else {}
+        r = DomainReading(ch.sensor, ch.domain, info.get("device_uuid") or "", bool(ch.estimated), None, None)
+        if ch.quantity == "energy":
+            first = probe.samples_store.first_reading(ch.channel)
+            r.energy_j = float(vv[-1] - (first[1] if first else vv[0]))
+            k = int(np.searchsorted(tt, tt[-1] - WINDOW_NS))
+            if tt[-1] > tt[k]:
+                r.power_w = float((vv[-1] - vv[k]) / ((tt[-1] - tt[k]) * 1e-9))
+        else:
+            r.power_w = float(vv[-1])
+        out.append(r)
+    return out
 
 
 class LabelTotals:
@@ -120,7 +146,7 @@ class LabelTotals:
     def _new_marks(self) -> list[tuple[str, int, int]]:
         from .store import MarkStore
 
-        store = self.probe._records
+        store = self.probe.marks_store
         if isinstance(store, MarkStore):
             t = store.table(self.cursor).select(["label", "start_ns", "end_ns"]).to_pydict()
             new = list(zip(t["label"], t["start_ns"], t["end_ns"]))

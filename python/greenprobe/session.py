@@ -11,13 +11,12 @@ import numpy as np
 
 from . import _core
 from .attribution import FLAG_CHANGED, FLAG_FIRST, Channel, attribute
-from .config import resolve_options
+from .config import MIN_PERIOD_US, PERIOD_US, resolve_options
 from .errors import ConfigError
 from .marks import _pop_sink, _push_sink
 from .sensors import open_sensors
 from .store import MarkStore, SampleStore
 
-MIN_PERIOD_US = 50
 ENERGY_PAD_NS = 2_000_000_000  # samples read on each side of an energy() query
 
 
@@ -32,8 +31,8 @@ class Probe:
     ``nvml_min_period_us`` (1000 µs by default: its calls take a driver lock); the CPU estimate
     not faster than 10 ms.
 
-    ``schedule``: ``"fixed"`` polls every period; ``"adaptive"`` learns when each sensor's first
-    channel updates and polls (at ``period_us``) only in a window around each predicted update,
+    ``schedule``: ``"fixed"`` polls every period; ``"adaptive"`` learns when each channel updates
+    (each GPU in its own phase) and polls (at ``period_us``) only in a window around each predicted update,
     dating updates as precisely as dense polling for a fraction of the wake-ups (see
     benchmarks/RESULTS.md). Falls back to fixed polling when the prediction misses.
 
@@ -53,7 +52,7 @@ class Probe:
     def __init__(
         self,
         sensors: str | Sequence[str] = "auto",
-        period_us: float = 1000,
+        period_us: float = PERIOD_US,
         *,
         keepalive_ms: float = 50,
         ring_capacity: int = 1 << 16,
@@ -122,7 +121,7 @@ class Probe:
         self._started = True
         self._drain_thread = threading.Thread(target=self._drain_loop, name="greenprobe-drain", daemon=True)
         self._drain_thread.start()
-        self._settle(after_ns=self._anchor["monotonic_ns"])
+        self.settle(after_ns=self._anchor["monotonic_ns"])
         self._measure_idle("before")
         _push_sink(self._records)
         return self
@@ -145,10 +144,10 @@ class Probe:
         if self.baseline_s > 0:
             # the counters' update after the work first: an idle window that shared an update period
             # with the work's end would take a share of its energy
-            self._settle(after_ns=last_end)
+            self.settle(after_ns=last_end)
             self._measure_idle("after")
             last_end = max([last_end] + [w[2] for w in self.baseline_windows])
-        self._settle(after_ns=last_end)
+        self.settle(after_ns=last_end)
         self._stop_event.set()
         if self._drain_thread is not None:
             self._drain_thread.join()
@@ -180,7 +179,7 @@ class Probe:
         while not self._stop_event.wait(self.drain_interval_s):
             self._drain_once()
 
-    def _settle(self, after_ns: int) -> None:
+    def settle(self, after_ns: int) -> None:
         """Waits until every counter channel has shown an update that surely came after
         ``after_ns`` (bounded): one seen by a poll whose window opened after it. An update seen
         just after ``after_ns`` by a late poll may have happened before it, and an interval
@@ -197,6 +196,38 @@ class Probe:
             if not waiting:
                 return
             time.sleep(min(0.002, self.settle_timeout_s))
+
+    # -- the session's data, for the daemon, the writers and the study -------------------------
+    @property
+    def samples_store(self) -> SampleStore:
+        """The samples as the sampler delivered them (store.SampleStore): ``columns`` between two
+        instants or since an arrival index (``columns_from``), ``rows_between``, ``first_reading``;
+        a writer registers the parts it wrote (``spilled``) and lets old rows go (``forget``)."""
+        return self._samples
+
+    @property
+    def marks_store(self):
+        """The marks (store.MarkStore for ``columnar_marks``, else the C MarkBuffer that ``mark()``
+        appends to): ``len``, ``snapshot(from_index)``, ``max_end_ns``."""
+        return self._records
+
+    def channel_info(self) -> list[dict]:
+        """The sampler's channel descriptors (no samples): channel, sensor, domain, quantity,
+        units, resolution, update period, parents, device ids. ``channels()`` adds the samples."""
+        return list(self._channels)
+
+    def sensor_info(self) -> list[dict]:
+        """Per opened sensor: kind, its facts (driver, paths, units) and its fastest useful period."""
+        return list(self._sensor_info)
+
+    def clock_anchor(self) -> dict:
+        """The session's clock: monotonic_ns and wall_ns read together at start, and the pid."""
+        return dict(self._anchor)
+
+    def marks_since(self, cursor: int) -> tuple[list[tuple], int]:
+        """Marks recorded since the arrival index ``cursor``, and the index to ask from next."""
+        new = self._records.snapshot(cursor)
+        return new, cursor + len(new)
 
     # -- data ----------------------------------------------------------------------------------
     def _columns(self, start_ns: Optional[int] = None, end_ns: Optional[int] = None) -> tuple:

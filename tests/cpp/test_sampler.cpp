@@ -7,10 +7,147 @@
 
 #include "check.hpp"
 #include "greenprobe/clock.hpp"
+#include "greenprobe/counter.hpp"
 #include "greenprobe/registry.hpp"
 #include "greenprobe/sampler.hpp"
 
 using namespace greenprobe;
+
+namespace {
+
+// A counter whose truth is known: it draws `watts` from its first poll on, counts it in 1-mJ raw
+// steps on a register of max_raw + 1 values, read through a WrapCounter as the RAPL sensors do.
+// Scripted events at given polls: the raw value jumps by `jump_raw` from then on (a glitch), or
+// the poll stalls for `stall_us` before reading. It logs the true (unwrapped, unjumped) raw count
+// of every poll.
+class ScriptedCounter final : public Sensor {
+  public:
+    struct Event {
+        std::size_t poll;
+        int64_t jump_raw;
+        int64_t stall_us;
+    };
+    ScriptedCounter(double watts, uint64_t max_raw, uint64_t start_raw, double max_power_w, std::vector<Event> events)
+        : watts_(watts), max_raw_(max_raw), start_raw_(start_raw), events_(std::move(events)), counter_(max_raw, 1e-3) {
+        ChannelInfo info;
+        info.domain = "scripted";
+        info.resolution = 1e-3;
+        info.nominal_update_period_ns = 1000000;
+        info.max_power_w = max_power_w;
+        info.wrap_j = static_cast<double>(max_raw + 1) * 1e-3;
+        channels_.push_back(info);
+    }
+    std::string kind() const override { return "scripted"; }
+    const std::vector<ChannelInfo>& channels() const override { return channels_; }
+    void poll(std::vector<Reading>& out) override {
+        for (const auto& e : events_) {
+            if (e.poll != truth_.size()) continue;
+            if (e.stall_us > 0) ::usleep(static_cast<useconds_t>(e.stall_us));
+            jump_ += e.jump_raw;
+        }
+        const int64_t t = now_ns();
+        if (t0_ == 0) t0_ = t;
+        const auto true_raw = static_cast<int64_t>(start_raw_) + static_cast<int64_t>(static_cast<double>(t - t0_) * 1e-9 * watts_ / 1e-3);
+        const auto range = static_cast<int64_t>(max_raw_) + 1;
+        const int64_t shown = ((true_raw + jump_) % range + range) % range;
+        out[0].value = counter_.update(static_cast<uint64_t>(shown));
+        out[0].status = PollStatus::Ok;
+        truth_.push_back(true_raw);
+    }
+    // Read after the sampler's thread was joined.
+    const std::vector<int64_t>& truth() const { return truth_; }
+    uint64_t wraps() const { return counter_.wraps(); }
+
+  private:
+    double watts_;
+    uint64_t max_raw_, start_raw_;
+    std::vector<Event> events_;
+    WrapCounter counter_;
+    std::vector<ChannelInfo> channels_;
+    std::vector<int64_t> truth_;
+    int64_t t0_ = 0, jump_ = 0;
+};
+
+// 10 W counted in mJ on a 2-J register (wraps every 200 ms), ceiling 50 W: a poll gap of 40 ms
+// could hold a whole range. Polls every 1 ms for `ms` and records every poll, so that sample i is
+// poll i. Checks that each recorded value is the truth less the steps of the polls flagged kGlitch
+// (and the stats count them); returns the samples and the flagged polls.
+struct ScriptRun {
+    std::vector<Sample> out;
+    std::vector<std::size_t> flagged;
+};
+ScriptRun run_script(const std::shared_ptr<ScriptedCounter>& s, int ms) {
+    SamplerConfig cfg;
+    cfg.period_ns = 1000000;
+    cfg.record_all = true;
+    Sampler sampler({s}, cfg);
+    sampler.start();
+    ::usleep(static_cast<useconds_t>(ms) * 1000);
+    sampler.stop();
+    ScriptRun r;
+    sampler.drain(r.out);
+    const auto& truth = s->truth();
+    CHECK(r.out.size() == truth.size());
+    double lost_j = 0.0;
+    int wrong = 0;
+    for (std::size_t i = 0; i < r.out.size() && i < truth.size(); ++i) {
+        if (r.out[i].flags & kGlitch) {
+            r.flagged.push_back(i);
+            if (i > 0) lost_j += static_cast<double>(truth[i] - truth[i - 1]) * 1e-3;
+        }
+        const double want = static_cast<double>(truth[i] - truth[0]) * 1e-3 - lost_j;
+        if (std::fabs(r.out[i].value - want) > 1e-9 && wrong++ < 3) {
+            std::printf("  poll %zu: recorded %.6f J, truth less what was excluded %.6f J\n", i, r.out[i].value, want);
+        }
+    }
+    CHECK(wrong == 0);
+    CHECK(sampler.stats()[0].glitches == r.flagged.size());
+    return r;
+}
+
+using Polls = std::vector<std::size_t>;
+
+}  // namespace
+
+TEST(a_wrap_and_a_double_wrap_are_counted_exactly) {
+    // starts 100 mJ below the top: wraps after ~10 ms, and again 200 ms later
+    auto s = std::make_shared<ScriptedCounter>(10.0, 1999, 1900, 50.0, std::vector<ScriptedCounter::Event>{});
+    const auto r = run_script(s, 300);
+    CHECK(r.flagged.empty());
+    CHECK(s->wraps() >= 2);
+}
+
+TEST(a_backward_glitch_is_excluded_not_added_as_a_wrap) {
+    // 0.5 J backwards at poll 50: read as a wrap, that would add ~1.5 J in 1 ms (1500 W)
+    auto s = std::make_shared<ScriptedCounter>(10.0, 1999, 0, 50.0, std::vector<ScriptedCounter::Event>{{50, -500, 0}});
+    const auto r = run_script(s, 150);
+    CHECK(r.flagged == Polls{50});
+    // the glitch reading repeats the value before it: the step is left out, the next ones count
+    REQUIRE(r.out.size() > 52);
+    CHECK(r.out[50].value == r.out[49].value && (r.out[50].flags & kChanged));
+    CHECK(r.out[51].value > r.out[50].value && !(r.out[51].flags & kGlitch));
+}
+
+TEST(a_forward_jump_above_the_ceiling_is_excluded) {
+    // 0.3 J in one 1-ms poll is 300 W on a 50 W ceiling
+    auto s = std::make_shared<ScriptedCounter>(10.0, 1999, 0, 50.0, std::vector<ScriptedCounter::Event>{{40, 300, 0}});
+    CHECK(run_script(s, 120).flagged == Polls{40});
+}
+
+TEST(a_gap_that_could_hide_wraps_is_excluded) {
+    // poll 30 stalls 120 ms before it reads: at 50 W a whole 2-J range fits in 40 ms, so the wraps
+    // are unknown (the truth is 1.2 J, no wrap: the sampler cannot know that). The read is dated to
+    // the middle of the poll, so the gaps on both sides of it may reach 40 ms: exactly the polls
+    // whose gap does are excluded, and at least one of them.
+    auto s = std::make_shared<ScriptedCounter>(10.0, 1999, 0, 50.0, std::vector<ScriptedCounter::Event>{{30, 0, 120000}});
+    const auto r = run_script(s, 250);
+    Polls long_gaps;
+    for (std::size_t i = 1; i < r.out.size(); ++i) {
+        if (static_cast<double>(r.out[i].t_ns - r.out[i].prev_t_ns) * 1e-9 * 50.0 >= 2.0) long_gaps.push_back(i);
+    }
+    CHECK(!long_gaps.empty() && long_gaps.front() >= 30 && long_gaps.back() <= 31);
+    CHECK(r.flagged == long_gaps);
+}
 
 TEST(records_edges_with_exact_values) {
     const int64_t t0 = now_ns();
@@ -109,6 +246,23 @@ TEST(edge_planner_widens_after_an_early_update) {
     CHECK(w2 < 8 * P - 200000 - 30000);    // the next window opens earlier
 }
 
+TEST(edge_planner_keeps_its_window_when_polled_for_another_channel) {
+    EdgePlanner p(10000, 0);
+    const int64_t P = 1000000;
+    for (int k = 0; k < 6; ++k) p.on_change(k * P, 10000);
+    const int64_t start = 6 * P - 30000;  // the window around the update predicted at 6P
+    CHECK(p.next(5 * P + 20000, 5 * P + 10000) == start);
+    // polls made for another channel before the window opens: they do not open it, nor count a miss
+    CHECK(p.next(5 * P + 400000, 5 * P + 300000) == start);
+    CHECK(p.next(5 * P + 600000, 5 * P + 500000) == start);
+    CHECK(p.windows() == 1 && p.misses() == 0);
+    // once it has opened: fine polling until its end
+    CHECK(p.next(start + 10000, start) == start + 10000);
+    // a change seen by a poll for another channel, well dated, is learnt from
+    p.on_change(6 * P + 2000, 10000);
+    CHECK(p.period_ns() == P && p.learnt());
+}
+
 TEST(edge_planner_relearns_after_three_misses) {
     EdgePlanner p(10000, 0);
     for (int k = 0; k < 6; ++k) p.on_change(k * 1000000LL, 10000);
@@ -137,7 +291,8 @@ TEST(adaptive_schedule_dates_edges_with_few_polls) {
     std::vector<Sample> out;
     sampler.drain(out);
     auto st = sampler.stats()[0];
-    CHECK(st.learnt_update_period_ns > update - 1000000 && st.learnt_update_period_ns < update + 1000000);
+    REQUIRE(st.learnt_update_periods_ns.size() == 1);
+    CHECK(st.learnt_update_periods_ns[0] > update - 1000000 && st.learnt_update_periods_ns[0] < update + 1000000);
     CHECK(st.edge_windows > 10);
     // fixed polling at 20 kHz would take ~12000 polls in 0.6 s; the windows need far fewer
     CHECK(st.polls < 6000);
@@ -152,6 +307,81 @@ TEST(adaptive_schedule_dates_edges_with_few_polls) {
     }
     CHECK(edges >= 15);
     CHECK(late_edges <= edges / 5);  // most updates are dated inside a fine poll window
+}
+
+namespace {
+// Two counters that update every 100 ms, the second 50 ms after the first (two GPUs out of phase),
+// each adding 10 J per update.
+class TwoPhases final : public Sensor {
+  public:
+    explicit TwoPhases(int64_t t0) : t0_(t0) {
+        for (const char* d : {"gpu0", "gpu1"}) {
+            ChannelInfo info;
+            info.domain = d;
+            info.resolution = 1.0;
+            info.nominal_update_period_ns = kUpdate;
+            channels_.push_back(info);
+        }
+    }
+    static constexpr int64_t kUpdate = 100000000, kPhase = 50000000;
+    std::string kind() const override { return "two-phases"; }
+    const std::vector<ChannelInfo>& channels() const override { return channels_; }
+    void poll(std::vector<Reading>& out) override {
+        const int64_t t = now_ns();
+        for (std::size_t c = 0; c < 2; ++c) {
+            out[c].value = 10.0 * static_cast<double>(last_update(t, c));
+            out[c].status = PollStatus::Ok;
+        }
+    }
+    // The index of channel c's latest update at or before t (updates at t0 + c x phase + k x update).
+    int64_t last_update(int64_t t, std::size_t c) const {
+        const int64_t tau = t - t0_ - static_cast<int64_t>(c) * kPhase;
+        return tau >= 0 ? tau / kUpdate : (tau - kUpdate + 1) / kUpdate;
+    }
+    int64_t update_time(int64_t k, std::size_t c) const { return t0_ + static_cast<int64_t>(c) * kPhase + k * kUpdate; }
+
+  private:
+    int64_t t0_;
+    std::vector<ChannelInfo> channels_;
+};
+}  // namespace
+
+TEST(adaptive_schedule_plans_each_channel_in_its_own_phase) {
+    // A second GPU whose counter updates 50 ms out of phase with the first: with one planner fed by
+    // the first channel, its updates were seen only at the first one's windows, ~50 ms late.
+    const int64_t t0 = now_ns() + 7000000;
+    auto s = std::make_shared<TwoPhases>(t0);
+    SamplerConfig cfg;
+    cfg.period_ns = 1000000;  // 1 kHz inside windows (NVML's fastest polling)
+    cfg.adaptive = true;
+    Sampler sampler({s}, cfg);
+    sampler.start();
+    ::usleep(1500000);
+    sampler.stop();
+    std::vector<Sample> out;
+    sampler.drain(out);
+    const auto st = sampler.stats()[0];
+    REQUIRE(st.learnt_update_periods_ns.size() == 2);
+    for (int64_t p : st.learnt_update_periods_ns) CHECK(p > 98000000 && p < 102000000);
+    // fixed polling would take ~1500 polls; two windows of a few ms per 100 ms take far fewer
+    CHECK(st.polls < 600);
+    int edges[2] = {0, 0}, wide[2] = {0, 0}, wrong[2] = {0, 0};
+    for (const auto& x : out) {
+        if (!(x.flags & kChanged) || (x.flags & kFirst) || x.t_ns - t0 < 700000000) continue;  // after learning
+        const std::size_t c = x.channel;
+        ++edges[c];
+        if (x.t_ns - x.prev_t_ns > 4000000) ++wide[c];  // dated to within a few ms
+        const int64_t update = s->update_time(s->last_update(x.t_ns, c), c);
+        if (update <= x.prev_t_ns || update > x.t_ns) ++wrong[c];  // the update lies in (prev_t_ns, t_ns]
+    }
+    std::printf("  edges %d/%d, wide %d/%d, polls %llu, windows %llu, misses %llu\n", edges[0], edges[1], wide[0], wide[1],
+                static_cast<unsigned long long>(st.polls), static_cast<unsigned long long>(st.edge_windows),
+                static_cast<unsigned long long>(st.edge_misses));
+    for (int c = 0; c < 2; ++c) {
+        CHECK(edges[c] >= 6);
+        CHECK(wide[c] <= edges[c] / 5);  // most updates of BOTH channels are dated within a few ms
+        CHECK(wrong[c] == 0);
+    }
 }
 
 TEST_MAIN()

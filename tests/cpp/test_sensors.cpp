@@ -135,6 +135,8 @@ TEST(powercap_unwraps_with_the_zone_range) {
     const std::string f = root + "/intel-rapl:0/energy_uj";
     write_file(f, "999000\n");
     auto s = open_sensor("rapl-powercap", Options({{"powercap_root", root}}));
+    CHECK_NEAR(s->channels()[0].wrap_j, 1.0, 1e-12);  // 0..999999 µJ: one range is 1 J
+    CHECK(s->channels()[0].max_power_w == 1000.0);
     CHECK(poll(*s)[0].value == 0.0);
     write_file(f, "999900\n");
     CHECK_NEAR(poll(*s)[0].value, 900e-6, 1e-12);
@@ -220,6 +222,9 @@ TEST(msr_intel_domains_units_and_wrap) {
     CHECK(ch[0].domain == "package-0" && ch[1].domain == "core" && ch[2].domain == "dram");
     CHECK_NEAR(ch[0].resolution, 1.0 / 16384.0, 0.0);
     CHECK_NEAR(ch[2].resolution, 1.0 / 65536.0, 0.0);
+    CHECK_NEAR(ch[0].wrap_j, 4294967296.0 / 16384.0, 0.0);  // 2^32 counts of the domain's unit
+    CHECK_NEAR(ch[2].wrap_j, 4294967296.0 / 65536.0, 0.0);
+    CHECK(ch[0].max_power_w == 1000.0 && ch[2].max_power_w == 1000.0);
     write_msr(f, 0x611, 0x0000010000000010ull);  // wrapped (upper bits are not counter bits)
     write_msr(f, 0x619, 0x2000 + 65536);
     auto r = poll(*s);
@@ -563,6 +568,7 @@ TEST(nvml_loads_the_fake_library_and_reads_fields) {
     CHECK_NEAR(r[3].value, 200.0, 1e-9);
     CHECK(r[0].value > 123456.0);  // counter since "driver load"
     CHECK(s->info().at("gpu0_power_source") == "field 186 (instant)");
+    CHECK(ch[0].max_power_w == 2000.0 && ch[0].wrap_j == 0.0);  // a 64-bit mJ counter never wraps
     for (const auto& c : ch) CHECK(c.parent_domain.empty());  // GPUs are top-level domains
     ::unsetenv("FAKE_NVML_GPUS");
 }
@@ -642,6 +648,29 @@ TEST(gpu_usage_reads_utilisation_and_memory_per_device) {
     } catch (const SensorError& e) {
         CHECK(e.category() == ErrorCategory::LibraryMissing);
     }
+}
+
+TEST(gpu_usage_reads_only_the_gpus_the_nvml_sensor_measures) {
+    {
+        GpuEnv env({{"CUDA_VISIBLE_DEVICES", fake_uuid(2)}, {"FAKE_NVML_MEM_USED_MB", "100"}});
+        GpuUsage u(FAKE_NVML_PATH);
+        const auto r = u.read();
+        REQUIRE(r.size() == 1);
+        CHECK(r[0].index == 2 && r[0].uuid == fake_uuid(2));
+        CHECK(r[0].memory_used_bytes == 3LL * 100 * 1024 * 1024);  // GPU i uses (i+1) x USED: the right one was read
+        CHECK(u.names() == std::vector<std::string>{"Fake GPU 2"});
+        CHECK(contains(u.selection(), "CUDA_VISIBLE_DEVICES='" + fake_uuid(2) + "'"));
+        // the sensor's gpus= option wins over the environment, as it does for the sensor
+        GpuUsage both(FAKE_NVML_PATH, std::string("1,3"));
+        const auto r2 = both.read();
+        REQUIRE(r2.size() == 2);
+        CHECK(r2[0].index == 1 && r2[1].index == 3 && r2[1].uuid == fake_uuid(3));
+        CHECK(category_of([] { GpuUsage bad(FAKE_NVML_PATH, std::string("7")); }) == ErrorCategory::NotFound);
+        ::unsetenv("FAKE_NVML_MEM_USED_MB");
+    }
+    GpuEnv env({});
+    GpuUsage every(FAKE_NVML_PATH);  // nothing set: every GPU NVML sees
+    CHECK(every.read().size() == 4 && every.selection() == "every GPU NVML sees");
 }
 
 // --- registry, cpu-estimate -------------------------------------------------------------------

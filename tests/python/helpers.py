@@ -44,12 +44,15 @@ def writer_stalls(log, period_ns: int, factor: float = 1.5, jitter: float = 0.25
 def compare(probe, label: str, truth_by_domain: dict, sensor: str | None = None, stalls=()):
     """Returns {domain: (attributed, true, low, high) arrays} for the intervals with this label.
 
-    Intervals with an edge inside a stand-in stall (see writer_stalls) are left out; at most a
-    third may be, or the run says nothing and fails.
+    Intervals with an edge inside a stand-in stall (see writer_stalls), and intervals across a
+    counter step the sampler excluded (counter_glitch: their energy is unknown, their bounds null),
+    are left out; at most a third may be, or the run says nothing and fails.
     """
     rows = [r for r in probe.intervals().to_pylist() if r["label"] == label and (sensor is None or r["sensor"] == sensor)]
 
     def stalled(r):
+        if r.get("counter_glitch"):
+            return True
         return any(a <= edge <= b for a, b in stalls for edge in (r["start_ns"], r["end_ns"]))
 
     out = {}

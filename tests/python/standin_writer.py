@@ -4,7 +4,9 @@
 
 CONFIG: {"kind": "powercap"|"msr", "t0_ns", "period_ns", "duration_s", "log": PATH, "wave": {...},
          "targets": [...], "load": {"file": PATH, "watts": W} (optional)}.
-powercap target: {"path": ".../energy_uj", "scale": 1.0, "max_uj": N, "offset_uj": N}
+powercap target: {"path": ".../energy_uj", "scale": 1.0, "max_uj": N, "offset_uj": N,
+                  "glitch_file": PATH, "glitch_uj": N (optional: once PATH exists, the counter shows
+                  N µJ less from then on, a backwards glitch; the log keeps the true raw value)}
 msr target:      {"path": ".../msr", "register": 0x611, "offset_scale": 1, "scale": 1.0,
                   "joules_per_count": 2**-14, "start": N}
 
@@ -65,7 +67,9 @@ def main(path):
         for i, tg in enumerate(targets):
             if cfg["kind"] == "powercap":
                 raw = tg.get("offset_uj", 0) + math.floor(e * tg["scale"] * 1e6)
-                shown = raw % (tg["max_uj"] + 1)
+                if "glitch_file" in tg and not tg.get("glitched") and os.path.exists(tg["glitch_file"]):
+                    tg["glitched"] = time.monotonic_ns()
+                shown = (raw - (tg["glitch_uj"] if tg.get("glitched") else 0)) % (tg["max_uj"] + 1)
                 os.pwrite(fds[i], b"%020d\n" % shown, 0)
             else:
                 raw = tg.get("start", 0) + math.floor(e * tg["scale"] / tg["joules_per_count"])

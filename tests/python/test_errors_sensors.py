@@ -63,7 +63,7 @@ def test_auto_prefers_a_real_cpu_sensor_over_the_estimate(tmp_path, monkeypatch)
     monkeypatch.setenv("GREENPROBE_MSR_PATH", str(tmp_path / "nope{cpu}"))
     with greenprobe.Probe(sensors="auto", period_us=10000, powercap_root=str(root), settle_timeout_s=0.05) as probe:
         pass
-    assert [c["sensor"] for c in probe._channels] == ["rapl-powercap"]
+    assert [c["sensor"] for c in probe.channel_info()] == ["rapl-powercap"]
 
 
 def test_unreadable_energy_file_is_a_permission_error_with_the_cve_fix():
@@ -124,9 +124,13 @@ def test_list_sensors_reports_every_kind(tmp_path, monkeypatch):
 
 
 def test_flag_bits_agree_between_the_core_and_pure_python():
-    """attribution.py spells the sample flags out (it runs without the compiled core, on a
-    client); they must be the core's bits, which write them."""
+    """The sample flags are defined once, in the core, which writes them; attribution.py takes its
+    FLAG_* names from the core's table, and keeps a copy only for a client-only install (no
+    compiled core): that copy must be the core's table, every flag of it."""
     from greenprobe import _core, attribution
 
-    names = ("FLAG_CHANGED", "FLAG_KEEPALIVE", "FLAG_FIRST", "FLAG_GONE", "FLAG_FINAL")
-    assert [getattr(attribution, n) for n in names] == [getattr(_core, n) for n in names] == [1, 2, 4, 8, 16]
+    assert attribution.SAMPLE_FLAGS is _core.SAMPLE_FLAGS or attribution.SAMPLE_FLAGS == _core.SAMPLE_FLAGS
+    assert attribution._SAMPLE_FLAGS_WITHOUT_CORE == _core.SAMPLE_FLAGS
+    for name, bit in _core.SAMPLE_FLAGS.items():
+        assert getattr(attribution, "FLAG_" + name.upper()) == getattr(_core, "FLAG_" + name.upper()) == bit
+    assert _core.SAMPLE_FLAGS == {"changed": 1, "keepalive": 2, "first": 4, "gone": 8, "final": 16, "glitch": 32}

@@ -30,7 +30,7 @@ def chunk(rng, t0: int, n: int, channels=(0, 1, 2)) -> tuple:
 
 def stores():
     """What PartWriter reads of a Probe: its two stores."""
-    return SimpleNamespace(_samples=SampleStore(), _records=MarkStore())
+    return SimpleNamespace(samples_store=SampleStore(), marks_store=MarkStore())
 
 
 def test_samples_written_and_forgotten_are_read_back_exactly_once(tmp_path):
@@ -42,24 +42,24 @@ def test_samples_written_and_forgotten_are_read_back_exactly_once(tmp_path):
     for k in range(12):  # 12 flushes of 3 drained chunks each: 36 s of samples at 1 kHz
         for j in range(3):
             c = chunk(rng, t0 + (3 * k + j) * 1_000_000_000, 1000)
-            probe._samples.append(c)
+            probe.samples_store.append(c)
             truth.append(c)
         writer.flush()
         writer_keep_before = t0 + (3 * k - 6) * 1_000_000_000  # keep the last ~9 s in memory
-        probe._samples.forget(writer_keep_before)
+        probe.samples_store.forget(writer_keep_before)
     full = tuple(np.concatenate([c[i] for c in truth]) for i in range(5))
-    assert probe._samples.memory_rows() < 10_000 < len(probe._samples) == full[0].size
-    got = probe._samples.columns()
+    assert probe.samples_store.memory_rows() < 10_000 < len(probe.samples_store) == full[0].size
+    got = probe.samples_store.columns()
     for a, b in zip(got, full):
         np.testing.assert_array_equal(a, b)  # arrival order, no row twice, none missing
     a, b = t0 + 5_500_000_000, t0 + 31_200_000_000  # a window across forgotten and kept rows
-    got = probe._samples.columns(a, b)
+    got = probe.samples_store.columns(a, b)
     keep = (full[0] >= a) & (full[0] <= b)
     for x, y in zip(got, full):
         np.testing.assert_array_equal(x, y[keep])
-    tail = probe._samples.columns(from_index=30_000)
+    tail = probe.samples_store.columns(from_index=30_000)
     np.testing.assert_array_equal(tail[0], full[0][30_000:])
-    assert probe._samples.first_reading(1) == (int(full[0][1]), float(full[2][1]))
+    assert probe.samples_store.first_reading(1) == (int(full[0][1]), float(full[2][1]))
 
 
 def test_a_part_out_of_order_is_refused():
@@ -76,16 +76,16 @@ def test_marks_in_columns_round_trip_through_parts(tmp_path):
     for k in range(5):
         batch = [("infer" if i % 3 else "step", 10 + i, 20 + i, 2 ** 64 - 1 - i, {"i": i, "k": k} if i % 2 else None,
                   i % 5 != 0) for i in range(k * 1000, (k + 1) * 1000)]
-        probe._records.extend(batch)
+        probe.marks_store.extend(batch)
         single = ("one", 5, 6, 1, {"x": [1, 2]}, True)  # what the C mark sink appends
-        probe._records.append(single)
+        probe.marks_store.append(single)
         expected += batch + [single]
         writer.flush()
-        probe._records.forget()
-        assert probe._records.memory_marks() == 0
-    assert probe._records.snapshot() == expected
-    assert probe._records.snapshot(2500) == expected[2500:]
-    assert len(probe._records) == len(expected) and probe._records.max_end_ns() == 5019
+        probe.marks_store.forget()
+        assert probe.marks_store.memory_marks() == 0
+    assert probe.marks_store.snapshot() == expected
+    assert probe.marks_store.snapshot(2500) == expected[2500:]
+    assert len(probe.marks_store) == len(expected) and probe.marks_store.max_end_ns() == 5019
     parts = pq.read_table(tmp_path / "parts" / "marks")
     assert parts.num_rows == len(expected)
 
@@ -151,10 +151,25 @@ def test_the_daemons_flush_loop_keeps_memory_to_the_window(tmp_path):
         for i in range(1000):
             probe.add_mark("m", 1 + i, 2 + i)
         time.sleep(2.0)
-        held, total = probe._samples.memory_rows(), len(probe._samples)
+        held, total = probe.samples_store.memory_rows(), len(probe.samples_store)
         assert total > 1500 and held < 0.35 * total, (held, total)  # ~0.3-0.4 s of ~2 s kept
-        assert probe._records.memory_marks() == 0 and len(probe.marks()) == 1000
+        assert probe.marks_store.memory_marks() == 0 and len(probe.marks()) == 1000
     finally:
         done.set()
         loop.join()
         probe.stop()
+
+
+def test_nothing_outside_the_probe_reads_its_private_data():
+    """The daemon, the writers and the study read a session through Probe's public surface
+    (samples_store, marks_store, channel_info, sensor_info, clock_anchor, marks_since, settle)."""
+    import re
+    from pathlib import Path
+
+    import greenprobe
+
+    private = re.compile(r"\b(?:probe|p)\._(?:records|samples|channels|anchor|sensor_info|columns|settle|sampler)\b")
+    root = Path(greenprobe.__file__).parent
+    pokes = [f"{f.relative_to(root)}:{n}: {line.strip()}" for f in sorted(root.rglob("*.py")) if f.name != "session.py"
+             for n, line in enumerate(f.read_text().splitlines(), 1) if private.search(line)]
+    assert not pokes, "\n".join(pokes)

@@ -12,7 +12,7 @@ import pytest
 
 from greenprobe.errors import ConfigError
 from greenprobe.study import load_spec, run_study
-from greenprobe.study.runner import Runner
+from greenprobe.study.execute import Runner
 from greenprobe.summary import t975
 
 POWER_W = 40.0
@@ -118,7 +118,7 @@ def test_a_study_resumes_where_it_stopped_without_redoing_runs(study):
     ran = [s for s in lines if s.startswith("[")]
     assert len(ran) == 1 and victim.parent.parent.name in ran[0]
     assert all(p.stat().st_mtime_ns == t for p, t in files.items() if p != victim) and victim.exists()
-    assert json.loads(victim.read_text())["session"] == 1  # measured in the second sitting
+    assert json.loads(victim.read_text())["session"] == "1"  # measured in the second sitting
     assert (study / "sessions" / "1" / "baseline.json").exists()
     rows = [r for r in pq.read_table(study / "summary.parquet").to_pylist() if r["status"] == "ok"]
     assert len(rows) == 4 and all(r["runs"] == 3 for r in rows)
@@ -209,3 +209,24 @@ def test_spearman_and_welch_against_hand_computed_values():
     assert d == pytest.approx(1.0) and lo < 1.0 < hi and sig
     d, lo, hi, sig = welch([1.0, 2.0, 3.0], [1.5, 2.5, 2.0])
     assert lo < 0 < hi and not sig
+
+
+def test_the_papers_findings_are_held_against_the_data(study):
+    """The tiny study (constant 40 W: energy is 40 W x time) reproduces the correlation; what it
+    lacks (MXNet, BERT, batch 64, a GPU) is 'cannot test' with the reason."""
+    from greenprobe.study.findings import findings, node_types
+    from greenprobe.study.report import write_report
+
+    ok = [r for r in pq.read_table(study / "summary.parquet").to_pylist() if r["status"] == "ok"]
+    groups = node_types(study, ok)
+    assert len(groups) == 1 and len(next(iter(groups.values()))) == 4
+    got = {f["finding"].split(" ")[0] + " " + f["finding"].split(" ")[1]: f for f in findings(study, ok)}
+    assert got["energy tracks"]["verdict"] == "reproduced" and got["energy tracks"]["detail"].startswith("rho 1.000")
+    assert got["MXNet uses"]["verdict"] == "cannot test" and "this study has no MXNet" in got["MXNet uses"]["detail"]
+    assert got["PyTorch uses"]["verdict"] == "cannot test"
+    assert got["TensorRT uses"]["verdict"] == "cannot test" and got["TensorRT uses"]["detail"].startswith("no GPU here")
+    onnx = got["ONNX Runtime"]
+    assert onnx["verdict"] in ("reproduced", "not reproduced", "inconclusive") and " of 2 pairs" in onnx["detail"]
+    html_text = write_report(study).read_text()
+    assert "The paper&#x27;s findings" in html_text or "The paper's findings" in html_text
+    assert "cannot test" in html_text and "reproduced" in html_text

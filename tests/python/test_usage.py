@@ -29,6 +29,37 @@ def test_gpu_monitor_summarises_a_window(fake_nvml, nvml_env, tmp_path):
     assert busy["gpu_memory_used_bytes"] == (1 + 2) * 512 * 2**20  # summed over GPUs: GPU i uses (i+1) x 512 MiB
 
 
+def _fake_uuid(i: int) -> str:  # as tests/fixtures/fake_nvml.c names GPU i
+    return "GPU-%08x-0000-0000-0000-%012x" % (0x11111111 * (i + 1), i)
+
+
+def test_gpu_monitor_counts_only_the_gpus_this_process_measures(fake_nvml, nvml_env, monkeypatch):
+    """Four GPUs on the machine, this job sees one (CUDA_VISIBLE_DEVICES by UUID): the monitor reads
+    that one, as the nvml sensor measures it, not the machine's average. GPU i uses (i+1) x 100 MiB,
+    so the figure says which GPU was read."""
+    nvml_env(gpus=4, mem_used_mb=100, util=40)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", _fake_uuid(2))
+    mon = GpuMonitor(period_s=0.02, nvml_library=str(fake_nvml)).start()
+    time.sleep(0.1)
+    mon.stop()
+    assert mon.available and mon.names == ["Fake GPU 2"]
+    assert mon.selection == f"CUDA_VISIBLE_DEVICES='{_fake_uuid(2)}'"
+    assert [(r["index"], r["uuid"]) for r in mon.gpu.read()] == [(2, _fake_uuid(2))]
+    w = mon.window(0, time.monotonic_ns())
+    assert w["gpu_memory_used_bytes"] == 3 * 100 * 2**20 and w["gpu_util_pct"] == 40.0
+
+    # the nvml sensor's gpus= option, as the Probe is given it, wins over the environment
+    mon = GpuMonitor(period_s=0.02, sensors=["nvml:gpus=1,3", "cpu-estimate"], options={"nvml_library": str(fake_nvml)})
+    mon.start().stop()
+    assert mon.names == ["Fake GPU 1", "Fake GPU 3"] and mon.selection == "option gpus='1,3'"
+    assert [r["uuid"] for r in mon.gpu.read()] == [_fake_uuid(1), _fake_uuid(3)]
+    assert mon.window(0, time.monotonic_ns())["gpu_memory_used_bytes"] == (2 + 4) * 100 * 2**20
+
+    # a listed GPU the machine lacks: no GPU use, and the reason says which
+    mon = GpuMonitor(nvml_library=str(fake_nvml), gpus="7")
+    assert not mon.available and "7" in mon.reason
+
+
 def test_gpu_monitor_without_nvml_says_why_and_reports_nothing():
     mon = GpuMonitor(nvml_library="/nonexistent/libnvidia-ml.so.1").start()
     mon.stop()

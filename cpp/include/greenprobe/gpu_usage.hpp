@@ -2,17 +2,23 @@
 // demand at a low rate next to the energy samples: what the study records per run, as it does
 // CPU use. NVML's utilisation is the share of its last sample period (1/6 s to 1 s, by product)
 // in which a kernel ran (gpu) or device memory was accessed (memory): a coarse figure by nature.
+//
+// Which GPUs: the ones the nvml sensor measures, chosen the same way (nvml_select.hpp): the gpus
+// option where given, else those this process can see through CUDA_VISIBLE_DEVICES or
+// NVIDIA_VISIBLE_DEVICES, else every GPU NVML sees. Another job's GPUs stay out of the figures.
 #pragma once
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 namespace greenprobe {
 
 struct GpuUsageReading {
-    unsigned index = 0;
+    unsigned index = 0;              // NVML index
+    std::string uuid;                // NVML's UUID ("GPU-..."); empty if NVML could not say
     int64_t t_ns = 0;                // CLOCK_MONOTONIC when read
     int gpu_util_pct = -1;           // -1: not supported by this device or driver
     int memory_util_pct = -1;
@@ -23,13 +29,16 @@ struct GpuUsageReading {
 
 class GpuUsage {
   public:
-    // Loads NVML (soname libnvidia-ml.so.1 unless a path is given); throws SensorError with the fix.
-    explicit GpuUsage(const std::string& library);
+    // Loads NVML (soname libnvidia-ml.so.1 unless a path is given) and chooses the GPUs as the nvml
+    // sensor does (gpus: its gpus= option, all or a list of NVML indices, UUIDs and MIG ids; nullopt:
+    // the environment); throws SensorError with the fix (a listed GPU missing, none visible).
+    explicit GpuUsage(const std::string& library, const std::optional<std::string>& gpus = std::nullopt);
     ~GpuUsage();
     GpuUsage(const GpuUsage&) = delete;
     GpuUsage& operator=(const GpuUsage&) = delete;
 
-    std::vector<std::string> names() const;
+    std::vector<std::string> names() const;  // of the chosen GPUs, in NVML order
+    std::string selection() const;           // how they were chosen: "CUDA_VISIBLE_DEVICES='...'", ...
     std::vector<GpuUsageReading> read() const;
 
   private:

@@ -13,7 +13,30 @@ enum SampleFlags : uint32_t {
     kFirst = 1u << 2,      // first reading of the channel
     kGone = 1u << 3,       // the device disappeared; no further samples for this channel
     kFinal = 1u << 4,      // last reading when the sampler stopped
+    // Energy counters: the step from the previous reading to this one was physically impossible
+    // (backwards, above the channel's max_power_w over the time it can have accrued, or after a
+    // poll gap long enough to hide whole counter wraps) and is excluded: `value` does not include
+    // it (it equals the previous sample's value plus nothing), so the energy of (prev update, t_ns]
+    // is unknown. Later steps are counted from here on.
+    kGlitch = 1u << 5,
 };
+
+// The flags by name, as the Python side reads them (exported as greenprobe._core.SAMPLE_FLAGS;
+// attribution.py derives its FLAG_* names from it). Every SampleFlags member is listed here.
+struct SampleFlagName {
+    const char* name;
+    uint32_t bit;
+};
+inline constexpr SampleFlagName kSampleFlagNames[] = {
+    {"changed", kChanged}, {"keepalive", kKeepalive}, {"first", kFirst},
+    {"gone", kGone},       {"final", kFinal},         {"glitch", kGlitch},
+};
+constexpr uint32_t listed_sample_flags() {
+    uint32_t bits = 0;
+    for (const auto& f : kSampleFlagNames) bits |= f.bit;
+    return bits;
+}
+static_assert(listed_sample_flags() == (kGlitch << 1) - 1, "list every SampleFlags member in kSampleFlagNames");
 
 struct Sample {
     int64_t t_ns;       // CLOCK_MONOTONIC time of the poll that read `value`

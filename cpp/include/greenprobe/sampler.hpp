@@ -20,24 +20,34 @@ struct SamplerConfig {
     std::size_t ring_capacity = 1 << 16;
     int64_t keepalive_ns = 50000000;   // record an unchanged value at least this often
     bool record_all = false;           // record every poll, not only changes (for edge studies)
-    // Adaptive schedule: once the update period and phase of the sensor's first channel are learnt
-    // from its changes, sleep between updates and poll at period_ns only in a window of
-    // +-guard around each predicted update. Falls back to fixed polling after 3 missed windows.
+    // Adaptive schedule: each channel's update period and phase are learnt from its changes (one
+    // EdgePlanner per channel); the sensor sleeps between updates and polls at period_ns only in a
+    // window of +-guard around each channel's predicted update (the earliest window of any channel
+    // sets the next poll, so two GPUs out of phase are each dated within their own windows). A
+    // channel falls back to fixed polling after 3 missed windows, while it keeps changing.
     bool adaptive = false;
     int64_t guard_ns = 0;              // 0: the observed jitter of the update intervals, >= 3 periods
 };
 
 // Learns a channel's update period and phase from its changes and plans the next poll
-// (the adaptive schedule). Pure logic, unit-tested.
+// (the adaptive schedule). Pure logic, unit-tested. The sensor is polled as a whole, so a channel
+// also sees polls made for the others: a poll before its window opens is an extra observation (a
+// change it sees is learnt from, as well dated as that poll dates it), not the window.
 class EdgePlanner {
   public:
     EdgePlanner(int64_t fine_period_ns, int64_t guard_ns) : fine_(fine_period_ns), guard_min_(guard_ns) {}
 
     // A change seen at edge_ns, dated to within uncertainty_ns (the poll window around it).
     void on_change(int64_t edge_ns, int64_t uncertainty_ns);
-    // Next poll time: `regular` (one fine period later) while learning or inside a window,
-    // else the start of the next window.
+    // Next poll time for this channel: `regular` (one fine period later) while learning or inside
+    // a window, else the start of the planned window (planned once, kept until it has passed).
     int64_t next(int64_t regular, int64_t now);
+    // Whether this channel should set the schedule: it is learnt, or it is learning and changed
+    // within `horizon_ns` (a channel that never moves, or has stopped, has nothing to predict and
+    // does not hold the sensor at fine polling).
+    bool active(int64_t now, int64_t horizon_ns) const {
+        return learnt() || (last_seen_ != 0 && now - last_seen_ <= horizon_ns);
+    }
 
     int64_t period_ns() const { return period_; }
     bool learnt() const { return count_ >= kLearn && period_ > 4 * fine_; }
@@ -52,8 +62,9 @@ class EdgePlanner {
     int64_t intervals_[kHistory] = {};
     std::size_t count_ = 0, pos_ = 0;
     int64_t last_ = 0, period_ = 0, extra_guard_ = 0;
-    bool in_window_ = false;
-    int64_t window_end_ = 0;
+    int64_t last_seen_ = 0;  // the last change, kept across relearning
+    bool in_window_ = false;  // a window is planned (it may not have opened yet)
+    int64_t window_start_ = 0, window_end_ = 0;
     int consecutive_misses_ = 0;
     uint64_t misses_total_ = 0, windows_ = 0;
 };
@@ -76,9 +87,13 @@ struct SensorStats {
     uint64_t drops = 0;          // samples lost to a full ring
     uint64_t pushed = 0;
     uint64_t retries = 0;        // channel reads that failed transiently
-    int64_t learnt_update_period_ns = 0;  // adaptive schedule: learnt period of the first channel
-    uint64_t edge_windows = 0;   // adaptive schedule: windows opened around predicted updates
-    uint64_t edge_misses = 0;    // adaptive schedule: windows that closed without a change
+    uint64_t glitches = 0;       // energy-counter steps excluded as impossible (samples flagged kGlitch)
+    // Adaptive schedule: the learnt update period of each of the sensor's channels, in their order
+    // (0 while not learnt), and the windows planned around predicted updates and those that closed
+    // without a change, summed over the channels.
+    std::vector<int64_t> learnt_update_periods_ns;
+    uint64_t edge_windows = 0;
+    uint64_t edge_misses = 0;
     std::string state;           // "idle", "running", "gone", "stopped"
     std::string last_error;
 };

@@ -30,6 +30,14 @@ struct ChannelInfo {
     std::string device_bus_id;  // "00000000:18:00.0"
     // Other work shares what this channel measures: a MIG instance is measured as its whole GPU.
     bool shared = false;
+    // Energy counters: what the sampler checks each step against (Sampler::run, judge_step in
+    // counter.hpp). max_power_w: the most the domain can draw, a generous ceiling in watts (a step
+    // above it is a glitch, not energy); 0 = unknown, no ceiling. wrap_j: the energy of one full
+    // counter range in joules (a poll gap long enough to hold a whole range at max_power_w leaves
+    // the number of wraps unknown); 0 = the counter never wraps. Power channels: max_power_w is
+    // informative only.
+    double max_power_w = 0.0;
+    double wrap_j = 0.0;
 };
 
 // Outcome of reading one channel in one poll.

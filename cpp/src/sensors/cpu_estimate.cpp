@@ -50,6 +50,7 @@ class CpuEstimateSensor final : public Sensor {
         info.estimated = true;
         info.resolution = tdp_w_ * (1.0 - idle_fraction_) / 100.0;
         info.nominal_update_period_ns = 10000000;  // /proc/stat moves at jiffies (4-10 ms)
+        info.max_power_w = tdp_w_;                 // the model's own ceiling (a power channel: informative)
         channels_.push_back(info);
         last_power_w_ = tdp_w_ * idle_fraction_;
     }

@@ -23,6 +23,8 @@
 namespace greenprobe {
 namespace {
 
+constexpr double kGpuMaxPowerW = 2000.0;
+
 class NvmlSensor final : public Sensor {
   public:
     explicit NvmlSensor(const Options& o) : api_(nvml::Api::load(o.get("nvml_library", ""))) {
@@ -232,6 +234,9 @@ class NvmlSensor final : public Sensor {
             }
             ChannelInfo base;
             base.domain = "gpu" + std::to_string(i);
+            // The power ceiling of one GPU: the largest boards are rated 1000-1400 W (B200, B300);
+            // 2000 W leaves room for what comes next. The energy counter is 64-bit mJ: it never wraps.
+            base.max_power_w = kGpuMaxPowerW;
             base.device_uuid = g.uuid;
             base.device_bus_id = g.bus_id;
             base.shared = !g.mig.empty();

@@ -1,33 +1,56 @@
 #include "greenprobe/clock.hpp"
 #include "greenprobe/gpu_usage.hpp"
 #include "nvml_api.hpp"
+#include "nvml_select.hpp"
 
 namespace greenprobe {
 
 struct GpuUsage::Impl {
     nvml::Api api;
+    std::vector<unsigned> indices;  // NVML indices of the chosen GPUs
     std::vector<nvml::Device> devices;
-    std::vector<std::string> names;
+    std::vector<std::string> names, uuids;
+    std::string selection;
 };
 
-GpuUsage::GpuUsage(const std::string& library) : impl_(std::make_unique<Impl>()) {
+GpuUsage::GpuUsage(const std::string& library, const std::optional<std::string>& gpus)
+    : impl_(std::make_unique<Impl>()) {
     impl_->api = nvml::Api::load(library);
     auto& api = impl_->api;
-    unsigned count = 0;
-    const nvml::Return r = api.DeviceGetCount(&count);
-    if (r != nvml::kSuccess) {
-        const std::string msg = "nvmlDeviceGetCount failed in '" + api.path + "': " + api.error_string(r);
+    try {
+        unsigned count = 0;
+        const nvml::Return r = api.DeviceGetCount(&count);
+        if (r != nvml::kSuccess) {
+            throw SensorError(nvml::classify(r).category,
+                              "nvmlDeviceGetCount failed in '" + api.path + "': " + api.error_string(r),
+                              "check that nvidia-smi lists the GPUs");
+        }
+        // Every GPU NVML sees, then the ones the nvml sensor would measure.
+        std::vector<nvml::KnownGpu> known(count);
+        for (unsigned i = 0; i < count; ++i) {
+            known[i].index = i;
+            if (api.DeviceGetHandleByIndex(i, &known[i].handle) != nvml::kSuccess) known[i].handle = nullptr;
+            char uuid[nvml::kUuidBufferSize] = {};
+            if (known[i].handle && api.DeviceGetUUID &&
+                api.DeviceGetUUID(known[i].handle, uuid, sizeof uuid) == nvml::kSuccess) {
+                known[i].uuid = uuid;
+            }
+        }
+        const nvml::Selection chosen = nvml::select_gpus(api, known, gpus, nvml::VisibleEnv::from_process());
+        impl_->selection = chosen.source == "default" ? "every GPU NVML sees" : chosen.source + "='" + chosen.given + "'";
+        for (const auto& g : chosen.gpus) {
+            nvml::Device d = known[g.index].handle;
+            char name[96] = {};
+            if (d && api.DeviceGetName && api.DeviceGetName(d, name, sizeof(name)) != nvml::kSuccess) name[0] = '\0';
+            impl_->indices.push_back(g.index);
+            impl_->devices.push_back(d);
+            impl_->names.emplace_back(name);
+            impl_->uuids.push_back(known[g.index].uuid);
+        }
+    } catch (...) {
         api.Shutdown();
         api.unload();
-        throw SensorError(nvml::classify(r).category, msg, "check that nvidia-smi lists the GPUs");
-    }
-    for (unsigned i = 0; i < count; ++i) {
-        nvml::Device d = nullptr;
-        if (api.DeviceGetHandleByIndex(i, &d) != nvml::kSuccess) d = nullptr;
-        char name[96] = {};
-        if (d && api.DeviceGetName && api.DeviceGetName(d, name, sizeof(name)) != nvml::kSuccess) name[0] = '\0';
-        impl_->devices.push_back(d);
-        impl_->names.emplace_back(name);
+        throw;
     }
 }
 
@@ -40,12 +63,15 @@ GpuUsage::~GpuUsage() {
 
 std::vector<std::string> GpuUsage::names() const { return impl_->names; }
 
+std::string GpuUsage::selection() const { return impl_->selection; }
+
 std::vector<GpuUsageReading> GpuUsage::read() const {
     const auto& api = impl_->api;
     std::vector<GpuUsageReading> out;
-    for (unsigned i = 0; i < impl_->devices.size(); ++i) {
+    for (std::size_t i = 0; i < impl_->devices.size(); ++i) {
         GpuUsageReading g;
-        g.index = i;
+        g.index = impl_->indices[i];
+        g.uuid = impl_->uuids[i];
         g.t_ns = now_ns();
         nvml::Device d = impl_->devices[i];
         if (!d) {

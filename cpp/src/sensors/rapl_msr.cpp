@@ -117,6 +117,9 @@ class RaplMsrSensor final : public Sensor {
                 info.quantity = Quantity::EnergyCounter;
                 info.resolution = jpc;
                 info.nominal_update_period_ns = 1000000;  // ~1 ms per the SDM
+                // One register's full range (a per-core domain sums several, each wrapping alone).
+                info.wrap_j = static_cast<double>(rapl::kCounterMax + 1) * jpc;
+                info.max_power_w = rapl::max_power_w(base);
                 channels_.push_back(info);
                 domains_.push_back(std::move(d));
             }

@@ -97,6 +97,17 @@ inline double joules_per_count(Vendor v, Domain d, uint64_t unit_register_value,
     return 1.0 / static_cast<double>(1ull << esu);
 }
 
+// The power ceiling of a RAPL domain (ChannelInfo::max_power_w), by its powercap name: a step of
+// the energy counter above it is a glitch, not energy. Generous on purpose, since a ceiling set too
+// low would throw real energy away: the largest sockets today are rated 500 W (AMD EPYC 9005,
+// Intel Xeon 6900P) and client chips peak near 250-360 W (PL2/PL4), so 1000 W per package-level
+// domain (package, core, uncore, and dram: 12 channels x 2 DIMMs stay well below it), and 2000 W
+// for psys, which covers the platform. Not the powercap constraints: they are settable limits, not
+// what the silicon can draw, and often read 0.
+inline double max_power_w(const std::string& powercap_domain_name) {
+    return powercap_domain_name.compare(0, 4, "psys") == 0 ? 2000.0 : 1000.0;
+}
+
 // The counter part of an energy status register.
 inline uint64_t energy_counter(uint64_t register_value) { return register_value & kCounterMax; }
 

@@ -12,6 +12,7 @@
 #include "fileio.hpp"
 #include "greenprobe/counter.hpp"
 #include "greenprobe/registry.hpp"
+#include "rapl_msr_decode.hpp"
 
 namespace greenprobe {
 namespace {
@@ -93,6 +94,8 @@ class RaplPowercapSensor final : public Sensor {
             info.quantity = Quantity::EnergyCounter;
             info.resolution = 1e-6;
             info.nominal_update_period_ns = 1000000;
+            info.wrap_j = (static_cast<double>(f.max_uj) + 1.0) * 1e-6;  // 0..max_energy_range_uj
+            info.max_power_w = rapl::max_power_w(f.name);
             channels_.push_back(info);
             zones_.push_back(Zone{f.zone, f.path, std::move(f.fd), WrapCounter(f.max_uj, 1e-6)});
         }

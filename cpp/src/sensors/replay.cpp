@@ -17,6 +17,10 @@ class ReplaySensor final : public Sensor {
                                   "record the file again with `greenprobe record`");
             }
             channels_.push_back(t.info);
+            // The recorded values were unwrapped and checked when recorded (an excluded step is
+            // already left out): no ceiling or wrap to apply again at a replay's own pace.
+            channels_.back().max_power_w = 0.0;
+            channels_.back().wrap_j = 0.0;
         }
     }
 

@@ -44,6 +44,9 @@ class SyntheticSensor final : public Sensor {
             info.quantity = power_ ? Quantity::Power : Quantity::EnergyCounter;
             info.resolution = resolution_j_;
             info.nominal_update_period_ns = update_ns_;
+            // Twice the waveform's peak: the counter never wraps, and a step above it is a bug.
+            const double peak_w = (std::fabs(wave_.base_w) + std::fabs(wave_.amp_w)) * static_cast<double>(channels_.size() + 1);
+            info.max_power_w = 2.0 * peak_w;
             channels_.push_back(info);
         }
         if (channels_.empty()) {

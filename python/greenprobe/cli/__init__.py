@@ -8,6 +8,7 @@ import sys
 import textwrap
 
 from .. import __version__
+from ..config import MIN_PERIOD_US, PERIOD_US
 
 EPILOG = """\
 examples:
@@ -30,7 +31,8 @@ def _add_sensor_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sensors", default="auto",
                    help="'auto' or a comma list: nvml, rapl-msr, rapl-powercap, cpu-estimate, "
                         "synthetic[:k=v;k=v], replay:path=FILE (default: auto)")
-    p.add_argument("--period-us", type=float, default=1000, help="polling period per sensor, >= 50 (default 1000)")
+    p.add_argument("--period-us", type=float, default=PERIOD_US,
+                   help=f"polling period per sensor, >= {MIN_PERIOD_US} (default {PERIOD_US})")
 
 
 def _paragraphs(*texts: str) -> str:
@@ -81,7 +83,10 @@ def main(argv: list[str] | None = None) -> int:
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog="examples:\n  greenprobe study --quick                      the whole matrix, small inputs, "
                               "few runs (< 20 min on 2 cores)\n  greenprobe study study.toml --out results/full\n"
-                              "  greenprobe study --runtimes torch,onnxruntime --models resnet50 --batch-sizes 1")
+                              "  greenprobe study --runtimes torch,onnxruntime --models resnet50 --batch-sizes 1\n"
+                              "  greenprobe study study.toml --out /shared/results --executor slurm --partition gpu "
+                              "--gpus-per-job 1\n"
+                              "      (one array task per configuration, each alone on its node; run it again to resume)")
     p.add_argument("spec", nargs="?", help="a TOML file with [study] keys (those of StudySpec)")
     p.add_argument("--quick", action="store_true", help="small inputs (96 px images, 32-token text), 3 short runs")
     p.add_argument("--runtimes", help="comma list of torch, tensorflow, mxnet, onnxruntime (default all)")
@@ -95,7 +100,20 @@ def main(argv: list[str] | None = None) -> int:
                         "all models kept built; blocked: one configuration's runs after another, one model in "
                         "memory at a time (for machines short of memory)")
     p.add_argument("--sensors", help="as for record (default auto)")
-    p.add_argument("--out", default="results", help="output folder (default results/)")
+    p.add_argument("--out", default="results", help="output folder (default results/; with --executor slurm a "
+                                                    "folder every node sees)")
+    g = p.add_argument_group("Slurm (--executor slurm; or a [slurm] table in the spec file)")
+    g.add_argument("--executor", choices=["local", "slurm"], default="local",
+                   help="local (default): on this machine; slurm: each configuration an array task on a node of "
+                        "its own, the summary built here when they end")
+    g.add_argument("--partition", help="sbatch --partition")
+    g.add_argument("--account", help="sbatch --account")
+    g.add_argument("--time-limit", metavar="TIME", help="sbatch --time per task, e.g. 4:00:00")
+    g.add_argument("--gpus-per-job", type=int, metavar="N", help="sbatch --gpus per task")
+    g.add_argument("--sbatch-arg", action="append", metavar="ARG", dest="sbatch_args",
+                   help="another sbatch argument, as it is (repeat for more), e.g. --sbatch-arg=--constraint=h100")
+    g.add_argument("--no-wait", action="store_true",
+                   help="submit and return; the same command later follows the jobs and builds the summary")
 
     p = sub.add_parser("report", help="an HTML report with tables and plots from a study's results",
                        description="Reads RESULTS_DIR/summary.parquet (and the per-run data) and writes "
@@ -155,6 +173,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="serve energy and power per domain at http://ADDR:N/metrics, bearer token required "
                         "(0: any free port)")
     p.add_argument("--prometheus-addr", default="127.0.0.1", help="address for --prometheus-port (default loopback)")
+    p.add_argument("--otlp-endpoint", metavar="URL",
+                   help="also push hw.energy (J) and hw.power (W) per domain as OpenTelemetry metrics to this OTLP/gRPC "
+                        "collector: http://127.0.0.1:4317 on this machine, https://HOST:4317 elsewhere (needs "
+                        "pip install 'greenprobe[otlp]')")
+    p.add_argument("--otlp-interval-s", type=float, default=10.0, metavar="SECONDS",
+                   help="seconds between OTLP pushes (default 10)")
     p.add_argument("--max-marks", type=int, default=5_000_000, metavar="N",
                    help="marks held in memory at most, i.e. not yet written (default 5M)")
     p.add_argument("--max-attr-names", type=int, default=256, metavar="N",
@@ -199,7 +223,9 @@ def main(argv: list[str] | None = None) -> int:
 
             return cmd_record(args)
         if args.command == "study":
-            from ..study import load_spec, run_study
+            from pathlib import Path
+
+            from ..study import LocalExecutor, load_spec
 
             def csv(v):
                 return None if v is None else [x.strip() for x in v.split(",") if x.strip()]
@@ -215,8 +241,17 @@ def main(argv: list[str] | None = None) -> int:
             spec = load_spec(args.spec, args.quick, runtimes=csv(args.runtimes), models=csv(args.models),
                              batch_sizes=batch_sizes, providers=csv(args.providers), runs=args.runs,
                              size=args.size, sensors=args.sensors, order=args.order)
-            path = run_study(spec, args.out)
-            print(f"wrote {path}")
+            if args.executor == "slurm":
+                from ..study.slurm import SlurmExecutor, SlurmOptions
+
+                executor = SlurmExecutor(SlurmOptions.load(
+                    args.spec, partition=args.partition, account=args.account, time_limit=args.time_limit,
+                    gpus_per_job=args.gpus_per_job, sbatch_args=args.sbatch_args), wait=not args.no_wait)
+            else:
+                executor = LocalExecutor()
+            path = executor.run(spec, Path(args.out), lambda s: print(s, file=sys.stderr, flush=True))
+            if path is not None:
+                print(f"wrote {path}")
             return 0
         if args.command == "report":
             from ..study.report import write_report

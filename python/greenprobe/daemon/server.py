@@ -178,6 +178,10 @@ def _run(args) -> int:
     tls = access.tls_files(args.tls_cert, args.tls_key, args.tls_client_ca)
     if args.prometheus_port is not None:
         access.check_tcp("--prometheus-port", args.prometheus_addr, args.allow_remote, token, tls is not None)
+    if args.otlp_endpoint:
+        from ..otlp import check_endpoint
+
+        check_endpoint(args.otlp_endpoint)  # before anything starts: a bad address fails at once
     private = not (args.no_socket or args.socket)  # the default folder must be the daemon's alone
     socket_path = None if args.no_socket else Path(args.socket) if args.socket else default_socket()
     limits = Limits(max_marks=args.max_marks, max_attr_names=args.max_attr_names, max_streams=args.max_streams,
@@ -204,7 +208,7 @@ def _run(args) -> int:
     signal.signal(signal.SIGINT, on_signal)
     for s in probe.skipped:
         print(f"skipped {s.kind}: {s.reason}", file=sys.stderr)
-    kinds = sorted({c["sensor"] for c in probe._channels})
+    kinds = sorted({c["sensor"] for c in probe.channel_info()})
     print(f"greenprobe daemon {__version__}: sampling {', '.join(kinds)} every {args.period_us:g} µs", file=sys.stderr)
     for a in daemon.addresses:
         print(f"serving on {a}   (clients: export GREENPROBE_DAEMON={a})", file=sys.stderr)
@@ -220,6 +224,18 @@ def _run(args) -> int:
         scheme = "https" if tls else "http"
         print(f"Prometheus metrics on {scheme}://{args.prometheus_addr}:{server.server_port}/metrics "
               f"(bearer token required)", file=sys.stderr)
+    otlp = None
+    if args.otlp_endpoint:
+        from ..otlp import OtlpExporter
+
+        try:
+            otlp = OtlpExporter(probe, args.otlp_endpoint, args.otlp_interval_s)
+        except Exception:
+            daemon.stop()
+            probe.stop()
+            raise
+        print(f"pushing hw.energy and hw.power to {args.otlp_endpoint} every {args.otlp_interval_s:g} s (OTLP)",
+              file=sys.stderr)
     if args.save_dir:
         print(f"clients' Save writes under {daemon.servicer.save_root.root} only", file=sys.stderr)
     from ..parquet import PartWriter
@@ -244,17 +260,19 @@ def _run(args) -> int:
     sys.stderr.flush()
     done.wait()
     print("stopping: flushing marks and samples", file=sys.stderr)
+    if otlp is not None:
+        otlp.stop()  # a last push while the figures are still live
     daemon.stop()
     probe.stop()
     flush_thread.join()  # its flush in progress ends first: two writers at once would write rows twice
     try:
         writer.flush()
-        fits = len(probe._samples) <= FULL_FILES_MAX_SAMPLES and len(probe._records) <= FULL_FILES_MAX_MARKS
+        fits = len(probe.samples_store) <= FULL_FILES_MAX_SAMPLES and len(probe.marks_store) <= FULL_FILES_MAX_MARKS
         if run_dir is not None and fits:
             paths = probe.save(run_dir)
             print(f"wrote {', '.join(str(p) for p in paths.values())}", file=sys.stderr)
         elif run_dir is not None:
-            print(f"the run's {len(probe._samples)} samples and {len(probe._records)} marks are in {writer.root} "
+            print(f"the run's {len(probe.samples_store)} samples and {len(probe.marks_store)} marks are in {writer.root} "
                   f"(more than the whole-run files hold at once; read them with pyarrow.parquet.read_table)",
                   file=sys.stderr)
     except OSError as e:  # the parts written so far stay readable

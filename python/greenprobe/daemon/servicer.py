@@ -46,15 +46,15 @@ class Servicer(pb_grpc.ProbeServicer):
         chans = [pb.Channel(channel=c["channel"], sensor=c["sensor"], domain=c["domain"], quantity=c["quantity"],
                             estimated=c["estimated"], resolution=c["resolution"],
                             nominal_update_period_ns=c["nominal_update_period_ns"],
-                            averaging_window_ns=c["averaging_window_ns"]) for c in p._channels]
+                            averaging_window_ns=c["averaging_window_ns"]) for c in p.channel_info()]
         stats = [pb.SensorStats(sensor=s.get("sensor", ""), state=s.get("state", ""), polls=s.get("polls", 0),
                                 late_polls=s.get("late_polls", 0), drops=s.get("drops", 0),
                                 max_lag_ns=s.get("max_lag_ns", 0), last_error=s.get("last_error", ""))
                  for s in p.stats()]
         skipped = [pb.SkippedSensor(kind=s.kind, reason=s.reason, fix=s.fix or "") for s in p.skipped]
-        return pb.StatusReply(version=__version__, anchor_monotonic_ns=p._anchor["monotonic_ns"],
-                              anchor_wall_ns=p._anchor["wall_ns"], now_ns=time.monotonic_ns(), channels=chans,
-                              stats=stats, skipped=skipped, marks=len(p._records), period_ns=p.period_ns)
+        return pb.StatusReply(version=__version__, anchor_monotonic_ns=p.clock_anchor()["monotonic_ns"],
+                              anchor_wall_ns=p.clock_anchor()["wall_ns"], now_ns=time.monotonic_ns(), channels=chans,
+                              stats=stats, skipped=skipped, marks=len(p.marks_store), period_ns=p.period_ns)
 
     # -- marks ---------------------------------------------------------------------------------
     def RecordMarks(self, request, context):
@@ -81,7 +81,7 @@ class Servicer(pb_grpc.ProbeServicer):
             with self.marks_lock:
                 # a batch resent after a lost reply: keep only the marks not held yet
                 records = records[self.dedupe.fresh(cols.sender_id, cols.first_seq, sent)]
-                store = self.probe._records  # in memory: the daemon's columnar store lets written marks go
+                store = self.probe.marks_store  # in memory: the daemon's columnar store lets written marks go
                 held = store.memory_marks() if hasattr(store, "memory_marks") else len(store)
                 if held + len(records) > self.limits.max_marks:
                     raise Full(f"the daemon holds {held} marks in memory and keeps at most {self.limits.max_marks} "
@@ -101,7 +101,7 @@ class Servicer(pb_grpc.ProbeServicer):
     # -- samples -------------------------------------------------------------------------------
     def StreamSamples(self, request, context):
         want = set(request.channels)
-        known = {c["channel"] for c in self.probe._channels}
+        known = {c["channel"] for c in self.probe.channel_info()}
         if want - known:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"unknown channels {sorted(want - known)}; "
                                                             f"this daemon has {sorted(known)}")
@@ -119,7 +119,7 @@ class Servicer(pb_grpc.ProbeServicer):
     def _stream(self, context, since: int, want: set, batch: int):
         """The history after ``since`` first, then what arrives, followed by arrival index: a sample
         drained late (its poll was stamped before the previous drain ended) is still sent, once."""
-        store = self.probe._samples
+        store = self.probe.samples_store
         cols, index = store.columns(start_ns=since + 1, with_end=True)
         while context.is_active() and not self.stopping.is_set():
             t, prev, v, ch, fl = cols
@@ -141,13 +141,13 @@ class Servicer(pb_grpc.ProbeServicer):
                     marks: bool = False) -> None:
         """Refuses a query that would read more samples than --max-query-samples at once, or (one
         over every mark) more marks than --max-query-marks."""
-        held = len(self.probe._records)
+        held = len(self.probe.marks_store)
         if marks and held > self.limits.max_query_marks:
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
                           f"{what} would read all {held:,} marks, more than the daemon reads at once "
                           f"({self.limits.max_query_marks:,}, --max-query-marks): read the run's parts (--out) "
                           "with pyarrow, or follow the labels on the Prometheus endpoint")
-        n = self.probe._samples.rows_between(start_ns, end_ns)
+        n = self.probe.samples_store.rows_between(start_ns, end_ns)
         if n > self.limits.max_query_samples:
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
                           f"{what} would read {n:,} samples, more than the daemon reads at once "

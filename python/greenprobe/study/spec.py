@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..errors import ConfigError
+from ..config import PERIOD_US
 
 RUNTIMES = ("torch", "tensorflow", "mxnet", "onnxruntime")
 NATIVE = ("torch", "tensorflow", "mxnet")
@@ -34,7 +35,7 @@ class StudySpec:
                                   # "blocked": a configuration's runs one after another (one model in memory)
     baseline_s: float = 5.0       # idle measured before and after the study
     sensors: str = "auto"
-    period_us: float = 1000
+    period_us: float = PERIOD_US
     seed: int = 0
     profile: str = "standard"
 

@@ -1,0 +1,308 @@
+"""Executing a study: the local executor runs configurations' runs on this machine (every
+configuration in its runtime's worker process, one sampler and daemon for all, the ONNX export
+cache, scoring each run as it ends); study/slurm.py's runs each configuration as a Slurm array task
+that runs this same local executor on its node. Both stand behind ``Executor``: given the spec,
+the folder and the configurations, run what is missing and say where the summary is.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Protocol
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..attribution import attribute, choose_channels
+from ..usage import proc_usage
+from .aggregate import write_json
+from .layout import Layout
+from .plan import Config
+from .spec import StudySpec
+
+#: idle kept before a run's first inference and after its last, at least (see Runner.pad_ns)
+MIN_PAD_S = 0.05
+
+
+class Executor(Protocol):
+    """Runs a study's missing runs into its folder: ``LocalExecutor`` here, ``slurm.SlurmExecutor``
+    on a cluster. ``run`` returns the path of summary.parquet, or None when it did not wait for it."""
+
+    def run(self, spec: StudySpec, out: Path, log: Callable[[str], None]) -> Optional[Path]: ...
+
+
+class LocalExecutor:
+    """On this machine (``greenprobe study``), or on a node for a Slurm task: ``only`` names its
+    configurations and ``session`` its sitting."""
+
+    def __init__(self, only: Optional[list] = None, session: Optional[str] = None):
+        self.only, self.session = only, session
+
+    def run(self, spec: StudySpec, out: Path, log: Callable[[str], None]) -> Optional[Path]:
+        from . import run_study
+
+        return run_study(spec, out, log=log, only=self.only, session=self.session)
+
+
+@dataclass
+class Plan:
+    """A prepared configuration: built in its worker's slot, warm, with its run length."""
+    n: int
+    one_s: float
+    device: str
+
+
+class Runner:
+    """Runs the configurations' runs in the spec's order. ``interleaved`` (default): round r runs
+    run r of every configuration, in a fresh random order each round, every model kept built in
+    its worker, so slow drift (heat, background load) spreads over all configurations alike;
+    ``blocked``: one configuration's runs after another (one model in memory at a time).
+
+    Every inference is marked by the worker through the daemon at ``address``; each run is
+    attributed as soon as it ends and written to ``configs/<id>/runs/`` (nothing is lost when the
+    study stops; a resumed study skips the runs on disk)."""
+
+    def __init__(self, spec: StudySpec, out: Path, probe, address: str, session: str = "0", gpus=None,
+                 log: Callable[[str], None] = None):
+        self.spec, self.out = spec, Path(out)
+        self.probe, self.address, self.session, self.gpus = probe, address, str(session), gpus
+        self.layout = Layout(out)
+        # where each run ran: the host, and the Slurm job when it ran in one
+        self.where = {"host": socket.gethostname(), "slurm_job_id": os.environ.get("SLURM_JOB_ID", "")}
+        self.log = log or (lambda s: print(s, file=sys.stderr, flush=True))
+        self.workers: dict = {}
+        self.plans: dict = {}
+        self.rng = random.Random(spec.seed)
+        self.cursor = 0  # marks read so far
+
+    # -- workers -------------------------------------------------------------------------------
+    def worker(self, runtime: str):
+        from ..runtimes import Worker
+
+        w = self.workers.get(runtime)
+        if w is None or w.proc.poll() is not None:
+            if w is not None:  # it died
+                self.drop_worker(runtime)
+            w = self.workers[runtime] = Worker(runtime, env={"GREENPROBE_DAEMON": self.address})
+        return w
+
+    def drop_worker(self, runtime: str) -> None:
+        """Closes a runtime's worker; the models it held go with it."""
+        self.workers.pop(runtime).close()
+        self.plans = {c: p for c, p in self.plans.items() if c.runtime != runtime}
+
+    def close(self) -> None:
+        for w in self.workers.values():
+            w.close()
+        self.workers.clear()
+        self.plans.clear()
+
+    # -- one configuration ---------------------------------------------------------------------
+    def build(self, cfg: Config) -> dict:
+        s = self.spec
+        shape = dict(size=s.size, batch_size=cfg.batch_size, image_size=s.image_size, seq_len=s.seq_len)
+        if cfg.runtime != "onnxruntime":
+            return self.worker(cfg.runtime).build(cfg.model, slot=cfg.id, **shape)
+        onnx_dir = self.layout.onnx
+        onnx_dir.mkdir(parents=True, exist_ok=True)
+        # every exporter writes a dynamic batch axis: one export per (source, model) serves all batch sizes,
+        # and exporting at batch 1 is far cheaper (MXNet's BERT at batch 64: minutes)
+        path = onnx_dir / f"{cfg.source}-{cfg.model}-{s.size}-{s.image_size}-{s.seq_len}.onnx"
+        if not path.exists():
+            src = self.worker(cfg.source)
+            slot = f"export-{cfg.model}"
+            src.build(cfg.model, slot=slot, **dict(shape, batch_size=1))
+            # a name of this process's own: Slurm tasks on other nodes may export the same model at once
+            tmp = path.with_name(f"{path.stem}.{socket.gethostname()}-{os.getpid()}.tmp.onnx")
+            try:
+                src.export_onnx(str(tmp), finalize=False, slot=slot)  # finalized here: MXNet's protobuf is
+                from ..runtimes import finalize_export                # slow on big models
+
+                finalize_export(str(tmp), cfg.source)
+                os.replace(tmp, path)
+            finally:
+                src.release(slot)
+        return self.worker("onnxruntime").build(cfg.model, slot=cfg.id, onnx_path=str(path), provider=cfg.provider,
+                                                **shape)
+
+    def prepare(self, cfg: Config) -> Plan:
+        """Builds the configuration, warms it up, and sizes its runs from one warm inference."""
+        plan = self.plans.get(cfg)
+        if plan is not None:
+            return plan
+        s = self.spec
+        built = self.build(cfg)
+        w = self.worker(cfg.runtime)
+        w.run(0, warmup=s.warmup, slot=cfg.id)
+        iv = w.run(1, slot=cfg.id)  # a warm inference times the plan
+        one_s = max((iv[0][1] - iv[0][0]) * 1e-9, 1e-6)
+        n = int(min(max(s.min_inferences, math.ceil(s.min_run_s / one_s)), s.max_inferences))
+        plan = self.plans[cfg] = Plan(n=n, one_s=one_s, device=built.get("device") or "")
+        return plan
+
+    def release(self, cfg: Config) -> None:
+        self.plans.pop(cfg, None)
+        w = self.workers.get(cfg.runtime)
+        if w is not None and w.proc.poll() is None:
+            w.release(cfg.id)
+
+    def run_once(self, cfg: Config, r: int) -> dict:
+        """Run r of a configuration: dithered inferences marked through the daemon, then scored."""
+        s = self.spec
+        plan = self.prepare(cfg)
+        w = self.worker(cfg.runtime)
+        gaps = np.random.default_rng(s.seed * 1000 + r).uniform(0, plan.one_s, plan.n)  # phase dithering
+        gaps[0] = 0.0
+        if r and s.order == "interleaved" and s.warmup:  # another model ran since: caches are cold
+            w.run(0, warmup=1, slot=cfg.id)
+        pad = self.pad_ns()
+        # idle before the run: its window opens pad before the first inference (see score_run), and
+        # the counter update period around that edge must hold no work either, or interpolating
+        # there would move the warm-up's energy (and a runtime's threads spinning after it) into the
+        # window: pad is at least two update periods, so 1.5 pad leaves one between them
+        time.sleep(1.5 * pad * 1e-9)
+        cpu0, t0 = proc_usage(w.proc.pid)[0], time.monotonic_ns()
+        w.run(plan.n, gaps_s=gaps, slot=cfg.id, mark={"label": "inference", "attrs": {"config": cfg.id, "run": r}})
+        t1, (cpu1, rss) = time.monotonic_ns(), proc_usage(w.proc.pid)
+        marks = self.marks_of(cfg, r)
+        if len(marks) != plan.n:
+            raise RuntimeError(f"the daemon holds {len(marks)} of the {plan.n} inference marks of run {r}")
+        start, end = marks[0][1], max(m[2] for m in marks)
+        self.probe.add_mark("run", start, end, config=cfg.id, run=r)
+        time.sleep(max(0.0, (end + pad - time.monotonic_ns()) * 1e-9))  # and idle after it
+        self.probe.settle(after_ns=end + pad)  # counters updated after the window closes
+        usage = {"cpu_util": (cpu1 - cpu0) / ((t1 - t0) * 1e-9) / (os.cpu_count() or 1), "rss_bytes": rss}
+        usage.update(self.gpus.window(start, end) if self.gpus is not None else {})
+        return self.score_run(cfg, r, marks, usage, plan, pad)
+
+    def pad_ns(self) -> int:
+        """Idle time kept before a run's first inference and after its last, inside its window: two
+        of the slowest channel's update periods (at least MIN_PAD_S). The window's edges then fall
+        in idle time, where a counter's interpolation between updates is exact (the power there is
+        the idle power), and what a runtime leaves running after its last call is inside."""
+        periods = [c.learned_update_period_ns()[0] for c in choose_channels(self.probe.channels(
+            time.monotonic_ns() - int(30e9)))] or [0]
+        return int(max(MIN_PAD_S * 1e9, 2 * max(periods)))
+
+    def marks_of(self, cfg: Config, r: int) -> list[tuple]:
+        """The inference marks of run r that reached the daemon, in order of their index."""
+        new, self.cursor = self.probe.marks_since(self.cursor)
+        mine = [m for m in new if m[0] == "inference" and m[4] and m[4].get("config") == cfg.id
+                and m[4].get("run") == r]
+        return sorted(mine, key=lambda m: m[4]["i"])
+
+    def score_run(self, cfg: Config, r: int, marks: list, usage: dict, plan: Plan, pad: int) -> dict:
+        """A run's energy per domain over its window (its inferences with ``pad_ns`` of idle on each
+        side), the window's length and the number of inferences: config_row turns them into the
+        back-to-back figure once the sitting's idle power is known. Its inferences one by one, with
+        interpolated energies (labelled so: below a counter's update period they are not
+        observations), go to configs/<id>/runs/rNNN.parquet, then the row to rNNN.json (its
+        presence: the run is done)."""
+        starts = np.array([m[1] for m in marks], np.int64)
+        ends = np.array([m[2] for m in marks], np.int64)
+        a, b = int(starts[0]) - pad, int(ends.max()) + pad
+        # enough samples around the run to bracket its edges and learn each sensor's update period
+        margin = int(2e9) + 20 * max((c["nominal_update_period_ns"] for c in self.probe.channel_info()), default=0)
+        chans = self.probe.channels(a - margin, b + margin)
+        dur = (ends - starts) * 1e-9
+        cols = {"config": [cfg.id] * len(marks), "run": np.full(len(marks), r), "i": np.arange(len(marks)),
+                "start_ns": starts, "end_ns": ends, "duration_s": dur}
+        window = {}
+        estimated, domains = False, []
+        # the inferences and, last, the run's window: one timeline per channel serves both
+        for res in attribute(np.append(starts, a), np.append(ends, b), chans):
+            ch = res["channel"]
+            name = f"{ch.sensor}/{ch.domain}"
+            domains.append(name)
+            cols[f"energy_j_interpolated[{name}]"] = res["energy_j"][:-1]
+            window[name] = (float(res["energy_j"][-1]), bool(res["complete"][-1]),
+                            float(res["energy_j_high"][-1] - res["energy_j_low"][-1]))
+            estimated |= ch.estimated
+        d = self.layout.runs(cfg.id)
+        d.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.table(cols), self.layout.run_inferences(cfg.id, r))
+        row = {"run": r, "session": self.session, **self.where, "start_ns": int(starts[0]), "end_ns": int(ends.max()),
+               "window_start_ns": a, "window_end_ns": b, "window_s": (b - a) * 1e-9,
+               "inferences": len(marks), "device": plan.device, "estimated": bool(estimated),
+               "domains": ",".join(domains), "time_s_per_inference": float(dur.mean()),
+               "window_complete": all(c for _, c, _ in window.values()),
+               **{f"energy_j_window[{n}]": e for n, (e, _, _) in window.items()},
+               **{f"energy_j_window_bounds_width[{n}]": w for n, (_, _, w) in window.items()},
+               **{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in usage.items()}}
+        write_json(self.layout.run_row(cfg.id, r), row)
+        return row
+
+    # -- the study -----------------------------------------------------------------------------
+    def schedule(self, configs: list[Config]) -> list[tuple[Config, int]]:
+        """(configuration, run) pairs still to do, in the spec's order."""
+        s = self.spec
+        left = {}
+        for c in configs:
+            if self.layout.failed(c.id).exists():
+                continue
+            done = self.layout.runs_done(c.id)
+            todo = [r for r in range(s.runs) if r not in done]
+            if todo:
+                left[c] = todo
+        order = list(left)
+        self.rng.shuffle(order)
+        if s.order == "blocked":
+            return [(c, r) for c in order for r in left[c]]
+        out = []
+        for k in range(s.runs):  # round k: every configuration's k-th remaining run, in a new random order
+            self.rng.shuffle(order)
+            out += [(c, left[c][k]) for c in order if k < len(left[c])]
+        return out
+
+    def run(self, configs: list[Config]) -> None:
+        steps = self.schedule(configs)
+        n_done = len(configs) * self.spec.runs - len(steps)
+        if n_done:
+            self.log(f"resuming: {n_done} runs already on disk, {len(steps)} to go")
+        last = {}
+        for k, (cfg, r) in enumerate(steps):
+            last[cfg] = k
+        failed: set = set()
+        took: dict = {}  # configuration -> seconds its last run took (rest included, building not)
+        for k, (cfg, r) in enumerate(steps):
+            if cfg in failed:
+                continue
+            left = ""
+            if took:  # what the runs still to do took last time (the mean of all for those not run yet)
+                mean = sum(took.values()) / len(took)
+                secs = sum(took.get(c, mean) for c, _ in steps[k:] if c not in failed)
+                left = f", about {secs / 60:.1f} min left"
+            self.log(f"[{k + 1}/{len(steps)}] {cfg.id} run {r + 1}/{self.spec.runs}{left}")
+            try:
+                self.prepare(cfg)
+                t0 = time.monotonic()
+                row = self.run_once(cfg, r)
+                gross = sum(v for k, v in row.items() if k.startswith("energy_j_window[")) / row["inferences"]
+                self.log(f"    {row['time_s_per_inference'] * 1e3:.2f} ms, {gross:.4g} J per inference over its "
+                         f"window, idle included{' (ESTIMATED)' if row['estimated'] else ''}")
+            except Exception as e:  # noqa: BLE001 - recorded with its error; the study goes on
+                from ..runtimes import WorkerError
+
+                msg = str(e) if isinstance(e, WorkerError) else f"{type(e).__name__}: {e}"
+                self.log(f"    failed: {msg.splitlines()[0]}")
+                failed.add(cfg)
+                d = self.layout.config(cfg.id)
+                d.mkdir(parents=True, exist_ok=True)
+                write_json(self.layout.failed(cfg.id), {"error": msg, "run": r})
+                if isinstance(e, WorkerError) and cfg.runtime in self.workers:  # a broken worker is not reused
+                    self.drop_worker(cfg.runtime)
+                elif cfg in self.plans:  # the worker is sound: free the failed configuration's model
+                    self.release(cfg)
+                continue
+            if last[cfg] == k:
+                self.release(cfg)  # its last run: free the model
+            time.sleep(self.spec.rest_s)
+            took[cfg] = time.monotonic() - t0

@@ -1,0 +1,203 @@
+"""The paper's findings held against a study's data, per node type: for each, whether this data
+reproduces it, with the test and its interval, or why it cannot be tested here.
+
+Verdicts: "reproduced", "not reproduced" (the data says otherwise, significantly), "inconclusive"
+(the intervals do not decide), "cannot test" (what it needs is missing: a runtime, a GPU provider,
+or measured energy). Comparisons are Welch tests on the per-run energy per inference (report.welch,
+SciPy), 95 %, two-sided; the correlation is Spearman's with a bootstrap 95 % interval over
+configurations (scipy.stats.bootstrap).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from .layout import Layout
+
+VISION = ("resnet50", "mobilenet_v2")
+KEY = "energy_j_per_inference"
+
+
+def node_types(out: Path, ok: list[dict]) -> dict[str, list[dict]]:
+    """Configurations grouped by the hardware of the hosts their runs ran on (each sitting's
+    environment.json): one group on one machine, one per node type on a mixed cluster."""
+    hw: dict[str, str] = {}
+    for p in sorted(Path(out).glob("sessions/*/environment.json")):
+        env = json.loads(p.read_text())
+        h = env.get("hardware", {})
+        desc = h.get("cpu_model") or env.get("processor") or "?"
+        gpus = h.get("gpus") or []
+        desc += f", {len(gpus)} x {gpus[0]}" if gpus else ", no GPU"
+        hw[env.get("host", "")] = desc
+    groups: dict[str, list[dict]] = {}
+    for r in ok:
+        hosts = [h for h in (r.get("hosts") or "").split(",") if h]
+        kinds = sorted({hw.get(h, "?") for h in hosts}) or ["this machine"]
+        groups.setdefault(" + ".join(kinds), []).append(r)
+    return groups
+
+
+def _runs(out: Path, row: dict) -> list[float]:
+    return pq.read_table(Layout(out).runs_table(row["id"]), columns=[KEY]).column(KEY).to_pylist()
+
+
+def _find(ok: list[dict], **kw) -> Optional[dict]:
+    return next((r for r in ok if all(r.get(k) == v for k, v in kw.items())), None)
+
+
+def _compare(out: Path, winner: dict, other: dict) -> tuple[str, str]:
+    """(verdict, text) for "``winner`` uses less energy than ``other``"."""
+    from .report import welch
+
+    d, lo, hi, sig = welch(_runs(out, winner), _runs(out, other))  # other - winner
+    rel = d / winner[KEY] if winner[KEY] else float("nan")
+    text = f"{other['id']} - {winner['id']}: {d:+.3g} J [{lo:+.3g}, {hi:+.3g}] ({rel:+.1%})"
+    if sig and d > 0:
+        return "reproduced", text
+    if sig and d < 0:
+        return "not reproduced", text
+    return "inconclusive", text
+
+
+def _combine(verdicts: list[str]) -> str:
+    if not verdicts:
+        return "cannot test"
+    if all(v == "reproduced" for v in verdicts):
+        return "reproduced"
+    if any(v == "not reproduced" for v in verdicts):
+        return "not reproduced"
+    return "inconclusive"
+
+
+def findings(out: Path, ok: list[dict]) -> list[dict]:
+    """One row per finding: finding, paper, verdict, test, detail."""
+    out = Path(out)
+    rows = []
+    measured = [r for r in ok if not r.get("estimated")]
+    why_est = "energy is estimated here (no energy sensor): a finding about energy needs measured energy"
+
+    # 1. energy tracks time
+    f = {"finding": "energy tracks inference time", "paper": "Spearman rho 0.99 (p < 0.0001)",
+         "test": "Spearman's rho over configurations, bootstrap 95 % interval; reproduced when rho >= 0.9 and p < 0.05"}
+    if len(measured) < 4:
+        f.update(verdict="cannot test", detail=why_est if ok and not measured else "fewer than 4 configurations")
+    else:
+        from scipy import stats
+
+        t = np.array([r["time_s_per_inference"] for r in measured])
+        e = np.array([r[KEY] for r in measured])
+        res = stats.spearmanr(t, e)
+        with warnings.catch_warnings():  # resamples of few configurations may repeat one: rho undefined there
+            warnings.simplefilter("ignore")
+            ci = stats.bootstrap((t, e), lambda x, y: stats.spearmanr(x, y).statistic, paired=True,
+                                 vectorized=False, n_resamples=999, random_state=np.random.default_rng(0),
+                                 method="percentile").confidence_interval
+        rho = float(res.statistic)
+        f.update(verdict="reproduced" if rho >= 0.9 and res.pvalue < 0.05 else "not reproduced",
+                 detail=f"rho {rho:.3f} [{ci.low:.3f}, {ci.high:.3f}], p {res.pvalue:.2g}, {len(measured)} configurations")
+    rows.append(f)
+
+    def native(rt, model, b):
+        return _find(measured, runtime=rt, model=model, batch_size=b)
+
+    # 2. MXNet lowest energy for vision at batch 1
+    f = {"finding": "MXNet uses the least energy on the vision models at batch 1",
+         "paper": "MXNet ahead of PyTorch and TensorFlow (GPU)",
+         "test": "Welch on per-run energy, MXNet against each other native framework, per vision model"}
+    verdicts, details = [], []
+    for m in VISION:
+        mx = native("mxnet", m, 1)
+        for rt in ("torch", "tensorflow"):
+            other = native(rt, m, 1)
+            if mx is not None and other is not None:
+                v, text = _compare(out, mx, other)
+                verdicts.append(v)
+                details.append(text)
+    f.update(verdict=_combine(verdicts), detail="; ".join(details) or _missing(ok, measured, "MXNet and another "
+                                                                                            "framework on a vision model at batch 1"))
+    rows.append(f)
+
+    # 3. PyTorch best for BERT
+    f = {"finding": "PyTorch uses the least energy on BERT", "paper": "PyTorch ahead of TensorFlow and MXNet (GPU)",
+         "test": "Welch on per-run energy, PyTorch against each other native framework, per batch size"}
+    verdicts, details = [], []
+    for b in sorted({r["batch_size"] for r in measured}):
+        pt = native("torch", "bert-base-uncased", b)
+        for rt in ("tensorflow", "mxnet"):
+            other = native(rt, "bert-base-uncased", b)
+            if pt is not None and other is not None:
+                v, text = _compare(out, pt, other)
+                verdicts.append(v)
+                details.append(text)
+    f.update(verdict=_combine(verdicts), detail="; ".join(details) or _missing(ok, measured, "PyTorch and another "
+                                                                                            "framework on BERT"))
+    rows.append(f)
+
+    # 4. ONNX Runtime usually ahead of its source framework
+    f = {"finding": "ONNX Runtime usually uses less energy than the framework its model came from",
+         "paper": "in most cases",
+         "test": "Welch per (framework, model, batch, provider); reproduced when ONNX Runtime is significantly "
+                 "lower in more than half of the pairs"}
+    pairs = []
+    for r in measured:
+        if r["runtime"] != "onnxruntime":
+            continue
+        nat = native(r["source"], r["model"], r["batch_size"])
+        if nat is not None:
+            pairs.append(_compare(out, r, nat)[0])
+    if pairs:
+        wins = sum(v == "reproduced" for v in pairs)
+        f.update(verdict="reproduced" if wins > len(pairs) / 2 else "not reproduced" if
+                 sum(v == "not reproduced" for v in pairs) >= len(pairs) / 2 else "inconclusive",
+                 detail=f"ONNX Runtime significantly lower in {wins} of {len(pairs)} pairs, significantly higher in "
+                        f"{sum(v == 'not reproduced' for v in pairs)}")
+    else:
+        f.update(verdict="cannot test", detail=_missing(ok, measured, "a framework and ONNX Runtime on its export"))
+    rows.append(f)
+
+    # 5. ResNet-50 at batch 64: ONNX Runtime about 10 % behind PyTorch
+    f = {"finding": "ResNet-50 at batch 64: ONNX Runtime (PyTorch's export) uses about 10 % more energy than PyTorch",
+         "paper": "+10 % energy and time (GPU)", "test": "Welch, per provider; reproduced when ONNX Runtime is "
+                                                        "significantly higher"}
+    pt = native("torch", "resnet50", 64)
+    verdicts, details = [], []
+    for r in measured:
+        if r["runtime"] == "onnxruntime" and r["source"] == "torch" and r["model"] == "resnet50" and \
+                r["batch_size"] == 64 and pt is not None:
+            v, text = _compare(out, pt, r)
+            verdicts.append(v)
+            details.append(text)
+    f.update(verdict=_combine(verdicts), detail="; ".join(details) or _missing(ok, measured, "PyTorch and ONNX "
+                                                                                            "Runtime on ResNet-50 at batch 64"))
+    rows.append(f)
+
+    # 6. TensorRT ahead of CUDA
+    f = {"finding": "TensorRT uses less energy than CUDA as ONNX Runtime's execution provider",
+         "paper": "large gains for MXNet and PyTorch models, mixed for TensorFlow",
+         "test": "Welch per (source, model, batch), TensorRT against CUDA"}
+    verdicts, details = [], []
+    for r in measured:
+        if r["runtime"] == "onnxruntime" and r["provider"] == "tensorrt":
+            cuda = _find(measured, runtime="onnxruntime", provider="cuda", source=r["source"], model=r["model"],
+                         batch_size=r["batch_size"])
+            if cuda is not None:
+                v, text = _compare(out, r, cuda)
+                verdicts.append(v)
+                details.append(text)
+    f.update(verdict=_combine(verdicts), detail="; ".join(details) or (
+        "no GPU here: the CUDA and TensorRT providers need one" if not any(
+            r.get("provider") in ("cuda", "tensorrt") for r in ok) else _missing(ok, measured, "both providers")))
+    rows.append(f)
+    return rows
+
+
+def _missing(ok: list[dict], measured: list[dict], what: str) -> str:
+    if ok and not measured:
+        return "energy is estimated here (no energy sensor): a finding about energy needs measured energy"
+    return f"this study has no {what}"
