@@ -16,7 +16,14 @@ Bounds (``energy_j_low`` / ``energy_j_high``) are what the sensor could resolve,
     counter  E(t) is at least the last value read at or before t, and at most the value of the
              first update seen after t (plus one resolution step). These hold whatever the power
              did between updates.
-    power    the lowest and highest reading covering the interval, times its duration.
+    power    each reading is the mean over its averaging window (``averaging_window_ns``; 0: since the
+             previous update), ending at its update in (prev_t_ns, t_ns]: the window's energy is
+             known, not where in the window it went. Per window, what falls inside [a, b] lies
+             between its energy less the ceiling x the window's part outside, and the lesser of its
+             energy and the ceiling x the part inside; what no window surely covers lies between 0
+             and the ceiling x its length (``max_power_w``; without a ceiling the high bound is NaN
+             and ``bounds_need_ceiling`` says so). Overlapping windows (a 1 s average updated every
+             100 ms) are thinned to ones surely apart. So the bounds hold whatever the power did.
 Systematic sensor error (about 5 % for NVML, per Yang et al. SC24) is not in these bounds.
 
 Glitches
@@ -64,6 +71,7 @@ class Channel:
     resolution: float
     nominal_update_period_ns: int
     averaging_window_ns: int = 0
+    max_power_w: float = 0.0  # the domain's power ceiling (0: unknown): what bounds the unseen
     parent_domain: Optional[str] = None  # the domain containing this one ("" top level; None: unstated)
     t_ns: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     prev_t_ns: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
@@ -184,7 +192,7 @@ class Timeline:
             raise ValueError(f"channel {ch.sensor}/{ch.domain} has no samples")
         self.power = ch.quantity == "power"
         if self.power:
-            self._init_power(t, v)
+            self._init_power(t, prev, v, f)
         else:
             self._init_counter(t, prev, v, f, ch.resolution)
 
@@ -249,14 +257,86 @@ class Timeline:
         return hit
 
     # -- power ---------------------------------------------------------------------------------
-    def _init_power(self, t, v):
-        # Reading k covers (t[k-1], t[k]]; the first reading covers nothing before it.
+    def _init_power(self, t, prev, v, f):
+        # The estimate: reading k taken as the power over (t[k-1], t[k]]; the first covers nothing before it.
         tt = t.astype(np.float64)
         dt = np.diff(tt) * 1e-9
         cum = np.concatenate([[0.0], np.cumsum(v[1:] * dt)])
         self.u, self.e = tt, cum
         self.read_t, self.read_v = t, v.astype(np.float64)
         self.span = (float(tt[0]), float(tt[-1]))
+        # The bounds: each reading is the mean power over its averaging window, which ends at its
+        # update u, somewhere in (prev, t] of the poll that saw it. Known: the window's energy; not
+        # known: where inside the window it was spent. Only readings of a new update (a change after
+        # the first read) date a window.
+        ch = self.channel
+        new = ((f & FLAG_CHANGED) != 0) & ((f & FLAG_FIRST) == 0)
+        tr, pr, vr = tt[new], prev[new].astype(np.float64), v[new].astype(np.float64)
+        w = float(ch.averaging_window_ns)
+        self.pmax = float(getattr(ch, "max_power_w", 0.0) or 0.0)
+        self.tiling = w <= 0
+        if self.tiling:
+            # since the previous update: the windows tile time from the first update on, and reading
+            # i covers (u[i-1], u[i]]: hull (prev[i-1], t[i]], surely (t[i-1], prev[i]]; the first
+            # new reading's window starts at an update seen only as the first read: not used
+            self.h_lo, self.h_hi = pr[:-1], tr[1:]
+            self.c_lo, self.c_hi = tr[:-1], pr[1:]
+            self.e_lo = vr[1:] * np.maximum(pr[1:] - tr[:-1], 0.0) * 1e-9
+            self.e_hi = vr[1:] * (tr[1:] - pr[:-1]) * 1e-9
+            self.tiled = (float(tr[0]), float(pr[-1])) if tr.size >= 2 else None
+        else:
+            # a fixed window w: [u - w, u]; windows that may overlap (a 1 s average updated every
+            # 100 ms) cannot both be counted: keep those surely apart, greedily in time
+            keep, last_end = [], -np.inf
+            for i in range(tr.size):
+                if pr[i] - w >= last_end:
+                    keep.append(i)
+                    last_end = tr[i]
+            k = np.array(keep, dtype=np.int64)
+            self.h_lo, self.h_hi = pr[k] - w, tr[k]
+            self.c_lo, self.c_hi = tr[k] - w, pr[k]
+            self.e_lo = self.e_hi = vr[k] * w * 1e-9
+            self.tiled = None
+
+    def _power_bounds(self, a, b):
+        """Energy bounds that hold whatever the power did, given the readings' windows and the
+        channel's power ceiling (max_power_w; 0 = unknown). Per window: its energy lies between
+        0 and all of it inside [a, b], and at most the ceiling x the overlap; what lies outside
+        every window can be anything from 0 to the ceiling x its length (unbounded without one:
+        then high is NaN, and ``unbounded`` says so)."""
+        pmax = self.pmax
+        low = np.zeros(a.size)
+        high = np.zeros(a.size)
+        fa, fb = a.astype(np.float64), b.astype(np.float64)
+        n = self.h_lo.size
+        # windows whose hull may meet [a, b]: hull_hi > a and hull_lo < b (hulls are ordered in time)
+        first = np.searchsorted(self.h_hi, fa, side="right")
+        last = np.searchsorted(self.h_lo, fb, side="left")
+        for j in range(a.size):
+            x, y = fa[j], fb[j]
+            s = slice(first[j], max(first[j], min(last[j], n)))
+            hl, hh, cl, ch = self.h_lo[s], self.h_hi[s], self.c_lo[s], self.c_hi[s]
+            elo, ehi = self.e_lo[s], self.e_hi[s]
+            h_in = np.clip(np.minimum(hh, y) - np.maximum(hl, x), 0.0, None) * 1e-9
+            h_len = (hh - hl) * 1e-9
+            if pmax > 0:
+                low[j] = np.clip(elo - pmax * (h_len - h_in), 0.0, None).sum()
+                high[j] = np.minimum(ehi, pmax * h_in).sum()
+            else:
+                inside = (hl >= x) & (hh <= y)
+                low[j] = elo[inside].sum()
+                high[j] = ehi[h_in > 0].sum()
+            if self.tiled is not None:
+                lo_t, hi_t = self.tiled
+                covered = max(0.0, min(y, hi_t) - max(x, lo_t)) * 1e-9
+            else:
+                covered = np.clip(np.minimum(ch, y) - np.maximum(cl, x), 0.0, None).sum() * 1e-9
+            outside = max(0.0, (y - x) * 1e-9 - covered)
+            if outside > 0:
+                high[j] = high[j] + pmax * outside if pmax > 0 else np.nan
+            if pmax > 0:  # the hulls' slack is counted on both sides above: never past the ceiling
+                high[j] = min(high[j], pmax * (y - x) * 1e-9)
+        return low, high
 
     # -- queries -------------------------------------------------------------------------------
     def _interp(self, x: np.ndarray) -> np.ndarray:
@@ -285,7 +365,7 @@ class Timeline:
             high = self._upper(b) - self._lower(a)
             low = np.maximum(low, 0.0)
         glitched = self.glitched(a, b)
-        est = np.where(glitched, est, np.clip(est, low, high))
+        est = np.where(glitched, est, np.clip(est, low, np.where(np.isnan(high), np.inf, high)))
         if glitched.any():  # the energy of an excluded step is unknown: no bounds, not complete
             low = np.where(glitched, np.nan, low)
             high = np.where(glitched, np.nan, high)
@@ -302,19 +382,6 @@ class Timeline:
             return np.full(np.shape(x), np.inf)
         j = np.searchsorted(self.edge_prev, x, side="left")
         return np.where(j < n, self.edge_v[np.minimum(j, n - 1)], np.inf)
-
-    def _power_bounds(self, a, b):
-        t, v = self.read_t, self.read_v
-        ia = np.clip(np.searchsorted(t, a, side="left"), 0, t.size - 1)
-        ib = np.clip(np.searchsorted(t, b, side="left"), 0, t.size - 1)
-        # readings ia..ib cover [a, b]
-        low = np.empty(a.size)
-        high = np.empty(a.size)
-        for n in range(a.size):
-            seg = v[ia[n]: ib[n] + 1]
-            low[n], high[n] = seg.min(), seg.max()
-        dur = (b - a) * 1e-9
-        return low * dur, high * dur
 
 
 def choose_channels(channels: list[Channel]) -> list[Channel]:
@@ -346,6 +413,8 @@ def attribute(start_ns: np.ndarray, end_ns: np.ndarray, channels: list[Channel])
             "energy_j_high": high,
             "complete": complete,
             "counter_glitch": tl.glitched(start_ns, end_ns),
+            # power readings leave part of the interval unseen and the channel has no ceiling
+            "bounds_need_ceiling": np.isnan(high) & ~tl.glitched(start_ns, end_ns),
             "below_update_period": (end_ns - start_ns) < period,
             "update_period_ns": period,
             "update_period_source": source,

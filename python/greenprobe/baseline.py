@@ -32,6 +32,7 @@ def idle_power(windows: list[tuple[str, int, int]], channels: list[Channel]) -> 
             continue
         power = res["energy_j"] / secs
         half = (res["energy_j_high"] - res["energy_j_low"]) / 2 / secs
+        half = np.where(np.isfinite(half), half, 0.0)  # no ceiling to bound unseen power: no bound term
         if ch.quantity == "power":
             power, half, ok = _readings_inside(ch, starts, ends, power, half, ok)
         by = {}

@@ -29,7 +29,7 @@ METADATA_KEY = b"greenprobe"
 RESERVED = {
     "label", "start_ns", "end_ns", "duration_s", "thread_id", "ok", "sensor", "domain", "energy_j",
     "energy_j_low", "energy_j_high", "estimated", "below_update_period", "update_period_ns", "complete",
-    "counter_glitch", "method", "mark_index", "baseline_power_w", "energy_j_net",
+    "counter_glitch", "bounds_need_ceiling", "method", "mark_index", "baseline_power_w", "energy_j_net",
 }
 
 
@@ -68,7 +68,7 @@ def intervals_table(probe) -> pa.Table:
     cols: dict[str, list] = {k: [] for k in (
         "label", "start_ns", "end_ns", "duration_s", "thread_id", "ok", "sensor", "domain", "energy_j",
         "energy_j_low", "energy_j_high", "estimated", "below_update_period", "update_period_ns", "complete",
-        "counter_glitch", "method", "mark_index", "baseline_power_w", "energy_j_net")}
+        "counter_glitch", "bounds_need_ceiling", "method", "mark_index", "baseline_power_w", "energy_j_net")}
     attr_names: list[str] = []
     for r in records:
         for k in (r[4] or {}):
@@ -95,6 +95,7 @@ def intervals_table(probe) -> pa.Table:
         cols["update_period_ns"].append(np.full(n, res["update_period_ns"], np.int64))
         cols["complete"].append(res["complete"])
         cols["counter_glitch"].append(res["counter_glitch"])
+        cols["bounds_need_ceiling"].append(res["bounds_need_ceiling"])
         cols["method"] += [res["method"]] * n
         cols["mark_index"].append(np.arange(n, dtype=np.int64))
         p_idle = idle.get((ch.sensor, ch.domain), np.nan)
@@ -116,7 +117,8 @@ def intervals_table(probe) -> pa.Table:
         "sensor": pa.array(cols["sensor"], pa.string()),
         "domain": pa.array(cols["domain"], pa.string()),
         "energy_j": pa.array(cat("energy_j", np.float64), pa.float64()),
-        # null across a counter step the sampler excluded (counter_glitch): that energy is unknown
+        # null across a counter step the sampler excluded (counter_glitch): that energy is unknown;
+        # high null where power readings leave part of the interval unseen and no ceiling bounds it
         "energy_j_low": pa.array(cat("energy_j_low", np.float64), pa.float64(), from_pandas=True),
         "energy_j_high": pa.array(cat("energy_j_high", np.float64), pa.float64(), from_pandas=True),
         "estimated": pa.array(cols["estimated"], pa.bool_()),
@@ -124,6 +126,7 @@ def intervals_table(probe) -> pa.Table:
         "update_period_ns": pa.array(cat("update_period_ns", np.int64), pa.int64()),
         "complete": pa.array(cat("complete", bool), pa.bool_()),
         "counter_glitch": pa.array(cat("counter_glitch", bool), pa.bool_()),
+        "bounds_need_ceiling": pa.array(cat("bounds_need_ceiling", bool), pa.bool_()),
         "method": pa.array(cols["method"], pa.string()),
         "thread_id": pa.array(cols["thread_id"], pa.uint64()),
         "ok": pa.array(cols["ok"], pa.bool_()),
