@@ -28,6 +28,8 @@ py::dict channel_dict(const ChannelInfo& c) {
     d["resolution"] = c.resolution;
     d["nominal_update_period_ns"] = c.nominal_update_period_ns;
     d["averaging_window_ns"] = c.averaging_window_ns;
+    d["averaging_window_min_ns"] = c.averaging_window_min_ns;
+    d["averaging_window_max_ns"] = c.averaging_window_max_ns;
     d["parent_domain"] = c.parent_domain;
     d["device_uuid"] = c.device_uuid;
     d["device_bus_id"] = c.device_bus_id;
@@ -101,6 +103,10 @@ PYBIND11_MODULE(_core, m) {
                 t.info.resolution = d["resolution"].cast<double>();
                 t.info.nominal_update_period_ns = d["nominal_update_period_ns"].cast<int64_t>();
                 t.info.averaging_window_ns = d["averaging_window_ns"].cast<int64_t>();
+                if (d.contains("averaging_window_min_ns") && !d["averaging_window_min_ns"].is_none()) {
+                    t.info.averaging_window_min_ns = d["averaging_window_min_ns"].cast<int64_t>();
+                    t.info.averaging_window_max_ns = d["averaging_window_max_ns"].cast<int64_t>();
+                }
                 // optional: recordings made before sensors stated them
                 if (d.contains("parent_domain") && !d["parent_domain"].is_none()) t.info.parent_domain = d["parent_domain"].cast<std::string>();
                 if (d.contains("device_uuid") && !d["device_uuid"].is_none()) t.info.device_uuid = d["device_uuid"].cast<std::string>();

@@ -16,8 +16,10 @@ Bounds (``energy_j_low`` / ``energy_j_high``) are what the sensor could resolve,
     counter  E(t) is at least the last value read at or before t, and at most the value of the
              first update seen after t (plus one resolution step). These hold whatever the power
              did between updates.
-    power    each reading is the mean over its averaging window (``averaging_window_ns``; 0: since the
-             previous update), ending at its update in (prev_t_ns, t_ns]: the window's energy is
+    power    each reading is the mean over its averaging window (``averaging_window_ns``, or any length
+             in [``averaging_window_min_ns``, ``averaging_window_max_ns``] where only a range is known,
+             as for NVML's instant power; 0: since the previous update), ending at its update in
+             (prev_t_ns, t_ns]: the window's energy is
              known, not where in the window it went. Per window, what falls inside [a, b] lies
              between its energy less the ceiling x the window's part outside, and the lesser of its
              energy and the ceiling x the part inside; what no window surely covers lies between 0
@@ -71,6 +73,9 @@ class Channel:
     resolution: float
     nominal_update_period_ns: int
     averaging_window_ns: int = 0
+    # power: the range the window lies in where it is not known exactly (0, 0: averaging_window_ns is)
+    averaging_window_min_ns: int = 0
+    averaging_window_max_ns: int = 0
     max_power_w: float = 0.0  # the domain's power ceiling (0: unknown): what bounds the unseen
     parent_domain: Optional[str] = None  # the domain containing this one ("" top level; None: unstated)
     t_ns: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
@@ -273,8 +278,11 @@ class Timeline:
         new = ((f & FLAG_CHANGED) != 0) & ((f & FLAG_FIRST) == 0)
         tr, pr, vr = tt[new], prev[new].astype(np.float64), v[new].astype(np.float64)
         w = float(ch.averaging_window_ns)
+        w_min, w_max = float(ch.averaging_window_min_ns), float(ch.averaging_window_max_ns)
+        if w_max <= 0:
+            w_min = w_max = w
         self.pmax = float(getattr(ch, "max_power_w", 0.0) or 0.0)
-        self.tiling = w <= 0
+        self.tiling = w <= 0 and w_max <= 0
         if self.tiling:
             # since the previous update: the windows tile time from the first update on, and reading
             # i covers (u[i-1], u[i]]: hull (prev[i-1], t[i]], surely (t[i-1], prev[i]]; the first
@@ -285,17 +293,17 @@ class Timeline:
             self.e_hi = vr[1:] * (tr[1:] - pr[:-1]) * 1e-9
             self.tiled = (float(tr[0]), float(pr[-1])) if tr.size >= 2 else None
         else:
-            # a fixed window w: [u - w, u]; windows that may overlap (a 1 s average updated every
-            # 100 ms) cannot both be counted: keep those surely apart, greedily in time
+            # a window [u - w, u], w known or in [w_min, w_max]; windows that may overlap (a 1 s
+            # average updated every 100 ms) cannot both be counted: keep those surely apart, greedily
             keep, last_end = [], -np.inf
             for i in range(tr.size):
-                if pr[i] - w >= last_end:
+                if pr[i] - w_max >= last_end:
                     keep.append(i)
                     last_end = tr[i]
             k = np.array(keep, dtype=np.int64)
-            self.h_lo, self.h_hi = pr[k] - w, tr[k]
-            self.c_lo, self.c_hi = tr[k] - w, pr[k]
-            self.e_lo = self.e_hi = vr[k] * w * 1e-9
+            self.h_lo, self.h_hi = pr[k] - w_max, tr[k]
+            self.c_lo, self.c_hi = tr[k] - w_min, pr[k]
+            self.e_lo, self.e_hi = vr[k] * w_min * 1e-9, vr[k] * w_max * 1e-9
             self.tiled = None
 
     def _power_bounds(self, a, b):

@@ -36,6 +36,8 @@ def open_replay(options: dict):
             "domain": c["domain"], "quantity": c["quantity"], "estimated": c["estimated"],
             "resolution": c["resolution"], "nominal_update_period_ns": c["nominal_update_period_ns"],
             "averaging_window_ns": c["averaging_window_ns"],
+            "averaging_window_min_ns": c.get("averaging_window_min_ns", 0),
+            "averaging_window_max_ns": c.get("averaging_window_max_ns", 0),
             # the topology and the device, where the recording has them (a replay keeps the totals right)
             **{k: c.get(k) for k in ("parent_domain", "device_uuid", "device_bus_id", "shared")},
             "offset_ns": (t[m][order] - t0).tolist(), "value": value[m][order].tolist(),

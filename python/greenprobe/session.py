@@ -248,6 +248,8 @@ class Probe:
                 estimated=c["estimated"], resolution=c["resolution"],
                 nominal_update_period_ns=c["nominal_update_period_ns"],
                 averaging_window_ns=c["averaging_window_ns"], max_power_w=float(c.get("max_power_w") or 0.0),
+                averaging_window_min_ns=int(c.get("averaging_window_min_ns") or 0),
+                averaging_window_max_ns=int(c.get("averaging_window_max_ns") or 0),
                 parent_domain=c.get("parent_domain"),
                 t_ns=t[m][order], prev_t_ns=prev[m][order], value=v[m][order], flags=fl[m][order]))
         return out

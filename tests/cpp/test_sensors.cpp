@@ -567,7 +567,10 @@ TEST(nvml_loads_the_fake_library_and_reads_fields) {
     CHECK_NEAR(r[1].value, 100.0, 1e-9);
     CHECK_NEAR(r[3].value, 200.0, 1e-9);
     CHECK(r[0].value > 123456.0);  // counter since "driver load"
-    CHECK(s->info().at("gpu0_power_source") == "field 186 (instant)");
+    // the fake is a Hopper: instant power averages ~25 ms, stated as 18-27 ms
+    CHECK(s->info().at("gpu0_power_source") == "field 186 (instant), averaging ~25 ms (Hopper)");
+    CHECK(ch[1].averaging_window_ns == 25000000 && ch[1].averaging_window_min_ns == 18000000 &&
+          ch[1].averaging_window_max_ns == 27000000);
     CHECK(ch[0].max_power_w == 2000.0 && ch[0].wrap_j == 0.0);  // a 64-bit mJ counter never wraps
     for (const auto& c : ch) CHECK(c.parent_domain.empty());  // GPUs are top-level domains
     ::unsetenv("FAKE_NVML_GPUS");
@@ -578,8 +581,15 @@ TEST(nvml_falls_back_without_field_values) {
     ::setenv("FAKE_NVML_NO_FIELDS", "1", 1);
     auto s = open_sensor("nvml", Options({{"nvml_library", FAKE_NVML_PATH}}));
     CHECK(s->channels().size() == 2);
-    CHECK(s->info().at("gpu0_power_source") == "nvmlDeviceGetPowerUsage");
+    CHECK(s->info().at("gpu0_power_source") == "nvmlDeviceGetPowerUsage, averaging 1 s (Ampere and newer)");
     CHECK(s->channels()[1].averaging_window_ns == 1000000000);
+    // on GA100 the same call is the instant value
+    ::setenv("FAKE_NVML_ARCH", "7", 1);
+    ::setenv("FAKE_NVML_PCI_DEVICE", "0x20B0", 1);
+    s = open_sensor("nvml", Options({{"nvml_library", FAKE_NVML_PATH}}));
+    CHECK(s->channels()[1].averaging_window_ns == 25000000 && s->channels()[1].averaging_window_max_ns == 27000000);
+    ::unsetenv("FAKE_NVML_ARCH");
+    ::unsetenv("FAKE_NVML_PCI_DEVICE");
     ::unsetenv("FAKE_NVML_NO_FIELDS");
 }
 

@@ -32,7 +32,7 @@ def energy(a, b, starts, ends):
     return (IDLE_W * (b - a) + CALL_W * overlap) * 1e-9
 
 
-def readings(window_ns, starts, ends, span_ns, rng, ceiling=CEILING_W):
+def readings(window_ns, starts, ends, span_ns, rng, ceiling=CEILING_W, stated=None):
     """A power channel as the sampler records it: updates every 100 ms (jittered), each the mean
     over its window (since the previous update when window_ns is 0), seen by the first 1 ms poll."""
     u = np.arange(150 * MS, span_ns, 100 * MS) + rng.integers(-MS, MS, size=(span_ns - 150 * MS) // (100 * MS) + 1)[
@@ -46,8 +46,10 @@ def readings(window_ns, starts, ends, span_ns, rng, ceiling=CEILING_W):
         prev.append(poll - MS)
     flags = np.full(len(t), FLAG_CHANGED, np.uint32)
     flags[0] |= FLAG_FIRST
+    w_nom, w_min, w_max = stated if stated is not None else (window_ns, 0, 0)  # what the channel says
     return Channel(channel=0, sensor="nvml", domain="gpu0", quantity="power", estimated=False, resolution=1e-3,
-                   nominal_update_period_ns=100 * MS, averaging_window_ns=window_ns, max_power_w=ceiling,
+                   nominal_update_period_ns=100 * MS, averaging_window_ns=w_nom, averaging_window_min_ns=w_min,
+                   averaging_window_max_ns=w_max, max_power_w=ceiling,
                    t_ns=np.array(t, np.int64), prev_t_ns=np.array(prev, np.int64), value=np.array(v),
                    flags=flags)
 
@@ -102,3 +104,37 @@ def test_without_a_ceiling_unseen_power_leaves_the_high_bound_null_and_says_so()
     assert np.isnan(res["energy_j_high"][0]) and res["energy_j_low"][0] == 0.0
     truth = energy(a[1], b[1], starts, ends)
     assert res["energy_j_low"][1] <= truth <= res["energy_j_high"][1]
+
+
+@pytest.mark.parametrize("true_ms", [17, 26])
+def test_bounds_hold_for_any_window_in_the_stated_range(true_ms):
+    """NVML's instant power averages ~25 ms on Hopper and GA100, but 17.6 to 25.4 ms by board: the
+    channel states [16, 27] ms around a nominal 25, and the bounds hold for any true window in it."""
+    rng = np.random.default_rng(true_ms)
+    span = 10_000 * MS
+    starts, ends = calls(rng, span, n=300)
+    ch = readings(true_ms * MS, starts, ends, span, rng, stated=(25 * MS, 16 * MS, 27 * MS))
+    m = (starts > ch.t_ns[1] + 500 * MS) & (ends < ch.t_ns[-1])
+    a, b = starts[m], ends[m]
+    (res,) = attribute(a, b, [ch])
+    truth = np.array([energy(x, y, starts, ends) for x, y in zip(a, b)])
+    assert ((res["energy_j_low"] <= truth + 1e-9) & (truth <= res["energy_j_high"] + 1e-9)).all()
+
+
+@pytest.mark.parametrize("arch, pci, fields, window_ms", [
+    (9, "0x2330", True, (25, 18, 27)),      # H100, field 186
+    (7, "0x20B0", False, (25, 16, 27)),     # A100 (GA100): nvmlDeviceGetPowerUsage is instant there
+    (7, "0x2204", False, (1000, 850, 1050)),  # RTX 3090 (GA102): a 1 s average
+    (6, "0x1E04", True, (100, 18, 110)),    # Turing: 20 to 100 ms by board
+])
+def test_nvml_states_each_architectures_power_window(fake_nvml, nvml_env, arch, pci, fields, window_ms):
+    import greenprobe
+
+    env = dict(gpus=1, update_ms=100, arch=arch, pci_device=pci)
+    if not fields:
+        env["no_fields"] = 1
+    nvml_env(**env)
+    with greenprobe.Probe(sensors=["nvml"], nvml_library=str(fake_nvml)) as probe:
+        (power,) = [c for c in probe.channel_info() if c["quantity"] == "power"]
+    assert (power["averaging_window_ns"], power["averaging_window_min_ns"], power["averaging_window_max_ns"]) == tuple(
+        w * MS for w in window_ms)

@@ -20,6 +20,11 @@ struct ChannelInfo {
     double resolution = 0.0;                // smallest step: joules (counters) or watts (power)
     int64_t nominal_update_period_ns = 0;   // what the hardware is documented to do; 0 = unknown
     int64_t averaging_window_ns = 0;        // power only: window the reading averages; 0 = since last update
+    // Power only: the range that window is known to lie in, where it is not known exactly (NVML's
+    // instant power averages 10-110 ms depending on the GPU: MEASUREMENT.md 1.3); both 0 when
+    // averaging_window_ns is exact. Bounds stay valid for any window in the range.
+    int64_t averaging_window_min_ns = 0;
+    int64_t averaging_window_max_ns = 0;
     // The domain of the same sensor whose energy includes this one's ("package-0" for "core-0",
     // "psys" for "package-0" and "dram" where the platform domain exists); empty at the top level.
     // Containment of energy, not of the sysfs tree: powercap lists dram under its package, but the

@@ -106,6 +106,41 @@ class NvmlSensor final : public Sensor {
     std::string last_error() const override { return last_error_; }
 
   private:
+    // nvmlDeviceArchitecture_t
+    static constexpr unsigned kArchVolta = 5, kArchTuring = 6, kArchAmpere = 7, kArchAda = 8, kArchHopper = 9,
+                              kArchPascal = 4, kArchUnknown = 0xffffffffu;
+
+    struct PowerWindow {
+        int64_t nominal_ns, min_ns, max_ns;
+        std::string why;
+    };
+
+    // The window one power reading averages, by architecture (Yang et al. SC'24 artifact,
+    // MEASUREMENT.md 1.3; ranges over the boards measured, widened a little).
+    // nvmlDeviceGetPowerUsage is a 1-s average on Ampere and newer except GA100 (NVML's docs);
+    // elsewhere it is the instant value, as field 186 is everywhere. GA100 is told apart by its PCI
+    // device ids (0x20xx; consumer and workstation Ampere are 0x22xx-0x25xx).
+    static PowerWindow power_window(unsigned arch, unsigned pci_device, bool field_instant) {
+        constexpr int64_t ms = 1000000;
+        const bool ga100 = arch == kArchAmpere && (pci_device >> 8) == 0x20;
+        const bool known_newer = arch != kArchUnknown && arch >= kArchAmpere;
+        if (!field_instant && known_newer && !ga100) return {1000 * ms, 850 * ms, 1050 * ms, "1 s (Ampere and newer)"};
+        if (!field_instant && arch == kArchUnknown) {
+            return {1000 * ms, 5 * ms, 1050 * ms, "unknown (architecture unknown: 5 ms to 1 s)"};
+        }
+        switch (arch) {
+            case kArchHopper: return {25 * ms, 18 * ms, 27 * ms, "~25 ms (Hopper)"};
+            case kArchAmpere:
+                return ga100 ? PowerWindow{25 * ms, 16 * ms, 27 * ms, "~25 ms (GA100)"}
+                             : PowerWindow{100 * ms, 75 * ms, 115 * ms, "~100 ms (Ampere GA10x)"};
+            case kArchAda: return {100 * ms, 75 * ms, 115 * ms, "~100 ms (Ada)"};
+            case kArchTuring: return {100 * ms, 18 * ms, 110 * ms, "20-100 ms (Turing: by board)"};
+            case kArchVolta: return {10 * ms, 9 * ms, 12 * ms, "~10 ms of 20 (Volta)"};
+            case kArchPascal: return {10 * ms, 7 * ms, 13 * ms, "~10 ms of 20 (Pascal)"};
+            default: return {25 * ms, 5 * ms, 1050 * ms, "unknown for this architecture: 5 ms to 1 s"};
+        }
+    }
+
     struct Gpu {
         unsigned index = 0;
         nvml::Device handle = nullptr;
@@ -211,6 +246,14 @@ class NvmlSensor final : public Sensor {
                 char buf[96] = {};
                 if (api_.DeviceGetName(g.handle, buf, sizeof buf) == nvml::kSuccess) g.name = buf;
             }
+            unsigned arch = kArchUnknown, pci_device = 0;
+            if (!api_.DeviceGetArchitecture || api_.DeviceGetArchitecture(g.handle, &arch) != nvml::kSuccess) {
+                arch = kArchUnknown;
+            }
+            if (api_.DeviceGetPciInfo) {
+                nvml::PciInfo pci{};
+                if (api_.DeviceGetPciInfo(g.handle, &pci) == nvml::kSuccess) pci_device = pci.pciDeviceId >> 16;
+            }
             // Probe capabilities once: field values first, then the dedicated calls.
             bool energy_ok = false, power_ok = false, power_instant = false;
             if (api_.DeviceGetFieldValues) {
@@ -253,10 +296,12 @@ class NvmlSensor final : public Sensor {
                 c.quantity = Quantity::Power;
                 c.resolution = 1e-3;
                 c.nominal_update_period_ns = 100000000;
-                // Instant power averages a short window (~25 ms of each 100 ms on A100/H100);
-                // nvmlDeviceGetPowerUsage is a 1-s average on Ampere and newer (except GA100).
-                c.averaging_window_ns = power_instant ? 25000000 : 1000000000;
-                g.power_source = power_instant ? "field 186 (instant)" : "nvmlDeviceGetPowerUsage";
+                const PowerWindow pw = power_window(arch, pci_device, power_instant);
+                c.averaging_window_ns = pw.nominal_ns;
+                c.averaging_window_min_ns = pw.min_ns;
+                c.averaging_window_max_ns = pw.max_ns;
+                g.power_source = std::string(power_instant ? "field 186 (instant)" : "nvmlDeviceGetPowerUsage") +
+                                 ", averaging " + pw.why;
                 g.power_channel = static_cast<int>(channels_.size());
                 channels_.push_back(c);
             }

@@ -79,6 +79,7 @@ Api Api::load(const std::string& library) {
     bind(api.handle, "nvmlDeviceGetPciInfo_v3", api.DeviceGetPciInfo);
     if (!api.DeviceGetPciInfo) bind(api.handle, "nvmlDeviceGetPciInfo_v2", api.DeviceGetPciInfo);
     bind(api.handle, "nvmlDeviceGetDeviceHandleFromMigDeviceHandle", api.DeviceGetDeviceHandleFromMigDeviceHandle);
+    bind(api.handle, "nvmlDeviceGetArchitecture", api.DeviceGetArchitecture);
 
     const Return r = api.Init();
     if (r != kSuccess) {

@@ -111,6 +111,7 @@ struct Api {
     Return (*DeviceGetIndex)(Device, unsigned int*) = nullptr;
     Return (*DeviceGetPciInfo)(Device, PciInfo*) = nullptr;  // nvmlDeviceGetPciInfo_v3, else _v2
     Return (*DeviceGetDeviceHandleFromMigDeviceHandle)(Device, Device*) = nullptr;
+    Return (*DeviceGetArchitecture)(Device, unsigned int*) = nullptr;  // nvmlDeviceArchitecture_t
 
     // Loads the library (soname libnvidia-ml.so.1 unless a path is given) and initialises NVML.
     // Throws SensorError (LibraryMissing, Permission, ...) naming the library or symbol and the fix.
