@@ -91,6 +91,8 @@ def test_marks_from_several_processes_and_environments_reach_one_daemon(tmp_path
         remote = greenprobe.connect(address)
         st_ = remote.status()
         assert st_["marks"] == expected and st_["channels"][0]["sensor"] == "synthetic"
+        # what a client needs to bound energy itself: the ceiling, and the channel's place
+        assert all(c["max_power_w"] > 0 and "parent_domain" in c for c in st_["channels"]), st_["channels"]
         assert abs(st_["now_ns"] - time.monotonic_ns()) < 1e9  # one clock
         rows = remote.summary()
         assert rows and rows[0]["label"] == "work" and rows[0]["calls"] == expected

@@ -230,3 +230,33 @@ def test_the_papers_findings_are_held_against_the_data(study):
     html_text = write_report(study).read_text()
     assert "The paper&#x27;s findings" in html_text or "The paper's findings" in html_text
     assert "cannot test" in html_text and "reproduced" in html_text
+
+
+def test_nodes_of_different_hardware_get_tables_of_their_own(study, tmp_path):
+    """A study whose configurations ran on two kinds of node (a Slurm cluster's): the report splits
+    its tables and findings by node type instead of comparing across hardware."""
+    import shutil
+
+    import pyarrow as pa
+
+    from greenprobe.study.findings import node_types
+    from greenprobe.study.report import write_report
+
+    two = tmp_path / "two-nodes"
+    shutil.copytree(study, two)
+    other = two / "sessions" / "slurm-9-0"
+    other.mkdir()
+    (other / "environment.json").write_text(json.dumps({"host": "node-b", "hardware": {
+        "cpu_model": "Other CPU 9000", "gpus": ["NVIDIA H200"]}}))
+    rows = pq.read_table(two / "summary.parquet").to_pylist()
+    for r in rows:
+        if r.get("batch_size") == 2:
+            r["hosts"] = "node-b"
+    pq.write_table(pa.Table.from_pylist(rows), two / "summary.parquet")
+    ok = [r for r in rows if r["status"] == "ok"]
+    kinds = node_types(two, ok)
+    assert len(kinds) == 2 and sorted(len(v) for v in kinds.values()) == [2, 2]
+    assert any(k.startswith("Other CPU 9000, 1 x NVIDIA H200") for k in kinds)
+    text = write_report(two).read_text()
+    assert text.count("<h2>Node type: ") == 2 and "2 kinds of node" in text
+    assert text.count("<h3>Batch size ") == 2 and "<h3>Other CPU 9000" in text

@@ -106,38 +106,28 @@ def findings(out: Path, ok: list[dict]) -> list[dict]:
     def native(rt, model, b):
         return _find(measured, runtime=rt, model=model, batch_size=b)
 
+    def held(f: dict, pairs: list, missing: str) -> dict:
+        """A finding that each (winner, other) pair must show: winner significantly lower."""
+        pairs = [(w, o) for w, o in pairs if w is not None and o is not None]
+        results = [_compare(out, w, o) for w, o in pairs]
+        f.update(verdict=_combine([v for v, _ in results]),
+                 detail="; ".join(t for _, t in results) or missing)
+        return f
+
     # 2. MXNet lowest energy for vision at batch 1
-    f = {"finding": "MXNet uses the least energy on the vision models at batch 1",
-         "paper": "MXNet ahead of PyTorch and TensorFlow (GPU)",
-         "test": "Welch on per-run energy, MXNet against each other native framework, per vision model"}
-    verdicts, details = [], []
-    for m in VISION:
-        mx = native("mxnet", m, 1)
-        for rt in ("torch", "tensorflow"):
-            other = native(rt, m, 1)
-            if mx is not None and other is not None:
-                v, text = _compare(out, mx, other)
-                verdicts.append(v)
-                details.append(text)
-    f.update(verdict=_combine(verdicts), detail="; ".join(details) or _missing(ok, measured, "MXNet and another "
-                                                                                            "framework on a vision model at batch 1"))
-    rows.append(f)
+    rows.append(held({"finding": "MXNet uses the least energy on the vision models at batch 1",
+                      "paper": "MXNet ahead of PyTorch and TensorFlow (GPU)",
+                      "test": "Welch on per-run energy, MXNet against each other native framework, per vision model"},
+                     [(native("mxnet", m, 1), native(rt, m, 1)) for m in VISION for rt in ("torch", "tensorflow")],
+                     _missing(ok, measured, "MXNet and another framework on a vision model at batch 1")))
 
     # 3. PyTorch best for BERT
-    f = {"finding": "PyTorch uses the least energy on BERT", "paper": "PyTorch ahead of TensorFlow and MXNet (GPU)",
-         "test": "Welch on per-run energy, PyTorch against each other native framework, per batch size"}
-    verdicts, details = [], []
-    for b in sorted({r["batch_size"] for r in measured}):
-        pt = native("torch", "bert-base-uncased", b)
-        for rt in ("tensorflow", "mxnet"):
-            other = native(rt, "bert-base-uncased", b)
-            if pt is not None and other is not None:
-                v, text = _compare(out, pt, other)
-                verdicts.append(v)
-                details.append(text)
-    f.update(verdict=_combine(verdicts), detail="; ".join(details) or _missing(ok, measured, "PyTorch and another "
-                                                                                            "framework on BERT"))
-    rows.append(f)
+    rows.append(held({"finding": "PyTorch uses the least energy on BERT",
+                      "paper": "PyTorch ahead of TensorFlow and MXNet (GPU)",
+                      "test": "Welch on per-run energy, PyTorch against each other native framework, per batch size"},
+                     [(native("torch", "bert-base-uncased", b), native(rt, "bert-base-uncased", b))
+                      for b in sorted({r["batch_size"] for r in measured}) for rt in ("tensorflow", "mxnet")],
+                     _missing(ok, measured, "PyTorch and another framework on BERT")))
 
     # 4. ONNX Runtime usually ahead of its source framework
     f = {"finding": "ONNX Runtime usually uses less energy than the framework its model came from",
@@ -162,38 +152,24 @@ def findings(out: Path, ok: list[dict]) -> list[dict]:
     rows.append(f)
 
     # 5. ResNet-50 at batch 64: ONNX Runtime about 10 % behind PyTorch
-    f = {"finding": "ResNet-50 at batch 64: ONNX Runtime (PyTorch's export) uses about 10 % more energy than PyTorch",
-         "paper": "+10 % energy and time (GPU)", "test": "Welch, per provider; reproduced when ONNX Runtime is "
-                                                        "significantly higher"}
-    pt = native("torch", "resnet50", 64)
-    verdicts, details = [], []
-    for r in measured:
-        if r["runtime"] == "onnxruntime" and r["source"] == "torch" and r["model"] == "resnet50" and \
-                r["batch_size"] == 64 and pt is not None:
-            v, text = _compare(out, pt, r)
-            verdicts.append(v)
-            details.append(text)
-    f.update(verdict=_combine(verdicts), detail="; ".join(details) or _missing(ok, measured, "PyTorch and ONNX "
-                                                                                            "Runtime on ResNet-50 at batch 64"))
-    rows.append(f)
+    rows.append(held({"finding": "ResNet-50 at batch 64: ONNX Runtime (PyTorch's export) uses about 10 % more energy "
+                                 "than PyTorch",
+                      "paper": "+10 % energy and time (GPU)",
+                      "test": "Welch, per provider; reproduced when ONNX Runtime is significantly higher"},
+                     [(native("torch", "resnet50", 64), r) for r in measured if r["runtime"] == "onnxruntime"
+                      and r["source"] == "torch" and r["model"] == "resnet50" and r["batch_size"] == 64],
+                     _missing(ok, measured, "PyTorch and ONNX Runtime on ResNet-50 at batch 64")))
 
     # 6. TensorRT ahead of CUDA
-    f = {"finding": "TensorRT uses less energy than CUDA as ONNX Runtime's execution provider",
-         "paper": "large gains for MXNet and PyTorch models, mixed for TensorFlow",
-         "test": "Welch per (source, model, batch), TensorRT against CUDA"}
-    verdicts, details = [], []
-    for r in measured:
-        if r["runtime"] == "onnxruntime" and r["provider"] == "tensorrt":
-            cuda = _find(measured, runtime="onnxruntime", provider="cuda", source=r["source"], model=r["model"],
-                         batch_size=r["batch_size"])
-            if cuda is not None:
-                v, text = _compare(out, r, cuda)
-                verdicts.append(v)
-                details.append(text)
-    f.update(verdict=_combine(verdicts), detail="; ".join(details) or (
-        "no GPU here: the CUDA and TensorRT providers need one" if not any(
-            r.get("provider") in ("cuda", "tensorrt") for r in ok) else _missing(ok, measured, "both providers")))
-    rows.append(f)
+    no_gpu = not any(r.get("provider") in ("cuda", "tensorrt") for r in ok)
+    rows.append(held({"finding": "TensorRT uses less energy than CUDA as ONNX Runtime's execution provider",
+                      "paper": "large gains for MXNet and PyTorch models, mixed for TensorFlow",
+                      "test": "Welch per (source, model, batch), TensorRT against CUDA"},
+                     [(r, _find(measured, runtime="onnxruntime", provider="cuda", source=r["source"], model=r["model"],
+                                batch_size=r["batch_size"]))
+                      for r in measured if r["runtime"] == "onnxruntime" and r["provider"] == "tensorrt"],
+                     "no GPU here: the CUDA and TensorRT providers need one" if no_gpu
+                     else _missing(ok, measured, "both providers")))
     return rows
 
 

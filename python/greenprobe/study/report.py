@@ -226,6 +226,26 @@ def after_rows(ok: list[dict]) -> list[list]:
     return out
 
 
+def batch_tables(ok: list[dict], level: int = 2) -> list[str]:
+    """Per batch size, the paper's table: energy and time per inference of every runtime and model."""
+    parts = []
+    models = sorted({r["model"] for r in ok})
+    for b in sorted({r["batch_size"] for r in ok}):
+        headers = ["runtime"] + [f"{m}: energy J/inference [95 %]" for m in models] + \
+                  [f"{m}: time ms/inference [95 %]" for m in models]
+        table = []
+        for lab in sorted({config_label(r) for r in ok if r["batch_size"] == b}):
+            cells = [lab]
+            for key, scale in (("energy_j_per_inference", 1.0), ("time_s_per_inference", 1e3)):
+                for m in models:
+                    r = next((r for r in ok if config_label(r) == lab and r["model"] == m and r["batch_size"] == b), None)
+                    cells.append("-" if r is None else _fmt(r[key], r[key + "_low"], r[key + "_high"], scale) +
+                                 (" EST." if r.get("estimated") else ""))
+            table.append(cells)
+        parts.append(f"<h{level}>Batch size {b}</h{level}>" + _table(headers, table))
+    return parts
+
+
 def write_report(directory) -> Path:
     out = Path(directory)
     summary = out / "summary.parquet"
@@ -266,31 +286,25 @@ def write_report(directory) -> Path:
     parts.append("<h2>Sensors</h2>" + _table(["sensor", "domain", "quantity", "update period (ms)", "source", "estimated"], [
         [c.get("sensor"), c.get("domain"), c.get("quantity"), f"{c.get('update_period_ns', 0) / 1e6:.3g}",
          c.get("update_period_source"), c.get("estimated")] for c in sensors]))
-    models = sorted({r["model"] for r in ok})
-    for b in sorted({r["batch_size"] for r in ok}):
-        headers = ["runtime"] + [f"{m}: energy J/inference [95 %]" for m in models] + \
-                  [f"{m}: time ms/inference [95 %]" for m in models]
-        table = []
-        for lab in sorted({config_label(r) for r in ok if r["batch_size"] == b}):
-            cells = [lab]
-            for key, scale in (("energy_j_per_inference", 1.0), ("time_s_per_inference", 1e3)):
-                for m in models:
-                    r = next((r for r in ok if config_label(r) == lab and r["model"] == m and r["batch_size"] == b), None)
-                    cells.append("-" if r is None else _fmt(r[key], r[key + "_low"], r[key + "_high"], scale) +
-                                 (" EST." if r.get("estimated") else ""))
-            table.append(cells)
-        parts.append(f"<h2>Batch size {b}</h2>" + _table(headers, table))
+    from .findings import findings, node_types
+
+    kinds = node_types(out, ok)
+    if len(kinds) > 1:
+        parts.append(f"<p class='warn'>The runs ran on {len(kinds)} kinds of node: each gets its own tables, since "
+                     "configurations measured on different hardware are not compared.</p>")
+    for kind, rows_k in kinds.items():
+        if len(kinds) > 1:
+            parts.append(f"<h2>Node type: {html.escape(kind)}</h2>")
+        parts += batch_tables(rows_k, level=3 if len(kinds) > 1 else 2)
     if ok:
         rho = spearman([r["time_s_per_inference"] for r in ok], [r["energy_j_per_inference"] for r in ok])
         parts.append(f"<h2>Energy against time</h2><p>Spearman's rho over {len(ok)} configurations: <b>{rho:.3f}</b> "
                      "(the paper reports 0.99).</p>")
-        from .findings import findings, node_types
-
         parts.append("<h2>The paper's findings, held against this data</h2><p>Per node type. Reproduced: the test "
                      "agrees, significantly; not reproduced: it says otherwise, significantly; inconclusive: the "
                      "intervals do not decide; cannot test: what the finding needs is not here. The paper measured "
                      "an RTX 3070 GPU; on a CPU-only node the runtimes are compared on the CPU.</p>")
-        for kind, rows_k in node_types(out, ok).items():
+        for kind, rows_k in kinds.items():
             parts.append(f"<h3>{html.escape(kind)}</h3>" + _table(
                 ["finding", "paper", "here", "test", "detail (95 % intervals)"],
                 [[f["finding"], f["paper"], f["verdict"], f["test"], f["detail"]]
