@@ -317,9 +317,12 @@ class PartWriter:
         name = f"part-{self.parts:08d}.parquet"  # 8 digits: 6 years of parts every 2 s, in order
         if t.size:
             path = self.root / "samples" / name
+            # a name that says its unit: cumulative joules of energy counters, watts of power readings
+            power = np.isin(ch, [c["channel"] for c in self.probe.channel_info() if c["quantity"] == "power"])
             _atomic_write_table(pa.table({
                 "t_ns": pa.array(t, pa.int64()), "prev_t_ns": pa.array(prev, pa.int64()),
-                "value": pa.array(v, pa.float64()), "channel": pa.array(ch, pa.uint32()),
+                "channel": pa.array(ch, pa.uint32()),
+                "energy_j": pa.array(v, pa.float64(), mask=power), "power_w": pa.array(v, pa.float64(), mask=~power),
                 "flags": pa.array(fl, pa.uint32())}), path)
             samples.spilled(Part(str(path), self.samples_done, self.samples_done + t.size, int(t.min()),
                                  int(t.max())))

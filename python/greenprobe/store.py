@@ -221,10 +221,15 @@ class SampleStore:
 
 
 def read_samples(path: str) -> tuple:
+    """A part's samples as the sampler's columns: its energy_j (counters) and power_w (power
+    readings) are one value column again."""
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    t = pq.read_table(path, columns=list(SAMPLE_NAMES))
-    return tuple(t.column(name).to_numpy().astype(d, copy=False) for name, d in zip(SAMPLE_NAMES, SAMPLE_DTYPES))
+    t = pq.read_table(path)
+    cols = {n: t.column(n) for n in ("t_ns", "prev_t_ns", "channel", "flags")}
+    cols["value"] = pc.coalesce(t.column("energy_j"), t.column("power_w"))
+    return tuple(cols[name].to_numpy().astype(d, copy=False) for name, d in zip(SAMPLE_NAMES, SAMPLE_DTYPES))
 
 
 class MarkStore:

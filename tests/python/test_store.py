@@ -29,8 +29,9 @@ def chunk(rng, t0: int, n: int, channels=(0, 1, 2)) -> tuple:
 
 
 def stores():
-    """What PartWriter reads of a Probe: its two stores."""
-    return SimpleNamespace(samples_store=SampleStore(), marks_store=MarkStore())
+    """What PartWriter reads of a Probe: its two stores, and which channels read power (channel 1)."""
+    return SimpleNamespace(samples_store=SampleStore(), marks_store=MarkStore(),
+                           channel_info=lambda: [{"channel": 0, "quantity": "energy"}, {"channel": 1, "quantity": "power"}])
 
 
 def test_samples_written_and_forgotten_are_read_back_exactly_once(tmp_path):
@@ -60,6 +61,11 @@ def test_samples_written_and_forgotten_are_read_back_exactly_once(tmp_path):
     tail = probe.samples_store.columns(from_index=30_000)
     np.testing.assert_array_equal(tail[0], full[0][30_000:])
     assert probe.samples_store.first_reading(1) == (int(full[0][1]), float(full[2][1]))
+    # the parts name their units: joules of the counter (channel 0), watts of the power readings (1)
+    part = pq.read_table(tmp_path / "parts" / "samples" / "part-00000001.parquet").to_pydict()
+    assert "value" not in part and set(part) == {"t_ns", "prev_t_ns", "channel", "energy_j", "power_w", "flags"}
+    for c, e, w in zip(part["channel"], part["energy_j"], part["power_w"]):
+        assert (e is None) == (c == 1) and (w is None) == (c != 1)
 
 
 def test_a_part_out_of_order_is_refused():
