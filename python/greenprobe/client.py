@@ -232,13 +232,18 @@ class RemoteProbe:
         return self._table("samples")
 
     def samples(self, since_ns: int = 0, channels=(), max_batch: int = 4096) -> Iterator[dict]:
-        """Streams samples as column batches (dicts of lists) until the caller stops iterating."""
+        """Streams samples as column batches (dicts of lists: t_ns, prev_t_ns, channel, flags, and
+        energy_j for energy counters (cumulative J) or power_w for power readings (W), None in the
+        other) until the caller stops iterating."""
+        power = {c["channel"] for c in self.channels() if c["quantity"] == "power"}
         req = self._pb.StreamSamplesRequest(since_ns=int(since_ns), channels=list(channels), max_batch=max_batch)
         stream = self._stub.StreamSamples(req)
         try:
             for batch in stream:
-                yield {"t_ns": list(batch.t_ns), "prev_t_ns": list(batch.prev_t_ns), "value": list(batch.value),
-                       "channel": list(batch.channel), "flags": list(batch.flags)}
+                ch, v = list(batch.channel), list(batch.value)
+                yield {"t_ns": list(batch.t_ns), "prev_t_ns": list(batch.prev_t_ns), "channel": ch,
+                       "energy_j": [None if c in power else x for c, x in zip(ch, v)],
+                       "power_w": [x if c in power else None for c, x in zip(ch, v)], "flags": list(batch.flags)}
         finally:
             stream.cancel()
 

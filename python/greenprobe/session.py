@@ -123,6 +123,10 @@ class Probe:
         self._drain_thread.start()
         self.settle(after_ns=self._anchor["monotonic_ns"])
         self._measure_idle("before")
+        if self.baseline_windows:
+            # the work must not share the idle window's last update period: interpolating the
+            # counter at the window's end would move a share of the work's energy into the idle
+            self.settle(after_ns=self.baseline_windows[-1][2])
         _push_sink(self._records)
         return self
 

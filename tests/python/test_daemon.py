@@ -324,3 +324,26 @@ def test_the_daemons_summary_carries_every_column_and_absent_figures_stay_absent
     instant = got[("instant", "synthetic")]
     assert instant["status"] == "not-estimated" and instant["reason"]
     assert instant["energy_j_per_call"] is None and instant["energy_j_per_call_low"] is None
+
+
+def test_a_client_streams_samples_whose_columns_say_their_units(tmp_path):
+    probe = greenprobe.Probe(sensors=["synthetic:domains=a", "synthetic:quantity=power;domains=b"], period_us=1000)
+    daemon = Daemon(probe, tmp_path / "d.sock")
+    probe.start()
+    daemon.start()
+    try:
+        remote = greenprobe.connect(daemon.addresses[0])
+        kinds = {c["channel"]: c["quantity"] for c in remote.channels()}
+        assert sorted(kinds.values()) == ["energy", "power"]
+        seen = {"energy": 0, "power": 0}
+        for batch in remote.samples(since_ns=0):
+            assert "value" not in batch
+            for c, e, w in zip(batch["channel"], batch["energy_j"], batch["power_w"]):
+                assert (e is None, w is None) == ((False, True) if kinds[c] == "energy" else (True, False))
+                seen[kinds[c]] += 1
+            if min(seen.values()) >= 5:
+                break
+        assert min(seen.values()) >= 5
+    finally:
+        daemon.stop()
+        probe.stop()

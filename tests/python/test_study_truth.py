@@ -32,9 +32,9 @@ def followed_study(tmp_path_factory, fake_nvml):
     with pytest.MonkeyPatch.context() as mp:
         for k, v in env.items():
             mp.setenv(k, v)
-        # torch and ONNX Runtime, a light and a heavy model, batch 1 and 32: inferences of ~1 to ~100 ms
+        # torch and ONNX Runtime, a light and a heavy model, batch 1 and 64: inferences of ~0.5 to ~130 ms
         spec = load_spec(None, runtimes=["torch", "onnxruntime"], sources=["torch"], providers=["cpu"],
-                         models=["mobilenet_v2", "resnet50"], batch_sizes=[1, 32], size="tiny", image_size=64,
+                         models=["mobilenet_v2", "resnet50"], batch_sizes=[1, 64], size="tiny", image_size=64,
                          runs=3, min_run_s=1.0, min_inferences=8, warmup=2, rest_s=0.1, baseline_s=1.0,
                          sensors="nvml", period_us=500, seed=5)
         run_study(spec, out, log=lambda s: None)
@@ -54,13 +54,15 @@ def test_study_figure_matches_a_gpu_that_follows_the_workers(followed_study):
     rows = [r for r in pq.read_table(out / "summary.parquet").to_pylist() if r["status"] == "ok"]
     assert len(rows) == 8, [(r["id"], r["status"], r.get("error")) for r in pq.read_table(out / "summary.parquet").to_pylist()]
     times = sorted(r["time_s_per_inference"] for r in rows)
-    assert times[0] < 0.005 and times[-1] > 0.03, f"inference times {times} do not span the range the test is for"
+    assert times[0] < 0.005 and times[-1] > 0.08, f"inference times {times} do not span the range the test is for"
     report, bad = [], []
     for r in rows:
         gross, net = exact(out, r, trace)
         assert net > 0.2 * gross, f"{r['id']}: the followed work is too small a share to test the net figure"
         assert r["domains"] == "nvml/gpu0", r["domains"]
         report.append(f"{r['id']}: idle {r['idle_power_w']:.4g} W (exact {IDLE_W:g}), {r['time_s_per_inference'] * 1e3:.3g} ms")
+        if abs(r["idle_power_w"] / IDLE_W - 1) > 0.005:  # work leaking into the idle windows at their edges
+            bad.append(report[-1])
         for key, truth in (("energy_j_per_inference", gross), ("energy_j_per_inference_net", net)):
             err = r[key] / truth - 1
             report.append(f"{r['id']} {key}: {r[key]:.5g} J vs exact {truth:.5g} J ({err:+.2%}), "
