@@ -42,6 +42,7 @@ def test_summary_has_one_row_per_configuration_with_the_paper_columns(study):
         ("torch", "torch", "native", 1), ("torch", "torch", "native", 2)]
     for r in ok:
         assert r["model"] == "mobilenet_v2" and r["estimated"] is False and r["runs"] == 3
+        assert r["node"].endswith(", no GPU") and r["hosts"]  # the hardware its runs ran on
         for k in ("energy_j_per_inference", "time_s_per_inference"):
             assert r[k + "_low"] <= r[k] <= r[k + "_high"]
         # the synthetic sensor draws a constant 40 W: energy per inference is 40 W x its time
@@ -250,8 +251,8 @@ def test_nodes_of_different_hardware_get_tables_of_their_own(study, tmp_path):
         "cpu_model": "Other CPU 9000", "gpus": ["NVIDIA H200"]}}))
     rows = pq.read_table(two / "summary.parquet").to_pylist()
     for r in rows:
-        if r.get("batch_size") == 2:
-            r["hosts"] = "node-b"
+        if r.get("batch_size") == 2:  # ran on node-b; its node type rebuilt from node-b's sitting
+            r["hosts"], r["node"] = "node-b", None
     pq.write_table(pa.Table.from_pylist(rows), two / "summary.parquet")
     ok = [r for r in rows if r["status"] == "ok"]
     kinds = node_types(two, ok)

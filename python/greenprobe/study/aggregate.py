@@ -231,12 +231,16 @@ def collect(out: Path, skipped: list[dict], runs_wanted: int) -> pa.Table:
     sensors = study_channels(out)
     rows = []
     lay = Layout(out)
+    hw = None
     for d in sorted(p for p in lay.configs.glob("*") if (p / "config.json").exists()):
         cfg = json.loads((d / "config.json").read_text())
         if (d / "failed.json").exists():
             rows.append({"id": d.name, **cfg, "status": "failed", "error": json.loads((d / "failed.json").read_text())["error"]})
             continue
         row = config_row(d, runs_wanted, idle_w, calls, sensors)
+        if row is not None:  # the hardware it ran on: reports compare configurations per node type
+            hw = hw if hw is not None else host_hardware(out)
+            row["node"] = node_of(row.get("hosts") or "", hw)
         if row is None:
             n = len(lay.runs_done(d.name))
             row = {"id": d.name, **cfg, "status": "unfinished", "error": f"{n} of {runs_wanted} runs done: run the "
@@ -247,6 +251,26 @@ def collect(out: Path, skipped: list[dict], runs_wanted: int) -> pa.Table:
     table = pa.Table.from_pylist(rows)
     pq.write_table(table, lay.summary)
     return table
+
+
+def host_hardware(out: Path) -> dict[str, str]:
+    """Host name -> its hardware in a few words (CPU model, GPUs), from each sitting's
+    environment.json."""
+    hw: dict[str, str] = {}
+    for p in Layout(out).session_files("environment.json"):
+        env = json.loads(p.read_text())
+        h = env.get("hardware", {})
+        desc = h.get("cpu_model") or env.get("processor") or "?"
+        gpus = h.get("gpus") or []
+        desc += f", {len(gpus)} x {gpus[0]}" if gpus else ", no GPU"
+        hw[env.get("host", "")] = desc
+    return hw
+
+
+def node_of(hosts: str, hw: dict[str, str]) -> str:
+    """The node type of a configuration whose runs ran on ``hosts`` (a comma list)."""
+    kinds = sorted({hw.get(h, "?") for h in hosts.split(",") if h})
+    return " + ".join(kinds) or "this machine"
 
 
 def study_channels(out: Path) -> list[dict]:

@@ -10,7 +10,6 @@ configurations (scipy.stats.bootstrap).
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -18,6 +17,7 @@ from typing import Optional
 import numpy as np
 import pyarrow.parquet as pq
 
+from .aggregate import host_hardware
 from .layout import Layout
 
 VISION = ("resnet50", "mobilenet_v2")
@@ -25,21 +25,19 @@ KEY = "energy_j_per_inference"
 
 
 def node_types(out: Path, ok: list[dict]) -> dict[str, list[dict]]:
-    """Configurations grouped by the hardware of the hosts their runs ran on (each sitting's
-    environment.json): one group on one machine, one per node type on a mixed cluster."""
-    hw: dict[str, str] = {}
-    for p in sorted(Path(out).glob("sessions/*/environment.json")):
-        env = json.loads(p.read_text())
-        h = env.get("hardware", {})
-        desc = h.get("cpu_model") or env.get("processor") or "?"
-        gpus = h.get("gpus") or []
-        desc += f", {len(gpus)} x {gpus[0]}" if gpus else ", no GPU"
-        hw[env.get("host", "")] = desc
+    """Configurations grouped by the hardware of the hosts their runs ran on (their ``node``
+    column; rebuilt from the sittings for summaries written before it existed): one group on one
+    machine, one per node type on a mixed cluster."""
+    from .aggregate import node_of
+
+    hw = None
     groups: dict[str, list[dict]] = {}
     for r in ok:
-        hosts = [h for h in (r.get("hosts") or "").split(",") if h]
-        kinds = sorted({hw.get(h, "?") for h in hosts}) or ["this machine"]
-        groups.setdefault(" + ".join(kinds), []).append(r)
+        kind = r.get("node")
+        if not kind:
+            hw = hw if hw is not None else host_hardware(out)
+            kind = node_of(r.get("hosts") or "", hw)
+        groups.setdefault(kind, []).append(r)
     return groups
 
 
