@@ -259,8 +259,14 @@ def run_task(out: Path, sub: Path) -> int:
     cfg = (sub / "configs.txt").read_text().split()[task]
     spec = load_spec(None, **json.loads(Layout(out).spec.read_text()))
     session = f"slurm-{os.environ.get('SLURM_JOB_ID', 'x')}-{os.environ.get('SLURM_RESTART_COUNT', '0')}"
-    print(f"greenprobe study task {task}: {cfg} on {os.uname().nodename}, session {session}", flush=True)
-    run_study(spec, out, only=[cfg], session=session, log=lambda s: print(s, flush=True))
+    from datetime import datetime
+
+    def log(s: str) -> None:  # each line timed: where a task's time went shows in its log
+        print(f"{datetime.now().isoformat(timespec='milliseconds')} {s}", flush=True)
+
+    log(f"greenprobe study task {task}: {cfg} on {os.uname().nodename}, session {session}")
+    run_study(spec, out, only=[cfg], session=session, log=log)
+    log("task done")
     return 0
 
 
