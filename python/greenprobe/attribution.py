@@ -413,6 +413,7 @@ def attribute(start_ns: np.ndarray, end_ns: np.ndarray, channels: list[Channel])
     for ch in choose_channels(channels):
         tl = Timeline(ch)
         est, low, high, complete = tl.energy(start_ns, end_ns)
+        glitched = tl.glitched(start_ns, end_ns)
         period, source = ch.learned_update_period_ns()
         out.append({
             "channel": ch,
@@ -420,9 +421,9 @@ def attribute(start_ns: np.ndarray, end_ns: np.ndarray, channels: list[Channel])
             "energy_j_low": low,
             "energy_j_high": high,
             "complete": complete,
-            "counter_glitch": tl.glitched(start_ns, end_ns),
+            "counter_glitch": glitched,
             # power readings leave part of the interval unseen and the channel has no ceiling
-            "bounds_need_ceiling": np.isnan(high) & ~tl.glitched(start_ns, end_ns),
+            "bounds_need_ceiling": np.isnan(high) & ~glitched,
             "below_update_period": (end_ns - start_ns) < period,
             "update_period_ns": period,
             "update_period_source": source,

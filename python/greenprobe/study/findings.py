@@ -78,13 +78,12 @@ def findings(out: Path, ok: list[dict]) -> list[dict]:
     out = Path(out)
     rows = []
     measured = [r for r in ok if not r.get("estimated")]
-    why_est = "energy is estimated here (no energy sensor): a finding about energy needs measured energy"
 
     # 1. energy tracks time
     f = {"finding": "energy tracks inference time", "paper": "Spearman rho 0.99 (p < 0.0001)",
          "test": "Spearman's rho over configurations, bootstrap 95 % interval; reproduced when rho >= 0.9 and p < 0.05"}
     if len(measured) < 4:
-        f.update(verdict="cannot test", detail=why_est if ok and not measured else "fewer than 4 configurations")
+        f.update(verdict="cannot test", detail=_missing(ok, measured, "") if ok and not measured else "fewer than 4 configurations")
     else:
         from scipy import stats
 
