@@ -68,10 +68,24 @@ PYBIND11_MODULE(_core, m) {
     m.def("wall_ns", &wall_ns, "CLOCK_REALTIME in nanoseconds (only for the wall-clock anchor).");
 
     m.def("sensor_kinds", [] {
+        static const char* roles[] = {"none", "device", "cpu", "estimate"};
         py::list out;
-        for (const auto& k : sensor_kinds()) out.append(py::make_tuple(k.name, k.description, k.in_auto));
+        for (const auto& k : sensor_kinds()) {
+            py::dict d;
+            d["name"] = k.name;
+            d["description"] = k.description;
+            d["auto_role"] = roles[static_cast<int>(k.auto_role)];
+            d["auto_order"] = k.auto_order;
+            d["domains"] = k.domains;
+            py::list options;
+            for (const auto& o : k.options) options.append(py::make_tuple(o.key, o.env, o.help));
+            d["options"] = options;
+            d["hwmon_chips"] = k.hwmon_chips;
+            d["gpu_usage"] = k.open_usage != nullptr;
+            out.append(d);
+        }
         return out;
-    });
+    }, "Every native sensor kind's registry row, as dicts.");
 
     py::class_<Sensor, std::shared_ptr<Sensor>>(m, "Sensor")
         .def_property_readonly("kind", &Sensor::kind)
@@ -187,14 +201,20 @@ PYBIND11_MODULE(_core, m) {
             return out;
         });
 
-    py::class_<GpuUsage>(m, "GpuUsage",
-                         "GPU utilisation and memory through NVML (dlopen), of the GPUs the nvml sensor would measure "
-                         "(gpus: its gpus= option; None: CUDA_VISIBLE_DEVICES / NVIDIA_VISIBLE_DEVICES, else every GPU).")
-        .def(py::init<const std::string&, const std::optional<std::string>&>(), py::arg("library") = "",
-             py::arg("gpus") = py::none())
-        .def("names", &GpuUsage::names)
-        .def_property_readonly("selection", &GpuUsage::selection)
-        .def("read", [](const GpuUsage& u) {
+    m.def(
+        "open_gpu_usage",
+        [](const std::string& kind, const std::map<std::string, std::string>& options) -> std::shared_ptr<GpuUsageReader> {
+            return open_gpu_usage(kind, Options(options));
+        },
+        py::arg("kind"), py::arg("options") = std::map<std::string, std::string>{},
+        "The usage reader of a GPU kind, for the GPUs its sensor would measure with these options.");
+
+    py::class_<GpuUsageReader, std::shared_ptr<GpuUsageReader>>(
+        m, "GpuUsage", "GPU utilisation and memory of the GPUs a GPU sensor kind measures (open_gpu_usage).")
+        .def_property_readonly("kind", &GpuUsageReader::kind)
+        .def("names", &GpuUsageReader::names)
+        .def_property_readonly("selection", &GpuUsageReader::selection)
+        .def("read", [](const GpuUsageReader& u) {
             std::vector<GpuUsageReading> rs;
             {
                 py::gil_scoped_release release;

@@ -39,11 +39,13 @@ SensorError errno_error(int err, const std::string& what, const std::string& pat
 }
 
 std::string Options::get(const std::string& key, const std::string& fallback) const {
+    read_.insert(key);
     auto it = values_.find(key);
     return it == values_.end() || it->second.empty() ? fallback : it->second;
 }
 
 double Options::get_double(const std::string& key, double fallback) const {
+    read_.insert(key);
     auto it = values_.find(key);
     if (it == values_.end() || it->second.empty()) return fallback;
     try {
@@ -58,6 +60,7 @@ double Options::get_double(const std::string& key, double fallback) const {
 }
 
 long long Options::get_int(const std::string& key, long long fallback) const {
+    read_.insert(key);
     auto it = values_.find(key);
     if (it == values_.end() || it->second.empty()) return fallback;
     try {

@@ -2,30 +2,97 @@
 
 namespace greenprobe {
 
+namespace {
+
+// Options several kinds read: one text, so that the option table stays consistent.
+const SensorOption kProcRoot{"proc_root", "GREENPROBE_PROC_ROOT", "where /proc is mounted (stat, cpuinfo); default /proc"};
+const SensorOption kSysfsCpuRoot{"sysfs_cpu_root", "GREENPROBE_SYSFS_CPU_ROOT",
+                                 "the CPU topology tree; default /sys/devices/system/cpu"};
+const SensorOption kCpuVendor{"cpu_vendor", "GREENPROBE_CPU_VENDOR", "intel | amd: overrides detection from cpuinfo"};
+
+}  // namespace
+
 const std::vector<SensorKind>& sensor_kinds() {
     static const std::vector<SensorKind> kinds = {
-        {"nvml", "NVIDIA GPUs through NVML (loaded at run time): total-energy counter and instant power per GPU",
-         true, &open_nvml},
-        {"rapl-msr", "Intel/AMD RAPL energy counters read from /dev/cpu/N/msr (one CPU per package)", true,
-         &open_rapl_msr},
-        {"rapl-powercap", "RAPL energy counters through the Linux powercap sysfs tree (every zone)", true,
-         &open_rapl_powercap},
-        {"cpu-estimate", "ESTIMATE: CPU power modelled from /proc/stat utilisation and a rated power", true,
-         &open_cpu_estimate},
-        {"synthetic", "waveforms with closed-form integrals, for tests, demos and benchmarks", false,
-         &open_synthetic},
+        {"nvml",
+         "NVIDIA GPUs through NVML (loaded at run time): total-energy counter and instant power per GPU",
+         AutoRole::Device, 10,
+         "gpu<N> per GPU (N: NVML's index), with its UUID and PCI bus id; a MIG instance is measured as its "
+         "whole GPU, flagged shared",
+         {{"nvml_library", "GREENPROBE_NVML_LIBRARY", "path or soname of libnvidia-ml.so.1"},
+          {"nvml_min_period_us", "GREENPROBE_NVML_MIN_PERIOD_US",
+           "NVML calls take a driver lock: never poll faster than this; default 1000"},
+          {"gpus", "", "all | NVML indices, UUIDs (unique prefixes) and MIG ids, comma-separated; default: the GPUs "
+                       "CUDA_VISIBLE_DEVICES (else NVIDIA_VISIBLE_DEVICES) lets this process see"}},
+         "", &open_nvml, &open_nvml_usage},
+        {"rapl-msr", "Intel/AMD RAPL energy counters read from /dev/cpu/N/msr (one CPU per package)",
+         AutoRole::Cpu, 20,
+         "package-<P> per package; core-<P> and uncore-<P> inside it; dram-<P> beside it (Intel); psys "
+         "containing the packages and DRAM where the platform has it",
+         {{"msr_path", "GREENPROBE_MSR_PATH", "template of the MSR device, {cpu} replaced; default /dev/cpu/{cpu}/msr"},
+          kCpuVendor, kProcRoot, kSysfsCpuRoot,
+          {"msr_offset_scale", "GREENPROBE_MSR_OFFSET_SCALE",
+           "byte offset = register x this: 1 for the msr device (default), 8 for a register dump"}},
+         "amd_energy,zenpower", &open_rapl_msr, nullptr},
+        {"rapl-powercap", "RAPL energy counters through the Linux powercap sysfs tree (every zone)",
+         AutoRole::Cpu, 30,
+         "package-<P> per package with its core, uncore and dram zones (dram beside the package, not in it); "
+         "psys containing them where present",
+         {{"powercap_root", "GREENPROBE_POWERCAP_ROOT", "the powercap tree; default /sys/class/powercap"}},
+         "amd_energy,zenpower", &open_rapl_powercap, nullptr},
+        {"cpu-estimate", "ESTIMATE: CPU power modelled from /proc/stat utilisation and a rated power",
+         AutoRole::Estimate, 100, "cpu (estimated, not measured)",
+         {kProcRoot,
+          {"cpu_tdp_w", "GREENPROBE_CPU_TDP_W", "rated power of the CPUs in watts; default 10 W per logical CPU "
+                                                "(15-280 W)"},
+          {"idle_fraction", "", "idle power as a fraction of the rated power; default 0.3"}},
+         "", &open_cpu_estimate, nullptr},
+        {"synthetic", "waveforms with closed-form integrals, for tests, demos and benchmarks", AutoRole::None, 0,
+         "synthetic0 or the domains option; domain i carries (i+1) x the waveform",
+         {{"waveform", "", "constant | sine | square; default sine"},
+          {"base_w", "", "mean power in watts"},
+          {"amp_w", "", "amplitude in watts"},
+          {"freq_hz", "", "frequency of sine and square"},
+          {"duty", "", "square: share of the period at base_w + amp_w"},
+          {"quantity", "", "energy (a cumulative counter, default) | power (the mean over each update period)"},
+          {"update_us", "", "the value only moves at multiples of this period; default 1000 (0: every poll)"},
+          {"resolution_j", "", "counter quantisation step in joules; default 0"},
+          {"domains", "", "comma-separated domain names; default synthetic0"},
+          {"t0_ns", "", "origin of the waveform on CLOCK_MONOTONIC; default the open time"}},
+         "", &open_synthetic, nullptr},
     };
     return kinds;
 }
 
-std::unique_ptr<Sensor> open_sensor(const std::string& kind, const Options& options) {
+namespace {
+
+const SensorKind& find_kind(const std::string& kind) {
     for (const auto& k : sensor_kinds()) {
-        if (kind == k.name) return k.open(options);
+        if (kind == k.name) return k;
     }
     std::string known;
     for (const auto& k : sensor_kinds()) known += std::string(known.empty() ? "" : ", ") + k.name;
     throw SensorError(ErrorCategory::Config, "unknown sensor kind '" + kind + "'",
                       "choose one of: " + known + ", replay (from a recorded samples file)");
+}
+
+}  // namespace
+
+std::unique_ptr<Sensor> open_sensor(const std::string& kind, const Options& options) {
+    return find_kind(kind).open(options);
+}
+
+std::unique_ptr<GpuUsageReader> open_gpu_usage(const std::string& kind, const Options& options) {
+    const SensorKind& k = find_kind(kind);
+    if (!k.open_usage) {
+        std::string gpu_kinds;
+        for (const auto& other : sensor_kinds()) {
+            if (other.open_usage) gpu_kinds += std::string(gpu_kinds.empty() ? "" : ", ") + other.name;
+        }
+        throw SensorError(ErrorCategory::Config, "sensor kind '" + kind + "' reports no GPU utilisation",
+                          "ask a GPU kind: " + gpu_kinds);
+    }
+    return k.open_usage(options);
 }
 
 }  // namespace greenprobe

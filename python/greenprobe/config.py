@@ -5,6 +5,7 @@ Every path is configurable, for containers that mount the host's /sys elsewhere 
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Mapping
 
@@ -14,30 +15,43 @@ from .errors import ConfigError
 PERIOD_US = 1000
 MIN_PERIOD_US = 50
 
-#: option name -> environment variable
-ENVIRONMENT = {
-    "nvml_library": "GREENPROBE_NVML_LIBRARY",        # path or soname of libnvidia-ml.so.1
-    "powercap_root": "GREENPROBE_POWERCAP_ROOT",      # default /sys/class/powercap
-    "msr_path": "GREENPROBE_MSR_PATH",                # template, default /dev/cpu/{cpu}/msr
-    "cpu_vendor": "GREENPROBE_CPU_VENDOR",            # intel | amd, overrides detection
-    "sysfs_cpu_root": "GREENPROBE_SYSFS_CPU_ROOT",    # default /sys/devices/system/cpu
-    "proc_root": "GREENPROBE_PROC_ROOT",              # default /proc
-    "cpu_tdp_w": "GREENPROBE_CPU_TDP_W",              # rated CPU power for cpu-estimate
-    "msr_offset_scale": "GREENPROBE_MSR_OFFSET_SCALE",  # 1 for the msr device, 8 for register dumps
-    "nvml_min_period_us": "GREENPROBE_NVML_MIN_PERIOD_US",
-}
+@functools.lru_cache(maxsize=None)
+def environment() -> dict[str, str]:
+    """Sensor option name -> its GREENPROBE_* environment variable, from the registry's rows
+    (cpp/src/registry.cpp): every option a kind reads that has one."""
+    from . import _core
+
+    out: dict[str, str] = {}
+    for row in _core.sensor_kinds():
+        for key, var, _ in row["options"]:
+            if var:
+                out.setdefault(key, var)
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def option_keys() -> frozenset[str]:
+    """Every option some sensor kind reads (the registry's rows), plus replay's path."""
+    from . import _core
+
+    return frozenset([k for row in _core.sensor_kinds() for k, _, _ in row["options"]] + ["path"])
 
 
 def resolve_options(explicit: Mapping[str, object] | None = None, environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """Merges explicit options over the environment; values become strings for the core."""
     env = os.environ if environ is None else environ
     out: dict[str, str] = {}
-    for key, var in ENVIRONMENT.items():
+    for key, var in environment().items():
         if env.get(var):
             out[key] = env[var]
+    known = option_keys()
     for key, value in (explicit or {}).items():
         if value is None:
             continue
+        if key not in known:
+            raise ConfigError(f"unknown sensor option {key!r}",
+                              f"sensor options are: {', '.join(sorted(known))} (`greenprobe sensors -v` says which "
+                              "kind reads each)")
         if key == "cpu_vendor" and str(value) not in ("intel", "amd"):
             raise ConfigError(f"cpu_vendor must be 'intel' or 'amd', not {value!r}",
                               "pass cpu_vendor='intel' or cpu_vendor='amd', or leave it out to detect the vendor")

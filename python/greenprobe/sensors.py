@@ -9,12 +9,6 @@ from . import _core
 from .config import parse_sensor_spec, resolve_options
 from .errors import ConfigError, NoSensorError, SensorError
 
-#: The order "auto" tries: GPUs, then the best available CPU source; the estimate only as a last resort.
-AUTO_GPU = ("nvml",)
-AUTO_CPU = ("rapl-msr", "rapl-powercap")
-ESTIMATE = "cpu-estimate"
-
-
 @dataclass
 class SensorStatus:
     """One sensor kind on this machine: usable or not, and why."""
@@ -27,23 +21,47 @@ class SensorStatus:
     category: str = ""
     reason: str = ""
     fix: str = ""
+    #: its part in sensors="auto" (none, device, cpu, estimate), its domains in words, its options
+    auto: str = ""
+    domains_doc: str = ""
+    options: list = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
 
 
-def kinds() -> list[tuple[str, str, bool]]:
-    """(name, description, tried-by-auto) for every native sensor kind, plus replay."""
-    return list(_core.sensor_kinds()) + [("replay", "re-emits a recorded samples.parquet (replay:path=FILE)", False)]
+REPLAY = {"name": "replay", "description": "re-emits a recorded samples.parquet (replay:path=FILE)",
+          "auto_role": "none", "auto_order": 0, "domains": "the recorded file's domains",
+          "options": [("path", "", "the samples.parquet file to replay")], "hwmon_chips": "", "gpu_usage": False}
 
 
-def _status_of(kind: str, description: str, sensor=None, error: SensorError | None = None) -> SensorStatus:
+def kinds() -> list[dict]:
+    """Every sensor kind's registry row (cpp/src/registry.cpp), plus replay's: name, description,
+    auto_role (none, device, cpu, estimate), auto_order, domains, options [(key, env, help)],
+    hwmon_chips, gpu_usage."""
+    return [dict(r) for r in _core.sensor_kinds()] + [dict(REPLAY)]
+
+
+def auto_order() -> list[dict]:
+    """The rows "auto" tries, in the order it tries them: device kinds (each one that opens is
+    kept), then the CPU kinds (the first that opens is kept), then the estimate (only when no CPU
+    kind opened)."""
+    rank = {"device": 0, "cpu": 1, "estimate": 2}
+    rows = [r for r in kinds() if r["auto_role"] in rank]
+    return sorted(rows, key=lambda r: (rank[r["auto_role"]], r["auto_order"]))
+
+
+def _status_of(row: dict, sensor=None, error: SensorError | None = None, reason: str = "") -> SensorStatus:
+    about = dict(auto=row["auto_role"], domains_doc=row["domains"],
+                 options=[dict(key=k, env=e, help=h) for k, e, h in row["options"]])
     if sensor is not None:
         channels = sensor.channels()
-        return SensorStatus(kind, True, description, sorted({c["domain"] for c in channels}),
-                            any(c["estimated"] for c in channels))
-    assert error is not None
-    return SensorStatus(kind, False, description, category=error.category, reason=error.message, fix=error.fix)
+        return SensorStatus(row["name"], True, row["description"], sorted({c["domain"] for c in channels}),
+                            any(c["estimated"] for c in channels), reason=reason, **about)
+    if error is None:
+        return SensorStatus(row["name"], True, row["description"], reason=reason, **about)
+    return SensorStatus(row["name"], False, row["description"], category=error.category, reason=error.message,
+                        fix=error.fix, **about)
 
 
 def open_one(kind: str, options: dict[str, str]):
@@ -80,35 +98,42 @@ def open_sensors(sensors: str | Sequence[str], options: dict[str, object] | None
             raise ConfigError(f"sensor {kind!r} requested twice",
                               "name each sensor kind once (only synthetic may appear more than once)")
         seen.add(kind)
+        _check_own_options(kind, own)
         opened.append(open_one(kind, {**base, **own}))
     return opened, skipped
 
 
+def _check_own_options(kind: str, own: dict[str, str]) -> None:
+    """A spec's own options (kind:key=value) must be ones the kind reads: a typo would be ignored."""
+    row = next((r for r in kinds() if r["name"] == kind), None)
+    if row is None:
+        return  # open_one names the known kinds
+    keys = [k for k, _, _ in row["options"]]
+    unknown = sorted(set(own) - set(keys))
+    if unknown:
+        raise ConfigError(f"sensor {kind!r} has no option {', '.join(map(repr, unknown))}",
+                          f"{kind} reads: {', '.join(keys) or 'no options'} (`greenprobe sensors -v` explains each)")
+
+
 def _open_auto(base: dict[str, str]):
     opened, skipped = [], []
-    descriptions = {k: d for k, d, _ in kinds()}
-
-    def attempt(kind: str):
+    hwmon_skip: list[str] = []  # chips of kinds that opened: hwmon leaves them out
+    cpu_opened = False
+    for row in auto_order():
+        kind, role = row["name"], row["auto_role"]
+        if role in ("cpu", "estimate") and cpu_opened:
+            continue
+        options = dict(base)
+        if kind == "hwmon" and hwmon_skip:
+            options["skip_chips"] = ",".join(sorted(set(hwmon_skip) | set(filter(None, base.get("skip_chips", "").split(",")))))
         try:
-            return open_one(kind, base)
+            sensor = open_one(kind, options)
         except SensorError as e:
-            skipped.append(_status_of(kind, descriptions.get(kind, ""), error=e))
-            return None
-
-    for kind in AUTO_GPU:
-        s = attempt(kind)
-        if s is not None:
-            opened.append(s)
-    cpu = None
-    for kind in AUTO_CPU:
-        cpu = attempt(kind)
-        if cpu is not None:
-            opened.append(cpu)
-            break
-    if cpu is None:
-        est = attempt(ESTIMATE)
-        if est is not None:
-            opened.append(est)
+            skipped.append(_status_of(row, error=e))
+            continue
+        opened.append(sensor)
+        cpu_opened = cpu_opened or role == "cpu"
+        hwmon_skip += [c for c in row["hwmon_chips"].split(",") if c]
     if not opened:
         lines = "\n".join(f"  {s.kind}: {s.reason}\n    fix: {s.fix}" for s in skipped)
         raise NoSensorError(f"no sensor could be opened on this machine:\n{lines}",
@@ -120,17 +145,18 @@ def list_sensors(options: dict[str, object] | None = None, include: Iterable[str
     """Status of every sensor kind (for ``greenprobe sensors``)."""
     base = resolve_options(options)
     out = []
-    for kind, description, _ in kinds():
+    for row in kinds():
+        kind = row["name"]
         if include is not None and kind not in include:
             continue
         if kind == "replay":
-            out.append(SensorStatus(kind, True, description, reason="needs a recorded file (replay:path=FILE)"))
+            out.append(_status_of(row, reason="needs a recorded file (replay:path=FILE)"))
             continue
         try:
             sensor = open_one(kind, base)
         except SensorError as e:
-            out.append(_status_of(kind, description, error=e))
+            out.append(_status_of(row, error=e))
         else:
-            out.append(_status_of(kind, description, sensor=sensor))
+            out.append(_status_of(row, sensor=sensor))
             del sensor
     return out

@@ -45,8 +45,9 @@ class Probe:
     text per mark) rather than in the C buffer that ``mark()`` appends to fastest; the daemon's
     choice, whose marks arrive in batches and leave memory once written.
 
-    Paths (``nvml_library``, ``powercap_root``, ``msr_path``, ``cpu_vendor``, ``sysfs_cpu_root``,
-    ``proc_root``, ``cpu_tdp_w``) override the matching ``GREENPROBE_*`` environment variables.
+    Sensor options (paths such as ``nvml_library`` and ``powercap_root``, ``cpu_tdp_w``, ...: each
+    kind's row in the registry, listed by ``greenprobe sensors -v``) override the matching
+    ``GREENPROBE_*`` environment variables; an option no kind reads is a ConfigError.
     """
 
     def __init__(

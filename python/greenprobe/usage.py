@@ -1,10 +1,10 @@
 """CPU and GPU use next to the energy samples, on the sampler's clock.
 
 ``proc_usage(pid)``: a process's CPU seconds and resident memory (/proc/PID/stat), read at a run's
-edges. ``GpuMonitor``: the utilisation and memory of the GPUs the nvml sensor measures (the same
-dlopen path and the same choice of GPUs: its ``gpus`` option, else CUDA_VISIBLE_DEVICES /
-NVIDIA_VISIBLE_DEVICES, else every GPU; absent without a driver), read every ``period_s`` and
-summarised over any window:
+edges. ``GpuMonitor``: the utilisation and memory of the GPUs the GPU sensors measure (each GPU
+kind's own reader, with the same choice of GPUs as its sensor: for nvml its ``gpus`` option, else
+CUDA_VISIBLE_DEVICES / NVIDIA_VISIBLE_DEVICES, else every GPU; absent without a driver), read every
+``period_s`` and summarised over any window:
 
     mon = GpuMonitor(sensors=["nvml:gpus=1", "rapl-msr"]).start()   # the Probe's sensors and options
     ...
@@ -40,51 +40,65 @@ def proc_usage(pid: int, proc_root: str = "/proc") -> tuple[float, int]:
         return float("nan"), 0
 
 
-def nvml_option(name: str, sensors: str | Sequence[str] = "auto", options: Optional[dict] = None) -> Optional[str]:
-    """The value the nvml sensor gets for option ``name`` from a Probe's ``sensors`` and
-    ``options`` (as sensors.open_sensors merges them: an ``nvml:key=value`` spec's own options over
-    the explicit ones, over the GREENPROBE_* variables); None when none sets it."""
+def kind_options(kind: str, sensors: str | Sequence[str] = "auto", options: Optional[dict] = None) -> Optional[dict]:
+    """The options sensor ``kind`` gets from a Probe's ``sensors`` and ``options``, merged as
+    sensors.open_sensors merges them (a ``kind:key=value`` spec's own options over the explicit
+    ones, over the GREENPROBE_* variables); None when ``sensors`` names other kinds only."""
     merged = resolve_options(options)
-    if not (isinstance(sensors, str) and sensors == "auto"):
-        for spec in sensors.split(",") if isinstance(sensors, str) else sensors:
-            kind, own = parse_sensor_spec(spec)
-            if kind == "nvml":
-                merged.update(own)
-    return merged.get(name)
+    if isinstance(sensors, str) and sensors == "auto":
+        return merged
+    named = False
+    for spec in sensors.split(",") if isinstance(sensors, str) else sensors:
+        k, own = parse_sensor_spec(spec)
+        if k == kind:
+            merged.update(own)
+            named = True
+    return merged if named else None
 
 
-def open_gpus(library: Optional[str] = None, gpus: Optional[str] = None):
-    """NVML's usage reader for the GPUs the nvml sensor would measure (``gpus``: its option; None:
-    the environment's choice), or (None, why) where there is no NVML or no such GPU."""
+def open_gpus(sensors: str | Sequence[str] = "auto", options: Optional[dict] = None,
+              overrides: Optional[dict] = None) -> tuple[list, str]:
+    """The usage readers of every GPU kind (the registry's kinds with ``gpu_usage``) that ``sensors``
+    asks for, each for the GPUs its sensor would measure; and why each one missing is missing."""
     from . import _core
     from .errors import GreenprobeError
 
-    lib = library if library is not None else resolve_options().get("nvml_library", "")
-    try:
-        return _core.GpuUsage(lib, gpus), ""
-    except GreenprobeError as e:
-        return None, str(e)
+    readers, reasons = [], []
+    for row in _core.sensor_kinds():
+        if not row["gpu_usage"]:
+            continue
+        opts = kind_options(row["name"], sensors, options)
+        if opts is None:
+            continue
+        opts.update({k: str(v) for k, v in (overrides or {}).get(row["name"], {}).items() if v is not None})
+        try:
+            readers.append(_core.open_gpu_usage(row["name"], opts))
+        except GreenprobeError as e:
+            reasons.append(f"{row['name']}: {e}")
+    return readers, "\n".join(reasons)
 
 
 class GpuMonitor:
     """A thread that reads the measured GPUs' utilisation and memory every ``period_s`` (NVML's own
     utilisation sample period is 1/6 s to 1 s: reading faster adds nothing).
 
-    Which GPUs: those the nvml sensor measures. ``gpus`` and ``nvml_library`` as the sensor takes
-    them; where not given, read from ``sensors`` and ``options`` (the Probe's arguments), else the
-    environment (CUDA_VISIBLE_DEVICES, ...): another job's GPUs never count."""
+    Which GPUs: those the GPU sensors measure (every registry kind with a usage reader that
+    ``sensors`` asks for), each with its own options from ``sensors`` and ``options`` (the Probe's
+    arguments), else the environment (CUDA_VISIBLE_DEVICES, ...): another job's GPUs never count.
+    ``gpus`` and ``nvml_library`` override the nvml kind's options."""
 
     def __init__(self, period_s: float = 0.1, nvml_library: Optional[str] = None, gpus: Optional[str] = None,
                  sensors: str | Sequence[str] = "auto", options: Optional[dict] = None):
         self.period_s = float(period_s)
-        if nvml_library is None:
-            nvml_library = nvml_option("nvml_library", sensors, options) or ""
-        if gpus is None:
-            gpus = nvml_option("gpus", sensors, options)
-        self.gpu, self.reason = open_gpus(nvml_library, gpus)
-        #: how the GPUs were chosen ("CUDA_VISIBLE_DEVICES='...'", "option gpus='1'", "every GPU NVML sees")
-        self.selection = self.gpu.selection if self.gpu is not None else ""
-        self.names = self.gpu.names() if self.gpu is not None else []
+        self.readers, reasons = open_gpus(sensors, options,
+                                          {"nvml": {"nvml_library": nvml_library, "gpus": gpus}})
+        #: why there is no GPU reading (every GPU kind's reason), empty when some kind reads
+        self.reason = "" if self.readers else (reasons or "no GPU sensor kind is asked for")
+        #: how the GPUs were chosen ("CUDA_VISIBLE_DEVICES='...'", "option gpus='1'", "every GPU NVML sees"),
+        #: prefixed by the kind where several kinds read
+        self.selection = "; ".join(r.selection if len(self.readers) == 1 else f"{r.kind}: {r.selection}"
+                                   for r in self.readers)
+        self.names = [n for r in self.readers for n in r.names()]
         self._lock = threading.Lock()
         self._t: list[int] = []
         self._rows: list[tuple] = []  # (gpu_util_pct mean, memory_util_pct mean, memory_used_bytes sum)
@@ -93,10 +107,10 @@ class GpuMonitor:
 
     @property
     def available(self) -> bool:
-        return self.gpu is not None
+        return bool(self.readers)
 
     def start(self) -> "GpuMonitor":
-        if self.gpu is not None:
+        if self.readers:
             self.read()
             self._thread = threading.Thread(target=self._loop, name="greenprobe-gpu-usage", daemon=True)
             self._thread.start()
@@ -113,7 +127,7 @@ class GpuMonitor:
             self.read()
 
     def read(self) -> None:
-        rs = self.gpu.read()
+        rs = [r for reader in self.readers for r in reader.read()]
         util = [r["gpu_util_pct"] for r in rs if r["gpu_util_pct"] is not None]
         mem_util = [r["memory_util_pct"] for r in rs if r["memory_util_pct"] is not None]
         used = [r["memory_used_bytes"] for r in rs if r["memory_used_bytes"] is not None]

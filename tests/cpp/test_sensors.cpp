@@ -6,9 +6,12 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <fstream>
 #include <map>
+#include <set>
+#include <stdexcept>
 #include <string>
 
 #include "check.hpp"
@@ -633,7 +636,7 @@ TEST(gpu_usage_reads_utilisation_and_memory_per_device) {
     ::setenv("FAKE_NVML_UTIL", "37", 1);
     ::setenv("FAKE_NVML_MEM_USED_MB", "100", 1);
     {
-        GpuUsage u(FAKE_NVML_PATH);
+        NvmlUsage u(FAKE_NVML_PATH);
         CHECK(u.names().size() == 2 && u.names()[1] == "Fake GPU 1");
         const auto r = u.read();
         CHECK(r.size() == 2);
@@ -643,7 +646,7 @@ TEST(gpu_usage_reads_utilisation_and_memory_per_device) {
     }
     ::setenv("FAKE_NVML_NO_USAGE", "1", 1);
     {
-        GpuUsage u(FAKE_NVML_PATH);
+        NvmlUsage u(FAKE_NVML_PATH);
         const auto r = u.read();
         CHECK(r[0].gpu_util_pct == -1 && r[0].memory_used_bytes == -1);
         CHECK(r[0].error.find("nvmlDeviceGetUtilizationRates") != std::string::npos);
@@ -653,7 +656,7 @@ TEST(gpu_usage_reads_utilisation_and_memory_per_device) {
     ::unsetenv("FAKE_NVML_UTIL");
     ::unsetenv("FAKE_NVML_MEM_USED_MB");
     try {
-        GpuUsage u("/nonexistent/libnvidia-ml.so.1");
+        NvmlUsage u("/nonexistent/libnvidia-ml.so.1");
         CHECK(false);
     } catch (const SensorError& e) {
         CHECK(e.category() == ErrorCategory::LibraryMissing);
@@ -663,7 +666,7 @@ TEST(gpu_usage_reads_utilisation_and_memory_per_device) {
 TEST(gpu_usage_reads_only_the_gpus_the_nvml_sensor_measures) {
     {
         GpuEnv env({{"CUDA_VISIBLE_DEVICES", fake_uuid(2)}, {"FAKE_NVML_MEM_USED_MB", "100"}});
-        GpuUsage u(FAKE_NVML_PATH);
+        NvmlUsage u(FAKE_NVML_PATH);
         const auto r = u.read();
         REQUIRE(r.size() == 1);
         CHECK(r[0].index == 2 && r[0].uuid == fake_uuid(2));
@@ -671,15 +674,15 @@ TEST(gpu_usage_reads_only_the_gpus_the_nvml_sensor_measures) {
         CHECK(u.names() == std::vector<std::string>{"Fake GPU 2"});
         CHECK(contains(u.selection(), "CUDA_VISIBLE_DEVICES='" + fake_uuid(2) + "'"));
         // the sensor's gpus= option wins over the environment, as it does for the sensor
-        GpuUsage both(FAKE_NVML_PATH, std::string("1,3"));
+        NvmlUsage both(FAKE_NVML_PATH, std::string("1,3"));
         const auto r2 = both.read();
         REQUIRE(r2.size() == 2);
         CHECK(r2[0].index == 1 && r2[1].index == 3 && r2[1].uuid == fake_uuid(3));
-        CHECK(category_of([] { GpuUsage bad(FAKE_NVML_PATH, std::string("7")); }) == ErrorCategory::NotFound);
+        CHECK(category_of([] { NvmlUsage bad(FAKE_NVML_PATH, std::string("7")); }) == ErrorCategory::NotFound);
         ::unsetenv("FAKE_NVML_MEM_USED_MB");
     }
     GpuEnv env({});
-    GpuUsage every(FAKE_NVML_PATH);  // nothing set: every GPU NVML sees
+    NvmlUsage every(FAKE_NVML_PATH);  // nothing set: every GPU NVML sees
     CHECK(every.read().size() == 4 && every.selection() == "every GPU NVML sees");
 }
 
@@ -687,6 +690,75 @@ TEST(gpu_usage_reads_only_the_gpus_the_nvml_sensor_measures) {
 
 TEST(unknown_kind_is_a_config_error) {
     CHECK(category_of([] { open_sensor("rapl", Options()); }) == ErrorCategory::Config);
+    CHECK(category_of([] { open_gpu_usage("rapl-msr", Options()); }) == ErrorCategory::Config);
+}
+
+const SensorKind& row_of(const std::string& name) {
+    for (const auto& k : sensor_kinds()) {
+        if (name == k.name) return k;
+    }
+    throw std::runtime_error("no registry row " + name);
+}
+
+// Every option a sensor asks for while opening is one its row declares (and so one the Python
+// option table, `greenprobe sensors -v` and the command line's help know about).
+void check_reads_only_declared(const std::string& kind, const Options& o) {
+    std::set<std::string> declared;
+    for (const auto& opt : row_of(kind).options) declared.insert(opt.key);
+    CHECK(!o.keys_read().empty());
+    for (const auto& key : o.keys_read()) {
+        if (!declared.count(key)) std::fprintf(stderr, "  %s reads undeclared option %s\n", kind.c_str(), key.c_str());
+        CHECK(declared.count(key) == 1);
+    }
+}
+
+TEST(registry_rows_are_complete_and_consistent) {
+    std::set<std::string> names;
+    std::map<std::string, std::string> env_of;  // option key -> its variable, across rows
+    std::set<std::pair<int, int>> orders;
+    for (const auto& k : sensor_kinds()) {
+        CHECK(names.insert(k.name).second);
+        CHECK(std::strlen(k.description) > 10 && std::strlen(k.domains) > 3);
+        CHECK(k.open != nullptr);
+        if (k.open_usage) CHECK(k.auto_role == AutoRole::Device);
+        if (k.auto_role != AutoRole::None) CHECK(orders.insert({static_cast<int>(k.auto_role), k.auto_order}).second);
+        std::set<std::string> keys;
+        for (const auto& o : k.options) {
+            CHECK(keys.insert(o.key).second);
+            CHECK(std::strlen(o.help) > 5);
+            const std::string env = o.env;
+            CHECK(env.empty() || env.rfind("GREENPROBE_", 0) == 0);
+            auto [it, fresh] = env_of.emplace(o.key, env);
+            if (!fresh) CHECK(it->second == env);
+        }
+    }
+}
+
+TEST(each_kind_reads_only_the_options_its_row_declares) {
+    Options nvml({{"nvml_library", FAKE_NVML_PATH}, {"gpus", "all"}});
+    open_sensor("nvml", nvml);
+    check_reads_only_declared("nvml", nvml);
+    Options usage({{"nvml_library", FAKE_NVML_PATH}, {"gpus", "all"}});
+    CHECK(!open_gpu_usage("nvml", usage)->names().empty());
+    check_reads_only_declared("nvml", usage);
+    FakeCpu c = make_cpu("GenuineIntel", 1, 2, false);
+    write_msr(msr_of(c, 0), 0x606, 0xA0E03);
+    write_msr(msr_of(c, 0), 0x611, 0x1000);
+    Options msr = cpu_options(c);
+    open_sensor("rapl-msr", msr);
+    check_reads_only_declared("rapl-msr", msr);
+    Options powercap({{"powercap_root", make_powercap(1000000)}});
+    open_sensor("rapl-powercap", powercap);
+    check_reads_only_declared("rapl-powercap", powercap);
+    Options synthetic({{"waveform", "square"}, {"domains", "a"}});
+    open_sensor("synthetic", synthetic);
+    check_reads_only_declared("synthetic", synthetic);
+    const std::string proc = temp_dir();
+    write_file(proc + "/stat", "cpu  100 0 100 800 0 0 0 0 0 0\n");
+    write_file(proc + "/cpuinfo", "processor\t: 0\n");
+    Options estimate({{"proc_root", proc}});
+    open_sensor("cpu-estimate", estimate);
+    check_reads_only_declared("cpu-estimate", estimate);
 }
 
 TEST(synthetic_domains_are_top_level_and_replay_keeps_the_recorded_parent) {

@@ -134,3 +134,44 @@ def test_flag_bits_agree_between_the_core_and_pure_python():
     for name, bit in _core.SAMPLE_FLAGS.items():
         assert getattr(attribution, "FLAG_" + name.upper()) == getattr(_core, "FLAG_" + name.upper()) == bit
     assert _core.SAMPLE_FLAGS == {"changed": 1, "keepalive": 2, "first": 4, "gone": 8, "final": 16, "glitch": 32}
+
+
+def test_auto_order_options_and_help_come_from_the_registry():
+    """One row per kind: the order auto tries, the option table and the help all derive from it."""
+    from greenprobe import _core, config, sensors
+    from greenprobe.cli import _epilog
+
+    rows = _core.sensor_kinds()
+    order = [r["name"] for r in sensors.auto_order()]
+    roles = [r["auto_role"] for r in sensors.auto_order()]
+    assert roles == sorted(roles, key=["device", "cpu", "estimate"].index)  # devices, CPUs, the estimate last
+    assert order[-1] == "cpu-estimate" and "synthetic" not in order
+    assert order.index("nvml") < order.index("rapl-msr") < order.index("rapl-powercap")
+    env = config.environment()
+    for row in rows:
+        for key, var, text in row["options"]:
+            assert (env.get(key) == var) if var else key not in env
+            if var:
+                assert var in _epilog()
+    assert env["powercap_root"] == "GREENPROBE_POWERCAP_ROOT"
+    assert config.resolve_options(environ={"GREENPROBE_CPU_TDP_W": "65"})["cpu_tdp_w"] == "65"
+
+
+def test_a_misspelt_option_is_an_error_not_ignored():
+    with pytest.raises(ConfigError) as e:
+        greenprobe.Probe(sensors=["synthetic:bsae_w=20"]).start()
+    assert "'bsae_w'" in e.value.message and "base_w" in e.value.fix
+    with pytest.raises(ConfigError) as e:
+        greenprobe.Probe(sensors=["cpu-estimate"], powercap_rot="/x")
+    assert "powercap_root" in e.value.fix
+
+
+def test_sensors_verbose_lists_each_kinds_options(capsys):
+    from greenprobe.cli import main
+
+    assert main(["sensors", "-v"]) == 0
+    out = capsys.readouterr().out
+    for row in greenprobe.sensors.kinds():
+        assert row["name"] in out
+        for key, var, _ in row["options"]:
+            assert f"{key} [{var}]" in out if var else f"{key}:" in out

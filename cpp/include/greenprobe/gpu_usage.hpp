@@ -1,6 +1,9 @@
-// GPU utilisation and memory through NVML (the same dlopen path as the NVML sensor), read on
-// demand at a low rate next to the energy samples: what the study records per run, as it does
-// CPU use. NVML's utilisation is the share of its last sample period (1/6 s to 1 s, by product)
+// GPU utilisation and memory, read on demand at a low rate next to the energy samples: what the
+// study records per run, as it does CPU use. Every GPU sensor kind offers a GpuUsageReader (its
+// registry row's open_usage) for the GPUs it measures, so that every GPU kind reports them the same
+// way.
+//
+// NVML (NvmlUsage, the same dlopen path as the NVML sensor): NVML's utilisation is the share of its last sample period (1/6 s to 1 s, by product)
 // in which a kernel ran (gpu) or device memory was accessed (memory): a coarse figure by nature.
 //
 // Which GPUs: the ones the nvml sensor measures, chosen the same way (nvml_select.hpp): the gpus
@@ -17,7 +20,7 @@
 namespace greenprobe {
 
 struct GpuUsageReading {
-    unsigned index = 0;              // NVML index
+    unsigned index = 0;              // the kind's device index (NVML's index for nvml)
     std::string uuid;                // NVML's UUID ("GPU-..."); empty if NVML could not say
     int64_t t_ns = 0;                // CLOCK_MONOTONIC when read
     int gpu_util_pct = -1;           // -1: not supported by this device or driver
@@ -27,19 +30,29 @@ struct GpuUsageReading {
     std::string error;               // why a reading is missing (empty when all went well)
 };
 
-class GpuUsage {
+class GpuUsageReader {
+  public:
+    virtual ~GpuUsageReader() = default;
+    virtual std::string kind() const = 0;                  // the sensor kind: "nvml", ...
+    virtual std::vector<std::string> names() const = 0;    // of the chosen GPUs, in the kind's order
+    virtual std::string selection() const = 0;             // how they were chosen, in words
+    virtual std::vector<GpuUsageReading> read() const = 0;
+};
+
+class NvmlUsage final : public GpuUsageReader {
   public:
     // Loads NVML (soname libnvidia-ml.so.1 unless a path is given) and chooses the GPUs as the nvml
     // sensor does (gpus: its gpus= option, all or a list of NVML indices, UUIDs and MIG ids; nullopt:
     // the environment); throws SensorError with the fix (a listed GPU missing, none visible).
-    explicit GpuUsage(const std::string& library, const std::optional<std::string>& gpus = std::nullopt);
-    ~GpuUsage();
-    GpuUsage(const GpuUsage&) = delete;
-    GpuUsage& operator=(const GpuUsage&) = delete;
+    explicit NvmlUsage(const std::string& library, const std::optional<std::string>& gpus = std::nullopt);
+    ~NvmlUsage() override;
+    NvmlUsage(const NvmlUsage&) = delete;
+    NvmlUsage& operator=(const NvmlUsage&) = delete;
 
-    std::vector<std::string> names() const;  // of the chosen GPUs, in NVML order
-    std::string selection() const;           // how they were chosen: "CUDA_VISIBLE_DEVICES='...'", ...
-    std::vector<GpuUsageReading> read() const;
+    std::string kind() const override { return "nvml"; }
+    std::vector<std::string> names() const override;  // in NVML order
+    std::string selection() const override;           // "CUDA_VISIBLE_DEVICES='...'", ...
+    std::vector<GpuUsageReading> read() const override;
 
   private:
     struct Impl;

@@ -1,11 +1,12 @@
 #include "greenprobe/clock.hpp"
 #include "greenprobe/gpu_usage.hpp"
+#include "greenprobe/registry.hpp"
 #include "nvml_api.hpp"
 #include "nvml_select.hpp"
 
 namespace greenprobe {
 
-struct GpuUsage::Impl {
+struct NvmlUsage::Impl {
     nvml::Api api;
     std::vector<unsigned> indices;  // NVML indices of the chosen GPUs
     std::vector<nvml::Device> devices;
@@ -13,7 +14,7 @@ struct GpuUsage::Impl {
     std::string selection;
 };
 
-GpuUsage::GpuUsage(const std::string& library, const std::optional<std::string>& gpus)
+NvmlUsage::NvmlUsage(const std::string& library, const std::optional<std::string>& gpus)
     : impl_(std::make_unique<Impl>()) {
     impl_->api = nvml::Api::load(library);
     auto& api = impl_->api;
@@ -54,18 +55,18 @@ GpuUsage::GpuUsage(const std::string& library, const std::optional<std::string>&
     }
 }
 
-GpuUsage::~GpuUsage() {
+NvmlUsage::~NvmlUsage() {
     if (impl_ && impl_->api.handle) {
         impl_->api.Shutdown();
         impl_->api.unload();
     }
 }
 
-std::vector<std::string> GpuUsage::names() const { return impl_->names; }
+std::vector<std::string> NvmlUsage::names() const { return impl_->names; }
 
-std::string GpuUsage::selection() const { return impl_->selection; }
+std::string NvmlUsage::selection() const { return impl_->selection; }
 
-std::vector<GpuUsageReading> GpuUsage::read() const {
+std::vector<GpuUsageReading> NvmlUsage::read() const {
     const auto& api = impl_->api;
     std::vector<GpuUsageReading> out;
     for (std::size_t i = 0; i < impl_->devices.size(); ++i) {
@@ -104,6 +105,12 @@ std::vector<GpuUsageReading> GpuUsage::read() const {
         out.push_back(std::move(g));
     }
     return out;
+}
+
+std::unique_ptr<GpuUsageReader> open_nvml_usage(const Options& options) {
+    return std::make_unique<NvmlUsage>(options.get("nvml_library", ""),
+                                       options.has("gpus") ? std::optional<std::string>(options.get("gpus", ""))
+                                                           : std::nullopt);
 }
 
 }  // namespace greenprobe

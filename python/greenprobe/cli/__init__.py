@@ -18,19 +18,35 @@ examples:
   greenprobe measure --out run2 -- python infer.py     run a command under a private daemon: whole-run
                                                        energy plus every mark its processes make
   greenprobe daemon --group greenprobe                 one sampler for many processes (GREENPROBE_DAEMON)
-
-environment (each also a Python argument of greenprobe.Probe):
-  GREENPROBE_NVML_LIBRARY    path of libnvidia-ml.so.1        GREENPROBE_POWERCAP_ROOT  /sys/class/powercap
-  GREENPROBE_MSR_PATH        /dev/cpu/{cpu}/msr template      GREENPROBE_CPU_VENDOR     intel | amd
-  GREENPROBE_SYSFS_CPU_ROOT  /sys/devices/system/cpu          GREENPROBE_PROC_ROOT      /proc
-  GREENPROBE_CPU_TDP_W       rated CPU power for the cpu-estimate model
 """
+
+
+def _epilog() -> str:
+    """The examples, then every sensor option that has an environment variable (from the registry):
+    each is also a Python argument of greenprobe.Probe and a kind:key=value option of --sensors."""
+    from ..sensors import kinds
+
+    lines, seen = [], set()
+    for row in kinds():
+        for key, var, text in row["options"]:
+            if var and var not in seen:
+                seen.add(var)
+                lines.append(f"  {var:<31} {textwrap.shorten(text, 66, placeholder='...')}")
+    return (EPILOG + "\nenvironment (each also a Python argument of greenprobe.Probe, and a kind:key=value option):\n"
+            + "\n".join(lines) + "\n")
+
+
+def _sensor_list() -> str:
+    from ..sensors import kinds
+
+    return ", ".join(r["name"] + ("[:k=v;k=v]" if r["name"] == "synthetic" else ":path=FILE" if r["name"] == "replay" else "")
+                     for r in kinds())
 
 
 def _add_sensor_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sensors", default="auto",
-                   help="'auto' or a comma list: nvml, rapl-msr, rapl-powercap, cpu-estimate, "
-                        "synthetic[:k=v;k=v], replay:path=FILE (default: auto)")
+                   help=f"'auto' or a comma list of: {_sensor_list()}; options as kind:key=value;key=value "
+                        "(default: auto; `greenprobe sensors -v` lists each kind's options)")
     p.add_argument("--period-us", type=float, default=PERIOD_US,
                    help=f"polling period per sensor, >= {MIN_PERIOD_US} (default {PERIOD_US})")
 
@@ -46,13 +62,15 @@ def main(argv: list[str] | None = None) -> int:
         prog="greenprobe",
         description="Measure the energy of deep-learning inference: a native high-rate sampler (NVML, RAPL), "
                     "marks on the same clock, energy per interval with honest bounds.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"greenprobe {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("sensors", help="list every sensor kind with its status, domains and the fix where unavailable",
                        description="Tries to open every sensor kind and says what works here and why not.")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="also each kind's domains and options, with their environment variables")
 
     p = sub.add_parser("runtimes", help="list each DL runtime: environment, version, devices, execution providers, "
                                         "and what is missing with the fix",
@@ -293,9 +311,18 @@ def _cmd_sensors(args) -> int:
     if args.json:
         print(json.dumps([s.as_dict() for s in statuses], indent=2))
         return 0
+    roles = {"device": "auto: kept when it opens", "cpu": "auto: the first CPU kind that opens",
+             "estimate": "auto: only when no CPU kind opens", "none": "only when named"}
     for s in statuses:
         mark = "ok " if s.available else "-- "
         print(f"{mark} {s.kind:<14} {s.description}")
+        if args.verbose:
+            print(textwrap.indent(textwrap.fill(f"({roles.get(s.auto, s.auto)}) reports: {s.domains_doc}", 100),
+                                  "      "))
+            for o in s.options:
+                env = f" [{o['env']}]" if o["env"] else ""
+                print(textwrap.indent(textwrap.fill(f"{o['key']}{env}: {o['help']}", 100,
+                                                    subsequent_indent="    "), "      "))
         if s.available and s.domains:
             est = "  (ESTIMATED, not measured)" if s.estimated else ""
             print(f"      domains: {', '.join(s.domains)}{est}")
