@@ -1,0 +1,182 @@
+#!/usr/bin/env bash
+# The prepared check for a machine with an NVIDIA GPU (GPU machines are lent rarely and briefly):
+# unattended, within 10 minutes, it
+#   1. records the machine (GPU, driver, CPU, Python);
+#   2. builds the core for this machine's python3, the sampler benchmark and the fake libraries;
+#   3. lists the sensors (`greenprobe sensors -v`);
+#   4. runs the nvml sensor's tests against the real driver (tests/python/test_nvml_driver.py);
+#   5. runs the sampler benchmark on the real sensors (bench_sampler real: poll cost against the
+#      timer floor, the update period learnt, how narrowly updates are dated);
+#   6. runs a quick study with PyTorch on CUDA and ONNX Runtime with every provider that works
+#      (CUDA and TensorRT where installed; each one missing is listed with the reason);
+# and prints tables ready for benchmarks/RESULTS.md (also written to $OUT/gpu-check.md).
+#
+# Usage: bash scripts/gpu-check.sh [--standin]
+#   --standin   no GPU needed: the same steps against the fake NVML (its GPU power follows the load's
+#               CPU time), shorter; tests/python/test_gpu_check.py runs this on every CI run.
+# Environment: OUT (default benchmarks/out/gpu-check), PYTHON (default python3; with --standin
+#   .venv/bin/python), GPU_CHECK_SECONDS (benchmark seconds per row, default 5; --standin 1),
+#   GPU_CHECK_STUDY_S (the study's time limit, default 240).
+# On a lent device machine: run with timeout_s 600 and fetch $OUT (the files come back).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+STANDIN=0
+[ "${1:-}" = "--standin" ] && STANDIN=1
+OUT=${OUT:-benchmarks/out/gpu-check}
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+REPORT=$OUT/gpu-check.md
+: > "$REPORT"
+: > "$OUT/steps.txt"
+T0=$(date +%s)
+
+if [ $STANDIN = 1 ]; then
+  PY=${PYTHON:-$ROOT/.venv/bin/python}
+  SECS=${GPU_CHECK_SECONDS:-1}
+  STUDY_S=${GPU_CHECK_STUDY_S:-240}
+else
+  PY=${PYTHON:-python3}
+  SECS=${GPU_CHECK_SECONDS:-5}
+  STUDY_S=${GPU_CHECK_STUDY_S:-240}
+fi
+BUILD=build/gpu-check
+JOBS=$(nproc)
+
+say() { echo "$*" | tee -a "$REPORT"; }
+# step NAME LIMIT_S COMMAND...: runs it under a time limit, logs to $OUT/NAME.log, records the outcome
+step() {
+  local name=$1 limit=$2; shift 2
+  local t=$(date +%s)
+  echo "== $name (limit ${limit}s, $(( t - T0 ))s in)"
+  timeout --kill-after=10 "$limit" "$@" > "$OUT/$name.log" 2>&1
+  local rc=$?
+  local outcome=ok
+  if [ $rc = 124 ] || [ $rc = 137 ]; then outcome="timed out after ${limit}s"; elif [ $rc != 0 ]; then outcome="failed (exit $rc)"; fi
+  echo "$name: $outcome ($(( $(date +%s) - t ))s)" | tee -a "$OUT/steps.txt"
+  [ "$outcome" = ok ] || tail -n 25 "$OUT/$name.log"
+  return $rc
+}
+
+# 1. The machine
+{
+  echo "## GPU check $(date -u +%Y-%m-%dT%H:%MZ) $([ $STANDIN = 1 ] && echo '(STAND-IN: fake NVML, no GPU)')"
+  echo
+  echo "Command: \`bash scripts/gpu-check.sh$([ $STANDIN = 1 ] && echo ' --standin')\`"
+  echo
+  echo "- CPU: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), kernel $(uname -r)"
+  if command -v nvidia-smi > /dev/null; then
+    nvidia-smi --query-gpu=index,name,driver_version,pci.bus_id,power.limit --format=csv,noheader 2>&1 | sed 's/^/- GPU: /'
+  else
+    echo "- GPU: no nvidia-smi on this machine"
+  fi
+  echo "- Python: $($PY -c 'import sys; print(sys.version.split()[0], sys.executable)' 2>&1)"
+  echo
+} | tee -a "$REPORT"
+
+# 2. Build: the core for this Python, the benchmark, the fake libraries
+build() {
+  local pyb
+  pyb=$($PY -c 'import pybind11; print(pybind11.get_cmake_dir())' 2>/dev/null || true)
+  local skbuild=()
+  if [ $STANDIN = 0 ]; then
+    [ -n "$pyb" ] || { echo "pybind11 is not installed for $PY: pip install pybind11"; return 1; }
+    skbuild=(-DSKBUILD=ON "-Dpybind11_DIR=$pyb" "-DPython_EXECUTABLE=$(command -v "$PY")")
+  fi
+  cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DGREENPROBE_BUILD_BENCHMARKS=ON "${skbuild[@]}" &&
+    cmake --build "$BUILD" -j "$JOBS" &&
+    if [ $STANDIN = 0 ]; then cp "$BUILD"/_core*.so python/greenprobe/; fi
+}
+export -f build; export PY BUILD STANDIN JOBS
+step build 300 bash -c build || { say "build failed: see $OUT/build.log"; exit 1; }
+if [ $STANDIN = 0 ]; then
+  export PYTHONPATH=$ROOT/python:$ROOT/tests/python${PYTHONPATH:+:$PYTHONPATH}
+else
+  export PYTHONPATH=$ROOT/tests/python${PYTHONPATH:+:$PYTHONPATH}
+  # The fake NVML: a Hopper whose counter updates every 20 ms, 80 W idle, +150 W per CPU-second per
+  # second that the check's load processes spend.
+  export GREENPROBE_NVML_LIBRARY=$ROOT/$BUILD/libfake_nvml.so FAKE_NVML_GPUS=1 FAKE_NVML_UPDATE_MS=20 \
+    FAKE_NVML_BASE_W=80 FAKE_NVML_WAVEFORM=constant FAKE_NVML_FOLLOW=greenprobe-nvml-check-load FAKE_NVML_FOLLOW_W=150
+fi
+export PYTHONUNBUFFERED=1
+
+# 3. Sensors
+step sensors 60 "$PY" -m greenprobe sensors -v
+{ echo "### greenprobe sensors -v"; echo; echo '```'; cat "$OUT/sensors.log"; echo '```'; echo; } >> "$REPORT"
+
+# 4. The nvml sensor against the driver
+GREENPROBE_NVML_CHECK=1 GREENPROBE_CHECK_OUT=$OUT step nvml-tests 180 "$PY" -m pytest -q -s -p no:cacheprovider \
+  tests/python/test_nvml_driver.py
+"$PY" - "$OUT/nvml_driver.json" >> "$REPORT" <<'EOF'
+import json, sys
+try:
+    d = json.load(open(sys.argv[1]))
+except OSError:
+    print("### nvml against the driver\n\nno results (see nvml-tests.log)\n"); sys.exit()
+print("### nvml against the driver (tests/python/test_nvml_driver.py)\n")
+print("| GPU | idle W | load W | counter J | power readings integrated J | ratio | learnt counter update ms | median update window µs |")
+print("|---|---|---|---|---|---|---|---|")
+for g, p in sorted(d.get("mean_power_w_by_label", {}).items()):
+    a = d.get("counter_vs_power_readings", {}).get(g, {})
+    w = d.get("update_windows", {}).get(g, {})
+    fmt = lambda v, f: (f % v) if isinstance(v, (int, float)) else "-"
+    print(f"| {g} | {fmt(p.get('idle'), '%.1f')} | {fmt(p.get('load'), '%.1f')} | {fmt(a.get('counter_j'), '%.1f')} | "
+          f"{fmt(a.get('power_integral_j'), '%.1f')} | {fmt(a.get('ratio'), '%.4f')} | "
+          f"{fmt(d.get('learnt_update_period_ms', {}).get(g), '%.2f')} | {fmt(w.get('median_window_us'), '%.0f')} |")
+info = d.get("sensor_info", {})
+print("\n" + "\n".join(f"- {k}: {v}" for k, v in sorted(info.items())) + "\n")
+EOF
+
+# 5. The sampler on the real sensors
+step bench 240 "$BUILD/benchmarks/cpp/bench_sampler" real "$SECS"
+{ echo "### bench_sampler real $SECS"; echo; cat "$OUT/bench.log"; echo; } >> "$REPORT"
+
+# 6. A quick study on the GPU
+STUDY=$OUT/study
+rm -rf "$STUDY"
+if [ $STANDIN = 1 ]; then
+  study_args=(--runtimes onnxruntime --models mobilenet_v2 --batch-sizes 1 --runs 2 --size tiny --sensors nvml)
+else
+  # every runtime in this Python (GREENPROBE_PYTHON_<RUNTIME> names the others), every provider that works
+  export GREENPROBE_PYTHON_TORCH=${GREENPROBE_PYTHON_TORCH:-$(command -v "$PY")}
+  export GREENPROBE_PYTHON_ONNXRUNTIME=${GREENPROBE_PYTHON_ONNXRUNTIME:-$(command -v "$PY")}
+  study_args=(--runtimes torch,onnxruntime --models resnet50,mobilenet_v2,bert-base-uncased --batch-sizes 1,64 --runs 3)
+fi
+if [ $STANDIN = 0 ]; then step runtimes 120 "$PY" -m greenprobe runtimes; else echo "(stand-in: the study lists its runtimes)" > "$OUT/runtimes.log"; fi
+# (stand-in: the fake GPU's power follows the study's worker processes)
+FAKE_NVML_FOLLOW=greenprobe.runtimes.worker step study "$STUDY_S" "$PY" -m greenprobe study --quick "${study_args[@]}" --out "$STUDY"
+{
+  echo "### greenprobe runtimes"; echo; echo '```'; cat "$OUT/runtimes.log"; echo '```'; echo
+  echo "### quick study: greenprobe study --quick ${study_args[*]}"; echo
+  "$PY" - "$STUDY/summary.parquet" <<'EOF'
+import sys
+try:
+    import pyarrow.parquet as pq
+    rows = pq.read_table(sys.argv[1]).to_pylist()
+except Exception as e:
+    print(f"no summary ({e}); see study.log")
+    sys.exit()
+f = lambda v, fmt: "-" if v is None or v != v else fmt % v
+print("| runtime | source | provider | model | batch | status | ms per inference | J per inference (95 % interval) | net J "
+      "| idle W | GPU util % | domains |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+for r in rows:
+    ms = None if r.get("time_s_per_inference") is None else r["time_s_per_inference"] * 1e3
+    print(f"| {r.get('runtime')} | {r.get('source') or '-'} | {r.get('provider') or '-'} | {r.get('model')} | {r.get('batch_size')} "
+          f"| {r.get('status')} | {f(ms, '%.3f')} | {f(r.get('energy_j_per_inference'), '%.4g')} "
+          f"({f(r.get('energy_j_per_inference_low'), '%.4g')} to {f(r.get('energy_j_per_inference_high'), '%.4g')}) "
+          f"| {f(r.get('energy_j_per_inference_net'), '%.4g')} | {f(r.get('idle_power_w'), '%.1f')} "
+          f"| {f(r.get('gpu_util_pct'), '%.0f')} | {r.get('total_domains') or r.get('domains') or '-'} |")
+EOF
+  echo
+  if [ -f "$STUDY/skipped.json" ]; then echo "skipped here:"; echo '```'; cat "$STUDY/skipped.json"; echo '```'; fi
+  echo
+} >> "$REPORT"
+
+echo
+echo "== steps ($(( $(date +%s) - T0 ))s in all)"
+cat "$OUT/steps.txt"
+{ echo "### steps"; echo; sed 's/^/- /' "$OUT/steps.txt"; } >> "$REPORT"
+echo "report: $REPORT"
+! grep -qv ': ok (' "$OUT/steps.txt"
