@@ -213,6 +213,21 @@ def main(argv: list[str] | None = None) -> int:
                         "crash loses little (default 500k)")
     p.add_argument("--ready-file", help=argparse.SUPPRESS)
 
+    p = sub.add_parser("setup-perf", help="let a group read RAPL at full rate without root (prints, or with --apply "
+                                          "runs, the setcap and group commands)",
+                       description="RAPL energy is root-only (CVE-2020-8694); perf_event's power PMU opens it for a "
+                                   "program with CAP_PERFMON. This grants that capability to one small program shipped "
+                                   "with greenprobe, greenprobe-perf-helper, executable by one group: it opens the RAPL "
+                                   "events and hands the descriptors to the rapl-perf sensor of a group member, who "
+                                   "then reads at full rate with no privilege and no daemon.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="examples:\n  greenprobe setup-perf                            print the commands\n"
+                              "  sudo greenprobe setup-perf --apply --user alice  run them; alice joins the group")
+    p.add_argument("--group", default="greenprobe", help="the group whose members may read (default greenprobe)")
+    p.add_argument("--user", action="append", metavar="USER", help="add USER to the group (repeat for more)")
+    p.add_argument("--helper", help="the helper's path (default: the one installed with the package)")
+    p.add_argument("--apply", action="store_true", help="run the commands (as root) and check the result")
+
     p = sub.add_parser("measure", help="run a command under a private daemon and report its energy",
                        description="Starts a private daemon, runs CMD with GREENPROBE_DAEMON set (so greenprobe.mark() "
                                    "in any of its processes is recorded), records the whole run as one interval, "
@@ -236,6 +251,10 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_sensors(args)
         if args.command == "runtimes":
             return _cmd_runtimes(args)
+        if args.command == "setup-perf":
+            from .setup_perf import cmd_setup_perf
+
+            return cmd_setup_perf(args)
         if args.command == "record":
             from .record import cmd_record
 
