@@ -40,6 +40,21 @@ const std::vector<SensorKind>& sensor_kinds() {
          "psys containing them where present",
          {{"powercap_root", "GREENPROBE_POWERCAP_ROOT", "the powercap tree; default /sys/class/powercap"}},
          "amd_energy,zenpower", &open_rapl_powercap, nullptr},
+        {"hwmon",
+         "the kernel's hardware-monitoring chips (/sys/class/hwmon): energy counters (i915, xe, amd_energy) and "
+         "power readings (amdgpu, ACPI power meters such as Grace's, INA3221 rails on Jetson); counters preferred "
+         "per chip",
+         AutoRole::Device, 90,
+         "<chip>-<label> per reading (the chip's name file, then its *_label lower-cased, e.g. amdgpu-ppt; "
+         "<chip>-energy<N>/-power<N> for unlabelled channels of a chip with several, <chip> for its only one); "
+         "chips sharing a name become <chip>-<PCI address> (from the device link) or <chip>-hwmon<N>. Top level, "
+         "except within a chip: amd_energy's Ecore in its Esocket, xe's pkg in card, an ina3221's rails in "
+         "VDD_IN, a supply's pout in pin",
+         {{"hwmon_root", "GREENPROBE_HWMON_ROOT", "the hwmon tree; default /sys/class/hwmon"},
+          {"skip_chips", "", "chips to leave out: names or hwmon<N> directories, comma-separated; sensors=auto "
+                             "adds the chips of the kinds that opened"},
+          {"chips", "", "only these chips: names or hwmon<N> directories, comma-separated; default all"}},
+         "", &open_hwmon, nullptr},
         {"cpu-estimate", "ESTIMATE: CPU power modelled from /proc/stat utilisation and a rated power",
          AutoRole::Estimate, 100, "cpu (estimated, not measured)",
          {kProcRoot,

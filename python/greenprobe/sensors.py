@@ -115,17 +115,29 @@ def _check_own_options(kind: str, own: dict[str, str]) -> None:
                           f"{kind} reads: {', '.join(keys) or 'no options'} (`greenprobe sensors -v` explains each)")
 
 
+def _hwmon_last(rows: list[dict]) -> list[dict]:
+    """hwmon reads every chip no other kind covers, and the kinds that cover chips (GPU kinds, and
+    the CPU kinds for amd_energy/zenpower, which auto tries after the devices) must have opened
+    first: it is opened last, whatever its place in the order."""
+    return [r for r in rows if r["name"] != "hwmon"] + [r for r in rows if r["name"] == "hwmon"]
+
+
+def _with_skip_chips(base: dict[str, str], chips: list[str]) -> dict[str, str]:
+    """hwmon's options with the chips of the kinds that opened added to the user's skip_chips."""
+    if not chips:
+        return dict(base)
+    return dict(base, skip_chips=",".join(sorted(set(chips) | set(filter(None, base.get("skip_chips", "").split(","))))))
+
+
 def _open_auto(base: dict[str, str]):
     opened, skipped = [], []
     hwmon_skip: list[str] = []  # chips of kinds that opened: hwmon leaves them out
     cpu_opened = False
-    for row in auto_order():
+    for row in _hwmon_last(auto_order()):
         kind, role = row["name"], row["auto_role"]
         if role in ("cpu", "estimate") and cpu_opened:
             continue
-        options = dict(base)
-        if kind == "hwmon" and hwmon_skip:
-            options["skip_chips"] = ",".join(sorted(set(hwmon_skip) | set(filter(None, base.get("skip_chips", "").split(",")))))
+        options = _with_skip_chips(base, hwmon_skip) if kind == "hwmon" else dict(base)
         try:
             sensor = open_one(kind, options)
         except SensorError as e:
@@ -144,19 +156,27 @@ def _open_auto(base: dict[str, str]):
 def list_sensors(options: dict[str, object] | None = None, include: Iterable[str] | None = None) -> list[SensorStatus]:
     """Status of every sensor kind (for ``greenprobe sensors``)."""
     base = resolve_options(options)
-    out = []
-    for row in kinds():
+    out = {}
+    covered: list[str] = []  # hwmon chips of the kinds that opened: hwmon shows what auto would read
+    for row in _hwmon_last(kinds()):
         kind = row["name"]
         if include is not None and kind not in include:
             continue
         if kind == "replay":
-            out.append(_status_of(row, reason="needs a recorded file (replay:path=FILE)"))
+            out[kind] = _status_of(row, reason="needs a recorded file (replay:path=FILE)")
             continue
+        opts = _with_skip_chips(base, covered) if kind == "hwmon" else base
         try:
-            sensor = open_one(kind, base)
+            sensor = open_one(kind, opts)
         except SensorError as e:
-            out.append(_status_of(row, error=e))
+            out[kind] = _status_of(row, error=e)
         else:
-            out.append(_status_of(row, sensor=sensor))
+            reason = ""
+            if kind == "hwmon":
+                skipped = dict(sensor.info()).get("skipped", "")
+                reason = f"left out: {skipped}" if skipped else ""
+            out[kind] = _status_of(row, sensor=sensor, reason=reason)
+            if row["auto_role"] != "none":
+                covered += [c for c in row["hwmon_chips"].split(",") if c]
             del sensor
-    return out
+    return [out[r["name"]] for r in kinds() if r["name"] in out]

@@ -750,6 +750,13 @@ TEST(each_kind_reads_only_the_options_its_row_declares) {
     Options powercap({{"powercap_root", make_powercap(1000000)}});
     open_sensor("rapl-powercap", powercap);
     check_reads_only_declared("rapl-powercap", powercap);
+    const std::string hwmon = temp_dir() + "/hwmon";
+    mkdirs(hwmon + "/hwmon0");
+    write_file(hwmon + "/hwmon0/name", "amdgpu\n");
+    write_file(hwmon + "/hwmon0/power1_average", "1000000\n");
+    Options hw({{"hwmon_root", hwmon}, {"skip_chips", "zenpower"}});
+    open_sensor("hwmon", hw);
+    check_reads_only_declared("hwmon", hw);
     Options synthetic({{"waveform", "square"}, {"domains", "a"}});
     open_sensor("synthetic", synthetic);
     check_reads_only_declared("synthetic", synthetic);

@@ -9,6 +9,9 @@ powercap target: {"path": ".../energy_uj", "scale": 1.0, "max_uj": N, "offset_uj
                   N µJ less from then on, a backwards glitch; the log keeps the true raw value)}
 msr target:      {"path": ".../msr", "register": 0x611, "offset_scale": 1, "scale": 1.0,
                   "joules_per_count": 2**-14, "start": N}
+power_average target (kind "power_average", an hwmon power<N>_average file):
+                 {"path": ".../power1_average", "scale": 1.0, "window_ns": N}: at each tick t the mean
+                  power over [t - window_ns, t] in µW (floored), as "%020d\n"; logged as (t_ns, µW, t_written_ns)
 
 At each tick the writer reads CLOCK_MONOTONIC, computes the exact cumulative energy up to that
 instant, and writes the raw counter (quantised, wrapped) in one pwrite; so the counter's value is
@@ -65,7 +68,12 @@ def main(path):
         if load is not None:
             e += load.watts * load.on_ns(t) * 1e-9
         for i, tg in enumerate(targets):
-            if cfg["kind"] == "powercap":
+            if cfg["kind"] == "power_average":
+                w = tg["window_ns"]
+                e_w = wave.energy_at_ns(t) - wave.energy_at_ns(t - w)
+                raw = math.floor(e_w * tg["scale"] / (w * 1e-9) * 1e6)
+                os.pwrite(fds[i], b"%020d\n" % raw, 0)
+            elif cfg["kind"] == "powercap":
                 raw = tg.get("offset_uj", 0) + math.floor(e * tg["scale"] * 1e6)
                 if "glitch_file" in tg and not tg.get("glitched") and os.path.exists(tg["glitch_file"]):
                     tg["glitched"] = time.monotonic_ns()

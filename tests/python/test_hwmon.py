@@ -1,0 +1,178 @@
+"""The hwmon sensor end to end against stand-in chips whose readings are a known function of time.
+
+A stand-in hwmon tree (a name file, a device link, the reading files), its readings written by
+standin_writer.py in another process: an energy counter (µJ, as i915/xe/amd_energy give) and, on a
+second chip, a power1_average with its power1_average_interval (µW, ms, as an ACPI power meter
+gives). Every interval's attributed energy is compared with the exact energy of the stand-in's power
+law, and must lie within its stated bounds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+import greenprobe
+from helpers import assert_accuracy, compare, run_marks, writer_stalls
+from standins import Writer, make_powercap_tree
+from truth import Wave
+
+MAX_UJ = 10**19 - 1  # a 64-bit accumulator as the kernel keeps it: no wrap in the test's reach
+
+
+def make_chip(root: Path, dirname: str, name: str, files: dict, device: str = "") -> Path:
+    d = root / dirname
+    d.mkdir(parents=True)
+    (d / "name").write_text(name + "\n")
+    for f, v in files.items():
+        (d / f).write_text(f"{v}\n")
+    if device:
+        os.symlink(device, d / "device")
+    return d
+
+
+def test_energy_counter_and_power_average_match_the_truth(tmp_path):
+    t0 = time.monotonic_ns()
+    gpu = Wave("sine", base_w=120, amp_w=40, freq_hz=1.5, t0_ns=t0)
+    meter = Wave("sine", base_w=300, amp_w=50, freq_hz=1.0, t0_ns=t0)
+    root = tmp_path / "hwmon"
+    xe = make_chip(root, "hwmon3", "xe", {"energy1_input": "%020d" % 0, "energy1_label": "card",
+                                          "power1_max": 250_000_000}, "../../../0000:03:00.0")
+    pm = make_chip(root, "hwmon7", "power_meter", {"power1_average": "%020d" % 0, "power1_average_interval": 10,
+                                                   "power1_cap": 0}, "../../../ACPI000D:00")
+    make_chip(root, "hwmon0", "coretemp", {"temp1_input": 40000})
+    counter_cfg = {"kind": "powercap", "t0_ns": t0, "period_ns": 2_000_000, "duration_s": 8.0, "wave": gpu.kwargs(),
+                   "targets": [{"path": str(xe / "energy1_input"), "scale": 1.0, "max_uj": MAX_UJ,
+                                "offset_uj": 123_456_789_012}]}
+    power_cfg = {"kind": "power_average", "t0_ns": t0, "period_ns": 10_000_000, "duration_s": 8.0,
+                 "wave": meter.kwargs(), "targets": [{"path": str(pm / "power1_average"), "scale": 1.0,
+                                                      "window_ns": 10_000_000}]}
+    writers = [Writer(counter_cfg, tmp_path), Writer(power_cfg, tmp_path)]
+    for w in writers:
+        w.wait_started()
+    try:
+        with greenprobe.Probe(sensors=["hwmon"], hwmon_root=str(root), period_us=1000) as probe:
+            time.sleep(0.1)
+            run_marks("infer", 12, 0.1, 0.02)
+    finally:
+        logs = [w.stop() for w in writers]
+
+    info = {c["domain"]: c for c in probe.channel_info()}
+    assert set(info) == {"xe-card", "power_meter"}
+    assert info["xe-card"]["quantity"] == "energy" and info["xe-card"]["device_bus_id"] == "0000:03:00.0"
+    assert info["power_meter"]["quantity"] == "power"
+    assert info["power_meter"]["averaging_window_ns"] == 10_000_000  # from power1_average_interval
+    assert not any(c["estimated"] for c in info.values())
+    # The stand-in's files are plain files: a pread racing the writer's pwrite can take some digits
+    # from the new value and the rest from the old one (sysfs formats each read afresh: no such thing
+    # there). Such torn reads, and the writer's stalls, are left out of the comparison; they must be rare.
+    ch = {c.domain: c for c in probe.channels()}
+    counter_written = {raw for _, raw, _ in logs[0][0]}
+    counts = np.round(ch["xe-card"].value * 1e6).astype(np.int64)
+    votes = {}
+    for c in counts[:: max(1, counts.size // 16)]:
+        for w in counter_written:
+            votes[w - int(c)] = votes.get(w - int(c), 0) + 1
+    base = max(votes, key=votes.get)  # the raw value at open: every recorded value is written - base
+    torn_counter = [k for k, c in enumerate(counts) if base + int(c) not in counter_written]
+    power_written = {raw for _, raw, _ in logs[1][0]}
+    micro_w = np.round(ch["power_meter"].value * 1e6).astype(np.int64)
+    torn_power = [k for k, v in enumerate(micro_w) if int(v) not in power_written]
+    assert len(torn_counter) <= 0.01 * counts.size and len(torn_power) <= 0.02 * micro_w.size, (torn_counter, torn_power)
+    stalls = writer_stalls(logs[0][0], counter_cfg["period_ns"]) + writer_stalls(logs[1][0], power_cfg["period_ns"])
+    stalls += [(int(ch["xe-card"].t_ns[k]) - 5_000_000, int(ch["xe-card"].t_ns[k]) + 5_000_000) for k in torn_counter]
+    stalls += [(int(ch["power_meter"].t_ns[k]) - 25_000_000, int(ch["power_meter"].t_ns[k]) + 15_000_000)
+               for k in torn_power]
+    results = compare(probe, "infer", {"xe-card": gpu, "power_meter": meter}, sensor="hwmon", stalls=stalls)
+    # each interval within 1 % of the exact energy, and the exact energy inside its bounds
+    assert_accuracy(results, per_interval_rel=0.01)
+    for domain, (est, true, low, high) in results.items():
+        assert np.isfinite(low).all() and np.isfinite(high).all(), domain
+    est, true, low, high = results["xe-card"]
+    assert np.median(high - low) < 0.1 * true.min(), "a counter's bounds are a few update periods wide"
+    rows = [r for r in probe.intervals().to_pylist() if r["label"] == "infer"]
+    methods = {r["domain"]: r["method"] for r in rows}
+    assert methods == {"xe-card": "counter-interpolation", "power_meter": "power-integration"}
+    sensor_info = probe.metadata()["sensors"][0]["info"]
+    assert "coretemp (hwmon0): no energy or power readings" in sensor_info["skipped"]
+
+
+def test_auto_with_the_root_set_reads_hwmon_and_leaves_out_chips_another_sensor_measures(tmp_path, monkeypatch, capsys):
+    root = tmp_path / "hwmon"
+    make_chip(root, "hwmon0", "amd_energy", {"energy1_input": 1000, "energy1_label": "Esocket0"})
+    make_chip(root, "hwmon1", "amdgpu", {"power1_average": 80_000_000, "power1_label": "PPT"}, "../../../0000:c3:00.0")
+    pc = tmp_path / "powercap"
+    make_powercap_tree(pc, [("intel-rapl:0", "package-0", 10**9)])
+    monkeypatch.setenv("GREENPROBE_HWMON_ROOT", str(root))
+    monkeypatch.setenv("GREENPROBE_POWERCAP_ROOT", str(pc))
+    monkeypatch.setenv("GREENPROBE_NVML_LIBRARY", str(tmp_path / "nope.so"))
+    monkeypatch.setenv("GREENPROBE_MSR_PATH", str(tmp_path / "nope{cpu}"))
+    with greenprobe.Probe(sensors="auto", period_us=10000, settle_timeout_s=0.05) as probe:
+        pass
+    by_sensor = {}
+    for c in probe.channel_info():
+        by_sensor.setdefault(c["sensor"], []).append(c["domain"])
+    # rapl-powercap measures the CPU package, so amd_energy (the same energy) is not read twice
+    assert by_sensor == {"rapl-powercap": ["package-0"], "hwmon": ["amdgpu-ppt"]}
+    hw = next(s for s in probe.metadata()["sensors"] if s["kind"] == "hwmon")
+    assert "amd_energy (hwmon0): in skip_chips" in hw["info"]["skipped"]
+
+    # `greenprobe sensors` says the same: hwmon available, amdgpu read, amd_energy left out and why
+    from greenprobe.cli import main
+
+    assert main(["sensors", "--json"]) == 0
+    listing = {s["kind"]: s for s in json.loads(capsys.readouterr().out)}
+    assert listing["hwmon"]["available"] and listing["hwmon"]["domains"] == ["amdgpu-ppt"]
+    assert "amd_energy (hwmon0): in skip_chips" in listing["hwmon"]["reason"]
+    assert listing["hwmon"]["auto"] == "device"
+
+
+def test_sensors_listing_says_how_to_fix_a_missing_tree(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("GREENPROBE_HWMON_ROOT", str(tmp_path / "no-hwmon"))
+    from greenprobe.cli import main
+
+    assert main(["sensors", "--json"]) == 0
+    hw = {s["kind"]: s for s in json.loads(capsys.readouterr().out)}["hwmon"]
+    assert not hw["available"] and hw["category"] == "not-found"
+    assert str(tmp_path / "no-hwmon") in hw["reason"] and "GREENPROBE_HWMON_ROOT" in hw["fix"]
+
+
+def test_unreadable_amd_energy_is_a_permission_error_with_the_fix():
+    """Drops root in a forked child so that file modes are enforced (the tests run as root)."""
+    d = Path(tempfile.mkdtemp(prefix="gp-hwmon-perm-"))
+    os.chmod(d, 0o755)
+    chip = make_chip(d / "hwmon", "hwmon0", "amd_energy", {"energy1_input": 100, "energy1_label": "Esocket0"})
+    for p in [d / "hwmon", *(d / "hwmon").rglob("*")]:
+        os.chmod(p, 0o755 if p.is_dir() else 0o444)
+    os.chmod(chip / "energy1_input", 0o400)  # as since CVE-2020-8694
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: become nobody, try to open, report through the pipe
+        try:
+            os.close(read_end)
+            if os.geteuid() == 0:
+                os.setgroups([])
+                os.setgid(65534)
+                os.setuid(65534)
+            try:
+                greenprobe.Probe(sensors=["hwmon"], hwmon_root=str(d / "hwmon")).start()
+                msg = "OPENED"
+            except greenprobe.SensorPermissionError as e:
+                msg = "PERMISSION " + e.message + "\n" + e.fix
+            except BaseException as e:  # noqa: BLE001
+                msg = f"OTHER {type(e).__name__}: {e}"
+            os.write(write_end, msg.encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end) as f:
+        out = f.read()
+    os.waitpid(pid, 0)
+    assert out.startswith("PERMISSION"), out
+    assert str(chip / "energy1_input") in out
+    assert "CVE-2020-8694" in out and "chmod" in out and "udev" in out and "greenprobe daemon" in out
