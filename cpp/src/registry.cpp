@@ -25,6 +25,16 @@ const std::vector<SensorKind>& sensor_kinds() {
           {"gpus", "", "all | NVML indices, UUIDs (unique prefixes) and MIG ids, comma-separated; default: the GPUs "
                        "CUDA_VISIBLE_DEVICES (else NVIDIA_VISIBLE_DEVICES) lets this process see"}},
          "", &open_nvml, &open_nvml_usage},
+        {"rapl-perf",
+         "RAPL energy counters through the kernel's perf_event power PMU (no root where perf_event_paranoid <= 0 or "
+         "with CAP_PERFMON; one CPU per package)",
+         AutoRole::Cpu, 10,
+         "package-<P> per package; core-<P> and uncore-<P> inside it; dram-<P> beside it; psys containing the "
+         "packages and DRAM where the platform has it (AMD: package-<P> only)",
+         {{"perf_event_root", "GREENPROBE_PERF_EVENT_ROOT",
+           "the perf PMU tree holding power/{type,cpumask,events}; default /sys/bus/event_source/devices"},
+          kSysfsCpuRoot, kProcRoot},
+         "amd_energy,zenpower", &open_rapl_perf, nullptr},
         {"rapl-msr", "Intel/AMD RAPL energy counters read from /dev/cpu/N/msr (one CPU per package)",
          AutoRole::Cpu, 20,
          "package-<P> per package; core-<P> and uncore-<P> inside it; dram-<P> beside it (Intel); psys "

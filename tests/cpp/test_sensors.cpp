@@ -747,6 +747,22 @@ TEST(each_kind_reads_only_the_options_its_row_declares) {
     Options msr = cpu_options(c);
     open_sensor("rapl-msr", msr);
     check_reads_only_declared("rapl-msr", msr);
+    // rapl-perf's opening succeeds only under the fake perf PMU (test_rapl_perf); here the real kernel
+    // refuses the made-up PMU, after every option has been read.
+    const std::string perf = temp_dir();
+    mkdirs(perf + "/devices/power/events");
+    write_file(perf + "/devices/power/type", "4242\n");
+    write_file(perf + "/devices/power/cpumask", "0\n");
+    write_file(perf + "/devices/power/events/energy-pkg", "event=0x02\n");
+    write_file(perf + "/devices/power/events/energy-pkg.scale", "2.3283064365386962890625e-10\n");
+    write_file(perf + "/devices/power/events/energy-pkg.unit", "Joules\n");
+    Options rapl_perf({{"perf_event_root", perf + "/devices"}, {"sysfs_cpu_root", c.sys}, {"proc_root", c.proc}});
+    try {
+        open_sensor("rapl-perf", rapl_perf);
+    } catch (const SensorError&) {
+    }
+    check_reads_only_declared("rapl-perf", rapl_perf);
+    CHECK(rapl_perf.keys_read().size() == 3);
     Options powercap({{"powercap_root", make_powercap(1000000)}});
     open_sensor("rapl-powercap", powercap);
     check_reads_only_declared("rapl-powercap", powercap);

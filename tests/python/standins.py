@@ -25,6 +25,51 @@ def build_fake_nvml(out_dir: Path) -> Path:
     return lib
 
 
+def build_fake_perf(out_dir: Path) -> Path:
+    """Compiles tests/fixtures/fake_perf.c, the RAPL perf PMU at the libc boundary (syscall, read,
+    close), into a library for LD_PRELOAD."""
+    cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if cc is None:
+        raise RuntimeError("a C compiler (cc) is needed to build the fake perf PMU library")
+    lib = out_dir / "libfake_perf.so"
+    subprocess.run([cc, "-shared", "-fPIC", "-O2", "-o", str(lib), str(FIXTURES / "fake_perf.c"), "-lm", "-pthread",
+                    "-ldl"], check=True)
+    return lib
+
+
+def make_perf_tree(root: Path, cpus: dict[int, int], cpumask: str, events: dict[str, int], *, vendor="GenuineIntel",
+                   model=85, paranoid=2, cap_eff="0000000000000000", pmu_type=42) -> tuple[dict, dict]:
+    """A power PMU tree, a CPU topology (cpus: CPU -> package) and a /proc with perf_event_paranoid,
+    self/status and cpuinfo. Returns the Probe options and the FAKE_PERF_* variables that make
+    fake_perf.c the same hardware (add FAKE_PERF_SCALE and the power law)."""
+    pmu = root / "devices" / "power"
+    (pmu / "events").mkdir(parents=True)
+    (pmu / "type").write_text(f"{pmu_type}\n")
+    (pmu / "cpumask").write_text(cpumask + "\n")
+    for name, config in events.items():
+        (pmu / "events" / name).write_text(f"event=0x{config:02x}\n")
+        (pmu / "events" / f"{name}.scale").write_text("2.3283064365386962890625e-10\n")
+        (pmu / "events" / f"{name}.unit").write_text("Joules\n")
+    sysfs = root / "sys" / "devices" / "system" / "cpu"
+    for cpu, pkg in cpus.items():
+        topo = sysfs / f"cpu{cpu}" / "topology"
+        topo.mkdir(parents=True)
+        (topo / "physical_package_id").write_text(f"{pkg}\n")
+        (topo / "core_id").write_text(f"{cpu}\n")
+    proc = root / "proc"
+    (proc / "sys" / "kernel").mkdir(parents=True)
+    (proc / "self").mkdir()
+    (proc / "sys" / "kernel" / "perf_event_paranoid").write_text(f"{paranoid}\n")
+    (proc / "self" / "status").write_text(f"Name:\tpython\nCapEff:\t{cap_eff}\n")
+    family = 6 if vendor == "GenuineIntel" else 25
+    (proc / "cpuinfo").write_text("".join(f"processor\t: {c}\nvendor_id\t: {vendor}\ncpu family\t: {family}\n"
+                                          f"model\t\t: {model}\n\n" for c in cpus))
+    options = {"perf_event_root": str(root / "devices"), "sysfs_cpu_root": str(sysfs), "proc_root": str(proc)}
+    env = {"FAKE_PERF_TYPE": str(pmu_type), "FAKE_PERF_CPUS": ",".join(f"{c}:{p}" for c, p in cpus.items()),
+           "FAKE_PERF_EVENTS": ",".join(str(c) for c in events.values())}
+    return options, env
+
+
 class Writer:
     """Runs standin_writer.py in its own process; ``log()`` returns [(t_ns, unwrapped_raw), ...] per target."""
 

@@ -46,10 +46,11 @@ def test_auto_skips_with_reasons_and_records_them(tmp_path, monkeypatch):
     monkeypatch.setenv("GREENPROBE_NVML_LIBRARY", str(tmp_path / "nope.so"))
     monkeypatch.setenv("GREENPROBE_POWERCAP_ROOT", str(tmp_path / "nope"))
     monkeypatch.setenv("GREENPROBE_MSR_PATH", str(tmp_path / "nope{cpu}"))
+    monkeypatch.setenv("GREENPROBE_PERF_EVENT_ROOT", str(tmp_path / "nope"))
     with greenprobe.Probe(sensors="auto", period_us=10000) as probe:
         pass
     kinds = {s.kind for s in probe.skipped}
-    assert {"nvml", "rapl-msr", "rapl-powercap"} <= kinds
+    assert {"nvml", "rapl-perf", "rapl-msr", "rapl-powercap"} <= kinds
     md = probe.metadata()
     assert {s["kind"] for s in md["skipped"]} >= {"nvml", "rapl-msr", "rapl-powercap"}
     assert md["estimated"] is True  # only the CPU estimate was left
@@ -61,6 +62,7 @@ def test_auto_prefers_a_real_cpu_sensor_over_the_estimate(tmp_path, monkeypatch)
     make_powercap_tree(root, [("intel-rapl:0", "package-0", 10**9)])
     monkeypatch.setenv("GREENPROBE_NVML_LIBRARY", str(tmp_path / "nope.so"))
     monkeypatch.setenv("GREENPROBE_MSR_PATH", str(tmp_path / "nope{cpu}"))
+    monkeypatch.setenv("GREENPROBE_PERF_EVENT_ROOT", str(tmp_path / "nope"))
     with greenprobe.Probe(sensors="auto", period_us=10000, powercap_root=str(root), settle_timeout_s=0.05) as probe:
         pass
     assert [c["sensor"] for c in probe.channel_info()] == ["rapl-powercap"]
@@ -146,7 +148,7 @@ def test_auto_order_options_and_help_come_from_the_registry():
     roles = [r["auto_role"] for r in sensors.auto_order()]
     assert roles == sorted(roles, key=["device", "cpu", "estimate"].index)  # devices, CPUs, the estimate last
     assert order[-1] == "cpu-estimate" and "synthetic" not in order
-    assert order.index("nvml") < order.index("rapl-msr") < order.index("rapl-powercap")
+    assert order.index("nvml") < order.index("rapl-perf") < order.index("rapl-msr") < order.index("rapl-powercap")
     env = config.environment()
     for row in rows:
         for key, var, text in row["options"]:

@@ -59,6 +59,7 @@ std::unique_ptr<GpuUsageReader> open_gpu_usage(const std::string& kind, const Op
 std::unique_ptr<Sensor> open_nvml(const Options& options);
 std::unique_ptr<GpuUsageReader> open_nvml_usage(const Options& options);
 std::unique_ptr<Sensor> open_rapl_msr(const Options& options);
+std::unique_ptr<Sensor> open_rapl_perf(const Options& options);
 std::unique_ptr<Sensor> open_rapl_powercap(const Options& options);
 std::unique_ptr<Sensor> open_hwmon(const Options& options);
 std::unique_ptr<Sensor> open_synthetic(const Options& options);
