@@ -33,7 +33,10 @@ const std::vector<SensorKind>& sensor_kinds() {
          "packages and DRAM where the platform has it (AMD: package-<P> only)",
          {{"perf_event_root", "GREENPROBE_PERF_EVENT_ROOT",
            "the perf PMU tree holding power/{type,cpumask,events}; default /sys/bus/event_source/devices"},
-          kSysfsCpuRoot, kProcRoot},
+          kSysfsCpuRoot, kProcRoot,
+          {"perf_helper", "GREENPROBE_PERF_HELPER",
+           "greenprobe-perf-helper, asked for the events when this process may not open them (set up with `greenprobe "
+           "setup-perf`); default: the one installed with the package; empty: never"}},
          "amd_energy,zenpower", &open_rapl_perf, nullptr},
         {"rapl-msr", "Intel/AMD RAPL energy counters read from /dev/cpu/N/msr (one CPU per package)",
          AutoRole::Cpu, 20,

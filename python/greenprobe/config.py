@@ -7,9 +7,14 @@ from __future__ import annotations
 
 import functools
 import os
+from pathlib import Path
 from typing import Mapping
 
 from .errors import ConfigError
+
+#: greenprobe-perf-helper, installed with the package (the wheel's greenprobe/bin/): rapl-perf asks it
+#: for the RAPL descriptors where this process may not open them (`greenprobe setup-perf`)
+PERF_HELPER = Path(__file__).resolve().parent / "bin" / "greenprobe-perf-helper"
 
 #: the sampler's polling period unless one is given, and the shortest (Probe, the CLI, the study)
 PERIOD_US = 1000

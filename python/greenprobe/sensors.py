@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
 from . import _core
-from .config import parse_sensor_spec, resolve_options
+from .config import PERF_HELPER, parse_sensor_spec, resolve_options
 from .errors import ConfigError, NoSensorError, SensorError
 
 @dataclass
@@ -70,6 +70,8 @@ def open_one(kind: str, options: dict[str, str]):
         from .replay import open_replay
 
         return open_replay(options)
+    if kind == "rapl-perf" and "perf_helper" not in options and PERF_HELPER.is_file():
+        options = {**options, "perf_helper": str(PERF_HELPER)}
     return _core.open_sensor(kind, options)
 
 

@@ -762,7 +762,7 @@ TEST(each_kind_reads_only_the_options_its_row_declares) {
     } catch (const SensorError&) {
     }
     check_reads_only_declared("rapl-perf", rapl_perf);
-    CHECK(rapl_perf.keys_read().size() == 3);
+    CHECK(rapl_perf.keys_read().size() == 4);  // the trees, proc and the helper
     Options powercap({{"powercap_root", make_powercap(1000000)}});
     open_sensor("rapl-powercap", powercap);
     check_reads_only_declared("rapl-powercap", powercap);

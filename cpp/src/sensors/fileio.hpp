@@ -34,6 +34,11 @@ class Fd {
 
     int get() const { return fd_; }
     bool valid() const { return fd_ >= 0; }
+    int release() {  // the caller owns the descriptor from now on
+        const int fd = fd_;
+        fd_ = -1;
+        return fd;
+    }
     void reset() {
         if (fd_ >= 0) ::close(fd_);
         fd_ = -1;

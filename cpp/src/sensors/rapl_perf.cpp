@@ -7,6 +7,9 @@
 //   sysfs_cpu_root=/sys/devices/system/cpu          the package of each CPU
 //   proc_root=/proc                                 perf_event_paranoid, this process's
 //                                                   capabilities (self/status) and cpuinfo
+//   perf_helper=<path>                              greenprobe-perf-helper, asked for the
+//                                                   descriptors when this process may not open
+//                                                   them (perf_handoff.hpp); empty: never
 //
 // The kernel accumulates the 32-bit register into a 64-bit count in 2^-32 J (the events' .scale),
 // so the count wraps only after 2^64 x scale = 2^32 J (50 days at 1 kW). It hides the hardware's
@@ -35,7 +38,9 @@
 #include "fileio.hpp"
 #include "greenprobe/counter.hpp"
 #include "greenprobe/registry.hpp"
+#include "perf_handoff.hpp"
 #include "rapl_msr_decode.hpp"
+#include "rapl_perf.hpp"
 
 namespace greenprobe {
 namespace {
@@ -129,6 +134,7 @@ class RaplPerfSensor final : public Sensor {
         const std::string root = o.get("perf_event_root", "/sys/bus/event_source/devices");
         const std::string sysfs_cpu = o.get("sysfs_cpu_root", "/sys/devices/system/cpu");
         proc_ = o.get("proc_root", "/proc");
+        helper_ = o.get("perf_helper", "");
         pmu_ = root + "/power";
 
         int err = 0;
@@ -166,7 +172,6 @@ class RaplPerfSensor final : public Sensor {
                 ch.package = pkg;
                 ch.cpu = cpu;
                 ch.event = ev;
-                ch.fd = open_event(ev, cpu);
                 ch.counter = WrapCounter(~0ull, ev.scale);
                 ChannelInfo info;
                 const std::string base = rapl::powercap_name(ev.domain);
@@ -183,6 +188,7 @@ class RaplPerfSensor final : public Sensor {
             }
             first_package = false;
         }
+        open_all();
         set_parents();
         // Prime the counters so the first poll reports 0 J.
         std::vector<Reading> scratch(channels_.size());
@@ -194,6 +200,13 @@ class RaplPerfSensor final : public Sensor {
                                   "otherwise use rapl-powercap or rapl-msr");
             }
         }
+    }
+
+    // The descriptors, and where they came from (for the helper: it hands them over).
+    std::vector<perf_handoff::Event> release_events() {
+        std::vector<perf_handoff::Event> out;
+        for (Channel& ch : chans_) out.push_back({ch.event.file, ch.package, ch.cpu, ch.event.scale, ch.fd.release()});
+        return out;
     }
 
     std::string kind() const override { return "rapl-perf"; }
@@ -247,6 +260,7 @@ class RaplPerfSensor final : public Sensor {
         }
         m["events"] = events;
         m["cpu_opened_per_package"] = cpus;  // package:CPU
+        m["opened_by"] = via_helper_ ? "greenprobe-perf-helper " + helper_ : "this process";
         m["resolution"] = "coarsest hardware energy unit for the domain (2^-14 J; 1 J for SPR/EMR psys), not the 2^-32 J scale";
         return m;
     }
@@ -374,6 +388,47 @@ class RaplPerfSensor final : public Sensor {
         }
     }
 
+    // Opens every channel's event here; where this process may not (Permission) and a helper is
+    // named, asks greenprobe-perf-helper for the descriptors instead. The helper opens the same
+    // events from the same trees, but its own view decides: each of ours must be among its events.
+    void open_all() {
+        try {
+            for (Channel& ch : chans_) ch.fd = open_event(ch.event, ch.cpu);
+            return;
+        } catch (const SensorError& e) {
+            if (e.category() != ErrorCategory::Permission || helper_.empty()) throw;
+            for (Channel& ch : chans_) ch.fd = Fd();
+            std::vector<perf_handoff::Event> got;
+            try {
+                got = perf_handoff::request_from_helper(helper_);
+            } catch (const SensorError& h) {
+                throw SensorError(h.category() == ErrorCategory::Io ? ErrorCategory::Permission : h.category(),
+                                  std::string(e.what()) + "; greenprobe-perf-helper (" + helper_ +
+                                      ") could not open them either: " + h.what(),
+                                  h.fix().empty() ? e.fix() : h.fix());
+            }
+            std::vector<Fd> owned;
+            for (auto& g : got) owned.emplace_back(g.fd);  // closed on every way out
+            for (Channel& ch : chans_) {
+                for (std::size_t i = 0; i < got.size(); ++i) {
+                    if (got[i].name == ch.event.file && got[i].package == ch.package && owned[i].get() >= 0) {
+                        ch.cpu = got[i].cpu;
+                        ch.fd = std::move(owned[i]);
+                        break;
+                    }
+                }
+                if (ch.fd.get() < 0) {
+                    throw SensorError(ErrorCategory::Io,
+                                      "greenprobe-perf-helper (" + helper_ + ") did not hand over " + ch.event.file +
+                                          " of package " + std::to_string(ch.package),
+                                      "the helper and this process see different CPU or PMU trees: the helper reads "
+                                      "/sys itself; unset GREENPROBE_PERF_EVENT_ROOT and GREENPROBE_SYSFS_CPU_ROOT");
+                }
+            }
+            via_helper_ = true;
+        }
+    }
+
     // Why a system-wide event was refused: the paranoid level, and whether this process holds
     // CAP_PERFMON (38) or CAP_SYS_ADMIN (21, what kernels before 5.8 ask for).
     std::string permission_diagnosis() const {
@@ -433,7 +488,8 @@ class RaplPerfSensor final : public Sensor {
         }
     }
 
-    std::string pmu_, proc_, cpumask_;
+    std::string pmu_, proc_, cpumask_, helper_;
+    bool via_helper_ = false;
     uint32_t type_ = 0;
     std::map<int, int> cpu_of_package_;
     std::map<int, std::string> listed_of_package_;
@@ -445,5 +501,14 @@ class RaplPerfSensor final : public Sensor {
 }  // namespace
 
 std::unique_ptr<Sensor> open_rapl_perf(const Options& options) { return std::make_unique<RaplPerfSensor>(options); }
+
+std::vector<perf_handoff::Event> open_rapl_perf_events(const Options& options) {
+    if (!options.get("perf_helper", "").empty()) {
+        throw SensorError(ErrorCategory::Config, "open_rapl_perf_events opens the events itself: no perf_helper",
+                          "leave the perf_helper option out");
+    }
+    RaplPerfSensor sensor(options);
+    return sensor.release_events();
+}
 
 }  // namespace greenprobe

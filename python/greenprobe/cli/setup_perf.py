@@ -19,8 +19,8 @@ import shutil
 import stat
 import subprocess
 from pathlib import Path
-from typing import Optional
 
+from ..config import PERF_HELPER
 from ..errors import ConfigError
 
 HELPER = "greenprobe-perf-helper"
@@ -28,7 +28,7 @@ HELPER = "greenprobe-perf-helper"
 
 def installed_helper() -> Path:
     """Where the package installs the helper (the wheel's greenprobe/bin/)."""
-    return Path(__file__).resolve().parents[1] / "bin" / HELPER
+    return PERF_HELPER
 
 
 def capability() -> str:
@@ -121,9 +121,3 @@ def cmd_setup_perf(args) -> int:
     print(f"members of {args.group} can now use sensors='rapl-perf' without root"
           + (" (users just added: after they log in again)" if users else ""))
     return 0
-
-
-def perf_helper_for_sensor() -> Optional[str]:
-    """The helper the rapl-perf sensor falls back to, where it is installed."""
-    p = installed_helper()
-    return str(p) if p.is_file() else None
