@@ -1,4 +1,4 @@
-"""Stand-in sensors built by the tests: a powercap tree, MSR register files, a fake NVML library."""
+"""Stand-in sensors built by the tests: a powercap tree, MSR register files, fake NVML and AMD SMI libraries."""
 
 from __future__ import annotations
 
@@ -22,6 +22,16 @@ def build_fake_nvml(out_dir: Path) -> Path:
         raise RuntimeError("a C compiler (cc) is needed to build the fake NVML library")
     lib = out_dir / "libnvidia-ml.so.1"
     subprocess.run([cc, "-shared", "-fPIC", "-O2", "-o", str(lib), str(FIXTURES / "fake_nvml.c"), "-lm", "-pthread"], check=True)
+    return lib
+
+
+def build_fake_amd_smi(out_dir: Path) -> Path:
+    """Compiles tests/fixtures/fake_amd_smi.c into a shared library (AMD SMI's real signatures)."""
+    cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if cc is None:
+        raise RuntimeError("a C compiler (cc) is needed to build the fake AMD SMI library")
+    lib = out_dir / "libamd_smi.so"
+    subprocess.run([cc, "-shared", "-fPIC", "-O2", "-o", str(lib), str(FIXTURES / "fake_amd_smi.c"), "-lm"], check=True)
     return lib
 
 
