@@ -36,6 +36,7 @@ py::dict channel_dict(const ChannelInfo& c) {
     d["shared"] = c.shared;
     d["max_power_w"] = c.max_power_w;
     d["wrap_j"] = c.wrap_j;
+    d["note"] = c.note;
     return d;
 }
 

@@ -38,6 +38,20 @@ const std::vector<SensorKind>& sensor_kinds() {
            "greenprobe-perf-helper, asked for the events when this process may not open them (set up with `greenprobe "
            "setup-perf`); default: the one installed with the package; empty: never"}},
          "amd_energy,zenpower", &open_rapl_perf, nullptr},
+        {"amd-gpu",
+         "AMD GPUs through AMD SMI (loaded at run time): energy accumulator per GPU, checked at open against the "
+         "power reading, which replaces a counter that stands still or runs backwards",
+         AutoRole::Device, 20,
+         "amdgpu<N> per GPU (N: AMD SMI's index among its GPUs), with its UUID and PCI address; an energy counter, or "
+         "the power reading where the counter failed the open check (the channel's note says why)",
+         {{"amd_smi_library", "GREENPROBE_AMD_SMI_LIBRARY",
+           "path or soname of libamd_smi.so; default libamd_smi.so, then $ROCM_PATH/lib and /opt/rocm/lib"},
+          {"gpus", "", "all | AMD SMI indices and UUIDs (unique prefixes too), comma-separated; default: the GPUs "
+                       "ROCR_VISIBLE_DEVICES and HIP_VISIBLE_DEVICES let this process see"},
+          {"amd_counter_check_ms", "GREENPROBE_AMD_COUNTER_CHECK_MS",
+           "the open check reads each energy counter twice this far apart and compares it with the power "
+           "reading; default 50, 0 skips the check"}},
+         "amdgpu", &open_amd_gpu, &open_amd_gpu_usage},
         {"rapl-msr", "Intel/AMD RAPL energy counters read from /dev/cpu/N/msr (one CPU per package)",
          AutoRole::Cpu, 20,
          "package-<P> per package; core-<P> and uncore-<P> inside it; dram-<P> beside it (Intel); psys "

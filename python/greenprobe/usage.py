@@ -3,7 +3,8 @@
 ``proc_usage(pid)``: a process's CPU seconds and resident memory (/proc/PID/stat), read at a run's
 edges. ``GpuMonitor``: the utilisation and memory of the GPUs the GPU sensors measure (each GPU
 kind's own reader, with the same choice of GPUs as its sensor: for nvml its ``gpus`` option, else
-CUDA_VISIBLE_DEVICES / NVIDIA_VISIBLE_DEVICES, else every GPU; absent without a driver), read every
+CUDA_VISIBLE_DEVICES / NVIDIA_VISIBLE_DEVICES, else every GPU; for amd-gpu its ``gpus`` option, else
+ROCR_VISIBLE_DEVICES / HIP_VISIBLE_DEVICES, else every GPU; absent without a driver), read every
 ``period_s`` and summarised over any window:
 
     mon = GpuMonitor(sensors=["nvml:gpus=1", "rapl-msr"]).start()   # the Probe's sensors and options

@@ -741,6 +741,13 @@ TEST(each_kind_reads_only_the_options_its_row_declares) {
     Options usage({{"nvml_library", FAKE_NVML_PATH}, {"gpus", "all"}});
     CHECK(!open_gpu_usage("nvml", usage)->names().empty());
     check_reads_only_declared("nvml", usage);
+    for (const char* v : {"ROCR_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES"}) ::unsetenv(v);
+    Options amd({{"amd_smi_library", FAKE_AMD_SMI_PATH}, {"gpus", "all"}, {"amd_counter_check_ms", "5"}});
+    open_sensor("amd-gpu", amd);
+    check_reads_only_declared("amd-gpu", amd);
+    Options amd_usage({{"amd_smi_library", FAKE_AMD_SMI_PATH}, {"gpus", "all"}});
+    CHECK(!open_gpu_usage("amd-gpu", amd_usage)->names().empty());
+    check_reads_only_declared("amd-gpu", amd_usage);
     FakeCpu c = make_cpu("GenuineIntel", 1, 2, false);
     write_msr(msr_of(c, 0), 0x606, 0xA0E03);
     write_msr(msr_of(c, 0), 0x611, 0x1000);

@@ -1,4 +1,4 @@
-"""Stand-in sensors built by the tests: a powercap tree, MSR register files, a fake NVML library."""
+"""Stand-in sensors built by the tests: a powercap tree, MSR register files, fake NVML and AMD SMI libraries."""
 
 from __future__ import annotations
 
@@ -68,6 +68,16 @@ def make_perf_tree(root: Path, cpus: dict[int, int], cpumask: str, events: dict[
     env = {"FAKE_PERF_TYPE": str(pmu_type), "FAKE_PERF_CPUS": ",".join(f"{c}:{p}" for c, p in cpus.items()),
            "FAKE_PERF_EVENTS": ",".join(str(c) for c in events.values())}
     return options, env
+
+
+def build_fake_amd_smi(out_dir: Path) -> Path:
+    """Compiles tests/fixtures/fake_amd_smi.c into a shared library (AMD SMI's real signatures)."""
+    cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if cc is None:
+        raise RuntimeError("a C compiler (cc) is needed to build the fake AMD SMI library")
+    lib = out_dir / "libamd_smi.so"
+    subprocess.run([cc, "-shared", "-fPIC", "-O2", "-o", str(lib), str(FIXTURES / "fake_amd_smi.c"), "-lm"], check=True)
+    return lib
 
 
 class Writer:

@@ -110,3 +110,18 @@ class CpuTrace:
 
     def energy_between(self, a_ns: int, b_ns: int) -> float:
         return self.watts * self.scale * (self.cpu_s(b_ns) - self.cpu_s(a_ns))
+
+
+class Ramp:
+    """Power rising linearly from ``base_w`` at t0 by ``slope_w_per_s``, times ``scale``: the fake
+    AMD SMI's law (tests/fixtures/fake_amd_smi.c; GPU i has scale i + 1)."""
+
+    def __init__(self, base_w: float, slope_w_per_s: float, t0_ns: int, scale: float = 1.0):
+        self.base, self.slope, self.t0_ns, self.scale = base_w, slope_w_per_s, t0_ns, scale
+
+    def energy_at_ns(self, t_ns: int) -> float:
+        tau = (t_ns - self.t0_ns) * 1e-9
+        return self.scale * (self.base * tau + 0.5 * self.slope * tau * tau)
+
+    def energy_between(self, a_ns: int, b_ns: int) -> float:
+        return self.energy_at_ns(b_ns) - self.energy_at_ns(a_ns)

@@ -59,4 +59,27 @@ class NvmlUsage final : public GpuUsageReader {
     std::unique_ptr<Impl> impl_;
 };
 
+// AMD SMI (AmdSmiUsage, the same dlopen path as the amd-gpu sensor): gpu_util_pct is the GFX
+// engine's activity and memory_util_pct the memory controller's (UMC), both % as the SMU reports
+// them; memory is VRAM in use and in total. The GPUs: those the amd-gpu sensor measures, chosen the
+// same way (amd_smi_select.hpp): its gpus option, else ROCR_VISIBLE_DEVICES / HIP_VISIBLE_DEVICES,
+// else every GPU AMD SMI sees.
+class AmdSmiUsage final : public GpuUsageReader {
+  public:
+    // Loads AMD SMI (libamd_smi.so unless a path is given); throws SensorError with the fix.
+    explicit AmdSmiUsage(const std::string& library, const std::optional<std::string>& gpus = std::nullopt);
+    ~AmdSmiUsage() override;
+    AmdSmiUsage(const AmdSmiUsage&) = delete;
+    AmdSmiUsage& operator=(const AmdSmiUsage&) = delete;
+
+    std::string kind() const override { return "amd-gpu"; }
+    std::vector<std::string> names() const override;  // "amdgpu<N> <PCI address>", in AMD SMI order
+    std::string selection() const override;           // "ROCR_VISIBLE_DEVICES='...'", ...
+    std::vector<GpuUsageReading> read() const override;
+
+  private:
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+};
+
 }  // namespace greenprobe

@@ -58,6 +58,8 @@ std::unique_ptr<GpuUsageReader> open_gpu_usage(const std::string& kind, const Op
 // Factories, one per sensor file.
 std::unique_ptr<Sensor> open_nvml(const Options& options);
 std::unique_ptr<GpuUsageReader> open_nvml_usage(const Options& options);
+std::unique_ptr<Sensor> open_amd_gpu(const Options& options);
+std::unique_ptr<GpuUsageReader> open_amd_gpu_usage(const Options& options);
 std::unique_ptr<Sensor> open_rapl_msr(const Options& options);
 std::unique_ptr<Sensor> open_rapl_perf(const Options& options);
 std::unique_ptr<Sensor> open_rapl_powercap(const Options& options);

@@ -43,6 +43,10 @@ struct ChannelInfo {
     // informative only.
     double max_power_w = 0.0;
     double wrap_j = 0.0;
+    // What a reader of the data must know about where the values come from, in words, where the
+    // sensor departed from its usual source ("power reading: the energy counter ran backwards at the
+    // open check ..."); empty normally.
+    std::string note;
 };
 
 // Outcome of reading one channel in one poll.
