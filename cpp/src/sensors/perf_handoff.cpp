@@ -266,8 +266,8 @@ std::vector<Event> request_from_helper(const std::string& helper_path, int timeo
             throw SensorError(ErrorCategory::Io, "greenprobe-perf-helper (" + helper_path + ") answered nonsense",
                               "reinstall greenprobe: the helper and the package must be the same version");
         }
-        throw SensorError(category_of(reply->category).value_or(ErrorCategory::Io),
-                          "greenprobe-perf-helper: " + reply->message, reply->fix);
+        throw HelperRefused(category_of(reply->category).value_or(ErrorCategory::Io),
+                            "greenprobe-perf-helper: " + reply->message, reply->fix);
     }
     for (std::size_t i = 0; i < fds.size(); ++i) reply->events[i].fd = fds[i];
     return reply->events;

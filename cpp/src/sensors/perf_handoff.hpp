@@ -22,6 +22,8 @@
 #include <string>
 #include <vector>
 
+#include "greenprobe/errors.hpp"
+
 namespace greenprobe::perf_handoff {
 
 constexpr const char* kRequest = "greenprobe-perf-helper 1\n";
@@ -59,6 +61,13 @@ bool recv_message(int sock, std::string& text, std::vector<int>& fds, int timeou
 // Helper side: empty when the peer of `sock` may have the descriptors, else why not.
 // allowed_gid: the group whose members may (the helper file's group).
 std::string check_peer(int sock, unsigned allowed_gid);
+
+// The helper ran and refused, with its own category, message and fix (the other failures of
+// request_from_helper are plain SensorErrors: the helper could not be run or talked to).
+class HelperRefused : public SensorError {
+  public:
+    using SensorError::SensorError;
+};
 
 // Client side: runs the helper and returns its events with their descriptors (the caller owns
 // them). Throws SensorError: the helper missing or not executable, refusing (its category and

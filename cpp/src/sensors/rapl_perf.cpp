@@ -402,7 +402,9 @@ class RaplPerfSensor final : public Sensor {
             try {
                 got = perf_handoff::request_from_helper(helper_);
             } catch (const SensorError& h) {
-                throw SensorError(h.category() == ErrorCategory::Io ? ErrorCategory::Permission : h.category(),
+                // Refused by the helper: its reason; the helper not runnable: still this process's permission.
+                const bool refused = dynamic_cast<const perf_handoff::HelperRefused*>(&h) != nullptr;
+                throw SensorError(refused ? h.category() : ErrorCategory::Permission,
                                   std::string(e.what()) + "; greenprobe-perf-helper (" + helper_ +
                                       ") could not open them either: " + h.what(),
                                   h.fix().empty() ? e.fix() : h.fix());
