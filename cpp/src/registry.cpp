@@ -15,10 +15,12 @@ const SensorOption kCpuVendor{"cpu_vendor", "GREENPROBE_CPU_VENDOR", "intel | am
 const std::vector<SensorKind>& sensor_kinds() {
     static const std::vector<SensorKind> kinds = {
         {"nvml",
-         "NVIDIA GPUs through NVML (loaded at run time): total-energy counter and instant power per GPU",
+         "NVIDIA GPUs through NVML (loaded at run time): total-energy counter and instant power per GPU, and the "
+         "module's power on Grace Hopper",
          AutoRole::Device, 10,
-         "gpu<N> per GPU (N: NVML's index), with its UUID and PCI bus id; a MIG instance is measured as its "
-         "whole GPU, flagged shared",
+         "gpu<N> per GPU (N: NVML's index), with its UUID and PCI bus id; module<N> containing gpu<N> where the "
+         "GPU reports its module's power (Grace Hopper: GPU + Grace CPU + memory, power only); a MIG instance is "
+         "measured as its whole GPU, flagged shared",
          {{"nvml_library", "GREENPROBE_NVML_LIBRARY", "path or soname of libnvidia-ml.so.1"},
           {"nvml_min_period_us", "GREENPROBE_NVML_MIN_PERIOD_US",
            "NVML calls take a driver lock: never poll faster than this; default 1000"},

@@ -172,7 +172,11 @@ void Sampler::run(Worker& w) {
     // the channel's last update (a step accrues from that update on: judge_step's accrual time).
     std::vector<double> offset(n, 0.0), last_recorded(n, 0.0);
     std::vector<int64_t> since(n, 0);
+    // Two clocks per channel: the poll that read it last (the schedule's: planners, keep-alives) and
+    // the time its last reading is stored at (the sensor's own dating where it gives one, else that
+    // poll's): samples, their prev_t_ns and the accrual times judge_step weighs are on the latter.
     std::vector<int64_t> last_poll(n, 0);
+    std::vector<int64_t> last_t(n, 0);
     std::vector<int64_t> last_pushed(n, 0);
     std::vector<uint8_t> seen(n, 0), gone(n, 0);
     std::size_t alive = n;
@@ -208,6 +212,9 @@ void Sampler::run(Worker& w) {
             if (gone[c]) continue;
             const Reading& r = readings[c];
             const uint32_t id = w.first_channel + static_cast<uint32_t>(c);
+            // When the value was read: the sensor's dating (Reading::t_ns) held inside this poll, so
+            // that a channel's samples stay in order whatever a sensor says; else the poll's middle.
+            const int64_t ts = r.t_ns != 0 ? std::clamp(r.t_ns, t0, t1) : t;
             if (r.status == PollStatus::Retry) {
                 w.retries.fetch_add(1, std::memory_order_relaxed);
                 continue;
@@ -215,7 +222,7 @@ void Sampler::run(Worker& w) {
             if (r.status == PollStatus::Gone || r.status == PollStatus::Fatal) {
                 gone[c] = 1;
                 --alive;
-                w.push(Sample{t, last_poll[c], last_recorded[c], id, kGone});
+                w.push(Sample{t, last_t[c], last_recorded[c], id, kGone});
                 std::lock_guard<std::mutex> lock(w.error_mutex);
                 w.last_error = sensor.last_error();
                 continue;
@@ -228,7 +235,7 @@ void Sampler::run(Worker& w) {
                 seen[c] = 1;
                 // The value read was set by an update at most about one update period earlier.
                 const int64_t nominal = infos[c].nominal_update_period_ns;
-                since[c] = nominal > 0 ? t - 2 * nominal : 0;
+                since[c] = nominal > 0 ? ts - 2 * nominal : 0;
             } else {
                 if (r.value != last_value[c]) {
                     flags = kChanged;
@@ -239,8 +246,8 @@ void Sampler::run(Worker& w) {
                 if (counter) {
                     const double step = r.value - last_value[c];
                     const StepVerdict verdict =
-                        judge_step(step, static_cast<double>(t - since[c]) * 1e-9,
-                                   static_cast<double>(t - last_poll[c]) * 1e-9, infos[c].max_power_w,
+                        judge_step(step, static_cast<double>(ts - since[c]) * 1e-9,
+                                   static_cast<double>(ts - last_t[c]) * 1e-9, infos[c].max_power_w,
                                    infos[c].wrap_j, infos[c].resolution);
                     if (verdict != StepVerdict::Ok) {
                         recorded = last_recorded[c];  // the step is left out: the value stays put
@@ -249,19 +256,20 @@ void Sampler::run(Worker& w) {
                         w.glitches.fetch_add(1, std::memory_order_relaxed);
                     }
                 }
-                if (flags & kChanged) since[c] = last_poll[c];
+                if (flags & kChanged) since[c] = last_t[c];
             }
             if (stopping) flags |= kFinal;
             if ((flags & kChanged) && !(flags & kFirst) && config_.adaptive) {
                 planners[c].on_change(last_poll[c] + (t - last_poll[c]) / 2, t - last_poll[c]);
             }
             if (flags != 0) {
-                w.push(Sample{t, last_poll[c], recorded, id, flags});
+                w.push(Sample{ts, last_t[c], recorded, id, flags});
                 last_pushed[c] = t;
             }
             last_value[c] = r.value;
             last_recorded[c] = recorded;
             last_poll[c] = t;
+            last_t[c] = ts;
         }
         if (stopping) break;
 

@@ -10,7 +10,8 @@ hardware semantic conventions (https://opentelemetry.io/docs/specs/semconv/hardw
 
 Attributes: ``hw.id`` (the GPU's UUID; ``<sensor>/<domain>`` otherwise, unique on the host),
 ``hw.type`` (``gpu``; ``cpu`` for RAPL packages, cores and uncore; ``memory`` for DRAM;
-``enclosure`` for the whole platform, RAPL's psys), ``hw.name`` (the domain), and
+``enclosure`` for what holds several of them: RAPL's psys, NVML's Grace Hopper ``moduleN``, GPU + CPU +
+memory, whose hw.id is ``nvml/moduleN``, not its GPU's UUID), ``hw.name`` (the domain), and
 ``greenprobe.sensor`` / ``greenprobe.estimated``. Resource: ``service.name`` = greenprobe,
 ``host.name``.
 
@@ -36,6 +37,8 @@ INSTALL_FIX = "pip install 'greenprobe[otlp]' (opentelemetry-sdk and opentelemet
 
 def hw_type(sensor: str, domain: str) -> str:
     """The semantic conventions' hw.type of a greenprobe domain."""
+    if sensor == "nvml" and domain.startswith("module"):
+        return "enclosure"
     if sensor == "nvml" or domain.startswith("gpu"):
         return "gpu"
     base = domain.split("-")[0]
@@ -100,7 +103,8 @@ class OtlpExporter:
 
     @staticmethod
     def _attributes(r) -> dict:
-        return {"hw.id": r.uuid or f"{r.sensor}/{r.domain}", "hw.type": hw_type(r.sensor, r.domain),
+        kind = hw_type(r.sensor, r.domain)
+        return {"hw.id": (r.uuid if kind == "gpu" else "") or f"{r.sensor}/{r.domain}", "hw.type": kind,
                 "hw.name": r.domain, "greenprobe.sensor": r.sensor, "greenprobe.estimated": r.estimated}
 
     def _energy(self, options):

@@ -159,6 +159,9 @@ class Probe:
         self._sampler.stop()
         self._drain_once()
         self._stats = self._sampler.stats()
+        # the sensors' facts again, now that their threads have ended: some count what happened while
+        # they ran (NVML: field timestamps used and rejected)
+        self._sensor_info = [dict(i, info=dict(s.info())) for i, s in zip(self._sensor_info, self._sensors)]
         self._stopped = True
 
     def __enter__(self) -> "Probe":

@@ -1,8 +1,9 @@
 """Which domain contains which: totals add only top-level domains, on one socket or eight.
 
 Each sensor states its channels' parent domain (``parent_domain``: RAPL ``core``/``uncore`` inside
-their package, packages and DRAM inside ``psys`` where it exists; GPUs top level). Recordings made
-before sensors said so fall back to RAPL's naming, which is what the sensors apply.
+their package, packages and DRAM inside ``psys`` where it exists; NVML's ``gpuN`` inside ``moduleN``
+where the GPU reports its Grace Hopper module's power, else top level). Recordings made before
+sensors said so fall back to the names, which is what the sensors apply.
 """
 
 from __future__ import annotations
@@ -11,12 +12,17 @@ import re
 
 _SUB = re.compile(r"^(core|uncore)(?:-(\d+))?$")
 _IN_PSYS = re.compile(r"^(package|dram)(?:-\d+)?$")
+_GPU = re.compile(r"^gpu(\d+)$")
 RAPL = ("rapl-msr", "rapl-powercap", "rapl-perf")
 
 
 def parent_by_name(sensor: str, domain: str, siblings: set[str]) -> str:
-    """The containing domain by RAPL's naming: ``core``/``core-N`` inside ``package-0``/``package-N``,
-    packages and DRAM inside ``psys`` when the same sensor has one; otherwise top level ("")."""
+    """The containing domain by the sensors' naming: ``core``/``core-N`` inside ``package-0``/``package-N``,
+    packages and DRAM inside ``psys`` when the same sensor has one (RAPL); NVML's ``gpuN`` inside
+    ``moduleN`` when the sensor has it; otherwise top level ("")."""
+    if sensor == "nvml":
+        m = _GPU.match(domain)
+        return f"module{m.group(1)}" if m and f"module{m.group(1)}" in siblings else ""
     if sensor not in RAPL:
         return ""
     m = _SUB.match(domain)
@@ -47,8 +53,25 @@ def parents(channels) -> dict[tuple[str, str], str]:
 
 
 def top_level(channels) -> set[tuple[str, str]]:
-    """The (sensor, domain) pairs that no other domain contains: what a total may add."""
-    return {k for k, p in parents(channels).items() if not p}
+    """The (sensor, domain) pairs that no other domain among ``channels`` contains: what a total may add.
+
+    A parent absent from ``channels`` (not measured here, no usable samples, or left out of a study's
+    domains) holds nothing: the chain goes on from that parent's own parent by name (``core-0`` counts
+    under ``psys`` when ``package-0`` is absent), and a domain with no ancestor present is at the top
+    (``gpu0`` when ``module0`` is absent), so that it is neither counted twice nor dropped."""
+    par = parents(channels)
+    present: dict[str, set[str]] = {}
+    for sensor, domain in par:
+        present.setdefault(sensor, set()).add(domain)
+    out = set()
+    for (sensor, domain), p in par.items():
+        seen = set()
+        while p and p not in present[sensor] and p not in seen:
+            seen.add(p)
+            p = parent_by_name(sensor, p, present[sensor])
+        if not p:
+            out.add((sensor, domain))
+    return out
 
 
 def split_name(name: str) -> tuple[str, str]:

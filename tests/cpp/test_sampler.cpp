@@ -3,7 +3,10 @@
 
 #include <cmath>
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 #include <map>
+#include <string>
 
 #include "check.hpp"
 #include "greenprobe/clock.hpp"
@@ -382,6 +385,129 @@ TEST(adaptive_schedule_plans_each_channel_in_its_own_phase) {
         CHECK(wide[c] <= edges[c] / 5);  // most updates of BOTH channels are dated within a few ms
         CHECK(wrong[c] == 0);
     }
+}
+
+namespace {
+// Dates its own readings: each poll sleeps 2 ms, reads (the instant it logs), then sleeps 1 ms.
+// Channel 0 gives that instant as Reading::t_ns; channel 1 gives one 10 s later (a sensor's error);
+// channel 2 gives none (0: the poll's time). Every value changes on every poll.
+class SelfDated final : public Sensor {
+  public:
+    SelfDated() {
+        for (const char* d : {"dated", "wrong", "undated"}) {
+            ChannelInfo info;
+            info.domain = d;
+            info.quantity = Quantity::Power;
+            channels_.push_back(info);
+        }
+    }
+    std::string kind() const override { return "self-dated"; }
+    const std::vector<ChannelInfo>& channels() const override { return channels_; }
+    void poll(std::vector<Reading>& out) override {
+        const int64_t start = now_ns();
+        ::usleep(2000);
+        const int64_t read = now_ns();
+        ::usleep(1000);
+        const int64_t end = now_ns();
+        const double v = static_cast<double>(polls_.size());
+        out[0] = Reading{v, PollStatus::Ok, read};
+        out[1] = Reading{v, PollStatus::Ok, read + 10000000000};
+        out[2] = Reading{v, PollStatus::Ok, 0};
+        polls_.push_back({start, read, end});
+    }
+    struct Poll {
+        int64_t start, read, end;
+    };
+    const std::vector<Poll>& polls() const { return polls_; }  // read after the sampler stopped
+
+  private:
+    std::vector<ChannelInfo> channels_;
+    std::vector<Poll> polls_;
+};
+}  // namespace
+
+TEST(a_reading_dated_by_its_sensor_is_stored_at_that_time_inside_its_poll) {
+    auto s = std::make_shared<SelfDated>();
+    SamplerConfig cfg;
+    cfg.period_ns = 1000000;
+    cfg.record_all = true;  // sample i of a channel is poll i
+    Sampler sampler({s}, cfg);
+    sampler.start();
+    ::usleep(60000);
+    sampler.stop();
+    std::vector<Sample> out;
+    sampler.drain(out);
+    const auto& polls = s->polls();
+    std::vector<std::vector<Sample>> by(3);
+    for (const auto& x : out) by[x.channel].push_back(x);
+    REQUIRE(polls.size() >= 5);
+    for (const auto& b : by) REQUIRE(b.size() == polls.size());
+    int wrong = 0;
+    for (std::size_t i = 0; i < polls.size(); ++i) {
+        const auto& p = polls[i];
+        if (by[0][i].t_ns != p.read) ++wrong;  // exactly the sensor's time, not the poll's middle
+        // a time outside the poll is held at the poll's end: after the read, before the next poll
+        if (by[1][i].t_ns < p.end || (i + 1 < polls.size() && by[1][i].t_ns >= polls[i + 1].start)) ++wrong;
+        // undated: the poll's middle, ~1.5 ms into it (the sensor's read is at ~2 ms)
+        const int64_t mid = p.start + (p.end - p.start) / 2;
+        if (std::llabs(by[2][i].t_ns - mid) > 200000) ++wrong;
+        for (int c = 0; c < 3; ++c) {
+            if (i > 0 && by[c][i].prev_t_ns != by[c][i - 1].t_ns) ++wrong;  // prev: the previous reading's time
+        }
+    }
+    CHECK(wrong == 0);
+}
+
+namespace {
+struct StampRecord {
+    int64_t mono_ns, stamp_us, shifted;
+};
+}  // namespace
+
+TEST(nvml_samples_are_dated_at_the_field_timestamp_not_the_poll) {
+    // The fake's calls take 2 ms and fetch at 90 % of it: dated at the poll's middle, each sample
+    // would lie ~0.8 ms before the fetch.
+    char tmpl[] = "/tmp/greenprobe-stamps-XXXXXX";
+    const int fd = ::mkstemp(tmpl);
+    REQUIRE(fd >= 0);
+    ::close(fd);
+    const std::string log = tmpl;
+    const std::pair<const char*, std::string> vars[] = {
+        {"FAKE_NVML_GPUS", "1"}, {"FAKE_NVML_UPDATE_MS", "10"}, {"FAKE_NVML_CALL_US", "2000"},
+        {"FAKE_NVML_STAMP_AT", "0.9"}, {"FAKE_NVML_STAMP_LOG", log}};
+    for (const auto& [k, v] : vars) ::setenv(k, v.c_str(), 1);
+    std::vector<Sample> out;
+    {
+        std::shared_ptr<Sensor> s = open_sensor("nvml", Options({{"nvml_library", FAKE_NVML_PATH}}));
+        SamplerConfig cfg;
+        cfg.period_ns = 1000000;
+        cfg.record_all = true;
+        Sampler sampler({s}, cfg);
+        sampler.start();
+        ::usleep(100000);
+        sampler.stop();
+        sampler.drain(out);
+    }
+    for (const auto& [k, v] : vars) ::unsetenv(k);
+    std::vector<int64_t> stamps;
+    if (std::FILE* f = std::fopen(log.c_str(), "rb")) {
+        StampRecord r{};
+        while (std::fread(&r, sizeof r, 1, f) == 1) stamps.push_back(r.mono_ns);
+        std::fclose(f);
+    }
+    std::remove(log.c_str());
+    REQUIRE(out.size() >= 20);
+    int off = 0;
+    int64_t worst = 0;
+    for (const auto& x : out) {
+        if (x.flags & kGone) continue;
+        const auto it = std::lower_bound(stamps.begin(), stamps.end(), x.t_ns - 3000);
+        const int64_t d = it == stamps.end() ? INT64_MAX : std::llabs(*it - x.t_ns);
+        worst = std::max(worst, d);
+        if (d > 3000) ++off;
+    }
+    std::printf("  %zu samples, worst distance to the fake's fetch %lld ns\n", out.size(), static_cast<long long>(worst));
+    CHECK(off == 0);
 }
 
 TEST_MAIN()

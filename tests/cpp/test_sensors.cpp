@@ -15,8 +15,10 @@
 #include <string>
 
 #include "check.hpp"
+#include "greenprobe/clock.hpp"
 #include "greenprobe/gpu_usage.hpp"
 #include "greenprobe/registry.hpp"
+#include "nvml_stamp.hpp"
 
 using namespace greenprobe;
 
@@ -611,6 +613,198 @@ TEST(nvml_lost_gpu_is_gone_not_fatal) {
     ::unsetenv("FAKE_NVML_GPUS");
     ::unsetenv("FAKE_NVML_LOSE_GPU");
     ::unsetenv("FAKE_NVML_LOSE_AFTER_MS");
+}
+
+namespace {
+// FAKE_NVML_* (and other) variables for one scope: set on entry, unset on exit.
+class ScopedEnv {
+  public:
+    explicit ScopedEnv(std::initializer_list<std::pair<const char*, std::string>> vars) {
+        GpuEnv::clear();  // every GPU the fake has, whatever this process was given
+        for (const auto& [k, v] : vars) {
+            ::setenv(k, v.c_str(), 1);
+            names_.push_back(k);
+        }
+    }
+    ~ScopedEnv() {
+        for (const char* k : names_) ::unsetenv(k);
+    }
+    ScopedEnv(const ScopedEnv&) = delete;
+    ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+  private:
+    std::vector<const char*> names_;
+};
+
+// FAKE_NVML_STAMP_LOG: per nvmlDeviceGetFieldValues call, when the fake stamped it (CLOCK_MONOTONIC)
+// and what it gave.
+struct StampRecord {
+    int64_t mono_ns, stamp_us, shifted;
+};
+std::vector<StampRecord> read_stamps(const std::string& path) {
+    std::vector<StampRecord> out;
+    std::FILE* f = std::fopen(path.c_str(), "rb");
+    if (!f) return out;
+    StampRecord r{};
+    while (std::fread(&r, sizeof r, 1, f) == 1) out.push_back(r);
+    std::fclose(f);
+    return out;
+}
+}  // namespace
+
+TEST(nvml_stamp_map_maps_realtime_into_its_call_and_rejects_the_rest) {
+    using nvml::ClockPair;
+    using nvml::StampMap;
+    // realtime = monotonic + 1.7e18 ns; clock pairs read in 40 ns; the call spans [1e9 + 40, 1.0005e9]
+    const int64_t off = 1700000000000000000;
+    const int64_t a = 1000000000, b = 1000500000;
+    const ClockPair before{a, a + 20 + off, a + 40}, after{b, b + 20 + off, b + 40};
+    const StampMap m(before, after);
+    CHECK(!m.stepped());
+    const auto us = [&](int64_t mono) { return static_cast<long long>((mono + off) / 1000); };
+    CHECK(m.map(us(a + 250000)) == a + 250000);       // inside: exact (a whole µs)
+    CHECK(m.map(us(a + 40)) == a);                    // truncated to the µs before the call: kept
+    CHECK(m.map(us(a - 20000)) == 0);                 // 20 µs before the call
+    CHECK(m.map(us(b + 20000)) == 0);                 // 20 µs after it
+    CHECK(m.map(0) == 0 && m.map(-5) == 0 && m.map(9000000000000000000LL) == 0);  // garbage
+    // the wall clock stepped 200 µs forward during the call: which side of the step a timestamp was
+    // taken on is unknown, so none is placed (the mean offset would put this one inside the call)
+    const ClockPair stepped_after{b, b + 20 + off + 200000, b + 40};
+    const StampMap s2(before, stepped_after);
+    CHECK(s2.stepped() && s2.map(us(a + 250000)) == 0);
+    // a slow pair widens the slack by half its gap
+    const ClockPair slow_before{a - 100000, a + off, a + 100000};
+    const StampMap s3(slow_before, after);
+    CHECK(!s3.stepped() && s3.map(us(a + 100000 - 50000)) != 0);
+}
+
+TEST(nvml_readings_are_dated_by_the_field_timestamp_inside_the_call) {
+    // Two GPUs whose calls take 3 ms each, the values fetched at 80 % of the call: GPU 0's at
+    // ~2.4 ms into the poll, GPU 1's at ~5.4 ms, while the poll's middle is ~3 ms for both (its
+    // time would be 0.6 and 2.4 ms off).
+    const std::string log = temp_dir() + "/stamps";
+    ScopedEnv env({{"FAKE_NVML_GPUS", "2"}, {"FAKE_NVML_CALL_US", "3000"}, {"FAKE_NVML_STAMP_AT", "0.8"},
+                   {"FAKE_NVML_STAMP_LOG", log}});
+    auto s = open_fake_nvml();
+    REQUIRE(s->channels().size() == 4);
+    const int polls = 5;
+    int matched = 0;
+    for (int k = 0; k < polls; ++k) {
+        const int64_t t0 = now_ns();
+        const auto r = poll(*s);
+        const int64_t t1 = now_ns();
+        const auto stamps = read_stamps(log);
+        REQUIRE(stamps.size() >= 2);
+        const StampRecord& g0 = stamps[stamps.size() - 2];
+        const StampRecord& g1 = stamps[stamps.size() - 1];
+        // each reading at its own call's fetch (NVML stamps whole µs; the clock offset is read around
+        // the call)
+        for (int c = 0; c < 4; ++c) {
+            const StampRecord& want = c < 2 ? g0 : g1;
+            CHECK(r[c].t_ns >= t0 && r[c].t_ns <= t1);
+            CHECK_NEAR(static_cast<double>(r[c].t_ns), static_cast<double>(want.mono_ns), 3000.0);
+            if (std::llabs(r[c].t_ns - want.mono_ns) <= 3000) ++matched;
+        }
+        // one poll time cannot date both GPUs: their fetches are at least 80 % of a call apart
+        // (the fake's sleeps only overshoot)
+        CHECK(r[2].t_ns - r[0].t_ns >= 2400000 - 3000);
+    }
+    CHECK(matched == 4 * polls);
+    const auto info = s->info();
+    CHECK(info.at("timestamps_used") == std::to_string(4 * polls));
+    CHECK(info.at("timestamps_rejected") == "0");
+    CHECK(contains(info.at("reading_time"), "NVML's field timestamp"));
+}
+
+TEST(nvml_a_timestamp_outside_its_call_falls_back_to_the_poll_time_and_is_counted) {
+    // Every second call's timestamps are garbage: an hour back (a wall clock stepped by NTP), or 2 ms
+    // ahead (outside a call of ~µs).
+    for (const char* shift : {"-3600000000", "2000"}) {
+        const std::string log = temp_dir() + "/stamps";
+        ScopedEnv env({{"FAKE_NVML_GPUS", "1"}, {"FAKE_NVML_STAMP_SHIFT_US", shift},
+                       {"FAKE_NVML_STAMP_SHIFT_EVERY", "2"}, {"FAKE_NVML_STAMP_LOG", log}});
+        auto s = open_fake_nvml();
+        REQUIRE(s->channels().size() == 2);
+        int shifted = 0, wrong = 0;
+        for (int k = 0; k < 6; ++k) {
+            const auto r = poll(*s);
+            const StampRecord last = read_stamps(log).back();
+            for (int c = 0; c < 2; ++c) {
+                if (last.shifted) {
+                    if (r[c].t_ns != 0) ++wrong;  // 0: the sampler dates it at the poll
+                } else if (std::llabs(r[c].t_ns - last.mono_ns) > 3000) {
+                    ++wrong;
+                }
+            }
+            shifted += last.shifted ? 1 : 0;
+        }
+        CHECK(wrong == 0);
+        CHECK(shifted == 3);
+        const auto info = s->info();
+        CHECK(info.at("timestamps_rejected") == std::to_string(2 * shifted));
+        CHECK(info.at("timestamps_used") == std::to_string(2 * (6 - shifted)));
+    }
+    // the dedicated calls carry no timestamp: the poll dates them
+    ScopedEnv env({{"FAKE_NVML_NO_FIELDS", "1"}});
+    auto s = open_fake_nvml();
+    const auto r = poll(*s);
+    CHECK(r[0].t_ns == 0 && r[1].t_ns == 0);
+    CHECK(contains(s->info().at("reading_time"), "the poll's time"));
+}
+
+TEST(nvml_grace_hopper_module_power_contains_its_gpu) {
+    // GPUs 0 and 2 sit on Grace Hopper modules; the fake's module i draws (i+1) x (100 W GPU + 50 W CPU)
+    ScopedEnv env({{"FAKE_NVML_GPUS", "3"}, {"FAKE_NVML_MODULE_GPUS", "0,2"}, {"FAKE_NVML_BASE_W", "100"},
+                   {"FAKE_NVML_MODULE_CPU_W", "50"}});
+    auto s = open_fake_nvml();
+    const auto& ch = s->channels();
+    CHECK(gpu_domains(*s) == (Domains{"gpu0", "module0", "gpu1", "gpu2", "module2"}));
+    REQUIRE(ch.size() == 8);
+    std::map<std::string, std::string> parent;
+    for (const auto& c : ch) parent[c.domain] = c.parent_domain;
+    CHECK(parent == (std::map<std::string, std::string>{
+                        {"gpu0", "module0"}, {"module0", ""}, {"gpu1", ""}, {"gpu2", "module2"}, {"module2", ""}}));
+    for (const auto& c : ch) {
+        if (c.domain.rfind("module", 0) != 0) continue;
+        CHECK(c.quantity == Quantity::Power);  // no module energy counter
+        CHECK(c.device_uuid == fake_uuid(static_cast<unsigned>(std::stoul(c.domain.substr(6)))));
+        // Hopper: the CPU sampled ~10 ms and the GPU ~20 ms of each 100 ms
+        CHECK(c.averaging_window_ns == 20000000 && c.averaging_window_min_ns == 8000000 &&
+              c.averaging_window_max_ns == 27000000);
+        CHECK(c.max_power_w == 3000.0);
+    }
+    const auto r = poll(*s);
+    CHECK_NEAR(r[1].value, 100.0, 1e-9);  // gpu0's own power
+    CHECK_NEAR(r[2].value, 150.0, 1e-9);  // module0: GPU + CPU
+    CHECK_NEAR(r[6].value, 300.0, 1e-9);
+    CHECK_NEAR(r[7].value, 450.0, 1e-9);  // module2: 3 x (100 + 50)
+    CHECK(r[2].t_ns != 0 && r[2].t_ns == r[1].t_ns);  // read in the same call
+    const auto info = s->info();
+    CHECK(info.at("gpu0_module_power") ==
+          "module0: field 186 at module scope (GPU + CPU + memory), averaging ~10-20 ms (Grace Hopper: CPU ~10 ms, "
+          "GPU ~20 ms of each 100 ms)");
+    CHECK(contains(info.at("gpu1_module_power"), "none:") && contains(info.at("gpu1_module_power"), "Not Supported"));
+    {
+        // another architecture: the module's window is not known, and said so
+        ScopedEnv arch({{"FAKE_NVML_ARCH", "10"}});
+        auto b = open_fake_nvml();
+        CHECK(b->channels()[2].domain == "module0" && b->channels()[2].averaging_window_min_ns == 5000000 &&
+              b->channels()[2].averaging_window_max_ns == 1050000000);
+    }
+    {
+        // without field values there is no module scope: nothing is added, and info says why
+        ScopedEnv nofields({{"FAKE_NVML_NO_FIELDS", "1"}});
+        auto b = open_fake_nvml();
+        CHECK(gpu_domains(*b) == (Domains{"gpu0", "gpu1", "gpu2"}));
+        for (const auto& c : b->channels()) CHECK(c.parent_domain.empty());
+        CHECK(contains(b->info().at("gpu0_module_power"), "needs nvmlDeviceGetFieldValues"));
+    }
+    // a lost GPU takes its module channel with it
+    ScopedEnv lose({{"FAKE_NVML_LOSE_GPU", "0"}, {"FAKE_NVML_LOSE_AFTER_MS", "30"}});
+    auto l = open_fake_nvml();
+    ::usleep(40000);
+    const auto rl = poll(*l);
+    CHECK(rl[0].status == PollStatus::Gone && rl[2].status == PollStatus::Gone && rl[3].status == PollStatus::Ok);
 }
 
 TEST(nvml_missing_library_says_how_to_fix) {

@@ -146,6 +146,31 @@ def test_total_adds_top_level_domains_only_on_two_sockets():
     assert len(total["domains"].split(",")) == len(chans)
 
 
+def test_total_counts_a_gpu_inside_its_module_once_and_in_its_place_when_the_module_has_no_samples():
+    """Grace Hopper: gpu0 lies inside module0 (GPU + CPU + memory). The total adds module0 and the
+    plain gpu1, not gpu0 on top; if module0 has no usable samples, gpu0 counts in its place."""
+    rng = np.random.default_rng(5)
+    s, e = dithered(rng, 400, 0.002)
+    t_end = int(e[-1] + 0.05e9)
+    watts = {"gpu0": 300.0, "module0": 450.0, "gpu1": 200.0}
+    chans = []
+    for i, (d, w) in enumerate(watts.items()):
+        ch = counter_channel(lambda u, w=w: w * u * 1e-9, t_end, 1_000_000, 100_000, rng, resolution=1e-6,
+                             sensor="nvml", domain=d)
+        ch.channel, ch.parent_domain = i, "module0" if d == "gpu0" else ""
+        chans.append(ch)
+    records = [("infer", int(a), int(b), 0, None, True) for a, b in zip(s, e)]
+    (total,) = [r for r in summarise(records, chans) if r["sensor"] == "all"]
+    assert set(total["domains"].split(",")) == {"nvml/module0", "nvml/gpu1"}
+    assert total["energy_j_per_call"] == pytest.approx((450 + 200) * 0.002, rel=0.01)
+    module = chans[1]
+    module.t_ns, module.prev_t_ns, module.value, module.flags = (module.t_ns[:0], module.prev_t_ns[:0],
+                                                                 module.value[:0], module.flags[:0])
+    (total,) = [r for r in summarise(records, chans) if r["sensor"] == "all"]
+    assert set(total["domains"].split(",")) == {"nvml/gpu0", "nvml/gpu1"}
+    assert total["energy_j_per_call"] == pytest.approx((300 + 200) * 0.002, rel=0.01)
+
+
 def test_a_session_without_marks_has_no_rows():
     rng = np.random.default_rng(0)
     ch = counter_channel(lambda u: 80.0 * u * 1e-9, int(1e9), 100_000_000, 1_000_000, rng)

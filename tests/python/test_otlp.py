@@ -135,5 +135,11 @@ def test_addresses_and_types():
     assert check_endpoint("localhost") == ("localhost:4317", True)
     assert check_endpoint("http://[::1]:9") == ("[::1]:9", True)
     assert [hw_type(s, d) for s, d in [("nvml", "gpu3"), ("rapl-msr", "package-1"), ("rapl-powercap", "dram-0"),
-                                       ("rapl-powercap", "psys"), ("rapl-msr", "core-0")]] == [
-        "gpu", "cpu", "memory", "enclosure", "cpu"]
+                                       ("rapl-powercap", "psys"), ("rapl-msr", "core-0"), ("nvml", "module0")]] == [
+        "gpu", "cpu", "memory", "enclosure", "cpu", "enclosure"]
+    # a Grace Hopper module carries its GPU's UUID, but is not that GPU: its own hw.id
+    from greenprobe.prometheus import DomainReading
+
+    uuid = "GPU-11111111-0000-0000-0000-000000000000"
+    assert OtlpExporter._attributes(DomainReading("nvml", "gpu0", uuid, False, 1.0, 1.0))["hw.id"] == uuid
+    assert OtlpExporter._attributes(DomainReading("nvml", "module0", uuid, False, None, 1.0))["hw.id"] == "nvml/module0"

@@ -44,3 +44,33 @@ def test_one_socket_without_psys_keeps_packages_and_dram_at_the_top(tmp_path):
         time.sleep(0.005)
     parents = {c["domain"]: c["parent_domain"] for c in probe.metadata()["channels"]}
     assert parents == {"package-0": "", "core": "package-0", "dram": ""}
+
+
+def test_gpu_inside_its_grace_hopper_module_by_statement_and_by_name():
+    from greenprobe.topology import parents, top_level
+
+    stated = [{"sensor": "nvml", "domain": "gpu0", "parent_domain": "module0"},
+              {"sensor": "nvml", "domain": "module0", "parent_domain": ""},
+              {"sensor": "nvml", "domain": "gpu1", "parent_domain": ""}]
+    assert top_level(stated) == {("nvml", "module0"), ("nvml", "gpu1")}
+    # a recording that does not state parents (a study's names only): the names say the same
+    named = [{"sensor": "nvml", "domain": d} for d in ("gpu0", "module0", "gpu1")]
+    assert parents(named) == {("nvml", "gpu0"): "module0", ("nvml", "module0"): "", ("nvml", "gpu1"): ""}
+    assert top_level(named) == top_level(stated)
+
+
+def test_a_domain_whose_parent_is_absent_counts_in_its_place():
+    """A parent with no channel here (no usable samples, or left out of a study's domains) contains
+    nothing: its child is not dropped from the total, and the chain goes on above the parent."""
+    from greenprobe.topology import top_level
+
+    assert top_level([{"sensor": "nvml", "domain": "gpu0", "parent_domain": "module0"},
+                      {"sensor": "nvml", "domain": "gpu1", "parent_domain": ""}]) == {("nvml", "gpu0"), ("nvml", "gpu1")}
+    # core-0 in package-0 (absent) in psys (present): psys holds it, it is not added again
+    rapl = [{"sensor": "rapl-powercap", "domain": "core-0", "parent_domain": "package-0"},
+            {"sensor": "rapl-powercap", "domain": "psys", "parent_domain": ""}]
+    assert top_level(rapl) == {("rapl-powercap", "psys")}
+    # a parent of another sensor's name space does not count: parents are within one sensor
+    assert top_level([{"sensor": "nvml", "domain": "gpu0", "parent_domain": "module0"},
+                      {"sensor": "synthetic", "domain": "module0", "parent_domain": ""}]) == {
+        ("nvml", "gpu0"), ("synthetic", "module0")}

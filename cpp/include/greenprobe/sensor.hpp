@@ -60,6 +60,11 @@ enum class PollStatus : uint8_t {
 struct Reading {
     double value = 0.0;
     PollStatus status = PollStatus::Ok;
+    // When the value was read, on CLOCK_MONOTONIC, where the sensor knows it better than the poll
+    // does (NVML stamps each field value); 0 = the poll's time (the middle of poll()). The sampler
+    // stores it as the sample's time, kept inside the poll's [start, end]; its schedule, lateness
+    // and lag stay on the poll's clock. A sensor that sets it sets it on every poll (0 where unknown).
+    int64_t t_ns = 0;
 };
 
 class Sensor {

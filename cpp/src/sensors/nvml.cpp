@@ -3,27 +3,61 @@
 // nvmlDeviceGetTotalEnergyConsumption and nvmlDeviceGetPowerUsage (a 1-s average on Ampere+
 // except GA100: recorded in the channel's averaging window).
 //
+// Grace Hopper: where the GPU reports power at module scope (field 186 with scopeId 1,
+// NVML_POWER_SCOPE_MODULE: GPU + Grace CPU + memory), a power channel module<N> beside gpu<N>, read in
+// the same call; gpu<N>'s parent_domain is module<N>, whose energy contains it. Probed once at open;
+// info() says per GPU whether it is there and why not. Assumed one GPU per module (GH200); a board
+// whose GPUs share one CPU (GB200: two GPUs, one Grace) would report that CPU in each GPU's module,
+// which is not verified against hardware here.
+//
+// Dating: field values carry NVML's timestamp, the CPU's wall clock when NVML fetched the value (not
+// when the GPU's sensor updated it). Mapped to CLOCK_MONOTONIC around each call (nvml_stamp.hpp), it
+// dates each reading (Reading::t_ns) at its fetch instead of at the poll's middle, which a slow
+// driver call (hundreds of µs) or a poll of several GPUs puts off; a timestamp outside its call, or
+// a wall clock stepped during it, is rejected (the poll dates that reading) and counted in info().
+//
 // Which GPUs: by default those this process can see, from CUDA_VISIBLE_DEVICES (else the container
 // runtime's NVIDIA_VISIBLE_DEVICES), matched to NVML's devices by UUID (nvml_select.hpp says how
 // indices, UUID prefixes and MIG ids are read, and when an index mapping is only a guess). Domains are
-// gpu<NVML index>; each channel carries the GPU's UUID and PCI bus id. A MIG instance is measured as
-// its whole GPU, flagged shared.
+// gpu<NVML index> (and module<NVML index>); each channel carries the GPU's UUID and PCI bus id. A MIG
+// instance is measured as its whole GPU (and module), flagged shared.
 //
 // Options:
 //   nvml_library=libnvidia-ml.so.1   path or soname
 //   nvml_min_period_us=1000          NVML calls take a driver lock: do not poll faster than this
 //   gpus=all|0,2|GPU-<uuid>,...      overrides the environment: every GPU, or NVML indices, UUIDs
 //                                    (unique prefixes too) and MIG ids
+#include <algorithm>
+#include <atomic>
 #include <optional>
 
+#include "greenprobe/clock.hpp"
 #include "greenprobe/registry.hpp"
 #include "nvml_api.hpp"
 #include "nvml_select.hpp"
+#include "nvml_stamp.hpp"
 
 namespace greenprobe {
 namespace {
 
 constexpr double kGpuMaxPowerW = 2000.0;
+// A module's ceiling (informative on a power channel): GH200 modules are rated up to 1000 W; 3000 W
+// leaves room for superchips with several GPUs.
+constexpr double kModuleMaxPowerW = 3000.0;
+
+// Both clocks, read as nvml_stamp.hpp needs them; read again if the thread was preempted in between
+// (longer than a few vDSO reads).
+nvml::ClockPair read_clocks() noexcept {
+    constexpr int64_t kPairMaxNs = 5000;
+    nvml::ClockPair p;
+    for (int attempt = 0; attempt < 4; ++attempt) {
+        p.mono_a = now_ns();
+        p.wall = wall_ns();
+        p.mono_b = now_ns();
+        if (p.mono_b - p.mono_a <= kPairMaxNs) break;
+    }
+    return p;
+}
 
 class NvmlSensor final : public Sensor {
   public:
@@ -55,18 +89,33 @@ class NvmlSensor final : public Sensor {
                 mark(out, g, PollStatus::Gone);
                 continue;
             }
-            nvml::Return r_energy = nvml::kSuccess, r_power = nvml::kSuccess;
+            nvml::Return r_energy = nvml::kSuccess, r_power = nvml::kSuccess, r_module = nvml::kSuccess;
             unsigned long long mj = 0;
-            double mw = 0;
+            double mw = 0, module_mw = 0;
+            int64_t t_energy = 0, t_power = 0, t_module = 0;
             if (g.use_fields) {
-                nvml::FieldValue fv[2] = {};
-                fv[0].fieldId = nvml::kFieldTotalEnergyConsumption;
-                fv[1].fieldId = nvml::kFieldPowerInstant;
-                const nvml::Return r = api_.DeviceGetFieldValues(g.handle, 2, fv);
+                nvml::FieldValue fv[3] = {};
+                const int n = fill_fields(g, fv);
+                const nvml::ClockPair before = read_clocks();
+                const nvml::Return r = api_.DeviceGetFieldValues(g.handle, n, fv);
+                const nvml::StampMap stamp(before, read_clocks());
                 r_energy = r != nvml::kSuccess ? r : fv[0].nvmlReturn;
                 r_power = r != nvml::kSuccess ? r : fv[1].nvmlReturn;
-                if (r_energy == nvml::kSuccess) mj = static_cast<unsigned long long>(as_double(fv[0]));
-                if (r_power == nvml::kSuccess) mw = as_double(fv[1]);
+                if (r_energy == nvml::kSuccess) {
+                    mj = static_cast<unsigned long long>(as_double(fv[0]));
+                    if (g.energy_channel >= 0) t_energy = date(stamp, fv[0]);
+                }
+                if (r_power == nvml::kSuccess) {
+                    mw = as_double(fv[1]);
+                    t_power = date(stamp, fv[1]);
+                }
+                if (g.module_channel >= 0) {
+                    r_module = r != nvml::kSuccess ? r : fv[2].nvmlReturn;
+                    if (r_module == nvml::kSuccess) {
+                        module_mw = as_double(fv[2]);
+                        t_module = date(stamp, fv[2]);
+                    }
+                }
             } else {
                 if (g.energy_channel >= 0) r_energy = api_.DeviceGetTotalEnergyConsumption(g.handle, &mj);
                 if (g.power_channel >= 0) {
@@ -75,8 +124,9 @@ class NvmlSensor final : public Sensor {
                     mw = p;
                 }
             }
-            if (g.energy_channel >= 0) store(out[g.energy_channel], g, r_energy, static_cast<double>(mj) * 1e-3);
-            if (g.power_channel >= 0) store(out[g.power_channel], g, r_power, mw * 1e-3);
+            if (g.energy_channel >= 0) store(out[g.energy_channel], g, r_energy, static_cast<double>(mj) * 1e-3, t_energy);
+            if (g.power_channel >= 0) store(out[g.power_channel], g, r_power, mw * 1e-3, t_power);
+            if (g.module_channel >= 0) store(out[g.module_channel], g, r_module, module_mw * 1e-3, t_module);
         }
     }
 
@@ -89,12 +139,19 @@ class NvmlSensor final : public Sensor {
             m[gpu + "_power_source"] = g.power_source;
             m[gpu + "_uuid"] = g.uuid;
             m[gpu + "_pci_bus_id"] = g.bus_id;
+            m[gpu + "_module_power"] = g.module_note;
             if (!g.mig.empty()) m[gpu + "_shared_with_mig"] = "measured whole for " + join(g.mig);
             visible += (visible.empty() ? "" : " ") + gpu;
         }
         m["visible_devices"] = visible + (selection_.source == "default" ? " (every GPU NVML sees)"
                                                                           : " from " + selection_.source + "='" + selection_.given + "'");
         m["visible_devices_source"] = selection_.source;
+        const bool fields = std::any_of(gpus_.begin(), gpus_.end(), [](const Gpu& g) { return g.use_fields; });
+        m["reading_time"] = fields ? "NVML's field timestamp, mapped to CLOCK_MONOTONIC around each call; the poll's "
+                                     "time where it is rejected (outside its call, or the wall clock stepped)"
+                                   : "the poll's time (no field values: the dedicated calls carry no timestamp)";
+        m["timestamps_used"] = std::to_string(stamps_used_.load(std::memory_order_relaxed));
+        m["timestamps_rejected"] = std::to_string(stamps_rejected_.load(std::memory_order_relaxed));
         if (!selection_.note.empty()) m["visible_devices_note"] = selection_.note;
         if (!selection_.mapping.empty()) {
             if (selection_.source == "CUDA_VISIBLE_DEVICES") m["cuda_visible_devices_mapping"] = selection_.mapping;
@@ -141,15 +198,48 @@ class NvmlSensor final : public Sensor {
         }
     }
 
+    // The window of the module's power (field 186 at module scope). Grace Hopper: Yang et al. report
+    // the GPU sampled ~20 % and the Grace CPU ~10 % of the time (MEASUREMENT.md 1.4, from a public
+    // summary of their paper, consistent with its abstract): windows of ~20 ms and ~10 ms of every
+    // 100 ms, so the sum averages 10-20 ms depending on the part; stated as 8-27 ms (widened as
+    // above, up to Hopper's GPU window). Other architectures: unknown.
+    static PowerWindow module_window(unsigned arch) {
+        constexpr int64_t ms = 1000000;
+        if (arch == kArchHopper) {
+            return {20 * ms, 8 * ms, 27 * ms, "~10-20 ms (Grace Hopper: CPU ~10 ms, GPU ~20 ms of each 100 ms)"};
+        }
+        return {25 * ms, 5 * ms, 1050 * ms, "unknown for this architecture: 5 ms to 1 s"};
+    }
+
     struct Gpu {
         unsigned index = 0;
         nvml::Device handle = nullptr;
         std::string name, power_source, uuid, bus_id;
+        std::string module_note;       // module<N>: what it reads and averages, or why it is absent
         std::vector<std::string> mig;  // chosen through these MIG instances: measured whole, shared
         bool use_fields = false;
         bool lost = false;
-        int energy_channel = -1, power_channel = -1;
+        int energy_channel = -1, power_channel = -1, module_channel = -1;
     };
+
+    // The field values one poll of g asks for: energy, GPU power, and the module's power where it
+    // has one. Returns how many.
+    static int fill_fields(const Gpu& g, nvml::FieldValue* fv) {
+        fv[0].fieldId = nvml::kFieldTotalEnergyConsumption;
+        fv[1].fieldId = nvml::kFieldPowerInstant;
+        fv[1].scopeId = nvml::kPowerScopeGpu;
+        if (g.module_channel < 0) return 2;
+        fv[2].fieldId = nvml::kFieldPowerInstant;
+        fv[2].scopeId = nvml::kPowerScopeModule;
+        return 3;
+    }
+
+    // A field's reading time (StampMap::map; 0: the poll's), counted as used or rejected.
+    int64_t date(const nvml::StampMap& stamp, const nvml::FieldValue& f) {
+        const int64_t t = stamp.map(f.timestamp);
+        (t != 0 ? stamps_used_ : stamps_rejected_).fetch_add(1, std::memory_order_relaxed);
+        return t;
+    }
 
     static std::string join(const std::vector<std::string>& v) {
         std::string s;
@@ -172,9 +262,11 @@ class NvmlSensor final : public Sensor {
     void mark(std::vector<Reading>& out, const Gpu& g, PollStatus s) {
         if (g.energy_channel >= 0) out[g.energy_channel].status = s;
         if (g.power_channel >= 0) out[g.power_channel].status = s;
+        if (g.module_channel >= 0) out[g.module_channel].status = s;
     }
 
-    void store(Reading& r, Gpu& g, nvml::Return code, double value) {
+    void store(Reading& r, Gpu& g, nvml::Return code, double value, int64_t t_ns) {
+        r.t_ns = t_ns;
         if (code == nvml::kSuccess) {
             r.value = value;
             r.status = PollStatus::Ok;
@@ -275,8 +367,29 @@ class NvmlSensor final : public Sensor {
                             api_.DeviceGetTotalEnergyConsumption(g.handle, &mj) == nvml::kSuccess;
                 power_ok = api_.DeviceGetPowerUsage && api_.DeviceGetPowerUsage(g.handle, &mw) == nvml::kSuccess;
             }
+            // The module's power: asked in the very call each poll makes, so that a driver that
+            // refuses the combination is seen here.
+            bool module_ok = false;
+            if (g.use_fields) {
+                nvml::FieldValue fv[3] = {};
+                Gpu with_module = g;
+                with_module.module_channel = 0;
+                const int n = fill_fields(with_module, fv);
+                const nvml::Return rc = api_.DeviceGetFieldValues(g.handle, n, fv);
+                const nvml::Return rm = rc != nvml::kSuccess ? rc : fv[2].nvmlReturn;
+                module_ok = rm == nvml::kSuccess && fv[1].nvmlReturn == nvml::kSuccess;
+                if (!module_ok) {
+                    g.module_note = "none: field 186 at module scope (NVML_POWER_SCOPE_MODULE) is not available (" +
+                                    api_.error_string(rm != nvml::kSuccess ? rm : fv[1].nvmlReturn) +
+                                    "); only Grace Hopper modules report it";
+                }
+            } else {
+                g.module_note = "none: module power needs nvmlDeviceGetFieldValues, which this GPU or driver lacks";
+            }
+            const std::string module_domain = "module" + std::to_string(i);
             ChannelInfo base;
             base.domain = "gpu" + std::to_string(i);
+            base.parent_domain = module_ok ? module_domain : "";  // the module's energy contains the GPU's
             // The power ceiling of one GPU: the largest boards are rated 1000-1400 W (B200, B300);
             // 2000 W leaves room for what comes next. The energy counter is 64-bit mJ: it never wraps.
             base.max_power_w = kGpuMaxPowerW;
@@ -309,6 +422,22 @@ class NvmlSensor final : public Sensor {
                 reasons += " gpu" + std::to_string(i) + ": neither energy nor power is supported;";
                 continue;
             }
+            if (module_ok) {
+                ChannelInfo c = base;
+                c.domain = module_domain;
+                c.parent_domain.clear();
+                c.quantity = Quantity::Power;
+                c.resolution = 1e-3;
+                c.nominal_update_period_ns = 100000000;
+                c.max_power_w = kModuleMaxPowerW;
+                const PowerWindow pw = module_window(arch);
+                c.averaging_window_ns = pw.nominal_ns;
+                c.averaging_window_min_ns = pw.min_ns;
+                c.averaging_window_max_ns = pw.max_ns;
+                g.module_note = module_domain + ": field 186 at module scope (GPU + CPU + memory), averaging " + pw.why;
+                g.module_channel = static_cast<int>(channels_.size());
+                channels_.push_back(c);
+            }
             gpus_.push_back(g);
         }
         if (channels_.empty()) {
@@ -324,6 +453,9 @@ class NvmlSensor final : public Sensor {
     std::string driver_;
     std::string last_error_;
     int64_t min_period_ns_ = 1000000;
+    // Field timestamps that dated a reading, and those rejected (written by the polling thread, read
+    // by info() from any thread).
+    std::atomic<uint64_t> stamps_used_{0}, stamps_rejected_{0};
 };
 
 }  // namespace

@@ -29,6 +29,10 @@ inline constexpr Return kErrorUnknown = 999;
 
 inline constexpr unsigned kFieldTotalEnergyConsumption = 83;  // mJ since driver load
 inline constexpr unsigned kFieldPowerInstant = 186;           // mW, "current GPU power"
+// FieldValue::scopeId of the power fields (NVML_POWER_SCOPE_*): the GPU alone, or the whole module it
+// sits on (GPU + the NVIDIA CPU beside it + memory: Grace Hopper), where the board reports it.
+inline constexpr unsigned kPowerScopeGpu = 0;
+inline constexpr unsigned kPowerScopeModule = 1;
 
 union Value {
     double dVal;
@@ -42,9 +46,9 @@ union Value {
 
 struct FieldValue {  // nvmlFieldValue_t
     unsigned int fieldId;
-    unsigned int scopeId;
-    long long timestamp;    // µs since 1970 (CPU wall clock)
-    long long latencyUsec;
+    unsigned int scopeId;   // in: power scope (power fields) or NVLink id (NVLink fields)
+    long long timestamp;    // out: µs since 1970 (CLOCK_REALTIME) when NVML fetched the value
+    long long latencyUsec;  // out: how long NVML took to update the value
     int valueType;          // nvmlValueType_t
     Return nvmlReturn;
     Value value;

@@ -208,7 +208,7 @@ DEFINITIONS = (
     "uncertainty. <i>During the calls</i> is the energy spent while the inferences ran, from greenprobe's "
     "estimator over every sensor update the calls overlap; the <i>after-effect</i> is net minus net during the "
     "calls. Totals add top-level domains only (RAPL core and uncore lie inside their package; packages and DRAM "
-    "inside psys where it exists).</p>")
+    "inside psys where it exists; a GPU inside its Grace Hopper module where NVML reports one).</p>")
 
 
 def after_rows(ok: list[dict]) -> list[list]:
