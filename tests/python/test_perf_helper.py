@@ -29,10 +29,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from greenprobe.config import PERF_HELPER
-from standins import make_perf_tree
-from test_rapl_perf import check_truth, fake_perf, law, opens, run_child  # noqa: F401 (fake_perf: a fixture)
+from standins import build_fake_perf, make_perf_tree
+from test_rapl_perf import check_truth, law, opens, run_child
 
 NOBODY = 65534
+
+
+@pytest.fixture(scope="module")
+def fake_perf(tmp_path_factory) -> Path:
+    return build_fake_perf(tmp_path_factory.mktemp("perf"))
 
 
 @pytest.fixture(scope="module")
