@@ -146,6 +146,22 @@ std::shared_ptr<Sensor> msr_standin(const std::string& dir) {
                                             {"sysfs_cpu_root", dir + "/sys"}}));
 }
 
+std::shared_ptr<Sensor> hwmon_standin(const std::string& dir) {
+    // an xe GPU's energy counter (µJ) and an ACPI power meter's averaged power (µW)
+    std::system(("mkdir -p '" + dir + "/hwmon/hwmon0' '" + dir + "/hwmon/hwmon1'").c_str());
+    write_file(dir + "/hwmon/hwmon0/name", "xe\n");
+    write_file(dir + "/hwmon/hwmon0/energy1_input", "123456789\n");
+    write_file(dir + "/hwmon/hwmon0/energy1_label", "card\n");
+    write_file(dir + "/hwmon/hwmon1/name", "power_meter\n");
+    write_file(dir + "/hwmon/hwmon1/power1_average", "250000000\n");
+    write_file(dir + "/hwmon/hwmon1/power1_average_interval", "50\n");
+    return open_sensor("hwmon", Options({{"hwmon_root", dir + "/hwmon"}}));
+}
+
+std::shared_ptr<Sensor> amd_standin() {
+    return open_sensor("amd-gpu", Options({{"amd_smi_library", FAKE_AMD_SMI_PATH}, {"amd_counter_check_ms", "0"}}));
+}
+
 void print(const Result& r, const Result& floor) {
     std::printf("| %-28s | %8.0f | %6.2f | %5.2fx | %6.2f | %8.1f | %7.2f | %5llu | %8llu |\n", r.name.c_str(), r.rate_hz,
                 r.cpu_pct, floor.cpu_pct > 0 ? r.cpu_pct / floor.cpu_pct : 0.0, r.late_pct, r.mean_lag_us, r.max_lag_ms,
@@ -171,8 +187,12 @@ int bench_poll(double seconds) {
                           open_sensor("nvml", Options({{"nvml_library", FAKE_NVML_PATH}, {"nvml_min_period_us", "50"}})),
                           period, seconds),
               floor);
+        print(run_sampler("hwmon* @ " + std::to_string(khz) + " kHz", hwmon_standin(dir), period, seconds), floor);
+        print(run_sampler("amd-gpu* @ " + std::to_string(khz) + " kHz", amd_standin(), period, seconds), floor);
     }
-    std::printf("\n* stand-ins: plain files in /tmp and the fake NVML library; real sysfs, MSR and NVML reads cost more.\n");
+    std::printf("\n* stand-ins: plain files in /tmp and the fake NVML and AMD SMI libraries; real sysfs, MSR, NVML and "
+                "AMD SMI reads cost more. rapl-perf: one read() syscall per event and package, measured by "
+                "bench_read_cost.\n");
     return 0;
 }
 

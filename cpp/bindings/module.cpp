@@ -127,6 +127,7 @@ PYBIND11_MODULE(_core, m) {
                 if (d.contains("device_uuid") && !d["device_uuid"].is_none()) t.info.device_uuid = d["device_uuid"].cast<std::string>();
                 if (d.contains("device_bus_id") && !d["device_bus_id"].is_none()) t.info.device_bus_id = d["device_bus_id"].cast<std::string>();
                 if (d.contains("shared") && !d["shared"].is_none()) t.info.shared = d["shared"].cast<bool>();
+                if (d.contains("note") && !d["note"].is_none()) t.info.note = d["note"].cast<std::string>();
                 t.offset_ns = d["offset_ns"].cast<std::vector<int64_t>>();
                 t.value = d["value"].cast<std::vector<double>>();
                 ts.push_back(std::move(t));

@@ -12,6 +12,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <exception>
 #include <map>
 #include <string>
 #include <vector>
@@ -44,14 +45,22 @@ int main() {
     }
     // Who may: root, or a member of the group that owns this program (setup-perf makes it 0750 root:GROUP).
     struct stat self {};
-    const unsigned gid = ::stat("/proc/self/exe", &self) == 0 ? static_cast<unsigned>(self.st_gid) : 0;
+    if (::stat("/proc/self/exe", &self) != 0) {
+        return refuse(sock, "not-found", "greenprobe-perf-helper cannot find its own file (/proc/self/exe), so not its group",
+                      "mount /proc (in a container: the runtime's default /proc)");
+    }
+    const unsigned gid = static_cast<unsigned>(self.st_gid);
     const std::string why = ph::check_peer(sock, gid);
     if (!why.empty()) {
         const group* g = gid ? ::getgrgid(gid) : nullptr;
         const std::string name = g ? g->gr_name : "greenprobe";
+        const bool membership = why.find("member") != std::string::npos || why.find("group root") != std::string::npos;
         return refuse(sock, "permission", "greenprobe-perf-helper refuses: " + why,
-                      "an administrator adds the user to group " + name + " (`sudo greenprobe setup-perf --apply --user "
-                      "USER --group " + name + "`, then log in again)");
+                      membership ? "an administrator adds the user to group " + name +
+                                       " (`sudo greenprobe setup-perf --apply --user USER --group " + name +
+                                       "`, then log in again)"
+                                 : "the helper serves only the process that starts it, as the same user: let greenprobe's "
+                                   "rapl-perf sensor start it");
     }
     std::string request;
     std::vector<int> fds;
@@ -76,6 +85,9 @@ int main() {
         events = open_rapl_perf_events(Options(options));
     } catch (const SensorError& e) {
         return refuse(sock, category_name(e.category()), e.what(), e.fix());
+    } catch (const std::exception& e) {
+        return refuse(sock, "io", std::string("greenprobe-perf-helper failed: ") + e.what(),
+                      "report this: it is a bug in the helper");
     }
     std::vector<int> out;
     for (const auto& e : events) out.push_back(e.fd);

@@ -203,6 +203,7 @@ void Sampler::run(Worker& w) {
             w.sum_lag_ns.fetch_add(lag, std::memory_order_relaxed);
             if (lag > period) w.late_polls.fetch_add(1, std::memory_order_relaxed);
         }
+        for (Reading& r : readings) r.t_ns = 0;  // undated unless the sensor dates this poll's reading
         sensor.poll(readings);
         const int64_t t1 = now_ns();
         const int64_t t = t0 + (t1 - t0) / 2;  // the read happened within [t0, t1]

@@ -39,7 +39,7 @@ def open_replay(options: dict):
             "averaging_window_min_ns": c.get("averaging_window_min_ns", 0),
             "averaging_window_max_ns": c.get("averaging_window_max_ns", 0),
             # the topology and the device, where the recording has them (a replay keeps the totals right)
-            **{k: c.get(k) for k in ("parent_domain", "device_uuid", "device_bus_id", "shared")},
+            **{k: c.get(k) for k in ("parent_domain", "device_uuid", "device_bus_id", "shared", "note")},
             "offset_ns": (t[m][order] - t0).tolist(), "value": value[m][order].tolist(),
         })
     if not tracks:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
@@ -70,7 +71,8 @@ def open_one(kind: str, options: dict[str, str]):
         from .replay import open_replay
 
         return open_replay(options)
-    if kind == "rapl-perf" and "perf_helper" not in options and PERF_HELPER.is_file():
+    if (kind == "rapl-perf" and "perf_helper" not in options and "GREENPROBE_PERF_HELPER" not in os.environ
+            and PERF_HELPER.is_file()):  # GREENPROBE_PERF_HELPER= (set, empty): never
         options = {**options, "perf_helper": str(PERF_HELPER)}
     return _core.open_sensor(kind, options)
 

@@ -59,16 +59,20 @@ def kind_options(kind: str, sensors: str | Sequence[str] = "auto", options: Opti
 
 def open_gpus(sensors: str | Sequence[str] = "auto", options: Optional[dict] = None,
               overrides: Optional[dict] = None) -> tuple[list, str]:
-    """The usage readers of every GPU kind (the registry's kinds with ``gpu_usage``) that ``sensors``
-    asks for, each for the GPUs its sensor would measure; and why each one missing is missing."""
+    """The usage readers of the GPU kinds (the registry's kinds with ``gpu_usage``), each for the GPUs
+    its sensor would measure; and why each one missing is missing. The kinds ``sensors`` names where
+    it names any; otherwise (auto, or CPU sensors only: the GPUs' use is recorded all the same) every
+    GPU kind that opens."""
     from . import _core
     from .errors import GreenprobeError
 
+    rows = [r for r in _core.sensor_kinds() if r["gpu_usage"]]
+    named = {r["name"]: kind_options(r["name"], sensors, options) for r in rows}
+    if not any(v is not None for v in named.values()):
+        named = {r["name"]: resolve_options(options) for r in rows}
     readers, reasons = [], []
-    for row in _core.sensor_kinds():
-        if not row["gpu_usage"]:
-            continue
-        opts = kind_options(row["name"], sensors, options)
+    for row in rows:
+        opts = named[row["name"]]
         if opts is None:
             continue
         opts.update({k: str(v) for k, v in (overrides or {}).get(row["name"], {}).items() if v is not None})
@@ -84,8 +88,9 @@ class GpuMonitor:
     utilisation sample period is 1/6 s to 1 s: reading faster adds nothing).
 
     Which GPUs: those the GPU sensors measure (every registry kind with a usage reader that
-    ``sensors`` asks for), each with its own options from ``sensors`` and ``options`` (the Probe's
-    arguments), else the environment (CUDA_VISIBLE_DEVICES, ...): another job's GPUs never count.
+    ``sensors`` names; every one that opens where it names none), each with its own options from
+    ``sensors`` and ``options`` (the Probe's arguments), else the environment
+    (CUDA_VISIBLE_DEVICES, ...): another job's GPUs never count.
     ``gpus`` and ``nvml_library`` override the nvml kind's options."""
 
     def __init__(self, period_s: float = 0.1, nvml_library: Optional[str] = None, gpus: Optional[str] = None,
@@ -94,7 +99,7 @@ class GpuMonitor:
         self.readers, reasons = open_gpus(sensors, options,
                                           {"nvml": {"nvml_library": nvml_library, "gpus": gpus}})
         #: why there is no GPU reading (every GPU kind's reason), empty when some kind reads
-        self.reason = "" if self.readers else (reasons or "no GPU sensor kind is asked for")
+        self.reason = "" if self.readers else reasons
         #: how the GPUs were chosen ("CUDA_VISIBLE_DEVICES='...'", "option gpus='1'", "every GPU NVML sees"),
         #: prefixed by the kind where several kinds read
         self.selection = "; ".join(r.selection if len(self.readers) == 1 else f"{r.kind}: {r.selection}"

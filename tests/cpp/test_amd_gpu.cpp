@@ -168,6 +168,20 @@ TEST(amd_rocr_visible_devices_by_index_uuid_and_prefix) {
     CHECK(contains(s->info().at("visible_devices_note"), "'-1'"));
 }
 
+// An AMD SMI that does not count its users ends everything at the first shutdown: the usage reader
+// going must not take the sensor's handles with it.
+TEST(amd_one_user_leaving_does_not_end_the_library_for_the_other) {
+    Env env({{"FAKE_AMD_SMI_GPUS", "2"}, {"FAKE_AMD_SMI_UNCOUNTED", "1"}});
+    auto s = open_amd();
+    {
+        auto usage = open_gpu_usage("amd-gpu", Options({{"amd_smi_library", FAKE_AMD_SMI_PATH}}));
+        CHECK(usage->read().size() == 2);
+    }
+    std::vector<Reading> r(s->channels().size());
+    s->poll(r);
+    for (const auto& x : r) CHECK(x.status == PollStatus::Ok);
+}
+
 TEST(amd_hip_visible_devices_counts_among_the_rocr_visible_gpus) {
     {
         Env env({{"FAKE_AMD_SMI_GPUS", "4"}, {"ROCR_VISIBLE_DEVICES", "1,3"}, {"HIP_VISIBLE_DEVICES", "1"}});
@@ -180,8 +194,13 @@ TEST(amd_hip_visible_devices_counts_among_the_rocr_visible_gpus) {
         });
         CHECK(e.category() == ErrorCategory::NotFound && contains(e.what(), "HIP_VISIBLE_DEVICES='2'"));
     }
-    Env env({{"FAKE_AMD_SMI_GPUS", "4"}, {"HIP_VISIBLE_DEVICES", "0,2"}});
-    CHECK(domains(*open_amd()) == (Domains{"amdgpu0", "amdgpu2"}));
+    {
+        // ROCr keeps its list's order: with 2,0 GPU 2 is HIP's device 0
+        Env env({{"FAKE_AMD_SMI_GPUS", "4"}, {"ROCR_VISIBLE_DEVICES", "2,0"}, {"HIP_VISIBLE_DEVICES", "0"}});
+        CHECK(domains(*open_amd()) == Domains{"amdgpu2"});
+    }
+    Env env({{"FAKE_AMD_SMI_GPUS", "4"}, {"HIP_VISIBLE_DEVICES", "2,0"}});
+    CHECK(domains(*open_amd()) == (Domains{"amdgpu0", "amdgpu2"}));  // measured in AMD SMI's order
 }
 
 TEST(amd_nothing_visible_or_a_missing_gpu_is_a_clear_error) {

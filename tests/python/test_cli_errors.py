@@ -15,6 +15,7 @@ import pytest
 
 import greenprobe
 from greenprobe.cli import main as cli_main
+from greenprobe import _core
 from greenprobe.study.spec import StudySpec
 
 PACKAGE_PARENT = Path(greenprobe.__file__).resolve().parents[1]  # the greenprobe these tests import
@@ -77,7 +78,7 @@ CASES = {
     "record-unknown-sensor": (
         ["record", "--sensors", "caffeine", "--duration", "0.1", "--out", "{tmp}/rec"],
         "unknown sensor kind 'caffeine'",
-        "choose one of: nvml, rapl-msr, rapl-powercap, cpu-estimate, synthetic, replay (from a recorded samples file)"),
+        "choose one of: " + ", ".join(r["name"] for r in _core.sensor_kinds()) + ", replay (from a recorded samples file)"),
     "record-period-below-minimum": (
         ["record", "--sensors", "synthetic", "--period-us", "10", "--duration", "0.1", "--out", "{tmp}/rec"],
         "period_us must be >= 50, got 10.0", PERIOD_FIX),

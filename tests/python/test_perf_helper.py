@@ -74,6 +74,11 @@ def test_without_the_helper_the_permission_error_stays_with_its_fix(tmp_path, fa
     assert out["category"] == "permission", out
     assert "could not open them either" in out["message"] and "no-helper" in out["message"]
     assert "setup-perf" in out["fix"]
+    # GREENPROBE_PERF_HELPER set and empty: the installed helper is not tried either
+    cfg["options"].pop("perf_helper")
+    out = run_child(fake_perf, {**env, "FAKE_PERF_OPEN_ERRNO": "EACCES", "GREENPROBE_PERF_HELPER": ""}, cfg,
+                    tmp_path / "perf.log")
+    assert out["category"] == "permission" and "could not open them either" not in out["message"], out
 
 
 # --- as an unprivileged user, against the real kernel --------------------------------------------
@@ -155,8 +160,10 @@ def test_setup_perf_grants_the_helper_and_it_then_ignores_the_environment(world_
     printed = capsys.readouterr().out
     assert f"sudo setcap cap_perfmon=ep {copy}" in printed and f"sudo chmod 0750 {copy}" in printed
     assert check(copy, test_group)  # nothing changed yet
+    assert main(["setup-perf", "--helper", str(copy), "--group", test_group, "--check"]) == 1
     assert main(["setup-perf", "--helper", str(copy), "--group", test_group, "--apply"]) == 0
     assert check(copy, test_group) == []
+    assert main(["setup-perf", "--helper", str(copy), "--group", test_group, "--check"]) == 0
     assert "cap_perfmon" in subprocess.run(["getcap", str(copy)], capture_output=True, text=True).stdout
     gid = grp.getgrnam(test_group).gr_gid
 

@@ -7,6 +7,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <map>
+#include <mutex>
 #include <utility>
 
 namespace greenprobe::amdsmi {
@@ -164,6 +166,22 @@ const char* status_name(Status s) {
 
 }  // namespace
 
+namespace {
+std::mutex& init_mutex() {
+    static std::mutex m;
+    return m;
+}
+struct Users {
+    int users = 0;              // Api objects that initialised this library and have not shut down
+    int pending_shutdowns = 0;  // the shutdowns of those that went, held back
+};
+// dlopen handle -> its users
+std::map<void*, Users>& init_users() {
+    static std::map<void*, Users> users;
+    return users;
+}
+}  // namespace
+
 Api Api::load(const std::string& library) {
     Api api;
     // The unversioned name is what ROCm installs; /opt/rocm/lib (or $ROCM_PATH/lib) is not always on
@@ -227,6 +245,11 @@ Api Api::load(const std::string& library) {
         RawVersion raw{};
         if (api.GetLibVersion(&raw) == kSuccess) api.version = decode_version(raw);
     }
+    // Counted per process and library: AMD SMI before its own reference count (most of ROCm 6.x)
+    // tears everything down at the first amdsmi_shut_down, which would leave a second user (a
+    // Probe's sensor beside the study's usage reader) with dead handles. Every user initialises (a
+    // later AMD SMI counts, and a no-op otherwise); the shutdowns wait for the last user.
+    std::lock_guard<std::mutex> hold(init_mutex());
     const Status s = api.Init(kInitAmdGpus);
     if (s != kSuccess) {
         const std::string msg = "amdsmi_init(AMDSMI_INIT_AMD_GPUS) failed in '" + api.path + "': " + api.error_string(s);
@@ -239,6 +262,7 @@ Api Api::load(const std::string& library) {
                                     "in a container pass --device /dev/kfd --device /dev/dri"
                                   : "check that `amd-smi list` shows the GPUs; " + std::string(kNoLibraryFix));
     }
+    ++init_users()[api.handle].users;
     return api;
 }
 
@@ -266,8 +290,19 @@ Status Api::read_power(ProcessorHandle h, PowerReading& out) const {
 
 void Api::shut_down_and_unload() {
     if (!handle) return;
-    ShutDown();
-    dlclose(handle);
+    {
+        std::lock_guard<std::mutex> hold(init_mutex());
+        auto it = init_users().find(handle);
+        if (it != init_users().end()) {
+            it->second.pending_shutdowns++;
+            if (--it->second.users == 0) {
+                // the last user of this library in the process: one shutdown per init
+                for (int i = 0; i < it->second.pending_shutdowns; ++i) ShutDown();
+                init_users().erase(it);
+            }
+        }
+    }
+    dlclose(handle);  // the loader counts its own references
     handle = nullptr;
 }
 

@@ -71,7 +71,12 @@ Resolved resolve_list(const std::vector<KnownGpu>& known, const std::vector<unsi
                       const std::string& where, const std::string& whose, bool stop_at_invalid) {
     Resolved r;
     const auto entries = split(value);
-    std::set<unsigned> chosen;
+    // In the list's order: ROCr numbers the GPUs it leaves visible in that order, and HIP's indices
+    // count in it (ROCR_VISIBLE_DEVICES=2,0 makes GPU 2 HIP's device 0). Repeats count once.
+    std::vector<unsigned> chosen;
+    auto choose = [&chosen](unsigned g) {
+        if (std::find(chosen.begin(), chosen.end(), g) == chosen.end()) chosen.push_back(g);
+    };
     for (std::size_t k = 0; k < entries.size(); ++k) {
         const std::string& e = entries[k];
         long long i = 0;
@@ -92,7 +97,7 @@ Resolved resolve_list(const std::vector<KnownGpu>& known, const std::vector<unsi
                                       known_list(known, among) + ")",
                                   kListFix);
             }
-            chosen.insert(among[static_cast<std::size_t>(i)]);
+            choose(among[static_cast<std::size_t>(i)]);
             r.by_index = true;
             continue;
         }
@@ -117,9 +122,9 @@ Resolved resolve_list(const std::vector<KnownGpu>& known, const std::vector<unsi
                                   known_list(known, among) + ")",
                               kListFix);
         }
-        chosen.insert(hits[0]);
+        choose(hits[0]);
     }
-    r.gpus.assign(chosen.begin(), chosen.end());
+    r.gpus = chosen;
     return r;
 }
 
@@ -201,6 +206,7 @@ Selection select_gpus(const std::vector<KnownGpu>& known, const std::optional<st
                           "UUIDs), or pass gpus=all (sensors=['amd-gpu:gpus=all']) to measure every GPU AMD SMI sees");
     }
     s.gpus = visible;
+    std::sort(s.gpus.begin(), s.gpus.end());  // measured in AMD SMI's order, whatever the lists' order
     s.mapping = mapping_of(by_index, known.size());
     return s;
 }

@@ -63,13 +63,19 @@ class NvmlSensor final : public Sensor {
   public:
     explicit NvmlSensor(const Options& o) : api_(nvml::Api::load(o.get("nvml_library", ""))) {
         try {
+            const long long min_period_us = o.get_int("nvml_min_period_us", 1000);
+            if (min_period_us < 0 || min_period_us > 60000000) {
+                throw SensorError(ErrorCategory::Config,
+                                  "nvml_min_period_us=" + std::to_string(min_period_us) + " is outside 0..60000000",
+                                  "give the shortest polling period NVML may have in microseconds (default 1000)");
+            }
+            min_period_ns_ = min_period_us * 1000;
             open_devices(o);
         } catch (...) {
             api_.Shutdown();
             api_.unload();
             throw;
         }
-        min_period_ns_ = o.get_int("nvml_min_period_us", 1000) * 1000;
     }
 
     ~NvmlSensor() override {

@@ -191,7 +191,7 @@ bool recv_message(int sock, std::string& text, std::vector<int>& fds, int timeou
     if ((msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) || n == 0) {
         for (int fd : fds) ::close(fd);
         fds.clear();
-        errno = EMSGSIZE;
+        errno = n == 0 ? ECONNRESET : EMSGSIZE;  // n == 0: the peer closed without a word
         return false;
     }
     text.assign(buf.data(), static_cast<std::size_t>(n));
@@ -245,8 +245,10 @@ std::vector<Event> request_from_helper(const std::string& helper_path, int timeo
     }
     std::string text;
     std::vector<int> fds;
-    const bool sent = send_message(sv[0], kRequest, {});
-    const bool got = sent && recv_message(sv[0], text, fds, timeout_ms);
+    // A helper that refuses answers before reading the request and exits: the send may fail (EPIPE)
+    // with its answer already waiting, so it is read whatever the send did.
+    send_message(sv[0], kRequest, {});
+    const bool got = recv_message(sv[0], text, fds, timeout_ms);
     const int saved = errno;
     ::close(sv[0]);
     int status = 0;
@@ -256,8 +258,11 @@ std::vector<Event> request_from_helper(const std::string& helper_path, int timeo
     if (!got) {
         throw SensorError(ErrorCategory::Io,
                           "greenprobe-perf-helper (" + helper_path + ") gave no answer: " + std::strerror(saved) +
-                              (WIFSIGNALED(status) ? " (killed by signal " + std::to_string(WTERMSIG(status)) + ")" : ""),
-                          "run it by hand to see its error: " + helper_path + " 3<>/dev/null");
+                              (WIFSIGNALED(status)  ? " (killed by signal " + std::to_string(WTERMSIG(status)) + ")"
+                               : WIFEXITED(status) ? " (it exited with status " + std::to_string(WEXITSTATUS(status)) + ")"
+                                                   : ""),
+                          "`greenprobe setup-perf --check` says how the helper is set up; reinstalling greenprobe replaces a "
+                          "helper of another version");
     }
     auto reply = parse_reply(text, fds.size());
     if (!reply || !reply->ok) {

@@ -402,12 +402,14 @@ class RaplPerfSensor final : public Sensor {
             try {
                 got = perf_handoff::request_from_helper(helper_);
             } catch (const SensorError& h) {
-                // Refused by the helper: its reason; the helper not runnable: still this process's permission.
+                // Still this process's permission error; the helper's fix where it refused for want of
+                // permission too (the user not in its group), else the direct fixes.
                 const bool refused = dynamic_cast<const perf_handoff::HelperRefused*>(&h) != nullptr;
-                throw SensorError(refused ? h.category() : ErrorCategory::Permission,
+                const bool helper_permission = refused && h.category() == ErrorCategory::Permission;
+                throw SensorError(ErrorCategory::Permission,
                                   std::string(e.what()) + "; greenprobe-perf-helper (" + helper_ +
                                       ") could not open them either: " + h.what(),
-                                  h.fix().empty() ? e.fix() : h.fix());
+                                  helper_permission && !h.fix().empty() ? h.fix() : e.fix());
             }
             std::vector<Fd> owned;
             for (auto& g : got) owned.emplace_back(g.fd);  // closed on every way out

@@ -227,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--user", action="append", metavar="USER", help="add USER to the group (repeat for more)")
     p.add_argument("--helper", help="the helper's path (default: the one installed with the package)")
     p.add_argument("--apply", action="store_true", help="run the commands (as root) and check the result")
+    p.add_argument("--check", action="store_true", help="only say whether the helper is set up (exit 1 if not)")
 
     p = sub.add_parser("measure", help="run a command under a private daemon and report its energy",
                        description="Starts a private daemon, runs CMD with GREENPROBE_DAEMON set (so greenprobe.mark() "

@@ -67,10 +67,13 @@ def check(helper: Path, group: str) -> list[str]:
     if stat.S_IMODE(st.st_mode) != 0o750:
         problems.append(f"{helper} has mode {stat.S_IMODE(st.st_mode):04o}, not 0750")
     getcap = shutil.which("getcap") or "/usr/sbin/getcap"
-    if os.path.exists(getcap):
-        caps = subprocess.run([getcap, str(helper)], capture_output=True, text=True).stdout
-        if capability() not in caps:
-            problems.append(f"{helper} has no {capability()} (getcap: {caps.strip() or 'none'})")
+    if not os.path.exists(getcap):
+        problems.append("getcap is not installed, so the capability cannot be checked (Debian/Ubuntu: apt-get install "
+                        "libcap2-bin)")
+        return problems
+    caps = subprocess.run([getcap, str(helper)], capture_output=True, text=True).stdout
+    if capability() not in caps:
+        problems.append(f"{helper} has no {capability()} (getcap: {caps.strip() or 'none'})")
     return problems
 
 
@@ -86,10 +89,20 @@ def cmd_setup_perf(args) -> int:
             pwd.getpwnam(u)
         except KeyError:
             raise ConfigError(f"no user {u!r} on this machine", "name an existing user with --user") from None
+    if args.check:
+        problems = check(helper, args.group)
+        for p in problems:
+            print(f"not set up: {p}")
+        if not problems:
+            print(f"{helper}: root:{args.group} 0750 {capability()}=ep: members of {args.group} can use rapl-perf")
+        return 1 if problems else 0
     todo = commands(helper, args.group, users)
     if not args.apply:
         print(f"# Lets members of group {args.group} read RAPL energy at full rate without root, through {HELPER}")
         print(f"# ({capability()} on that one program, executable by the group only). Run as root:")
+        if capability() == "cap_sys_admin":
+            print("# (this kernel predates CAP_PERFMON, 5.8: cap_sys_admin grants the helper far more; prefer "
+                  "kernel.perf_event_paranoid=0 or a newer kernel)")
         for c in todo:
             print("sudo " + shlex.join(c))
         if not users:

@@ -49,7 +49,8 @@ class Servicer(pb_grpc.ProbeServicer):
                             averaging_window_ns=c["averaging_window_ns"], max_power_w=c.get("max_power_w", 0.0),
                             averaging_window_min_ns=c.get("averaging_window_min_ns", 0),
                             averaging_window_max_ns=c.get("averaging_window_max_ns", 0), wrap_j=c.get("wrap_j", 0.0),
-                            parent_domain=c.get("parent_domain") or "", device_uuid=c.get("device_uuid") or "")
+                            parent_domain=c.get("parent_domain") or "", device_uuid=c.get("device_uuid") or "",
+                            note=c.get("note") or "")
                  for c in p.channel_info()]
         stats = [pb.SensorStats(sensor=s.get("sensor", ""), state=s.get("state", ""), polls=s.get("polls", 0),
                                 late_polls=s.get("late_polls", 0), drops=s.get("drops", 0),
