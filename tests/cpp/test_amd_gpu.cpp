@@ -16,11 +16,14 @@
 
 #include "amd_smi_api.hpp"
 #include "check.hpp"
+#include "fixtures.hpp"
 #include "greenprobe/clock.hpp"
 #include "greenprobe/gpu_usage.hpp"
 #include "greenprobe/registry.hpp"
 
 using namespace greenprobe;
+using fixtures::error_of;
+using fixtures::contains;
 
 namespace {
 
@@ -70,17 +73,6 @@ std::string fake_uuid(unsigned i) {  // as tests/fixtures/fake_amd_smi.c names G
     std::snprintf(buf, sizeof buf, "a1b2c3%02x-0000-1000-8000-%012x", 0x11u * (i + 1), i);
     return buf;
 }
-
-SensorError error_of(const std::function<void()>& fn) {
-    try {
-        fn();
-    } catch (const SensorError& e) {
-        return e;
-    }
-    throw std::runtime_error("no SensorError thrown");
-}
-
-bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
 
 using Domains = std::vector<std::string>;
 constexpr double kRes = 15.2587890625e-6;  // the fake's counter step in joules (1/65536 J)

@@ -25,36 +25,18 @@
 #include <vector>
 
 #include "check.hpp"
+#include "fixtures.hpp"
 #include "greenprobe/clock.hpp"
 #include "greenprobe/registry.hpp"
 
 using namespace greenprobe;
+using fixtures::temp_dir;
+using fixtures::mkdirs;
+using fixtures::write_file;
 
 namespace {
 
 constexpr double kPi = 3.14159265358979323846;
-
-std::string temp_dir() {
-    char tmpl[] = "/tmp/greenprobe-perf-XXXXXX";
-    const char* d = mkdtemp(tmpl);
-    if (!d) throw std::runtime_error("mkdtemp failed");
-    return d;
-}
-
-void mkdirs(const std::string& path) {
-    std::string cur;
-    for (std::size_t i = 0; i <= path.size(); ++i) {
-        if (i == path.size() || path[i] == '/') {
-            if (!cur.empty()) ::mkdir(cur.c_str(), 0755);
-        }
-        if (i < path.size()) cur += path[i];
-    }
-}
-
-void write_file(const std::string& path, const std::string& text) {
-    std::ofstream f(path, std::ios::trunc);
-    f << text;
-}
 
 std::string read_text(const std::string& path) {
     std::ifstream f(path);

@@ -15,36 +15,20 @@
 #include <string>
 
 #include "check.hpp"
+#include "fixtures.hpp"
 #include "greenprobe/clock.hpp"
 #include "greenprobe/gpu_usage.hpp"
 #include "greenprobe/registry.hpp"
 #include "nvml_stamp.hpp"
 
 using namespace greenprobe;
+using fixtures::temp_dir;
+using fixtures::mkdirs;
+using fixtures::write_file;
+using fixtures::error_of;
+using fixtures::contains;
 
 namespace {
-
-std::string temp_dir() {
-    char tmpl[] = "/tmp/greenprobe-test-XXXXXX";
-    const char* d = mkdtemp(tmpl);
-    if (!d) throw std::runtime_error("mkdtemp failed");
-    return d;
-}
-
-void mkdirs(const std::string& path) {
-    std::string cur;
-    for (std::size_t i = 0; i <= path.size(); ++i) {
-        if (i == path.size() || path[i] == '/') {
-            if (!cur.empty()) ::mkdir(cur.c_str(), 0755);
-        }
-        if (i < path.size()) cur += path[i];
-    }
-}
-
-void write_file(const std::string& path, const std::string& text) {
-    std::ofstream f(path, std::ios::trunc);
-    f << text;
-}
 
 // The plain-file stand-in for /dev/cpu/N/msr. Intel's registers are >= 8 apart, so they sit at
 // offset = register as on the real device; AMD's are adjacent and use offset = 8 x register
@@ -380,17 +364,6 @@ std::vector<std::string> gpu_domains(const Sensor& s) {
     }
     return out;
 }
-
-SensorError error_of(const std::function<void()>& fn) {
-    try {
-        fn();
-    } catch (const SensorError& e) {
-        return e;
-    }
-    throw std::runtime_error("no SensorError thrown");
-}
-
-bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
 
 using Domains = std::vector<std::string>;
 }  // namespace

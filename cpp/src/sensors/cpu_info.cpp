@@ -4,17 +4,11 @@
 #include <sstream>
 
 #include "fileio.hpp"
+#include "text.hpp"
 
 namespace greenprobe {
 
-namespace {
-std::string trim(const std::string& s) {
-    const auto b = s.find_first_not_of(" \t\r\n");
-    if (b == std::string::npos) return {};
-    const auto e = s.find_last_not_of(" \t\r\n");
-    return s.substr(b, e - b + 1);
-}
-}  // namespace
+using text::trim;
 
 CpuIdentity read_cpu_identity(const std::string& proc_root) {
     CpuIdentity id;

@@ -5,41 +5,19 @@
 #include <map>
 #include <set>
 
+#include "text.hpp"
+
 namespace greenprobe::nvml {
 namespace {
+
+using text::parse_integer;
+using text::split;
+using text::trim;
+
 
 const char* kListFix =
     "list GPUs as `nvidia-smi -L` shows them (an index, GPU-<uuid> or MIG-<uuid>), or pass gpus=all "
     "(sensors=['nvml:gpus=all']) to measure every GPU NVML sees";
-
-std::string trim(const std::string& s) {
-    const auto b = s.find_first_not_of(" \t\n");
-    if (b == std::string::npos) return {};
-    return s.substr(b, s.find_last_not_of(" \t\n") - b + 1);
-}
-
-std::vector<std::string> split(const std::string& s, char sep) {
-    std::vector<std::string> out;
-    std::string::size_type start = 0;
-    while (true) {
-        const auto end = s.find(sep, start);
-        out.push_back(trim(s.substr(start, end == std::string::npos ? std::string::npos : end - start)));
-        if (end == std::string::npos) return out;
-        start = end + 1;
-    }
-}
-
-// "-?[0-9]+" -> value; false for anything else.
-bool parse_integer(const std::string& s, long long& v) {
-    if (s.empty() || s.size() > 18) return false;
-    const std::size_t first = s[0] == '-' ? 1 : 0;
-    if (first == s.size()) return false;
-    for (std::size_t i = first; i < s.size(); ++i) {
-        if (s[i] < '0' || s[i] > '9') return false;
-    }
-    v = std::strtoll(s.c_str(), nullptr, 10);
-    return true;
-}
 
 bool starts_with(const std::string& s, const char* prefix) { return s.rfind(prefix, 0) == 0; }
 

@@ -41,6 +41,7 @@
 #include "perf_handoff.hpp"
 #include "rapl_msr_decode.hpp"
 #include "rapl_perf.hpp"
+#include "text.hpp"
 
 namespace greenprobe {
 namespace {
@@ -70,12 +71,7 @@ const char* kNoPmuFix =
     "(mount the host's /sys/bus/event_source and set GREENPROBE_PERF_EVENT_ROOT). Alternatives: rapl-powercap "
     "or rapl-msr (root), or `greenprobe daemon` as root on the host";
 
-std::string trim(std::string s) {
-    while (!s.empty() && (s.back() == '\n' || s.back() == ' ' || s.back() == '\t' || s.back() == '\r')) s.pop_back();
-    std::size_t b = 0;
-    while (b < s.size() && (s[b] == ' ' || s[b] == '\t')) ++b;
-    return s.substr(b);
-}
+using text::trim;
 
 // "0-3,8,16-17" -> {0,1,2,3,8,16,17}; false when malformed.
 bool parse_cpu_list(const std::string& text, std::vector<int>& out) {
