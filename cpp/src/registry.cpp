@@ -76,9 +76,13 @@ const std::vector<SensorKind>& sensor_kinds() {
          AutoRole::Device, 90,
          "<chip>-<label> per reading (the chip's name file, then its *_label lower-cased, e.g. amdgpu-ppt; "
          "<chip>-energy<N>/-power<N> for unlabelled channels of a chip with several, <chip> for its only one); "
-         "chips sharing a name become <chip>-<PCI address> (from the device link) or <chip>-hwmon<N>. Top level, "
-         "except within a chip: amd_energy's Ecore in its Esocket, xe's pkg in card, an ina3221's rails in "
-         "VDD_IN, a supply's pout in pin",
+         "chips sharing a name become <chip>-<PCI address> (from the device link) or <chip>-hwmon<N>. ACPI power "
+         "meters are named by their power1_oem_info where they have one: NVIDIA Grace's grace-module-<S>, "
+         "grace-socket-<S>, grace-cpu-<S>, grace-sysio-<S> per socket S, other text sanitised. Top level, except "
+         "within a chip: amd_energy's Ecore in its Esocket, xe's pkg in card, an ina3221's rails in VDD_IN, a "
+         "supply's pout in pin; and between Grace meters of one socket: cpu and sysio in socket (else in module), "
+         "socket in module. A meter without oem text or with unknown text stays top level (the sensor's "
+         "oem_info_<domain> says so)",
          {{"hwmon_root", "GREENPROBE_HWMON_ROOT", "the hwmon tree; default /sys/class/hwmon"},
           {"skip_chips", "", "chips to leave out: names or hwmon<N> directories, comma-separated; sensors=auto "
                              "adds the chips of the kinds that opened"},

@@ -2,8 +2,11 @@
 
 Each sensor states its channels' parent domain (``parent_domain``: RAPL ``core``/``uncore`` inside
 their package, packages and DRAM inside ``psys`` where it exists; NVML's ``gpuN`` inside ``moduleN``
-where the GPU reports its Grace Hopper module's power, else top level). Recordings made before
-sensors said so fall back to the names, which is what the sensors apply.
+where the GPU reports its Grace Hopper module's power, else top level; hwmon's NVIDIA Grace power
+meters ``grace-cpu-S``/``grace-sysio-S`` inside ``grace-socket-S``, else ``grace-module-S``, and
+``grace-socket-S`` inside ``grace-module-S``). Recordings made before sensors said so fall back to
+the names, which is what the sensors apply. Containment is never stated across sensors: NVML's
+``moduleN`` and hwmon's ``grace-module-S`` are the same module read twice, both top level.
 """
 
 from __future__ import annotations
@@ -13,13 +16,22 @@ import re
 _SUB = re.compile(r"^(core|uncore)(?:-(\d+))?$")
 _IN_PSYS = re.compile(r"^(package|dram)(?:-\d+)?$")
 _GPU = re.compile(r"^gpu(\d+)$")
+_GRACE = re.compile(r"^grace-(module|socket|cpu|sysio)-(\d+)$")
+_GRACE_UP = {"cpu": ("socket", "module"), "sysio": ("socket", "module"), "socket": ("module",), "module": ()}
 RAPL = ("rapl-msr", "rapl-powercap", "rapl-perf")
 
 
 def parent_by_name(sensor: str, domain: str, siblings: set[str]) -> str:
     """The containing domain by the sensors' naming: ``core``/``core-N`` inside ``package-0``/``package-N``,
     packages and DRAM inside ``psys`` when the same sensor has one (RAPL); NVML's ``gpuN`` inside
-    ``moduleN`` when the sensor has it; otherwise top level ("")."""
+    ``moduleN`` when the sensor has it; hwmon's Grace meters in the nearest of ``grace-socket-S``,
+    ``grace-module-S`` the sensor has; otherwise top level ("")."""
+    if sensor == "hwmon":
+        m = _GRACE.match(domain)
+        if not m:
+            return ""
+        part, socket = m.groups()
+        return next((f"grace-{p}-{socket}" for p in _GRACE_UP[part] if f"grace-{p}-{socket}" in siblings), "")
     if sensor == "nvml":
         m = _GPU.match(domain)
         return f"module{m.group(1)}" if m and f"module{m.group(1)}" in siblings else ""

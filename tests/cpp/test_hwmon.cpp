@@ -332,6 +332,191 @@ TEST(unlabelled_channels_of_one_chip_are_named_by_attribute_and_old_drivers_use_
     CHECK(s->info().at("file_oldchip") == dev + "/power1_average");
 }
 
+// --- NVIDIA Grace's ACPI power meters: named and nested by power1_oem_info ---------------------------
+
+TEST(grace_oem_texts_are_recognised_and_anything_else_is_not) {
+    using hwmon::GraceMeter;
+    auto is = [](const char* text, GraceMeter kind, int socket) {
+        const hwmon::GraceOem g = hwmon::parse_grace_oem(text);
+        return g.kind == kind && g.socket == socket;
+    };
+    CHECK(is("Module Power Socket 0", GraceMeter::Module, 0));
+    CHECK(is("Grace Power Socket 1\n", GraceMeter::Grace, 1));
+    CHECK(is("CPU Power Socket 3", GraceMeter::Cpu, 3));
+    CHECK(is("SysIO  Power Socket 0", GraceMeter::SysIO, 0));  // spacing and case are not significant
+    CHECK(is("sysio power socket 12", GraceMeter::SysIO, 12));
+    CHECK(is("DRAM Power Socket 0", GraceMeter::None, -1));    // not one of the four
+    CHECK(is("CPU Power", GraceMeter::None, -1));              // no socket
+    CHECK(is("CPU Power Socket x", GraceMeter::None, -1));
+    CHECK(is("Grace Power Socket 0 extra", GraceMeter::None, -1));
+    CHECK(is("", GraceMeter::None, -1));
+    CHECK(hwmon::grace_domain(GraceMeter::Module, 0) == "grace-module-0");
+    CHECK(hwmon::grace_domain(GraceMeter::Grace, 1) == "grace-socket-1");
+    CHECK(hwmon::grace_domain(GraceMeter::Cpu, 0) == "grace-cpu-0");
+    CHECK(hwmon::grace_domain(GraceMeter::SysIO, 2) == "grace-sysio-2");
+    CHECK(hwmon::grace_domain(GraceMeter::None, 0).empty());
+}
+
+namespace {
+// An ACPI power meter as the kernel lays one out since acpi_power_meter moved to the hwmon info API:
+// power1_average in hwmon<N>/, power1_oem_info on the ACPI device that hwmon<N>/device links to.
+// `oem` "" leaves the oem file out. in_device: the older layout, everything in the ACPI device's
+// directory (the attributes and the oem text); at_top: the oem text in hwmon<N>/ itself.
+enum class OemAt { Device, Top };
+std::string make_meter(const std::string& root, int n, const std::string& oem, long long micro_w,
+                       OemAt at = OemAt::Device, bool in_device = false) {
+    const std::string acpi = root + "/../devices/ACPI000D:0" + std::to_string(n);
+    ::mkdir(root.c_str(), 0755);
+    ::mkdir((root + "/../devices").c_str(), 0755);
+    ::mkdir(acpi.c_str(), 0755);
+    const std::string d = make_chip(root, "hwmon" + std::to_string(n), in_device ? "" : "power_meter", {}, acpi);
+    const std::string attrs = in_device ? d + "/device" : d;
+    if (in_device) write_file(attrs + "/name", "power_meter\n");
+    write_file(attrs + "/power1_average", std::to_string(micro_w) + "\n");
+    write_file(attrs + "/power1_average_interval", "50\n");
+    write_file(attrs + "/power1_cap", "0\n");
+    if (!oem.empty()) write_file((at == OemAt::Device ? d + "/device" : d) + "/power1_oem_info", oem + "\n");
+    return attrs;
+}
+
+std::map<std::string, std::string> parents_of(const Sensor& s) {
+    std::map<std::string, std::string> m;
+    for (const auto& c : s.channels()) m[c.domain] = c.parent_domain;
+    return m;
+}
+
+std::string show(const std::map<std::string, std::string>& m) {
+    std::string out;
+    for (const auto& [k, v] : m) out += k + " -> '" + v + "'; ";
+    return out;
+}
+
+// Fails with the whole map in the message, so that a wrong parent says which.
+#define CHECK_PARENTS(sensor, ...)                                                                    \
+    do {                                                                                             \
+        const std::map<std::string, std::string> want_ = __VA_ARGS__;                                \
+        const std::map<std::string, std::string> got_ = parents_of(sensor);                          \
+        if (got_ != want_) std::printf("  parents: got %s\n  want %s\n", show(got_).c_str(), show(want_).c_str()); \
+        CHECK(got_ == want_);                                                                        \
+    } while (0)
+}  // namespace
+
+TEST(grace_hopper_meters_are_named_by_oem_info_and_nest_module_grace_cpu_sysio) {
+    const std::string root = temp_dir() + "/hwmon";
+    // the chips' order says nothing: the CPU rail first, the module last
+    make_meter(root, 0, "CPU Power Socket 0", 60000000);
+    make_meter(root, 1, "SysIO Power Socket 0", 20000000);
+    make_meter(root, 2, "Grace Power Socket 0", 80000000);
+    make_meter(root, 3, "Module Power Socket 0", 500000000);
+    make_chip(root, "hwmon4", "nvme", {{"temp1_input", "35000"}});
+    auto s = open_hwmon_at(root);
+    REQUIRE(s->channels().size() == 4);
+    CHECK_PARENTS(*s, {{"grace-module-0", ""},
+                       {"grace-socket-0", "grace-module-0"},
+                       {"grace-cpu-0", "grace-socket-0"},
+                       {"grace-sysio-0", "grace-socket-0"}});
+    const auto r = poll(*s);
+    CHECK_NEAR(r[index_of(*s, "grace-module-0")].value, 500.0, 1e-9);
+    CHECK_NEAR(r[index_of(*s, "grace-cpu-0")].value, 60.0, 1e-9);
+    const ChannelInfo* m = find(*s, "grace-module-0");
+    REQUIRE(m);
+    CHECK(m->averaging_window_ns == 50000000 && m->max_power_w == 5000.0 && m->device_bus_id.empty());
+    const auto info = s->info();
+    CHECK(contains(info.at("oem_info_grace-cpu-0"), "'CPU Power Socket 0'"));
+    CHECK(contains(info.at("oem_info_grace-cpu-0"), "inside grace-socket-0"));
+    CHECK(contains(info.at("oem_info_grace-module-0"), "top level"));
+    CHECK(info.at("file_grace-sysio-0") == root + "/hwmon1/power1_average");
+}
+
+TEST(a_missing_grace_meter_leaves_its_rails_in_the_next_one_that_is_read) {
+    const std::string root = temp_dir() + "/hwmon";
+    make_meter(root, 0, "Module Power Socket 0", 500000000);
+    make_meter(root, 1, "Grace Power Socket 0", 80000000);
+    make_meter(root, 2, "CPU Power Socket 0", 60000000);
+    // the Grace meter left out (skip_chips): the CPU rail is inside the module, not top level
+    auto s = open_hwmon_at(root, {{"skip_chips", "hwmon1"}});
+    CHECK_PARENTS(*s, {{"grace-module-0", ""}, {"grace-cpu-0", "grace-module-0"}});
+    // no module meter (a Grace CPU Superchip, or the module left out): Grace is top level
+    auto t = open_hwmon_at(root, {{"skip_chips", "hwmon0"}});
+    CHECK_PARENTS(*t, {{"grace-socket-0", ""}, {"grace-cpu-0", "grace-socket-0"}});
+    // only the rail: top level, and info says nothing that includes it is read
+    auto u = open_hwmon_at(root, {{"chips", "hwmon2"}});
+    CHECK_PARENTS(*u, {{"grace-cpu-0", ""}});
+    CHECK(contains(u->info().at("oem_info_grace-cpu-0"), "no meter that includes it is read on socket 0"));
+}
+
+TEST(two_socket_grace_cpu_superchip_nests_each_rail_in_its_own_socket) {
+    const std::string root = temp_dir() + "/hwmon";
+    // an older layout: the oem text beside the attributes in hwmon<N>/ for socket 0; socket 1's
+    // chips keep everything, name included, in the ACPI device's directory
+    int n = 0;  // hwmon<n> reads (n + 1) x 10 W
+    for (const char* part : {"Grace", "CPU", "SysIO"}) {
+        make_meter(root, n, std::string(part) + " Power Socket 0", 10000000LL * (n + 1), OemAt::Top);
+        make_meter(root, n + 1, std::string(part) + " Power Socket 1", 10000000LL * (n + 2), OemAt::Device, true);
+        n += 2;
+    }
+    auto s = open_hwmon_at(root);
+    REQUIRE(s->channels().size() == 6);
+    CHECK_PARENTS(*s, {{"grace-socket-0", ""},
+                       {"grace-socket-1", ""},
+                       {"grace-cpu-0", "grace-socket-0"},
+                       {"grace-cpu-1", "grace-socket-1"},
+                       {"grace-sysio-0", "grace-socket-0"},
+                       {"grace-sysio-1", "grace-socket-1"}});
+    const auto r = poll(*s);
+    CHECK_NEAR(r[index_of(*s, "grace-socket-0")].value, 10.0, 1e-9);  // hwmon0
+    CHECK_NEAR(r[index_of(*s, "grace-sysio-1")].value, 60.0, 1e-9);   // hwmon5
+    CHECK(s->info().at("file_grace-sysio-1") == root + "/hwmon5/device/power1_average");
+}
+
+TEST(a_meter_with_unknown_oem_text_keeps_the_text_as_its_name_at_the_top_level) {
+    const std::string root = temp_dir() + "/hwmon";
+    make_meter(root, 0, "Module Power Socket 0", 500000000);
+    make_meter(root, 1, "DRAM Power Socket 0", 30000000);
+    make_meter(root, 2, "Platform Power", 900000000);
+    make_meter(root, 3, "Platform Power", 900000000);  // two meters with one text: told apart by directory
+    auto s = open_hwmon_at(root);
+    CHECK_PARENTS(*s, {{"grace-module-0", ""},
+                       {"dram-power-socket-0", ""},
+                       {"platform-power-hwmon2", ""},
+                       {"platform-power-hwmon3", ""}});
+    const auto info = s->info();
+    CHECK(contains(info.at("oem_info_dram-power-socket-0"), "'DRAM Power Socket 0': not a meter greenprobe knows"));
+    CHECK(contains(info.at("oem_info_dram-power-socket-0"), "top level"));
+}
+
+TEST(a_repeated_grace_oem_text_nests_nothing_under_the_meters_that_repeat_it) {
+    const std::string root = temp_dir() + "/hwmon";
+    make_meter(root, 0, "Module Power Socket 0", 500000000);
+    make_meter(root, 1, "Grace Power Socket 0", 80000000);
+    make_meter(root, 2, "Grace Power Socket 0", 80000000);
+    make_meter(root, 3, "CPU Power Socket 0", 60000000);
+    auto s = open_hwmon_at(root);
+    // which Grace meter holds the CPU rail is not known: it goes to the module, which holds both
+    CHECK_PARENTS(*s, {{"grace-module-0", ""},
+                       {"grace-socket-0-hwmon1", ""},
+                       {"grace-socket-0-hwmon2", ""},
+                       {"grace-cpu-0", "grace-module-0"}});
+    CHECK(contains(s->info().at("oem_info_grace-socket-0-hwmon1"), "more than one meter says so"));
+}
+
+TEST(power_meters_without_oem_text_keep_their_chip_names_at_the_top_level_and_say_so) {
+    const std::string root = temp_dir() + "/hwmon";
+    make_meter(root, 1, "", 100000000);
+    make_meter(root, 2, "Grace Power Socket 0", 80000000);
+    make_meter(root, 3, "", 200000000);
+    auto s = open_hwmon_at(root);
+    CHECK_PARENTS(*s, {{"power_meter-hwmon1", ""}, {"grace-socket-0", ""}, {"power_meter-hwmon3", ""}});
+    const auto info = s->info();
+    CHECK(contains(info.at("oem_info_power_meter-hwmon1"), "no power1_oem_info in hwmon1/device/ or hwmon1/"));
+    CHECK(contains(info.at("oem_info_power_meter-hwmon1"), "top level"));
+    // a chip that is no power meter says nothing about oem text
+    const std::string other = temp_dir() + "/hwmon";
+    make_chip(other, "hwmon0", "amdgpu", {{"power1_average", "1000000"}, {"power1_label", "PPT"}}, kPci0);
+    auto g = open_hwmon_at(other);
+    for (const auto& [k, v] : g->info()) CHECK(k.rfind("oem_info_", 0) != 0);
+}
+
 // --- choosing chips -------------------------------------------------------------------------------
 
 TEST(skip_chips_and_chips_choose_by_name_or_directory) {

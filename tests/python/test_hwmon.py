@@ -181,3 +181,101 @@ def test_unreadable_amd_energy_is_a_permission_error_with_the_fix():
     assert out.startswith("PERMISSION"), out
     assert str(chip / "energy1_input") in out
     assert "CVE-2020-8694" in out and "chmod" in out and "udev" in out and "greenprobe daemon" in out
+
+
+# NVIDIA Grace Hopper's ACPI power meters, as power1_oem_info names them: the module holds the Grace
+# socket (and Hopper and memory); the Grace socket holds the CPU and SysIO rails. Each stand-in meter
+# reads the same sine scaled: cpu 0.3 + sysio 0.1 = grace 0.4; grace 0.4 + the GPU part 0.6 = module 1.
+GRACE_METERS = {"grace-cpu-0": ("CPU Power Socket 0", 0.3), "grace-sysio-0": ("SysIO Power Socket 0", 0.1),
+                "grace-socket-0": ("Grace Power Socket 0", 0.4), "grace-module-0": ("Module Power Socket 0", 1.0)}
+GRACE_PARENTS = {"grace-module-0": "", "grace-socket-0": "grace-module-0", "grace-cpu-0": "grace-socket-0",
+                 "grace-sysio-0": "grace-socket-0"}
+
+
+def make_grace_meters(root: Path) -> dict[str, Path]:
+    """power1_average in hwmon<N>/, power1_oem_info on the ACPI device hwmon<N>/device links to."""
+    out = {}
+    for n, (domain, (oem, _)) in enumerate(GRACE_METERS.items()):
+        acpi = root.parent / "devices" / f"ACPI000D:0{n}"
+        acpi.mkdir(parents=True)
+        (acpi / "power1_oem_info").write_text(oem + "\n")
+        out[domain] = make_chip(root, f"hwmon{n}", "power_meter", {"power1_average": "%020d" % 0,
+                                                                   "power1_average_interval": 10, "power1_cap": 0},
+                                str(acpi)) / "power1_average"
+    return out
+
+
+def test_grace_hopper_meters_nest_and_the_total_is_the_module_not_the_sum_of_meters(tmp_path):
+    t0 = time.monotonic_ns()
+    waves = {d: Wave("sine", base_w=400, amp_w=80, freq_hz=1.0, t0_ns=t0, scale=k) for d, (_, k) in GRACE_METERS.items()}
+    files = make_grace_meters(tmp_path / "hwmon")
+    cfg = {"kind": "power_average", "t0_ns": t0, "period_ns": 10_000_000, "duration_s": 8.0,
+           "wave": waves["grace-module-0"].kwargs() | {"scale": 1.0},
+           "targets": [{"path": str(files[d]), "scale": k, "window_ns": 10_000_000} for d, (_, k) in GRACE_METERS.items()]}
+    writer = Writer(cfg, tmp_path)
+    writer.wait_started()
+    try:
+        with greenprobe.Probe(sensors=["hwmon"], hwmon_root=str(tmp_path / "hwmon"), period_us=1000) as probe:
+            time.sleep(0.1)
+            run_marks("infer", 12, 0.1, 0.02)
+    finally:
+        logs = writer.stop()
+
+    chans = {c["domain"]: c for c in probe.metadata()["channels"]}
+    assert {d: c["parent_domain"] for d, c in chans.items()} == GRACE_PARENTS, (
+        "the Grace meters' containment is read from power1_oem_info (hwmon.cpp)")
+    (info,) = [s["info"] for s in probe.metadata()["sensors"] if s["kind"] == "hwmon"]
+    assert "inside grace-socket-0" in info["oem_info_grace-cpu-0"], info
+    # torn reads of the stand-in's plain files (see the first test), and the writer's stalls, left out
+    ch = {c.domain: c for c in probe.channels()}
+    stalls = writer_stalls(logs[0], cfg["period_ns"])
+    for i, d in enumerate(GRACE_METERS):
+        written = {raw for _, raw, _ in logs[i]}
+        micro_w = np.round(ch[d].value * 1e6).astype(np.int64)
+        torn = [k for k, v in enumerate(micro_w) if int(v) not in written]
+        assert len(torn) <= 0.02 * micro_w.size, (d, torn)
+        stalls += [(int(ch[d].t_ns[k]) - 25_000_000, int(ch[d].t_ns[k]) + 15_000_000) for k in torn]
+    assert_accuracy(compare(probe, "infer", waves, sensor="hwmon", stalls=stalls), per_interval_rel=0.01)
+
+    summary = [r for r in probe.summary().to_pylist() if r["label"] == "infer"]
+    (total,) = [r for r in summary if r["sensor"] == "all"]
+    assert total["domains"] == "hwmon/grace-module-0", (
+        f"the total adds {total['domains']}: the meters inside the module are counted again")
+    marks = [m for m in probe.marks() if m[0] == "infer"]
+    true_module = np.mean([waves["grace-module-0"].energy_between(a, b) for _, a, b, *_ in marks])
+    true_all = true_module * sum(k for _, k in GRACE_METERS.values())
+    got = total["energy_j_per_call"]
+    print(f"total per call {got:.4f} J, module's truth {true_module:.4f} J, every meter added {true_all:.4f} J")
+    assert abs(got - true_module) / true_module <= 0.01, (
+        f"the total per call {got:.4f} J is not the module's {true_module:.4f} J (every meter added: {true_all:.4f} J)")
+
+
+def test_grace_meters_and_nvml_modules_are_not_nested_across_sensors(tmp_path, fake_nvml, nvml_env):
+    """NVML's module0 and hwmon's grace-module-0 read the same Grace Hopper module through two sensors:
+    each sensor nests its own domains only, and a total over both would add both (documented: leave one
+    out with skip_chips)."""
+    from greenprobe.topology import parents, top_level
+
+    for d, path in make_grace_meters(tmp_path / "hwmon").items():
+        path.write_text("%020d\n" % int(GRACE_METERS[d][1] * 400e6))
+    nvml_env(gpus=1, module_gpus="0", update_ms=20, window_ms=20, waveform="constant", base_w=120, module_cpu_w=60)
+    with greenprobe.Probe(sensors=["nvml", "hwmon"], period_us=5000, nvml_library=str(fake_nvml),
+                          hwmon_root=str(tmp_path / "hwmon")) as probe:
+        time.sleep(0.1)
+    chans = probe.metadata()["channels"]
+    stated = {(c["sensor"], c["domain"]): c["parent_domain"] for c in chans}
+    want = {("hwmon", d): p for d, p in GRACE_PARENTS.items()}
+    assert {k: v for k, v in stated.items() if k[0] == "hwmon"} == want, (
+        "opening nvml beside hwmon changed the Grace meters' parents: each sensor states its own", stated)
+    assert stated[("nvml", "gpu0")] == "module0" and stated[("nvml", "module0")] == "", (
+        "opening hwmon beside nvml changed NVML's gpu0-in-module0", stated)
+    assert parents(chans) == stated, "topology.parents must take the parents the sensors stated"
+    tops = top_level(chans)
+    assert {t for t in tops if t[1] in ("module0", "grace-module-0")} == {("nvml", "module0"), ("hwmon", "grace-module-0")}, (
+        "containment is stated within one sensor only: both modules stay top level", tops)
+    assert ("hwmon", "grace-cpu-0") not in tops and ("nvml", "gpu0") not in tops, tops
+    # a parent without samples (here: left out) hands its children to the next one by name
+    no_socket = top_level([c for c in chans if c["domain"] != "grace-socket-0"])
+    assert ("hwmon", "grace-cpu-0") not in no_socket and ("hwmon", "grace-sysio-0") not in no_socket, (
+        "with grace-socket-0 absent its rails were counted at the top level beside grace-module-0: "
+        "topology.parent_by_name must hand hwmon's grace-cpu-S/grace-sysio-S to grace-module-S", no_socket)

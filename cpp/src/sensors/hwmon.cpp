@@ -25,9 +25,23 @@
 // chip without labels has several channels. Where two chips in the tree share a name, the chip's
 // part is "<name>-<PCI address>" (from the `device` link, "amdgpu-0000:03:00.0-ppt") or, without a
 // PCI address or where that is shared too, "<name>-hwmon<N>". device_bus_id carries the PCI address.
+// ACPI power meters (chip power_meter, one power1 each) that state what they measure in
+// power1_oem_info (in hwmon<N>/device/, or hwmon<N>/ in older layouts) are named by it instead:
+// NVIDIA Grace's "<Part> Power Socket <S>" meters become grace-module-<S> (the whole Grace Hopper
+// superchip: Grace, Hopper, memory, regulator loss), grace-socket-<S> (the Grace socket: CPU and
+// SysIO), grace-cpu-<S> (the CPU rail), grace-sysio-<S> (the SoC rail); any other text becomes its
+// sanitised self ("DRAM Power Socket 0" -> "dram-power-socket-0"); a name two chips share takes
+// "-hwmon<N>". Without the file the chip is named as above (power_meter, power_meter-hwmon<N>).
 // Containment (parent_domain), within one chip: amd_energy's Ecore in its Esocket (one socket); xe's
 // pkg in card; an ina3221's rails in its VDD_IN (the module's input on Jetson Orin NX/Nano); a
-// PMBus supply's pout* in its pin. Everything else is top level.
+// PMBus supply's pout* in its pin. Between Grace meters, per socket, only to meters read here: CPU
+// and SysIO in the socket's Grace meter, else in its module; Grace in its module (Grace CPU
+// Superchips have no module meter: their Grace meters are top level). A meter without oem text, with
+// text greenprobe does not know, or whose text another meter repeats, is top level (what it includes
+// is not stated): info()'s oem_info_<domain> says which and why. Everything else is top level. NVML's
+// module<N> is another sensor's reading of the same Grace Hopper module, and containment is only
+// stated within one sensor: with nvml and hwmon both open, a total adds module<N> and
+// grace-module-<S> both (leave the meters out with skip_chips=power_meter where NVML has the module).
 //
 // Channel facts:
 //   resolution 1 µJ / 1 µW (the ABI's units; the hardware's own step is not in the files).
@@ -51,6 +65,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <map>
 #include <set>
@@ -136,6 +151,9 @@ struct Chip {
     int64_t update_interval_ns = 0;
     std::vector<Planned> planned;
     std::vector<std::string> notes;  // channels left out, and why
+    bool has_oem = false;  // a power1_oem_info file was there (ACPI power meters)
+    std::string oem_info;  // its text, trimmed
+    std::string oem_where; // where it was looked for, for the info text
 };
 
 class HwmonSensor final : public Sensor {
@@ -158,11 +176,14 @@ class HwmonSensor final : public Sensor {
         for (const auto& [index, dir_name] : dirs) chips.push_back(scan_chip(index, dir_name));
         std::map<std::string, int> name_count;
         std::map<std::string, int> bus_count;
+        std::map<std::string, int> oem_count;  // chips named by their power1_oem_info, per name
         for (const auto& c : chips) {
             if (c.name.empty() || c.planned.empty()) continue;
             ++name_count[c.name];
             if (!c.bus_id.empty()) ++bus_count[c.name + "@" + c.bus_id];
+            if (!oem_id(c).empty()) ++oem_count[oem_id(c)];
         }
+        std::vector<GraceChannel> grace;  // channels of Grace meters, for containment once all are open
 
         std::set<std::string> matched;  // entries of `chips` some chip answered to
         std::vector<std::string> denied_paths, denied_chips;
@@ -193,15 +214,22 @@ class HwmonSensor final : public Sensor {
                 skipped_.push_back(who + ": no energy or power readings");
                 continue;
             }
+            const std::string oem = oem_id(c);
+            const bool oem_unique = !oem.empty() && oem_count[oem] == 1;
             std::string chip_id = hwmon::sanitise(c.name);
-            if (name_count[c.name] > 1) {
+            if (!oem.empty()) {
+                chip_id = oem_unique ? oem : oem + "-" + c.dir_name;
+            } else if (name_count[c.name] > 1) {
                 chip_id += "-" + (!c.bus_id.empty() && bus_count[c.name + "@" + c.bus_id] == 1 ? c.bus_id : c.dir_name);
             }
             std::string denied;
             const std::size_t first = channels_.size();
+            std::size_t power1 = SIZE_MAX;  // the channel power1_oem_info describes
             for (auto& p : c.planned) {
                 if (!open_channel(c, p, chip_id, denied)) {
                     if (!denied.empty()) break;
+                } else if (p.base == "power1") {
+                    power1 = channels_.size() - 1;
                 }
             }
             if (!denied.empty()) {  // the chip is unreadable: none of its channels, and say so
@@ -222,7 +250,12 @@ class HwmonSensor final : public Sensor {
             if (channels_.size() == first) continue;
             used_ += (used_.empty() ? "" : ", ") + who + (c.bus_id.empty() ? "" : " at " + c.bus_id);
             set_parents(c, first);
+            if (power1 != SIZE_MAX && (c.has_oem || c.name == "power_meter")) {
+                grace.push_back(GraceChannel{power1, c.has_oem ? hwmon::parse_grace_oem(c.oem_info) : hwmon::GraceOem{},
+                                             oem_unique, c.has_oem, c.oem_info, c.oem_where});
+            }
         }
+        set_grace_parents(grace);
         for (const auto& x : only) {
             if (!matched.count(x)) {
                 throw SensorError(ErrorCategory::NotFound,
@@ -304,6 +337,7 @@ class HwmonSensor final : public Sensor {
             m["file_" + channels_[c].domain] = files;
             if (!reads_[c].note.empty()) m["note_" + channels_[c].domain] = reads_[c].note;
         }
+        for (const auto& [domain, text] : oem_notes_) m["oem_info_" + domain] = text;
         return m;
     }
     std::string last_error() const override { return last_error_; }
@@ -377,6 +411,16 @@ class HwmonSensor final : public Sensor {
             if (has_reading(legacy)) {
                 c.dir = top + "/device";
                 files = std::move(legacy);
+            }
+        }
+        // ACPI power meters describe their power1 in power1_oem_info: on the ACPI device (device/),
+        // where the attributes also were in older kernels, or beside the attributes.
+        c.oem_where = dir_name + "/device/ or " + dir_name + "/";
+        for (const std::string& at : {top + "/device/power1_oem_info", top + "/power1_oem_info"}) {
+            if (auto oem = read_small_file(at)) {
+                c.oem_info = trimmed(*oem);
+                c.has_oem = !hwmon::sanitise(c.oem_info).empty();
+                break;
             }
         }
         if (auto ui = read_small_file(top + "/update_interval")) {
@@ -555,6 +599,74 @@ class HwmonSensor final : public Sensor {
         return true;
     }
 
+    // The domain a chip's power1_oem_info names: grace-<part>-<socket> for a Grace meter, the text
+    // sanitised for any other; "" without the file.
+    static std::string oem_id(const Chip& c) {
+        if (!c.has_oem) return {};
+        const hwmon::GraceOem g = hwmon::parse_grace_oem(c.oem_info);
+        return g.kind != hwmon::GraceMeter::None ? hwmon::grace_domain(g.kind, g.socket) : hwmon::sanitise(c.oem_info);
+    }
+
+    struct GraceChannel {
+        std::size_t channel;
+        hwmon::GraceOem oem;
+        bool unique;      // no other chip's oem text names the same domain
+        bool has_oem;
+        std::string text, where;
+    };
+
+    // Containment between Grace meters, per socket (see the top of this file): CPU and SysIO inside
+    // the Grace socket's meter, else inside the module's; Grace inside the module's. Only to meters
+    // read here; anything else stays top level, and info() says why.
+    void set_grace_parents(const std::vector<GraceChannel>& grace) {
+        using hwmon::GraceMeter;
+        std::map<std::pair<GraceMeter, int>, std::string> present;
+        for (const auto& g : grace) {
+            if (g.oem.kind != GraceMeter::None && g.unique) present[{g.oem.kind, g.oem.socket}] = channels_[g.channel].domain;
+        }
+        for (const auto& g : grace) {
+            ChannelInfo& ch = channels_[g.channel];
+            const std::string quoted = "'" + g.text + "'";
+            if (!g.has_oem) {
+                oem_notes_[ch.domain] = "none (no power1_oem_info in " + g.where +
+                                        "): what this meter measures is not stated, so it is top level; a total adds it "
+                                        "beside any other meter, whether or not one includes the other";
+                continue;
+            }
+            if (g.oem.kind == GraceMeter::None) {
+                oem_notes_[ch.domain] = quoted +
+                                        ": not a meter greenprobe knows (Module, Grace, CPU or SysIO Power Socket <N>), "
+                                        "so it is top level; a total adds it beside any meter that includes it";
+                continue;
+            }
+            const std::string socket = std::to_string(g.oem.socket);
+            if (!g.unique) {
+                oem_notes_[ch.domain] = quoted + ": more than one meter says so, so none of them is placed inside "
+                                                 "another (top level)";
+                continue;
+            }
+            std::vector<GraceMeter> up;  // the meters that include this one, nearest first
+            if (g.oem.kind == GraceMeter::Cpu || g.oem.kind == GraceMeter::SysIO) up = {GraceMeter::Grace, GraceMeter::Module};
+            if (g.oem.kind == GraceMeter::Grace) up = {GraceMeter::Module};
+            for (GraceMeter k : up) {
+                auto it = present.find({k, g.oem.socket});
+                if (it != present.end()) {
+                    ch.parent_domain = it->second;
+                    break;
+                }
+            }
+            const char* what = g.oem.kind == GraceMeter::Module  ? "the Grace Hopper module (Grace, Hopper, memory)"
+                               : g.oem.kind == GraceMeter::Grace ? "the Grace socket (CPU and SysIO rails)"
+                               : g.oem.kind == GraceMeter::Cpu   ? "the CPU rail"
+                                                                 : "the SysIO (SoC) rail";
+            oem_notes_[ch.domain] =
+                quoted + ": " + what + " of socket " + socket + ", " +
+                (!ch.parent_domain.empty() ? "inside " + ch.parent_domain
+                 : up.empty()             ? "top level"
+                                          : "top level (no meter that includes it is read on socket " + socket + ")");
+        }
+    }
+
     // Containment inside one chip, by its labels (see the top of this file).
     void set_parents(const Chip& c, std::size_t first) {
         auto domain_of = [&](const std::string& label) -> std::string {
@@ -588,6 +700,7 @@ class HwmonSensor final : public Sensor {
     std::vector<Read> reads_;
     std::string seen_, used_;
     std::vector<std::string> skipped_;
+    std::map<std::string, std::string> oem_notes_;  // domain -> what its power1_oem_info said and made of it
     std::string last_error_;
 };
 

@@ -5,6 +5,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <string>
+#include <utility>
 
 #include "greenprobe/sensor.hpp"
 
@@ -59,6 +60,43 @@ inline std::string sanitise(const std::string& s) {
         }
     }
     return out;
+}
+
+// What an NVIDIA Grace ACPI power meter measures, from its power1_oem_info text ("Module Power
+// Socket 0", "Grace Power Socket 1", "CPU Power Socket 0", "SysIO Power Socket 0"; case, spaces and
+// punctuation are not significant). Module: the whole Grace Hopper superchip (Grace, Hopper, memory,
+// regulator loss); Grace: the Grace socket, which holds CPU (the CPU rail) and SysIO (the SoC rail).
+// Kind None for any other text (socket -1).
+enum class GraceMeter : uint8_t { None, Module, Grace, Cpu, SysIO };
+
+struct GraceOem {
+    GraceMeter kind = GraceMeter::None;
+    int socket = -1;
+};
+
+inline GraceOem parse_grace_oem(const std::string& oem_info) {
+    const std::string s = sanitise(oem_info);  // "cpu-power-socket-0"
+    static const std::pair<const char*, GraceMeter> kinds[] = {
+        {"module", GraceMeter::Module}, {"grace", GraceMeter::Grace}, {"cpu", GraceMeter::Cpu}, {"sysio", GraceMeter::SysIO}};
+    for (const auto& [word, kind] : kinds) {
+        const std::string prefix = std::string(word) + "-power-socket-";
+        if (s.compare(0, prefix.size(), prefix) != 0 || s.size() == prefix.size() || s.size() > prefix.size() + 4) continue;
+        bool digits = true;
+        for (std::size_t i = prefix.size(); i < s.size(); ++i) digits = digits && s[i] >= '0' && s[i] <= '9';
+        if (digits) return GraceOem{kind, std::atoi(s.c_str() + prefix.size())};
+    }
+    return {};
+}
+
+// The domain of a Grace meter: grace-module-<socket>, grace-socket-<socket>, grace-cpu-<socket>,
+// grace-sysio-<socket>; "" for None.
+inline std::string grace_domain(GraceMeter kind, int socket) {
+    const char* part = kind == GraceMeter::Module  ? "module"
+                       : kind == GraceMeter::Grace ? "socket"
+                       : kind == GraceMeter::Cpu   ? "cpu"
+                       : kind == GraceMeter::SysIO ? "sysio"
+                                                   : nullptr;
+    return part ? "grace-" + std::string(part) + "-" + std::to_string(socket) : std::string();
 }
 
 // A PCI address as sysfs names the device: "0000:03:00.0" (domain of 4 to 8 hex digits).
