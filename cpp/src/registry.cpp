@@ -26,7 +26,9 @@ const std::vector<SensorKind>& sensor_kinds() {
            "NVML calls take a driver lock: never poll faster than this; default 1000"},
           {"gpus", "", "all | NVML indices, UUIDs (unique prefixes) and MIG ids, comma-separated; default: the GPUs "
                        "CUDA_VISIBLE_DEVICES (else NVIDIA_VISIBLE_DEVICES) lets this process see"}},
-         "", &open_nvml, &open_nvml_usage},
+         // ACPI power meters measure the GPUs too (a Grace Hopper's module, a server's whole draw):
+         // beside NVML, auto leaves them out, so that no total counts a GPU twice; name hwmon to read them.
+         "power_meter", &open_nvml, &open_nvml_usage},
         {"rapl-perf",
          "RAPL energy counters through the kernel's perf_event power PMU (no root where perf_event_paranoid <= 0 or "
          "with CAP_PERFMON; one CPU per package)",

@@ -137,6 +137,31 @@ def test_auto_with_the_root_set_reads_hwmon_and_leaves_out_chips_another_sensor_
     assert listing["hwmon"]["auto"] == "device"
 
 
+def test_beside_nvml_auto_leaves_out_the_power_meters_that_hold_the_gpus(tmp_path, monkeypatch, fake_nvml):
+    """An ACPI power meter measures the GPUs too (a Grace Hopper module, a whole server): with NVML
+    open, auto reads the other chips and leaves the meters out, so no total counts a GPU twice."""
+    root = tmp_path / "hwmon"
+    make_chip(root, "hwmon0", "power_meter", {"power1_average": 600_000_000, "power1_average_interval": 50})
+    make_chip(root, "hwmon1", "xe", {"energy1_input": 1000, "energy1_label": "card"})
+    monkeypatch.setenv("GREENPROBE_HWMON_ROOT", str(root))
+    monkeypatch.setenv("GREENPROBE_NVML_LIBRARY", str(fake_nvml))
+    monkeypatch.setenv("GREENPROBE_PERF_EVENT_ROOT", str(tmp_path / "nope"))
+    monkeypatch.setenv("GREENPROBE_POWERCAP_ROOT", str(tmp_path / "nope"))
+    monkeypatch.setenv("GREENPROBE_MSR_PATH", str(tmp_path / "nope{cpu}"))
+    with greenprobe.Probe(sensors="auto", period_us=10000, settle_timeout_s=0.05) as probe:
+        pass
+    by_sensor = {}
+    for c in probe.channel_info():
+        by_sensor.setdefault(c["sensor"], set()).add(c["domain"])
+    assert by_sensor["hwmon"] == {"xe-card"} and "gpu0" in by_sensor["nvml"], by_sensor
+    hw = next(s for s in probe.metadata()["sensors"] if s["kind"] == "hwmon")
+    assert "power_meter (hwmon0): in skip_chips" in hw["info"]["skipped"]
+    # named, hwmon reads the meter all the same
+    with greenprobe.Probe(sensors=["hwmon"], period_us=10000, settle_timeout_s=0.05) as probe:
+        pass
+    assert {c["domain"] for c in probe.channel_info()} == {"power_meter", "xe-card"}
+
+
 def test_sensors_listing_says_how_to_fix_a_missing_tree(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("GREENPROBE_HWMON_ROOT", str(tmp_path / "no-hwmon"))
     from greenprobe.cli import main
