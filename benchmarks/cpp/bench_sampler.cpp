@@ -196,6 +196,22 @@ int bench_poll(double seconds) {
     return 0;
 }
 
+// Runs the sampler for `seconds`, drained every 50 ms as the Python layer does; every sample.
+std::vector<Sample> collect(Sampler& s, double seconds) {
+    std::vector<Sample> all, buf;
+    const int64_t ts = now_ns();
+    s.start();
+    while (now_ns() - ts < static_cast<int64_t>(seconds * 1e9)) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        buf.clear();
+        s.drain(buf);
+        all.insert(all.end(), buf.begin(), buf.end());
+    }
+    s.stop();
+    s.drain(all);
+    return all;
+}
+
 // Dating of counter updates: a synthetic counter updating every `update_us` from a known t0,
 // fixed polling vs the adaptive schedule (poll only in a window around each predicted update).
 void edge_row(int64_t update_ns, int khz, bool adaptive, double seconds) {
@@ -207,18 +223,9 @@ void edge_row(int64_t update_ns, int khz, bool adaptive, double seconds) {
     cfg.period_ns = period;
     cfg.adaptive = adaptive;
     Sampler s({std::shared_ptr<Sensor>(std::move(sensor))}, cfg);
-    std::vector<Sample> all, buf;
     const double c0 = cpu_seconds();
     const int64_t ts = now_ns();
-    s.start();
-    while (now_ns() - ts < static_cast<int64_t>(seconds * 1e9)) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(50));
-        buf.clear();
-        s.drain(buf);
-        all.insert(all.end(), buf.begin(), buf.end());
-    }
-    s.stop();
-    s.drain(all);
+    const std::vector<Sample> all = collect(s, seconds);
     const double wall = static_cast<double>(now_ns() - ts) * 1e-9;
     const auto st = s.stats()[0];
     std::vector<double> err;
@@ -384,18 +391,9 @@ int bench_real(double seconds) {
             cfg.period_ns = 1000000 / khz;
             cfg.adaptive = adaptive;
             Sampler s({open_real(k, khz > 1)}, cfg);
-            std::vector<Sample> all, buf;
             const double c0 = cpu_seconds();
             const int64_t ts = now_ns();
-            s.start();
-            while (now_ns() - ts < static_cast<int64_t>(seconds * 1e9)) {
-                std::this_thread::sleep_for(std::chrono::milliseconds(50));
-                buf.clear();
-                s.drain(buf);
-                all.insert(all.end(), buf.begin(), buf.end());
-            }
-            s.stop();
-            s.drain(all);
+            const std::vector<Sample> all = collect(s, seconds);
             const double wall = static_cast<double>(now_ns() - ts) * 1e-9;
             const auto st = s.stats()[0];
             const auto channels = s.channels();

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -80,3 +81,32 @@ def assert_accuracy(results: dict, per_interval_rel: float | None = None, summed
         # the resolution bounds are hard bounds: the truth must lie inside (1 µJ slack for float rounding)
         outside = (true < low - 1e-6) | (true > high + 1e-6)
         assert not outside.any(), f"{domain}: truth outside bounds for {outside.sum()} of {outside.size} intervals"
+
+
+def open_as_nobody(sensors: list, **options) -> str:
+    """Opens a Probe in a forked child that drops root (so that file modes are enforced: the tests
+    run as root) and says how it went: "OPENED", "PERMISSION <message>\n<fix>", or "OTHER ..."."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: become nobody, try to open, report through the pipe
+        try:
+            os.close(read_end)
+            if os.geteuid() == 0:
+                os.setgroups([])
+                os.setgid(65534)
+                os.setuid(65534)
+            try:
+                greenprobe.Probe(sensors=sensors, **options).start()
+                msg = "OPENED"
+            except greenprobe.SensorPermissionError as e:
+                msg = "PERMISSION " + e.message + "\n" + e.fix
+            except BaseException as e:  # noqa: BLE001
+                msg = f"OTHER {type(e).__name__}: {e}"
+            os.write(write_end, msg.encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end) as f:
+        out = f.read()
+    os.waitpid(pid, 0)
+    return out

@@ -10,6 +10,7 @@ import pytest
 
 import greenprobe
 from greenprobe.errors import ConfigError
+from helpers import open_as_nobody
 from standins import make_powercap_tree
 
 
@@ -76,29 +77,7 @@ def test_unreadable_energy_file_is_a_permission_error_with_the_cve_fix():
     for p in d.rglob("*"):
         os.chmod(p, 0o755 if p.is_dir() else 0o444)
     os.chmod(d / "pc" / "intel-rapl:0" / "energy_uj", 0o400)  # as after CVE-2020-8694
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child: become nobody, try to open, report through the pipe
-        try:
-            os.close(read_end)
-            if os.geteuid() == 0:
-                os.setgroups([])
-                os.setgid(65534)
-                os.setuid(65534)
-            try:
-                greenprobe.Probe(sensors=["rapl-powercap"], powercap_root=str(d / "pc")).start()
-                msg = "OPENED"
-            except greenprobe.SensorPermissionError as e:
-                msg = "PERMISSION " + e.fix
-            except BaseException as e:  # noqa: BLE001
-                msg = f"OTHER {type(e).__name__}: {e}"
-            os.write(write_end, msg.encode())
-        finally:
-            os._exit(0)
-    os.close(write_end)
-    with os.fdopen(read_end) as f:
-        out = f.read()
-    os.waitpid(pid, 0)
+    out = open_as_nobody(["rapl-powercap"], powercap_root=str(d / "pc"))
     assert out.startswith("PERMISSION"), out
     assert "CVE-2020-8694" in out and "chmod" in out
 

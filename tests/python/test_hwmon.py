@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 import greenprobe
-from helpers import assert_accuracy, compare, run_marks, writer_stalls
+from helpers import assert_accuracy, compare, open_as_nobody, run_marks, writer_stalls
 from standins import Writer, make_powercap_tree
 from truth import Wave
 
@@ -180,29 +180,7 @@ def test_unreadable_amd_energy_is_a_permission_error_with_the_fix():
     for p in [d / "hwmon", *(d / "hwmon").rglob("*")]:
         os.chmod(p, 0o755 if p.is_dir() else 0o444)
     os.chmod(chip / "energy1_input", 0o400)  # as since CVE-2020-8694
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child: become nobody, try to open, report through the pipe
-        try:
-            os.close(read_end)
-            if os.geteuid() == 0:
-                os.setgroups([])
-                os.setgid(65534)
-                os.setuid(65534)
-            try:
-                greenprobe.Probe(sensors=["hwmon"], hwmon_root=str(d / "hwmon")).start()
-                msg = "OPENED"
-            except greenprobe.SensorPermissionError as e:
-                msg = "PERMISSION " + e.message + "\n" + e.fix
-            except BaseException as e:  # noqa: BLE001
-                msg = f"OTHER {type(e).__name__}: {e}"
-            os.write(write_end, msg.encode())
-        finally:
-            os._exit(0)
-    os.close(write_end)
-    with os.fdopen(read_end) as f:
-        out = f.read()
-    os.waitpid(pid, 0)
+    out = open_as_nobody(["hwmon"], hwmon_root=str(d / "hwmon"))
     assert out.startswith("PERMISSION"), out
     assert str(chip / "energy1_input") in out
     assert "CVE-2020-8694" in out and "chmod" in out and "udev" in out and "greenprobe daemon" in out
