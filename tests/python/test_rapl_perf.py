@@ -25,7 +25,9 @@ from helpers import assert_accuracy
 from standins import build_fake_perf, make_perf_tree
 
 HERE = Path(__file__).resolve().parent
-PYTHON_DIR = HERE.parent.parent / "python"
+# where this process's greenprobe comes from (the installed package in CI, python/ in a source tree
+# that holds a built _core): the child imports the same one
+PYTHON_DIR = Path(greenprobe.__file__).resolve().parents[1]
 
 CHILD = r"""
 import json, sys
