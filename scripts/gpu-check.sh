@@ -82,7 +82,7 @@ build() {
   local skbuild=()
   if [ $STANDIN = 0 ]; then
     [ -n "$pyb" ] || { echo "pybind11 is not installed for $PY: pip install pybind11"; return 1; }
-    skbuild=(-DSKBUILD=ON "-Dpybind11_DIR=$pyb" "-DPython_EXECUTABLE=$(command -v "$PY")")
+    skbuild=(-DSKBUILD=ON "-Dpybind11_DIR=$pyb" "-DPython_EXECUTABLE=$(command -v "$PY")" "-DPYTHON_EXECUTABLE=$(command -v "$PY")")
   fi
   cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DGREENPROBE_BUILD_BENCHMARKS=ON "${skbuild[@]}" &&
     cmake --build "$BUILD" -j "$JOBS" &&
