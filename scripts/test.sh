@@ -26,8 +26,8 @@ echo "== C++ concurrency tests (ThreadSanitizer: ring and sampler)"
 export TSAN_OPTIONS=halt_on_error=1
 cmake -S . -B build/cpp-tsan -DGREENPROBE_BUILD_TESTS=ON -DCMAKE_BUILD_TYPE=Debug \
   -DGREENPROBE_SANITIZE=thread > /dev/null
-cmake --build build/cpp-tsan -j "$JOBS" --target test_ring test_sampler > /dev/null
-ctest --test-dir build/cpp-tsan -R 'test_ring|test_sampler' --output-on-failure
+cmake --build build/cpp-tsan -j "$JOBS" --target test_ring test_sampler test_mark_ring > /dev/null
+ctest --test-dir build/cpp-tsan -R 'test_ring|test_sampler|test_mark_ring' --output-on-failure
 
 echo "== Python tests"
 export GREENPROBE_REQUIRE_RUNTIMES=1  # a missing runtime environment fails the run instead of skipping

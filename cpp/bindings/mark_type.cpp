@@ -5,13 +5,17 @@
 //   with Mark("infer"): ...     appends (label, start_ns, end_ns, thread_id, attrs|None, ok) to the sink
 //   Mark("infer")(fn)           a decorator (delegated to greenprobe.marks._decorate)
 //
-// The sink is any object with append (a list: fast path) set by _set_mark_sink; with no sink,
+// The sink is any object with append (a list; a MarkBuffer or a MarkRing: fast paths) set by
+// _set_mark_sink; with no sink,
 // greenprobe.marks._no_sink() is called (it warns once).
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
 #include <ctime>
 #include <vector>
+
+int greenprobe_ring_sink_push(PyObject* sink, PyObject* label, PyObject* attrs, long long start, long long end,
+                              unsigned long tid, bool ok, PyObject** fallback);  // mark_ring_sink.cpp
 
 namespace {
 
@@ -220,6 +224,12 @@ PyObject* mark_exit(MarkObject* self, PyObject* const* args, Py_ssize_t nargs) {
             Record{self->label, self->attrs, self->start_ns, end, PyThread_get_thread_ident(), ok});
         Py_RETURN_FALSE;
     }
+    PyObject* instead = nullptr;  // a MarkRing's fallback, when the ring cannot take the mark
+    if (greenprobe_ring_sink_push(sink, self->label, self->attrs, self->start_ns, end, PyThread_get_thread_ident(), ok,
+                                  &instead)) {
+        Py_RETURN_FALSE;  // into the daemon's shared-memory ring
+    }
+    if (instead) sink = instead;
     PyObject* rec = PyTuple_New(6);
     if (!rec) return nullptr;
     Py_INCREF(self->label);

@@ -5,16 +5,19 @@
 #include <pybind11/stl.h>
 
 #include <cctype>
+#include <cstring>
 
 #include "greenprobe/clock.hpp"
 #include "greenprobe/gpu_usage.hpp"
+#include "greenprobe/mark_ring.hpp"
 #include "greenprobe/registry.hpp"
 #include "greenprobe/sampler.hpp"
 
 namespace py = pybind11;
 using namespace greenprobe;
 
-int greenprobe_add_mark_type(PyObject* module);  // mark_type.cpp
+int greenprobe_add_mark_type(PyObject* module);        // mark_type.cpp
+int greenprobe_add_ring_sink_type(PyObject* module);  // mark_ring_sink.cpp
 
 namespace {
 
@@ -48,6 +51,29 @@ py::array_t<T> column(const std::vector<Sample>& s, T Sample::*field) {
     return a;
 }
 
+template <typename T>
+py::array_t<T> array_of(const std::vector<T>& v) {
+    py::array_t<T> a(static_cast<py::ssize_t>(v.size()));
+    if (!v.empty()) std::memcpy(a.mutable_data(), v.data(), v.size() * sizeof(T));
+    return a;
+}
+
+py::dict mark_columns_dict(const markring::MarkColumns& c) {
+    py::dict d;
+    d["labels"] = c.labels;
+    d["label_index"] = array_of(c.label_index);
+    d["start_ns"] = array_of(c.start_ns);
+    d["end_ns"] = array_of(c.end_ns);
+    d["thread_id"] = array_of(c.thread_id);
+    d["ok"] = array_of(c.ok).attr("astype")("bool");
+    d["attrs_data"] = py::bytes(c.attrs_data);
+    d["attrs_offsets"] = array_of(c.attrs_offsets);
+    d["attr_names"] = c.attr_names;
+    d["refused"] = c.refused;
+    d["refused_why"] = c.refused_why;
+    return d;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -63,7 +89,33 @@ PYBIND11_MODULE(_core, m) {
         }
     });
 
-    if (greenprobe_add_mark_type(m.ptr()) < 0) throw py::error_already_set();
+    if (greenprobe_add_mark_type(m.ptr()) < 0 || greenprobe_add_ring_sink_type(m.ptr()) < 0) {
+        throw py::error_already_set();
+    }
+
+    py::register_exception<markring::RingCorrupt>(m, "RingCorrupt", PyExc_ValueError);
+    py::class_<markring::RingReader>(m, "MarkRingReader",
+                                     "The daemon's side of a client's shared-memory mark ring (mark_ring.hpp).")
+        .def(py::init<int>(), py::arg("fd"),
+             "Takes the memfd a client sent (closed with the reader); RingCorrupt when it is not a sealed "
+             "mark ring of this version.")
+        .def_property_readonly("capacity", &markring::RingReader::capacity)
+        .def_property_readonly("pending_bytes", &markring::RingReader::pending_bytes)
+        .def("drain",
+             [](markring::RingReader& r, std::int64_t pid) {
+                 markring::MarkColumns c;
+                 {
+                     py::gil_scoped_release release;
+                     c = r.drain(pid);
+                 }
+                 return mark_columns_dict(c);
+             },
+             py::arg("pid"),
+             "Every mark written since the last drain, as columns (labels, label_index, start_ns, end_ns, "
+             "thread_id, ok, attrs_data + attrs_offsets: JSON text with pid put in, attr_names, refused, "
+             "refused_why). RingCorrupt: the framing is broken; the ring is of no further use.")
+        .def("refuse", &markring::RingReader::refuse, py::arg("marks"), py::arg("why"),
+             "Tells the client that `marks` it wrote were refused, and why.");
 
     m.def("now_ns", &now_ns, "CLOCK_MONOTONIC in nanoseconds: the clock of every sample and mark.");
     m.def("wall_ns", &wall_ns, "CLOCK_REALTIME in nanoseconds (only for the wall-clock anchor).");

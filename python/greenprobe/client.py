@@ -13,6 +13,7 @@ makes the marking code wait and keeps the marks while the daemon is away).
 
 from __future__ import annotations
 
+import atexit
 import functools
 import os
 import threading
@@ -137,6 +138,9 @@ class RemoteProbe:
         self._channel = _channel(address, token)
         self._stub = pb_grpc.ProbeStub(self._channel)
         self._sender = MarkSender(address, lambda: _channel(address, token, CHANNEL_OPTIONS), timeout_s, buffer_marks)
+        self._ring = _ring_link(address, self._sender, timeout_s)
+        # what greenprobe.mark appends to: the shared-memory ring of a local daemon, else the sender
+        self.mark_sink = self._ring.ring if self._ring is not None else self._sender
 
     # -- calls ---------------------------------------------------------------------------------
     def _call(self, name: str, request, timeout: Optional[float] = None):
@@ -250,8 +254,9 @@ class RemoteProbe:
     # -- marks ---------------------------------------------------------------------------------
     def append(self, record: tuple) -> None:
         """A mark record (label, start_ns, end_ns, thread_id, attrs, ok), as greenprobe.mark makes.
-        Returns at once and never raises: a background thread sends it."""
-        self._sender.append(record)
+        Returns at once and never raises: a local daemon drains it from shared memory, or a
+        background thread sends it."""
+        self.mark_sink.append(record)
 
     def add_mark(self, label: str, start_ns: int, end_ns: int, *, thread_id: int = 0, ok: bool = True, **attrs):
         if not isinstance(label, str) or not label:  # as mark(): a wrong call fails here, not in a batch later
@@ -261,13 +266,32 @@ class RemoteProbe:
     def flush(self) -> int:
         """Waits until the daemon holds every mark appended before; returns how many it accepted since
         the previous flush. Raises DaemonError after timeout_s or when it refused some."""
-        return self._sender.flush()
+        took = self._ring.flush() if self._ring is not None else 0
+        return took + self._sender.flush()  # marks the ring could not take went this way
 
     def close(self) -> None:
         """Sends what is left for at most timeout_s (also at interpreter exit), then says on stderr
         how many marks did not arrive and why."""
+        if self._ring is not None:
+            self._ring.close()
         self._sender.close()
         self._channel.close()
+
+
+def _ring_link(address: str, sender: MarkSender, timeout_s: float):
+    """The shared-memory ring for a daemon on this host's Unix socket (ring_client.py), or None:
+    for TCP, with $GREENPROBE_MARK_RING=0, or where greenprobe's compiled extension is missing."""
+    from .ring_client import RingLink, ring_bytes, ring_socket
+
+    path, size = ring_socket(address), ring_bytes()
+    if path is None or not size:
+        return None
+    try:
+        link = RingLink(path, sender, size, timeout_s)
+    except ImportError:  # the pure-Python client: every mark through gRPC
+        return None
+    atexit.register(link.close)
+    return link
 
 
 def connect(address: Optional[str] = None, token: Optional[str] = None, timeout_s: float = 10.0,

@@ -35,10 +35,12 @@ _warned = False
 
 
 def _default_sink():
-    """Where marks go when no local Probe runs: the daemon named by $GREENPROBE_DAEMON, if set."""
+    """Where marks go when no local Probe runs: the daemon named by $GREENPROBE_DAEMON, if set
+    (its shared-memory ring for a local daemon, else its gRPC sender)."""
     from .client import default_remote
 
-    return default_remote()
+    remote = default_remote()
+    return remote.mark_sink if remote is not None else None
 
 
 def _push_sink(records: list) -> None:

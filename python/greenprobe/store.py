@@ -241,6 +241,8 @@ class MarkStore:
     def __init__(self):
         self._lock = threading.Lock()
         self._tail: list[tuple] = []    # single marks not yet in columns
+        self._pending: list = []        # small tables (ring drains) not yet gathered into a chunk
+        self._pending_rows = 0
         self._chunks: list = []         # pyarrow Tables
         self._first = 0                 # index of the first mark in memory
         self._n = 0
@@ -278,10 +280,33 @@ class MarkStore:
             if len(self._tail) >= SEAL_MARKS:
                 self._seal()
 
+    def extend_table(self, table, max_end_ns: int) -> None:
+        """Marks already in columns (a pyarrow Table of mark_schema(): a ring drain), after every
+        mark appended before; gathered with others into one chunk SEAL_MARKS at a time."""
+        if not table.num_rows:
+            return
+        with self._lock:
+            if self._tail:
+                self._pending.append(marks_table(self._tail))
+                self._tail = []
+            self._pending.append(table)
+            self._pending_rows += table.num_rows
+            self._n += table.num_rows
+            self._max_end = max(self._max_end, int(max_end_ns))
+            if self._pending_rows >= SEAL_MARKS:
+                self._seal()
+
     def _seal(self) -> None:
+        import pyarrow as pa
+
         if self._tail:
-            self._chunks.append(marks_table(self._tail))
+            self._pending.append(marks_table(self._tail))
             self._tail = []
+        if len(self._pending) == 1:
+            self._chunks.append(self._pending[0])
+        elif self._pending:
+            self._chunks.append(pa.concat_tables(self._pending).combine_chunks())
+        self._pending, self._pending_rows = [], 0
 
     def table(self, start: int = 0):
         """Marks from index ``start`` on, in arrival order, as a pyarrow Table of mark_schema()."""

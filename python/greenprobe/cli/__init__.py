@@ -211,6 +211,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-backlog", type=int, default=500_000, metavar="N",
                    help="marks accepted but not yet written to --out at most; beyond, clients wait and retry, so a "
                         "crash loses little (default 500k)")
+    p.add_argument("--max-rings", type=int, default=1024, metavar="N",
+                   help="local clients' shared-memory mark rings at most (one per client process; default 1024)")
+    p.add_argument("--max-rings-per-user", type=int, default=64, metavar="N",
+                   help="of those, per user (default 64); a client beyond sends its marks through gRPC")
     p.add_argument("--ready-file", help=argparse.SUPPRESS)
 
     p = sub.add_parser("setup-perf", help="let a group read RAPL at full rate without root (prints, or with --apply "

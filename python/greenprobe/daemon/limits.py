@@ -37,6 +37,8 @@ class Limits:
     max_query_marks: int = 1_000_000  # marks a Summary, Save or Table reads at once (~1 KB each while computed)
     max_heavy: int = 2                # Summary, Table, Save, Energy running at once
     max_intake: int = 8               # RecordMarks batches parsed at once
+    max_rings: int = 1024             # clients' shared-memory mark rings (a descriptor and a mapping each)
+    max_rings_per_user: int = 64      # of those, per user (SO_PEERCRED)
     workers: int = 16                 # threads per listener
 
 
@@ -54,7 +56,10 @@ class AttrNames:
         self.lock = threading.Lock()
 
     def admit(self, records: list[tuple]) -> None:
-        new = {k for r in records for k in (r[4] or ())} - self.names
+        self.admit_names({k for r in records for k in (r[4] or ())})
+
+    def admit_names(self, names: set) -> None:
+        new = names - self.names
         if not new:
             return
         with self.lock:

@@ -26,6 +26,7 @@ from ..session import Probe
 from ..v1 import probe_pb2_grpc as pb_grpc
 from . import access
 from .limits import MAX_MESSAGE_BYTES, Limits
+from .rings import RingIntake, ring_socket_path
 from .servicer import Servicer
 
 
@@ -66,6 +67,9 @@ class Daemon:
         self.tcp = self._server([access.TokenCheck(token)]) if listen else None
         self.addresses: list[str] = []
         self._prepared = False
+        # local clients' shared-memory mark rings, beside the Unix socket (daemon/rings.py)
+        self.rings = RingIntake(ring_socket_path(self.socket_path), self.servicer, self.gid, self.limits.max_rings,
+                                self.limits.max_rings_per_user) if self.socket_path is not None else None
 
     def _server(self, interceptors: list) -> grpc.Server:
         n = self.limits.workers
@@ -84,6 +88,7 @@ class Daemon:
         if self.socket_path is not None and not self._prepared:
             access.prepare_socket_dir(self.socket_path.parent, self.gid, self.private_socket_dir)
             access.prepare_socket_path(self.socket_path)
+            access.prepare_socket_path(self.rings.path)
         self._prepared = True
         return self
 
@@ -97,6 +102,7 @@ class Daemon:
                 os.umask(old)
             if self.gid is not None:
                 os.chown(self.socket_path, -1, self.gid)
+            self.rings.start()
             self.addresses.append(f"unix:{self.socket_path}")
         if self.listen:
             try:
@@ -118,6 +124,8 @@ class Daemon:
         self.stopping.set()
         for s in self.servers:
             s.stop(grace_s).wait()
+        if self.rings is not None:
+            self.rings.stop()  # the rings' last marks: drained before the store is written
         if self.servicer.save_root is not None:
             self.servicer.save_root.close()
         if self.socket_path is not None and self.socket_path.is_socket():
@@ -186,7 +194,8 @@ def _run(args) -> int:
     socket_path = None if args.no_socket else Path(args.socket) if args.socket else default_socket()
     limits = Limits(max_marks=args.max_marks, max_attr_names=args.max_attr_names, max_streams=args.max_streams,
                     max_backlog=args.max_backlog, max_query_samples=args.max_query_samples,
-                    max_query_marks=args.max_query_marks)
+                    max_query_marks=args.max_query_marks, max_rings=args.max_rings,
+                    max_rings_per_user=args.max_rings_per_user)
     probe = Probe(sensors=args.sensors, period_us=args.period_us, columnar_marks=True)
     daemon = Daemon(probe, socket_path, args.listen, args.allow_remote, token, args.group, tls=tls,
                     save_dir=args.save_dir, limits=limits, private_socket_dir=private)

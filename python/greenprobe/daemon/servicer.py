@@ -103,6 +103,29 @@ class Servicer(pb_grpc.ProbeServicer):
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{e}; no mark of this batch was recorded")
         return pb.RecordMarksReply(accepted=sent)
 
+    def ring_room(self) -> int:
+        """How many more marks the daemon takes now (memory and write backlog), for ring drains."""
+        store = self.probe.marks_store
+        held = store.memory_marks() if hasattr(store, "memory_marks") else len(store)
+        behind = self.backlog() if self.backlog is not None else 0
+        return min(self.limits.max_marks - held, self.limits.max_backlog - behind if behind else self.limits.max_backlog)
+
+    def record_columns(self, table, attr_names, max_end_ns: int) -> None:
+        """A ring drain's marks (a pyarrow Table of store.mark_schema()); Full when they would pass
+        the attribute-name cap (then none is held)."""
+        with self.marks_lock:
+            self.attr_names.admit_names(set(attr_names))
+            store = self.probe.marks_store
+            if hasattr(store, "extend_table"):  # the daemon's columnar store
+                store.extend_table(table, max_end_ns)
+                return
+            import json  # a local Probe's buffer (`greenprobe measure`): one record per mark
+
+            c = table.to_pydict()
+            for label, s, e, tid, ok, attrs in zip(c["label"], c["start_ns"], c["end_ns"], c["thread_id"], c["ok"],
+                                                   c["attrs"]):
+                store.append((label, s, e, tid, json.loads(attrs), ok))
+
     # -- samples -------------------------------------------------------------------------------
     def StreamSamples(self, request, context):
         want = set(request.channels)

@@ -1,0 +1,231 @@
+"""The daemon's side of local clients' shared-memory mark rings (client: ring_client.py).
+
+A Unix socket beside the gRPC one (``<socket>.ring``, the same mode and group, so the same users
+may reach it) takes one ring per client process: the client sends ``R`` with its memfd
+(SCM_RIGHTS), the kernel says who it is (SO_PEERCRED), and the daemon answers ``A`` or ``X`` and
+why. The connection stays open: ``F`` asks for a drain now (answered ``D``), and its end means the
+client is gone, after which the ring is drained one last time and let go.
+
+One thread serves every ring: it drains each every ``DRAIN_EVERY_S`` into the mark store as
+columns (the attributes' JSON is written in C++, no Python object per mark). While the store is at
+a limit (marks held, writes behind) a ring is simply not drained: the marks wait in the client's
+memory, and a client whose ring fills sends through gRPC, which answers with back-pressure. What
+the ring holds is the client's to corrupt: a ring whose framing breaks is dropped (the client falls
+back to gRPC); marks with bad fields are refused and counted in the client's own report.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import socket
+import struct
+import sys
+import threading
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from .limits import Full
+
+DRAIN_EVERY_S = 0.02
+
+
+def ring_socket_path(socket_path: Path) -> Path:
+    return socket_path.with_name(socket_path.name + ".ring")
+
+
+@dataclass
+class _Client:
+    conn: socket.socket
+    pid: int
+    uid: int
+    reader: object = None  # _core.MarkRingReader once registered
+
+
+def columns_table(cols: dict):
+    """A drain's columns as a pyarrow Table of store.mark_schema(), built from the buffers."""
+    import pyarrow as pa
+
+    from ..store import mark_schema
+
+    n = len(cols["start_ns"])
+    labels = pa.array(cols["labels"], pa.string()).take(pa.array(cols["label_index"]))
+    attrs = pa.StringArray.from_buffers(n, pa.py_buffer(cols["attrs_offsets"]), pa.py_buffer(cols["attrs_data"]))
+    return pa.table([labels, pa.array(cols["start_ns"]), pa.array(cols["end_ns"]), pa.array(cols["thread_id"]),
+                     pa.array(cols["ok"]), attrs], schema=mark_schema())
+
+
+class RingIntake:
+    def __init__(self, path: Path, servicer, gid: Optional[int], max_rings: int, max_rings_per_user: int):
+        self.path = Path(path)
+        self.servicer = servicer
+        self.gid = gid
+        self.max_rings, self.max_rings_per_user = max_rings, max_rings_per_user
+        self._clients: dict[int, _Client] = {}  # by connection fd
+        self._sel = selectors.DefaultSelector()
+        self._stop = threading.Event()
+        self._listener: Optional[socket.socket] = None
+        self._thread: Optional[threading.Thread] = None
+        self.lost_rings = 0  # dropped for broken framing
+
+    def start(self) -> None:
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        old = os.umask(0o117)  # 0660 from birth, as the gRPC socket
+        try:
+            listener.bind(str(self.path))
+        finally:
+            os.umask(old)
+        if self.gid is not None:
+            os.chown(self.path, -1, self.gid)
+        listener.listen(128)
+        listener.setblocking(False)
+        self._listener = listener
+        self._sel.register(listener, selectors.EVENT_READ, None)
+        self._thread = threading.Thread(target=self._run, name="greenprobe-rings", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Drains every ring one last time and closes them (the clients fall back to gRPC)."""
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        for c in list(self._clients.values()):
+            self._drop(c)
+        if self._listener is not None:
+            self._sel.unregister(self._listener)
+            self._listener.close()
+            if self.path.is_socket():
+                self.path.unlink()
+        self._sel.close()
+
+    def rings(self) -> int:
+        return sum(1 for c in self._clients.values() if c.reader is not None)
+
+    # -- the thread --------------------------------------------------------------------------------
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for key, _ in self._sel.select(DRAIN_EVERY_S):
+                try:
+                    if key.data is None:
+                        self._accept()
+                    else:
+                        self._readable(key.data)
+                except Exception as e:  # one client's trouble must not stop the others' rings
+                    print(f"greenprobe daemon: mark ring: {type(e).__name__}: {e}", file=sys.stderr)
+            for c in list(self._clients.values()):
+                if c.reader is not None:
+                    self._drain(c)
+
+    def _accept(self) -> None:
+        try:
+            conn, _ = self._listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        pid, uid, _gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+        conn.setblocking(False)
+        client = _Client(conn, pid, uid)
+        self._clients[conn.fileno()] = client
+        self._sel.register(conn, selectors.EVENT_READ, client)
+
+    def _readable(self, c: _Client) -> None:
+        try:
+            msg, fds, _flags, _addr = socket.recv_fds(c.conn, 64, 4)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            msg, fds = b"", []
+        if c.reader is None and fds:
+            extra = fds[1:]
+            for fd in extra:
+                os.close(fd)
+            self._register(c, msg, fds[0])
+            return
+        for fd in fds:  # descriptors where none is due: closed, never used
+            os.close(fd)
+        if not msg:  # the client is gone: its last marks, then the ring goes
+            self._drop(c)
+            return
+        if c.reader is None:
+            self._refuse(c, "send R with the ring's memfd first")
+            return
+        flushes = msg.count(b"F")
+        if flushes:
+            self._drain(c)  # within the limits: at one, the client's flush waits, as a gRPC batch would
+            try:
+                c.conn.send(b"D" * flushes)
+            except OSError:
+                self._drop(c)
+
+    def _register(self, c: _Client, msg: bytes, fd: int) -> None:
+        from .. import _core
+
+        per_user = Counter(x.uid for x in self._clients.values() if x.reader is not None)
+        if msg[:1] != b"R":
+            os.close(fd)
+            return self._refuse(c, "the first message must be R with the ring's memfd")
+        if sum(per_user.values()) >= self.max_rings:
+            os.close(fd)
+            return self._refuse(c, f"the daemon serves {self.max_rings} mark rings, its limit (--max-rings)")
+        if per_user[c.uid] >= self.max_rings_per_user:
+            os.close(fd)
+            return self._refuse(c, f"user {c.uid} has {self.max_rings_per_user} mark rings, the daemon's limit per "
+                                   "user (--max-rings-per-user)")
+        try:
+            c.reader = _core.MarkRingReader(fd)  # owns fd from here, closed on failure too
+        except ValueError as e:
+            return self._refuse(c, str(e))
+        try:
+            c.conn.send(b"A")
+        except OSError:
+            self._drop(c)
+
+    def _refuse(self, c: _Client, why: str) -> None:
+        try:
+            c.conn.send(b"X" + why.encode()[:250])
+        except OSError:
+            pass
+        self._drop(c, drain=False)
+
+    def _drop(self, c: _Client, drain: bool = True) -> None:
+        if drain and c.reader is not None:
+            self._drain(c, force=True)
+        self._clients.pop(c.conn.fileno(), None)
+        try:
+            self._sel.unregister(c.conn)
+        except (KeyError, ValueError):
+            pass
+        c.conn.close()
+        c.reader = None  # unmaps the ring and closes the memfd
+
+    def _drain(self, c: _Client, force: bool = False) -> None:
+        from .. import _core
+
+        reader = c.reader
+        if not reader.pending_bytes:
+            return
+        sv = self.servicer
+        # at a limit the marks wait in the client's ring (a full ring sends through gRPC, which is
+        # answered with back-pressure); only the last drain of a client that left takes them anyway
+        if not force and sv.ring_room() <= 0:
+            return
+        try:
+            cols = reader.drain(c.pid)
+        except _core.RingCorrupt as e:
+            self.lost_rings += 1
+            print(f"greenprobe daemon: dropped the mark ring of pid {c.pid} (uid {c.uid}): {e}", file=sys.stderr)
+            self._refuse(c, f"ring dropped: {e}")
+            return
+        n = len(cols["start_ns"])
+        if not n:
+            return
+        try:
+            sv.record_columns(columns_table(cols), cols["attr_names"], int(cols["end_ns"].max()))
+        except Full as e:
+            reader.refuse(n, str(e))
+        except Exception as e:  # taken from the ring but not held: the client hears of it at exit
+            reader.refuse(n, f"the daemon could not hold them ({type(e).__name__}: {e})")
+            raise

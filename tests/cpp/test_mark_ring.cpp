@@ -1,0 +1,299 @@
+// The shared-memory mark ring: round trips, wrap-around, a full ring, a reader taking over a ring
+// another drained in part, JSON as Python writes it, and a writer that is hostile (every header
+// field and frame it controls). The writer/reader race runs under TSan in CI.
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <string>
+#include <thread>
+
+#include "check.hpp"
+#include "greenprobe/mark_ring.hpp"
+
+using namespace greenprobe::markring;
+
+namespace {
+
+std::string encode(std::int64_t start, std::int64_t end, std::string_view label, int n_int_attrs = 0) {
+    MarkEncoder e;
+    if (!e.begin(start, end, 7, true, label)) return {};
+    for (int i = 0; i < n_int_attrs; ++i) e.attr_int("a" + std::to_string(i), i);
+    return e.bytes();
+}
+
+std::string json_of(const MarkColumns& c, std::size_t i) {
+    return c.attrs_data.substr(static_cast<std::size_t>(c.attrs_offsets[i]),
+                               static_cast<std::size_t>(c.attrs_offsets[i + 1] - c.attrs_offsets[i]));
+}
+
+std::string dbl(double v) {
+    std::string s;
+    append_json_double(s, v);
+    return s;
+}
+
+std::string str(std::string_view v) {
+    std::string s;
+    return append_json_string(s, v) ? s : "<invalid>";
+}
+
+Header* header_of(int fd) {
+    return static_cast<Header*>(mmap(nullptr, kHeaderBytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
+}
+
+}  // namespace
+
+TEST(round_trip_with_every_attribute_type) {
+    RingWriter w(1 << 14);
+    MarkEncoder e;
+    REQUIRE(e.begin(100, 250, 42, false, "infer"));
+    CHECK(e.attr_str("runtime", "torch \"2\"\n"));
+    CHECK(e.attr_int("batch", -64));
+    CHECK(e.attr_float("lr", 0.5));
+    CHECK(e.attr_bool("warm", true));
+    CHECK(e.attr_none("note"));
+    CHECK(w.push(e.bytes()));
+    REQUIRE(e.begin(300, 300, 43, true, "infer"));
+    CHECK(w.push(e.bytes()));
+    REQUIRE(e.begin(400, 500, 44, true, "load"));
+    CHECK(e.attr_int("pid", 1));  // a client cannot say which process it is
+    CHECK(e.attr_str("x", "y"));
+    CHECK(w.push(e.bytes()));
+    RingReader r(dup(w.fd()));
+    CHECK(r.pending_bytes() > 0);
+    MarkColumns c = r.drain(4242);
+    REQUIRE(c.size() == 3);
+    CHECK(c.labels.size() == 2 && c.labels[0] == "infer" && c.labels[1] == "load");
+    CHECK(c.label_index[0] == 0 && c.label_index[1] == 0 && c.label_index[2] == 1);
+    CHECK(c.start_ns[0] == 100 && c.end_ns[0] == 250 && c.thread_id[0] == 42 && c.ok[0] == 0 && c.ok[1] == 1);
+    CHECK(json_of(c, 0) == R"({"runtime":"torch \"2\"\n","batch":-64,"lr":0.5,"warm":true,"note":null,"pid":4242})");
+    CHECK(json_of(c, 1) == R"({"pid":4242})");
+    CHECK(json_of(c, 2) == R"({"pid":4242,"x":"y"})");
+    CHECK(c.attr_names.size() == 7);
+    CHECK(c.refused == 0);
+    CHECK(w.drained() == 3 && w.refused() == 0 && w.pending_bytes() == 0);
+    CHECK(r.drain(4242).size() == 0);
+}
+
+TEST(limits_refused_at_the_encoder) {
+    MarkEncoder e;
+    CHECK(!e.begin(1, 2, 0, true, ""));
+    CHECK(!e.begin(1, 2, 0, true, std::string(257, 'x')));
+    REQUIRE(e.begin(1, 2, 0, true, std::string(256, 'x')));
+    CHECK(!e.attr_int("", 1));
+    CHECK(!e.attr_int(std::string(65, 'k'), 1));
+    CHECK(!e.attr_str("k", std::string(1025, 'v')));
+    for (int i = 0; i < 64; ++i) CHECK(e.attr_none("k" + std::to_string(i)));
+    CHECK(!e.attr_none("one-too-many"));
+}
+
+TEST(full_ring_refuses_then_wraps_in_order) {
+    RingWriter w(1 << 12);
+    RingReader r(dup(w.fd()));
+    std::int64_t next_push = 1, next_seen = 1;
+    for (int round = 0; round < 200; ++round) {
+        // marks of varied sizes, so that frames meet the end of the ring at every offset
+        while (w.push(encode(next_push, next_push, "m", static_cast<int>(next_push % 5)))) ++next_push;
+        CHECK(w.pending_bytes() > (1 << 12) - 256);  // refused only when (nearly) full
+        MarkColumns c = r.drain(1);
+        CHECK(c.refused == 0);
+        for (std::size_t i = 0; i < c.size(); ++i) {
+            if (c.start_ns[i] != next_seen) {
+                CHECK(c.start_ns[i] == next_seen);
+                return;
+            }
+            ++next_seen;
+        }
+    }
+    CHECK(next_seen == next_push);
+    CHECK(next_push > 200 * 40);
+}
+
+TEST(a_new_reader_continues_where_the_last_stopped) {  // a daemon restart
+    RingWriter w(1 << 13);
+    for (int i = 1; i <= 10; ++i) CHECK(w.push(encode(i, i, "m")));
+    {
+        RingReader first(dup(w.fd()));
+        CHECK(first.drain(1).size() == 10);
+    }
+    for (int i = 11; i <= 15; ++i) CHECK(w.push(encode(i, i, "m")));
+    RingReader second(dup(w.fd()));
+    MarkColumns c = second.drain(1);
+    REQUIRE(c.size() == 5);
+    CHECK(c.start_ns[0] == 11 && c.start_ns[4] == 15);
+    CHECK(w.drained() == 15);
+}
+
+TEST(json_doubles_as_python_repr) {
+    // each right-hand side is Python's json.dumps(value)
+    CHECK(dbl(0.5) == "0.5");
+    CHECK(dbl(2.0) == "2.0");
+    CHECK(dbl(0.0) == "0.0");
+    CHECK(dbl(-0.0) == "-0.0");
+    CHECK(dbl(1e15) == "1000000000000000.0");
+    CHECK(dbl(1e16) == "1e+16");
+    CHECK(dbl(1.5e16) == "1.5e+16");
+    CHECK(dbl(123456789012345680.0) == "1.2345678901234568e+17");
+    CHECK(dbl(0.0001) == "0.0001");
+    CHECK(dbl(0.00001) == "1e-05");
+    CHECK(dbl(-1.25e-7) == "-1.25e-07");
+    CHECK(dbl(0.1 + 0.2) == "0.30000000000000004");
+    CHECK(dbl(1e300) == "1e+300");
+    CHECK(dbl(5e-324) == "5e-324");
+    CHECK(dbl(123.456) == "123.456");
+    CHECK(dbl(std::nan("")) == "NaN");
+    CHECK(dbl(std::numeric_limits<double>::infinity()) == "Infinity");
+    CHECK(dbl(-std::numeric_limits<double>::infinity()) == "-Infinity");
+}
+
+TEST(json_strings_as_python_writes_them) {
+    CHECK(str("plain") == "\"plain\"");
+    CHECK(str("a\"b\\c") == R"("a\"b\\c")");
+    CHECK(str("\b\f\n\r\t") == R"("\b\f\n\r\t")");
+    CHECK(str(std::string("\x01\x1f\x7f", 3)) == R"("\u0001\u001f\u007f")");
+    CHECK(str("\xc3\xa9") == R"("\u00e9")");              // é
+    CHECK(str("\xe2\x82\xac") == R"("\u20ac")");          // €
+    CHECK(str("\xf0\x9f\x98\x80") == R"("\ud83d\ude00")");  // a character beyond the BMP: a surrogate pair
+    CHECK(str("\xc0\xaf") == "<invalid>");                // overlong
+    CHECK(str("\xed\xa0\x80") == "<invalid>");            // a surrogate in UTF-8
+    CHECK(str("\xf4\x90\x80\x80") == "<invalid>");        // beyond U+10FFFF
+    CHECK(str("\xe2\x82") == "<invalid>");                // cut short
+}
+
+TEST(an_unsealed_or_odd_descriptor_is_refused) {
+    const int plain = memfd_create("x", MFD_CLOEXEC);  // no sealing at all
+    REQUIRE(plain >= 0);
+    CHECK(ftruncate(plain, kHeaderBytes + (1 << 12)) == 0);
+    CHECK_THROWS(RingReader(plain));
+    const int unsealed = memfd_create("x", MFD_CLOEXEC | MFD_ALLOW_SEALING);  // could shrink under the daemon
+    CHECK(ftruncate(unsealed, kHeaderBytes + (1 << 12)) == 0);
+    CHECK_THROWS(RingReader(unsealed));
+    const int tiny = memfd_create("x", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    CHECK(ftruncate(tiny, 100) == 0 && fcntl(tiny, F_ADD_SEALS, F_SEAL_SHRINK) == 0);
+    CHECK_THROWS(RingReader(tiny));
+    const int zeros = memfd_create("x", MFD_CLOEXEC | MFD_ALLOW_SEALING);  // the right size, no header
+    CHECK(ftruncate(zeros, kHeaderBytes + (1 << 12)) == 0 && fcntl(zeros, F_ADD_SEALS, F_SEAL_SHRINK) == 0);
+    CHECK_THROWS(RingReader(zeros));
+    int pipefd[2];
+    REQUIRE(pipe(pipefd) == 0);
+    close(pipefd[1]);
+    CHECK_THROWS(RingReader(pipefd[0]));
+}
+
+TEST(a_header_changed_after_open_does_not_move_the_reader) {
+    RingWriter w(1 << 12);
+    CHECK(w.push(encode(5, 6, "m")));
+    RingReader r(dup(w.fd()));
+    Header* h = header_of(w.fd());
+    REQUIRE(h != MAP_FAILED);
+    h->capacity = std::uint64_t{1} << 40;  // the reader read it once, at open
+    CHECK(r.drain(1).size() == 1);
+    h->head.store(h->head.load() + (1 << 13));  // past what the ring holds
+    CHECK_THROWS(r.drain(1));
+    h->head.store(h->tail.load() - 8);  // behind the reader
+    CHECK_THROWS(r.drain(1));
+    munmap(h, kHeaderBytes);
+}
+
+TEST(broken_framing_closes_the_ring) {
+    const std::uint32_t frames[][2] = {{0, kMarkFrame}, {12, kMarkFrame}, {1 << 20, kMarkFrame}, {16, 99}};
+    for (const auto& f : frames) {
+        std::vector<unsigned char> bytes(64, 0);
+        std::memcpy(bytes.data(), f, sizeof f);
+        MarkColumns c;
+        CHECK_THROWS(decode_frames(bytes.data(), bytes.size(), 1, c));
+    }
+    std::vector<unsigned char> cut(4, 0);
+    MarkColumns c;
+    CHECK_THROWS(decode_frames(cut.data(), cut.size(), 1, c));
+}
+
+TEST(bad_marks_are_refused_and_counted_the_rest_kept) {
+    auto frame = [](std::string payload) {
+        std::string f(8, '\0');
+        const std::uint32_t head[2] = {static_cast<std::uint32_t>((8 + payload.size() + 7) & ~std::size_t{7}),
+                                       kMarkFrame};
+        std::memcpy(&f[0], head, 8);
+        f += payload;
+        f.resize(head[0], '\0');
+        return f;
+    };
+    std::string good = encode(10, 20, "ok");
+    std::string backwards = encode(30, 20, "x");
+    std::string zero_start = encode(0, 20, "x");
+    std::string bad_utf8 = encode(10, 20, "\xff\xfe");
+    std::string twice;
+    {
+        MarkEncoder e;
+        e.begin(10, 20, 0, true, "x");
+        e.attr_int("k", 1);
+        e.attr_int("k", 2);
+        twice = e.bytes();
+    }
+    std::string bad_type = encode(10, 20, "x", 1);
+    bad_type[32 + 1 + 2] = 9;  // the attribute's type byte, after the label "x" and the name length
+    std::string long_attrs = encode(10, 20, "x", 1);
+    long_attrs[26] = 2;  // says two attributes, holds one
+    std::string bytes = frame(good) + frame(backwards) + frame(zero_start) + frame(bad_utf8) + frame(twice) +
+                        frame(bad_type) + frame(long_attrs) + frame(good) + frame(std::string(5, 'z'));
+    MarkColumns c;
+    decode_frames(reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size(), 9, c);
+    CHECK(c.size() == 2);
+    CHECK(c.refused == 7);
+    CHECK(c.refused_why == "a mark that ends before it starts");
+    CHECK(c.attrs_offsets.size() == 3);
+    CHECK(json_of(c, 0) == R"({"pid":9})" && json_of(c, 1) == R"({"pid":9})");
+}
+
+TEST(refusals_reach_the_client) {
+    RingWriter w(1 << 12);
+    CHECK(w.push(encode(1, 2, "m")));
+    RingReader r(dup(w.fd()));
+    CHECK(r.drain(1).size() == 1);
+    r.refuse(1, "the daemon keeps at most 256 attribute names");
+    CHECK(w.refused() == 1);
+    CHECK(w.refused_why() == "the daemon keeps at most 256 attribute names");
+}
+
+TEST(writer_threads_and_a_reader_race) {  // under TSan: no data race through the shared indices
+    RingWriter w(1 << 12);
+    RingReader r(dup(w.fd()));
+    constexpr int kPerThread = 20000;
+    std::atomic<int> full{0};
+    auto produce = [&](std::int64_t base) {
+        MarkEncoder e;
+        for (int i = 1; i <= kPerThread; ++i) {
+            e.begin(base + i, base + i, static_cast<std::uint64_t>(base), true, "m");
+            e.attr_int("i", i);
+            while (!w.push(e.bytes())) {
+                full.fetch_add(1, std::memory_order_relaxed);
+                std::this_thread::yield();
+            }
+        }
+    };
+    std::thread a(produce, 1'000'000), b(produce, 2'000'000);
+    std::int64_t last[2] = {1'000'000, 2'000'000};
+    std::size_t seen = 0;
+    bool in_order = true;
+    while (seen < 2 * kPerThread) {
+        MarkColumns c = r.drain(1);
+        for (std::size_t i = 0; i < c.size(); ++i) {
+            const int who = c.thread_id[i] == 1'000'000 ? 0 : 1;
+            in_order &= c.start_ns[i] == last[who] + 1;
+            last[who] = c.start_ns[i];
+        }
+        seen += c.size();
+    }
+    a.join();
+    b.join();
+    CHECK(in_order);
+    CHECK(seen == 2 * kPerThread);
+    CHECK(r.drain(1).size() == 0);
+    CHECK(w.pushed() == 2 * kPerThread);
+}
+
+int main() { return check::run_all(); }

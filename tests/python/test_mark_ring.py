@@ -1,0 +1,309 @@
+"""Local clients' marks through the shared-memory ring: the attributes' JSON as Python writes it,
+every mark once through a daemon restart, the pid the kernel names, forks, the caps per user, and
+clients that send the daemon what no client should."""
+
+from __future__ import annotations
+
+import json
+import mmap
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import greenprobe
+from greenprobe import _core
+from greenprobe.daemon.rings import columns_table
+from test_daemon import start_daemon, stop_daemon
+
+# values the ring encodes itself; the rest go to the fallback
+VALUES = st.one_of(st.none(), st.booleans(), st.integers(-2**63, 2**63 - 1),
+                   st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=40))
+NAMES = st.text(min_size=1, max_size=20).filter(lambda k: len(k.encode()) <= 64)
+
+
+def ring_pair(capacity=1 << 16):
+    fallback = []
+    ring = _core.MarkRing(capacity, fallback)
+    ring.attached = True
+    return ring, _core.MarkRingReader(os.dup(ring.fd)), fallback
+
+
+def json_of(cols, i):
+    o = cols["attrs_offsets"]
+    return cols["attrs_data"][o[i]:o[i + 1]].decode()
+
+
+def expected_json(attrs, pid):
+    want = dict(attrs or {})
+    want["pid"] = pid  # in place when the mark named one: the sender's, as the kernel says
+    return json.dumps(want, separators=(",", ":"), default=str)
+
+
+@settings(max_examples=300, deadline=None)
+@given(label=st.text(min_size=1, max_size=30).filter(lambda s: len(s.encode()) <= 256),
+       attrs=st.one_of(st.none(), st.dictionaries(NAMES, VALUES, max_size=6)),
+       ok=st.booleans(), start=st.integers(1, 2**62), length=st.integers(0, 2**40))
+def test_the_daemon_stores_what_json_dumps_writes(label, attrs, ok, start, length):
+    ring, reader, fallback = ring_pair()
+    ring.append((label, start, start + length, 12345, attrs, ok))
+    cols = reader.drain(777)
+    assert not fallback
+    assert cols["labels"] == [label] and cols["start_ns"].tolist() == [start]
+    assert cols["end_ns"].tolist() == [start + length] and cols["ok"].tolist() == [ok]
+    assert json_of(cols, 0) == expected_json(attrs, 777)
+    assert columns_table(cols).column("attrs").to_pylist() == [expected_json(attrs, 777)]
+
+
+@pytest.mark.parametrize("value", [2**64, -2**63 - 1, [1, 2], {"a": 1}, (1,), np.int64(3), 1 + 2j, "\ud800",
+                                   type("S", (str,), {})("sub"), b"bytes"])
+def test_a_value_the_ring_does_not_encode_goes_to_the_fallback_whole(value):
+    ring, reader, fallback = ring_pair()
+    record = ("infer", 10, 20, 1, {"fine": 1, "odd": value}, True)
+    ring.append(record)
+    assert fallback == [record]
+    assert reader.drain(1)["start_ns"].size == 0
+    assert ring.fell_back == 1 and ring.pushed == 0
+
+
+def test_limits_and_detached_rings_go_to_the_fallback():
+    ring, reader, fallback = ring_pair(capacity=1 << 12)
+    too_long = ("x" * 257, 1, 2, 0, None, True)
+    ring.append(too_long)
+    ring.attached = False
+    ring.append(("y", 1, 2, 0, None, True))
+    ring.attached = True
+    n = 0
+    while not fallback[2:]:  # until the ring is full
+        ring.append(("z", 1 + n, 2 + n, 0, None, True))
+        n += 1
+    assert fallback[0] == too_long and fallback[1][0] == "y" and fallback[2][0] == "z"
+    assert ring.pushed == n - 1 == reader.drain(1)["start_ns"].size
+
+
+def test_greenprobe_mark_writes_into_the_ring():
+    ring, reader, fallback = ring_pair()
+    _core._set_mark_sink(ring)
+    try:
+        with greenprobe.mark("infer", batch=64, runtime="torch"):
+            pass
+        with pytest.raises(ValueError):
+            with greenprobe.mark("fails"):
+                raise ValueError
+    finally:
+        from greenprobe.marks import _default_sink
+
+        _core._set_mark_sink(_default_sink())
+    cols = reader.drain(5)
+    assert cols["labels"] == ["infer", "fails"] and cols["ok"].tolist() == [True, False]
+    assert json_of(cols, 0) == '{"batch":64,"runtime":"torch","pid":5}' and not fallback
+
+
+# -- through a daemon -------------------------------------------------------------------------------
+CLIENT = """
+import os, sys, time, greenprobe
+from greenprobe.client import default_remote
+n, rate = int(sys.argv[1]), float(sys.argv[2])
+remote = default_remote()
+for i in range(n):
+    with greenprobe.mark("work", i=i, who="c"):
+        pass
+    if rate:
+        time.sleep(1 / rate)
+    if i == 10:
+        open(sys.argv[3], "w").close()  # marking has begun
+remote.flush()
+ring = remote.mark_sink
+print(ring.pushed, ring.fell_back, os.getpid(), flush=True)
+"""
+
+
+def marks_of(out) -> list[dict]:
+    rows = []
+    for run in sorted(out.glob("run-*")):
+        rows += pq.read_table(run / "parts" / "marks").to_pylist()
+    return rows
+
+
+def test_a_local_clients_marks_go_through_the_ring_once_each_with_its_pid(tmp_path):
+    proc, address, sock, out = start_daemon(tmp_path)
+    try:
+        env = dict(os.environ, GREENPROBE_DAEMON=address)
+        r = subprocess.run([sys.executable, "-c", CLIENT, "5000", "0", str(tmp_path / "began")], env=env,
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        pushed, fell_back, pid = map(int, r.stdout.split())
+        assert fell_back <= 1 and pushed + fell_back == 5000  # the first mark may precede the ring's attach
+        remote = greenprobe.connect(address)
+        assert remote.marks() == 5000
+    finally:
+        stop_daemon(proc)
+    rows = marks_of(out)
+    assert sorted(json.loads(m["attrs"])["i"] for m in rows) == list(range(5000))
+    assert {json.loads(m["attrs"])["pid"] for m in rows} == {pid}
+    assert {m["label"] for m in rows} == {"work"}
+
+
+def test_a_daemon_restart_under_a_marking_client_keeps_every_mark_once_and_in_order(tmp_path):
+    proc, address, sock, out = start_daemon(tmp_path)
+    env = dict(os.environ, GREENPROBE_DAEMON=address)
+    began = tmp_path / "began"
+    client = subprocess.Popen([sys.executable, "-c", CLIENT, "4000", "1000", str(began)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not began.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.5)
+        stop_daemon(proc)  # 1.5 s without a daemon while the client marks ~1,000 times a second
+        time.sleep(1.5)
+        (tmp_path / "ready").unlink()
+        proc, _, _, _ = start_daemon(tmp_path)
+        stdout, stderr = client.communicate(timeout=120)
+        assert client.returncode == 0, stderr
+        assert "did not reach" not in stderr
+    finally:
+        client.kill()
+        stop_daemon(proc)
+    pushed, fell_back, _ = map(int, stdout.split())
+    assert fell_back <= 1, "the ring held the outage's marks"
+    rows = marks_of(out)
+    numbers = [json.loads(m["attrs"])["i"] for m in rows]
+    assert sorted(numbers) == list(range(4000)), "every mark once"
+    ring_numbers = [i for i, m in zip(numbers, rows) if i > 0]
+    assert ring_numbers == sorted(ring_numbers), "in the order they were made"
+    assert len(list(out.glob("run-*"))) == 2
+
+
+FORKER = """
+import os, greenprobe
+from greenprobe.client import default_remote
+with greenprobe.mark("before"):
+    pass
+default_remote().flush()
+pid = os.fork()
+for i in range(300):
+    with greenprobe.mark("child" if pid == 0 else "parent", i=i):
+        pass
+default_remote().flush()
+if pid == 0:
+    os._exit(0)
+os.waitpid(pid, 0)
+print(pid)
+"""
+
+
+def test_a_forked_child_writes_into_a_ring_of_its_own(tmp_path):
+    proc, address, sock, out = start_daemon(tmp_path)
+    try:
+        r = subprocess.run([sys.executable, "-c", FORKER], env=dict(os.environ, GREENPROBE_DAEMON=address),
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        child = int(r.stdout)
+    finally:
+        stop_daemon(proc)
+    rows = marks_of(out)
+    by_label = {}
+    for m in rows:
+        a = json.loads(m["attrs"])
+        by_label.setdefault(m["label"], []).append((a["pid"], a.get("i")))
+    assert sorted(i for _, i in by_label["child"]) == list(range(300))
+    assert {p for p, _ in by_label["child"]} == {child}
+    assert sorted(i for _, i in by_label["parent"]) == list(range(300))
+    assert child not in {p for p, _ in by_label["parent"]}
+
+
+# -- hostile clients --------------------------------------------------------------------------------
+def register(path, fd=None, first=b"R") -> bytes:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(10)
+    s.connect(str(path))
+    if fd is None:
+        s.sendall(first)
+    else:
+        socket.send_fds(s, [first], [fd])
+    reply = s.recv(512)
+    s.close()
+    return reply
+
+
+def test_what_a_hostile_client_sends_is_refused_and_others_are_served(tmp_path):
+    proc, address, sock, out = start_daemon(tmp_path)
+    ring_sock = f"{sock}.ring"
+    try:
+        unsealed = os.memfd_create("x", os.MFD_ALLOW_SEALING)
+        os.ftruncate(unsealed, 4096 + 4096)
+        assert register(ring_sock, unsealed).startswith(b"Xthe mark ring's memfd is not sealed against shrinking")
+        plain_file = os.open(tmp_path / "f", os.O_RDWR | os.O_CREAT)
+        assert register(ring_sock, plain_file).startswith(b"Xthe mark ring is not a sealable memfd")
+        assert register(ring_sock, None, b"F").startswith(b"Xsend R with the ring's memfd first")
+        ring, _, _ = ring_pair(1 << 12)
+        assert register(ring_sock, ring.fd, b"Q").startswith(b"Xthe first message must be R")
+
+        # a ring whose framing the client breaks after registering: dropped, the client told why
+        bad = _core.MarkRing(1 << 12, [])
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(10)
+        s.connect(ring_sock)
+        socket.send_fds(s, [b"R"], [bad.fd])
+        assert s.recv(1) == b"A"
+        m = mmap.mmap(bad.fd, 4096 + 4096)
+        m[4096:4104] = (12).to_bytes(4, "little") + (1).to_bytes(4, "little")  # a frame of 12 bytes: not 8-aligned
+        m[64:72] = (16).to_bytes(8, "little")  # head: 16 bytes written
+        reply = s.recv(512)
+        assert reply.startswith(b"Xring dropped: a frame whose size (12 bytes) breaks the ring's framing"), reply
+        m.close()
+        s.close()
+
+        # a mark with a bad field in an otherwise sound ring: refused and counted in the client's
+        # header, with the reason; the rest held
+        odd, _, _ = ring_pair(1 << 12)
+        odd.append(("\u00e9t\u00e9", 10, 20, 1, None, True))
+        odd.append(("kept", 10, 20, 1, None, True))
+        m = mmap.mmap(odd.fd, 4096 + 4096)
+        m[4096 + 40] = 0xFF  # the first label's first byte: no longer UTF-8
+        m.close()
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(ring_sock)
+        socket.send_fds(s, [b"R"], [odd.fd])
+        assert s.recv(1) == b"A"
+        s.sendall(b"F")
+        assert s.recv(1) == b"D"
+        assert (odd.drained, odd.refused, odd.refused_why) == (2, 1, "a label that is not UTF-8")
+        s.close()
+
+        good = greenprobe.connect(address)
+        now = time.monotonic_ns()
+        good.add_mark("still-served", now, now + 1)
+        assert good.flush() == 1
+    finally:
+        err = stop_daemon(proc)
+    assert "dropped the mark ring of pid" in err
+    assert sorted(m["label"] for m in marks_of(out)) == ["kept", "still-served"]
+
+
+def test_rings_per_user_are_capped_and_the_rest_go_through_grpc(tmp_path):
+    proc, address, sock, out = start_daemon(tmp_path, "--max-rings-per-user", "1")
+    try:
+        env = dict(os.environ, GREENPROBE_DAEMON=address)
+        holder = _core.MarkRing(1 << 12, [])
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(f"{sock}.ring")
+        socket.send_fds(s, [b"R"], [holder.fd])
+        assert s.recv(1) == b"A"  # this user's one ring
+        r = subprocess.run([sys.executable, "-c", CLIENT, "500", "0", str(tmp_path / "began")], env=env,
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        pushed, fell_back, _ = map(int, r.stdout.split())
+        assert pushed == 0 and fell_back == 500
+        assert greenprobe.connect(address).marks() == 500
+        s.close()
+    finally:
+        stop_daemon(proc)
