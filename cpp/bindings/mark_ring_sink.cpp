@@ -81,7 +81,11 @@ bool encode_attrs(MarkEncoder& e, PyObject* attrs) {
 bool push(RingObject* self, PyObject* label, PyObject* attrs, long long start, long long end, unsigned long tid,
           bool ok) {
     if (!self->attached.load(std::memory_order_acquire)) return false;
+#ifdef Py_GIL_DISABLED
     thread_local MarkEncoder enc;
+#else
+    static MarkEncoder enc;  // the GIL is held: one encoder serves every thread, without a TLS lookup
+#endif
     std::string_view name;
     if (!PyUnicode_Check(label) || !utf8_of(label, name)) return false;
     if (!enc.begin(start, end, tid, ok, name)) return false;
