@@ -224,6 +224,8 @@ def _run(args) -> int:
     if socket_path is not None:
         print(f"socket mode 0660: only its owner{' and group ' + args.group if args.group else ''} may connect "
               "(energy data is a side channel, CVE-2020-8694)", file=sys.stderr)
+        print(f"local clients' marks through shared memory: {daemon.rings.path} (at most {args.max_rings} rings, "
+              f"{args.max_rings_per_user} per user)", file=sys.stderr)
     if args.listen:
         print(f"TCP clients must send the token ({access.TOKEN_ENV})" + (" over TLS" if tls else ""), file=sys.stderr)
     if args.prometheus_port is not None:
