@@ -114,6 +114,8 @@ PYBIND11_MODULE(_core, m) {
              "Every mark written since the last drain, as columns (labels, label_index, start_ns, end_ns, "
              "thread_id, ok, attrs_data + attrs_offsets: JSON text with pid put in, attr_names, refused, "
              "refused_why). RingCorrupt: the framing is broken; the ring is of no further use.")
+        .def("commit", &markring::RingReader::commit, py::arg("marks"),
+             "Tells the client that `marks` of a drain are held (its flush waits for this).")
         .def("refuse", &markring::RingReader::refuse, py::arg("marks"), py::arg("why"),
              "Tells the client that `marks` it wrote were refused, and why.");
 

@@ -357,17 +357,18 @@ MarkColumns RingReader::drain(std::int64_t pid) {
     decode_frames(copy_.data(), n, pid, out);
     tail_ = head;
     header_->tail.store(tail_, std::memory_order_release);
-    if (out.refused) refuse(0, out.refused_why);
-    header_->refused.fetch_add(out.refused, std::memory_order_acq_rel);
-    header_->drained.fetch_add(out.size() + out.refused, std::memory_order_acq_rel);
+    if (out.refused) refuse(out.refused, out.refused_why);
     return out;
 }
+
+void RingReader::commit(std::uint64_t marks) { header_->drained.fetch_add(marks, std::memory_order_acq_rel); }
 
 void RingReader::refuse(std::uint64_t marks, std::string_view why) {
     const std::size_t n = std::min(why.size(), kWhyBytes);
     std::memcpy(header_->why, why.data(), n);
     header_->why_len.store(static_cast<std::uint32_t>(n), std::memory_order_release);
     header_->refused.fetch_add(marks, std::memory_order_acq_rel);
+    header_->drained.fetch_add(marks, std::memory_order_acq_rel);
 }
 
 // -- decoding --------------------------------------------------------------------------------------------

@@ -241,7 +241,9 @@ class RemoteProbe:
         other) until the caller stops iterating."""
         power = {c["channel"] for c in self.channels() if c["quantity"] == "power"}
         req = self._pb.StreamSamplesRequest(since_ns=int(since_ns), channels=list(channels), max_batch=max_batch)
-        stream = self._stub.StreamSamples(req)
+        # a local client names itself (its ring's session), so the daemon's per-user stream limit is its own
+        metadata = self._ring.session_metadata() if self._ring is not None else []
+        stream = self._stub.StreamSamples(req, metadata=metadata)
         try:
             for batch in stream:
                 ch, v = list(batch.channel), list(batch.value)

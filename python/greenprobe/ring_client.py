@@ -73,6 +73,7 @@ class RingLink:
         self._generation = 0    # connections made: an ack from an older one answers nothing
         self._stop = threading.Event()
         self.refused_why = ""   # the daemon refused the ring itself (not its marks)
+        self.session = ""       # the daemon's name for this process, for its gRPC calls
         self.last_error = ""
         self._seen_drained = self._seen_refused = 0
         self._thread = threading.Thread(target=self._run, name="greenprobe-mark-ring", daemon=True)
@@ -115,6 +116,7 @@ class RingLink:
             return None
         sock.settimeout(None)
         with self._cond:
+            self.session = reply[1:33].decode(errors="replace")
             self._sock, self._acks = sock, 0
             self._generation += 1
             self.ring.attached = True
@@ -146,6 +148,13 @@ class RingLink:
         sock.close()
 
     # -- explicit calls --------------------------------------------------------------------------
+    def session_metadata(self, wait_s: float = 1.0) -> list:
+        """gRPC metadata naming this process to the daemon (waits up to wait_s for the ring's first
+        registration); empty when the ring is not registered."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._sock is not None or self.refused_why, timeout=wait_s)
+            return [("greenprobe-session", self.session)] if self._sock is not None and self.session else []
+
     def flush(self, timeout_s: Optional[float] = None) -> int:
         """Waits until the daemon holds every mark written into the ring before this call; returns
         how many it took since the previous flush. Raises DaemonError when it refused some, or when

@@ -92,6 +92,11 @@ def test_only_the_socket_group_connects_and_reads_the_output_files(shared_dir):
         assert (stat.S_IMODE(st.st_mode), st.st_gid) == (0o660, MEMBER_GID)
         assert as_user(CONNECT, sock_dir / "d.sock").stdout.strip() == "PermissionError"
         assert as_user(CONNECT, sock_dir / "d.sock", groups=[MEMBER_GID]).stdout.strip() == "connected"
+        ring = sock_dir / "d.sock.ring"  # the shared-memory mark rings' socket: the same policy
+        st = os.stat(ring)
+        assert (stat.S_IMODE(st.st_mode), st.st_gid) == (0o660, MEMBER_GID)
+        assert as_user(CONNECT, ring).stdout.strip() == "PermissionError"
+        assert as_user(CONNECT, ring, groups=[MEMBER_GID]).stdout.strip() == "connected"
         stub = pb_grpc.ProbeStub(grpc.insecure_channel(f"unix:{sock_dir / 'd.sock'}"))
         probe.add_mark("x", 1, 2)
         old = os.umask(access.UMASK)  # as `greenprobe daemon` runs

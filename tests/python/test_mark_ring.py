@@ -253,7 +253,7 @@ def test_what_a_hostile_client_sends_is_refused_and_others_are_served(tmp_path):
         s.settimeout(10)
         s.connect(ring_sock)
         socket.send_fds(s, [b"R"], [bad.fd])
-        assert s.recv(1) == b"A"
+        assert s.recv(64)[:1] == b"A"
         m = mmap.mmap(bad.fd, 4096 + 4096)
         m[4096:4104] = (12).to_bytes(4, "little") + (1).to_bytes(4, "little")  # a frame of 12 bytes: not 8-aligned
         m[64:72] = (16).to_bytes(8, "little")  # head: 16 bytes written
@@ -273,7 +273,7 @@ def test_what_a_hostile_client_sends_is_refused_and_others_are_served(tmp_path):
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         s.connect(ring_sock)
         socket.send_fds(s, [b"R"], [odd.fd])
-        assert s.recv(1) == b"A"
+        assert s.recv(64)[:1] == b"A"
         s.sendall(b"F")
         assert s.recv(1) == b"D"
         assert (odd.drained, odd.refused, odd.refused_why) == (2, 1, "a label that is not UTF-8")
@@ -297,7 +297,7 @@ def test_rings_per_user_are_capped_and_the_rest_go_through_grpc(tmp_path):
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         s.connect(f"{sock}.ring")
         socket.send_fds(s, [b"R"], [holder.fd])
-        assert s.recv(1) == b"A"  # this user's one ring
+        assert s.recv(64)[:1] == b"A"  # this user's one ring
         r = subprocess.run([sys.executable, "-c", CLIENT, "500", "0", str(tmp_path / "began")], env=env,
                            capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stderr
@@ -307,3 +307,39 @@ def test_rings_per_user_are_capped_and_the_rest_go_through_grpc(tmp_path):
         s.close()
     finally:
         stop_daemon(proc)
+
+
+def test_sample_streams_are_capped_per_user_known_by_the_rings_session(tmp_path, monkeypatch):
+    from greenprobe.daemon import Daemon, Limits
+
+    probe = greenprobe.Probe(sensors=["synthetic"], period_us=1000)
+    probe.start()
+    daemon = Daemon(probe, tmp_path / "d.sock", limits=Limits(max_streams=8, max_streams_per_user=2)).start()
+    address = f"unix:{tmp_path / 'd.sock'}"
+    streams = []
+    try:
+        local = greenprobe.connect(address)
+        assert local.mark_sink.attached or local._ring.session_metadata(5.0)
+        for _ in range(2):
+            streams.append(local.samples())
+            next(streams[-1])
+        with pytest.raises(Exception, match=f"user {os.getuid()} has 2 sample streams open.*--max-streams-per-user"):
+            next(local.samples())
+        monkeypatch.setenv("GREENPROBE_MARK_RING", "0")  # a client without a ring: no session
+        anonymous = greenprobe.connect(address)
+        for _ in range(2):  # the first user's streams took nothing from the others
+            streams.append(anonymous.samples())
+            next(streams[-1])
+        with pytest.raises(Exception, match="clients without a session .* has 2 sample streams open"):
+            next(anonymous.samples())
+        for s in streams:
+            s.close()
+        time.sleep(0.3)  # the server sees the cancellations
+        again = local.samples()
+        assert next(again)["t_ns"]  # a closed stream gives its place back
+        again.close()
+    finally:
+        for s in streams:
+            s.close()
+        daemon.stop(grace_s=0.5)
+        probe.stop()

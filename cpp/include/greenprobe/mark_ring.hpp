@@ -140,9 +140,11 @@ class RingReader {
     std::uint64_t pending_bytes() const;  // what the client has written since the last drain
     // Takes every frame written so far and decodes it; marks whose fields are bad are refused and
     // counted in the client's header, `pid` is put in every mark's attributes. RingCorrupt: the
-    // framing is broken (the ring is of no further use).
+    // framing is broken (the ring is of no further use). The client learns the marks are held
+    // only from commit(): call it once they are.
     MarkColumns drain(std::int64_t pid);
-    // Marks taken from the ring but refused afterwards (e.g. the daemon's limits), for the client.
+    void commit(std::uint64_t marks);  // `marks` of a drain are held: the client's flush may return
+    // Marks taken from the ring but refused (e.g. the daemon's limits), and why, for the client.
     void refuse(std::uint64_t marks, std::string_view why);
 
   private:

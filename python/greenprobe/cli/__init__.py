@@ -203,6 +203,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="distinct mark attribute names at most (each is a column; default 256)")
     p.add_argument("--max-streams", type=int, default=8, metavar="N",
                    help="concurrent sample streams at most (default 8; the other threads serve short calls)")
+    p.add_argument("--max-streams-per-user", type=int, default=4, metavar="N",
+                   help="of those, per user (default 4; local clients are known by their mark ring's session, the "
+                        "others share one such allowance)")
     p.add_argument("--max-query-samples", type=int, default=20_000_000, metavar="N",
                    help="samples one query (Summary, Table, Save, Energy, a stream's history) may read at once "
                         "(default 20M); a longer history stays in the run's parts")

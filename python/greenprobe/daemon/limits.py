@@ -32,6 +32,7 @@ class Limits:
     max_marks: int = 5_000_000        # marks held in memory (not yet written: the columnar store lets written ones go)
     max_attr_names: int = 256         # distinct attribute names over all marks: each is a column of every table
     max_streams: int = 8              # concurrent StreamSamples; the rest of the workers stay for short calls
+    max_streams_per_user: int = 4     # of those, per user (known by its ring's session; the rest share one)
     max_backlog: int = 500_000        # marks accepted but not yet written (--out): more waits, so SIGKILL loses little
     max_query_samples: int = 20_000_000  # samples one query may read at once (a long run's history is on disk)
     max_query_marks: int = 1_000_000  # marks a Summary, Save or Table reads at once (~1 KB each while computed)

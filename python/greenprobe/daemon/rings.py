@@ -2,8 +2,9 @@
 
 A Unix socket beside the gRPC one (``<socket>.ring``, the same mode and group, so the same users
 may reach it) takes one ring per client process: the client sends ``R`` with its memfd
-(SCM_RIGHTS), the kernel says who it is (SO_PEERCRED), and the daemon answers ``A`` or ``X`` and
-why. The connection stays open: ``F`` asks for a drain now (answered ``D``), and its end means the
+(SCM_RIGHTS), the kernel says who it is (SO_PEERCRED), and the daemon answers ``A`` and a session
+id (which the client's gRPC calls carry, so that limits per user hold: gRPC's Unix peers carry no
+credentials), or ``X`` and why. The connection stays open: ``F`` asks for a drain now (answered ``D``), and its end means the
 client is gone, after which the ring is drained one last time and let go.
 
 One thread serves every ring: it drains each every ``DRAIN_EVERY_S`` into the mark store as
@@ -42,6 +43,7 @@ class _Client:
     pid: int
     uid: int
     reader: object = None  # _core.MarkRingReader once registered
+    session: str = ""
 
 
 def columns_table(cols: dict):
@@ -69,6 +71,9 @@ class RingIntake:
         self._listener: Optional[socket.socket] = None
         self._thread: Optional[threading.Thread] = None
         self.lost_rings = 0  # dropped for broken framing
+        # session id -> (pid, uid) of each registered client, handed to it alone over its connection:
+        # its gRPC calls carry it, so the daemon knows whose they are (gRPC's Unix peers carry no credentials)
+        self.sessions: dict[str, tuple[int, int]] = {}
 
     def start(self) -> None:
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
@@ -178,8 +183,10 @@ class RingIntake:
             c.reader = _core.MarkRingReader(fd)  # owns fd from here, closed on failure too
         except ValueError as e:
             return self._refuse(c, str(e))
+        c.session = os.urandom(16).hex()  # names this process on its gRPC calls (per-user limits)
+        self.sessions[c.session] = (c.pid, c.uid)
         try:
-            c.conn.send(b"A")
+            c.conn.send(b"A" + c.session.encode())
         except OSError:
             self._drop(c)
 
@@ -194,6 +201,7 @@ class RingIntake:
         if drain and c.reader is not None:
             self._drain(c, force=True)
         self._clients.pop(c.conn.fileno(), None)
+        self.sessions.pop(c.session, None)
         try:
             self._sel.unregister(c.conn)
         except (KeyError, ValueError):
@@ -224,6 +232,7 @@ class RingIntake:
             return
         try:
             sv.record_columns(columns_table(cols), cols["attr_names"], int(cols["end_ns"].max()))
+            reader.commit(n)  # only now may the client's flush return
         except Full as e:
             reader.refuse(n, str(e))
         except Exception as e:  # taken from the ring but not held: the client hears of it at exit

@@ -70,6 +70,8 @@ class Daemon:
         # local clients' shared-memory mark rings, beside the Unix socket (daemon/rings.py)
         self.rings = RingIntake(ring_socket_path(self.socket_path), self.servicer, self.gid, self.limits.max_rings,
                                 self.limits.max_rings_per_user) if self.socket_path is not None else None
+        if self.rings is not None:
+            self.servicer.sessions = self.rings.sessions
 
     def _server(self, interceptors: list) -> grpc.Server:
         n = self.limits.workers
@@ -193,6 +195,7 @@ def _run(args) -> int:
     private = not (args.no_socket or args.socket)  # the default folder must be the daemon's alone
     socket_path = None if args.no_socket else Path(args.socket) if args.socket else default_socket()
     limits = Limits(max_marks=args.max_marks, max_attr_names=args.max_attr_names, max_streams=args.max_streams,
+                    max_streams_per_user=args.max_streams_per_user,
                     max_backlog=args.max_backlog, max_query_samples=args.max_query_samples,
                     max_query_marks=args.max_query_marks, max_rings=args.max_rings,
                     max_rings_per_user=args.max_rings_per_user)

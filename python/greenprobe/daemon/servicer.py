@@ -22,6 +22,7 @@ from .dedupe import Dedupe
 from .limits import AttrNames, Full, Limits, records_of
 
 STREAM_POLL_S = 0.05
+SESSION_KEY = "greenprobe-session"  # gRPC metadata: the session id a client's ring registration gave it
 TABLES = ("intervals", "labels", "samples")
 
 
@@ -39,6 +40,9 @@ class Servicer(pb_grpc.ProbeServicer):
         self.intake = threading.BoundedSemaphore(self.limits.max_intake)
         self.streams = threading.BoundedSemaphore(self.limits.max_streams)
         self.backlog: Optional[Callable[[], int]] = None  # marks accepted but not yet on disk (with --out)
+        self.sessions: dict = {}  # session id -> (pid, uid): clients known by their ring (daemon/rings.py)
+        self._user_streams: dict = {}  # uid (None: calls without a session) -> open streams
+        self._user_lock = threading.Lock()
 
     # -- status --------------------------------------------------------------------------------
     def Status(self, request, context):
@@ -141,8 +145,36 @@ class Servicer(pb_grpc.ProbeServicer):
         # short calls would wait behind it
         with _slot(context, self.streams, grpc.StatusCode.RESOURCE_EXHAUSTED,
                    f"{self.limits.max_streams} sample streams are open, the daemon's limit (--max-streams): close "
-                   "one, or raise the limit"):
+                   "one, or raise the limit"), self._user_stream(context):
             yield from self._stream(context, int(request.since_ns), want, batch)
+
+    def caller_uid(self, context) -> Optional[int]:
+        """The uid of a client known by its session (its ring's SO_PEERCRED); None for the rest."""
+        for key, value in context.invocation_metadata() or ():
+            if key == SESSION_KEY:
+                who = self.sessions.get(value)
+                return who[1] if who else None
+        return None
+
+    @contextlib.contextmanager
+    def _user_stream(self, context):
+        """One of the caller's --max-streams-per-user streams: one user's streams never take them
+        all. Calls without a session (TCP, pure-Python clients) share one such allowance."""
+        uid = self.caller_uid(context)
+        cap = self.limits.max_streams_per_user
+        with self._user_lock:
+            n = self._user_streams.get(uid, 0)
+            if n >= cap:
+                who = f"user {uid}" if uid is not None else "clients without a session (TCP, pure-Python)"
+                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                              f"{who} has {n} sample streams open, the daemon's limit per user "
+                              "(--max-streams-per-user): close one, or raise the limit")
+            self._user_streams[uid] = n + 1
+        try:
+            yield
+        finally:
+            with self._user_lock:
+                self._user_streams[uid] -= 1
 
     def _stream(self, context, since: int, want: set, batch: int):
         """The history after ``since`` first, then what arrives, followed by arrival index: a sample
