@@ -343,6 +343,7 @@ std::uint64_t RingReader::pending_bytes() const {
 
 MarkColumns RingReader::drain(std::int64_t pid) {
     MarkColumns out;
+    out.attrs_offsets.push_back(0);
     const std::uint64_t head = header_->head.load(std::memory_order_acquire);
     if (head < tail_ || head - tail_ > capacity_ || (head & 7) != 0) {
         throw RingCorrupt("the client moved the mark ring's head to an impossible place");

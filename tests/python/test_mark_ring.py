@@ -343,3 +343,45 @@ def test_sample_streams_are_capped_per_user_known_by_the_rings_session(tmp_path,
             s.close()
         daemon.stop(grace_s=0.5)
         probe.stop()
+
+
+FRAME = st.one_of(
+    st.binary(min_size=0, max_size=120),  # anything at all
+    st.builds(lambda size, kind, body: size.to_bytes(4, "little") + kind.to_bytes(4, "little") + body,
+              st.sampled_from([0, 8, 16, 40, 48, 64, 12, 2**31]), st.sampled_from([1, 2, 3]),
+              st.binary(max_size=64)))
+
+
+@settings(max_examples=400, deadline=None)
+@given(good_before=st.integers(0, 3), junk=st.lists(FRAME, max_size=4),
+       head_shift=st.sampled_from([0, 8, -8, 1 << 20]))
+def test_whatever_a_client_writes_into_its_ring_the_reader_refuses_or_returns_sound_columns(
+        good_before, junk, head_shift):
+    """The ring's bytes are the client's: the reader must answer every content with RingCorrupt or
+    with columns that are consistent, valid UTF-8 and JSON, never a crash, a hang or a bad read."""
+    ring, reader, _ = ring_pair(1 << 12)
+    for i in range(good_before):
+        ring.append(("ok", 10 + i, 20 + i, 1, {"i": i}, True))
+    m = mmap.mmap(ring.fd, 4096 + 4096)
+    head = int.from_bytes(m[64:72], "little")
+    blob = b"".join(junk)[: 4096 - head - 512]
+    m[4096 + head:4096 + head + len(blob)] = blob
+    m[64:72] = max(head + len(blob) + head_shift, 0).to_bytes(8, "little")
+    try:
+        cols = reader.drain(3)
+    except _core.RingCorrupt:
+        return
+    finally:
+        m.close()
+    n = cols["start_ns"].size
+    offsets = cols["attrs_offsets"]
+    assert len(offsets) == n + 1 and offsets[0] == 0 and offsets[-1] == len(cols["attrs_data"])
+    assert all(offsets[i] <= offsets[i + 1] for i in range(n))
+    for i in range(n):
+        attrs = json.loads(json_of(cols, i))
+        assert attrs["pid"] == 3
+    assert all(0 <= k < len(cols["labels"]) for k in cols["label_index"])
+    assert (cols["end_ns"] >= cols["start_ns"]).all() and (cols["start_ns"] > 0).all()
+    table = columns_table(cols)
+    table.validate(full=True)  # the strings are UTF-8, the offsets sound
+    assert table.num_rows == n
