@@ -1,16 +1,19 @@
 """Soak: does the daemon's memory stay flat however long it runs and however many marks it takes?
 
     PYTHONPATH=python .venv/bin/python benchmarks/bench_daemon_soak.py [--marks 10000000] [--hours 24]
+                                                                       [--transport grpc|ring]
 
 Part 1, marks: a real `greenprobe daemon --out` (synthetic sensor at 1 kHz, parts every 2 s) takes
-``--marks`` marks over its Unix socket in columnar batches of 10,000 (each with two attributes), as
-fast as one client sends them; its resident memory is read from /proc every half second against
-the marks it holds.
+``--marks`` marks, each with two attributes, as fast as one client sends them: ``grpc`` over its
+Unix socket in columnar batches of 10,000; ``ring`` from a client process marking with
+``greenprobe.mark`` into its shared-memory ring. Its resident memory is read from /proc every half
+second against the marks it holds.
 
 Part 2, a simulated day of samples: the daemon's own sample store and part writer, fed ``--hours``
 of one 1 kHz channel in 2-second drains (the sampler's drain), a part written per drain and memory
-kept to the last 300 s as the daemon does, as fast as the machine goes; resident memory per
-simulated hour, and an energy query about the first hour at the end (read back from the parts).
+kept to the last 300 s and every 1,800 parts merged into one file (an hour's, --compact-s 3600) as
+the daemon does, as fast as the machine goes; resident memory per simulated hour, and an energy
+query about the first hour at the end (read back from the merged parts).
 
 Flat means: the peak after warm-up (the first 10 %) minus the resident memory at warm-up.
 """
@@ -51,7 +54,41 @@ def flatness(points: list[tuple[float, int]]) -> tuple[int, int]:
     return warm, max(r for _, r in points[len(points) // 10:]) - warm
 
 
-def soak_marks(n_marks: int, work: Path) -> dict:
+RING_CLIENT = """
+import sys, greenprobe
+from greenprobe.client import default_remote
+n, mark = int(sys.argv[1]), greenprobe.mark
+for i in range(n):
+    with mark("soak", i=i, who="soak"):
+        pass
+remote = default_remote()
+remote.flush()
+print(remote.mark_sink.pushed, remote.mark_sink.fell_back)
+"""
+
+
+def _ring_marks(n_marks, daemon, sock, ready, grpc, pb, pb_grpc) -> dict:
+    while not ready.exists():
+        time.sleep(0.05)
+    stub = pb_grpc.ProbeStub(grpc.insecure_channel(f"unix:{sock}"))
+    cpu0, t0 = cpu_s(daemon.pid), time.monotonic()
+    client = subprocess.Popen([sys.executable, "-c", RING_CLIENT, str(n_marks)], stdout=subprocess.PIPE, text=True,
+                              env=dict(os.environ, GREENPROBE_DAEMON=f"unix:{sock}"))
+    points = []
+    while client.poll() is None:
+        points.append((stub.Status(pb.StatusRequest(), timeout=30).marks, rss(daemon.pid)))
+        time.sleep(0.5)
+    wall = time.monotonic() - t0
+    pushed, fell_back = map(int, client.stdout.read().split())
+    held = stub.Status(pb.StatusRequest(), timeout=30).marks
+    points.append((held, rss(daemon.pid)))
+    cpu = cpu_s(daemon.pid) - cpu0
+    warm, growth = flatness(points)
+    return {"marks": n_marks, "held": held, "wall_s": wall, "retries": fell_back, "cpu_s": cpu, "warm_rss": warm,
+            "growth": growth, "final_rss": points[-1][1], "points": points, "ring": pushed}
+
+
+def soak_marks(n_marks: int, work: Path, transport: str = "grpc") -> dict:
     import grpc
 
     from greenprobe.v1 import probe_pb2 as pb
@@ -62,7 +99,8 @@ def soak_marks(n_marks: int, work: Path) -> dict:
                                str(sock), "--ready-file", str(ready), "--out", str(work / "out"), "--flush-s", "2"],
                               stderr=subprocess.DEVNULL)
     try:
-        return _send_marks(n_marks, daemon, sock, ready, grpc, pb, pb_grpc)
+        send = _ring_marks if transport == "ring" else _send_marks
+        return send(n_marks, daemon, sock, ready, grpc, pb, pb_grpc)
     finally:  # a failed run must not leave its daemon behind
         if daemon.poll() is None:
             daemon.send_signal(signal.SIGTERM)
@@ -114,13 +152,14 @@ def soak_samples(hours: float, work: Path) -> dict:
     from greenprobe.parquet import PartWriter
     from greenprobe.store import MarkStore, SampleStore
 
-    probe = SimpleNamespace(_samples=SampleStore(), _records=MarkStore())  # what PartWriter reads of a Probe
+    probe = SimpleNamespace(samples_store=SampleStore(), marks_store=MarkStore(),  # what PartWriter reads of a Probe
+                            channel_info=lambda: [{"channel": 0, "quantity": "energy"}])
     writer = PartWriter(probe, work / "day", metadata={})
     power_w, step_ns, drain_ns, keep_ns = 40.0, 1_000_000, 2_000_000_000, 300_000_000_000
     t0 = 10 ** 12
     per = drain_ns // step_ns
     every_ns = max(int(hours * 3600e9) // 24 // drain_ns, 1) * drain_ns
-    points, t_end = [], t0 + int(hours * 3600e9)
+    points, t_end, merged = [], t0 + int(hours * 3600e9), 0
     start = time.monotonic()
     t = t0
     while t < t_end:
@@ -129,6 +168,7 @@ def soak_samples(hours: float, work: Path) -> dict:
                                np.full(per, 1, np.uint32)))
         writer.flush()
         probe.samples_store.forget(tt[-1] - keep_ns)  # simulated time: the window is the simulated one
+        merged += writer.compact(1800)
         t += drain_ns
         if (t - t0) % every_ns == 0:  # 24 points over the run: each simulated hour of a day
             points.append(((t - t0) / 3.6e12, rss()))
@@ -141,7 +181,9 @@ def soak_samples(hours: float, work: Path) -> dict:
                  value=cols[2], flags=cols[4])
     e = float(attribute(np.array([a]), np.array([b]), [ch])[0]["energy_j"][0])
     warm, growth = flatness(points)
+    files = len(list((work / "day" / "parts" / "samples").iterdir()))
     return {"hours": hours, "samples": len(probe.samples_store), "parts": writer.parts, "wall_s": wall,
+            "files": files, "index": len(probe.samples_store._parts), "merged": merged,
             "in_memory": probe.samples_store.memory_rows(), "warm_rss": warm, "growth": growth, "final_rss": points[-1][1],
             "energy_j": e, "truth_j": power_w * (b - a) * 1e-9, "points": points}
 
@@ -150,19 +192,26 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--marks", type=int, default=10_000_000)
     ap.add_argument("--hours", type=float, default=24)
+    ap.add_argument("--transport", choices=("grpc", "ring"), default="grpc")
     args = ap.parse_args(argv)
     mib = 2 ** 20
     with tempfile.TemporaryDirectory(prefix="greenprobe-soak-") as d:
-        m = soak_marks(args.marks, Path(d))
-        print(f"marks: {m['marks']:,} sent, {m['held']:,} held, {m['wall_s']:.1f} s ({m['marks'] / m['wall_s']:,.0f}/s), "
-              f"{m['retries']} back-pressure retries, daemon CPU {m['cpu_s'] / m['wall_s']:.0%} of a core")
-        print(f"  daemon RSS at warm-up {m['warm_rss'] / mib:.0f} MiB, growth after {m['growth'] / mib:.1f} MiB, "
-              f"final {m['final_rss'] / mib:.0f} MiB")
-        print("  RSS by marks held: " + ", ".join(f"{n / 1e6:.1f}M {r / mib:.0f}"
-                                                  for n, r in m["points"][::max(len(m["points"]) // 10, 1)]))
+        m = soak_marks(args.marks, Path(d), args.transport) if args.marks else None
+        if m is not None:
+            how = (f"{m['ring']:,} through the ring, {m['retries']:,} through gRPC" if args.transport == "ring" else
+                   f"{m['retries']} back-pressure retries")
+            print(f"marks ({args.transport}): {m['marks']:,} sent, {m['held']:,} held, {m['wall_s']:.1f} s "
+                  f"({m['marks'] / m['wall_s']:,.0f}/s), {how}, daemon CPU {m['cpu_s'] / m['wall_s']:.0%} of a core")
+            print(f"  daemon RSS at warm-up {m['warm_rss'] / mib:.0f} MiB, growth after {m['growth'] / mib:.1f} MiB, "
+                  f"final {m['final_rss'] / mib:.0f} MiB")
+            print("  RSS by marks held: " + ", ".join(f"{n / 1e6:.1f}M {r / mib:.0f}"
+                                                      for n, r in m["points"][::max(len(m["points"]) // 10, 1)]))
+        if not args.hours:
+            return
         s = soak_samples(args.hours, Path(d))
         print(f"samples: {s['hours']:g} simulated hours, {s['samples']:,} samples, {s['parts']:,} parts, "
-              f"{s['wall_s']:.0f} s, {s['in_memory']:,} rows in memory at the end")
+              f"{s['wall_s']:.0f} s, {s['in_memory']:,} rows in memory at the end; {s['files']} files and "
+              f"{s['index']} index entries left ({s['merged']:,} parts merged away)")
         print(f"  RSS at warm-up {s['warm_rss'] / mib:.0f} MiB, growth after {s['growth'] / mib:.1f} MiB, "
               f"final {s['final_rss'] / mib:.0f} MiB")
         print("  RSS by hour: " + ", ".join(f"{h:.3g}h {r / mib:.0f}" for h, r in s["points"]))

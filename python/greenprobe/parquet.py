@@ -10,6 +10,7 @@ import datetime as _dt
 import json
 import os
 import platform
+import re
 import socket
 import tempfile
 import time
@@ -269,6 +270,45 @@ def read_metadata(path) -> dict:
     return json.loads(md[METADATA_KEY])
 
 
+PART_NAME = re.compile(r"part-(\d+)(?:-(\d+))?\.parquet")
+
+
+def _concat_parts(paths: list, f) -> None:
+    """The parts' rows in order into one Parquet file, a few parts at a time (bounded memory)."""
+    writer = None
+    try:
+        for i in range(0, len(paths), 32):
+            table = pa.concat_tables([pq.read_table(p) for p in paths[i:i + 32]])
+            if writer is None:
+                writer = pq.ParquetWriter(f, table.schema)
+            writer.write_table(table.cast(writer.schema))
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+def read_parts(folder) -> pa.Table:
+    """A folder of parts (``DIR/parts/samples`` or ``.../marks``) as one table, in order, each row
+    once: a part that a merged file ``part-FIRST-LAST.parquet`` also holds (a crash during merging
+    leaves both) is skipped. ``pyarrow.parquet.read_table(folder)`` reads the same when no merge
+    was cut short."""
+    spans = []
+    for p in Path(folder).iterdir():
+        m = PART_NAME.fullmatch(p.name)
+        if m:
+            spans.append((int(m.group(1)), int(m.group(2) or m.group(1)), p))
+    spans.sort(key=lambda s: (s[0], -s[1]))  # a merged file before the parts it holds
+    keep, covered = [], 0
+    for first, last, p in spans:
+        if last <= covered:
+            continue
+        keep.append(p)
+        covered = last
+    if not keep:
+        raise FileNotFoundError(f"no part-*.parquet in {folder}")
+    return pa.concat_tables([pq.read_table(p) for p in keep])
+
+
 class PartWriter:
     """Writes what a long session gathers as it goes, one Parquet file per flush, so that a process
     killed without warning (SIGKILL, power loss) leaves everything up to its last flush readable:
@@ -334,6 +374,33 @@ class PartWriter:
                 records.spilled(Part(str(path), self.marks_done, self.marks_done + marks.num_rows))
             self.marks_done += marks.num_rows
         return t.size + marks.num_rows
+
+    def compact(self, count: int) -> int:
+        """Merges each run of ``count`` parts that memory no longer holds into one file
+        ``part-FIRST-LAST.parquet`` (a day of 2 s flushes is 43,200 parts; merged hourly, 24), then
+        removes the originals; returns how many files went. The merged file is renamed into place
+        before an original goes: a crash between leaves rows twice in the folder, which
+        ``read_parts`` reads once. A query that listed an original reads again from the merged file."""
+        from .store import MarkStore, Part
+
+        gone = 0
+        stores = [("samples", self.probe.samples_store)]
+        if isinstance(self.probe.marks_store, MarkStore):
+            stores.append(("marks", self.probe.marks_store))
+        for folder, store in stores:
+            while count > 1:
+                parts = store.merge_candidates(count)
+                if not parts:
+                    break
+                first, last = (int(PART_NAME.fullmatch(Path(p.path).name).group(1)) for p in (parts[0], parts[-1]))
+                path = self.root / folder / f"part-{first:08d}-{last:08d}.parquet"
+                _atomic_write(path, lambda f: _concat_parts([p.path for p in parts], f))
+                store.merged(parts, Part(str(path), parts[0].start, parts[-1].stop))
+                for p in parts:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(p.path)
+                gone += len(parts) - 1
+        return gone
 
     def forget(self, keep_ns: int) -> None:
         """Drops from memory what the parts hold: marks at once, samples older than ``keep_ns``

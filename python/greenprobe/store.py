@@ -31,6 +31,7 @@ def mark_schema():
     return pa.schema([("label", pa.string()), ("start_ns", pa.int64()), ("end_ns", pa.int64()),
                       ("thread_id", pa.uint64()), ("ok", pa.bool_()), ("attrs", pa.string())])
 SEAL_MARKS = 4096  # single appended marks are gathered into columns this many at a time
+READ_TRIES = 3  # a query whose parts were merged under it reads again, from the merged file
 
 
 @dataclass(frozen=True)
@@ -44,14 +45,14 @@ class Part:
 
 
 class PartIndex:
-    """The parts of a store as columns (folder, number, start, stop, t_min, t_max): 48 bytes per
-    part, where a Part object with its path costs ~400 (a part every 2 s is 43,200 a day). Reads
-    like a list of Part."""
+    """The parts of a store as columns (folder, first number, start, stop, t_min, t_max, last
+    number): 56 bytes per part, where a Part object with its path costs ~400 (a part every 2 s is
+    43,200 a day, until ``replace`` merges them). Reads like a list of Part."""
 
-    NAME = re.compile(r"part-(\d+)\.parquet")
+    NAME = re.compile(r"part-(\d+)(?:-(\d+))?\.parquet")
 
     def __init__(self):
-        self._cols = np.zeros((0, 6), np.int64)
+        self._cols = np.zeros((0, 7), np.int64)
         self._n = 0
         self._dirs: list[str] = []
         self._odd: dict[int, str] = {}  # paths that do not follow the part-NNNNNNNN naming
@@ -69,22 +70,59 @@ class PartIndex:
         if part.start != self.stop:
             raise ValueError(f"part {part.path} starts at row {part.start}, the parts so far end at {self.stop}")
         if self._n == len(self._cols):
-            self._cols = np.concatenate([self._cols, np.zeros((max(self._n, 64), 6), np.int64)])
-        folder, name = os.path.split(part.path)
-        m = self.NAME.fullmatch(name)
-        if m and folder not in self._dirs:
-            self._dirs.append(folder)
-        if m:
-            self._cols[self._n] = (self._dirs.index(folder), int(m.group(1)), part.start, part.stop, part.t_min,
-                                   part.t_max)
-        else:
+            self._cols = np.concatenate([self._cols, np.zeros((max(self._n, 64), 7), np.int64)])
+        self._cols[self._n] = self._row(part)
+        if self._cols[self._n, 0] < 0:
             self._odd[self._n] = part.path
-            self._cols[self._n] = (-1, -1, part.start, part.stop, part.t_min, part.t_max)
         self._n += 1
 
+    def _row(self, part: Part) -> tuple:
+        folder, name = os.path.split(part.path)
+        m = self.NAME.fullmatch(name)
+        if not m:
+            return (-1, -1, part.start, part.stop, part.t_min, part.t_max, -1)
+        if folder not in self._dirs:
+            self._dirs.append(folder)
+        first = int(m.group(1))
+        return (self._dirs.index(folder), first, part.start, part.stop, part.t_min, part.t_max,
+                int(m.group(2) or first))
+
+    def index_of(self, start: int) -> int:
+        """The part whose rows begin at row ``start``."""
+        hit = np.flatnonzero(self._cols[:self._n, 2] == start)
+        if not hit.size:
+            raise ValueError(f"no part starts at row {start}")
+        return int(hit[0])
+
+    def written_before(self, row: int) -> int:
+        """How many parts end at or before ``row``."""
+        return int(np.count_nonzero(self._cols[:self._n, 3] <= row))
+
+    def single(self, i: int) -> bool:
+        """Whether part ``i`` is one flush's (not yet merged with others)."""
+        return self._cols[i, 0] >= 0 and self._cols[i, 1] == self._cols[i, 6]
+
+    def replace(self, a: int, b: int, merged: Part) -> None:
+        """Parts a..b (inclusive) are now the one file ``merged`` holds (their rows, in order)."""
+        first, last = self._part(a), self._part(b)
+        if (merged.start, merged.stop) != (first.start, last.stop) or any(i in self._odd for i in range(a, b + 1)):
+            raise ValueError(f"{merged.path} does not hold exactly parts {a}..{b}")
+        row = self._row(Part(merged.path, merged.start, merged.stop, int(self._cols[a:b + 1, 4].min()),
+                             int(self._cols[a:b + 1, 5].max())))
+        gone = b - a
+        self._cols[a] = row
+        self._cols[a + 1:self._n - gone] = self._cols[b + 1:self._n]
+        self._cols[self._n - gone:self._n] = 0
+        self._odd = {(i - gone if i > b else i): p for i, p in self._odd.items()}
+        self._n -= gone
+
     def _part(self, i: int) -> Part:
-        d, num, start, stop, t_min, t_max = (int(x) for x in self._cols[i])
-        path = self._odd[i] if d < 0 else os.path.join(self._dirs[d], f"part-{num:08d}.parquet")
+        d, num, start, stop, t_min, t_max, last = (int(x) for x in self._cols[i])
+        if d < 0:
+            path = self._odd[i]
+        else:
+            name = f"part-{num:08d}.parquet" if last == num else f"part-{num:08d}-{last:08d}.parquet"
+            path = os.path.join(self._dirs[d], name)
         return Part(path, start, stop, t_min, t_max)
 
     def select(self, k: int, from_index: int = 0, start_ns: Optional[int] = None,
@@ -103,6 +141,20 @@ class PartIndex:
         if isinstance(key, slice):
             return [self._part(i) for i in range(*key.indices(self._n))]
         return self._part(range(self._n)[key])
+
+
+def merge_candidates(index: PartIndex, written: int, count: int) -> Optional[tuple[int, int]]:
+    """The first ``count`` single parts among the first ``written`` (those memory no longer holds),
+    as (a, b), when there are that many in a row; else None."""
+    a = 0
+    while a < written and not index.single(a):
+        a += 1
+    b = a
+    while b < written and index.single(b):
+        b += 1
+        if b - a == count:
+            return a, b - 1
+    return None
 
 
 def empty_samples() -> tuple:
@@ -157,10 +209,16 @@ class SampleStore:
         """Rows from arrival index ``from_index`` on with ``start_ns <= t_ns <= end_ns``, in arrival
         order; parts are read only where they hold such rows. ``with_end``: also the arrival index
         after the last row considered, from which a reader goes on (``columns_from``)."""
-        with self._lock:
-            mem, first, end = self._memory(), self._first, self._n
-            parts = self._parts.select(self._in_memory_part, from_index, start_ns, end_ns)
-        cols = self._columns(mem, first, parts, start_ns, end_ns, from_index)
+        for attempt in range(READ_TRIES):
+            with self._lock:
+                mem, first, end = self._memory(), self._first, self._n
+                parts = self._parts.select(self._in_memory_part, from_index, start_ns, end_ns)
+            try:
+                cols = self._columns(mem, first, parts, start_ns, end_ns, from_index)
+                break
+            except FileNotFoundError:  # parts merged meanwhile: the index names the merged file now
+                if attempt == READ_TRIES - 1:
+                    raise
         return (cols, end) if with_end else cols
 
     @staticmethod
@@ -191,17 +249,35 @@ class SampleStore:
     def columns_from(self, index: int) -> tuple[tuple, int]:
         """Rows from arrival index ``index`` on, and the index after the last of them: a reader that
         goes on from there misses no row and reads none twice, however late a row arrives."""
-        with self._lock:  # memory, where it starts and the parts before it: one consistent view
-            mem, first, end = self._memory(), self._first, self._n
-            parts = self._parts.select(self._in_memory_part, index) if index < first else []
-        if index < first:  # a reader that fell behind memory: the parts, then memory
-            return self._columns(mem, first, parts, None, None, index), end
-        return tuple(c[index - first:] for c in mem), end
+        for attempt in range(READ_TRIES):
+            with self._lock:  # memory, where it starts and the parts before it: one consistent view
+                mem, first, end = self._memory(), self._first, self._n
+                parts = self._parts.select(self._in_memory_part, index) if index < first else []
+            if index >= first:
+                return tuple(c[index - first:] for c in mem), end
+            try:  # a reader that fell behind memory: the parts, then memory
+                return self._columns(mem, first, parts, None, None, index), end
+            except FileNotFoundError:  # parts merged meanwhile: read the merged file
+                if attempt == READ_TRIES - 1:
+                    raise
 
     def spilled(self, part: Part) -> None:
         """The writer wrote rows [part.start, part.stop) into part.path."""
         with self._lock:
             self._parts.append(part)
+
+    def merge_candidates(self, count: int) -> Optional[list[Part]]:
+        """``count`` consecutive single parts whose rows memory no longer holds, or None."""
+        with self._lock:
+            ab = merge_candidates(self._parts, self._in_memory_part, count)
+            return self._parts[ab[0]:ab[1] + 1] if ab else None
+
+    def merged(self, parts: list[Part], into: Part) -> None:
+        """``into`` now holds the rows of ``parts`` (as merge_candidates gave them)."""
+        with self._lock:
+            a = self._parts.index_of(parts[0].start)
+            self._parts.replace(a, a + len(parts) - 1, into)
+            self._in_memory_part -= len(parts) - 1
 
     def forget(self, before_ns: int) -> int:
         """Drops from memory the rows of written parts whose every sample is older than
@@ -313,11 +389,17 @@ class MarkStore:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        with self._lock:
-            self._seal()
-            chunks, first, parts = list(self._chunks), self._first, self._parts[:]
-        pieces = [pq.read_table(p.path, schema=mark_schema()).slice(max(start - p.start, 0))
-                  for p in parts if start < p.stop <= first]  # parts whose marks left memory
+        for attempt in range(READ_TRIES):
+            with self._lock:
+                self._seal()
+                chunks, first, parts = list(self._chunks), self._first, self._parts[:]
+            try:
+                pieces = [pq.read_table(p.path, schema=mark_schema()).slice(max(start - p.start, 0))
+                          for p in parts if start < p.stop <= first]  # parts whose marks left memory
+                break
+            except FileNotFoundError:  # parts merged meanwhile: the index names the merged file now
+                if attempt == READ_TRIES - 1:
+                    raise
         mem = pa.concat_tables(chunks) if chunks else mark_schema().empty_table()
         pieces.append(mem.slice(max(start - first, 0)))
         return pa.concat_tables(pieces).combine_chunks() if len(pieces) > 1 else pieces[0]
@@ -332,6 +414,17 @@ class MarkStore:
         """The writer wrote marks [part.start, part.stop) into part.path."""
         with self._lock:
             self._parts.append(part)
+
+    def merge_candidates(self, count: int) -> Optional[list[Part]]:
+        """``count`` consecutive single parts whose marks memory no longer holds, or None."""
+        with self._lock:
+            ab = merge_candidates(self._parts, self._parts.written_before(self._first), count)
+            return self._parts[ab[0]:ab[1] + 1] if ab else None
+
+    def merged(self, parts: list[Part], into: Part) -> None:
+        with self._lock:
+            a = self._parts.index_of(parts[0].start)
+            self._parts.replace(a, a + len(parts) - 1, into)
 
     def forget(self) -> int:
         """Drops from memory every mark a part holds; returns how many went."""

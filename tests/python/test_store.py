@@ -179,3 +179,112 @@ def test_nothing_outside_the_probe_reads_its_private_data():
     pokes = [f"{f.relative_to(root)}:{n}: {line.strip()}" for f in sorted(root.rglob("*.py")) if f.name != "session.py"
              for n, line in enumerate(f.read_text().splitlines(), 1) if private.search(line)]
     assert not pokes, "\n".join(pokes)
+
+
+def test_parts_merged_as_the_run_goes_answer_every_query_the_same(tmp_path):
+    import shutil
+    import threading
+
+    import pyarrow as pa
+
+    from greenprobe.daemon.rings import columns_table  # a ring's drain: marks arriving as a table
+    from greenprobe.parquet import read_parts
+
+    rng = np.random.default_rng(11)
+    probe = stores()
+    writer = PartWriter(probe, tmp_path, metadata={})
+    truth, marks = [], []
+    t0 = 1_000_000_000
+    errors, reading = [], threading.Event()
+
+    def reader():  # queries that race the merges: each must see every row once
+        while not reading.is_set():
+            try:
+                n = len(probe.samples_store)
+                got = probe.samples_store.columns()[0][:n]
+                want = np.concatenate([c[0] for c in truth])[:n] if truth else got
+                if not np.array_equal(got, want):
+                    errors.append("samples differ")
+                assert len(probe.marks_store.snapshot()) >= 0
+            except Exception as e:  # noqa: BLE001 - every failure is the test's to report
+                errors.append(repr(e))
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        for k in range(40):  # 40 flushes; memory keeps ~6 s; every 8 forgotten parts become one file
+            c = chunk(rng, t0 + k * 1_000_000_000, 1000)
+            truth.append(c)
+            probe.samples_store.append(c)
+            batch = [("step", 10 + i, 20 + i, 3, {"i": i}, True) for i in range(k * 50, k * 50 + 25)]
+            probe.marks_store.extend(batch)
+            cols = {"labels": ["infer"], "label_index": np.zeros(25, np.int32),
+                    "start_ns": np.arange(25, dtype=np.int64) + 100 + k, "end_ns": np.arange(25, dtype=np.int64) + 200,
+                    "thread_id": np.full(25, 4, np.uint64), "ok": np.ones(25, bool),
+                    "attrs_data": b"".join(b'{"j":%d}' % (k * 25 + j) for j in range(25)),
+                    "attrs_offsets": np.cumsum([0] + [len(b'{"j":%d}' % (k * 25 + j)) for j in range(25)]).astype(np.int32)}
+            probe.marks_store.extend_table(columns_table(cols), 224)
+            marks += batch + [("infer", 100 + k + j, 200 + j, 4, {"j": k * 25 + j}, True) for j in range(25)]
+            writer.flush()
+            probe.marks_store.forget()  # every written mark; samples: the last ~6 s stay
+            probe.samples_store.forget(t0 + (k - 6) * 1_000_000_000)
+            writer.compact(8)
+    finally:
+        reading.set()
+        thread.join()
+    assert not errors, errors[:3]
+    files = sorted(p.name for p in (tmp_path / "parts" / "samples").iterdir())
+    assert "part-00000001-00000008.parquet" in files and "part-00000025-00000032.parquet" in files
+    assert "part-00000001.parquet" not in files and "part-00000040.parquet" in files
+    assert len(files) < 14 and len(probe.samples_store._parts) == len(files)
+    assert len(list((tmp_path / "parts" / "marks").iterdir())) <= 5 + 1  # all written: merged but the last few
+    full = tuple(np.concatenate([c[i] for c in truth]) for i in range(5))
+    for a, b in zip(probe.samples_store.columns(), full):
+        np.testing.assert_array_equal(a, b)
+    a, b = t0 + 3_300_000_000, t0 + 27_800_000_000  # across merged files and memory
+    keep = (full[0] >= a) & (full[0] <= b)
+    for x, y in zip(probe.samples_store.columns(a, b), full):
+        np.testing.assert_array_equal(x, y[keep])
+    np.testing.assert_array_equal(probe.samples_store.columns(from_index=12_345)[0], full[0][12_345:])
+    assert probe.marks_store.snapshot() == marks
+    assert probe.marks_store.snapshot(777) == marks[777:]
+
+    # a crash between a merge's rename and the originals' removal leaves rows twice in the folder:
+    # read_parts reads each once (pyarrow's folder read would not)
+    folder = tmp_path / "parts" / "samples"
+    pq.write_table(pq.read_table(folder / "part-00000001-00000008.parquet").slice(0, 1000),
+                   folder / "part-00000003.parquet")
+    assert pq.read_table(folder).num_rows == full[0].size + 1000
+    got = read_parts(folder)
+    assert got.num_rows == full[0].size
+    np.testing.assert_array_equal(got.column("t_ns").to_numpy(), full[0])
+    assert read_parts(tmp_path / "parts" / "marks").num_rows == len(marks)
+    assert isinstance(got, pa.Table)
+    shutil.rmtree(tmp_path / "parts")
+
+
+def test_a_query_whose_parts_are_merged_under_it_reads_the_merged_file(tmp_path, monkeypatch):
+    import greenprobe.store as store_mod
+
+    rng = np.random.default_rng(5)
+    probe = stores()
+    writer = PartWriter(probe, tmp_path, metadata={})
+    truth = []
+    for k in range(8):
+        c = chunk(rng, 1_000_000_000 + k * 1_000_000_000, 500)
+        truth.append(c)
+        probe.samples_store.append(c)
+        writer.flush()
+    probe.samples_store.forget(10 ** 12)  # all of it on disk only
+    real, calls = store_mod.read_samples, []
+
+    def merge_first(path):  # the merge lands between the query's look at the index and its read
+        calls.append(path)
+        if len(calls) == 1:
+            assert writer.compact(8) == 7
+        return real(path)
+
+    monkeypatch.setattr(store_mod, "read_samples", merge_first)
+    got = probe.samples_store.columns()
+    np.testing.assert_array_equal(got[0], np.concatenate([c[0] for c in truth]))
+    assert calls[0].endswith("part-00000001.parquet") and calls[-1].endswith("part-00000001-00000008.parquet")

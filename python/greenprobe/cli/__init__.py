@@ -187,6 +187,9 @@ def main(argv: list[str] | None = None) -> int:
                         "when a query needs them, so memory does not grow with time")
     p.add_argument("--spool-dir", metavar="DIR", help="where the parts go without --out (default the system's "
                                                       "temporary folder; removed at stop)")
+    p.add_argument("--compact-s", type=float, default=3600, metavar="SECONDS",
+                   help="merge the parts of every SECONDS of the run into one file once memory has let them go "
+                        "(default 3600: 24 files a day instead of 43,200 at --flush-s 2; 0: never)")
     p.add_argument("--prometheus-port", type=int, metavar="N",
                    help="serve energy and power per domain at http://ADDR:N/metrics, bearer token required "
                         "(0: any free port)")

@@ -134,9 +134,11 @@ class Daemon:
             self.socket_path.unlink()
 
 
-def _flush_loop(writer, done: threading.Event, every_s: float, keep_ns: int) -> None:
+def _flush_loop(writer, done: threading.Event, every_s: float, keep_ns: int, compact: int = 0) -> None:
     """Writes a part every ``every_s`` and then lets memory go of what the parts hold (samples
-    older than ``keep_ns``): the daemon's memory is a bounded recent window however long it runs."""
+    older than ``keep_ns``): the daemon's memory is a bounded recent window however long it runs.
+    Every ``compact`` parts that memory let go are merged into one file (0: never), so that a
+    long run keeps a few files an hour, and its part index stays small."""
     while not done.wait(every_s):
         try:
             writer.flush()
@@ -144,6 +146,11 @@ def _flush_loop(writer, done: threading.Event, every_s: float, keep_ns: int) -> 
             print(f"greenprobe daemon: could not write {writer.root}: {e}", file=sys.stderr)
             continue
         writer.forget(keep_ns)
+        if compact > 1:
+            try:
+                writer.compact(compact)
+            except OSError as e:  # the parts stay as they are, readable; merged at a later try
+                print(f"greenprobe daemon: could not merge parts in {writer.root}: {e}", file=sys.stderr)
 
 
 # At stop, the whole-run files are written when the run fits this comfortably in memory (the
@@ -258,8 +265,9 @@ def _run(args) -> int:
     spool = None if run_dir is not None else Path(tempfile.mkdtemp(prefix="greenprobe-spool-", dir=args.spool_dir))
     writer = PartWriter(probe, run_dir if run_dir is not None else spool)
     daemon.servicer.backlog = writer.pending_marks
-    flush_thread = threading.Thread(target=_flush_loop, args=(writer, done, args.flush_s, int(args.memory_s * 1e9)),
-                                    daemon=True, name="greenprobe-flush")
+    compact = round(args.compact_s / args.flush_s) if args.compact_s > 0 else 0
+    flush_thread = threading.Thread(target=_flush_loop, args=(writer, done, args.flush_s, int(args.memory_s * 1e9),
+                                                              compact), daemon=True, name="greenprobe-flush")
     flush_thread.start()
     if run_dir is not None:
         print(f"writing {writer.root}/ every {args.flush_s:g} s (readable after a crash), and the full files "
@@ -287,7 +295,7 @@ def _run(args) -> int:
             print(f"wrote {', '.join(str(p) for p in paths.values())}", file=sys.stderr)
         elif run_dir is not None:
             print(f"the run's {len(probe.samples_store)} samples and {len(probe.marks_store)} marks are in {writer.root} "
-                  f"(more than the whole-run files hold at once; read them with pyarrow.parquet.read_table)",
+                  f"(more than the whole-run files hold at once; read them with greenprobe.parquet.read_parts)",
                   file=sys.stderr)
     except OSError as e:  # the parts written so far stay readable
         print(f"greenprobe daemon: could not write the run's files into {run_dir}: {e}; the parts in "
