@@ -6,7 +6,7 @@
 Part 1, marks: a real `greenprobe daemon --out` (synthetic sensor at 1 kHz, parts every 2 s) takes
 ``--marks`` marks, each with two attributes, as fast as one client sends them: ``grpc`` over its
 Unix socket in columnar batches of 10,000; ``ring`` from a client process marking with
-``greenprobe.mark`` into its shared-memory ring. Its resident memory is read from /proc every half
+``greenprobe.mark`` into its shared-memory ring, 150,000 a second. Its resident memory is read from /proc every half
 second against the marks it holds.
 
 Part 2, a simulated day of samples: the daemon's own sample store and part writer, fed ``--hours``
@@ -34,6 +34,8 @@ from types import SimpleNamespace
 import numpy as np
 
 BATCH = 10_000
+RING_RATE = 150_000  # marks/s from the ring client: what the daemon's writes keep up with (--max-backlog 500k per 2 s
+                     # flush); a client that marks faster fills its ring, then its gRPC buffer, and drops (counted)
 
 
 def rss(pid: int | str = "self") -> int:
@@ -55,12 +57,17 @@ def flatness(points: list[tuple[float, int]]) -> tuple[int, int]:
 
 
 RING_CLIENT = """
-import sys, greenprobe
+import sys, time, greenprobe
 from greenprobe.client import default_remote
-n, mark = int(sys.argv[1]), greenprobe.mark
+n, rate, mark = int(sys.argv[1]), float(sys.argv[2]), greenprobe.mark
+t0 = time.monotonic()
 for i in range(n):
     with mark("soak", i=i, who="soak"):
         pass
+    if i % 1000 == 999:  # paced in blocks of 1,000 marks
+        wait = t0 + (i + 1) / rate - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
 remote = default_remote()
 remote.flush()
 print(remote.mark_sink.pushed, remote.mark_sink.fell_back)
@@ -72,7 +79,8 @@ def _ring_marks(n_marks, daemon, sock, ready, grpc, pb, pb_grpc) -> dict:
         time.sleep(0.05)
     stub = pb_grpc.ProbeStub(grpc.insecure_channel(f"unix:{sock}"))
     cpu0, t0 = cpu_s(daemon.pid), time.monotonic()
-    client = subprocess.Popen([sys.executable, "-c", RING_CLIENT, str(n_marks)], stdout=subprocess.PIPE, text=True,
+    client = subprocess.Popen([sys.executable, "-c", RING_CLIENT, str(n_marks), str(RING_RATE)], stdout=subprocess.PIPE,
+                              text=True,
                               env=dict(os.environ, GREENPROBE_DAEMON=f"unix:{sock}"))
     points = []
     while client.poll() is None:

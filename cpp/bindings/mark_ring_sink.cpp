@@ -150,6 +150,61 @@ PyObject* ring_renew(RingObject* self, PyObject*) {
     Py_RETURN_NONE;
 }
 
+// encode_frames(records) -> (bytes, [indices]): the records as ring frames (a gRPC batch's
+// `frames`), and the indices of those the frames cannot hold (sent as columns instead).
+PyObject* encode_frames(PyObject*, PyObject* records) {
+    if (!PyList_Check(records)) {
+        PyErr_SetString(PyExc_TypeError, "encode_frames takes a list of mark records");
+        return nullptr;
+    }
+    MarkEncoder enc;
+    std::string out;
+    PyObject* odd = PyList_New(0);
+    if (!odd) return nullptr;
+    const Py_ssize_t n = PyList_GET_SIZE(records);
+    for (Py_ssize_t i = 0; i < n; ++i) {
+        PyObject* rec = PyList_GET_ITEM(records, i);
+        PyObject *label, *attrs, *ok;
+        long long start, end;
+        unsigned long long tid;
+        std::string_view name;
+        const bool parsed = PyTuple_Check(rec) && PyTuple_GET_SIZE(rec) == 6 &&
+                            PyArg_ParseTuple(rec, "OLLKOO", &label, &start, &end, &tid, &attrs, &ok);
+        if (!parsed) PyErr_Clear();
+        const bool encoded = parsed && PyUnicode_Check(label) && utf8_of(label, name) &&
+                             enc.begin(start, end, tid, PyObject_IsTrue(ok) == 1, name) &&
+                             (attrs == Py_None || (PyDict_Check(attrs) && encode_attrs(enc, attrs)));
+        if (!encoded) {
+            PyObject* index = PyLong_FromSsize_t(i);
+            if (!index || PyList_Append(odd, index) < 0) {
+                Py_XDECREF(index);
+                Py_DECREF(odd);
+                return nullptr;
+            }
+            Py_DECREF(index);
+            continue;
+        }
+        const std::string& payload = enc.bytes();
+        const std::size_t size = (8 + payload.size() + 7) & ~std::size_t{7};
+        const std::uint32_t head[2] = {static_cast<std::uint32_t>(size), greenprobe::markring::kMarkFrame};
+        out.append(reinterpret_cast<const char*>(head), sizeof head);
+        out.append(payload);
+        out.append(size - 8 - payload.size(), '\0');
+    }
+    PyObject* bytes = PyBytes_FromStringAndSize(out.data(), static_cast<Py_ssize_t>(out.size()));
+    if (!bytes) {
+        Py_DECREF(odd);
+        return nullptr;
+    }
+    return Py_BuildValue("(NN)", bytes, odd);
+}
+
+PyMethodDef module_functions[] = {
+    {"encode_frames", encode_frames, METH_O,
+     "encode_frames(records) -> (bytes, [indices]): mark records as the ring's frames, and the indices "
+     "of those the frames cannot hold."},
+    {nullptr, nullptr, 0, nullptr}};
+
 PyObject* get_fd(RingObject* self, void*) { return PyLong_FromLong(self->writer->fd()); }
 PyObject* get_attached(RingObject* self, void*) { return PyBool_FromLong(self->attached.load()); }
 int set_attached(RingObject* self, PyObject* value, void*) {
@@ -225,5 +280,5 @@ int greenprobe_add_ring_sink_type(PyObject* module) {
         Py_DECREF(&RingType);
         return -1;
     }
-    return 0;
+    return PyModule_AddFunctions(module, module_functions);
 }

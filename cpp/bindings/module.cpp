@@ -119,6 +119,22 @@ PYBIND11_MODULE(_core, m) {
         .def("refuse", &markring::RingReader::refuse, py::arg("marks"), py::arg("why"),
              "Tells the client that `marks` it wrote were refused, and why.");
 
+    m.def(
+        "decode_frames",
+        [](py::bytes frames, std::int64_t pid) {
+            markring::MarkColumns c;
+            c.attrs_offsets.push_back(0);
+            std::string_view view = frames;
+            {
+                py::gil_scoped_release release;
+                markring::decode_frames(reinterpret_cast<const unsigned char*>(view.data()), view.size(), pid, c);
+            }
+            return mark_columns_dict(c);
+        },
+        py::arg("frames"), py::arg("pid"),
+        "A gRPC batch's frames (MarkColumns.frames) as MarkRingReader.drain returns a ring's; RingCorrupt "
+        "when the framing is broken.");
+
     m.def("now_ns", &now_ns, "CLOCK_MONOTONIC in nanoseconds: the clock of every sample and mark.");
     m.def("wall_ns", &wall_ns, "CLOCK_REALTIME in nanoseconds (only for the wall-clock anchor).");
 

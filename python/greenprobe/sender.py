@@ -54,9 +54,15 @@ def _json(value) -> str:
 
 
 def encode(pb, records: list, sender_id: int, first_seq: int):
-    """A MarkBatch of records (label, start_ns, end_ns, thread_id, attrs, ok), as columns."""
+    """A MarkBatch of records (label, start_ns, end_ns, thread_id, attrs, ok): as the ring's frames
+    where greenprobe's extension is here (the daemon decodes them in C++), the rest as columns."""
     msg = pb.MarkBatch()
     cols = msg.columns
+    core = _extension()
+    if core is not None:
+        frames, odd = core.encode_frames(records)
+        cols.frames = frames
+        records = [records[i] for i in odd]  # values the frames do not hold: as JSON in the columns
     index: dict = {}
     cols.label_index.extend([index.setdefault(r[0], len(index)) for r in records])
     cols.labels.extend(list(index))
@@ -69,6 +75,15 @@ def encode(pb, records: list, sender_id: int, first_seq: int):
     cols.pid = os.getpid()
     cols.sender_id, cols.first_seq = sender_id, first_seq
     return msg
+
+
+def _extension():
+    """greenprobe._core, or None in a client-only install."""
+    try:
+        from . import _core
+    except ImportError:
+        return None
+    return _core if hasattr(_core, "encode_frames") else None
 
 
 class MarkSender:

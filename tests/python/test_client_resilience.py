@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import greenprobe
+from greenprobe import _core
 from greenprobe.daemon import Daemon
 from greenprobe.daemon.dedupe import Dedupe
 from greenprobe.v1 import probe_pb2 as pb
@@ -71,7 +72,7 @@ class Fake(pb_grpc.ProbeServicer):
         if code is not None:
             context.abort(code, "the fake daemon says no")
         self.accepted.append(request)
-        return pb.RecordMarksReply(accepted=len(request.columns.start_ns))
+        return pb.RecordMarksReply(accepted=marks_in(request))
 
 
 @pytest.fixture
@@ -92,9 +93,16 @@ def fake(tmp_path):
         s.stop(0)
 
 
+def marks_in(request) -> int:
+    """A batch's marks: its columns', then its frames' (what a client with the extension sends)."""
+    c = request.columns
+    framed = len(_core.decode_frames(c.frames, 0)["start_ns"]) if c.frames else 0
+    return len(request.marks) + len(c.start_ns) + framed
+
+
 def seqs(request) -> list[int]:
     c = request.columns
-    return list(range(c.first_seq, c.first_seq + len(c.start_ns)))
+    return list(range(c.first_seq, c.first_seq + marks_in(request)))
 
 
 def mark_numbers(probe) -> list[int]:
@@ -206,9 +214,10 @@ def test_a_batch_whose_reply_was_lost_is_resent_unchanged_and_recorded_once(fake
     dedupe, held = Dedupe(), []
     for r in daemon.requests:  # what the daemon's RecordMarks does with them
         c = r.columns
-        new = dedupe.fresh(c.sender_id, c.first_seq, len(c.start_ns))
-        held += list(c.start_ns)[new]
-        dedupe.record(c.sender_id, c.first_seq, len(c.start_ns))
+        starts = list(c.start_ns) + (_core.decode_frames(c.frames, 0)["start_ns"].tolist() if c.frames else [])
+        new = dedupe.fresh(c.sender_id, c.first_seq, len(starts))
+        held += starts[new]
+        dedupe.record(c.sender_id, c.first_seq, len(starts))
     assert held == [now + i for i in range(150)]
 
 

@@ -555,6 +555,8 @@ I64 = st.integers(-(2 ** 63), 2 ** 63 - 1)
     st.builds(lambda s, c, m: ("StreamSamples", pb.StreamSamplesRequest(since_ns=s, channels=c, max_batch=m)),
               I64, st.lists(st.integers(0, 2 ** 32 - 1), max_size=3), st.integers(0, 2 ** 32 - 1)),
     st.just(("Summary", pb.SummaryRequest())),
+    st.builds(lambda f, pid: ("RecordMarks", pb.MarkBatch(columns=pb.MarkColumns(frames=f, pid=pid))),
+              st.binary(max_size=300), st.integers(0, 2 ** 32 - 1)),
 ))
 def test_every_rpc_answers_fuzzed_requests_with_a_clean_status(fuzz_daemon, call):
     name, request = call

@@ -385,3 +385,39 @@ def test_whatever_a_client_writes_into_its_ring_the_reader_refuses_or_returns_so
     table = columns_table(cols)
     table.validate(full=True)  # the strings are UTF-8, the offsets sound
     assert table.num_rows == n
+
+
+def test_a_grpc_batch_carries_its_marks_as_frames_the_daemon_decodes_whole_or_refuses_whole(tmp_path):
+    from greenprobe.daemon import Daemon
+    from greenprobe.sender import encode
+    from greenprobe.v1 import probe_pb2 as pb
+    from greenprobe.v1 import probe_pb2_grpc as pb_grpc
+    import grpc
+
+    probe = greenprobe.Probe(sensors=["synthetic"], period_us=1000, columnar_marks=True)
+    probe.start()
+    daemon = Daemon(probe, tmp_path / "d.sock").start()
+    stub = pb_grpc.ProbeStub(grpc.insecure_channel(daemon.addresses[0]))
+    try:
+        records = [("infer", 10 + i, 20 + i, 7, {"i": i, "who": "x"}, True) for i in range(100)]
+        records[50] = ("odd", 60, 70, 7, {"shape": [3, 224, 224]}, True)  # a list: the columns carry it, as JSON
+        batch = encode(pb, records, sender_id=99, first_seq=1)
+        assert batch.columns.frames and list(batch.columns.labels) == ["odd"]
+        assert stub.RecordMarks(batch, timeout=10).accepted == 100
+        assert stub.RecordMarks(batch, timeout=10).accepted == 100  # sent again: held once
+        held = probe.marks()
+        assert len(held) == 100
+        assert sorted(r[4].get("i", -1) for r in held) == [-1] + [i for i in range(100) if i != 50]
+        assert {r[4]["pid"] for r in held} == {batch.columns.pid}
+        assert [r[4]["shape"] for r in held if r[0] == "odd"] == [[3, 224, 224]]
+
+        bad = encode(pb, [("a", 5, 4, 1, None, True), ("b", 1, 2, 1, None, True)], sender_id=98, first_seq=1)
+        with pytest.raises(grpc.RpcError, match="ends before it starts; no mark of this batch was recorded"):
+            stub.RecordMarks(bad, timeout=10)
+        cut = pb.MarkBatch(columns=pb.MarkColumns(frames=batch.columns.frames[:-8], pid=1))
+        with pytest.raises(grpc.RpcError, match="frames: .*framing"):
+            stub.RecordMarks(cut, timeout=10)
+        assert len(probe.marks()) == 100
+    finally:
+        daemon.stop(grace_s=0.5)
+        probe.stop()

@@ -238,7 +238,7 @@ class RingIntake:
         if not n:
             return
         try:
-            sv.record_columns(columns_table(cols), cols["attr_names"], int(cols["end_ns"].max()))
+            sv.record_columns(columns_table(cols), cols["attr_names"])
             reader.commit(n)  # only now may the client's flush return
         except Full as e:
             reader.refuse(n, str(e))

@@ -19,7 +19,7 @@ from ..v1 import probe_pb2 as pb
 from ..v1 import probe_pb2_grpc as pb_grpc
 from .access import Refused, SaveRoot
 from .dedupe import Dedupe
-from .limits import AttrNames, Full, Limits, records_of
+from .limits import MAX_BATCH, AttrNames, Full, Limits, records_of
 
 STREAM_POLL_S = 0.05
 SESSION_KEY = "greenprobe-session"  # gRPC metadata: the session id a client's ring registration gave it
@@ -75,32 +75,44 @@ class Servicer(pb_grpc.ProbeServicer):
             return self._record_marks(request, context)
 
     def _record_marks(self, request, context):
+        cols = request.columns
         try:
             records = records_of(request)
+            framed, framed_names = _frames(cols.frames, cols.pid, len(records)) if cols.frames else (None, ())
         except ValueError as e:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{e}; no mark of this batch was recorded")
+        n_framed = framed.num_rows if framed is not None else 0
+        sent = len(records) + n_framed
         behind = self.backlog() if self.backlog is not None else 0
-        if behind and behind + len(records) > self.limits.max_backlog:  # an empty backlog takes any batch
+        if behind and behind + sent > self.limits.max_backlog:  # an empty backlog takes any batch
             # back-pressure: the client keeps the batch and retries, so a crash loses at most this much
             context.abort(grpc.StatusCode.UNAVAILABLE,
                           f"the daemon's writes are {behind} marks behind (--max-backlog {self.limits.max_backlog}); "
                           "retry shortly, no mark of this batch was recorded")
-        cols, sent = request.columns, len(records)
         try:
             with self.marks_lock:
-                # a batch resent after a lost reply: keep only the marks not held yet
-                records = records[self.dedupe.fresh(cols.sender_id, cols.first_seq, sent)]
+                # a batch resent after a lost reply: keep only the marks not held yet (the columns'
+                # marks come first, then the frames')
+                skip = self.dedupe.fresh(cols.sender_id, cols.first_seq, sent).start
+                records = records[skip:]
+                if framed is not None:
+                    framed = framed.slice(max(skip - sent + n_framed, 0))
                 store = self.probe.marks_store  # in memory: the daemon's columnar store lets written marks go
                 held = store.memory_marks() if hasattr(store, "memory_marks") else len(store)
-                if held + len(records) > self.limits.max_marks:
+                new = len(records) + (framed.num_rows if framed is not None else 0)
+                if held + new > self.limits.max_marks:
                     raise Full(f"the daemon holds {held} marks in memory and keeps at most {self.limits.max_marks} "
                                "(--max-marks): marks leave memory once written (every --flush-s); raise the limit")
                 self.attr_names.admit(records)
+                if framed is not None:
+                    self.attr_names.admit_names(set(framed_names))
                 if hasattr(store, "extend"):  # the daemon's columnar store: the batch as columns at once
                     store.extend(records)
                 else:
                     for r in records:
                         store.append(r)
+                if framed is not None and framed.num_rows:
+                    self._hold_table(store, framed)
                 if sent:  # only once the batch is held; an empty batch names no sender
                     self.dedupe.record(cols.sender_id, cols.first_seq, sent)
         except Full as e:
@@ -114,21 +126,27 @@ class Servicer(pb_grpc.ProbeServicer):
         behind = self.backlog() if self.backlog is not None else 0
         return min(self.limits.max_marks - held, self.limits.max_backlog - behind if behind else self.limits.max_backlog)
 
-    def record_columns(self, table, attr_names, max_end_ns: int) -> None:
+    def record_columns(self, table, attr_names) -> None:
         """A ring drain's marks (a pyarrow Table of store.mark_schema()); Full when they would pass
         the attribute-name cap (then none is held)."""
         with self.marks_lock:
             self.attr_names.admit_names(set(attr_names))
-            store = self.probe.marks_store
-            if hasattr(store, "extend_table"):  # the daemon's columnar store
-                store.extend_table(table, max_end_ns)
-                return
-            import json  # a local Probe's buffer (`greenprobe measure`): one record per mark
+            self._hold_table(self.probe.marks_store, table)
 
-            c = table.to_pydict()
-            for label, s, e, tid, ok, attrs in zip(c["label"], c["start_ns"], c["end_ns"], c["thread_id"], c["ok"],
-                                                   c["attrs"]):
-                store.append((label, s, e, tid, json.loads(attrs), ok))
+    @staticmethod
+    def _hold_table(store, table) -> None:
+        """Marks as a table into the store (with marks_lock held)."""
+        if hasattr(store, "extend_table"):  # the daemon's columnar store
+            import pyarrow.compute as pc
+
+            store.extend_table(table, pc.max(table.column("end_ns")).as_py() or 0)
+            return
+        import json  # a local Probe's buffer (`greenprobe measure`): one record per mark
+
+        c = table.to_pydict()
+        for label, s, e, tid, ok, attrs in zip(c["label"], c["start_ns"], c["end_ns"], c["thread_id"], c["ok"],
+                                               c["attrs"]):
+            store.append((label, s, e, tid, json.loads(attrs), ok))
 
     # -- samples -------------------------------------------------------------------------------
     def StreamSamples(self, request, context):
@@ -277,6 +295,25 @@ class Servicer(pb_grpc.ProbeServicer):
         with pa.ipc.new_stream(sink, table.schema) as writer:
             writer.write_table(table)
         return pb.TableReply(arrow_ipc=sink.getvalue().to_pybytes())
+
+
+def _frames(frames: bytes, pid: int, n_columns: int):
+    """A batch's frames (MarkColumns.frames) as a table of store.mark_schema() and its attribute
+    names; ValueError, naming the first bad mark, when any mark in them is bad (a batch is held
+    whole or refused whole)."""
+    from .. import _core
+    from .rings import columns_table
+
+    try:
+        cols = _core.decode_frames(frames, int(pid))
+    except _core.RingCorrupt as e:
+        raise ValueError(f"frames: {e}") from None
+    if cols["refused"]:
+        raise ValueError(f"{cols['refused']} marks in frames are bad, the first: {cols['refused_why']}")
+    n = len(cols["start_ns"])
+    if n + n_columns > MAX_BATCH:
+        raise ValueError(f"{n + n_columns} marks in one batch; send at most {MAX_BATCH} per call")
+    return columns_table(cols), cols["attr_names"]
 
 
 @contextlib.contextmanager
