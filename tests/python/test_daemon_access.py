@@ -202,6 +202,33 @@ def test_save_without_a_save_folder_is_refused_with_the_fix(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+def test_saves_stop_once_the_save_folder_holds_its_limit(tmp_path):
+    import argparse
+
+    from greenprobe.cli import _bytes
+
+    probe, daemon = served(tmp_path / "d.sock", save_dir=tmp_path / "saves", save_max_bytes=64 << 10)
+    stub = pb_grpc.ProbeStub(grpc.insecure_channel(f"unix:{tmp_path / 'd.sock'}"))
+    try:
+        probe.add_mark("x", 1, 2)
+        saved = 0
+        with pytest.raises(grpc.RpcError) as e:
+            for k in range(100):  # each save holds a few tens of KiB: the limit is reached within a few
+                stub.Save(pb.SaveRequest(directory=f"run{k}"), timeout=30)
+                saved += 1
+    finally:
+        stop(probe, daemon)
+    assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "--save-max-bytes 0 MiB" not in e.value.details()
+    assert "--save-max-bytes" in e.value.details() and "save_local()" in e.value.details()
+    assert 1 <= saved < 100 and not (tmp_path / "saves" / f"run{saved}").exists()
+    used = sum(f.stat().st_blocks * 512 for f in (tmp_path / "saves").rglob("*") if f.is_file())
+    last = sum(f.stat().st_blocks * 512 for f in (tmp_path / "saves" / f"run{saved - 1}").iterdir())
+    assert used - last < 64 << 10 <= used, "refused only once the limit was reached, at most one save over it"
+    assert (_bytes("20G"), _bytes("512k"), _bytes("1.5MiB"), _bytes("0")) == (20 << 30, 512 << 10, 3 << 19, 0)
+    with pytest.raises(argparse.ArgumentTypeError, match="not a size"):
+        _bytes("lots")
+
+
 # -- TCP, tokens, TLS, Prometheus ----------------------------------------------------------------
 def test_tcp_needs_a_token_even_on_loopback_and_checks_it(tmp_path):
     probe = greenprobe.Probe(sensors=["synthetic"], period_us=1000)

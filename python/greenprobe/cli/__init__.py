@@ -21,6 +21,19 @@ examples:
 """
 
 
+def _bytes(text: str) -> int:
+    """A size for argparse: 123, 512K, 20M, 20G, 1T (powers of 1024)."""
+    scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    t = text.strip().upper().rstrip("B").rstrip("I")
+    try:
+        n = float(t[:-1]) * scale[t[-1]] if t and t[-1] in scale else float(t)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size: give bytes, or a number with K, M, G or T (e.g. 20G)")
+    return int(n)
+
+
 def _epilog() -> str:
     """The examples, then every sensor option that has an environment variable (from the registry):
     each is also a Python argument of greenprobe.Probe and a kind:key=value option of --sensors."""
@@ -181,6 +194,9 @@ def main(argv: list[str] | None = None) -> int:
                                  "samples, intervals, labels and metadata files into that run folder when stopping")
     p.add_argument("--save-dir", metavar="DIR", help="the only folder clients' Save may write under (they name a "
                                                      "folder inside it); without it Save is refused")
+    p.add_argument("--save-max-bytes", type=_bytes, default="20G", metavar="SIZE",
+                   help="clients' Save is refused once --save-dir holds this much (default 20G; K, M, G, T "
+                        "suffixes; 0: no limit)")
     p.add_argument("--flush-s", type=float, default=2.0, help="seconds between incremental writes (default 2)")
     p.add_argument("--memory-s", type=float, default=300.0, metavar="SECONDS",
                    help="samples kept in memory (default the last 300 s); older ones are read back from the parts "

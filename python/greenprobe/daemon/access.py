@@ -300,10 +300,30 @@ class SaveRoot:
     daemon walks there from an open folder, component by component, with ``O_NOFOLLOW``, making
     what is missing (0750, the socket's group) and refusing any link or folder not its own."""
 
-    def __init__(self, root: Path, gid: Optional[int]):
+    def __init__(self, root: Path, gid: Optional[int], max_bytes: int = 0):
         self.root = Path(os.path.abspath(root))
         self.fd = make_output_dir(self.root, gid)  # held: the root is reached through it, never by name again
         self.gid = gid
+        self.max_bytes = max_bytes  # 0: no cap
+
+    def used_bytes(self) -> int:
+        """The disk space the files under the root take (links not followed)."""
+        used = 0
+        for _, _, files, dfd in os.fwalk(".", dir_fd=self.fd, follow_symlinks=False):
+            for f in files:
+                with contextlib.suppress(OSError):
+                    used += os.stat(f, dir_fd=dfd, follow_symlinks=False).st_blocks * 512
+        return used
+
+    def check_room(self) -> None:
+        """Refused when the root already holds --save-max-bytes: clients' saves cannot fill the disk."""
+        if not self.max_bytes:
+            return
+        used = self.used_bytes()
+        if used >= self.max_bytes:
+            raise Refused(f"the save folder {self.root} holds {_size(used)}, the daemon's limit "
+                          f"(--save-max-bytes {_size(self.max_bytes)}): remove old saves, raise the limit, "
+                          "or save on the client with save_local()")
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -348,3 +368,11 @@ class SaveRoot:
         except BaseException:
             os.close(fd)
             raise
+
+
+def _size(n: int) -> str:
+    """Bytes in words: 512 B, 64 KiB, 1.5 MiB, 20 GiB."""
+    for unit, scale in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{n} B"

@@ -48,7 +48,7 @@ class Daemon:
     def __init__(self, probe: Probe, socket_path: Optional[Path] = None, listen: Optional[str] = None,
                  allow_remote: bool = False, token: Optional[str] = None, group: Optional[str] = None,
                  tls: Optional[tuple] = None, save_dir: Optional[Path] = None, limits: Optional[Limits] = None,
-                 private_socket_dir: bool = False):
+                 private_socket_dir: bool = False, save_max_bytes: int = 0):
         self.listen_host = listen.rsplit(":", 1)[0] if listen else None
         if listen:
             access.check_tcp(f"--listen {listen}", self.listen_host, allow_remote, token, tls is not None)
@@ -60,7 +60,7 @@ class Daemon:
         self.tls = tls
         self.limits = limits or Limits()
         self.stopping = threading.Event()
-        save_root = access.SaveRoot(Path(save_dir), self.gid) if save_dir else None
+        save_root = access.SaveRoot(Path(save_dir), self.gid, save_max_bytes) if save_dir else None
         self.servicer = Servicer(probe, self.stopping, self.limits, save_root)
         self.servers: list[grpc.Server] = []
         self.local = self._server([]) if self.socket_path is not None else None
@@ -208,7 +208,8 @@ def _run(args) -> int:
                     max_rings_per_user=args.max_rings_per_user)
     probe = Probe(sensors=args.sensors, period_us=args.period_us, columnar_marks=True)
     daemon = Daemon(probe, socket_path, args.listen, args.allow_remote, token, args.group, tls=tls,
-                    save_dir=args.save_dir, limits=limits, private_socket_dir=private)
+                    save_dir=args.save_dir, limits=limits, private_socket_dir=private,
+                    save_max_bytes=args.save_max_bytes)
     daemon.prepare()
     _raise_fd_limit()
     run_dir = _run_dir(Path(args.out), daemon.gid) if args.out else None

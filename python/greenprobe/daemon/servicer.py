@@ -264,6 +264,10 @@ class Servicer(pb_grpc.ProbeServicer):
                           "this daemon was started without --save-dir, so it writes nowhere for clients; start it "
                           "with --save-dir DIR, or save on the client with save_local()")
         try:
+            self.save_root.check_room()
+        except Refused as e:
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e))
+        try:
             fd, shown = self.save_root.open(request.directory)
         except Refused as e:
             context.abort(grpc.StatusCode.PERMISSION_DENIED, str(e))
