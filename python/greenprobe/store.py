@@ -98,9 +98,10 @@ class PartIndex:
         """How many parts end at or before ``row``."""
         return int(np.count_nonzero(self._cols[:self._n, 3] <= row))
 
-    def single(self, i: int) -> bool:
-        """Whether part ``i`` is one flush's (not yet merged with others)."""
-        return self._cols[i, 0] >= 0 and self._cols[i, 1] == self._cols[i, 6]
+    def singles(self, k: int) -> np.ndarray:
+        """Of the first ``k`` parts, which are one flush's (not merged with others)."""
+        c = self._cols[:min(k, self._n)]
+        return (c[:, 0] >= 0) & (c[:, 1] == c[:, 6])
 
     def replace(self, a: int, b: int, merged: Part) -> None:
         """Parts a..b (inclusive) are now the one file ``merged`` holds (their rows, in order)."""
@@ -146,15 +147,13 @@ class PartIndex:
 def merge_candidates(index: PartIndex, written: int, count: int) -> Optional[tuple[int, int]]:
     """The first ``count`` single parts among the first ``written`` (those memory no longer holds),
     as (a, b), when there are that many in a row; else None."""
-    a = 0
-    while a < written and not index.single(a):
-        a += 1
-    b = a
-    while b < written and index.single(b):
-        b += 1
-        if b - a == count:
-            return a, b - 1
-    return None
+    single = index.singles(written)
+    if single.size < count:
+        return None
+    first = int(np.argmax(single))  # merges go in order: the single parts follow the merged ones
+    if not single[first] or first + count > single.size or not single[first:first + count].all():
+        return None
+    return first, first + count - 1
 
 
 def empty_samples() -> tuple:
