@@ -29,6 +29,7 @@ from .errors import ConfigError, DaemonError
 RING_ENV = "GREENPROBE_MARK_RING"
 RING_BYTES = 1 << 22
 BACKOFF_S = (0.05, 2.0)
+FIRST_TRY_S = 1.0  # the registration made in connect(): a live daemon answers in about a millisecond
 
 
 def ring_bytes(raw: Optional[str] = None) -> int:
@@ -76,18 +77,24 @@ class RingLink:
         self.session = ""       # the daemon's name for this process, for its gRPC calls
         self.last_error = ""
         self._seen_drained = self._seen_refused = 0
-        self._thread = threading.Thread(target=self._run, name="greenprobe-mark-ring", daemon=True)
+        # the first try now, not in the thread: with a daemon up, the first mark already goes into
+        # the ring (a mark sent through gRPC before it could arrive after later ones)
+        first = self._try_register(FIRST_TRY_S)
+        self._thread = threading.Thread(target=self._run, args=(first,), name="greenprobe-mark-ring", daemon=True)
         self._thread.start()
 
     # -- the link thread -----------------------------------------------------------------------
-    def _run(self) -> None:
+    def _try_register(self, timeout_s: float) -> Optional[socket.socket]:
+        try:
+            return self._register(timeout_s)
+        except OSError as e:
+            self.last_error = e.strerror or str(e)
+            return None
+
+    def _run(self, first: Optional[socket.socket]) -> None:
         backoff = BACKOFF_S[0]
         while not self._stop.is_set():
-            try:
-                sock = self._register()
-            except OSError as e:
-                self.last_error = e.strerror or str(e)
-                sock = None
+            sock, first = (first, None) if first is not None else (self._try_register(self.timeout_s), None)
             if sock is None:
                 if self.refused_why:
                     return  # the daemon said no: its gRPC intake takes the marks
@@ -99,10 +106,10 @@ class RingLink:
             if self.refused_why:
                 return
 
-    def _register(self) -> Optional[socket.socket]:
+    def _register(self, timeout_s: float) -> Optional[socket.socket]:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         try:
-            sock.settimeout(self.timeout_s)
+            sock.settimeout(timeout_s)
             sock.connect(self.path)
             socket.send_fds(sock, [b"R"], [self.ring.fd])
             reply = sock.recv(256)

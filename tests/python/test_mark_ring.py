@@ -421,3 +421,35 @@ def test_a_grpc_batch_carries_its_marks_as_frames_the_daemon_decodes_whole_or_re
     finally:
         daemon.stop(grace_s=0.5)
         probe.stop()
+
+
+def test_connections_that_send_no_ring_are_closed_so_they_cannot_hold_the_daemons_descriptors(tmp_path,
+                                                                                              monkeypatch):
+    import greenprobe.daemon.rings as rings
+    from greenprobe.daemon import Daemon
+
+    monkeypatch.setattr(rings, "UNREGISTERED_MAX", 3)
+    monkeypatch.setattr(rings, "REGISTER_WITHIN_S", 1.0)
+    probe = greenprobe.Probe(sensors=["synthetic"], period_us=1000)
+    probe.start()
+    daemon = Daemon(probe, tmp_path / "d.sock").start()
+    try:
+        silent = []
+        for _ in range(5):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(5)
+            s.connect(f"{tmp_path / 'd.sock'}.ring")
+            silent.append(s)
+            time.sleep(0.05)  # accepted in this order
+        assert silent[0].recv(256).startswith(b"Xmore than 3 connections have not sent a ring")
+        assert silent[1].recv(256).startswith(b"Xmore than 3 connections")
+        t0 = time.monotonic()
+        assert silent[4].recv(256).startswith(b"Xno ring within 1 s of connecting")
+        assert time.monotonic() - t0 < 3
+        ring, _, _ = ring_pair(1 << 12)
+        assert register(f"{tmp_path / 'd.sock'}.ring", ring.fd)[:1] == b"A"  # a client that speaks is served
+    finally:
+        for s in silent:
+            s.close()
+        daemon.stop(grace_s=0.5)
+        probe.stop()

@@ -34,6 +34,8 @@ from typing import Optional
 from .limits import Full
 
 LOOK_EVERY_S = 0.02
+REGISTER_WITHIN_S = 5.0  # a connection that has sent no ring by then is closed
+UNREGISTERED_MAX = 64    # connections waiting for their ring at once; beyond, the oldest are closed
 DRAIN_EVERY_S = 0.2  # marks wait in the ring meanwhile: in the client's memory, which a daemon crash leaves intact
 
 
@@ -49,6 +51,7 @@ class _Client:
     reader: object = None  # _core.MarkRingReader once registered
     session: str = ""
     drained_at: float = 0.0  # time.monotonic() of the last drain
+    accepted_at: float = 0.0
 
 
 def columns_table(cols: dict):
@@ -135,6 +138,9 @@ class RingIntake:
                     print(f"greenprobe daemon: mark ring: {type(e).__name__}: {e}", file=sys.stderr)
             now = time.monotonic()
             for c in list(self._clients.values()):
+                if c.reader is None and now - c.accepted_at > REGISTER_WITHIN_S:
+                    self._refuse(c, f"no ring within {REGISTER_WITHIN_S:g} s of connecting")
+                    continue
                 r = c.reader
                 if r is not None and (now - c.drained_at >= DRAIN_EVERY_S or r.pending_bytes >= r.capacity // 8):
                     self._drain(c)
@@ -146,9 +152,13 @@ class RingIntake:
             return
         pid, uid, _gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
         conn.setblocking(False)
-        client = _Client(conn, pid, uid)
+        client = _Client(conn, pid, uid, accepted_at=time.monotonic())
         self._clients[conn.fileno()] = client
         self._sel.register(conn, selectors.EVENT_READ, client)
+        waiting = [c for c in self._clients.values() if c.reader is None]
+        if len(waiting) > UNREGISTERED_MAX:  # connections that hold a descriptor and say nothing: the oldest go
+            for c in sorted(waiting, key=lambda c: c.accepted_at)[:len(waiting) - UNREGISTERED_MAX]:
+                self._refuse(c, f"more than {UNREGISTERED_MAX} connections have not sent a ring")
 
     def _readable(self, c: _Client) -> None:
         try:
