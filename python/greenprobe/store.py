@@ -31,6 +31,7 @@ def mark_schema():
     return pa.schema([("label", pa.string()), ("start_ns", pa.int64()), ("end_ns", pa.int64()),
                       ("thread_id", pa.uint64()), ("ok", pa.bool_()), ("attrs", pa.string())])
 SEAL_MARKS = 4096  # single appended marks are gathered into columns this many at a time
+COMBINE_MAX_BYTES = 1 << 30  # small tables are gathered into one chunk below this
 READ_TRIES = 3  # a query whose parts were merged under it reads again, from the merged file
 
 
@@ -363,6 +364,7 @@ class MarkStore:
         with self._lock:
             if self._tail:
                 self._pending.append(marks_table(self._tail))
+                self._pending_rows += len(self._tail)
                 self._tail = []
             self._pending.append(table)
             self._pending_rows += table.num_rows
@@ -380,7 +382,9 @@ class MarkStore:
         if len(self._pending) == 1:
             self._chunks.append(self._pending[0])
         elif self._pending:
-            self._chunks.append(pa.concat_tables(self._pending).combine_chunks())
+            table = pa.concat_tables(self._pending)
+            # one chunk, unless its attribute text would pass the 2 GiB a string column's chunk holds
+            self._chunks.append(table.combine_chunks() if table.nbytes < COMBINE_MAX_BYTES else table)
         self._pending, self._pending_rows = [], 0
 
     def table(self, start: int = 0):
@@ -401,7 +405,10 @@ class MarkStore:
                     raise
         mem = pa.concat_tables(chunks) if chunks else mark_schema().empty_table()
         pieces.append(mem.slice(max(start - first, 0)))
-        return pa.concat_tables(pieces).combine_chunks() if len(pieces) > 1 else pieces[0]
+        if len(pieces) == 1:
+            return pieces[0]
+        table = pa.concat_tables(pieces)
+        return table.combine_chunks() if table.nbytes < COMBINE_MAX_BYTES else table
 
     def snapshot(self, start: int = 0) -> list[tuple]:
         t = self.table(start).to_pydict()

@@ -384,7 +384,8 @@ def test_the_token_comes_from_the_environment_or_a_private_file_never_the_comman
 
 # -- limits --------------------------------------------------------------------------------------
 def test_streams_beyond_the_cap_are_refused_and_other_clients_stay_served(tmp_path):
-    probe, daemon = served(tmp_path / "d.sock", limits=Limits(max_streams=4))
+    # the cap in all (a share per user above it: test_mark_ring tests that one)
+    probe, daemon = served(tmp_path / "d.sock", limits=Limits(max_streams=4, max_streams_per_user=8))
     address = daemon.addresses[0]
     streams = []
     try:

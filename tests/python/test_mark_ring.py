@@ -327,11 +327,10 @@ def test_sample_streams_are_capped_per_user_known_by_the_rings_session(tmp_path,
             next(local.samples())
         monkeypatch.setenv("GREENPROBE_MARK_RING", "0")  # a client without a ring: no session
         anonymous = greenprobe.connect(address)
-        for _ in range(2):  # the first user's streams took nothing from the others
-            streams.append(anonymous.samples())
-            next(streams[-1])
-        with pytest.raises(Exception, match="clients without a session .* has 2 sample streams open"):
-            next(anonymous.samples())
+        streams.append(anonymous.samples())  # the first user's streams took nothing from the others
+        next(streams[-1])
+        with pytest.raises(Exception, match="clients without a session .* have 1 sample streams open, their share"):
+            next(anonymous.samples())  # half a user's: one user with and without its session cannot take all
         for s in streams:
             s.close()
         time.sleep(0.3)  # the server sees the cancellations
@@ -451,5 +450,60 @@ def test_connections_that_send_no_ring_are_closed_so_they_cannot_hold_the_daemon
     finally:
         for s in silent:
             s.close()
+        daemon.stop(grace_s=0.5)
+        probe.stop()
+
+
+def test_a_ring_cannot_bring_more_marks_than_the_daemon_holds_and_one_failure_drops_only_its_ring(tmp_path):
+    from greenprobe.daemon import Daemon, Limits
+
+    probe = greenprobe.Probe(sensors=["synthetic"], period_us=1000, columnar_marks=True)
+    probe.start()
+    daemon = Daemon(probe, tmp_path / "d.sock", limits=Limits(max_marks=100)).start()
+    path = f"{tmp_path / 'd.sock'}.ring"
+    try:
+        big, _, _ = ring_pair(1 << 16)  # 300 marks written before the ring is handed over, then the client leaves
+        for i in range(300):
+            big.append(("m", 10 + i, 20 + i, 1, None, True))
+        assert register(path, big.fd)[:1] == b"A"
+        deadline = time.monotonic() + 10
+        while big.drained < 300 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert (big.drained, big.refused) == (300, 300) and "--max-marks" in big.refused_why
+        assert len(probe.marks()) == 0
+
+        real, calls = daemon.servicer.record_columns, []
+
+        def fails_once(table, names):
+            calls.append(table.num_rows)
+            if len(calls) == 1:
+                raise RuntimeError("disk on fire")
+            return real(table, names)
+
+        daemon.servicer.record_columns = fails_once
+        first, _, _ = ring_pair(1 << 12)
+        first.append(("a", 10, 20, 1, None, True))
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(10)
+        s.connect(path)
+        socket.send_fds(s, [b"R"], [first.fd])
+        said = b""
+        while chunk := s.recv(512):  # until the daemon closes the connection
+            said += chunk
+        assert said[:1] == b"A" and b"Xring dropped: RuntimeError" in said  # this ring goes ...
+        assert first.refused == 1 and "disk on fire" in first.refused_why
+        second, _, _ = ring_pair(1 << 12)  # ... the thread serving every ring does not
+        second.append(("b", 10, 20, 1, None, True))
+        s2 = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s2.settimeout(10)
+        s2.connect(path)
+        socket.send_fds(s2, [b"R"], [second.fd])
+        assert s2.recv(64)[:1] == b"A"
+        s2.sendall(b"F")
+        assert s2.recv(1) == b"D" and second.drained == 1 and second.refused == 0
+        assert [r[0] for r in probe.marks()] == ["b"]
+        s.close()
+        s2.close()
+    finally:
         daemon.stop(grace_s=0.5)
         probe.stop()

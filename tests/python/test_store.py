@@ -288,3 +288,23 @@ def test_a_query_whose_parts_are_merged_under_it_reads_the_merged_file(tmp_path,
     got = probe.samples_store.columns()
     np.testing.assert_array_equal(got[0], np.concatenate([c[0] for c in truth]))
     assert calls[0].endswith("part-00000001.parquet") and calls[-1].endswith("part-00000001-00000008.parquet")
+
+
+def test_marks_appended_one_way_and_drained_the_other_are_gathered_in_arrival_order(tmp_path):
+    from greenprobe.daemon.rings import columns_table
+    from greenprobe.store import SEAL_MARKS
+
+    store = MarkStore()
+    expected = []
+    for k in range(3):  # gRPC batches (records) and ring drains (tables) in turn
+        batch = [("grpc", 10 + i, 20 + i, 1, {"k": k}, True) for i in range(SEAL_MARKS // 2)]
+        store.extend(batch)
+        expected += batch
+        cols = {"labels": ["ring"], "label_index": np.zeros(3, np.int32), "start_ns": np.arange(3, dtype=np.int64) + 1,
+                "end_ns": np.arange(3, dtype=np.int64) + 2, "thread_id": np.zeros(3, np.uint64), "ok": np.ones(3, bool),
+                "attrs_data": b'{"r":0}{"r":1}{"r":2}', "attrs_offsets": np.array([0, 7, 14, 21], np.int32)}
+        store.extend_table(columns_table(cols), 4)
+        expected += [("ring", 1 + j, 2 + j, 0, {"r": j}, True) for j in range(3)]
+    # the records moved into the pending tables count: they are gathered once SEAL_MARKS are waiting
+    assert len(store._chunks) >= 1 and store._pending_rows < SEAL_MARKS
+    assert store.snapshot() == expected and len(store) == len(expected)

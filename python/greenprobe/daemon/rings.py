@@ -143,13 +143,22 @@ class RingIntake:
                     continue
                 r = c.reader
                 if r is not None and (now - c.drained_at >= DRAIN_EVERY_S or r.pending_bytes >= r.capacity // 8):
-                    self._drain(c)
+                    try:
+                        self._drain(c)
+                    except Exception as e:  # noqa: BLE001 - that client's ring goes; the others are still served
+                        print(f"greenprobe daemon: dropped the mark ring of pid {c.pid} (uid {c.uid}): "
+                              f"{type(e).__name__}: {e}", file=sys.stderr)
+                        self._refuse(c, f"ring dropped: {type(e).__name__}")
 
     def _accept(self) -> None:
-        try:
-            conn, _ = self._listener.accept()
-        except (BlockingIOError, InterruptedError):
-            return
+        for _ in range(UNREGISTERED_MAX):  # a burst of clients is taken in one round, not one a round
+            try:
+                conn, _ = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            self._accept_one(conn)
+
+    def _accept_one(self, conn: socket.socket) -> None:
         pid, uid, _gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
         conn.setblocking(False)
         client = _Client(conn, pid, uid, accepted_at=time.monotonic())
@@ -223,7 +232,11 @@ class RingIntake:
 
     def _drop(self, c: _Client, drain: bool = True) -> None:
         if drain and c.reader is not None:
-            self._drain(c, force=True)
+            try:
+                self._drain(c, force=True)
+            except Exception as e:  # noqa: BLE001 - refused and counted in the client's header already
+                print(f"greenprobe daemon: the last drain of pid {c.pid}'s ring failed: {type(e).__name__}: {e}",
+                      file=sys.stderr)
         self._clients.pop(c.conn.fileno(), None)
         self.sessions.pop(c.session, None)
         try:
@@ -262,4 +275,4 @@ class RingIntake:
             reader.refuse(n, str(e))
         except Exception as e:  # taken from the ring but not held: the client hears of it at exit
             reader.refuse(n, f"the daemon could not hold them ({type(e).__name__}: {e})")
-            raise
+            raise  # the caller drops this ring

@@ -130,8 +130,13 @@ class Servicer(pb_grpc.ProbeServicer):
         """A ring drain's marks (a pyarrow Table of store.mark_schema()); Full when they would pass
         the attribute-name cap (then none is held)."""
         with self.marks_lock:
+            store = self.probe.marks_store
+            held = store.memory_marks() if hasattr(store, "memory_marks") else len(store)
+            if held + table.num_rows > self.limits.max_marks:  # a ring can hold 1.4 M small marks
+                raise Full(f"the daemon holds {held} marks in memory and keeps at most {self.limits.max_marks} "
+                           "(--max-marks): marks leave memory once written (every --flush-s); raise the limit")
             self.attr_names.admit_names(set(attr_names))
-            self._hold_table(self.probe.marks_store, table)
+            self._hold_table(store, table)
 
     @staticmethod
     def _hold_table(store, table) -> None:
@@ -177,16 +182,19 @@ class Servicer(pb_grpc.ProbeServicer):
     @contextlib.contextmanager
     def _user_stream(self, context):
         """One of the caller's --max-streams-per-user streams: one user's streams never take them
-        all. Calls without a session (TCP, pure-Python clients) share one such allowance."""
+        all. Calls without a session (TCP, pure-Python clients) share half such an allowance."""
         uid = self.caller_uid(context)
-        cap = self.limits.max_streams_per_user
+        # clients without a session share half a user's allowance: a user who also calls without its
+        # session cannot take every stream (4 + 2 of the default 8)
+        cap = self.limits.max_streams_per_user if uid is not None else max(self.limits.max_streams_per_user // 2, 1)
         with self._user_lock:
             n = self._user_streams.get(uid, 0)
             if n >= cap:
-                who = f"user {uid}" if uid is not None else "clients without a session (TCP, pure-Python)"
+                who = (f"user {uid} has {n} sample streams open, the daemon's limit per user" if uid is not None else
+                       f"clients without a session (TCP, pure-Python) have {n} sample streams open, their share "
+                       "(half the limit per user)")
                 context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                              f"{who} has {n} sample streams open, the daemon's limit per user "
-                              "(--max-streams-per-user): close one, or raise the limit")
+                              f"{who} (--max-streams-per-user): close one, or raise the limit")
             self._user_streams[uid] = n + 1
         try:
             yield
