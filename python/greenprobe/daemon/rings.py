@@ -78,7 +78,6 @@ class RingIntake:
         self._stop = threading.Event()
         self._listener: Optional[socket.socket] = None
         self._thread: Optional[threading.Thread] = None
-        self.lost_rings = 0  # dropped for broken framing
         # session id -> (pid, uid) of each registered client, handed to it alone over its connection:
         # its gRPC calls carry it, so the daemon knows whose they are (gRPC's Unix peers carry no credentials)
         self.sessions: dict[str, tuple[int, int]] = {}
@@ -121,9 +120,6 @@ class RingIntake:
             if self.path.is_socket():
                 self.path.unlink()
         self._sel.close()
-
-    def rings(self) -> int:
-        return sum(1 for c in self._clients.values() if c.reader is not None)
 
     # -- the thread --------------------------------------------------------------------------------
     def _run(self) -> None:
@@ -261,7 +257,6 @@ class RingIntake:
         try:
             cols = reader.drain(c.pid)
         except _core.RingCorrupt as e:
-            self.lost_rings += 1
             print(f"greenprobe daemon: dropped the mark ring of pid {c.pid} (uid {c.uid}): {e}", file=sys.stderr)
             self._refuse(c, f"ring dropped: {e}")
             return

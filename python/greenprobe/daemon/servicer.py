@@ -97,12 +97,8 @@ class Servicer(pb_grpc.ProbeServicer):
                 records = records[skip:]
                 if framed is not None:
                     framed = framed.slice(max(skip - sent + n_framed, 0))
-                store = self.probe.marks_store  # in memory: the daemon's columnar store lets written marks go
-                held = store.memory_marks() if hasattr(store, "memory_marks") else len(store)
-                new = len(records) + (framed.num_rows if framed is not None else 0)
-                if held + new > self.limits.max_marks:
-                    raise Full(f"the daemon holds {held} marks in memory and keeps at most {self.limits.max_marks} "
-                               "(--max-marks): marks leave memory once written (every --flush-s); raise the limit")
+                store = self.probe.marks_store
+                self._check_held(len(records) + (framed.num_rows if framed is not None else 0))
                 self.attr_names.admit(records)
                 if framed is not None:
                     self.attr_names.admit_names(set(framed_names))
@@ -119,24 +115,31 @@ class Servicer(pb_grpc.ProbeServicer):
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{e}; no mark of this batch was recorded")
         return pb.RecordMarksReply(accepted=sent)
 
+    def _held(self) -> int:
+        """Marks in memory (the daemon's columnar store lets written marks go; a local Probe's keeps all)."""
+        store = self.probe.marks_store
+        return store.memory_marks() if hasattr(store, "memory_marks") else len(store)
+
+    def _check_held(self, new: int) -> None:
+        """Full when ``new`` more marks would pass --max-marks (with marks_lock held)."""
+        held = self._held()
+        if held + new > self.limits.max_marks:
+            raise Full(f"the daemon holds {held} marks in memory and keeps at most {self.limits.max_marks} "
+                       "(--max-marks): marks leave memory once written (every --flush-s); raise the limit")
+
     def ring_room(self) -> int:
         """How many more marks the daemon takes now (memory and write backlog), for ring drains."""
-        store = self.probe.marks_store
-        held = store.memory_marks() if hasattr(store, "memory_marks") else len(store)
         behind = self.backlog() if self.backlog is not None else 0
-        return min(self.limits.max_marks - held, self.limits.max_backlog - behind if behind else self.limits.max_backlog)
+        return min(self.limits.max_marks - self._held(),
+                   self.limits.max_backlog - behind if behind else self.limits.max_backlog)
 
     def record_columns(self, table, attr_names) -> None:
         """A ring drain's marks (a pyarrow Table of store.mark_schema()); Full when they would pass
         the attribute-name cap (then none is held)."""
         with self.marks_lock:
-            store = self.probe.marks_store
-            held = store.memory_marks() if hasattr(store, "memory_marks") else len(store)
-            if held + table.num_rows > self.limits.max_marks:  # a ring can hold 1.4 M small marks
-                raise Full(f"the daemon holds {held} marks in memory and keeps at most {self.limits.max_marks} "
-                           "(--max-marks): marks leave memory once written (every --flush-s); raise the limit")
+            self._check_held(table.num_rows)  # a ring can hold 1.4 M small marks
             self.attr_names.admit_names(set(attr_names))
-            self._hold_table(store, table)
+            self._hold_table(self.probe.marks_store, table)
 
     @staticmethod
     def _hold_table(store, table) -> None:
