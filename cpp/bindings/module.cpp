@@ -102,16 +102,17 @@ PYBIND11_MODULE(_core, m) {
         .def_property_readonly("capacity", &markring::RingReader::capacity)
         .def_property_readonly("pending_bytes", &markring::RingReader::pending_bytes)
         .def("drain",
-             [](markring::RingReader& r, std::int64_t pid) {
+             [](markring::RingReader& r, std::int64_t pid, std::size_t max_bytes) {
                  markring::MarkColumns c;
                  {
                      py::gil_scoped_release release;
-                     c = r.drain(pid);
+                     c = r.drain(pid, max_bytes);
                  }
                  return mark_columns_dict(c);
              },
-             py::arg("pid"),
-             "Every mark written since the last drain, as columns (labels, label_index, start_ns, end_ns, "
+             py::arg("pid"), py::arg("max_bytes") = SIZE_MAX,
+             "The marks written since the last drain, whole frames up to max_bytes of ring (one at least), "
+             "as columns (labels, label_index, start_ns, end_ns, "
              "thread_id, ok, attrs_data + attrs_offsets: JSON text with pid put in, attr_names, refused, "
              "refused_why). RingCorrupt: the framing is broken; the ring is of no further use.")
         .def("commit", &markring::RingReader::commit, py::arg("marks"),

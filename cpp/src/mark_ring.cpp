@@ -118,6 +118,21 @@ bool append_json_string(std::string& out, std::string_view utf8) {
     return true;
 }
 
+std::size_t json_string_size(std::string_view utf8) {
+    std::size_t n = 2;
+    for (const char ch : utf8) {
+        const auto b = static_cast<unsigned char>(ch);
+        if (b >= 0x80) {
+            n += b >= 0xF0 ? 12 : b >= 0xC0 ? 6 : 0;  // six characters per UTF-16 unit; continuation bytes add none
+        } else if (b == '"' || b == '\\' || b == '\n' || b == '\r' || b == '\t' || b == '\b' || b == '\f') {
+            n += 2;
+        } else {
+            n += b >= 0x20 && b <= 0x7E ? 1 : 6;
+        }
+    }
+    return n;
+}
+
 void append_json_double(std::string& out, double value) {
     if (value != value) {
         out += "NaN";
@@ -182,6 +197,7 @@ bool MarkEncoder::begin(std::int64_t start_ns, std::int64_t end_ns, std::uint64_
     if (label.empty() || label.size() > kMaxLabelBytes) return false;
     buf_.clear();
     n_attrs_ = 0;
+    json_bound_ = 2 + 7 + 20;  // {} and ,"pid":<20 digits>
     put(buf_, start_ns);
     put(buf_, end_ns);
     put(buf_, thread_id);
@@ -193,8 +209,10 @@ bool MarkEncoder::begin(std::int64_t start_ns, std::int64_t end_ns, std::uint64_
     return true;
 }
 
-bool MarkEncoder::attr(std::string_view name, AttrType type) {
+bool MarkEncoder::attr(std::string_view name, AttrType type, std::size_t value_json) {
     if (name.empty() || name.size() > kMaxAttrNameBytes || n_attrs_ >= kMaxAttrs) return false;
+    json_bound_ += 2 + json_string_size(name) + value_json;  // a comma, the name, a colon, the value
+    if (json_bound_ > kMaxAttrsJsonBytes) return false;
     ++n_attrs_;
     std::memcpy(&buf_[26], &n_attrs_, sizeof n_attrs_);
     put(buf_, static_cast<std::uint16_t>(name.size()));
@@ -203,28 +221,28 @@ bool MarkEncoder::attr(std::string_view name, AttrType type) {
     return true;
 }
 
-bool MarkEncoder::attr_none(std::string_view name) { return attr(name, AttrType::None); }
+bool MarkEncoder::attr_none(std::string_view name) { return attr(name, AttrType::None, 4); }
 
 bool MarkEncoder::attr_bool(std::string_view name, bool value) {
-    if (!attr(name, AttrType::Bool)) return false;
+    if (!attr(name, AttrType::Bool, 5)) return false;
     put(buf_, static_cast<std::uint8_t>(value ? 1 : 0));
     return true;
 }
 
 bool MarkEncoder::attr_int(std::string_view name, std::int64_t value) {
-    if (!attr(name, AttrType::Int)) return false;
+    if (!attr(name, AttrType::Int, 20)) return false;
     put(buf_, value);
     return true;
 }
 
 bool MarkEncoder::attr_float(std::string_view name, double value) {
-    if (!attr(name, AttrType::Float)) return false;
+    if (!attr(name, AttrType::Float, 24)) return false;  // -1.2345678901234567e-308
     put(buf_, value);
     return true;
 }
 
 bool MarkEncoder::attr_str(std::string_view name, std::string_view value) {
-    if (value.size() > kMaxAttrValueBytes || !attr(name, AttrType::Str)) return false;
+    if (value.size() > kMaxAttrValueBytes || !attr(name, AttrType::Str, json_string_size(value))) return false;
     put(buf_, static_cast<std::uint16_t>(value.size()));
     buf_.append(value);
     return true;
@@ -341,7 +359,7 @@ std::uint64_t RingReader::pending_bytes() const {
     return head >= tail_ ? std::min<std::uint64_t>(head - tail_, capacity_) : 0;
 }
 
-MarkColumns RingReader::drain(std::int64_t pid) {
+MarkColumns RingReader::drain(std::int64_t pid, std::size_t max_bytes) {
     MarkColumns out;
     out.attrs_offsets.push_back(0);
     const std::uint64_t head = header_->head.load(std::memory_order_acquire);
@@ -350,13 +368,40 @@ MarkColumns RingReader::drain(std::int64_t pid) {
     }
     const std::size_t n = static_cast<std::size_t>(head - tail_);
     if (n == 0) return out;
-    copy_.resize(n);
+    // copied before it is read: the client may write on. Within the budget the copy ends where a
+    // frame does, as the copy's own frame heads say (decode_frames checks every one of them again).
     const std::size_t pos = static_cast<std::size_t>(tail_ & (capacity_ - 1));
-    const std::size_t first = std::min(n, capacity_ - pos);
-    std::memcpy(copy_.data(), data_ + pos, first);  // copied before it is read: the client may write on
-    std::memcpy(copy_.data() + first, data_, n - first);
-    decode_frames(copy_.data(), n, pid, out);
-    tail_ = head;
+    auto copy_out = [&](std::size_t from, std::size_t to) {  // ring bytes [from, to) after the tail
+        copy_.resize(to);
+        for (std::size_t at = from; at < to;) {
+            const std::size_t src = (pos + at) & (capacity_ - 1);
+            const std::size_t len = std::min(to - at, capacity_ - src);
+            std::memcpy(copy_.data() + at, data_ + src, len);
+            at += len;
+        }
+    };
+    std::size_t take = std::min(n, std::max<std::size_t>(max_bytes, kFrameHead));
+    copy_out(0, take);
+    if (take < n) {
+        std::size_t end = 0;
+        while (end + kFrameHead <= take) {
+            const auto size = get<std::uint32_t>(copy_.data() + end);
+            if (size < kFrameHead || (size & 7) != 0 || size > n - end) {
+                throw RingCorrupt("a frame whose size (" + std::to_string(size) + " bytes) breaks the ring's framing");
+            }
+            if (end + size > take) {
+                if (end == 0) {  // one frame over the budget: taken alone
+                    copy_out(take, size);
+                    end = size;
+                }
+                break;
+            }
+            end += size;
+        }
+        take = end;
+    }
+    decode_frames(copy_.data(), take, pid, out);
+    tail_ += take;
     header_->tail.store(tail_, std::memory_order_release);
     if (out.refused) refuse(out.refused, out.refused_why);
     return out;
@@ -400,6 +445,7 @@ struct MarkDecoder {
         if (!valid_utf8(label)) return "a label that is not UTF-8";
         at += label_len;
         std::string& json = out.attrs_data;
+        const std::size_t json_start = json.size();
         json.push_back('{');
         bool pid_done = false;
         seen.clear();
@@ -463,6 +509,7 @@ struct MarkDecoder {
             json += "\"pid\":" + std::to_string(pid);
         }
         json.push_back('}');
+        if (json.size() - json_start > kMaxAttrsJsonBytes) return "attributes over 8 KiB as JSON (the daemon's limit per mark)";
         if (json.size() > static_cast<std::size_t>(INT32_MAX)) return "a drain over 2 GiB of attributes";
         // accepted: the columns grow together, only now
         for (auto nm : seen) {

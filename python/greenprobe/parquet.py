@@ -10,7 +10,6 @@ import datetime as _dt
 import json
 import os
 import platform
-import re
 import socket
 import tempfile
 import time
@@ -23,6 +22,7 @@ import pyarrow.parquet as pq
 
 from . import __version__
 from .attribution import attribute
+from .store import MarkStore, Part, marks_table, part_name, part_span
 
 METADATA_KEY = b"greenprobe"
 
@@ -270,9 +270,6 @@ def read_metadata(path) -> dict:
     return json.loads(md[METADATA_KEY])
 
 
-PART_NAME = re.compile(r"part-(\d+)(?:-(\d+))?\.parquet")
-
-
 def _concat_parts(paths: list, f) -> None:
     """The parts' rows in order into one Parquet file, a few parts at a time (bounded memory)."""
     writer = None
@@ -294,9 +291,9 @@ def read_parts(folder) -> pa.Table:
     was cut short."""
     spans = []
     for p in Path(folder).iterdir():
-        m = PART_NAME.fullmatch(p.name)
-        if m:
-            spans.append((int(m.group(1)), int(m.group(2) or m.group(1)), p))
+        span = part_span(p.name)
+        if span:
+            spans.append((*span, p))
     spans.sort(key=lambda s: (s[0], -s[1]))  # a merged file before the parts it holds
     keep, covered = [], 0
     for first, last, p in spans:
@@ -342,7 +339,6 @@ class PartWriter:
 
     def flush(self) -> int:
         """Writes the samples and marks that arrived since the last flush; returns the rows written."""
-        from .store import MarkStore, Part, marks_table
 
         samples = self.probe.samples_store
         t, prev, v, ch, fl = samples.columns(from_index=self.samples_done)  # arrival order: new rows only
@@ -354,7 +350,7 @@ class PartWriter:
         if not t.size and not marks.num_rows:
             return 0
         self.parts += 1
-        name = f"part-{self.parts:08d}.parquet"  # 8 digits: 6 years of parts every 2 s, in order
+        name = part_name(self.parts)
         if t.size:
             path = self.root / "samples" / name
             # a name that says its unit: cumulative joules of energy counters, watts of power readings
@@ -381,7 +377,6 @@ class PartWriter:
         removes the originals; returns how many files went. The merged file is renamed into place
         before an original goes: a crash between leaves rows twice in the folder, which
         ``read_parts`` reads once. A query that listed an original reads again from the merged file."""
-        from .store import MarkStore, Part
 
         gone = 0
         stores = [("samples", self.probe.samples_store)]
@@ -392,8 +387,8 @@ class PartWriter:
                 parts = store.merge_candidates(count)
                 if not parts:
                     break
-                first, last = (int(PART_NAME.fullmatch(Path(p.path).name).group(1)) for p in (parts[0], parts[-1]))
-                path = self.root / folder / f"part-{first:08d}-{last:08d}.parquet"
+                first, last = part_span(Path(parts[0].path).name)[0], part_span(Path(parts[-1].path).name)[1]
+                path = self.root / folder / part_name(first, last)
                 _atomic_write(path, lambda f: _concat_parts([p.path for p in parts], f))
                 store.merged(parts, Part(str(path), parts[0].start, parts[-1].stop))
                 for p in parts:
@@ -405,7 +400,6 @@ class PartWriter:
     def forget(self, keep_ns: int) -> None:
         """Drops from memory what the parts hold: marks at once, samples older than ``keep_ns``
         (queries about the recent past, the common ones, stay in memory)."""
-        from .store import MarkStore
 
         self.probe.samples_store.forget(time.monotonic_ns() - keep_ns)
         if isinstance(self.probe.marks_store, MarkStore):

@@ -234,7 +234,11 @@ class RingLink:
                 pass
 
     def _after_fork_in_child(self) -> None:
-        """The child must not write into its parent's ring: a ring of its own, registered anew."""
+        """The child must not write into its parent's ring: a ring of its own, registered anew. Its
+        copy of the parent's connection is closed (only the copy: the parent's stays up), so that the
+        parent's end is the daemon's sign the parent is gone."""
+        if self._sock is not None:
+            self._sock.close()  # the descriptor only, no shutdown: that would end the parent's connection too
         self.ring.renew()
         self._start()
 

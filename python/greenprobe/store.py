@@ -33,6 +33,19 @@ def mark_schema():
 SEAL_MARKS = 4096  # single appended marks are gathered into columns this many at a time
 COMBINE_MAX_BYTES = 1 << 30  # small tables are gathered into one chunk below this
 READ_TRIES = 3  # a query whose parts were merged under it reads again, from the merged file
+PART_NAME = re.compile(r"part-(\d+)(?:-(\d+))?\.parquet")  # one flush's part, or FIRST-LAST merged
+
+
+def part_name(first: int, last: Optional[int] = None) -> str:
+    """The file name of part ``first``, or of parts first..last merged into one file (8 digits:
+    6 years of parts every 2 s, in order)."""
+    return f"part-{first:08d}.parquet" if last is None or last == first else f"part-{first:08d}-{last:08d}.parquet"
+
+
+def part_span(name: str) -> Optional[tuple[int, int]]:
+    """The part numbers (first, last) a file name holds, or None if it is not a part's name."""
+    m = PART_NAME.fullmatch(name)
+    return (int(m.group(1)), int(m.group(2) or m.group(1))) if m else None
 
 
 @dataclass(frozen=True)
@@ -49,8 +62,6 @@ class PartIndex:
     """The parts of a store as columns (folder, first number, start, stop, t_min, t_max, last
     number): 56 bytes per part, where a Part object with its path costs ~400 (a part every 2 s is
     43,200 a day, until ``replace`` merges them). Reads like a list of Part."""
-
-    NAME = re.compile(r"part-(\d+)(?:-(\d+))?\.parquet")
 
     def __init__(self):
         self._cols = np.zeros((0, 7), np.int64)
@@ -79,14 +90,12 @@ class PartIndex:
 
     def _row(self, part: Part) -> tuple:
         folder, name = os.path.split(part.path)
-        m = self.NAME.fullmatch(name)
-        if not m:
+        span = part_span(name)
+        if span is None:
             return (-1, -1, part.start, part.stop, part.t_min, part.t_max, -1)
         if folder not in self._dirs:
             self._dirs.append(folder)
-        first = int(m.group(1))
-        return (self._dirs.index(folder), first, part.start, part.stop, part.t_min, part.t_max,
-                int(m.group(2) or first))
+        return (self._dirs.index(folder), span[0], part.start, part.stop, part.t_min, part.t_max, span[1])
 
     def index_of(self, start: int) -> int:
         """The part whose rows begin at row ``start``."""
@@ -123,8 +132,7 @@ class PartIndex:
         if d < 0:
             path = self._odd[i]
         else:
-            name = f"part-{num:08d}.parquet" if last == num else f"part-{num:08d}-{last:08d}.parquet"
-            path = os.path.join(self._dirs[d], name)
+            path = os.path.join(self._dirs[d], part_name(num, last))
         return Part(path, start, stop, t_min, t_max)
 
     def select(self, k: int, from_index: int = 0, start_ns: Optional[int] = None,
@@ -324,6 +332,7 @@ class MarkStore:
         self._n = 0
         self._parts = PartIndex()
         self._max_end = 0
+        self._bytes = 0                 # of the tables in _pending and _chunks
 
     def __len__(self) -> int:
         return self._n
@@ -331,6 +340,12 @@ class MarkStore:
     def memory_marks(self) -> int:
         with self._lock:
             return self._n - self._first
+
+    def memory_bytes(self) -> int:
+        """Bytes of the marks in memory as columns (labels, attributes' JSON, the fixed fields);
+        single appended marks count once gathered, SEAL_MARKS at a time."""
+        with self._lock:
+            return self._bytes
 
     def max_end_ns(self) -> int:
         return self._max_end
@@ -345,16 +360,9 @@ class MarkStore:
                 self._seal()
 
     def extend(self, records: list[tuple]) -> None:
-        """A batch of records; gathered with others into columns SEAL_MARKS at a time (a table per
-        small batch would cost more than its marks)."""
-        if not records:
-            return
-        with self._lock:
-            self._tail.extend(records)
-            self._n += len(records)
-            self._max_end = max(self._max_end, max(int(r[2]) for r in records))
-            if len(self._tail) >= SEAL_MARKS:
-                self._seal()
+        """A batch of records, as one table (so that its bytes count at once)."""
+        if records:
+            self.extend_table(marks_table(records), max(int(r[2]) for r in records))
 
     def extend_table(self, table, max_end_ns: int) -> None:
         """Marks already in columns (a pyarrow Table of mark_schema(): a ring drain), after every
@@ -363,21 +371,25 @@ class MarkStore:
             return
         with self._lock:
             if self._tail:
-                self._pending.append(marks_table(self._tail))
+                self._hold(marks_table(self._tail))
                 self._pending_rows += len(self._tail)
                 self._tail = []
-            self._pending.append(table)
+            self._hold(table)
             self._pending_rows += table.num_rows
             self._n += table.num_rows
             self._max_end = max(self._max_end, int(max_end_ns))
             if self._pending_rows >= SEAL_MARKS:
                 self._seal()
 
+    def _hold(self, table) -> None:
+        self._pending.append(table)
+        self._bytes += table.nbytes
+
     def _seal(self) -> None:
         import pyarrow as pa
 
         if self._tail:
-            self._pending.append(marks_table(self._tail))
+            self._hold(marks_table(self._tail))
             self._tail = []
         if len(self._pending) == 1:
             self._chunks.append(self._pending[0])
@@ -444,6 +456,7 @@ class MarkStore:
             mem = pa.concat_tables(self._chunks) if self._chunks else mark_schema().empty_table()
             rest = mem.slice(cut - self._first)
             self._chunks = [_copy(rest)] if rest.num_rows else []  # a copy: a slice keeps the old buffers alive
+            self._bytes = sum(t.nbytes for t in self._chunks)
             gone, self._first = cut - self._first, cut
             return gone
 

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <random>
 #include <string>
 #include <thread>
 
@@ -298,6 +299,161 @@ TEST(writer_threads_and_a_reader_race) {  // under TSan: no data race through th
     CHECK(seen == 2 * kPerThread);
     CHECK(r.drain(1).size() == 0);
     CHECK(w.pushed() == 2 * kPerThread);
+}
+
+namespace {
+
+// A mark's payload built by hand, past what the encoder allows: `n` string attributes of `len` bytes.
+std::string raw_mark_with_strings(int n, std::size_t len) {
+    std::string p(32, '\0');
+    const std::int64_t start = 10, end = 20;
+    std::memcpy(&p[0], &start, 8);
+    std::memcpy(&p[8], &end, 8);
+    const std::uint16_t label_len = 1, n_attrs = static_cast<std::uint16_t>(n);
+    std::memcpy(&p[24], &label_len, 2);
+    std::memcpy(&p[26], &n_attrs, 2);
+    p[28] = 1;
+    p += "x";
+    for (int i = 0; i < n; ++i) {
+        const std::string name = "k" + std::to_string(i);
+        const std::uint16_t name_len = static_cast<std::uint16_t>(name.size()), value_len = static_cast<std::uint16_t>(len);
+        p.append(reinterpret_cast<const char*>(&name_len), 2);
+        p.push_back(static_cast<char>(AttrType::Str));
+        p += name;
+        p.append(reinterpret_cast<const char*>(&value_len), 2);
+        p.append(len, 'v');
+    }
+    return p;
+}
+
+std::string as_frame(const std::string& payload) {
+    std::string f(8, '\0');
+    const std::uint32_t head[2] = {static_cast<std::uint32_t>((8 + payload.size() + 7) & ~std::size_t{7}), kMarkFrame};
+    std::memcpy(&f[0], head, 8);
+    f += payload;
+    f.resize(head[0], '\0');
+    return f;
+}
+
+// A random valid UTF-8 string of up to `max_bytes` bytes: ASCII (controls, quotes and backslashes
+// included), 2-, 3- and 4-byte characters.
+std::string random_utf8(std::mt19937_64& rng, std::size_t max_bytes) {
+    std::string s;
+    const std::size_t target = rng() % (max_bytes + 1);
+    while (s.size() < target) {
+        const int kind = static_cast<int>(rng() % 5);
+        const unsigned long cp = kind == 0 ? rng() % 0x80 : kind == 1 ? 0x80 + rng() % 0x780
+                               : kind == 2 ? 0x800 + rng() % 0xD000  // below the surrogates
+                               : kind == 3 ? 0x10000 + rng() % 0x100000 : 0x20 + rng() % 0x5F;
+        std::string ch;
+        if (cp < 0x80) {
+            ch = std::string(1, static_cast<char>(cp));
+        } else if (cp < 0x800) {
+            ch = {static_cast<char>(0xC0 | (cp >> 6)), static_cast<char>(0x80 | (cp & 0x3F))};
+        } else if (cp < 0x10000) {
+            ch = {static_cast<char>(0xE0 | (cp >> 12)), static_cast<char>(0x80 | ((cp >> 6) & 0x3F)),
+                  static_cast<char>(0x80 | (cp & 0x3F))};
+        } else {
+            ch = {static_cast<char>(0xF0 | (cp >> 18)), static_cast<char>(0x80 | ((cp >> 12) & 0x3F)),
+                  static_cast<char>(0x80 | ((cp >> 6) & 0x3F)), static_cast<char>(0x80 | (cp & 0x3F))};
+        }
+        if (s.size() + ch.size() > target) break;
+        s += ch;
+    }
+    return s;
+}
+
+}  // namespace
+
+TEST(attributes_over_8_kib_of_json_stay_out_of_the_ring) {
+    MarkEncoder e;
+    CHECK(e.begin(1, 2, 0, true, "m"));
+    for (int i = 0; i < 7; ++i) CHECK(e.attr_str("k" + std::to_string(i), std::string(1024, 'v')));
+    CHECK(!e.attr_str("k7", std::string(1024, 'v')));  // 8 x 1 KiB: over 8 KiB of JSON
+    CHECK(e.begin(1, 2, 0, true, "m"));
+    std::string euros;
+    for (int i = 0; i < 341; ++i) euros += "\xe2\x82\xac";  // 1023 bytes, 2050 characters of JSON
+    for (int i = 0; i < 3; ++i) CHECK(e.attr_str("e" + std::to_string(i), euros));
+    CHECK(!e.attr_str("e3", euros));
+    // the reader refuses such a mark when a client writes it anyway
+    const std::string bytes = as_frame(encode(1, 2, "ok")) + as_frame(raw_mark_with_strings(8, 1024)) +
+                              as_frame(raw_mark_with_strings(7, 1024));
+    MarkColumns c;
+    decode_frames(reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size(), 3, c);
+    CHECK(c.size() == 2 && c.refused == 1);
+    CHECK(c.refused_why == "attributes over 8 KiB as JSON (the daemon's limit per mark)");
+    CHECK(json_of(c, 0) == R"({"pid":3})");
+}
+
+TEST(the_encoders_json_bound_holds_over_random_marks) {  // what it accepts, the reader never refuses for size
+    std::mt19937_64 rng(20261130);
+    RingWriter w(1 << 20);
+    RingReader r(dup(w.fd()));
+    int accepted = 0, declined = 0;
+    std::size_t largest = 0;
+    for (int m = 0; m < 3000; ++m) {
+        MarkEncoder e;
+        CHECK(e.begin(1, 2, 0, true, "m"));
+        bool ok = true;
+        const int n = static_cast<int>(rng() % 65);
+        for (int k = 0; k < n && ok; ++k) {
+            const std::string name = random_utf8(rng, 20) + "#" + std::to_string(k);
+            switch (rng() % 4) {
+                case 0: ok = e.attr_str(name, random_utf8(rng, 1024)); break;
+                case 1: ok = e.attr_int(name, static_cast<std::int64_t>(rng())); break;
+                case 2: ok = e.attr_float(name, -1.2345678901234567e-308); break;
+                default: ok = e.attr_bool(name, rng() % 2 == 0);
+            }
+        }
+        if (!ok) {
+            ++declined;
+            continue;
+        }
+        ++accepted;
+        REQUIRE(w.push(e.bytes()));
+        MarkColumns c = r.drain(std::numeric_limits<std::int64_t>::min());  // the widest pid
+        REQUIRE(c.size() == 1);
+        CHECK(c.refused == 0);
+        largest = std::max(largest, json_of(c, 0).size());
+    }
+    CHECK(largest <= kMaxAttrsJsonBytes);
+    CHECK(largest > kMaxAttrsJsonBytes * 3 / 4);  // the bound is not so loose that big marks never fit
+    CHECK(accepted > 300 && declined > 300);
+    for (int i = 0; i < 2000; ++i) {  // the string sizes are exact, not a bound
+        const std::string s = random_utf8(rng, 64);
+        CHECK(json_string_size(s) == str(s).size());
+    }
+}
+
+TEST(a_drain_takes_whole_frames_up_to_its_budget) {
+    RingWriter w(1 << 16);
+    RingReader r(dup(w.fd()));
+    const std::size_t frame = (8 + encode(1, 1, "m", 3).size() + 7) & ~std::size_t{7};
+    for (int i = 1; i <= 100; ++i) CHECK(w.push(encode(i, i, "m", 3)));
+    MarkColumns c = r.drain(1, 5 * frame + 3);
+    CHECK(c.size() == 5 && c.start_ns[4] == 5);
+    CHECK(r.pending_bytes() == 95 * frame);
+    c = r.drain(1, 1);  // one frame over the budget: taken alone
+    CHECK(c.size() == 1 && c.start_ns[0] == 6);
+    c = r.drain(1);
+    CHECK(c.size() == 94 && c.start_ns[0] == 7 && c.start_ns[93] == 100);
+    // a small ring wrapping under small budgets: every mark once, in order
+    RingWriter small(1 << 12);
+    RingReader sr(dup(small.fd()));
+    std::int64_t next_push = 1, next_seen = 1;
+    for (int round = 0; round < 600; ++round) {
+        while (small.push(encode(next_push, next_push, "m", static_cast<int>(next_push % 5)))) ++next_push;
+        MarkColumns d = sr.drain(1, 100 + static_cast<std::size_t>(round % 7) * 40);
+        CHECK(d.refused == 0);
+        for (std::size_t i = 0; i < d.size(); ++i) CHECK(d.start_ns[i] == next_seen++);
+        sr.commit(d.size());
+    }
+    while (sr.pending_bytes()) {
+        MarkColumns d = sr.drain(1, 64);
+        for (std::size_t i = 0; i < d.size(); ++i) CHECK(d.start_ns[i] == next_seen++);
+    }
+    CHECK(next_seen == next_push);
+    CHECK(next_push > 1000);  // many wraps of the 4 KiB ring
 }
 
 int main() { return check::run_all(); }

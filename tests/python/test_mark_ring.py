@@ -474,11 +474,11 @@ def test_a_ring_cannot_bring_more_marks_than_the_daemon_holds_and_one_failure_dr
 
         real, calls = daemon.servicer.record_columns, []
 
-        def fails_once(table, names):
+        def fails_once(table, names, *rest):
             calls.append(table.num_rows)
             if len(calls) == 1:
                 raise RuntimeError("disk on fire")
-            return real(table, names)
+            return real(table, names, *rest)
 
         daemon.servicer.record_columns = fails_once
         first, _, _ = ring_pair(1 << 12)
@@ -504,6 +504,170 @@ def test_a_ring_cannot_bring_more_marks_than_the_daemon_holds_and_one_failure_dr
         assert [r[0] for r in probe.marks()] == ["b"]
         s.close()
         s2.close()
+    finally:
+        daemon.stop(grace_s=0.5)
+        probe.stop()
+
+
+# -- what one client's marks may cost the daemon ---------------------------------------------------
+def test_a_mark_over_8_kib_of_attributes_as_json_goes_through_grpc_whole():
+    ring, reader, fallback = ring_pair()
+    fits = ("m", 10, 20, 1, {f"k{i}": "v" * 1024 for i in range(7)}, True)
+    over = ("m", 10, 20, 1, {f"k{i}": "v" * 1024 for i in range(8)}, True)
+    escaped = ("m", 10, 20, 1, {f"k{i}": "\u20ac" * 341 for i in range(4)}, True)  # 4 KiB of UTF-8, 8 KiB of JSON
+    for record in (fits, over, escaped):
+        ring.append(record)
+    assert fallback == [over, escaped]
+    cols = reader.drain(1)
+    assert cols["start_ns"].size == 1 and json_of(cols, 0) == expected_json(fits[4], 1) and not cols["refused"]
+
+
+def test_marks_held_are_capped_by_their_bytes_with_back_pressure_through_grpc_and_the_ring(tmp_path):
+    import grpc
+
+    from greenprobe.daemon import Daemon, Limits
+    from greenprobe.parquet import PartWriter
+    from greenprobe.v1 import probe_pb2 as pb
+    from greenprobe.v1 import probe_pb2_grpc as pb_grpc
+
+    probe = greenprobe.Probe(sensors=["synthetic"], period_us=1000, columnar_marks=True)
+    probe.start()
+    daemon = Daemon(probe, tmp_path / "d.sock", limits=Limits(max_mark_bytes=250_000)).start()
+    writer = PartWriter(probe, tmp_path / "out", metadata={})  # the daemon's writes, made here by hand
+    stub = pb_grpc.ProbeStub(grpc.insecure_channel(daemon.addresses[0]))
+    store = probe.marks_store
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        def batch(first):
+            return pb.MarkBatch(marks=[pb.Mark(label="a", start_ns=first + i, end_ns=first + i + 1,
+                                               attrs={"blob": "x" * 1000}) for i in range(150)])
+
+        assert stub.RecordMarks(batch(1), timeout=10).accepted == 150
+        held = store.memory_bytes()
+        assert 150 * 1000 < held < 250_000  # 150 marks are far below --max-marks: their bytes count
+        with pytest.raises(grpc.RpcError) as e:
+            stub.RecordMarks(batch(1000), timeout=10)
+        assert e.value.code() == grpc.StatusCode.UNAVAILABLE, "back-pressure: the client keeps them and retries"
+        assert "(244 KiB, --max-mark-bytes)" in e.value.details(), e.value.details()
+        assert store.memory_marks() == 150 and store.memory_bytes() == held  # none of that batch
+
+        # a ring drained while there is room: held, past the limit by that one drain at most
+        ring, _, _ = ring_pair(1 << 20)
+        for i in range(150):
+            ring.append(("r", 10 + i, 20 + i, 1, {"blob": "x" * 1000}, True))
+        s.settimeout(10)
+        s.connect(f"{tmp_path / 'd.sock'}.ring")
+        socket.send_fds(s, [b"R"], [ring.fd])
+        assert s.recv(64)[:1] == b"A"
+        s.sendall(b"F")
+        assert s.recv(1) == b"D" and (ring.drained, ring.refused) == (150, 0)
+        assert store.memory_bytes() > 250_000
+        for i in range(10):  # then marks wait in the ring, none lost, until a write makes room
+            ring.append(("r", 500 + i, 600 + i, 1, {"blob": "y"}, True))
+        s.sendall(b"F")
+        assert s.recv(1) == b"D" and ring.drained == 150
+        gone, _, _ = ring_pair(1 << 16)  # a client that hands its ring over and leaves cannot wait: refused
+        gone.append(("g", 1, 2, 1, {"blob": "z" * 100}, True))
+        assert register(f"{tmp_path / 'd.sock'}.ring", gone.fd)[:1] == b"A"
+        deadline = time.monotonic() + 10
+        while gone.drained < 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert gone.refused == 1 and "--max-mark-bytes" in gone.refused_why, gone.refused_why
+        writer.flush()
+        store.forget()
+        assert store.memory_bytes() == 0
+        s.sendall(b"F")
+        assert s.recv(1) == b"D" and (ring.drained, ring.refused) == (160, 0)
+        assert stub.RecordMarks(batch(1000), timeout=10).accepted == 150  # the client's retry
+        assert len(store) == 150 + 150 + 10 + 150
+    finally:
+        s.close()
+        daemon.stop(grace_s=0.5)
+        probe.stop()
+
+
+def test_one_rings_backlog_is_drained_in_turns_so_another_clients_flush_is_not_held_up(tmp_path, monkeypatch):
+    from greenprobe.daemon import Daemon, rings
+
+    monkeypatch.setattr(rings, "DRAIN_BUDGET_BYTES", 4096)  # ~60 small marks a turn
+    probe = greenprobe.Probe(sensors=["synthetic"], period_us=1000, columnar_marks=True)
+    probe.start()
+    daemon = Daemon(probe, tmp_path / "d.sock").start()
+    sizes, real = [], daemon.servicer.record_columns
+
+    def spy(table, names, *rest):
+        sizes.append((table.column("label")[0].as_py(), table.num_rows))
+        return real(table, names, *rest)
+
+    daemon.servicer.record_columns = spy
+    path = f"{tmp_path / 'd.sock'}.ring"
+    conns = []
+    try:
+        big, _, _ = ring_pair(1 << 20)
+        for i in range(12_000):
+            big.append(("big", 10 + i, 20 + i, 1, {"i": i}, True))
+        small, _, _ = ring_pair(1 << 12)
+        for ring in (big, small):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(30)
+            s.connect(path)
+            socket.send_fds(s, [b"R"], [ring.fd])
+            assert s.recv(64)[:1] == b"A"
+            conns.append(s)
+        small.append(("small", 5, 6, 1, None, True))
+        conns[1].sendall(b"F")
+        assert conns[1].recv(1) == b"D" and small.drained == 1
+        assert big.drained < 12_000, "the big ring's backlog went first, whole"
+        deadline = time.monotonic() + 60
+        while big.drained < 12_000 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert big.drained == 12_000 and big.refused == 0
+        big_drains = [n for label, n in sizes if label == "big"]
+        assert len(big_drains) > 12_000 // 100 and max(big_drains) <= 4096 // 56  # 56-byte frames
+        numbers = [json.loads(a)["i"] for a in probe.marks_store.table().column("attrs").to_pylist() if '"i"' in a]
+        assert numbers == list(range(12_000)), "every mark once, in order"
+    finally:
+        for s in conns:
+            s.close()
+        daemon.stop(grace_s=0.5)
+        probe.stop()
+
+
+OUTLIVED = """
+import os, socket, sys, time
+from greenprobe import _core
+ring = _core.MarkRing(1 << 16, [])
+ring.attached = True
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.connect(sys.argv[1])
+socket.send_fds(s, [b"R"], [ring.fd])
+assert s.recv(64)[:1] == b"A"
+ring.append(("parent", 10, 20, 1, None, True))
+if os.fork() == 0:  # the child keeps the parent's connection and ring, and writes on after it exits
+    time.sleep(1.5)
+    for i in range(5):
+        ring.append(("orphan", 30 + i, 40 + i, 1, None, True))
+    time.sleep(1.5)
+    print(ring.pushed, ring.drained, flush=True)
+    os._exit(0)
+os._exit(0)
+"""
+
+
+def test_a_ring_goes_when_the_process_that_registered_it_exits_though_a_child_keeps_its_connection(tmp_path):
+    from greenprobe.daemon import Daemon
+
+    probe = greenprobe.Probe(sensors=["synthetic"], period_us=1000, columnar_marks=True)
+    probe.start()
+    daemon = Daemon(probe, tmp_path / "d.sock").start()
+    try:
+        r = subprocess.run([sys.executable, "-c", OUTLIVED, f"{tmp_path / 'd.sock'}.ring"], capture_output=True,
+                           text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.split() == ["6", "1"]  # run() returned once the child closed its output too
+        labels = [m[0] for m in probe.marks()]
+        assert labels == ["parent"], "the parent's mark, held; none under its pid once it is gone"
+        assert not daemon.rings.sessions
     finally:
         daemon.stop(grace_s=0.5)
         probe.stop()

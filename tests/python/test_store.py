@@ -16,7 +16,7 @@ import pytest
 
 import greenprobe
 from greenprobe.parquet import PartWriter
-from greenprobe.store import MarkStore, Part, SampleStore
+from greenprobe.store import SEAL_MARKS, MarkStore, Part, SampleStore
 from greenprobe.v1 import probe_pb2 as pb
 from greenprobe.v1 import probe_pb2_grpc as pb_grpc
 
@@ -87,8 +87,9 @@ def test_marks_in_columns_round_trip_through_parts(tmp_path):
         probe.marks_store.append(single)
         expected += batch + [single]
         writer.flush()
+        assert probe.marks_store.memory_bytes() > 1000 * 8 * 3  # three int columns alone
         probe.marks_store.forget()
-        assert probe.marks_store.memory_marks() == 0
+        assert probe.marks_store.memory_marks() == 0 and probe.marks_store.memory_bytes() == 0
     assert probe.marks_store.snapshot() == expected
     assert probe.marks_store.snapshot(2500) == expected[2500:]
     assert len(probe.marks_store) == len(expected) and probe.marks_store.max_end_ns() == 5019
@@ -308,3 +309,15 @@ def test_marks_appended_one_way_and_drained_the_other_are_gathered_in_arrival_or
     # the records moved into the pending tables count: they are gathered once SEAL_MARKS are waiting
     assert len(store._chunks) >= 1 and store._pending_rows < SEAL_MARKS
     assert store.snapshot() == expected and len(store) == len(expected)
+
+
+def test_the_bytes_of_marks_in_memory_follow_their_attributes():
+    store = stores().marks_store
+    store.extend([("m", 1 + i, 2 + i, 0, {"blob": "x" * 1000}, True) for i in range(100)])
+    big = store.memory_bytes()
+    assert 100 * 1000 < big < 100 * 1200  # the attributes' text, and a little for the other columns
+    store.extend([("m", 1 + i, 2 + i, 0, None, True) for i in range(100)])
+    assert big < store.memory_bytes() < big + 100 * 64
+    for i in range(SEAL_MARKS):  # single marks count once gathered into columns
+        store.append(("s", 1 + i, 2 + i, 0, {"k": "v" * 10}, True))
+    assert store.memory_bytes() > big + SEAL_MARKS * 10

@@ -42,6 +42,11 @@ inline constexpr std::size_t kMaxLabelBytes = 256;
 inline constexpr std::size_t kMaxAttrs = 64;
 inline constexpr std::size_t kMaxAttrNameBytes = 64;
 inline constexpr std::size_t kMaxAttrValueBytes = 1024;
+// A mark's attributes as JSON (pid included), as the gRPC intake allows per mark on average: a
+// mark over it is not written into the ring (the encoder says no; it goes through gRPC), and the
+// reader refuses one that is. 64 attributes of 1 KiB would be ~70 KB, so this bounds what a ring's
+// marks cost the daemon per byte of ring.
+inline constexpr std::size_t kMaxAttrsJsonBytes = 8 << 10;
 inline constexpr std::size_t kWhyBytes = 240;
 
 enum class AttrType : std::uint8_t { None = 0, Bool = 1, Int = 2, Float = 3, Str = 4 };
@@ -68,7 +73,8 @@ class RingCorrupt : public std::runtime_error {
 };
 
 // Builds one mark's payload. Each call returns false when the mark exceeds a limit (the caller then
-// sends it another way, where it is refused with the reason).
+// sends it another way, where it is refused with the reason), kMaxAttrsJsonBytes included: the
+// encoder keeps a bound on the JSON the reader will write (strings exactly, numbers at their widest).
 class MarkEncoder {
   public:
     bool begin(std::int64_t start_ns, std::int64_t end_ns, std::uint64_t thread_id, bool ok, std::string_view label);
@@ -80,9 +86,10 @@ class MarkEncoder {
     const std::string& bytes() const { return buf_; }
 
   private:
-    bool attr(std::string_view name, AttrType type);
+    bool attr(std::string_view name, AttrType type, std::size_t value_json);
     std::string buf_;
     std::uint16_t n_attrs_ = 0;
+    std::size_t json_bound_ = 0;  // the most JSON the reader writes for the attributes so far
 };
 
 // The client's side. push() may be called from any thread.
@@ -138,11 +145,12 @@ class RingReader {
 
     std::size_t capacity() const { return capacity_; }
     std::uint64_t pending_bytes() const;  // what the client has written since the last drain
-    // Takes every frame written so far and decodes it; marks whose fields are bad are refused and
-    // counted in the client's header, `pid` is put in every mark's attributes. RingCorrupt: the
-    // framing is broken (the ring is of no further use). The client learns the marks are held
-    // only from commit(): call it once they are.
-    MarkColumns drain(std::int64_t pid);
+    // Takes the frames written so far, whole frames up to `max_bytes` of them (one at least; the
+    // rest wait for the next drain, so one ring's backlog cannot hold up the others'), and decodes
+    // them; marks whose fields are bad are refused and counted in the client's header, `pid` is put
+    // in every mark's attributes. RingCorrupt: the framing is broken (the ring is of no further
+    // use). The client learns the marks are held only from commit(): call it once they are.
+    MarkColumns drain(std::int64_t pid, std::size_t max_bytes = SIZE_MAX);
     void commit(std::uint64_t marks);  // `marks` of a drain are held: the client's flush may return
     // Marks taken from the ring but refused (e.g. the daemon's limits), and why, for the client.
     void refuse(std::uint64_t marks, std::string_view why);
@@ -165,5 +173,7 @@ void append_json_double(std::string& out, double value);
 // A JSON string literal as json.dumps writes it (ensure_ascii: \uXXXX for non-ASCII); false when
 // `utf8` is not valid UTF-8.
 bool append_json_string(std::string& out, std::string_view utf8);
+// The length of what append_json_string writes for valid UTF-8 (without checking it).
+std::size_t json_string_size(std::string_view utf8);
 
 }  // namespace greenprobe::markring

@@ -218,6 +218,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="seconds between OTLP pushes (default 10)")
     p.add_argument("--max-marks", type=int, default=5_000_000, metavar="N",
                    help="marks held in memory at most, i.e. not yet written (default 5M)")
+    p.add_argument("--max-mark-bytes", type=_bytes, default="1G", metavar="SIZE",
+                   help="bytes of those marks at most: labels and attributes as held in memory (default 1G; K, M, "
+                        "G suffixes); beyond it clients keep their marks and send them again after the next write, "
+                        "and rings wait to be drained")
     p.add_argument("--max-attr-names", type=int, default=256, metavar="N",
                    help="distinct mark attribute names at most (each is a column; default 256)")
     p.add_argument("--max-streams", type=int, default=8, metavar="N",

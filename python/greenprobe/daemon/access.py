@@ -321,8 +321,8 @@ class SaveRoot:
             return
         used = self.used_bytes()
         if used >= self.max_bytes:
-            raise Refused(f"the save folder {self.root} holds {_size(used)}, the daemon's limit "
-                          f"(--save-max-bytes {_size(self.max_bytes)}): remove old saves, raise the limit, "
+            raise Refused(f"the save folder {self.root} holds {size_text(used)}, the daemon's limit "
+                          f"(--save-max-bytes {size_text(self.max_bytes)}): remove old saves, raise the limit, "
                           "or save on the client with save_local()")
 
     def close(self) -> None:
@@ -370,7 +370,7 @@ class SaveRoot:
             raise
 
 
-def _size(n: int) -> str:
+def size_text(n: int) -> str:
     """Bytes in words: 512 B, 64 KiB, 1.5 MiB, 20 GiB."""
     for unit, scale in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
         if n >= scale:

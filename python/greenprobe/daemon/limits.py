@@ -30,6 +30,7 @@ MAX_MESSAGE_BYTES = 16 << 20  # one request: a full batch with attributes fits; 
 class Limits:
     """The daemon-wide caps (flags of `greenprobe daemon`)."""
     max_marks: int = 5_000_000        # marks held in memory (not yet written: the columnar store lets written ones go)
+    max_mark_bytes: int = 1 << 30     # and their bytes (labels and attributes' JSON): a mark may carry ~70 KB
     max_attr_names: int = 256         # distinct attribute names over all marks: each is a column of every table
     max_streams: int = 8              # concurrent StreamSamples; the rest of the workers stay for short calls
     max_streams_per_user: int = 4     # of those, per user (known by its ring's session; the rest share one)
@@ -45,6 +46,11 @@ class Limits:
 
 class Full(Exception):
     """The daemon is at a limit (RESOURCE_EXHAUSTED); the text names it and the fix."""
+
+
+class Busy(Exception):
+    """The daemon is at a limit that its writes lift soon (UNAVAILABLE): the client keeps the marks
+    and sends them again; the text names the limit."""
 
 
 class AttrNames:

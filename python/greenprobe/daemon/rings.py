@@ -4,12 +4,14 @@ A Unix socket beside the gRPC one (``<socket>.ring``, the same mode and group, s
 may reach it) takes one ring per client process: the client sends ``R`` with its memfd
 (SCM_RIGHTS), the kernel says who it is (SO_PEERCRED), and the daemon answers ``A`` and a session
 id (which the client's gRPC calls carry, so that limits per user hold: gRPC's Unix peers carry no
-credentials), or ``X`` and why. The connection stays open: ``F`` asks for a drain now (answered ``D``), and its end means the
-client is gone, after which the ring is drained one last time and let go.
+credentials), or ``X`` and why. The connection stays open: ``F`` asks for a drain now (answered
+``D``), and its end means the client is gone, after which the ring is drained one last time and let
+go. So does the exit of the process that registered it (its pidfd), even while a child it forked
+keeps the connection: marks carry the registering pid, which must not outlive its process.
 
 One thread serves every ring: it looks at each every ``LOOK_EVERY_S`` and drains it when it is an
 eighth full or was last drained ``DRAIN_EVERY_S`` ago (a drain costs ~0.2 ms whatever it holds; a
-flush asks for one at once), into the mark store as
+flush asks for one at once), at most ``DRAIN_BUDGET_BYTES`` a turn, into the mark store as
 columns (the attributes' JSON is written in C++, no Python object per mark). While the store is at
 a limit (marks held, writes behind) a ring is simply not drained: the marks wait in the client's
 memory, and a client whose ring fills sends through gRPC, which answers with back-pressure. What
@@ -31,12 +33,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from .limits import Full
+from .limits import Busy, Full
 
 LOOK_EVERY_S = 0.02
 REGISTER_WITHIN_S = 5.0  # a connection that has sent no ring by then is closed
 UNREGISTERED_MAX = 64    # connections waiting for their ring at once; beyond, the oldest are closed
 DRAIN_EVERY_S = 0.2  # marks wait in the ring meanwhile: in the client's memory, which a daemon crash leaves intact
+# Ring bytes one drain takes at most (~10k small marks, ~1 ms to decode); a ring holding more is
+# drained again the next round, after every other ring's turn: 64 rings of 64 MiB from one user
+# cannot hold up another client's drain for more than 64 such turns.
+DRAIN_BUDGET_BYTES = 1 << 20
+SO_PEERPIDFD = getattr(socket, "SO_PEERPIDFD", 77)  # Linux 6.5: the peer's pidfd, no race with pid reuse
 
 
 def ring_socket_path(socket_path: Path) -> Path:
@@ -52,6 +59,14 @@ class _Client:
     session: str = ""
     drained_at: float = 0.0  # time.monotonic() of the last drain
     accepted_at: float = 0.0
+    more: bool = False  # the last drain stopped at its budget
+    pidfd: Optional[int] = None  # readable once the process that registered is gone
+
+
+@dataclass(eq=False)
+class _Exited:
+    """Selector data of a client's pidfd."""
+    client: _Client
 
 
 def columns_table(cols: dict):
@@ -128,6 +143,8 @@ class RingIntake:
                 try:
                     if key.data is None:
                         self._accept()
+                    elif isinstance(key.data, _Exited):  # its last marks, then the ring goes
+                        self._drop(key.data.client)
                     else:
                         self._readable(key.data)
                 except Exception as e:  # one client's trouble must not stop the others' rings
@@ -138,7 +155,8 @@ class RingIntake:
                     self._refuse(c, f"no ring within {REGISTER_WITHIN_S:g} s of connecting")
                     continue
                 r = c.reader
-                if r is not None and (now - c.drained_at >= DRAIN_EVERY_S or r.pending_bytes >= r.capacity // 8):
+                if r is not None and (c.more or now - c.drained_at >= DRAIN_EVERY_S or
+                                      r.pending_bytes >= r.capacity // 8):
                     try:
                         self._drain(c)
                     except Exception as e:  # noqa: BLE001 - that client's ring goes; the others are still served
@@ -160,6 +178,12 @@ class RingIntake:
         client = _Client(conn, pid, uid, accepted_at=time.monotonic())
         self._clients[conn.fileno()] = client
         self._sel.register(conn, selectors.EVENT_READ, client)
+        # The pid goes into every mark, but a child that kept the connection after its parent
+        # exited could write on under the parent's pid, which the system may give to another
+        # process: the ring goes when the process that registered it does.
+        client.pidfd = _pidfd(conn, pid)
+        if client.pidfd is not None:
+            self._sel.register(client.pidfd, selectors.EVENT_READ, _Exited(client))
         waiting = [c for c in self._clients.values() if c.reader is None]
         if len(waiting) > UNREGISTERED_MAX:  # connections that hold a descriptor and say nothing: the oldest go
             for c in sorted(waiting, key=lambda c: c.accepted_at)[:len(waiting) - UNREGISTERED_MAX]:
@@ -233,20 +257,29 @@ class RingIntake:
             except Exception as e:  # noqa: BLE001 - refused and counted in the client's header already
                 print(f"greenprobe daemon: the last drain of pid {c.pid}'s ring failed: {type(e).__name__}: {e}",
                       file=sys.stderr)
-        self._clients.pop(c.conn.fileno(), None)
+        if self._clients.get(c.conn.fileno()) is c:
+            del self._clients[c.conn.fileno()]
         self.sessions.pop(c.session, None)
-        try:
-            self._sel.unregister(c.conn)
-        except (KeyError, ValueError):
-            pass
+        for f in (c.conn, c.pidfd):
+            try:
+                if f is not None:
+                    self._sel.unregister(f)
+            except (KeyError, ValueError):
+                pass
+        if c.pidfd is not None:
+            os.close(c.pidfd)
+            c.pidfd = None
         c.conn.close()
         c.reader = None  # unmaps the ring and closes the memfd
 
     def _drain(self, c: _Client, force: bool = False) -> None:
+        """One drain of at most DRAIN_BUDGET_BYTES; ``force``: all the ring holds, limits or not
+        (the last drain of a client that left)."""
         from .. import _core
 
         reader = c.reader
         c.drained_at = time.monotonic()
+        c.more = False
         if not reader.pending_bytes:
             return
         sv = self.servicer
@@ -254,20 +287,50 @@ class RingIntake:
         # answered with back-pressure); only the last drain of a client that left takes them anyway
         if not force and sv.ring_room() <= 0:
             return
-        try:
-            cols = reader.drain(c.pid)
-        except _core.RingCorrupt as e:
-            print(f"greenprobe daemon: dropped the mark ring of pid {c.pid} (uid {c.uid}): {e}", file=sys.stderr)
-            self._refuse(c, f"ring dropped: {e}")
-            return
+        while True:
+            try:
+                cols = reader.drain(c.pid, DRAIN_BUDGET_BYTES)
+            except _core.RingCorrupt as e:
+                print(f"greenprobe daemon: dropped the mark ring of pid {c.pid} (uid {c.uid}): {e}", file=sys.stderr)
+                self._refuse(c, f"ring dropped: {e}")
+                return
+            # a drain that began with room may pass --max-mark-bytes by itself; a client that left
+            # cannot wait for room, and what would pass the limit is refused
+            self._hold(reader, cols, room_found=not force or sv.ring_room() > 0)
+            if not reader.pending_bytes:
+                return
+            if not force:
+                c.more = True  # the rest after every other ring's turn
+                return
+
+    def _hold(self, reader, cols: dict, room_found: bool) -> None:
         n = len(cols["start_ns"])
         if not n:
             return
+        sv = self.servicer
         try:
-            sv.record_columns(columns_table(cols), cols["attr_names"])
+            sv.record_columns(columns_table(cols), cols["attr_names"], room_found)
             reader.commit(n)  # only now may the client's flush return
-        except Full as e:
+        except (Full, Busy) as e:
             reader.refuse(n, str(e))
         except Exception as e:  # taken from the ring but not held: the client hears of it at exit
             reader.refuse(n, f"the daemon could not hold them ({type(e).__name__}: {e})")
             raise  # the caller drops this ring
+
+
+def _pidfd(conn: socket.socket, pid: int) -> Optional[int]:
+    """A pidfd of the peer that connected: from the socket itself (Linux 6.5+), else opened by pid
+    (a race with pid reuse only between connect() and accept); None when neither works (a peer in
+    another pid namespace has pid 0), and the ring then goes only when its connection ends."""
+    try:
+        fd = conn.getsockopt(socket.SOL_SOCKET, SO_PEERPIDFD)
+        os.set_inheritable(fd, False)
+        return fd
+    except OSError:
+        pass
+    if pid <= 0 or not hasattr(os, "pidfd_open"):
+        return None
+    try:
+        return os.pidfd_open(pid)
+    except OSError:
+        return None

@@ -15,11 +15,12 @@ import numpy as np
 
 from .. import __version__
 from ..session import Probe
+from ..store import marks_table
 from ..v1 import probe_pb2 as pb
 from ..v1 import probe_pb2_grpc as pb_grpc
-from .access import Refused, SaveRoot
+from .access import Refused, SaveRoot, size_text
 from .dedupe import Dedupe
-from .limits import MAX_BATCH, AttrNames, Full, Limits, records_of
+from .limits import MAX_BATCH, AttrNames, Busy, Full, Limits, records_of
 
 STREAM_POLL_S = 0.05
 SESSION_KEY = "greenprobe-session"  # gRPC metadata: the session id a client's ring registration gave it
@@ -89,21 +90,28 @@ class Servicer(pb_grpc.ProbeServicer):
             context.abort(grpc.StatusCode.UNAVAILABLE,
                           f"the daemon's writes are {behind} marks behind (--max-backlog {self.limits.max_backlog}); "
                           "retry shortly, no mark of this batch was recorded")
+        store = self.probe.marks_store
+        # the daemon's columnar store takes the batch as columns at once, so its bytes are known
+        table = marks_table(records) if records and hasattr(store, "extend_table") else None
         try:
             with self.marks_lock:
                 # a batch resent after a lost reply: keep only the marks not held yet (the columns'
                 # marks come first, then the frames')
                 skip = self.dedupe.fresh(cols.sender_id, cols.first_seq, sent).start
                 records = records[skip:]
+                if table is not None:
+                    table = table.slice(skip)
                 if framed is not None:
                     framed = framed.slice(max(skip - sent + n_framed, 0))
-                store = self.probe.marks_store
-                self._check_held(len(records) + (framed.num_rows if framed is not None else 0))
+                self._check_held(len(records) + (framed.num_rows if framed is not None else 0),
+                                 (table.nbytes if table is not None else 0) +
+                                 (framed.nbytes if framed is not None else 0))
                 self.attr_names.admit(records)
                 if framed is not None:
                     self.attr_names.admit_names(set(framed_names))
-                if hasattr(store, "extend"):  # the daemon's columnar store: the batch as columns at once
-                    store.extend(records)
+                if table is not None:
+                    if table.num_rows:
+                        self._hold_table(store, table)
                 else:
                     for r in records:
                         store.append(r)
@@ -113,31 +121,48 @@ class Servicer(pb_grpc.ProbeServicer):
                     self.dedupe.record(cols.sender_id, cols.first_seq, sent)
         except Full as e:
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{e}; no mark of this batch was recorded")
+        except Busy as e:  # back-pressure, as for --max-backlog: the client keeps the batch and retries
+            context.abort(grpc.StatusCode.UNAVAILABLE, f"{e}; retry shortly, no mark of this batch was recorded")
         return pb.RecordMarksReply(accepted=sent)
 
-    def _held(self) -> int:
-        """Marks in memory (the daemon's columnar store lets written marks go; a local Probe's keeps all)."""
+    def _held(self) -> tuple[int, int]:
+        """Marks in memory and their bytes (the daemon's columnar store lets written marks go; a
+        local Probe's keeps all, and does not count bytes)."""
         store = self.probe.marks_store
-        return store.memory_marks() if hasattr(store, "memory_marks") else len(store)
+        if hasattr(store, "memory_marks"):
+            return store.memory_marks(), store.memory_bytes()
+        return len(store), 0
 
-    def _check_held(self, new: int) -> None:
-        """Full when ``new`` more marks would pass --max-marks (with marks_lock held)."""
-        held = self._held()
+    def _check_held(self, new: int, new_bytes: Optional[int]) -> None:
+        """Full when ``new`` more marks would pass --max-marks; Busy when ``new_bytes`` more would
+        pass --max-mark-bytes (an empty store takes any batch, as an empty backlog does; None: not
+        checked). With marks_lock held."""
+        held, held_bytes = self._held()
         if held + new > self.limits.max_marks:
             raise Full(f"the daemon holds {held} marks in memory and keeps at most {self.limits.max_marks} "
                        "(--max-marks): marks leave memory once written (every --flush-s); raise the limit")
+        if new_bytes is not None and held_bytes and held_bytes + new_bytes > self.limits.max_mark_bytes:
+            raise Busy(f"the daemon holds {size_text(held_bytes)} of marks in memory, and these "
+                       f"{size_text(new_bytes)} would pass its limit ({size_text(self.limits.max_mark_bytes)}, "
+                       "--max-mark-bytes) until its next write (every --flush-s)")
 
     def ring_room(self) -> int:
         """How many more marks the daemon takes now (memory and write backlog), for ring drains."""
         behind = self.backlog() if self.backlog is not None else 0
-        return min(self.limits.max_marks - self._held(),
+        held, held_bytes = self._held()
+        if held_bytes >= self.limits.max_mark_bytes:
+            return 0
+        return min(self.limits.max_marks - held,
                    self.limits.max_backlog - behind if behind else self.limits.max_backlog)
 
-    def record_columns(self, table, attr_names) -> None:
+    def record_columns(self, table, attr_names, room_found: bool = True) -> None:
         """A ring drain's marks (a pyarrow Table of store.mark_schema()); Full when they would pass
-        the attribute-name cap (then none is held)."""
+        --max-marks or the attribute-name cap, Busy --max-mark-bytes (then none is held).
+        ``room_found``: the drain began with ring_room() > 0, and its marks may pass
+        --max-mark-bytes by this drain (at most DRAIN_BUDGET_BYTES of ring): they are out of the
+        ring and cannot wait any more."""
         with self.marks_lock:
-            self._check_held(table.num_rows)  # a ring can hold 1.4 M small marks
+            self._check_held(table.num_rows, None if room_found else table.nbytes)  # a ring holds 1.4 M small marks
             self.attr_names.admit_names(set(attr_names))
             self._hold_table(self.probe.marks_store, table)
 
@@ -341,3 +366,4 @@ def _slot(context, slots: threading.BoundedSemaphore, code, message: str):
         yield
     finally:
         slots.release()
+
