@@ -281,7 +281,7 @@ RingWriter::~RingWriter() {
 
 bool RingWriter::push(std::string_view payload) {
     const std::size_t need = align8(kFrameHead + payload.size());
-    if (need > capacity_ / 4) return false;
+    if (need > capacity_ / 4 || need > kMaxMarkFrameBytes) return false;
     std::lock_guard<std::mutex> lock(mutex_);
     const std::uint64_t tail = header_->tail.load(std::memory_order_acquire);
     std::size_t pos = static_cast<std::size_t>(head_ & (capacity_ - 1));
@@ -386,11 +386,17 @@ MarkColumns RingReader::drain(std::int64_t pid, std::size_t max_bytes) {
         std::size_t end = 0;
         while (end + kFrameHead <= take) {
             const auto size = get<std::uint32_t>(copy_.data() + end);
-            if (size < kFrameHead || (size & 7) != 0 || size > n - end) {
+            const auto kind = get<std::uint32_t>(copy_.data() + end + 4);
+            if (size < kFrameHead || (size & 7) != 0 || size > n - end || (kind != kMarkFrame && kind != kSkipFrame) ||
+                (kind == kMarkFrame && size > kMaxMarkFrameBytes)) {
                 throw RingCorrupt("a frame whose size (" + std::to_string(size) + " bytes) breaks the ring's framing");
             }
             if (end + size > take) {
-                if (end == 0) {  // one frame over the budget: taken alone
+                if (end == 0 && kind == kSkipFrame) {  // the rest of the ring, skipped: nothing to copy
+                    publish_tail(size);
+                    return out;
+                }
+                if (end == 0) {  // one mark over the budget: taken alone
                     copy_out(take, size);
                     end = size;
                 }
@@ -401,10 +407,15 @@ MarkColumns RingReader::drain(std::int64_t pid, std::size_t max_bytes) {
         take = end;
     }
     decode_frames(copy_.data(), take, pid, out);
-    tail_ += take;
-    header_->tail.store(tail_, std::memory_order_release);
+    publish_tail(take);
+    if (copy_.capacity() > kMaxKeptCopy) std::vector<unsigned char>().swap(copy_);  // after a drain of all
     if (out.refused) refuse(out.refused, out.refused_why);
     return out;
+}
+
+void RingReader::publish_tail(std::size_t taken) {
+    tail_ += taken;
+    header_->tail.store(tail_, std::memory_order_release);
 }
 
 void RingReader::commit(std::uint64_t marks) { header_->drained.fetch_add(marks, std::memory_order_acq_rel); }
@@ -541,6 +552,7 @@ void decode_frames(const unsigned char* bytes, std::size_t n, std::int64_t pid, 
             throw RingCorrupt("a frame whose size (" + std::to_string(size) + " bytes) breaks the ring's framing");
         }
         if (kind == kMarkFrame) {
+            if (size > kMaxMarkFrameBytes) throw RingCorrupt("a mark frame over 64 KiB breaks the ring's framing");
             const std::size_t json_size = out.attrs_data.size();
             if (const char* why = dec.decode(bytes + at + kFrameHead, size - kFrameHead)) {
                 out.attrs_data.resize(json_size);  // the refused mark's partial text goes

@@ -26,6 +26,7 @@ from .errors import ConfigError, DaemonError
 BUFFER_ENV = "GREENPROBE_BUFFER_MARKS"
 BUFFER_MARKS = 300_000  # five minutes at 1,000 marks/s: a daemon restart loses nothing
 BATCH_MARKS = 10_000  # per RecordMarks call (the daemon takes up to 100,000)
+BATCH_BYTES = 8 << 20  # and at most this much of message: the daemon reads 16 MiB at most (limits.py)
 SEND_EVERY_S = 0.05
 BACKOFF_S = (0.05, 2.0)  # first and longest wait between tries while the daemon is unreachable
 # Reconnect as often as we retry: gRPC's own back-off would otherwise grow to 120 s.
@@ -171,6 +172,13 @@ class MarkSender:
             first, self._next_seq = self._next_seq, self._next_seq + n
         try:  # outside the lock: append() must not wait while 10,000 marks are encoded
             msg = encode(self._pb, records, self.sender_id, first)
+            while n > 1 and msg.ByteSize() > BATCH_BYTES:  # marks with large attributes: fewer a batch
+                keep = max(min(n * BATCH_BYTES // msg.ByteSize(), n - 1), 1)
+                with self._lock:  # the rest go back to the front of the buffer, their numbers with them
+                    self._buffer.extendleft(reversed(records[keep:]))
+                    self._next_seq = first + keep
+                records, n = records[:keep], keep
+                msg = encode(self._pb, records, self.sender_id, first)
         except (TypeError, ValueError) as e:  # a record protobuf cannot hold: no retry makes it valid
             msg, why = None, f"could not encode a mark: {e}"
         with self._lock:

@@ -215,6 +215,28 @@ TEST(broken_framing_closes_the_ring) {
     std::vector<unsigned char> cut(4, 0);
     MarkColumns c;
     CHECK_THROWS(decode_frames(cut.data(), cut.size(), 1, c));
+    std::vector<unsigned char> huge(80 << 10, 0);  // a mark frame larger than any mark the encoder writes
+    const std::uint32_t head[2] = {80 << 10, kMarkFrame};
+    std::memcpy(huge.data(), head, sizeof head);
+    CHECK_THROWS(decode_frames(huge.data(), huge.size(), 1, c));
+}
+
+TEST(a_huge_mark_frame_breaks_the_ring_before_it_is_copied_under_a_budget) {
+    RingWriter w(1 << 20);
+    RingReader r(dup(w.fd()));
+    CHECK(w.push(encode(1, 1, "m")));
+    Header* h = header_of(w.fd());
+    REQUIRE(h != MAP_FAILED);
+    // what a hostile client can write after its frames: a 256 KiB "mark"
+    unsigned char* data = reinterpret_cast<unsigned char*>(mmap(nullptr, kHeaderBytes + (1 << 20), PROT_READ | PROT_WRITE,
+                                                                MAP_SHARED, w.fd(), 0)) + kHeaderBytes;
+    const std::uint64_t at = h->head.load();
+    const std::uint32_t head[2] = {256 << 10, kMarkFrame};
+    std::memcpy(data + at, head, sizeof head);
+    h->head.store(at + (256 << 10));
+    CHECK_THROWS(r.drain(1, 4096));  // its size alone breaks the framing: no 256 KiB copy
+    munmap(data - kHeaderBytes, kHeaderBytes + (1 << 20));
+    munmap(h, kHeaderBytes);
 }
 
 TEST(bad_marks_are_refused_and_counted_the_rest_kept) {

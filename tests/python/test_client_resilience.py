@@ -237,6 +237,31 @@ def test_a_refused_batch_is_dropped_counted_and_never_sent_again(fake, remotes, 
     assert "11 refused (INVALID_ARGUMENT: the fake daemon says no)" in capsys.readouterr().err
 
 
+def test_marks_with_large_attributes_go_in_batches_the_daemon_reads_none_refused(served, remotes, monkeypatch):
+    from greenprobe import sender
+
+    monkeypatch.setenv("GREENPROBE_MARK_RING", "0")  # all through the gRPC sender
+    probe, address, start, _ = served
+    start()
+    sizes, real = [], sender.encode
+
+    def spy(*args):
+        msg = real(*args)
+        sizes.append(msg.ByteSize())
+        return msg
+
+    monkeypatch.setattr(sender, "encode", spy)
+    remote = remotes(address)
+    blob = {f"a{k}": chr(97 + k) * 1000 for k in range(7)}  # ~7 KB a mark: 10,000 of them are 70 MB
+    now = time.monotonic_ns()
+    for i in range(5000):
+        remote.add_mark("big", now + i, now + i + 1, i=i, **blob)
+    assert remote.flush() == 5000
+    assert remote._sender.refused == 0 and mark_numbers(probe) == list(range(5000))
+    sent = [n for n in sizes if n <= sender.BATCH_BYTES]
+    assert len(sent) >= 4 and sum(sent) > 5000 * 7000, "split into batches the daemon's 16 MiB limit lets in"
+
+
 # -- the daemon's side: Dedupe ------------------------------------------------------------------
 def test_dedupe_skips_what_a_sender_sent_before_and_nothing_else():
     d = Dedupe()

@@ -321,3 +321,40 @@ def test_the_bytes_of_marks_in_memory_follow_their_attributes():
     for i in range(SEAL_MARKS):  # single marks count once gathered into columns
         store.append(("s", 1 + i, 2 + i, 0, {"k": "v" * 10}, True))
     assert store.memory_bytes() > big + SEAL_MARKS * 10
+
+
+@pytest.mark.parametrize("ring", ["1", "0"])
+def test_the_flush_loop_writes_early_when_marks_held_near_their_byte_limit(tmp_path, monkeypatch, ring):
+    import threading
+
+    from greenprobe.daemon import Daemon, Limits
+    from greenprobe.daemon.server import _flush_loop
+
+    monkeypatch.setenv("GREENPROBE_MARK_RING", "" if ring == "1" else "0")
+    probe = greenprobe.Probe(sensors=["synthetic"], period_us=1000, columnar_marks=True)
+    probe.start()
+    daemon = Daemon(probe, tmp_path / "d.sock", limits=Limits(max_mark_bytes=1_000_000)).start()
+    writer = PartWriter(probe, tmp_path / "out")
+    daemon.servicer.backlog = writer.pending_marks
+    done = threading.Event()
+    loop = threading.Thread(target=_flush_loop, args=(writer, done, 60.0, 300_000_000, 0, daemon.servicer.write_soon))
+    loop.start()
+    remote = greenprobe.connect(f"unix:{tmp_path / 'd.sock'}")
+    try:
+        t0 = time.monotonic()
+        now = time.monotonic_ns()
+        for i in range(4500):  # ~4.7 MB of marks against a 1 MB limit; the writer's tick is a minute away
+            remote.add_mark("m", now + i, now + i + 1, i=i, blob="x" * 1000)
+            if i % 500 == 499:
+                remote.flush()
+        remote.flush()
+        assert time.monotonic() - t0 < 30
+        assert writer.parts >= 4 and remote._sender.refused == 0
+        assert sorted(r[4]["i"] for r in probe.marks()) == list(range(4500))
+    finally:
+        remote.close()
+        done.set()
+        daemon.servicer.write_soon.set()
+        loop.join()
+        daemon.stop(grace_s=0.5)
+        probe.stop()

@@ -47,6 +47,9 @@ inline constexpr std::size_t kMaxAttrValueBytes = 1024;
 // reader refuses one that is. 64 attributes of 1 KiB would be ~70 KB, so this bounds what a ring's
 // marks cost the daemon per byte of ring.
 inline constexpr std::size_t kMaxAttrsJsonBytes = 8 << 10;
+// A mark's frame at most (the encoder's largest is ~14 KB): a larger one breaks the framing, and
+// is never copied out of the ring.
+inline constexpr std::size_t kMaxMarkFrameBytes = 64 << 10;
 inline constexpr std::size_t kWhyBytes = 240;
 
 enum class AttrType : std::uint8_t { None = 0, Bool = 1, Int = 2, Float = 3, Str = 4 };
@@ -156,6 +159,8 @@ class RingReader {
     void refuse(std::uint64_t marks, std::string_view why);
 
   private:
+    static constexpr std::size_t kMaxKeptCopy = std::size_t{4} << 20;  // a larger copy goes after its drain
+    void publish_tail(std::size_t taken);
     int fd_;
     std::size_t capacity_;
     Header* header_ = nullptr;

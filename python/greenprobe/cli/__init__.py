@@ -34,6 +34,17 @@ def _bytes(text: str) -> int:
     return int(n)
 
 
+def _at_least(parse, least: int, least_text: str):
+    """A parser for argparse that refuses values under ``least``."""
+    def check(text: str) -> int:
+        n = parse(text)
+        if n < least:
+            raise argparse.ArgumentTypeError(f"{text!r} is under {least_text}, the least this limit may be (a gRPC "
+                                             "batch alone is up to 16 MiB)")
+        return n
+    return check
+
+
 def _epilog() -> str:
     """The examples, then every sensor option that has an environment variable (from the registry):
     each is also a Python argument of greenprobe.Probe and a kind:key=value option of --sensors."""
@@ -218,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="seconds between OTLP pushes (default 10)")
     p.add_argument("--max-marks", type=int, default=5_000_000, metavar="N",
                    help="marks held in memory at most, i.e. not yet written (default 5M)")
-    p.add_argument("--max-mark-bytes", type=_bytes, default="1G", metavar="SIZE",
+    p.add_argument("--max-mark-bytes", type=_at_least(_bytes, 64 << 20, "64M"), default="1G", metavar="SIZE",
                    help="bytes of those marks at most: labels and attributes as held in memory (default 1G; K, M, "
                         "G suffixes); beyond it clients keep their marks and send them again after the next write, "
                         "and rings wait to be drained")

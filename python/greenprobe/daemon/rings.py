@@ -139,7 +139,9 @@ class RingIntake:
     # -- the thread --------------------------------------------------------------------------------
     def _run(self) -> None:
         while not self._stop.is_set():
-            for key, _ in self._sel.select(LOOK_EVERY_S):
+            # a ring with more to drain gets its next turn at once, after the others' events
+            more = any(c.more for c in self._clients.values())
+            for key, _ in self._sel.select(0 if more else LOOK_EVERY_S):
                 try:
                     if key.data is None:
                         self._accept()
@@ -287,7 +289,11 @@ class RingIntake:
         # answered with back-pressure); only the last drain of a client that left takes them anyway
         if not force and sv.ring_room() <= 0:
             return
-        while True:
+        # a forced drain takes what the ring held at its start: a writer that goes on writing (a
+        # child with the mapping) cannot keep the thread that serves every ring. Each turn takes a
+        # budget's worth or more with the next turn, so twice the budgets it held is enough.
+        turns = 2 * (reader.pending_bytes // DRAIN_BUDGET_BYTES) + 2 if force else 1
+        for _ in range(turns):
             try:
                 cols = reader.drain(c.pid, DRAIN_BUDGET_BYTES)
             except _core.RingCorrupt as e:
@@ -299,9 +305,7 @@ class RingIntake:
             self._hold(reader, cols, room_found=not force or sv.ring_room() > 0)
             if not reader.pending_bytes:
                 return
-            if not force:
-                c.more = True  # the rest after every other ring's turn
-                return
+        c.more = True  # the rest after every other ring's turn
 
     def _hold(self, reader, cols: dict, room_found: bool) -> None:
         n = len(cols["start_ns"])

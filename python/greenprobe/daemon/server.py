@@ -134,12 +134,20 @@ class Daemon:
             self.socket_path.unlink()
 
 
-def _flush_loop(writer, done: threading.Event, every_s: float, keep_ns: int, compact: int = 0) -> None:
-    """Writes a part every ``every_s`` and then lets memory go of what the parts hold (samples
-    older than ``keep_ns``): the daemon's memory is a bounded recent window however long it runs.
-    Every ``compact`` parts that memory let go are merged into one file (0: never), so that a
-    long run keeps a few files an hour, and its part index stays small."""
-    while not done.wait(every_s):
+def _flush_loop(writer, done: threading.Event, every_s: float, keep_ns: int, compact: int = 0,
+                soon: Optional[threading.Event] = None) -> None:
+    """Writes a part every ``every_s``, or at once when ``soon`` is set (the marks held have passed
+    half a limit: written early, they leave memory before clients are pushed back), and then lets
+    memory go of what the parts hold (samples older than ``keep_ns``): the daemon's memory is a
+    bounded recent window however long it runs. Every ``compact`` parts that memory let go are
+    merged into one file (0: never), so that a long run keeps a few files an hour, and its part
+    index stays small."""
+    soon = soon or threading.Event()
+    while True:
+        soon.wait(every_s)
+        soon.clear()
+        if done.is_set():
+            return
         try:
             writer.flush()
         except OSError as e:  # a full disk must not stop the measuring; say so and try again later
@@ -269,7 +277,8 @@ def _run(args) -> int:
     daemon.servicer.backlog = writer.pending_marks
     compact = round(args.compact_s / args.flush_s) if args.compact_s > 0 else 0
     flush_thread = threading.Thread(target=_flush_loop, args=(writer, done, args.flush_s, int(args.memory_s * 1e9),
-                                                              compact), daemon=True, name="greenprobe-flush")
+                                                              compact, daemon.servicer.write_soon), daemon=True,
+                                    name="greenprobe-flush")
     flush_thread.start()
     if run_dir is not None:
         print(f"writing {writer.root}/ every {args.flush_s:g} s (readable after a crash), and the full files "
@@ -283,6 +292,7 @@ def _run(args) -> int:
             f.write("\n".join(daemon.addresses) + "\n")
     sys.stderr.flush()
     done.wait()
+    daemon.servicer.write_soon.set()  # the flush loop ends now, not at its next tick
     print("stopping: flushing marks and samples", file=sys.stderr)
     if otlp is not None:
         otlp.stop()  # a last push while the figures are still live

@@ -41,6 +41,7 @@ class Servicer(pb_grpc.ProbeServicer):
         self.intake = threading.BoundedSemaphore(self.limits.max_intake)
         self.streams = threading.BoundedSemaphore(self.limits.max_streams)
         self.backlog: Optional[Callable[[], int]] = None  # marks accepted but not yet on disk (with --out)
+        self.write_soon = threading.Event()  # set past half a limit on marks held: the writer writes early
         self.sessions: dict = {}  # session id -> (pid, uid): clients known by their ring (daemon/rings.py)
         self._user_streams: dict = {}  # uid (None: calls without a session) -> open streams
         self._user_lock = threading.Lock()
@@ -85,6 +86,8 @@ class Servicer(pb_grpc.ProbeServicer):
         n_framed = framed.num_rows if framed is not None else 0
         sent = len(records) + n_framed
         behind = self.backlog() if self.backlog is not None else 0
+        if 2 * (behind + sent) > self.limits.max_backlog:
+            self.write_soon.set()
         if behind and behind + sent > self.limits.max_backlog:  # an empty backlog takes any batch
             # back-pressure: the client keeps the batch and retries, so a crash loses at most this much
             context.abort(grpc.StatusCode.UNAVAILABLE,
@@ -99,10 +102,11 @@ class Servicer(pb_grpc.ProbeServicer):
                 # marks come first, then the frames')
                 skip = self.dedupe.fresh(cols.sender_id, cols.first_seq, sent).start
                 records = records[skip:]
-                if table is not None:
-                    table = table.slice(skip)
-                if framed is not None:
-                    framed = framed.slice(max(skip - sent + n_framed, 0))
+                if skip:  # copies: a slice would keep the whole batch's buffers, counted as its rows only
+                    if table is not None:
+                        table = _own(table.slice(skip))
+                    if framed is not None:
+                        framed = _own(framed.slice(max(skip - sent + n_framed, 0)))
                 self._check_held(len(records) + (framed.num_rows if framed is not None else 0),
                                  (table.nbytes if table is not None else 0) +
                                  (framed.nbytes if framed is not None else 0))
@@ -138,6 +142,8 @@ class Servicer(pb_grpc.ProbeServicer):
         pass --max-mark-bytes (an empty store takes any batch, as an empty backlog does; None: not
         checked). With marks_lock held."""
         held, held_bytes = self._held()
+        if 2 * (held + new) > self.limits.max_marks or 2 * (held_bytes + (new_bytes or 0)) > self.limits.max_mark_bytes:
+            self.write_soon.set()
         if held + new > self.limits.max_marks:
             raise Full(f"the daemon holds {held} marks in memory and keeps at most {self.limits.max_marks} "
                        "(--max-marks): marks leave memory once written (every --flush-s); raise the limit")
@@ -150,6 +156,9 @@ class Servicer(pb_grpc.ProbeServicer):
         """How many more marks the daemon takes now (memory and write backlog), for ring drains."""
         behind = self.backlog() if self.backlog is not None else 0
         held, held_bytes = self._held()
+        if 2 * held > self.limits.max_marks or 2 * held_bytes > self.limits.max_mark_bytes or \
+                2 * behind > self.limits.max_backlog:
+            self.write_soon.set()
         if held_bytes >= self.limits.max_mark_bytes:
             return 0
         return min(self.limits.max_marks - held,
@@ -367,3 +376,7 @@ def _slot(context, slots: threading.BoundedSemaphore, code, message: str):
     finally:
         slots.release()
 
+
+def _own(table):
+    """A table with buffers of its own (a slice of another keeps all of the other's)."""
+    return table.take(np.arange(table.num_rows))
