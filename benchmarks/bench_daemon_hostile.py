@@ -13,8 +13,8 @@ while the daemon pushed back); every mark must be held or counted as dropped.
 Part ``drain``: an in-process daemon is handed ``--rings`` rings of ``--ring-mib`` MiB, full of
 small marks, at once (one user's backlog); right after, a second client registers a ring of its
 own, writes one mark and flushes. Reports that client's wait (connect to flush answered) and how
-long the backlog took, with the drain budget (1 MiB a ring a turn) and without (the whole ring in
-one drain, as before), ``--repeats`` times each.
+long the backlog took, with each of ``--budgets`` (the daemon's: ring bytes a drain takes at most)
+and without (the whole ring in one drain, as before), ``--repeats`` times each.
 """
 
 from __future__ import annotations
@@ -109,14 +109,13 @@ def part_bytes(cap: str, seconds: float, work: Path) -> dict:
             daemon.wait(timeout=600)
 
 
-def part_drain(n_rings: int, ring_mib: int, budget: bool, work: Path) -> dict:
+def part_drain(n_rings: int, ring_mib: int, budget: int, work: Path) -> dict:
     import greenprobe
     from greenprobe import _core
     from greenprobe.daemon import Daemon, rings
 
     saved = rings.DRAIN_BUDGET_BYTES
-    if not budget:
-        rings.DRAIN_BUDGET_BYTES = 1 << 62  # as before: a drain takes all the ring holds
+    rings.DRAIN_BUDGET_BYTES = budget  # 1 << 62: as before, a drain takes all the ring holds
     probe = greenprobe.Probe(sensors=["synthetic"], period_us=1000, columnar_marks=True)
     probe.start()
     daemon = Daemon(probe, work / "d.sock").start()
@@ -176,6 +175,8 @@ def main(argv=None) -> None:
     ap.add_argument("--rings", type=int, default=16, help="rings of one user's backlog, part drain")
     ap.add_argument("--ring-mib", type=int, default=16, help="their size in MiB (a power of two, at most 64)")
     ap.add_argument("--repeats", type=int, default=3, help="runs with and without the budget, part drain")
+    ap.add_argument("--budgets", default="default,whole",
+                    help="drain budgets to try in KiB, 'default' (the daemon's) or 'whole' (none), part drain")
     args = ap.parse_args(argv)
     if args.part in ("bytes", "both"):
         print(f"part bytes: 2 clients x {args.seconds:g} s, marks of 7 x 1,000-character attributes, --flush-s 10")
@@ -195,16 +196,19 @@ def main(argv=None) -> None:
         print("| drain | run | backlog marks | the other client's wait | backlog left then | backlog drained in "
               "| refused |")
         print("|---|---|---|---|---|---|---|")
-        for budget in (True, False):
+        from greenprobe.daemon.rings import DRAIN_BUDGET_BYTES
+
+        for text in args.budgets.split(","):
+            budget = 1 << 62 if text == "whole" else DRAIN_BUDGET_BYTES if text == "default" else int(text) << 10
+            name = "whole ring" if text == "whole" else f"{budget >> 10:,} KiB a turn"
             waits = []
             for k in range(args.repeats):
                 with tempfile.TemporaryDirectory(prefix="gp-hostile-") as d:
                     r = part_drain(args.rings, args.ring_mib, budget, Path(d))
                 waits.append(r["wait_s"])
-                print(f"| {'1 MiB a turn' if budget else 'whole ring'} | {k + 1} | {r['backlog']:,} | "
-                      f"{r['wait_s'] * 1e3:,.0f} ms | {r['backlog_left']:,} | {r['took_s']:.2f} s | {r['refused']:,} |",
-                      flush=True)
-            print(f"median wait, {'1 MiB a turn' if budget else 'whole ring'}: {statistics.median(waits) * 1e3:,.0f} ms")
+                print(f"| {name} | {k + 1} | {r['backlog']:,} | {r['wait_s'] * 1e3:,.0f} ms | {r['backlog_left']:,} | "
+                      f"{r['took_s']:.2f} s | {r['refused']:,} |", flush=True)
+            print(f"median wait, {name}: {statistics.median(waits) * 1e3:,.0f} ms")
 
 
 if __name__ == "__main__":

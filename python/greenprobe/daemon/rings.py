@@ -39,10 +39,11 @@ LOOK_EVERY_S = 0.02
 REGISTER_WITHIN_S = 5.0  # a connection that has sent no ring by then is closed
 UNREGISTERED_MAX = 64    # connections waiting for their ring at once; beyond, the oldest are closed
 DRAIN_EVERY_S = 0.2  # marks wait in the ring meanwhile: in the client's memory, which a daemon crash leaves intact
-# Ring bytes one drain takes at most (~10k small marks, ~1 ms to decode); a ring holding more is
-# drained again the next round, after every other ring's turn: 64 rings of 64 MiB from one user
-# cannot hold up another client's drain for more than 64 such turns.
-DRAIN_BUDGET_BYTES = 1 << 20
+# Ring bytes one drain takes at most (~4,700 small marks, ~5 ms to decode and hold); a ring holding
+# more is drained again at once, after every other ring's turn: one user's 16 rings of 16 MiB kept
+# another client's first flush waiting 80 ms, against 2 s when a drain took a whole ring, with the
+# same throughput (benchmarks/bench_daemon_hostile.py; 128 KiB cost a third of it).
+DRAIN_BUDGET_BYTES = 256 << 10
 SO_PEERPIDFD = getattr(socket, "SO_PEERPIDFD", 77)  # Linux 6.5: the peer's pidfd, no race with pid reuse
 
 
@@ -292,7 +293,8 @@ class RingIntake:
         # a forced drain takes what the ring held at its start: a writer that goes on writing (a
         # child with the mapping) cannot keep the thread that serves every ring. Each turn takes a
         # budget's worth or more with the next turn, so twice the budgets it held is enough.
-        turns = 2 * (reader.pending_bytes // DRAIN_BUDGET_BYTES) + 2 if force else 1
+        pending = reader.pending_bytes
+        turns = 2 * (pending // DRAIN_BUDGET_BYTES) + 2 if force else 1
         for _ in range(turns):
             try:
                 cols = reader.drain(c.pid, DRAIN_BUDGET_BYTES)
@@ -305,8 +307,9 @@ class RingIntake:
             self._hold(reader, cols, room_found=not force or sv.ring_room() > 0)
             if not reader.pending_bytes:
                 return
-        c.more = True  # the rest after every other ring's turn
-
+        # cut by the budget: the rest after every other ring's turn (marks written since the drain
+        # began wait for the ring's next look, as always)
+        c.more = pending > DRAIN_BUDGET_BYTES
     def _hold(self, reader, cols: dict, room_found: bool) -> None:
         n = len(cols["start_ns"])
         if not n:

@@ -168,8 +168,8 @@ class Servicer(pb_grpc.ProbeServicer):
         """A ring drain's marks (a pyarrow Table of store.mark_schema()); Full when they would pass
         --max-marks or the attribute-name cap, Busy --max-mark-bytes (then none is held).
         ``room_found``: the drain began with ring_room() > 0, and its marks may pass
-        --max-mark-bytes by this drain (at most DRAIN_BUDGET_BYTES of ring): they are out of the
-        ring and cannot wait any more."""
+        --max-mark-bytes by this drain (at most rings.DRAIN_BUDGET_BYTES of ring): they are out of
+        the ring and cannot wait any more."""
         with self.marks_lock:
             self._check_held(table.num_rows, None if room_found else table.nbytes)  # a ring holds 1.4 M small marks
             self.attr_names.admit_names(set(attr_names))
