@@ -663,8 +663,13 @@ def _pidfd_works() -> bool:
 
 
 @pytest.mark.skipif(not _pidfd_works(), reason="no pidfd on this kernel")
-def test_a_ring_goes_when_the_process_that_registered_it_exits_though_a_child_keeps_its_connection(tmp_path):
-    from greenprobe.daemon import Daemon
+@pytest.mark.parametrize("how", ["SO_PEERPIDFD", "pidfd_open"])
+def test_a_ring_goes_when_the_process_that_registered_it_exits_though_a_child_keeps_its_connection(
+        tmp_path, monkeypatch, how):
+    from greenprobe.daemon import Daemon, rings
+
+    if how == "pidfd_open":  # a kernel before 6.5: the pidfd opened by the pid SO_PEERCRED gives
+        monkeypatch.setattr(rings, "SO_PEERPIDFD", -1)
 
     probe = greenprobe.Probe(sensors=["synthetic"], period_us=1000, columnar_marks=True)
     probe.start()
