@@ -30,6 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_daemon_soak import rss  # the daemon's resident memory, from /proc
+
 CLIENT = r"""
 import sys, time, greenprobe
 seconds = float(sys.argv[1])
@@ -52,16 +54,6 @@ for _ in range(12):  # what the ring could not take went through gRPC, which may
 print(n, remote.mark_sink.pushed, remote._sender.dropped, remote._sender.refused)
 print(remote._sender.refused_why, file=sys.stderr)
 """
-
-
-def _size(text: str) -> int:
-    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
-    return int(float(text[:-1]) * units[text[-1].upper()]) if text[-1].upper() in units else int(text)
-
-
-def rss(pid: int) -> int:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def part_bytes(cap: str, seconds: float, work: Path) -> dict:

@@ -370,10 +370,7 @@ class MarkStore:
         if not table.num_rows:
             return
         with self._lock:
-            if self._tail:
-                self._hold(marks_table(self._tail))
-                self._pending_rows += len(self._tail)
-                self._tail = []
+            self._gather_tail()
             self._hold(table)
             self._pending_rows += table.num_rows
             self._n += table.num_rows
@@ -385,12 +382,17 @@ class MarkStore:
         self._pending.append(table)
         self._bytes += table.nbytes
 
+    def _gather_tail(self) -> None:
+        """The single appended marks, as a table among the pending ones."""
+        if self._tail:
+            self._hold(marks_table(self._tail))
+            self._pending_rows += len(self._tail)
+            self._tail = []
+
     def _seal(self) -> None:
         import pyarrow as pa
 
-        if self._tail:
-            self._hold(marks_table(self._tail))
-            self._tail = []
+        self._gather_tail()
         if len(self._pending) == 1:
             self._chunks.append(self._pending[0])
         elif self._pending:
@@ -455,14 +457,15 @@ class MarkStore:
             self._seal()
             mem = pa.concat_tables(self._chunks) if self._chunks else mark_schema().empty_table()
             rest = mem.slice(cut - self._first)
-            self._chunks = [_copy(rest)] if rest.num_rows else []  # a copy: a slice keeps the old buffers alive
+            self._chunks = [own_buffers(rest)] if rest.num_rows else []
             self._bytes = sum(t.nbytes for t in self._chunks)
             gone, self._first = cut - self._first, cut
             return gone
 
 
-def _copy(table):
-    """A table with buffers of its own (pyarrow slices share their parent's)."""
+def own_buffers(table):
+    """A table with buffers of its own (pyarrow slices share their parent's, and keep all of them
+    alive while their nbytes counts only their rows)."""
     import pyarrow as pa
 
     sink = pa.BufferOutputStream()

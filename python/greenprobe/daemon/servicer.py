@@ -15,7 +15,7 @@ import numpy as np
 
 from .. import __version__
 from ..session import Probe
-from ..store import marks_table
+from ..store import marks_table, own_buffers
 from ..v1 import probe_pb2 as pb
 from ..v1 import probe_pb2_grpc as pb_grpc
 from .access import Refused, SaveRoot, size_text
@@ -86,8 +86,7 @@ class Servicer(pb_grpc.ProbeServicer):
         n_framed = framed.num_rows if framed is not None else 0
         sent = len(records) + n_framed
         behind = self.backlog() if self.backlog is not None else 0
-        if 2 * (behind + sent) > self.limits.max_backlog:
-            self.write_soon.set()
+        self._write_early_past_half(behind=behind + sent)
         if behind and behind + sent > self.limits.max_backlog:  # an empty backlog takes any batch
             # back-pressure: the client keeps the batch and retries, so a crash loses at most this much
             context.abort(grpc.StatusCode.UNAVAILABLE,
@@ -104,9 +103,9 @@ class Servicer(pb_grpc.ProbeServicer):
                 records = records[skip:]
                 if skip:  # copies: a slice would keep the whole batch's buffers, counted as its rows only
                     if table is not None:
-                        table = _own(table.slice(skip))
+                        table = own_buffers(table.slice(skip))
                     if framed is not None:
-                        framed = _own(framed.slice(max(skip - sent + n_framed, 0)))
+                        framed = own_buffers(framed.slice(max(skip - sent + n_framed, 0)))
                 self._check_held(len(records) + (framed.num_rows if framed is not None else 0),
                                  (table.nbytes if table is not None else 0) +
                                  (framed.nbytes if framed is not None else 0))
@@ -137,13 +136,19 @@ class Servicer(pb_grpc.ProbeServicer):
             return store.memory_marks(), store.memory_bytes()
         return len(store), 0
 
+    def _write_early_past_half(self, held: int = 0, held_bytes: int = 0, behind: int = 0) -> None:
+        """Past half of --max-marks, --max-mark-bytes or --max-backlog the writer writes at once, not
+        at its next --flush-s tick: what it writes leaves memory before clients are pushed back."""
+        lim = self.limits
+        if 2 * held > lim.max_marks or 2 * held_bytes > lim.max_mark_bytes or 2 * behind > lim.max_backlog:
+            self.write_soon.set()
+
     def _check_held(self, new: int, new_bytes: Optional[int]) -> None:
         """Full when ``new`` more marks would pass --max-marks; Busy when ``new_bytes`` more would
         pass --max-mark-bytes (an empty store takes any batch, as an empty backlog does; None: not
         checked). With marks_lock held."""
         held, held_bytes = self._held()
-        if 2 * (held + new) > self.limits.max_marks or 2 * (held_bytes + (new_bytes or 0)) > self.limits.max_mark_bytes:
-            self.write_soon.set()
+        self._write_early_past_half(held + new, held_bytes + (new_bytes or 0))
         if held + new > self.limits.max_marks:
             raise Full(f"the daemon holds {held} marks in memory and keeps at most {self.limits.max_marks} "
                        "(--max-marks): marks leave memory once written (every --flush-s); raise the limit")
@@ -156,9 +161,7 @@ class Servicer(pb_grpc.ProbeServicer):
         """How many more marks the daemon takes now (memory and write backlog), for ring drains."""
         behind = self.backlog() if self.backlog is not None else 0
         held, held_bytes = self._held()
-        if 2 * held > self.limits.max_marks or 2 * held_bytes > self.limits.max_mark_bytes or \
-                2 * behind > self.limits.max_backlog:
-            self.write_soon.set()
+        self._write_early_past_half(held, held_bytes, behind)
         if held_bytes >= self.limits.max_mark_bytes:
             return 0
         return min(self.limits.max_marks - held,
@@ -376,7 +379,3 @@ def _slot(context, slots: threading.BoundedSemaphore, code, message: str):
     finally:
         slots.release()
 
-
-def _own(table):
-    """A table with buffers of its own (a slice of another keeps all of the other's)."""
-    return table.take(np.arange(table.num_rows))
