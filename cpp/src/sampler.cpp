@@ -13,10 +13,17 @@ void EdgePlanner::on_change(int64_t edge_ns, int64_t uncertainty_ns) {
     in_window_ = false;
     last_seen_ = edge_ns;
     if (uncertainty_ns > 4 * fine_) {
-        // The update came before its window opened (the poll before it was long ago): the edge is
-        // poorly dated. Do not learn from it; open the next windows earlier.
+        // The edge is poorly dated (the poll before it was long ago): do not learn from it; open
+        // the next windows earlier. The update lies between the two polls around it: where the learnt
+        // grid has an update there, it came on time and only the polls were late (a stalled
+        // thread, a window closed before it was polled), so the grid's phase stays. Taking the
+        // late poll's time as the update's put every later window after its update, each seen
+        // late again, until the guard had grown past the lag (three updates of two GPUs out of
+        // phase dated to ~50 ms in one CI run).
         extra_guard_ = std::min(period_ / 4, std::max(2 * extra_guard_, 4 * fine_));
-        last_ = edge_ns;
+        const int64_t after = edge_ns + uncertainty_ns / 2;  // the poll that saw it (the one before: after - uncertainty)
+        const int64_t on_grid = period_ > 0 && last_ > 0 && after > last_ ? last_ + (after - last_) / period_ * period_ : 0;
+        last_ = on_grid > last_ && on_grid > after - uncertainty_ns && on_grid < after ? on_grid : edge_ns;
         return;
     }
     extra_guard_ /= 2;

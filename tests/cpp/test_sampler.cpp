@@ -249,6 +249,19 @@ TEST(edge_planner_widens_after_an_early_update) {
     CHECK(w2 < 8 * P - 200000 - 30000);    // the next window opens earlier
 }
 
+TEST(edge_planner_keeps_its_phase_when_an_update_was_seen_late) {
+    EdgePlanner p(10000, 0);
+    const int64_t P = 1000000;
+    for (int k = 1; k <= 6; ++k) p.on_change(k * P, 10000);
+    CHECK(p.next(6 * P + 20000, 6 * P + 10000) == 7 * P - 30000);
+    // the update at 7P, on time, seen 400 µs late by a poll 450 µs after the one before it (a stall):
+    // the sampler passes the middle of the two polls and their distance
+    p.on_change(7 * P - 50000 + 225000, 450000);
+    CHECK(p.period_ns() == P);  // not learnt from
+    const int64_t w = p.next(7 * P + 410000, 7 * P + 400000);
+    CHECK(w <= 8 * P - 30000 && w >= 8 * P - 200000);  // around 8P, not 8P + 400 µs: the next update is seen
+}
+
 TEST(edge_planner_keeps_its_window_when_polled_for_another_channel) {
     EdgePlanner p(10000, 0);
     const int64_t P = 1000000;
