@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-v", "--verbose", action="store_true",
                    help="also each kind's domains and options, with their environment variables")
 
-    p = sub.add_parser("runtimes", help="list each DL runtime: environment, version, devices, execution providers, "
+    p = sub.add_parser("runtimes", help="list each DL runtime (classification, then generative): environment, version, devices, execution providers or precisions, "
                                         "and what is missing with the fix",
                        description="Starts a worker in each runtime's environment and asks it what it can run here. "
                                    "An ONNX Runtime execution provider counts only if a session really runs on it.")
@@ -131,9 +131,19 @@ def main(argv: list[str] | None = None) -> int:
                               "      (one array task per configuration, each alone on its node; run it again to resume)")
     p.add_argument("spec", nargs="?", help="a TOML file with [study] keys (those of StudySpec)")
     p.add_argument("--quick", action="store_true", help="small inputs (96 px images, 32-token text), 3 short runs")
-    p.add_argument("--runtimes", help="comma list of torch, tensorflow, mxnet, onnxruntime (default all)")
-    p.add_argument("--models", help="comma list of resnet50, mobilenet_v2, bert-base-uncased (default all)")
-    p.add_argument("--batch-sizes", help="comma list (default 1,64)")
+    p.add_argument("--task", choices=["classify", "generate"],
+                   help="classify (default): the paper's models, energy per inference; generate: LLMs, energy per "
+                        "prompt token, per output token and per request, prefill and each decode step marked")
+    p.add_argument("--runtimes", help="comma list of torch, tensorflow, mxnet, onnxruntime (default all); with --task "
+                                      "generate: torch, onnxruntime-genai, llama.cpp, ctranslate2, vllm")
+    p.add_argument("--models", help="comma list of resnet50, mobilenet_v2, bert-base-uncased (default all); with "
+                                    "--task generate: llama-3.2-1b, qwen2.5-0.5b, gpt2, tiny")
+    p.add_argument("--batch-sizes", help="comma list (default 1,64; generate: sequences generated together, 1,8)")
+    p.add_argument("--precisions", help="generate: comma list of fp32, fp16, bf16, int8, q8_0, q4_k_m, int4 (default "
+                                        "all: every one each runtime has on its device)")
+    p.add_argument("--prompt-tokens", type=int, help="generate: prompt tokens per sequence (default 128; quick 32)")
+    p.add_argument("--output-tokens", type=int, help="generate: tokens produced per sequence, EOS ignored (default "
+                                                     "64; quick 16)")
     p.add_argument("--providers", help="ONNX Runtime providers, e.g. cpu,cuda (default: every one that works)")
     p.add_argument("--runs", type=int, help="repetitions per configuration (default 30; quick 3)")
     p.add_argument("--size", choices=["full", "tiny"], help="model size (tiny: tests)")
@@ -319,7 +329,9 @@ def main(argv: list[str] | None = None) -> int:
                 batch_sizes = [int(b) for b in batch_sizes]
             spec = load_spec(args.spec, args.quick, runtimes=csv(args.runtimes), models=csv(args.models),
                              batch_sizes=batch_sizes, providers=csv(args.providers), runs=args.runs,
-                             size=args.size, sensors=args.sensors, order=args.order)
+                             size=args.size, sensors=args.sensors, order=args.order, task=args.task,
+                             precisions=csv(args.precisions), prompt_tokens=args.prompt_tokens,
+                             output_tokens=args.output_tokens)
             if args.executor == "slurm":
                 from ..study.slurm import SlurmExecutor, SlurmOptions
 
@@ -397,17 +409,20 @@ def _cmd_sensors(args) -> int:
 def _cmd_runtimes(args) -> int:
     from ..runtimes import describe_all
 
-    rows = describe_all()
+    rows = describe_all() + describe_all(task="generate")
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
     for r in rows:
         if not r.get("installed"):
-            print(f"--  {r['runtime']:<12} not usable from {r['python']}")
+            print(f"--  {r['runtime']:<17} not usable from {r['python']}")
             print(textwrap.indent(textwrap.fill(f"why: {r.get('reason', '')}", 100), "      "))
             print(textwrap.indent(textwrap.fill(f"fix: {r.get('fix', '')}", 100), "      "))
             continue
-        print(f"ok  {r['runtime']:<12} {r['version']:<12} devices: {', '.join(r.get('devices', []))}   ({r['python']})")
+        print(f"ok  {r['runtime']:<17} {r['version']:<12} devices: {', '.join(r.get('devices', []))}   ({r['python']})")
+        for dev, precs in (r.get("precisions") or {}).items():
+            why = (r.get("reasons") or {}).get(dev, "")
+            print(f"      {r['task']} on {dev}: {', '.join(precs) or 'none'}" + (f" ({why})" if why and not precs else ""))
         for p in r.get("providers", []):
             if p["available"]:
                 print(f"      provider {p['name']}: runs here")

@@ -30,8 +30,19 @@ ADAPTERS = {
     "onnxruntime": ("onnx_rt", "OnnxRuntime"),
 }
 
+#: generative runtime -> (module, class): the adapters of ``task = "generate"`` (gen_base.GenRuntime)
+GEN_ADAPTERS = {
+    "torch": ("gen_torch", "TorchGen"),
+    "onnxruntime-genai": ("gen_ortgenai", "OrtGenaiGen"),
+    "llama.cpp": ("gen_llamacpp", "LlamaCppGen"),
+    "ctranslate2": ("gen_ct2", "Ct2Gen"),
+    "vllm": ("gen_vllm", "VllmGen"),
+}
+
 #: runtime -> the module whose import proves it is installed
-IMPORTS = {"torch": "torch", "tensorflow": "tensorflow", "mxnet": "mxnet", "onnxruntime": "onnxruntime"}
+IMPORTS = {"torch": "torch", "tensorflow": "tensorflow", "mxnet": "mxnet", "onnxruntime": "onnxruntime",
+           "onnxruntime-genai": "onnxruntime_genai", "llama.cpp": "llama_cpp", "ctranslate2": "ctranslate2",
+           "vllm": "vllm"}
 
 #: runtime -> (environment folder, set-up hint)
 ENVIRONMENTS = {
@@ -39,6 +50,10 @@ ENVIRONMENTS = {
     "tensorflow": (".venv", "bash scripts/setup-runtimes.sh   (pip install -r requirements/runtimes.txt)"),
     "onnxruntime": (".venv", "bash scripts/setup-runtimes.sh   (pip install -r requirements/runtimes.txt)"),
     "mxnet": (".venv-mxnet", "bash scripts/setup-runtimes.sh   (creates .venv-mxnet from requirements/mxnet.txt)"),
+    "llama.cpp": (".venv", "bash scripts/setup-genai.sh   (builds llama-cpp-python once, then installs the cached wheel)"),
+    "ctranslate2": (".venv", "bash scripts/setup-genai.sh   (pip install -r requirements/genai.txt)"),
+    "onnxruntime-genai": (".venv-genai", "bash scripts/setup-genai.sh   (creates .venv-genai from requirements/ortgenai.txt)"),
+    "vllm": (".venv", "vLLM runs on NVIDIA GPUs only: scripts/gpu-check.sh installs it on a GPU machine"),
 }
 
 
@@ -53,11 +68,16 @@ class WorkerError(RuntimeError):
         super().__init__(f"[{runtime}] {self.kind}: {self.message}" + (f"\n  fix: {self.fix}" if self.fix else ""))
 
 
+def python_env_var(runtime: str) -> str:
+    """The variable that names a runtime's Python: GREENPROBE_PYTHON_MXNET, GREENPROBE_PYTHON_LLAMA_CPP ..."""
+    return "GREENPROBE_PYTHON_" + "".join(c if c.isalnum() else "_" for c in runtime.upper())
+
+
 def python_for(runtime: str, root: Optional[Path] = None) -> str:
     """The Python interpreter of the environment where this runtime lives."""
-    if runtime not in ADAPTERS:
-        raise ValueError(f"unknown runtime {runtime!r}: choose one of {', '.join(ADAPTERS)}")
-    env = os.environ.get(f"GREENPROBE_PYTHON_{runtime.upper()}")
+    if runtime not in ADAPTERS and runtime not in GEN_ADAPTERS:
+        raise ValueError(f"unknown runtime {runtime!r}: choose one of {', '.join(sorted(set(ADAPTERS) | set(GEN_ADAPTERS)))}")
+    env = os.environ.get(python_env_var(runtime))
     if env:
         return env
     folder = ENVIRONMENTS[runtime][0]
@@ -84,11 +104,13 @@ def probe_environment(runtime: str) -> dict:
 class Worker:
     """A runtime adapter in its own process and environment."""
 
-    def __init__(self, runtime: str, python: Optional[str] = None, stderr=None, env: Optional[dict] = None):
-        self.runtime = runtime
+    def __init__(self, runtime: str, python: Optional[str] = None, stderr=None, env: Optional[dict] = None,
+                 task: str = "classify"):
+        self.runtime, self.task = runtime, task
         self.python = python or python_for(runtime)
         env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2", **(env or {}))
-        self.proc = subprocess.Popen([self.python, "-m", "greenprobe.runtimes.worker", runtime], stdin=subprocess.PIPE,
+        self.proc = subprocess.Popen([self.python, "-m", "greenprobe.runtimes.worker", runtime, task],
+                                     stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=stderr if stderr is not None else subprocess.DEVNULL,
                                      text=True, env=env)
 
@@ -130,6 +152,14 @@ class Worker:
     def output(self, input_npz: str, output_npy: str) -> dict:
         return self.call("output", input_npz=input_npz, output_npy=output_npy)
 
+    def generate(self, n: int, output_tokens: int, gaps_s=None, slot: Optional[str] = None, warmup: int = 0,
+                 mark: Optional[dict] = None) -> dict:
+        """task "generate": n requests (after ``warmup`` unmarked ones), gaps before each, every phase
+        marked (prefill, decode) with ``mark``'s attrs through the worker's daemon and flushed before
+        the answer. Returns {"requests": [(start_ns, end_ns)], "marks_sent": N}."""
+        return self.call("generate", n=n, output_tokens=output_tokens, slot=slot, warmup=warmup, mark=mark,
+                         gaps_s=None if gaps_s is None else list(map(float, gaps_s)))
+
     def export_onnx(self, path: str, finalize: bool = True, slot: Optional[str] = None) -> dict:
         """Exports the model in ``slot`` (the one built last without it); with finalize=False the
         caller runs finalize_export (in its own environment) instead of the worker."""
@@ -164,18 +194,22 @@ def finalize_export(path: str, source: str) -> None:
     onnx.checker.check_model(path)
 
 
-def describe_all(runtimes=None) -> list[dict]:
-    """Every runtime (or those named): environment, version, devices, execution providers, and
-    what is missing."""
+def describe_all(runtimes=None, task: str = "classify") -> list[dict]:
+    """Every runtime of the task (or those named): environment, version, devices, execution
+    providers or precisions, and what is missing."""
     out = []
-    for runtime in (ADAPTERS if runtimes is None else runtimes):
+    for runtime in ((ADAPTERS if task == "classify" else GEN_ADAPTERS) if runtimes is None else runtimes):
         env = probe_environment(runtime)
+        env["task"] = task
         if not env["installed"]:
+            if runtime == "vllm":
+                env["reason"] = (f"vLLM is not installed here ({env['reason']}): it ships CUDA wheels only and runs "
+                                 "on NVIDIA GPUs")
             out.append(env)
             continue
         try:
-            with Worker(runtime) as w:
-                out.append({**env, **w.describe()})
+            with Worker(runtime, task=task) as w:
+                out.append({**env, **w.describe(), "task": task})
         except WorkerError as e:
             out.append({**env, "installed": False, "reason": e.message, "fix": e.fix})
     return out

@@ -1,6 +1,6 @@
 """A runtime worker: serves one adapter over a pipe, inside the runtime's own environment.
 
-    python -m greenprobe.runtimes.worker RUNTIME
+    python -m greenprobe.runtimes.worker RUNTIME [classify|generate]
 
 Requests are JSON lines on stdin, answers JSON lines on the original stdout (the framework's own
 prints go to stderr). Times are CLOCK_MONOTONIC nanoseconds, the clock of greenprobe's sampler, so
@@ -27,12 +27,123 @@ import traceback
 import numpy as np
 
 
-def load(runtime: str):
-    from . import ADAPTERS
+def load(runtime: str, task: str = "classify"):
+    from . import ADAPTERS, GEN_ADAPTERS
 
-    module, cls = ADAPTERS[runtime]
+    module, cls = (ADAPTERS if task == "classify" else GEN_ADAPTERS)[runtime]
     mod = __import__(f"greenprobe.runtimes.{module}", fromlist=[cls])
     return getattr(mod, cls)()
+
+
+class GenSlots:
+    """task "generate": built generative models by slot, each with its prompt (sequences x
+    prompt_tokens random ids). Slots that differ only in the batch share one built model."""
+
+    def __init__(self, runtime: str):
+        self.runtime = runtime
+        self.models: dict = {}   # build key -> adapter
+        self.slots: dict = {}    # slot -> (adapter, prompt, build key)
+        self.current = None
+
+    def build(self, req: dict) -> dict:
+        from ..generation import Request
+        from ..models.generative import make_prompt
+
+        slot = req.pop("slot", None) or "default"
+        sequences, prompt_tokens = int(req.pop("sequences", 1)), int(req.pop("prompt_tokens", 16))
+        seed = int(req.pop("seed", 0))
+        key = json.dumps(req, sort_keys=True)
+        self.release(slot)
+        rt = self.models.get(key)
+        fresh = rt is None
+        built = {}
+        if fresh:
+            rt = load(self.runtime, "generate")
+            model = req.pop("model")
+            built = rt.build(model, **req)
+            self.models[key] = rt
+        prompt = make_prompt(rt.model_name, rt.size, sequences, prompt_tokens, seed=seed)
+        self.slots[slot] = (rt, prompt, key)
+        self.current = slot
+        t0 = time.monotonic_ns()  # one first request, unmarked: lazy allocations, graph tracing
+        rt.generate(prompt, 2, Request(prompt_tokens, sequences, record=False))
+        return {"device": rt.device, "precision": rt.precision, "slot": slot, "shared": not fresh,
+                "build_s": built.get("build_s", 0.0), "first_request_ns": time.monotonic_ns() - t0}
+
+    def get(self, slot=None):
+        slot = slot or self.current
+        if slot not in self.slots:
+            raise ValueError(f"no model built in slot {slot!r}: build first")
+        return self.slots[slot]
+
+    def generate(self, req: dict) -> dict:
+        from ..generation import Request
+
+        rt, prompt, _ = self.get(req.get("slot"))
+        n, out_tokens = int(req["n"]), int(req["output_tokens"])
+        gaps = req.get("gaps_s")
+        mark = req.get("mark")
+        if mark and not os.environ.get("GREENPROBE_DAEMON"):
+            raise ValueError("generate(mark=...) needs GREENPROBE_DAEMON: the daemon that receives the marks")
+        attrs = dict((mark or {}).get("attrs") or {})
+        seq, ptok = prompt.shape
+        for _ in range(int(req.get("warmup", 0))):
+            rt.generate(prompt, out_tokens, Request(ptok, seq, record=False))
+        spans = []
+        mono = time.monotonic_ns
+        for i in range(n):
+            if gaps is not None and gaps[i] > 0:
+                time.sleep(float(gaps[i]))
+            r = Request(ptok, seq, request=i, record=bool(mark), **attrs)
+            a = mono()
+            rt.generate(prompt, out_tokens, r)
+            spans.append((a, mono()))
+        sent = flush_marks() if mark else 0  # at the daemon before the answer
+        return {"requests": spans, "marks_sent": sent}
+
+    def release(self, slot=None) -> None:
+        gone = list(self.slots) if slot is None else [slot] if slot in self.slots else []
+        for name in gone:
+            key = self.slots.pop(name)[2]
+            if all(v[2] != key for v in self.slots.values()):
+                self.models.pop(key).release()
+        if self.current in gone:
+            self.current = None
+
+
+def serve_generate(runtime: str, proto) -> None:
+    """The worker's loop for task "generate": describe | build(model, size, precision, checkpoint,
+    work_dir, device, sequences, prompt_tokens, seed, slot) | generate(n, output_tokens, warmup,
+    gaps_s, mark, slot) | release(slot) | quit."""
+    slots = GenSlots(runtime)
+    rt = None
+
+    def answer(obj):
+        proto.write(json.dumps(obj) + "\n")
+
+    for line in sys.stdin:
+        try:
+            req = json.loads(line)
+            op = req.pop("op")
+            if op == "describe":
+                rt = rt or load(runtime, "generate")
+                answer({"ok": True, **rt.describe(), "pid": os.getpid(), "python": sys.executable})
+            elif op == "build":
+                answer({"ok": True, **slots.build(req)})
+            elif op == "generate":
+                answer({"ok": True, **slots.generate(req)})
+            elif op == "release":
+                slots.release(req.get("slot"))
+                answer({"ok": True})
+            elif op == "quit":
+                flush_marks()
+                answer({"ok": True})
+                return
+            else:
+                answer({"ok": False, "error": "ValueError", "message": f"unknown op {op!r} for task generate"})
+        except Exception as e:  # noqa: BLE001 - every failure goes back to the parent with its trace
+            answer({"ok": False, "error": type(e).__name__, "message": str(e),
+                    "fix": getattr(e, "fix", ""), "traceback": traceback.format_exc()})
 
 
 class Slots:
@@ -105,10 +216,12 @@ def flush_marks() -> int:
     return remote.flush() if remote is not None else 0
 
 
-def serve(runtime: str) -> None:
+def serve(runtime: str, task: str = "classify") -> None:
     proto = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # anything the frameworks print goes to stderr
     sys.stdout = sys.stderr
+    if task == "generate":
+        return serve_generate(runtime, proto)
     rt = None
     slots = Slots(runtime)
 
@@ -166,4 +279,4 @@ def serve(runtime: str) -> None:
 
 
 if __name__ == "__main__":
-    serve(sys.argv[1])
+    serve(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "classify")

@@ -63,8 +63,7 @@ def prepare_study(spec: StudySpec, out: Path, log, only: Optional[list] = None, 
     for c in configs:
         d = lay.config(c.id)
         d.mkdir(parents=True, exist_ok=True)
-        (d / "config.json").write_text(json.dumps({"runtime": c.runtime, "source": c.source, "provider": c.provider,
-                                                   "model": c.model, "batch_size": c.batch_size}))
+        (d / "config.json").write_text(json.dumps(c.as_dict()))
     return configs, skipped, environment_json
 
 
@@ -99,7 +98,11 @@ def run_study(spec: StudySpec, out="results", log=None, only: Optional[list] = N
     # one daemon samples for every worker: each marks its inferences through it
     sock_dir = Path(tempfile.mkdtemp(prefix="greenprobe-study-"))
     daemon = Daemon(probe, socket_path=sock_dir / "daemon.sock").start()
-    runner = Runner(spec, out, probe, daemon.addresses[0], session=k, gpus=gpus, log=log)
+    if spec.task == "generate":
+        from .generate import GenRunner as runner_class
+    else:
+        runner_class = Runner
+    runner = runner_class(spec, out, probe, daemon.addresses[0], session=k, gpus=gpus, log=log)
     try:
         for s in probe.skipped:
             log(f"sensor {s.kind} skipped: {s.reason}")

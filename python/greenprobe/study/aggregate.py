@@ -237,7 +237,12 @@ def collect(out: Path, skipped: list[dict], runs_wanted: int) -> pa.Table:
         if (d / "failed.json").exists():
             rows.append({"id": d.name, **cfg, "status": "failed", "error": json.loads((d / "failed.json").read_text())["error"]})
             continue
-        row = config_row(d, runs_wanted, idle_w, calls, sensors)
+        if cfg.get("task") == "generate":
+            from .generate import gen_config_row
+
+            row = gen_config_row(d, runs_wanted, idle_w, sensors)
+        else:
+            row = config_row(d, runs_wanted, idle_w, calls, sensors)
         if row is not None:  # the hardware it ran on: reports compare configurations per node type
             hw = hw if hw is not None else host_hardware(out)
             row["node"] = node_of(row.get("hosts") or "", hw)

@@ -32,6 +32,30 @@ from .spec import StudySpec
 MIN_PAD_S = 0.05
 
 
+def time_left(todo: list, took: dict, prep: dict, prepared: set, failed: set) -> Optional[float]:
+    """Seconds the (configuration, run) pairs ``todo`` will take: each run as long as that
+    configuration's last run (the mean of all runs for configurations not run yet), and each
+    configuration not yet built as long as the mean build seen so far (building, conversion and
+    warm-up dominate a quick study's first round: leaving them out held the estimate still while
+    they ran). None before anything was timed."""
+    if not took and not prep:
+        return None
+    mean_run = sum(took.values()) / len(took) if took else 0.0
+    mean_prep = sum(prep.values()) / len(prep) if prep else 0.0
+    live = [c for c, _ in todo if c not in failed]
+    runs = sum(took.get(c, mean_run) for c in live)
+    builds = mean_prep * len({c for c in live if c not in prepared and c not in prep})
+    if not took:  # the first run is still to time: say nothing rather than count builds only
+        return None
+    return runs + builds
+
+
+def format_seconds(secs: float) -> str:
+    if secs < 90:
+        return f"{secs:.0f} s"
+    return f"{secs / 60:.1f} min"
+
+
 class Executor(Protocol):
     """Runs a study's missing runs into its folder: ``LocalExecutor`` here, ``slurm.SlurmExecutor``
     on a cluster. ``run`` returns the path of summary.parquet, or None when it did not wait for it."""
@@ -240,6 +264,12 @@ class Runner:
         write_json(self.layout.run_row(cfg.id, r), row)
         return row
 
+    def run_line(self, row: dict) -> str:
+        """The progress line under a finished run."""
+        gross = sum(v for k, v in row.items() if k.startswith("energy_j_window[")) / row["inferences"]
+        return (f"    {row['time_s_per_inference'] * 1e3:.2f} ms, {gross:.4g} J per inference over its "
+                f"window, idle included{' (ESTIMATED)' if row['estimated'] else ''}")
+
     # -- the study -----------------------------------------------------------------------------
     def schedule(self, configs: list[Config]) -> list[tuple[Config, int]]:
         """(configuration, run) pairs still to do, in the spec's order."""
@@ -272,22 +302,21 @@ class Runner:
             last[cfg] = k
         failed: set = set()
         took: dict = {}  # configuration -> seconds its last run took (rest included, building not)
+        prep: dict = {}  # configuration -> seconds its building, conversion and warm-up took
         for k, (cfg, r) in enumerate(steps):
             if cfg in failed:
                 continue
-            left = ""
-            if took:  # what the runs still to do took last time (the mean of all for those not run yet)
-                mean = sum(took.values()) / len(took)
-                secs = sum(took.get(c, mean) for c, _ in steps[k:] if c not in failed)
-                left = f", about {secs / 60:.1f} min left"
+            left = time_left(steps[k:], took, prep, set(self.plans), failed)
+            left = f", about {format_seconds(left)} left" if left is not None else ""
             self.log(f"[{k + 1}/{len(steps)}] {cfg.id} run {r + 1}/{self.spec.runs}{left}")
             try:
-                self.prepare(cfg)
+                if cfg not in self.plans:
+                    t0 = time.monotonic()
+                    self.prepare(cfg)
+                    prep[cfg] = time.monotonic() - t0
                 t0 = time.monotonic()
                 row = self.run_once(cfg, r)
-                gross = sum(v for k, v in row.items() if k.startswith("energy_j_window[")) / row["inferences"]
-                self.log(f"    {row['time_s_per_inference'] * 1e3:.2f} ms, {gross:.4g} J per inference over its "
-                         f"window, idle included{' (ESTIMATED)' if row['estimated'] else ''}")
+                self.log(self.run_line(row))
             except Exception as e:  # noqa: BLE001 - recorded with its error; the study goes on
                 from ..runtimes import WorkerError
 

@@ -11,6 +11,9 @@
   configs/<id>/failed.json                        why the configuration failed (the study went on)
   configs/<id>/runs.parquet, inferences.parquet, result.json   its runs, inferences and summary row
   onnx/<source>-<model>-<size>-<image>-<seq>.onnx the ONNX export cache (one per source and model)
+  models/<model>-<size>/                          generate: the random-weight checkpoint every runtime converts
+  converted/<runtime>-<model>-<size>-<precision>/ generate: each runtime's conversion of it (its own tools)
+  configs/<id>/steps.parquet                      generate: one row per prefill or decode step of every run
   slurm/submissions.json, slurm/failed.json       array jobs submitted; tasks that ended without their runs
   slurm/sub-N/job.sh, configs.txt, <job>_<task>.log   one submission: its script, its tasks, their logs
   summary.parquet, report.html                    one row per configuration; the report
@@ -53,6 +56,13 @@ class Layout:
     @property
     def onnx(self) -> Path:
         return self.root / "onnx"
+
+    def checkpoint(self, model: str, size: str) -> Path:
+        return self.root / "models" / f"{model}-{size}"
+
+    @property
+    def converted(self) -> Path:
+        return self.root / "converted"
 
     # -- sittings ------------------------------------------------------------------------------
     @property

@@ -16,18 +16,35 @@ class Config:
     source: str      # the framework an ONNX model came from; the runtime itself otherwise
     provider: str    # ONNX Runtime execution provider; "native" otherwise
     model: str
-    batch_size: int
+    batch_size: int      # generate: sequences generated together
+    precision: str = ""  # generate only: fp32, fp16, bf16, int8, q8_0, q4_k_m, int4
 
     @property
     def id(self) -> str:
+        if self.precision:
+            return f"{self.runtime}-{self.precision}-{self.model}-b{self.batch_size}"
         src = f"{self.source}-{self.provider}" if self.runtime == "onnxruntime" else "native"
         return f"{self.runtime}-{src}-{self.model}-b{self.batch_size}"
 
+    @property
+    def task(self) -> str:
+        return "generate" if self.precision else "classify"
+
+    def as_dict(self) -> dict:
+        d = {"runtime": self.runtime, "source": self.source, "provider": self.provider, "model": self.model,
+             "batch_size": self.batch_size}
+        if self.precision:
+            d.update(precision=self.precision, task="generate")
+        return d
+
 
 def environment(spec: StudySpec) -> dict:
-    """What this machine offers for the runtimes asked (versions, devices, ONNX Runtime providers)."""
+    """What this machine offers for the runtimes asked (versions, devices, ONNX Runtime providers;
+    for task generate, each runtime's precisions per device)."""
     from ..runtimes import describe_all
 
+    if spec.task == "generate":
+        return {d["runtime"]: d for d in describe_all(list(spec.runtimes), task="generate")}
     needed = set(spec.runtimes) | (set(spec.sources) if "onnxruntime" in spec.runtimes else set())
     return {d["runtime"]: d for d in describe_all(sorted(needed))}
 
@@ -49,8 +66,44 @@ def hardware(gpus, proc_root: str = "/proc") -> dict:
     return info
 
 
+def gen_device(env_rt: dict) -> str:
+    """Where a generative runtime runs: its first CUDA device where it has one, else the CPU."""
+    cuda = [d for d in env_rt.get("devices", []) if d.startswith("cuda")]
+    return cuda[0] if cuda else "cpu"
+
+
+def gen_matrix(spec: StudySpec, env: dict) -> tuple[list[Config], list[dict]]:
+    """task generate: runtime x precision x model x batch; a precision a runtime lacks on its device
+    is skipped with the precisions it has (a precision named in the spec), or left out ("all")."""
+    configs, skipped = [], []
+    every = "all" in spec.precisions
+    for rt in spec.runtimes:
+        e = env.get(rt, {})
+        device = gen_device(e)
+        have = list((e.get("precisions") or {}).get("cuda" if device != "cpu" else "cpu", []))
+        wanted = have if every else [p for p in spec.precisions]
+        for prec in (wanted if e.get("installed") else (["fp32"] if every else wanted)):
+            why, fix = "", ""
+            if not e.get("installed"):
+                why, fix = e.get("reason", "not installed"), e.get("fix", "")
+            elif prec not in have:
+                why = f"{rt} has no {prec} on {device}"
+                fix = f"{rt} has {', '.join(have) or 'nothing'} here" + (
+                    f" ({e['reasons'][device.split(':')[0]]})" if (e.get("reasons") or {}).get(device.split(":")[0]) else "")
+            for m in spec.models:
+                for b in spec.batch_sizes:
+                    c = Config(rt, rt, device, m, int(b), prec)
+                    if why:
+                        skipped.append({"id": c.id, **c.as_dict(), "reason": why, "fix": fix})
+                    else:
+                        configs.append(c)
+    return configs, skipped
+
+
 def matrix(spec: StudySpec, env: dict) -> tuple[list[Config], list[dict]]:
     """The configurations this machine can run, and the ones it cannot with the reason."""
+    if spec.task == "generate":
+        return gen_matrix(spec, env)
     configs, skipped = [], []
 
     def skip(rt, source, provider, why, fix=""):

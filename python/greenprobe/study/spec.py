@@ -13,6 +13,12 @@ from ..config import PERIOD_US
 RUNTIMES = ("torch", "tensorflow", "mxnet", "onnxruntime")
 NATIVE = ("torch", "tensorflow", "mxnet")
 MODELS = ("resnet50", "mobilenet_v2", "bert-base-uncased")
+TASKS = ("classify", "generate")
+#: task = "generate" (issue 21): its runtimes, models and precisions (names as in a spec)
+GEN_RUNTIMES = ("torch", "onnxruntime-genai", "llama.cpp", "ctranslate2", "vllm")
+GEN_MODELS = ("llama-3.2-1b", "qwen2.5-0.5b", "gpt2", "tiny")
+GEN_DEFAULT_MODELS = ("llama-3.2-1b", "qwen2.5-0.5b", "gpt2")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8", "q8_0", "q4_k_m", "int4")
 
 
 @dataclass
@@ -38,14 +44,55 @@ class StudySpec:
     period_us: float = PERIOD_US
     seed: int = 0
     profile: str = "standard"
+    task: str = "classify"        # "classify" (the paper) or "generate" (LLMs: prefill and decode steps)
+    prompt_tokens: int = 128      # generate: prompt tokens per sequence
+    output_tokens: int = 64       # generate: tokens produced per sequence (fixed: EOS ignored)
+    precisions: list = field(default_factory=lambda: ["all"])  # generate: "all" = every one each runtime has here
 
     def validate(self) -> "StudySpec":
-        bad = set(self.runtimes) - set(RUNTIMES)
+        if self.task not in TASKS:
+            raise ConfigError(f"unknown task {self.task!r}", f"choose from {', '.join(TASKS)} (task = \"generate\" "
+                                                             "in a spec file, --task generate)")
+        if self.task == "generate":
+            self._validate_generate()
+        else:
+            bad = set(self.runtimes) - set(RUNTIMES)
+            if bad:
+                raise ConfigError(f"unknown runtimes {sorted(bad)}", f"choose from {', '.join(RUNTIMES)} (task "
+                                                                     "generate has its own)")
+            bad = set(self.models) - set(MODELS)
+            if bad:
+                raise ConfigError(f"unknown models {sorted(bad)}", f"choose from {', '.join(MODELS)}")
+        return self._validate_common()
+
+    def _validate_generate(self) -> None:
+        from ..models.generative import context_tokens
+
+        bad = set(self.runtimes) - set(GEN_RUNTIMES)
         if bad:
-            raise ConfigError(f"unknown runtimes {sorted(bad)}", f"choose from {', '.join(RUNTIMES)}")
-        bad = set(self.models) - set(MODELS)
+            raise ConfigError(f"unknown generative runtimes {sorted(bad)}", f"choose from {', '.join(GEN_RUNTIMES)}")
+        bad = set(self.models) - set(GEN_MODELS)
         if bad:
-            raise ConfigError(f"unknown models {sorted(bad)}", f"choose from {', '.join(MODELS)}")
+            raise ConfigError(f"unknown generative models {sorted(bad)}", f"choose from {', '.join(GEN_MODELS)}")
+        bad = set(self.precisions) - set(PRECISIONS) - {"all"}
+        if bad:
+            raise ConfigError(f"unknown precisions {sorted(bad)}", f"choose from {', '.join(PRECISIONS)}, or all")
+        for name in ("prompt_tokens", "output_tokens"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1:
+                raise ConfigError(f"{name} must be a whole number >= 1, got {v!r}",
+                                  f"set {name} = 1 or more (--{name.replace('_', '-')} N)")
+        if self.output_tokens < 2:
+            raise ConfigError("output_tokens must be >= 2: the first token comes from the prefill, the decode steps "
+                              "make the rest", "set output_tokens = 2 or more (--output-tokens N)")
+        for m in self.models:
+            ctx = context_tokens(m, self.size)
+            if self.prompt_tokens + self.output_tokens > ctx:
+                raise ConfigError(f"{m} ({self.size}) holds {ctx} tokens of context: a prompt of {self.prompt_tokens} "
+                                  f"and {self.output_tokens} output tokens do not fit",
+                                  f"make prompt_tokens + output_tokens at most {ctx}, or leave {m} out")
+
+    def _validate_common(self) -> "StudySpec":
         bad = set(self.sources) - set(NATIVE)
         if bad:
             raise ConfigError(f"unknown ONNX sources {sorted(bad)}", f"choose from {', '.join(NATIVE)}")
@@ -78,10 +125,18 @@ class StudySpec:
 #: report says so), few short runs. Not for conclusions about the runtimes.
 QUICK = dict(image_size=96, seq_len=32, runs=3, min_run_s=0.3, min_inferences=3, warmup=1, rest_s=0.2,
              baseline_s=1.0, profile="quick")
+#: --quick with task = "generate": small prompts and outputs, the smallest published models (still
+#: no conclusions about the runtimes: the report says so)
+QUICK_GENERATE = dict(prompt_tokens=32, output_tokens=16, batch_sizes=[1, 4], models=["gpt2", "qwen2.5-0.5b"],
+                      min_inferences=2)
+#: task = "generate" without runtimes/models/batch sizes given: its own defaults
+GENERATE_DEFAULTS = dict(runtimes=list(GEN_RUNTIMES), models=list(GEN_DEFAULT_MODELS), batch_sizes=[1, 8],
+                         min_inferences=4)
 
 
 def load_spec(path: Optional[str] = None, quick: bool = False, **overrides) -> StudySpec:
     values: dict = {}
+    data: dict = {}
     if quick:
         values.update(QUICK)
     if path:
@@ -108,4 +163,9 @@ def load_spec(path: Optional[str] = None, quick: bool = False, **overrides) -> S
             raise ConfigError(f"{path}: unknown keys {sorted(unknown)}", f"known keys: {', '.join(sorted(known))}")
         values.update(data)
     values.update({k: v for k, v in overrides.items() if v is not None})
+    if values.get("task") == "generate":  # its own defaults where nothing was said
+        given = {k for k, v in overrides.items() if v is not None} | set(data if path else ())
+        for k, v in {**GENERATE_DEFAULTS, **(QUICK_GENERATE if quick else {})}.items():
+            if k not in given:
+                values[k] = v
     return StudySpec(**values).validate()

@@ -1,0 +1,376 @@
+"""The generative study (``task = "generate"``, issue 21): energy per prompt token, per output token
+and per request, phase by phase, with 95 % intervals from the runs.
+
+A run is n requests (each: ``batch_size`` sequences, a prompt of ``prompt_tokens``, exactly
+``output_tokens`` tokens per sequence), dithered gaps between them, idle before and after, every
+prefill and decode step marked by the worker through the daemon (greenprobe.generation). The
+protocol is the classification study's (execute.Runner): interleaved runs, resume, Slurm.
+
+Per run and sensor domain (docs/SCHEMA.md, "Generation"):
+
+    net           the window's energy - idle power x the window (what the run cost above idle)
+    prefill net   the estimator's energy during the prefill marks - idle power x their time
+    output net    net - prefill net: the decode steps and whatever follows a request's last step
+                  before the next request starts (the back-to-back rule)
+    per prompt token   prefill net / prompt tokens;   gross: + idle power x the prefills' time
+    per output token   output net / decode tokens;    gross: + idle power x the decode steps' time
+    per request        (net + idle power x the requests' time) / (requests x sequences)
+
+and the slope of a decode step's energy against its context: the estimator's energy per step in
+``CONTEXT_BINS`` bins of context length, fitted by a line (J per output token per 1,000 tokens).
+Each figure's interval comes from the spread between runs (t, R - 1) and the idle power's error.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..attribution import attribute
+from ..usage import proc_usage
+from .aggregate import _tops, mean_ci, mean_ci_with, write_json
+from .execute import Plan, Runner
+from .plan import Config
+
+#: decode steps are split into this many bins of context length for the slope
+CONTEXT_BINS = 4
+PHASE_LABELS = ("prefill", "decode")
+
+
+class GenRunner(Runner):
+    """execute.Runner for task generate: workers of task generate, a request as the unit."""
+
+    # -- workers and models --------------------------------------------------------------------
+    def worker(self, runtime: str):
+        from ..runtimes import Worker
+
+        w = self.workers.get(runtime)
+        if w is None or w.proc.poll() is not None:
+            if w is not None:
+                self.drop_worker(runtime)
+            w = self.workers[runtime] = Worker(runtime, env={"GREENPROBE_DAEMON": self.address}, task="generate")
+        return w
+
+    def checkpoint(self, model: str) -> Path:
+        """The model's local random-weight checkpoint (written once, in the torch environment)."""
+        path = self.layout.checkpoint(model, self.spec.size)
+        if (path / "greenprobe.json").exists():
+            return path
+        from ..runtimes import python_for
+
+        self.log(f"writing {model} ({self.spec.size}) with random weights to {path} ...")
+        code = ("import sys; from greenprobe.models.generative import write_checkpoint; "
+                "write_checkpoint(sys.argv[1], sys.argv[2], sys.argv[3], seed=int(sys.argv[4]))")
+        out = subprocess.run([python_for("torch"), "-c", code, model, self.spec.size, str(path), str(self.spec.seed)],
+                             capture_output=True, text=True)
+        if out.returncode != 0:
+            last = (out.stderr.strip().splitlines() or ["failed"])[-1]
+            raise RuntimeError(f"writing the {model} checkpoint failed: {last}")
+        return path
+
+    def build(self, cfg: Config) -> dict:
+        s = self.spec
+        ck = self.checkpoint(cfg.model)
+        work = self.layout.converted
+        work.mkdir(parents=True, exist_ok=True)
+        return self.worker(cfg.runtime).build(cfg.model, size=s.size, precision=cfg.precision, checkpoint=str(ck),
+                                              work_dir=str(work), device=cfg.provider, sequences=cfg.batch_size,
+                                              prompt_tokens=s.prompt_tokens, seed=s.seed, slot=cfg.id)
+
+    def prepare(self, cfg: Config) -> Plan:
+        """Builds (converting on first use), warms up, and sizes the runs from one warm request."""
+        plan = self.plans.get(cfg)
+        if plan is not None:
+            return plan
+        s = self.spec
+        built = self.build(cfg)
+        w = self.worker(cfg.runtime)
+        # after the warm-up, the median of 3 requests times the plan (a first one may still be slow)
+        spans = w.generate(3, s.output_tokens, slot=cfg.id, warmup=max(s.warmup, 1))["requests"]
+        one_s = max(float(np.median([(b - a) * 1e-9 for a, b in spans])), 1e-6)
+        n = int(min(max(s.min_inferences, math.ceil(s.min_run_s / one_s)), s.max_inferences))
+        plan = self.plans[cfg] = Plan(n=n, one_s=one_s, device=built.get("device") or "")
+        return plan
+
+    # -- one run -------------------------------------------------------------------------------
+    def run_once(self, cfg: Config, r: int) -> dict:
+        s = self.spec
+        plan = self.prepare(cfg)
+        w = self.worker(cfg.runtime)
+        pad = self.pad_ns()
+        # dithered gaps: up to the slowest counter's update period (pad is two of them), so each
+        # request's phases fall on every phase of the counter's updates
+        gaps = np.random.default_rng(s.seed * 1000 + r).uniform(0, min(plan.one_s, pad * 0.5e-9), plan.n)
+        gaps[0] = 0.0
+        if r and s.order == "interleaved" and s.warmup:  # another model ran since: caches are cold
+            w.generate(0, s.output_tokens, slot=cfg.id, warmup=1)
+        time.sleep(1.5 * pad * 1e-9)  # idle before the run (see Runner.run_once)
+        cpu0, t0 = proc_usage(w.proc.pid)[0], time.monotonic_ns()
+        got = w.generate(plan.n, s.output_tokens, gaps_s=gaps, slot=cfg.id,
+                         mark={"attrs": {"config": cfg.id, "run": r}})
+        t1, (cpu1, rss) = time.monotonic_ns(), proc_usage(w.proc.pid)
+        steps = self.steps_of(cfg, r)
+        want = plan.n * s.output_tokens
+        if len(steps) != want:
+            raise RuntimeError(f"the daemon holds {len(steps)} of the {want} phase marks of run {r} "
+                               f"({plan.n} requests x {s.output_tokens} tokens)")
+        requests = np.array(got["requests"], np.int64)
+        start, end = int(steps[0][1]), int(max(m[2] for m in steps))
+        self.probe.add_mark("run", start, end, config=cfg.id, run=r)
+        time.sleep(max(0.0, (end + pad - time.monotonic_ns()) * 1e-9))  # and idle after it
+        self.probe.settle(after_ns=end + pad)
+        usage = {"cpu_util": (cpu1 - cpu0) / ((t1 - t0) * 1e-9) / (os.cpu_count() or 1), "rss_bytes": rss}
+        usage.update(self.gpus.window(start, end) if self.gpus is not None else {})
+        return self.score_run(cfg, r, steps, requests, usage, plan, pad)
+
+    def steps_of(self, cfg: Config, r: int) -> list[tuple]:
+        """The prefill and decode marks of run r that reached the daemon, by request and step."""
+        new, self.cursor = self.probe.marks_since(self.cursor)
+        mine = [m for m in new if m[0] in PHASE_LABELS and m[4] and m[4].get("config") == cfg.id
+                and m[4].get("run") == r]
+        return sorted(mine, key=lambda m: (m[4]["request"], m[4]["step"]))
+
+    def score_run(self, cfg: Config, r: int, steps: list, requests: np.ndarray, usage: dict, plan: Plan,
+                  pad: int) -> dict:
+        """The run's window energy per domain, the estimator's energy during its prefills (and its
+        decode steps by context), its steps to runs/rNNNN.parquet, then its row to rNNNN.json."""
+        from ..summary import summarise
+
+        s = self.spec
+        attrs = [m[4] for m in steps]
+        starts = np.array([m[1] for m in steps], np.int64)
+        ends = np.array([m[2] for m in steps], np.int64)
+        phase = np.array([a["phase"] for a in attrs])
+        context = np.array([a["context_tokens"] for a in attrs], np.int64)
+        a, b = int(starts.min()) - pad, int(ends.max()) + pad
+        margin = int(2e9) + 20 * max((c["nominal_update_period_ns"] for c in self.probe.channel_info()), default=0)
+        chans = self.probe.channels(a - margin, b + margin)
+        cols = {"config": [cfg.id] * len(steps), "run": np.full(len(steps), r),
+                "request": np.array([x["request"] for x in attrs], np.int64),
+                "step": np.array([x["step"] for x in attrs], np.int64), "phase": phase.tolist(),
+                "start_ns": starts, "end_ns": ends, "duration_s": (ends - starts) * 1e-9,
+                "sequences": np.array([x["sequences"] for x in attrs], np.int64), "context_tokens": context,
+                "tokens": np.array([x["tokens"] for x in attrs], np.int64)}
+        window, domains, estimated = {}, [], False
+        for res in attribute(np.append(starts, a), np.append(ends, b), chans):
+            ch = res["channel"]
+            name = f"{ch.sensor}/{ch.domain}"
+            domains.append(name)
+            cols[f"energy_j_interpolated[{name}]"] = res["energy_j"][:-1]
+            window[name] = (float(res["energy_j"][-1]), bool(res["complete"][-1]))
+            estimated |= ch.estimated
+        pre = phase == "prefill"
+        dec = ~pre
+        # the estimator over this run, twice: prefills against decode steps (the split), then the
+        # decode steps in bins of context length (the slope; more labels, so it may fail alone)
+        bins = context_bins(context[dec], CONTEXT_BINS)
+        labels = np.full(len(steps), "prefill", dtype=object)
+        labels[dec] = "decode"
+        records = [(lab, int(x), int(y)) for lab, x, y in zip(labels, starts, ends)]
+        est = {(row["label"], f"{row['sensor']}/{row['domain']}"): row for row in summarise(records, chans)}
+        labels[dec] = [f"decode@{k}" for k in bins]
+        records = [(lab, int(x), int(y)) for lab, x, y in zip(labels, starts, ends)]
+        est.update({(row["label"], f"{row['sensor']}/{row['domain']}"): row for row in summarise(records, chans)
+                    if row["label"] != "prefill"})
+        prefill, decode_bins = {}, []
+        for name in domains:
+            e = est.get(("prefill", name))
+            ok = e is not None and e["status"] == "ok"
+            prefill[name] = {"status": e["status"] if e else "not-estimated",
+                             "reason": (e["reason"] if e else "no estimate"),
+                             "energy_j": e["energy_j_per_call"] * e["calls"] if ok else None,
+                             "time_s": e["time_s_per_call"] * e["calls"] if ok else None}
+        for k in range(CONTEXT_BINS):
+            in_bin = np.flatnonzero(dec)[bins == k] if dec.any() else np.zeros(0, int)
+            if in_bin.size == 0:
+                continue
+            decode_bins.append({
+                "bin": k, "steps": int(in_bin.size), "context_tokens": float(context[in_bin].mean()),
+                **{f"energy_j_per_step[{n}]": _ok(est.get((f"decode@{k}", n)), "energy_j_per_call") for n in domains},
+                **{f"energy_j_per_step_se[{n}]": _se(est.get((f"decode@{k}", n))) for n in domains},
+                "time_s_per_step": _ok(est.get((f"decode@{k}", domains[0])), "time_s_per_call") if domains else None})
+        d = self.layout.runs(cfg.id)
+        d.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.table(cols), self.layout.run_inferences(cfg.id, r))
+        seq = cfg.batch_size
+        req_s = (requests[:, 1] - requests[:, 0]) * 1e-9
+        row = {"run": r, "session": self.session, **self.where, "start_ns": int(starts.min()), "end_ns": int(ends.max()),
+               "window_start_ns": a, "window_end_ns": b, "window_s": (b - a) * 1e-9,
+               "requests": int(len(requests)), "sequences": seq, "prompt_tokens": s.prompt_tokens,
+               "output_tokens": s.output_tokens,
+               "prompt_tokens_total": int(cols["tokens"][pre].sum()), "decode_tokens_total": int(cols["tokens"][dec].sum()),
+               "prefill_time_s": float(((ends - starts) * 1e-9)[pre].sum()),
+               "decode_time_s": float(((ends - starts) * 1e-9)[dec].sum()),
+               "request_time_s": float(req_s.sum()),
+               "ttft_s": float(((ends - starts) * 1e-9)[pre].mean()),
+               "tpot_s": float(((ends - starts) * 1e-9)[dec].mean()),
+               "output_tokens_per_s": float(len(requests) * seq * s.output_tokens / req_s.sum()),
+               "device": plan.device, "estimated": bool(estimated), "domains": ",".join(domains),
+               "window_complete": all(c for _, c in window.values()),
+               **{f"energy_j_window[{n}]": e for n, (e, _) in window.items()},
+               "prefill": prefill, "decode_bins": decode_bins,
+               **{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in usage.items()}}
+        write_json(self.layout.run_row(cfg.id, r), row)
+        return row
+
+    def run_line(self, row: dict) -> str:
+        tot = sum(v for k, v in row.items() if k.startswith("energy_j_window["))
+        return (f"    {row['ttft_s'] * 1e3:.1f} ms to the first token, {row['tpot_s'] * 1e3:.2f} ms per step, "
+                f"{tot / row['decode_tokens_total']:.4g} J per output token over its window, idle included"
+                f"{' (ESTIMATED)' if row['estimated'] else ''}")
+
+
+def _ok(e: Optional[dict], key: str):
+    return e[key] if e is not None and e["status"] == "ok" else None
+
+
+def _se(e: Optional[dict]):
+    if e is None or e["status"] != "ok":
+        return None
+    return (e["energy_j_per_call_high"] - e["energy_j_per_call_low"]) / 2 / max(_t(e["dof"]), 1e-9)
+
+
+def _t(dof: int) -> float:
+    from ..summary import t975
+
+    return t975(max(int(dof), 1))
+
+
+def context_bins(context: np.ndarray, k: int) -> np.ndarray:
+    """Bin index (0..k-1) of each decode step by its context length: equal-width bins over the
+    range seen (one bin when every step has the same context)."""
+    if context.size == 0:
+        return np.zeros(0, int)
+    lo, hi = int(context.min()), int(context.max())
+    if hi == lo:
+        return np.zeros(context.size, int)
+    return np.minimum(((context - lo) * k) // (hi - lo + 1), k - 1).astype(int)
+
+
+# -- the figures -----------------------------------------------------------------------------------
+def gen_run_figures(run: dict, domains: list[str], idle: dict) -> dict:
+    """One run's figures per domain (the convention in this module's docstring). ``idle``: name ->
+    (power W, standard error). A domain whose prefill the estimator could not split has NaN."""
+    out = {}
+    nreq = run["requests"] * run["sequences"]
+    for name in domains:
+        p, _ = idle.get(name, (float("nan"), float("nan")))
+        net = run[f"energy_j_window[{name}]"] - p * run["window_s"]
+        pre = run["prefill"].get(name, {})
+        pre_gross = pre.get("energy_j")
+        pre_net = (pre_gross - p * pre["time_s"]) if pre_gross is not None else float("nan")
+        out_net = net - pre_net
+        out[f"energy_j_per_prompt_token_net[{name}]"] = pre_net / run["prompt_tokens_total"]
+        out[f"energy_j_per_prompt_token[{name}]"] = (pre_net + p * run["prefill_time_s"]) / run["prompt_tokens_total"]
+        out[f"energy_j_per_output_token_net[{name}]"] = out_net / run["decode_tokens_total"]
+        out[f"energy_j_per_output_token[{name}]"] = (out_net + p * run["decode_time_s"]) / run["decode_tokens_total"]
+        out[f"energy_j_per_request_net[{name}]"] = net / nreq
+        out[f"energy_j_per_request[{name}]"] = (net + p * run["request_time_s"]) / nreq
+        out[f"energy_j_per_output_token_per_1k_context[{name}]"] = context_slope(run, name, p)
+    return out
+
+
+def context_slope(run: dict, name: str, idle_w: float) -> float:
+    """J per output token per 1,000 tokens of context: a weighted line through the decode bins'
+    net energy per step (per sequence) against their mean context. NaN with fewer than 2 bins."""
+    pts = [(bn["context_tokens"], bn[f"energy_j_per_step[{name}]"] - idle_w * bn["time_s_per_step"],
+            bn[f"energy_j_per_step_se[{name}]"]) for bn in run["decode_bins"]
+           if bn.get(f"energy_j_per_step[{name}]") is not None and bn.get("time_s_per_step") is not None]
+    if len(pts) < 2:
+        return float("nan")
+    x, y, se = (np.array(v, np.float64) for v in zip(*pts))
+    w = 1.0 / np.maximum(se, 1e-12) ** 2 if np.all(np.isfinite(se)) and np.all(se > 0) else np.ones_like(x)
+    xm = np.sum(w * x) / w.sum()
+    sxx = np.sum(w * (x - xm) ** 2)
+    if sxx <= 0:
+        return float("nan")
+    slope = np.sum(w * (x - xm) * y) / sxx
+    return float(slope * 1000.0 / run["sequences"])
+
+
+FIGURES = ("energy_j_per_prompt_token", "energy_j_per_output_token", "energy_j_per_request")
+
+
+def gen_config_row(cfg_dir: Path, runs_wanted: int, idle_w: dict, sensors: Optional[list] = None) -> Optional[dict]:
+    """One generative configuration's summary from its run files (None while runs are missing);
+    writes runs.parquet, steps.parquet and result.json."""
+    runs = sorted((json.loads(p.read_text()) for p in (cfg_dir / "runs").glob("r*.json")), key=lambda x: x["run"])
+    if len(runs) < runs_wanted:
+        return None
+    domains = [d for d in runs[0]["domains"].split(",") if d]
+    tops = [d for d in domains if d in _tops(sensors or [], domains)]
+    common: dict = {}
+    for r in runs:
+        idle = idle_w.get(str(r["session"]), {})
+        r.update(gen_run_figures(r, domains, idle))
+        r["idle_power_w"] = sum(idle.get(n, (float("nan"), 0.0))[0] for n in tops)
+        for fig in FIGURES + ("energy_j_per_output_token_per_1k_context",):
+            for net in ("", "_net"):
+                key = fig + net if fig in FIGURES else fig
+                r[key] = sum(r[f"{key}[{n}]"] for n in tops) if tops else float("nan")
+        # the idle power's error, common to every run: each figure's coefficient of idle power
+        se = math.sqrt(sum(idle.get(n, (0.0, 0.0))[1] ** 2 for n in tops))
+        coef = {"energy_j_per_prompt_token_net": 0.0, "energy_j_per_prompt_token": 0.0,  # prefill: its own time
+                "energy_j_per_output_token_net": (r["window_s"] - _pre_time(r, tops)) / r["decode_tokens_total"],
+                "energy_j_per_output_token": (r["window_s"] - _pre_time(r, tops) - r["decode_time_s"])
+                / r["decode_tokens_total"],
+                "energy_j_per_request_net": r["window_s"] / (r["requests"] * r["sequences"]),
+                "energy_j_per_request": (r["window_s"] - r["request_time_s"]) / (r["requests"] * r["sequences"])}
+        coef["energy_j_per_prompt_token_net"] = _pre_time(r, tops) / r["prompt_tokens_total"]
+        for k, c in coef.items():
+            common.setdefault(k, []).append(se * abs(c))
+        r.pop("prefill_summary", None)
+    flat = [{k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in r.items()} for r in runs]
+    pq.write_table(pa.Table.from_pylist(flat), cfg_dir / "runs.parquet")
+    parts = [pq.read_table(cfg_dir / "runs" / f"r{r['run']:04d}.parquet") for r in runs]
+    pq.write_table(pa.concat_tables(parts, promote_options="default"), cfg_dir / "steps.parquet")
+    first = runs[0]
+    row = {"id": cfg_dir.name, **json.loads((cfg_dir / "config.json").read_text()), "status": "ok", "error": "",
+           "runs": len(runs), "requests_per_run": first["requests"], "prompt_tokens": first["prompt_tokens"],
+           "output_tokens": first["output_tokens"], "estimated": any(r["estimated"] for r in runs),
+           "device": first["device"], "domains": first["domains"], "total_domains": ",".join(tops),
+           "windows_complete": all(r.get("window_complete", True) for r in runs),
+           "idle_power_w": float(np.mean([r["idle_power_w"] for r in runs])),
+           "cpu_util": float(np.mean([r["cpu_util"] for r in runs])),
+           "rss_bytes": int(max(r["rss_bytes"] for r in runs)),
+           "hosts": ",".join(sorted({r.get("host") or "" for r in runs} - {""})),
+           "slurm_job_ids": ",".join(sorted({str(r.get("slurm_job_id") or "") for r in runs} - {""}))}
+    bad = sorted({f"{n}: {p['reason']}" for r in runs for n, p in r["prefill"].items() if p["status"] != "ok"})
+    row["prefill_status"] = "ok" if not bad else "not-estimated"
+    row["prefill_reason"] = "; ".join(bad)
+    for key in ("ttft_s", "tpot_s", "output_tokens_per_s"):
+        m, lo, hi = mean_ci([r[key] for r in runs])
+        row[key], row[key + "_low"], row[key + "_high"] = m, lo, hi
+    for fig in FIGURES:
+        for net in ("", "_net"):
+            for suffix in [""] + [f"[{n}]" for n in domains]:
+                key = f"{fig}{net}{suffix}"
+                m, lo, hi = mean_ci_with([r[key] for r in runs],
+                                         float(np.mean(common[fig + net])) if not suffix else 0.0)
+                row[key], row[key + "_low"], row[key + "_high"] = m, lo, hi
+    for suffix in [""] + [f"[{n}]" for n in domains]:
+        key = f"energy_j_per_output_token_per_1k_context{suffix}"
+        vals = [r[key] for r in runs if r[key] is not None and math.isfinite(r[key])]
+        m, lo, hi = mean_ci(vals) if len(vals) >= 2 else (float("nan"),) * 3
+        row[key], row[key + "_low"], row[key + "_high"] = m, lo, hi
+    write_json(cfg_dir / "result.json", row)
+    return row
+
+
+def _pre_time(run: dict, tops: list[str]) -> float:
+    """The prefills' (estimator's shared) time in a run."""
+    for n in tops:
+        t = run["prefill"].get(n, {}).get("time_s")
+        if t is not None:
+            return t
+    return run["prefill_time_s"]

@@ -1,0 +1,195 @@
+"""greenprobe.generation's marks, the generative spec's checks, the phase convention's arithmetic
+and the progress line's time estimate: fast, deterministic, no runtime needed (the runtimes run in
+test_gen_truth.py, test_gen_runtimes_cpu.py and test_gen_ortgenai.py)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import greenprobe
+from greenprobe import marks
+from greenprobe.errors import ConfigError
+from greenprobe.generation import Request
+from greenprobe.study import load_spec
+
+
+@pytest.fixture
+def recorded():
+    """Marks recorded into a list (no sampler needed)."""
+    recs: list = []
+    marks._push_sink(recs)
+    yield recs
+    marks._pop_sink(recs)
+
+
+def attrs_of(recs):
+    return [(r[0], r[4]) for r in recs]
+
+
+def test_context_managers_mark_the_prefill_and_each_decode_step(recorded):
+    req = Request(prompt_tokens=16, sequences=4, request="r1", config="c")
+    with req.prefill():
+        pass
+    for _ in range(3):
+        with req.decode():
+            pass
+    got = attrs_of(recorded)
+    assert [g[0] for g in got] == ["prefill", "decode", "decode", "decode"]
+    assert got[0][1] == {"phase": "prefill", "request": "r1", "step": 0, "sequences": 4, "prompt_tokens": 16,
+                         "context_tokens": 16, "tokens": 64, "config": "c"}
+    # a decode step attends to the prompt and the tokens made before it; makes one token per sequence
+    assert [(a["step"], a["context_tokens"], a["tokens"]) for _, a in got[1:]] == [(1, 17, 4), (2, 18, 4), (3, 19, 4)]
+    assert req.output_tokens == 4
+    assert all(r[1] <= r[2] for r in recorded) and all(a[2] <= b[1] for a, b in zip(recorded, recorded[1:]))
+
+
+def test_boundaries_from_a_hook_make_contiguous_phases(recorded):
+    req = Request(prompt_tokens=8)
+    req.boundary()                  # generate starts: the prefill opens
+    for k in range(4):              # a hook after each token: closes its phase, opens the next
+        req.boundary(last=k == 3)
+    req.finish()                    # nothing open: no-op
+    assert [r[0] for r in recorded] == ["prefill"] + ["decode"] * 3
+    assert [r[4]["step"] for r in recorded] == [0, 1, 2, 3]
+    # the next phase opens right after the last one closed: no time falls between them unmarked
+    gaps = [b[1] - a[2] for a, b in zip(recorded, recorded[1:])]
+    assert all(0 <= g < 5_000_000 for g in gaps), gaps
+    assert req.output_tokens == 4
+
+
+def test_misuse_is_refused_with_what_to_do(recorded):
+    with pytest.raises(RuntimeError, match="decode step before the prefill"):
+        with Request(prompt_tokens=8).decode():
+            pass
+    req = Request(prompt_tokens=8)
+    with req.prefill():
+        pass
+    with pytest.raises(RuntimeError, match="prefill comes once"):
+        with req.prefill():
+            pass
+    with pytest.raises(ValueError, match="prompt_tokens"):
+        Request(prompt_tokens=0)
+    with pytest.raises(ValueError, match="sequences"):
+        Request(prompt_tokens=4, sequences=0)
+
+
+def test_a_failed_step_is_recorded_as_failed_and_not_counted(recorded):
+    req = Request(prompt_tokens=8)
+    with req.prefill():
+        pass
+    with pytest.raises(ZeroDivisionError):
+        with req.decode():
+            1 / 0
+    assert recorded[-1][5] is False and req.output_tokens == 1
+
+
+def test_unrecorded_requests_count_their_steps_without_marks(recorded):
+    req = Request(prompt_tokens=8, record=False)
+    with req.prefill():
+        pass
+    with req.decode():
+        pass
+    assert recorded == [] and req.output_tokens == 2
+
+
+def test_marks_reach_a_probe_with_their_attributes_as_columns():
+    with greenprobe.Probe(sensors="synthetic:update_us=1000", period_us=500) as probe:
+        req = Request(prompt_tokens=4, sequences=2)
+        with req.prefill():
+            pass
+        with req.decode():
+            pass
+    table = probe.intervals()
+    for col in ("phase", "step", "sequences", "prompt_tokens", "context_tokens", "tokens"):
+        assert col in table.column_names, table.column_names
+    assert sorted(set(table["phase"].to_pylist())) == ["decode", "prefill"]
+
+
+# -- the spec --------------------------------------------------------------------------------------
+def test_generative_defaults_and_quick_profile():
+    s = load_spec(None, task="generate")
+    assert s.runtimes == ["torch", "onnxruntime-genai", "llama.cpp", "ctranslate2", "vllm"]
+    assert s.models == ["llama-3.2-1b", "qwen2.5-0.5b", "gpt2"] and s.precisions == ["all"]
+    q = load_spec(None, quick=True, task="generate")
+    assert (q.prompt_tokens, q.output_tokens, q.runs) == (32, 16, 3)
+    assert load_spec(None, task="generate", models=["gpt2"]).models == ["gpt2"]
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(runtimes=["tensorrt-llm"]), r"unknown generative runtimes \['tensorrt-llm'\].*choose from torch, "
+                                      r"onnxruntime-genai"),
+    (dict(models=["llama-70b"]), r"unknown generative models.*choose from llama-3.2-1b"),
+    (dict(precisions=["fp8"]), r"unknown precisions \['fp8'\].*fp32, fp16, bf16, int8, q8_0, q4_k_m"),
+    (dict(models=["gpt2"], prompt_tokens=1000, output_tokens=64), r"gpt2 \(full\) holds 1024 tokens.*at most 1024"),
+    (dict(output_tokens=1), r"output_tokens must be >= 2"),
+    (dict(task="translate"), r"unknown task 'translate'.*classify, generate"),
+])
+def test_bad_generative_specs_are_refused_with_the_choices_or_the_fix(kw, match):
+    with pytest.raises(ConfigError) as e:
+        load_spec(None, **{"task": "generate", **kw})
+    assert e.value.fix
+    import re
+
+    assert re.search(match, f"{e.value.message} {e.value.fix}", re.S), f"{e.value.message} | {e.value.fix}"
+
+
+def test_the_cli_refuses_a_bad_precision_in_one_line_before_anything_runs(tmp_path, capsys):
+    from greenprobe.cli import main
+
+    rc = main(["study", "--task", "generate", "--precisions", "fp8", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert rc == 1 and "unknown precisions ['fp8']" in err and "fix:" in err
+    assert not (tmp_path / "out").exists()
+
+
+# -- the convention --------------------------------------------------------------------------------
+def test_phase_figures_follow_the_convention_exactly():
+    """A made-up run with round numbers: every figure by hand."""
+    from greenprobe.study.generate import gen_run_figures
+
+    run = {"requests": 2, "sequences": 4, "window_s": 10.0, "prompt_tokens_total": 2 * 4 * 100,
+           "decode_tokens_total": 2 * 4 * 9, "prefill_time_s": 1.0, "decode_time_s": 6.0, "request_time_s": 7.0,
+           "energy_j_window[nvml/gpu0]": 1000.0 + 80.0 * 10.0,  # 1000 J above an 80 W idle
+           "prefill": {"nvml/gpu0": {"status": "ok", "energy_j": 200.0 + 80.0 * 1.0, "time_s": 1.0}},
+           "decode_bins": []}
+    f = gen_run_figures(run, ["nvml/gpu0"], {"nvml/gpu0": (80.0, 0.1)})
+    assert f["energy_j_per_prompt_token_net[nvml/gpu0]"] == pytest.approx(200.0 / 800)
+    assert f["energy_j_per_prompt_token[nvml/gpu0]"] == pytest.approx((200.0 + 80.0) / 800)
+    assert f["energy_j_per_output_token_net[nvml/gpu0]"] == pytest.approx(800.0 / 72)  # the rest of the net
+    assert f["energy_j_per_output_token[nvml/gpu0]"] == pytest.approx((800.0 + 80.0 * 6.0) / 72)
+    assert f["energy_j_per_request_net[nvml/gpu0]"] == pytest.approx(1000.0 / 8)
+    assert f["energy_j_per_request[nvml/gpu0]"] == pytest.approx((1000.0 + 80.0 * 7.0) / 8)
+    assert math.isnan(f["energy_j_per_output_token_per_1k_context[nvml/gpu0]"])  # no bins: no slope
+
+
+def test_the_context_slope_recovers_a_known_line():
+    from greenprobe.study.generate import context_bins, context_slope
+
+    # a step costs 0.5 J + 2 mJ per token of context above an idle of 50 W x 10 ms, for 2 sequences
+    bins = [{"context_tokens": c, "time_s_per_step": 0.01, "energy_j_per_step[d]": 0.5 + 0.002 * c + 50 * 0.01,
+             "energy_j_per_step_se[d]": 0.01} for c in (100, 300, 500, 700)]
+    slope = context_slope({"decode_bins": bins, "sequences": 2}, "d", 50.0)
+    assert slope == pytest.approx(0.002 * 1000 / 2)  # J per output token per 1,000 tokens of context
+    assert list(context_bins(np.arange(100, 108), 4)) == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert list(context_bins(np.full(5, 7), 4)) == [0] * 5
+
+
+# -- the progress line -----------------------------------------------------------------------------
+def test_time_left_counts_the_builds_still_to_come():
+    """The quick study's first round builds every configuration: an estimate without the builds
+    held still while they ran (issue 21: 'about 4.9 min left' from run 14 to 24)."""
+    from greenprobe.study.execute import format_seconds, time_left
+
+    todo = [(c, r) for r in range(3) for c in "abcd"]
+    # a was built (60 s) and run (2 s); b, c, d are still to build
+    left = time_left(todo[1:], {"a": 2.0}, {"a": 60.0}, {"a"}, set())
+    assert left == pytest.approx(11 * 2.0 + 3 * 60.0)
+    # after every build: the runs only
+    assert time_left(todo[4:], dict.fromkeys("abcd", 2.0), dict.fromkeys("abcd", 60.0), set("abcd"), set()) \
+        == pytest.approx(8 * 2.0)
+    assert time_left(todo, {}, {}, set(), set()) is None
+    assert time_left(todo[4:], {"a": 1.0}, {"a": 5.0}, {"a"}, {"b"}) == pytest.approx(6 * 1.0 + 2 * 5.0)
+    assert format_seconds(42) == "42 s" and format_seconds(300) == "5.0 min"
