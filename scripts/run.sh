@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-results}
 bash scripts/setup-venv.sh
 bash scripts/setup-runtimes.sh
+bash scripts/setup-genai.sh
 .venv/bin/greenprobe sensors
 .venv/bin/greenprobe study --quick --out "$OUT"
+# the generative study beside it: its section joins the same report
+.venv/bin/greenprobe study --quick --task generate --out "$OUT/generate"
 .venv/bin/greenprobe report "$OUT"

@@ -12,6 +12,9 @@ bash scripts/setup-venv.sh test
 echo "== runtime environments (.venv: torch, tensorflow, onnxruntime; .venv-mxnet: mxnet)"
 bash scripts/setup-runtimes.sh
 
+echo "== generative runtimes (.venv: CTranslate2, llama.cpp; .venv-genai: ONNX Runtime GenAI)"
+bash scripts/setup-genai.sh
+
 echo "== services the tests run for real (Debian's prometheus)"
 bash scripts/setup-services.sh
 

@@ -235,7 +235,9 @@ def collect(out: Path, skipped: list[dict], runs_wanted: int) -> pa.Table:
     for d in sorted(p for p in lay.configs.glob("*") if (p / "config.json").exists()):
         cfg = json.loads((d / "config.json").read_text())
         if (d / "failed.json").exists():
-            rows.append({"id": d.name, **cfg, "status": "failed", "error": json.loads((d / "failed.json").read_text())["error"]})
+            f = json.loads((d / "failed.json").read_text())
+            rows.append({"id": d.name, **cfg, "status": "skipped" if f.get("skipped") else "failed", "error": f["error"],
+                         **({"reason": f["error"], "fix": f.get("fix", "")} if f.get("skipped") else {})})
             continue
         if cfg.get("task") == "generate":
             from .generate import gen_config_row

@@ -321,11 +321,15 @@ class Runner:
                 from ..runtimes import WorkerError
 
                 msg = str(e) if isinstance(e, WorkerError) else f"{type(e).__name__}: {e}"
-                self.log(f"    failed: {msg.splitlines()[0]}")
+                # a runtime that cannot run this (a converter's refusal, a precision it lacks) is skipped
+                # with its reason; anything else failed
+                skipped = isinstance(e, WorkerError) and e.unavailable
+                self.log(f"    {'skipped' if skipped else 'failed'}: {msg.splitlines()[0]}")
                 failed.add(cfg)
                 d = self.layout.config(cfg.id)
                 d.mkdir(parents=True, exist_ok=True)
-                write_json(self.layout.failed(cfg.id), {"error": msg, "run": r})
+                write_json(self.layout.failed(cfg.id), {"error": e.message if skipped else msg, "run": r,
+                                                        "skipped": skipped, "fix": e.fix if skipped else ""})
                 if isinstance(e, WorkerError) and cfg.runtime in self.workers:  # a broken worker is not reused
                     self.drop_worker(cfg.runtime)
                 elif cfg in self.plans:  # the worker is sound: free the failed configuration's model

@@ -8,7 +8,8 @@
                                                   <name> is a number locally, slurm-<job id>-<restart> in Slurm
   configs/<id>/config.json                        a configuration
   configs/<id>/runs/rNNNN.parquet, rNNNN.json     one run: its inferences, then its row (written last: "done")
-  configs/<id>/failed.json                        why the configuration failed (the study went on)
+  configs/<id>/failed.json                        why the configuration failed, or was skipped when it was
+                                                  built (a converter's refusal: "skipped": true); the study went on
   configs/<id>/runs.parquet, inferences.parquet, result.json   its runs, inferences and summary row
   onnx/<source>-<model>-<size>-<image>-<seq>.onnx the ONNX export cache (one per source and model)
   models/<model>-<size>/                          generate: the random-weight checkpoint every runtime converts

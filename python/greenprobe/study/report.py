@@ -246,9 +246,34 @@ def batch_tables(ok: list[dict], level: int = 2) -> list[str]:
     return parts
 
 
+def _head(title: str) -> str:
+    return ("<!doctype html><html><head><meta charset='utf-8'><title>" + html.escape(title) + "</title><style>"
+            "body{font-family:sans-serif;max-width:1200px;margin:2em auto;color:#222}"
+            "table{border-collapse:collapse;margin:1em 0;font-size:13px}td,th{border:1px solid #bbb;padding:3px 7px}"
+            "th{background:#eee}.warn{background:#fff3cd;padding:.6em;border:1px solid #e0c060}"
+            "img{max-width:100%}</style></head><body>")
+
+
+def _is_generate(out: Path) -> bool:
+    spec = out / "spec.json"
+    return spec.exists() and json.loads(spec.read_text()).get("task") == "generate"
+
+
 def write_report(directory) -> Path:
+    """DIR/report.html. A generative study's folder gets the generative section alone; a
+    classification study's gets the paper's sections, and the generative one too when DIR/generate
+    holds a generative study (scripts/run.sh runs both quick studies that way)."""
     out = Path(directory)
     summary = out / "summary.parquet"
+    if summary.exists() and _is_generate(out):
+        from .gen_report import section
+
+        parts = [_head("greenprobe generative study"), "<h1>Energy of generative inference across runtimes</h1>"]
+        parts += section(out, _table)
+        parts.append("</body></html>")
+        path = out / "report.html"
+        path.write_text("\n".join(parts))
+        return path
     if not summary.exists():
         from ..errors import ConfigError
 
@@ -340,6 +365,11 @@ def write_report(directory) -> Path:
     if other:
         parts.append("<h2>Not measured</h2>" + _table(["configuration", "status", "why"], [
             [r.get("id"), r["status"], (r.get("error") or "")[:300]] for r in other]))
+    gen = out / "generate"
+    if (gen / "summary.parquet").exists() and _is_generate(gen):
+        from .gen_report import section
+
+        parts += section(gen, _table)
     parts.append("</body></html>")
     path = out / "report.html"
     path.write_text("\n".join(parts))
