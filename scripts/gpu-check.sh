@@ -9,6 +9,8 @@
 #      timer floor, the update period learnt, how narrowly updates are dated);
 #   6. runs a quick study with PyTorch on CUDA and ONNX Runtime with every provider that works
 #      (CUDA and TensorRT where installed; each one missing is listed with the reason);
+#   7. runs a quick generative study: transformers on CUDA at each precision, and vLLM where installed
+#      (engine steps marked; its own per-request metrics kept), each missing one listed with the reason;
 # and prints tables ready for benchmarks/RESULTS.md (also written to $OUT/gpu-check.md).
 #
 # Usage: bash scripts/gpu-check.sh [--standin]
@@ -16,7 +18,8 @@
 #               CPU time), shorter; tests/python/test_gpu_check.py runs this on every CI run.
 # Environment: OUT (default benchmarks/out/gpu-check), PYTHON (default python3; with --standin
 #   .venv/bin/python), GPU_CHECK_SECONDS (benchmark seconds per row, default 5; --standin 1),
-#   GPU_CHECK_STUDY_S (the study's time limit, default 270; --standin 240).
+#   GPU_CHECK_STUDY_S (the study's time limit, default 180; --standin 240), GPU_CHECK_GEN_S (the
+#   generative study's, default 120).
 # On a lent device machine: run with timeout_s 600 and fetch $OUT (the files come back).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -36,10 +39,12 @@ if [ $STANDIN = 1 ]; then
   PY=${PYTHON:-$ROOT/.venv/bin/python}
   SECS=${GPU_CHECK_SECONDS:-1}
   STUDY_S=${GPU_CHECK_STUDY_S:-240}
-else  # the whole check within 10 minutes: build 1-2, tests and benchmark 2, the study at most 4.5
+  GEN_S=${GPU_CHECK_GEN_S:-120}
+else  # the whole check within 10 minutes: build 1-2, tests and benchmark 2, the studies at most 3 + 2
   PY=${PYTHON:-python3}
   SECS=${GPU_CHECK_SECONDS:-5}
-  STUDY_S=${GPU_CHECK_STUDY_S:-270}
+  STUDY_S=${GPU_CHECK_STUDY_S:-180}
+  GEN_S=${GPU_CHECK_GEN_S:-120}
 fi
 BUILD=build/gpu-check
 JOBS=$(nproc)
@@ -172,6 +177,47 @@ for r in rows:
 EOF
   echo
   if [ -f "$STUDY/skipped.json" ]; then echo "skipped here:"; echo '```'; cat "$STUDY/skipped.json"; echo '```'; fi
+  echo
+} >> "$REPORT"
+
+# 7. A quick generative study on the GPU (issue 21): transformers on CUDA at every precision it has
+#    there, and vLLM where this machine's Python has it (the GPU image has no vLLM and its wheels
+#    exceed what a call may carry: then it is listed as skipped with that reason)
+GSTUDY=$OUT/gen-study
+rm -rf "$GSTUDY"
+if [ $STANDIN = 1 ]; then
+  gen_args=(--runtimes torch --models tiny --batch-sizes 1 --runs 2 --prompt-tokens 16 --output-tokens 4 --sensors nvml)
+else
+  export GREENPROBE_PYTHON_VLLM=${GREENPROBE_PYTHON_VLLM:-$(command -v "$PY")}
+  gen_args=(--runtimes torch,vllm --models gpt2,qwen2.5-0.5b --batch-sizes 1,8 --runs 2 --prompt-tokens 128
+            --output-tokens 64)
+fi
+FAKE_NVML_FOLLOW=greenprobe.runtimes.worker step gen-study "$GEN_S" "$PY" -m greenprobe study --quick --task generate \
+  "${gen_args[@]}" --out "$GSTUDY"
+{
+  echo "### quick generative study: greenprobe study --quick --task generate ${gen_args[*]}"; echo
+  "$PY" - "$GSTUDY/summary.parquet" <<'EOF2'
+import sys
+try:
+    import pyarrow.parquet as pq
+    rows = pq.read_table(sys.argv[1]).to_pylist()
+except Exception as e:
+    print(f"no summary ({e}); see gen-study.log")
+    sys.exit()
+f = lambda v, fmt: "-" if v is None or v != v else fmt % v
+print("| configuration | status | TTFT ms | TPOT ms | J per output token (95 %) | J per prompt token (95 %) | J per request "
+      "| idle W | domains |")
+print("|---|---|---|---|---|---|---|---|---|")
+for r in rows:
+    ms = lambda k: None if r.get(k) is None else r[k] * 1e3
+    ci = lambda k: f"{f(r.get(k), '%.4g')} ({f(r.get(k + '_low'), '%.4g')} to {f(r.get(k + '_high'), '%.4g')})"
+    print(f"| {r.get('id')} | {r.get('status')} {(r.get('error') or '')[:80]} | {f(ms('ttft_s'), '%.2f')} "
+          f"| {f(ms('tpot_s'), '%.2f')} | {ci('energy_j_per_output_token')} | {ci('energy_j_per_prompt_token')} "
+          f"| {f(r.get('energy_j_per_request'), '%.4g')} | {f(r.get('idle_power_w'), '%.1f')} "
+          f"| {r.get('total_domains') or r.get('domains') or '-'} |")
+EOF2
+  echo
+  if [ -f "$GSTUDY/skipped.json" ]; then echo "skipped here:"; echo '```'; cat "$GSTUDY/skipped.json"; echo '```'; fi
   echo
 } >> "$REPORT"
 

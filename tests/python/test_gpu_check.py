@@ -21,7 +21,7 @@ def test_gpu_check_runs_every_step_against_the_standin(tmp_path):
     report = (out / "gpu-check.md").read_text() if (out / "gpu-check.md").exists() else ""
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
     steps = (out / "steps.txt").read_text().splitlines()
-    assert [s.split(":")[0] for s in steps] == ["build", "sensors", "nvml-tests", "bench", "study"], steps
+    assert [s.split(":")[0] for s in steps] == ["build", "sensors", "nvml-tests", "bench", "study", "gen-study"], steps
     assert all(": ok (" in s for s in steps), steps
     # the driver tests' table: idle 80 W, the load's power above it, counter and power readings agreeing
     row = re.search(r"^\| gpu0 \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \|", report, re.M)
@@ -34,3 +34,8 @@ def test_gpu_check_runs_every_step_against_the_standin(tmp_path):
     assert ok, report
     cells = [c.strip() for c in ok[0].strip("|").split("|")]
     assert float(cells[6]) > 0 and float(cells[7].split()[0]) > 0 and float(cells[8]) > 0, ok[0]
+    # the generative study's table: the tiny model ran; its energy per output and prompt token above 0
+    gen = [line for line in report.splitlines() if line.startswith("| torch-fp32-tiny-b1 |") and "| ok" in line]
+    assert gen, report
+    cells = [c.strip() for c in gen[0].strip("|").split("|")]
+    assert float(cells[4].split()[0]) > 0 and float(cells[5].split()[0]) > 0, gen[0]

@@ -3,14 +3,14 @@ with random weights (energy and time per token do not depend on the weights' val
 token ids (no tokenizer is downloaded). One local Hugging Face checkpoint per (model, size) is the
 source every runtime converts with its own tools:
 
-==============  ==================================  ======================================
-model           published configuration             tiny variant (tests)
-==============  ==================================  ======================================
-llama-3.2-1b    meta-llama/Llama-3.2-1B             Llama, 2 layers of 64, vocabulary 1000
-qwen2.5-0.5b    Qwen/Qwen2.5-0.5B                   Qwen2, 2 layers of 64, vocabulary 1000
-gpt2            openai-community/gpt2 (124M)        GPT-2, 2 layers of 64, vocabulary 1000
-tiny            (the tests' model: a tiny Llama)    the same
-==============  ==================================  ======================================
+==============  ==================================  =============================================
+model           published configuration             size = "tiny" (tests: steps of 5-50 ms on CPU)
+==============  ==================================  =============================================
+llama-3.2-1b    meta-llama/Llama-3.2-1B             Llama, 8 layers of 768, vocabulary 2000 (~50M)
+qwen2.5-0.5b    Qwen/Qwen2.5-0.5B                   Qwen2, 8 layers of 768, vocabulary 2000
+gpt2            openai-community/gpt2 (124M)        GPT-2, 6 layers of 768, vocabulary 2000
+tiny            (unit tests: a micro Llama)         2 layers of 64, vocabulary 1000, either size
+==============  ==================================  =============================================
 
 Converters read a tokenizer beside the checkpoint: ``write_checkpoint`` trains a small
 SentencePiece one locally (a few hundred pieces of BPE; the model's own vocabulary size is kept:
@@ -63,18 +63,24 @@ QWEN2_5_0_5B = dict(vocab_size=151936, hidden_size=896, intermediate_size=4864, 
 GPT2_124M = dict(vocab_size=50257, n_positions=1024, n_embd=768, n_layer=12, n_head=12, n_inner=None,
                  activation_function="gelu_new", layer_norm_epsilon=1e-5, bos_token_id=50256, eos_token_id=50256)
 
-#: the tiny variants: the same families, 2 layers of 64, a 1,000-token vocabulary
+#: the tiny variants (``size = "tiny"``): the same families at about 50M parameters, so that a decode
+#: step takes 5-50 ms on a CPU core or two, as a full model's step does on a GPU (the regime the
+#: generative truth tests are for), with a 2,000-token vocabulary
 TINY = {
-    "llama": dict(vocab_size=1000, hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
-                  num_key_value_heads=2, head_dim=16, max_position_embeddings=2048, rms_norm_eps=1e-5,
+    "llama": dict(vocab_size=2000, hidden_size=768, intermediate_size=2048, num_hidden_layers=8, num_attention_heads=12,
+                  num_key_value_heads=4, head_dim=64, max_position_embeddings=2048, rms_norm_eps=1e-5,
                   rope_theta=10000.0, tie_word_embeddings=False, hidden_act="silu", bos_token_id=1, eos_token_id=2),
-    "qwen2": dict(vocab_size=1000, hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
-                  num_key_value_heads=2, max_position_embeddings=2048, rms_norm_eps=1e-6, rope_theta=10000.0,
+    "qwen2": dict(vocab_size=2000, hidden_size=768, intermediate_size=2048, num_hidden_layers=8, num_attention_heads=12,
+                  num_key_value_heads=4, max_position_embeddings=2048, rms_norm_eps=1e-6, rope_theta=10000.0,
                   tie_word_embeddings=True, hidden_act="silu", use_sliding_window=False, bos_token_id=1,
                   eos_token_id=2),
-    "gpt2": dict(vocab_size=1000, n_positions=1024, n_embd=64, n_layer=2, n_head=4, n_inner=None,
+    "gpt2": dict(vocab_size=2000, n_positions=1024, n_embd=768, n_layer=6, n_head=12, n_inner=None,
                  activation_function="gelu_new", layer_norm_epsilon=1e-5, bos_token_id=1, eos_token_id=2),
 }
+#: the model "tiny": a Llama of 2 layers of 64 for fast unit tests (steps well under a millisecond)
+MICRO = dict(vocab_size=1000, hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
+             num_key_value_heads=2, head_dim=16, max_position_embeddings=2048, rms_norm_eps=1e-5, rope_theta=10000.0,
+             tie_word_embeddings=False, hidden_act="silu", bos_token_id=1, eos_token_id=2)
 FULL = {"llama-3.2-1b": LLAMA_3_2_1B, "qwen2.5-0.5b": QWEN2_5_0_5B, "gpt2": GPT2_124M}
 
 #: tokens of the locally trained tokenizer (converters pad the vocabulary to the model's size)
@@ -93,7 +99,7 @@ def config_values(model: str, size: str) -> dict:
     m = gen_spec(model)
     if size not in GEN_SIZES:
         raise ValueError(f"size must be one of {', '.join(GEN_SIZES)}, not {size!r}")
-    values = TINY[m.family] if size == "tiny" or model == "tiny" else FULL[model]
+    values = MICRO if model == "tiny" else TINY[m.family] if size == "tiny" else FULL[model]
     return {"model_type": m.family, **values}
 
 

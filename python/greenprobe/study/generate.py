@@ -171,16 +171,19 @@ class GenRunner(Runner):
             estimated |= ch.estimated
         pre = phase == "prefill"
         dec = ~pre
-        # the estimator over this run, twice: prefills against decode steps (the split), then the
-        # decode steps in bins of context length (the slope; more labels, so it may fail alone)
+        # the estimator over this run's window alone (its pads are idle; around it other configurations
+        # ran, unmarked here: their work would pass for idle power), twice: prefills against decode
+        # steps (the split), then the decode steps in bins of context length (the slope; more labels,
+        # so it may fail alone)
+        own = self.probe.channels(a, b)
         bins = context_bins(context[dec], CONTEXT_BINS)
         labels = np.full(len(steps), "prefill", dtype=object)
         labels[dec] = "decode"
         records = [(lab, int(x), int(y)) for lab, x, y in zip(labels, starts, ends)]
-        est = {(row["label"], f"{row['sensor']}/{row['domain']}"): row for row in summarise(records, chans)}
+        est = {(row["label"], f"{row['sensor']}/{row['domain']}"): row for row in summarise(records, own)}
         labels[dec] = [f"decode@{k}" for k in bins]
         records = [(lab, int(x), int(y)) for lab, x, y in zip(labels, starts, ends)]
-        est.update({(row["label"], f"{row['sensor']}/{row['domain']}"): row for row in summarise(records, chans)
+        est.update({(row["label"], f"{row['sensor']}/{row['domain']}"): row for row in summarise(records, own)
                     if row["label"] != "prefill"})
         prefill, decode_bins = {}, []
         for name in domains:
