@@ -142,86 +142,34 @@ class GenRunner(Runner):
 
     def score_run(self, cfg: Config, r: int, steps: list, requests: np.ndarray, usage: dict, plan: Plan,
                   pad: int) -> dict:
-        """The run's window energy per domain, the estimator's energy during its prefills (and its
-        decode steps by context), its steps to runs/rNNNN.parquet, then its row to rNNNN.json."""
-        from ..summary import summarise
-
+        """The run's figures (score_phases), its steps to runs/rNNNN.parquet, then its row to
+        rNNNN.json (its presence: the run is done)."""
         s = self.spec
         attrs = [m[4] for m in steps]
         starts = np.array([m[1] for m in steps], np.int64)
         ends = np.array([m[2] for m in steps], np.int64)
         phase = np.array([a["phase"] for a in attrs])
         context = np.array([a["context_tokens"] for a in attrs], np.int64)
+        tokens = np.array([x["tokens"] for x in attrs], np.int64)
         a, b = int(starts.min()) - pad, int(ends.max()) + pad
         margin = int(2e9) + 20 * max((c["nominal_update_period_ns"] for c in self.probe.channel_info()), default=0)
-        chans = self.probe.channels(a - margin, b + margin)
+        # the window's energy from the samples around it; the estimator from the window's own
+        # (its pads are idle; around it other configurations ran, unmarked here: their work would
+        # pass for idle power)
+        scored = score_phases(starts, ends, phase, context, a, b, self.probe.channels(a - margin, b + margin),
+                              self.probe.channels(a, b))
         cols = {"config": [cfg.id] * len(steps), "run": np.full(len(steps), r),
                 "request": np.array([x["request"] for x in attrs], np.int64),
                 "step": np.array([x["step"] for x in attrs], np.int64), "phase": phase.tolist(),
                 "start_ns": starts, "end_ns": ends, "duration_s": (ends - starts) * 1e-9,
                 "sequences": np.array([x["sequences"] for x in attrs], np.int64), "context_tokens": context,
-                "tokens": np.array([x["tokens"] for x in attrs], np.int64)}
-        window, domains, estimated = {}, [], False
-        for res in attribute(np.append(starts, a), np.append(ends, b), chans):
-            ch = res["channel"]
-            name = f"{ch.sensor}/{ch.domain}"
-            domains.append(name)
-            cols[f"energy_j_interpolated[{name}]"] = res["energy_j"][:-1]
-            window[name] = (float(res["energy_j"][-1]), bool(res["complete"][-1]))
-            estimated |= ch.estimated
-        pre = phase == "prefill"
-        dec = ~pre
-        # the estimator over this run's window alone (its pads are idle; around it other configurations
-        # ran, unmarked here: their work would pass for idle power), twice: prefills against decode
-        # steps (the split), then the decode steps in bins of context length (the slope; more labels,
-        # so it may fail alone)
-        own = self.probe.channels(a, b)
-        bins = context_bins(context[dec], CONTEXT_BINS)
-        labels = np.full(len(steps), "prefill", dtype=object)
-        labels[dec] = "decode"
-        records = [(lab, int(x), int(y)) for lab, x, y in zip(labels, starts, ends)]
-        est = {(row["label"], f"{row['sensor']}/{row['domain']}"): row for row in summarise(records, own)}
-        labels[dec] = [f"decode@{k}" for k in bins]
-        records = [(lab, int(x), int(y)) for lab, x, y in zip(labels, starts, ends)]
-        est.update({(row["label"], f"{row['sensor']}/{row['domain']}"): row for row in summarise(records, own)
-                    if row["label"] != "prefill"})
-        prefill, decode_bins = {}, []
-        for name in domains:
-            e = est.get(("prefill", name))
-            ok = e is not None and e["status"] == "ok"
-            prefill[name] = {"status": e["status"] if e else "not-estimated",
-                             "reason": (e["reason"] if e else "no estimate"),
-                             "energy_j": e["energy_j_per_call"] * e["calls"] if ok else None,
-                             "time_s": e["time_s_per_call"] * e["calls"] if ok else None}
-        for k in range(CONTEXT_BINS):
-            in_bin = np.flatnonzero(dec)[bins == k] if dec.any() else np.zeros(0, int)
-            if in_bin.size == 0:
-                continue
-            decode_bins.append({
-                "bin": k, "steps": int(in_bin.size), "context_tokens": float(context[in_bin].mean()),
-                **{f"energy_j_per_step[{n}]": _ok(est.get((f"decode@{k}", n)), "energy_j_per_call") for n in domains},
-                **{f"energy_j_per_step_se[{n}]": _se(est.get((f"decode@{k}", n))) for n in domains},
-                "time_s_per_step": _ok(est.get((f"decode@{k}", domains[0])), "time_s_per_call") if domains else None})
+                "tokens": tokens, **scored.pop("interpolated")}
         d = self.layout.runs(cfg.id)
         d.mkdir(parents=True, exist_ok=True)
         pq.write_table(pa.table(cols), self.layout.run_inferences(cfg.id, r))
-        seq = cfg.batch_size
-        req_s = (requests[:, 1] - requests[:, 0]) * 1e-9
         row = {"run": r, "session": self.session, **self.where, "start_ns": int(starts.min()), "end_ns": int(ends.max()),
-               "window_start_ns": a, "window_end_ns": b, "window_s": (b - a) * 1e-9,
-               "requests": int(len(requests)), "sequences": seq, "prompt_tokens": s.prompt_tokens,
-               "output_tokens": s.output_tokens,
-               "prompt_tokens_total": int(cols["tokens"][pre].sum()), "decode_tokens_total": int(cols["tokens"][dec].sum()),
-               "prefill_time_s": float(((ends - starts) * 1e-9)[pre].sum()),
-               "decode_time_s": float(((ends - starts) * 1e-9)[dec].sum()),
-               "request_time_s": float(req_s.sum()),
-               "ttft_s": float(((ends - starts) * 1e-9)[pre].mean()),
-               "tpot_s": float(((ends - starts) * 1e-9)[dec].mean()),
-               "output_tokens_per_s": float(len(requests) * seq * s.output_tokens / req_s.sum()),
-               "device": plan.device, "estimated": bool(estimated), "domains": ",".join(domains),
-               "window_complete": all(c for _, c in window.values()),
-               **{f"energy_j_window[{n}]": e for n, (e, _) in window.items()},
-               "prefill": prefill, "decode_bins": decode_bins,
+               **run_counts(starts, ends, phase, tokens, requests, cfg.batch_size, a, b),
+               "prompt_tokens": s.prompt_tokens, "output_tokens": s.output_tokens, "device": plan.device, **scored,
                **{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in usage.items()}}
         write_json(self.layout.run_row(cfg.id, r), row)
         return row
@@ -231,6 +179,71 @@ class GenRunner(Runner):
         return (f"    {row['ttft_s'] * 1e3:.1f} ms to the first token, {row['tpot_s'] * 1e3:.2f} ms per step, "
                 f"{tot / row['decode_tokens_total']:.4g} J per output token over its window, idle included"
                 f"{' (ESTIMATED)' if row['estimated'] else ''}")
+
+
+def score_phases(starts: np.ndarray, ends: np.ndarray, phase: np.ndarray, context: np.ndarray, a: int, b: int,
+                 chans: list, own: list) -> dict:
+    """One run's energies per domain: the window [a, b]'s (``chans``: samples around it), and from
+    the estimator over ``own`` (the window's samples alone), twice: the prefills against the decode
+    steps (the split), then the decode steps in bins of context length (the slope; more labels,
+    so it may fail alone). Returns domains, estimated, window_complete, energy_j_window[...],
+    prefill (per domain: gross J during the prefills, their time, status, reason), decode_bins and
+    each step's interpolated energy (``interpolated``: not observations below an update period)."""
+    from ..summary import summarise
+
+    window, domains, estimated, interpolated = {}, [], False, {}
+    for res in attribute(np.append(starts, a), np.append(ends, b), chans):
+        ch = res["channel"]
+        name = f"{ch.sensor}/{ch.domain}"
+        domains.append(name)
+        interpolated[f"energy_j_interpolated[{name}]"] = res["energy_j"][:-1]
+        window[name] = (float(res["energy_j"][-1]), bool(res["complete"][-1]))
+        estimated |= ch.estimated
+    pre = phase == "prefill"
+    dec = ~pre
+    bins = context_bins(context[dec], CONTEXT_BINS)
+    labels = np.full(len(starts), "prefill", dtype=object)
+    labels[dec] = "decode"
+    records = [(lab, int(x), int(y)) for lab, x, y in zip(labels, starts, ends)]
+    est = {(row["label"], f"{row['sensor']}/{row['domain']}"): row for row in summarise(records, own)}
+    labels[dec] = [f"decode@{k}" for k in bins]
+    records = [(lab, int(x), int(y)) for lab, x, y in zip(labels, starts, ends)]
+    est.update({(row["label"], f"{row['sensor']}/{row['domain']}"): row for row in summarise(records, own)
+                if row["label"] != "prefill"})
+    prefill, decode_bins = {}, []
+    for name in domains:
+        e = est.get(("prefill", name))
+        ok = e is not None and e["status"] == "ok"
+        prefill[name] = {"status": e["status"] if e else "not-estimated", "reason": (e["reason"] if e else "no estimate"),
+                         "energy_j": e["energy_j_per_call"] * e["calls"] if ok else None,
+                         "time_s": e["time_s_per_call"] * e["calls"] if ok else None}
+    for k in range(CONTEXT_BINS):
+        in_bin = np.flatnonzero(dec)[bins == k] if dec.any() else np.zeros(0, int)
+        if in_bin.size == 0:
+            continue
+        decode_bins.append({
+            "bin": k, "steps": int(in_bin.size), "context_tokens": float(context[in_bin].mean()),
+            **{f"energy_j_per_step[{n}]": _ok(est.get((f"decode@{k}", n)), "energy_j_per_call") for n in domains},
+            **{f"energy_j_per_step_se[{n}]": _se(est.get((f"decode@{k}", n))) for n in domains},
+            "time_s_per_step": _ok(est.get((f"decode@{k}", domains[0])), "time_s_per_call") if domains else None})
+    return {"domains": ",".join(domains), "estimated": bool(estimated),
+            "window_complete": all(c for _, c in window.values()),
+            **{f"energy_j_window[{n}]": e for n, (e, _) in window.items()},
+            "prefill": prefill, "decode_bins": decode_bins, "interpolated": interpolated}
+
+
+def run_counts(starts: np.ndarray, ends: np.ndarray, phase: np.ndarray, tokens: np.ndarray, requests: np.ndarray,
+               sequences: int, a: int, b: int) -> dict:
+    """A run's tokens, times and rates (its row's counting columns)."""
+    pre, dur = phase == "prefill", (ends - starts) * 1e-9
+    req_s = (requests[:, 1] - requests[:, 0]) * 1e-9
+    n = int(len(requests))
+    out_tokens = int(tokens[~pre].sum()) // max(n * sequences, 1) + 1  # per sequence: the prefill's first one too
+    return {"window_start_ns": a, "window_end_ns": b, "window_s": (b - a) * 1e-9, "requests": n, "sequences": sequences,
+            "prompt_tokens_total": int(tokens[pre].sum()), "decode_tokens_total": int(tokens[~pre].sum()),
+            "prefill_time_s": float(dur[pre].sum()), "decode_time_s": float(dur[~pre].sum()),
+            "request_time_s": float(req_s.sum()), "ttft_s": float(dur[pre].mean()), "tpot_s": float(dur[~pre].mean()),
+            "output_tokens_per_s": float(n * sequences * out_tokens / req_s.sum())}
 
 
 def _ok(e: Optional[dict], key: str):
