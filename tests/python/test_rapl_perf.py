@@ -186,3 +186,19 @@ def test_no_power_pmu_is_not_found_with_the_alternatives(tmp_path):
         greenprobe.Probe(sensors=["rapl-perf"], **options).start()
     assert str(tmp_path / "vm-without-rapl" / "power") in e.value.message
     assert "rapl-powercap" in e.value.fix and "rapl-msr" in e.value.fix and "daemon" in e.value.fix
+
+
+def test_counters_that_never_move_are_refused_so_auto_falls_back(tmp_path, fake_perf):
+    """A VM that lists energy-psys whose count stays 0 (this project's own CI machine, 2026-12-06): a
+    sensor that measures nothing must not open, or auto would report 0 J as measured."""
+    options, env = make_perf_tree(tmp_path, {0: 0, 1: 0}, "0", {"energy-psys": 5})
+    law_env, _ = law(time.monotonic_ns(), {(0, 5): 0.0})  # the counter never moves
+    cfg = {"options": options, "waves": {}, "marks": []}
+    out = run_child(fake_perf, {**env, **law_env}, cfg, tmp_path / "perf.log")
+    assert out["error"] == "SensorUnsupported", out
+    assert "none of the power PMU's counters (energy-psys) moved in 100 ms" in out["message"], out
+    assert "cpu-estimate" in out["fix"]
+    # the same tree with a counter that moves opens
+    law_env, waves = law(time.monotonic_ns(), {(0, 5): 1.0})
+    out = run_child(fake_perf, {**env, **law_env}, {**cfg, "waves": {"psys": waves[(0, 5)]}}, tmp_path / "perf2.log")
+    assert "error" not in out and [c["domain"] for c in out["channels"]] == ["psys"], out

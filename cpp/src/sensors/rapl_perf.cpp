@@ -31,6 +31,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <set>
 #include <sstream>
 
@@ -196,6 +197,42 @@ class RaplPerfSensor final : public Sensor {
                                   "otherwise use rapl-powercap or rapl-msr");
             }
         }
+        require_a_moving_counter();
+    }
+
+    // Some virtual machines expose the power PMU and its events while the counters behind them
+    // read 0 for ever (seen on a cloud VM: energy-psys only, never moving). A machine always draws
+    // power and RAPL's registers move about every millisecond, so a sensor none of whose counters
+    // moves within 100 ms measures nothing: refused, so that auto falls back to what is honest.
+    void require_a_moving_counter() {
+        std::vector<uint64_t> first(chans_.size());
+        auto raw = [&](std::vector<uint64_t>& out) {
+            for (std::size_t c = 0; c < chans_.size(); ++c) {
+                uint64_t count = 0;
+                ssize_t n;
+                do {
+                    n = ::read(chans_[c].fd.get(), &count, sizeof count);
+                } while (n < 0 && errno == EINTR);
+                out[c] = n == static_cast<ssize_t>(sizeof count) ? count : 0;
+            }
+        };
+        raw(first);
+        std::vector<uint64_t> now(chans_.size());
+        for (int waited_ms = 0; waited_ms < 100; waited_ms += 5) {
+            struct timespec ts = {0, 5000000};
+            while (::nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+            }
+            raw(now);
+            if (now != first) return;
+        }
+        std::string events;
+        for (const Channel& ch : chans_) events += (events.empty() ? "" : ", ") + ch.event.file;
+        throw SensorError(ErrorCategory::Unsupported,
+                          "rapl-perf: none of the power PMU's counters (" + events + ") moved in 100 ms: this machine "
+                          "(typically a virtual machine) lists the events but does not count energy",
+                          "measure on the host (or a machine whose RAPL counters move: `perf stat -a -e "
+                          "power/energy-psys/ sleep 1` reads more than 0 J there); here, cpu-estimate gives an "
+                          "estimate, labelled so");
     }
 
     // The descriptors, and where they came from (for the helper: it hands them over).
