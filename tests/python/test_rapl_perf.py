@@ -196,7 +196,7 @@ def test_counters_that_never_move_are_refused_so_auto_falls_back(tmp_path, fake_
     cfg = {"options": options, "waves": {}, "marks": []}
     out = run_child(fake_perf, {**env, **law_env}, cfg, tmp_path / "perf.log")
     assert out["error"] == "SensorUnsupported", out
-    assert "none of the power PMU's counters (energy-psys) moved in 100 ms" in out["message"], out
+    assert "none of the power PMU's counters (energy-psys) moved in 250 ms" in out["message"], out
     assert "cpu-estimate" in out["fix"]
     # the same tree with a counter that moves opens
     law_env, waves = law(time.monotonic_ns(), {(0, 5): 1.0})

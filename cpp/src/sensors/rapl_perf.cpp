@@ -203,7 +203,8 @@ class RaplPerfSensor final : public Sensor {
     // Some virtual machines expose the power PMU and its events while the counters behind them
     // read 0 for ever (seen on a cloud VM: energy-psys only, never moving). A machine always draws
     // power and RAPL's registers move about every millisecond, so a sensor none of whose counters
-    // moves within 100 ms measures nothing: refused, so that auto falls back to what is honest.
+    // moves within 250 ms (psys counts whole joules on some Xeons: 4 W moves it in that time)
+    // measures nothing: refused, so that auto falls back to what is honest.
     void require_a_moving_counter() {
         std::vector<uint64_t> first(chans_.size());
         auto raw = [&](std::vector<uint64_t>& out) {
@@ -218,7 +219,7 @@ class RaplPerfSensor final : public Sensor {
         };
         raw(first);
         std::vector<uint64_t> now(chans_.size());
-        for (int waited_ms = 0; waited_ms < 100; waited_ms += 5) {
+        for (int waited_ms = 0; waited_ms < 250; waited_ms += 5) {
             struct timespec ts = {0, 5000000};
             while (::nanosleep(&ts, &ts) != 0 && errno == EINTR) {
             }
@@ -228,7 +229,7 @@ class RaplPerfSensor final : public Sensor {
         std::string events;
         for (const Channel& ch : chans_) events += (events.empty() ? "" : ", ") + ch.event.file;
         throw SensorError(ErrorCategory::Unsupported,
-                          "rapl-perf: none of the power PMU's counters (" + events + ") moved in 100 ms: this machine "
+                          "rapl-perf: none of the power PMU's counters (" + events + ") moved in 250 ms: this machine "
                           "(typically a virtual machine) lists the events but does not count energy",
                           "measure on the host (or a machine whose RAPL counters move: `perf stat -a -e "
                           "power/energy-psys/ sleep 1` reads more than 0 J there); here, cpu-estimate gives an "

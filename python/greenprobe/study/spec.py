@@ -127,7 +127,7 @@ QUICK = dict(image_size=96, seq_len=32, runs=3, min_run_s=0.3, min_inferences=3,
              baseline_s=1.0, profile="quick")
 #: --quick with task = "generate": small prompts and outputs, the smallest published models (still
 #: no conclusions about the runtimes: the report says so)
-QUICK_GENERATE = dict(prompt_tokens=32, output_tokens=16, batch_sizes=[1, 4], models=["gpt2", "qwen2.5-0.5b"],
+QUICK_GENERATE = dict(prompt_tokens=32, output_tokens=16, batch_sizes=[1], models=["gpt2", "qwen2.5-0.5b"],
                       min_inferences=2)
 #: task = "generate" without runtimes/models/batch sizes given: its own defaults
 GENERATE_DEFAULTS = dict(runtimes=list(GEN_RUNTIMES), models=list(GEN_DEFAULT_MODELS), batch_sizes=[1, 8],
