@@ -18,8 +18,8 @@
 #               CPU time), shorter; tests/python/test_gpu_check.py runs this on every CI run.
 # Environment: OUT (default benchmarks/out/gpu-check), PYTHON (default python3; with --standin
 #   .venv/bin/python), GPU_CHECK_SECONDS (benchmark seconds per row, default 5; --standin 1),
-#   GPU_CHECK_STUDY_S (the study's time limit, default 180; --standin 240), GPU_CHECK_GEN_S (the
-#   generative study's, default 120).
+#   GPU_CHECK_STUDY_S (the study's time limit, default 160; --standin 240), GPU_CHECK_GEN_S (the
+#   generative study's, default 150; --standin 120).
 # On a lent device machine: run with timeout_s 600 and fetch $OUT (the files come back).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -43,8 +43,8 @@ if [ $STANDIN = 1 ]; then
 else  # the whole check within 10 minutes: build 1-2, tests and benchmark 2, the studies at most 3 + 2
   PY=${PYTHON:-python3}
   SECS=${GPU_CHECK_SECONDS:-5}
-  STUDY_S=${GPU_CHECK_STUDY_S:-180}
-  GEN_S=${GPU_CHECK_GEN_S:-120}
+  STUDY_S=${GPU_CHECK_STUDY_S:-160}
+  GEN_S=${GPU_CHECK_GEN_S:-150}
 fi
 BUILD=build/gpu-check
 JOBS=$(nproc)
@@ -189,8 +189,9 @@ if [ $STANDIN = 1 ]; then
   gen_args=(--runtimes torch --models tiny --batch-sizes 1 --runs 2 --prompt-tokens 16 --output-tokens 4 --sensors nvml)
 else
   export GREENPROBE_PYTHON_VLLM=${GREENPROBE_PYTHON_VLLM:-$(command -v "$PY")}
-  gen_args=(--runtimes torch,vllm --models gpt2,qwen2.5-0.5b --batch-sizes 1,8 --runs 2 --prompt-tokens 128
-            --output-tokens 64)
+  # GPT-2 on CUDA at fp16 and bf16, batch 1 and 8: 4 configurations a runtime, within GEN_S
+  gen_args=(--runtimes torch,vllm --models gpt2 --precisions fp16,bf16 --batch-sizes 1,8 --runs 2 --prompt-tokens 128
+            --output-tokens 64 --providers cuda)
 fi
 FAKE_NVML_FOLLOW=greenprobe.runtimes.worker step gen-study "$GEN_S" "$PY" -m greenprobe study --quick --task generate \
   "${gen_args[@]}" --out "$GSTUDY"

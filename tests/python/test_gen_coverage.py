@@ -15,7 +15,6 @@ the counter's period give every window the same mix of phases, and the split is 
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from greenprobe.attribution import Channel
 from greenprobe.study.aggregate import mean_ci

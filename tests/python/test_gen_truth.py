@@ -9,7 +9,7 @@ marks, the output tokens get the rest of the window's energy above idle, gross a
 phase's own time. Target: energy per prompt token and per output token within 5 % of the exact
 figure, with each 95 % interval covering it, for every generative runtime that runs here, on the
 same model: Llama 3.2's architecture at size "tiny" (8 layers of 768, about 50M parameters), whose
-decode steps take 5-50 ms on these 2 cores, as a full model's do on a GPU. (Requests far shorter
+decode steps took 13-20 ms on these 2 cores, as a full model's take 5-50 ms on a GPU. (Requests far shorter
 than the counter's period cannot be split into phases by any window: every window then holds the
 same mix of prefill and decode; the estimator's interval says so, and test_generation.py's
 simulation shows it.)
@@ -113,9 +113,14 @@ def test_every_runtime_within_5_percent_of_exact_with_covering_intervals(followe
     assert not bad, "off by more than 5 % or not covered:\n" + "\n".join(bad) + "\n\nall:\n" + "\n".join(report)
 
 
-def test_decode_steps_are_the_issues_5_to_50_ms(followed_gen_study):
+def test_decode_steps_are_shorter_than_the_counters_update_period(followed_gen_study):
+    """The regime the figures above are for: every decode step far below NVML's 100 ms (the
+    issue's 5-50 ms on a GPU; 13-20 ms on the 2-core machine this was written on, shorter on a faster
+    one), so no step is ever bracketed by two counter updates and each figure rests on the estimator."""
     out, runtimes = followed_gen_study
     for rt in runtimes:
         steps = pq.read_table(out / "study" / "configs" / f"{rt}-fp32-{MODEL}-b1" / "steps.parquet").to_pydict()
         dec = sorted(d for d, p in zip(steps["duration_s"], steps["phase"]) if p == "decode")
-        assert 0.005 <= dec[len(dec) // 2] <= 0.05, f"{rt}: median decode step {dec[len(dec) // 2] * 1e3:.3g} ms"
+        median = dec[len(dec) // 2]
+        print(f"{rt}: median decode step {median * 1e3:.3g} ms")
+        assert median < 0.05, f"{rt}: median decode step {median * 1e3:.3g} ms"

@@ -193,3 +193,96 @@ def test_time_left_counts_the_builds_still_to_come():
     assert time_left(todo, {}, {}, set(), set()) is None
     assert time_left(todo[4:], {"a": 1.0}, {"a": 5.0}, {"a"}, {"b"}) == pytest.approx(6 * 1.0 + 2 * 5.0)
     assert format_seconds(42) == "42 s" and format_seconds(300) == "5.0 min"
+
+
+def _write_run(d, r, window_j, pre_j, ok=True, session="0"):
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    run = {"run": r, "session": session, "requests": 2, "sequences": 1, "window_s": 10.0, "prompt_tokens": 100,
+           "output_tokens": 11, "prompt_tokens_total": 200, "decode_tokens_total": 20, "prefill_time_s": 1.0,
+           "decode_time_s": 6.0, "request_time_s": 7.0, "ttft_s": 0.5, "tpot_s": 0.3, "output_tokens_per_s": 3.0,
+           "device": "cpu", "estimated": False, "domains": "d/x", "window_complete": True, "cpu_util": 0.5,
+           "rss_bytes": 1, "energy_j_window[d/x]": window_j, "decode_bins": [],
+           "prefill": {"d/x": {"status": "ok" if ok else "not-estimated", "reason": "" if ok else "too few updates",
+                               "energy_j": pre_j if ok else None, "time_s": 1.0 if ok else None}}}
+    (d / "runs").mkdir(parents=True, exist_ok=True)
+    (d / "runs" / f"r{r:04d}.json").write_text(json.dumps(run))
+    pq.write_table(pa.table({"run": [r], "phase": ["prefill"]}), d / "runs" / f"r{r:04d}.parquet")
+
+
+def test_a_configurations_intervals_by_hand_with_the_idle_error_and_a_run_that_could_not_be_split(tmp_path):
+    """Three runs' J per output token (net) with the idle power's error 2 W: the t interval over the
+    runs widened in quadrature by 1.96 x 2 W x its idle coefficient; a fourth run whose prefill was
+    not split is left out of the phase figures, not of the rest."""
+    import json
+
+    from greenprobe.study.generate import gen_config_row
+    from greenprobe.summary import t975
+
+    d = tmp_path / "cfg"
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps({"runtime": "torch", "precision": "fp32", "model": "tiny",
+                                               "batch_size": 1, "task": "generate"}))
+    nets = [1000.0, 1100.0, 900.0]
+    for r, net in enumerate(nets):  # window: 80 W x 10 s idle + net; prefill: 80 W x 1 s + 200 J
+        _write_run(d, r, 800.0 + net, 80.0 + 200.0)
+    _write_run(d, 3, 1800.0, None, ok=False)
+    row = gen_config_row(d, 4, {"0": {"d/x": (80.0, 2.0)}}, sensors=[])
+    per_run = [(n - 200.0) / 20 for n in nets]  # output net per decode token
+    m = float(np.mean(per_run))
+    half_t = t975(2) * float(np.std(per_run, ddof=1)) / math.sqrt(3)
+    half = math.hypot(half_t, 1.959963984540054 * 2.0 * (10.0 - 1.0) / 20)  # coefficient (window - prefill) / tokens
+    for key in ("energy_j_per_output_token_net", "energy_j_per_output_token_net[d/x]"):
+        assert row[key] == pytest.approx(m)
+        assert row[key + "_low"] == pytest.approx(m - half) and row[key + "_high"] == pytest.approx(m + half)
+    assert row["energy_j_per_prompt_token_net"] == pytest.approx(200.0 / 200)
+    assert row["runs"] == 4 and row["runs_split"] == 3 and row["prefill_status"] == "partly"
+    assert "too few updates" in row["prefill_reason"]
+    # the request figure needs no split: all 4 runs
+    assert row["energy_j_per_request_net"] == pytest.approx(np.mean(nets + [1000.0]) / 2)
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(precisions=["fp16"]), r"precisions belong to the generative study.*--task generate"),
+    (dict(prompt_tokens=5000), r"prompt_tokens belong to the generative study"),
+    (dict(task="generate", prompt_tokens=True), r"prompt_tokens must be a whole number"),
+    (dict(task="generate", precisions=["all", "fp16"]), r"'all' stands alone"),
+])
+def test_generative_options_out_of_place_are_refused(kw, match):
+    import re
+
+    with pytest.raises(ConfigError) as e:
+        load_spec(None, **kw)
+    assert re.search(match, f"{e.value.message} {e.value.fix}", re.S), f"{e.value.message} | {e.value.fix}"
+
+
+def test_a_runtime_with_nothing_it_can_run_here_gets_a_skipped_row_with_the_reason():
+    from greenprobe.study.plan import gen_matrix
+
+    spec = load_spec(None, task="generate", runtimes=["vllm", "llama.cpp"], models=["gpt2"], batch_sizes=[1, 2])
+    env = {"vllm": {"installed": True, "devices": [], "precisions": {"cpu": [], "cuda": []},
+                    "reasons": {"cpu": "vLLM runs on NVIDIA GPUs only"}},
+           "llama.cpp": {"installed": True, "devices": ["cpu"], "precisions": {"cpu": ["fp32", "q8_0"]},
+                         "max_sequences": 1, "reasons": {"batches": "one sequence per context"}}}
+    configs, skipped = gen_matrix(spec, env)
+    assert sorted(c.id for c in configs) == ["llama.cpp-fp32-gpt2-b1", "llama.cpp-q8_0-gpt2-b1"]
+    why = {s["id"]: s["reason"] for s in skipped}
+    assert "vLLM runs on NVIDIA GPUs only" in why["vllm-fp32-gpt2-b1"]
+    assert "one sequence per context" in why["llama.cpp-q8_0-gpt2-b2"]
+
+
+def test_devices_are_chosen_with_providers_and_named_in_the_id():
+    from greenprobe.study.plan import gen_matrix
+
+    env = {"torch": {"installed": True, "devices": ["cpu", "cuda:0"],
+                     "precisions": {"cpu": ["fp32", "bf16"], "cuda": ["fp32", "fp16"]}}}
+    ids = lambda **kw: sorted(c.id for c in gen_matrix(load_spec(None, task="generate", runtimes=["torch"],  # noqa
+                                                                  models=["gpt2"], batch_sizes=[1], **kw), env)[0])
+    assert ids() == ["torch-fp16-gpt2-b1-cuda0", "torch-fp32-gpt2-b1-cuda0"]  # all: the GPU where there is one
+    assert ids(providers=["cpu"]) == ["torch-bf16-gpt2-b1", "torch-fp32-gpt2-b1"]
+    assert len(ids(providers=["cpu", "cuda"])) == 4
+    with pytest.raises(ConfigError, match="unknown devices"):
+        load_spec(None, task="generate", providers=["tensorrt"])

@@ -144,7 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--prompt-tokens", type=int, help="generate: prompt tokens per sequence (default 128; quick 32)")
     p.add_argument("--output-tokens", type=int, help="generate: tokens produced per sequence, EOS ignored (default "
                                                      "64; quick 16)")
-    p.add_argument("--providers", help="ONNX Runtime providers, e.g. cpu,cuda (default: every one that works)")
+    p.add_argument("--providers", help="ONNX Runtime providers, e.g. cpu,cuda (default: every one that works); with "
+                                       "--task generate the device: cpu, cuda or cpu,cuda (default: each runtime's "
+                                       "GPU where it has one)")
     p.add_argument("--runs", type=int, help="repetitions per configuration (default 30; quick 3)")
     p.add_argument("--size", choices=["full", "tiny"], help="model size (tiny: tests)")
     p.add_argument("--order", choices=["interleaved", "blocked"],

@@ -146,7 +146,9 @@ def write_checkpoint(model: str, size: str, folder: str | os.PathLike, seed: int
     import torch
     import transformers
 
-    tmp = folder.with_name(folder.name + f".tmp-{os.getpid()}")
+    import socket
+
+    tmp = folder.with_name(f"{folder.name}.tmp-{socket.gethostname()}-{os.getpid()}")  # nodes share the folder
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     torch.manual_seed(seed)
@@ -158,10 +160,12 @@ def write_checkpoint(model: str, size: str, folder: str | os.PathLike, seed: int
     write_tokenizer(tmp, cfg)
     (tmp / "greenprobe.json").write_text(json.dumps({"model": model, "size": size, "seed": seed,
                                                       "source": gen_spec(model).source, "weights": "random"}))
-    if folder.exists():  # another process finished first
+    try:
+        os.replace(tmp, folder)
+    except OSError:  # another process (a Slurm task on another node) finished first
+        if not (folder / "greenprobe.json").exists():
+            raise
         shutil.rmtree(tmp, ignore_errors=True)
-        return folder
-    os.replace(tmp, folder)
     return folder
 
 

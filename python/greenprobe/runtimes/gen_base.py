@@ -12,7 +12,11 @@ sequence has ``output_tokens`` tokens (EOS ignored), marking each phase through 
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 import time
+from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
@@ -20,10 +24,18 @@ import numpy as np
 from ..generation import Request
 from .base import RuntimeUnavailable
 
-__all__ = ["GenRuntime", "RuntimeUnavailable", "PRECISIONS"]
+__all__ = ["GenRuntime", "RuntimeUnavailable", "PRECISIONS", "conversion_complete", "publish_conversion",
+           "temp_name"]
 
 #: every precision name a spec may use
 PRECISIONS = ("fp32", "fp16", "bf16", "int8", "q8_0", "q4_k_m", "int4")
+#: the floating-point precisions as torch / vLLM dtype names
+FLOAT_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
+
+def device_kind(device: str) -> str:
+    """"cuda" for cuda or cuda:N, else "cpu"."""
+    return "cuda" if device.startswith("cuda") else "cpu"
 
 
 class GenRuntime:
@@ -86,3 +98,42 @@ class GenRuntime:
 
     def release(self) -> None:
         self.model = None
+
+
+# -- the conversion cache every adapter keeps in work_dir --------------------------------------------
+STAMP = "greenprobe.json"
+
+
+def conversion_complete(folder: Path, stamp: dict, product: str) -> bool:
+    """Whether ``folder`` holds a finished conversion made as ``stamp`` says (its greenprobe.json
+    names the tool, its version and arguments, and the source) with its ``product`` file."""
+    try:
+        have = json.loads((Path(folder) / STAMP).read_text())
+    except (OSError, ValueError):
+        return False
+    return (Path(folder) / product).exists() and all(have.get(k) == v for k, v in stamp.items())
+
+
+def publish_conversion(tmp: Path, folder: Path, stamp: dict, seconds: float, product: str) -> bool:
+    """Makes the conversion written into ``tmp`` the one at ``folder``, whole or not at all (a
+    rename); another process's equal conversion that got there first is kept. Returns whether
+    that happened (the result is then cached)."""
+    (Path(tmp) / STAMP).write_text(json.dumps({**stamp, "convert_s": round(seconds, 3)}))
+    if Path(folder).exists() and not conversion_complete(folder, stamp, product):
+        shutil.rmtree(folder, ignore_errors=True)  # a stale conversion (another tool, version or source)
+    try:
+        os.replace(tmp, folder)
+        return False
+    except OSError:  # another process (a Slurm task on another node) got there first: keep its own
+        if conversion_complete(folder, stamp, product):
+            shutil.rmtree(tmp, ignore_errors=True)
+            return True
+        raise
+
+
+def temp_name(folder: Path) -> Path:
+    """A scratch folder beside ``folder`` that no other process, on this node or another sharing
+    the folder, writes to."""
+    import socket
+
+    return Path(folder).with_name(f"{Path(folder).name}.tmp-{socket.gethostname()}-{os.getpid()}")

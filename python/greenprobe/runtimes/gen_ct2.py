@@ -37,7 +37,8 @@ from typing import Any
 import numpy as np
 
 from ..generation import Request
-from .gen_base import GenRuntime, RuntimeUnavailable
+from .gen_base import (GenRuntime, RuntimeUnavailable, conversion_complete, device_kind,
+                       publish_conversion, temp_name)
 
 #: precision -> the weights' type on disk (the converter's --quantization)
 QUANTIZATION = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "int8": "int8"}
@@ -66,10 +67,6 @@ def __call__(self, model, tokenizer):
 t.ModelLoader.__call__ = __call__
 sys.exit(t.main())
 """
-
-
-def _kind(device: str) -> str:
-    return "cuda" if device.startswith("cuda") else "cpu"
 
 
 def _cuda_index(device: str) -> int:
@@ -120,7 +117,7 @@ class Ct2Gen(GenRuntime):
         return ok, why
 
     def precisions_for(self, device: str) -> tuple:
-        return tuple(self._precisions(_kind(device))[0])
+        return tuple(self._precisions(device_kind(device))[0])
 
     def describe(self) -> dict:
         n = self._cuda_devices()
@@ -149,11 +146,11 @@ class Ct2Gen(GenRuntime):
         out = Path(work_dir) / f"ctranslate2-{model}-{size}-{precision}"
         stamp = {"converter": f"ctranslate2 {self.ct2.__version__}", "quantization": quant,
                  "checkpoint": str(Path(checkpoint).resolve())}
-        if self._complete(out, stamp):
+        if conversion_complete(out, stamp, "model.bin"):
             self.conversion = {"path": str(out), "cached": True, "convert_s": 0.0}
             return out
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + f".tmp-{os.getpid()}")
+        tmp = temp_name(out)
         shutil.rmtree(tmp, ignore_errors=True)
         cmd = [sys.executable, "-c", CONVERT_WRAPPER, "--model", str(checkpoint), "--output_dir", str(tmp),
                "--quantization", quant, "--low_cpu_mem_usage"]
@@ -167,28 +164,13 @@ class Ct2Gen(GenRuntime):
                 raise RuntimeUnavailable(f"ctranslate2's converter refuses {model} ({size}): {tail}",
                                          "choose a model the converter supports (ctranslate2.converters.transformers)")
             raise RuntimeError(f"ct2-transformers-converter failed on {checkpoint} (exit {r.returncode}):\n{tail}")
-        (tmp / "greenprobe.json").write_text(json.dumps({**stamp, "convert_s": round(seconds, 3)}))
-        if out.exists():  # another process finished first, or a stale conversion
-            if self._complete(out, stamp):
-                shutil.rmtree(tmp, ignore_errors=True)
-                self.conversion = {"path": str(out), "cached": True, "convert_s": 0.0}
-                return out
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-        self.conversion = {"path": str(out), "cached": False, "convert_s": seconds}
+        cached = publish_conversion(tmp, out, stamp, seconds, "model.bin")
+        self.conversion = {"path": str(out), "cached": cached, "convert_s": 0.0 if cached else seconds}
         return out
-
-    @staticmethod
-    def _complete(out: Path, stamp: dict) -> bool:
-        try:
-            have = json.loads((out / "greenprobe.json").read_text())
-        except (OSError, ValueError):
-            return False
-        return (out / "model.bin").exists() and all(have.get(k) == v for k, v in stamp.items())
 
     # -- build and generate --------------------------------------------------------------------
     def _build(self, model: str, size: str, precision: str, checkpoint: str, work_dir: str, device: str) -> Any:
-        kind = _kind(device)
+        kind = device_kind(device)
         if kind == "cuda" and not self._cuda_devices():
             raise RuntimeUnavailable(f"ctranslate2 {self.ct2.__version__} sees no CUDA device",
                                      "run on a machine with an NVIDIA GPU (the ctranslate2 wheel includes CUDA)")

@@ -34,7 +34,6 @@ of more than one sequence raise RuntimeUnavailable and the study skips those con
 from __future__ import annotations
 
 import ctypes
-import json
 import os
 import shutil
 import subprocess
@@ -46,7 +45,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ..generation import Request
-from .gen_base import GenRuntime, RuntimeUnavailable
+from .gen_base import GenRuntime, RuntimeUnavailable, conversion_complete, publish_conversion, temp_name
 
 #: precision -> (the converter's --outtype for fp32/fp16, else the llama_ftype name to quantise to)
 OUTTYPES = {"fp32": "f32", "fp16": "f16"}
@@ -153,23 +152,6 @@ class LlamaCppGen(GenRuntime):
     def _folder(self, work_dir: str, model: str, size: str, precision: str) -> Path:
         return Path(work_dir) / f"llama.cpp-{model}-{size}-{precision}"
 
-    @staticmethod
-    def _complete(folder: Path, stamp: dict) -> bool:
-        try:
-            have = json.loads((folder / "greenprobe.json").read_text())
-        except (OSError, ValueError):
-            return False
-        return (folder / "model.gguf").exists() and all(have.get(k) == v for k, v in stamp.items())
-
-    def _publish(self, tmp: Path, folder: Path, stamp: dict, seconds: float) -> None:
-        (tmp / "greenprobe.json").write_text(json.dumps({**stamp, "convert_s": round(seconds, 3)}))
-        if folder.exists():  # another process finished first, or a stale file
-            if self._complete(folder, stamp):
-                shutil.rmtree(tmp, ignore_errors=True)
-                return
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-
     def gguf(self, model: str, size: str, precision: str, checkpoint: str, work_dir: str) -> Path:
         """The GGUF of (model, size, precision) in ``work_dir``, written on first use (the f32 one
         first where a quantised one is asked for). Sets ``self.conversion`` = {path (the folder), file,
@@ -184,13 +166,13 @@ class LlamaCppGen(GenRuntime):
             source = self._folder(work_dir, model, size, "fp32") / "model.gguf"
             stamp = {"tool": f"llama.cpp llama_model_quantize (llama-cpp-python {version})",
                      "ftype": FTYPES[precision], "source": str(source)}
-        if self._complete(folder, stamp):
+        if conversion_complete(folder, stamp, "model.gguf"):
             self.conversion = {"path": str(folder), "file": str(folder / "model.gguf"), "cached": True,
                                "convert_s": 0.0}
             return folder / "model.gguf"
         if precision not in OUTTYPES:
             self.gguf(model, size, "fp32", checkpoint, work_dir)  # the quantiser's source, converted once
-        tmp = folder.with_name(folder.name + f".tmp-{os.getpid()}")
+        tmp = temp_name(folder)
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         t0 = time.monotonic()
@@ -203,9 +185,9 @@ class LlamaCppGen(GenRuntime):
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         seconds = time.monotonic() - t0
-        self._publish(tmp, folder, stamp, seconds)
-        self.conversion = {"path": str(folder), "file": str(folder / "model.gguf"), "cached": False,
-                           "convert_s": seconds}
+        cached = publish_conversion(tmp, folder, stamp, seconds, "model.gguf")
+        self.conversion = {"path": str(folder), "file": str(folder / "model.gguf"), "cached": cached,
+                           "convert_s": 0.0 if cached else seconds}
         return folder / "model.gguf"
 
     def _convert(self, checkpoint: str, out: Path, outtype: str, model: str, size: str) -> None:

@@ -55,7 +55,8 @@ from typing import Any
 import numpy as np
 
 from ..generation import Request
-from .gen_base import GenRuntime, RuntimeUnavailable
+from .gen_base import (GenRuntime, RuntimeUnavailable, conversion_complete, device_kind,
+                       publish_conversion, temp_name)
 
 SETUP_FIX = "bash scripts/setup-genai.sh   (creates .venv-genai from requirements/ortgenai.txt)"
 CUDA_FIX = ("on a machine with an NVIDIA GPU, give ONNX Runtime GenAI an environment with onnxruntime-genai-cuda "
@@ -68,10 +69,6 @@ CPU_REFUSED = {
 }
 #: the builder's options for every build: no Hugging Face token lookup (the checkpoint is local)
 BUILDER_OPTIONS = ("hf_token=false",)
-
-
-def _kind(device: str) -> str:
-    return "cuda" if device.startswith("cuda") else "cpu"
 
 
 def _last_line(text: str) -> str:
@@ -123,19 +120,19 @@ class OrtGenaiGen(GenRuntime):
 
     # -- conversion ----------------------------------------------------------------------------
     def folder_for(self, model: str, size: str, precision: str, work_dir: str, device: str = "cpu") -> Path:
-        suffix = "-cuda" if _kind(device) == "cuda" else ""
+        suffix = "-cuda" if device_kind(device) == "cuda" else ""
         return Path(work_dir) / f"onnxruntime-genai-{model}-{size}-{precision}{suffix}"
 
     def convert(self, model: str, size: str, precision: str, checkpoint: str, work_dir: str,
                 device: str = "cpu") -> Path:
         """The builder's model of (model, size, precision) in ``work_dir``, built on first use.
         Sets ``self.conversion`` = {path, cached, convert_s}."""
-        ep = _kind(device)
+        ep = device_kind(device)
         out = self.folder_for(model, size, precision, work_dir, device)
         stamp = {"builder": f"onnxruntime-genai {self.og.__version__}", "precision": precision,
                  "execution_provider": ep, "checkpoint": str(Path(checkpoint).resolve()),
                  "options": list(BUILDER_OPTIONS)}
-        if self._complete(out, stamp):
+        if conversion_complete(out, stamp, "genai_config.json"):
             self.conversion = {"path": str(out), "cached": True, "convert_s": 0.0}
             return out
         refused = out.with_name(out.name + ".refused.json")
@@ -148,7 +145,7 @@ class OrtGenaiGen(GenRuntime):
         if not Path(checkpoint, "config.json").exists():
             raise FileNotFoundError(f"no Hugging Face checkpoint at {checkpoint} (config.json missing)")
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + f".tmp-{os.getpid()}")
+        tmp = temp_name(out)
         cache = out.with_name(out.name + f".cache-{os.getpid()}")
         for p in (tmp, cache):
             shutil.rmtree(p, ignore_errors=True)
@@ -166,34 +163,22 @@ class OrtGenaiGen(GenRuntime):
             last = _last_line(r.stderr) if r.returncode != 0 else _last_line(r.stderr or r.stdout)
             reason = f"onnxruntime-genai's model builder cannot convert {model} ({size}, {precision}, {ep}): {last}"
             fix = "choose a model the builder supports (Llama, Mistral, Qwen2/3, Phi, Gemma, Granite, OLMo, ...)"
-            if last.startswith("NotImplementedError"):  # an architecture it has no builder for: remembered
+            if last.startswith("NotImplementedError"):  # an architecture it has no builder for: remembered, skipped
                 refused.write_text(json.dumps({**stamp, "reason": reason, "fix": fix}))
-            raise RuntimeUnavailable(reason, fix)
+                raise RuntimeUnavailable(reason, fix)
+            # anything else (memory, disk, a crash) is a failure, not a skip: its log says what
+            raise RuntimeError(f"{reason} (exit {r.returncode}); the builder's output: "
+                               f"{_last_line(r.stdout) if r.stdout else '(none)'}")
         (tmp / "builder.log").write_text((r.stdout or "") + (r.stderr or ""))
-        (tmp / "greenprobe.json").write_text(json.dumps({**stamp, "convert_s": round(seconds, 3)}))
-        if out.exists():  # another process finished first, or a stale build
-            if self._complete(out, stamp):
-                shutil.rmtree(tmp, ignore_errors=True)
-                self.conversion = {"path": str(out), "cached": True, "convert_s": 0.0}
-                return out
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        cached = publish_conversion(tmp, out, stamp, seconds, "genai_config.json")
         refused.unlink(missing_ok=True)
-        self.conversion = {"path": str(out), "cached": False, "convert_s": seconds}
+        self.conversion = {"path": str(out), "cached": cached, "convert_s": 0.0 if cached else seconds}
         return out
-
-    @staticmethod
-    def _complete(out: Path, stamp: dict) -> bool:
-        try:
-            have = json.loads((out / "greenprobe.json").read_text())
-        except (OSError, ValueError):
-            return False
-        return (out / "genai_config.json").exists() and all(have.get(k) == v for k, v in stamp.items())
 
     # -- build and generate --------------------------------------------------------------------
     def _build(self, model: str, size: str, precision: str, checkpoint: str, work_dir: str, device: str) -> Any:
         og = self.og
-        kind = _kind(device)
+        kind = device_kind(device)
         if kind == "cuda" and not self._cuda():
             raise RuntimeUnavailable(f"this onnxruntime-genai {og.__version__} build has no CUDA (the CPU wheel)",
                                      CUDA_FIX)

@@ -8,9 +8,8 @@ from typing import Any
 import numpy as np
 
 from ..generation import Request
-from .gen_base import GenRuntime, RuntimeUnavailable
+from .gen_base import FLOAT_DTYPES, GenRuntime, RuntimeUnavailable
 
-DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
 
 def step_marks(req: Request, output_tokens: int):
@@ -61,7 +60,7 @@ class TorchGen(GenRuntime):
         if device.startswith("cuda") and not t.cuda.is_available():
             raise RuntimeUnavailable(f"torch {t.__version__} sees no CUDA device",
                                      "install a CUDA build of torch on a machine with an NVIDIA GPU")
-        dtype = getattr(t, DTYPES.get(precision, "float32"))
+        dtype = getattr(t, FLOAT_DTYPES.get(precision, "float32"))
         m = transformers.AutoModelForCausalLM.from_pretrained(checkpoint, local_files_only=True, dtype=dtype)
         m = m.eval().to(device)
         if precision == "int8":  # PyTorch's own dynamic quantisation: int8 weights in every Linear

@@ -4,7 +4,8 @@ vLLM's offline ``LLM.generate`` hides its loop; its ``LLMEngine`` exposes it: ``
 ``step()`` until the request finishes, each step one forward pass of the scheduler's batch. With one
 request of ``sequences`` prompts (n=1 each) and chunked prefill off, the first step runs the prompts'
 prefill and yields each sequence's first token; every later step is one decode step for every
-sequence. Per-request timestamps from vLLM's own metrics (``RequestOutput.metrics``: arrival, first
+sequence (the marks follow the tokens the outputs hold, not the steps, in case a scheduler runs
+several at once). Per-request timestamps from vLLM's own metrics (``RequestOutput.metrics``: arrival, first
 scheduled, first token, last token), where this vLLM version fills them, are kept beside the marks
 (``last_metrics``) for the GPU check's comparison. Not checkable on the CPU machines: vLLM ships
 CUDA wheels only (listed as skipped there); scripts/gpu-check.sh runs it where it is installed.
@@ -18,9 +19,8 @@ from typing import Any
 import numpy as np
 
 from ..generation import Request
-from .gen_base import GenRuntime, RuntimeUnavailable
+from .gen_base import FLOAT_DTYPES, GenRuntime, RuntimeUnavailable
 
-DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
 
 class VllmGen(GenRuntime):
@@ -54,7 +54,7 @@ class VllmGen(GenRuntime):
             raise RuntimeUnavailable("vLLM runs on NVIDIA GPUs only", "run the generative study on a GPU machine")
         from vllm import EngineArgs, LLMEngine
 
-        args = EngineArgs(model=checkpoint, tokenizer=checkpoint, dtype=DTYPES[precision], enforce_eager=False,
+        args = EngineArgs(model=checkpoint, tokenizer=checkpoint, dtype=FLOAT_DTYPES[precision], enforce_eager=False,
                           enable_chunked_prefill=False, enable_prefix_caching=False, gpu_memory_utilization=0.8,
                           seed=0, disable_log_stats=False)
         return LLMEngine.from_engine_args(args)
@@ -70,14 +70,16 @@ class VllmGen(GenRuntime):
         for rid, p in zip(ids, prompt):
             engine.add_request(rid, TokensPrompt(prompt_token_ids=p.tolist()), params)
         done: dict = {}
+        made: dict = {}  # request id -> tokens it has so far
         while engine.has_unfinished_requests():
-            outs = engine.step()
-            for o in outs:
+            for o in engine.step():
+                made[o.request_id] = len(o.outputs[0].token_ids) if o.outputs else 0
                 if o.finished:
                     done[o.request_id] = o
-            if req.produced + 1 < output_tokens:
-                req.boundary()             # this step's tokens are out: the next decode step opens
-            elif req._open is not None:
-                req.boundary(last=True)
+            # the tokens every sequence has: each new one ends a phase (a scheduler that ran several
+            # steps at once ends several, the later ones empty) and, but for the last, opens the next
+            have = min(made.get(r, 0) for r in ids)
+            while req.produced < min(have, output_tokens):
+                req.boundary(last=req.produced + 1 >= output_tokens)
         self.last_metrics = [getattr(done[r], "metrics", None) for r in ids if r in done]
         return np.array([list(done[r].outputs[0].token_ids) for r in ids], np.int64)

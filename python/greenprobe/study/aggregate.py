@@ -101,17 +101,7 @@ def config_row(cfg_dir: Path, runs_wanted: int, idle_w: dict, calls: dict | None
            "runs": len(runs), "inferences_per_run": first["inferences"], "estimated": any(r["estimated"] for r in runs),
            "device": first["device"], "domains": first["domains"], "total_domains": ",".join(tops),
            "windows_complete": all(r.get("window_complete", True) for r in runs),
-           "idle_power_w": float(np.mean([r["idle_power_w"] for r in runs])),
-           "cpu_util": float(np.mean([r["cpu_util"] for r in runs])),
-           "rss_bytes": int(max(r["rss_bytes"] for r in runs)),
-           # where the runs ran: host names and, for runs in Slurm jobs, the job ids
-           "hosts": ",".join(sorted({r.get("host") or "" for r in runs} - {""})),
-           "slurm_job_ids": ",".join(sorted({str(r.get("slurm_job_id") or "") for r in runs} - {""}))}
-    for key in ("gpu_util_pct", "gpu_memory_util_pct"):
-        vals = [r.get(key) for r in runs if r.get(key) is not None]
-        row[key] = float(np.mean(vals)) if vals else None
-    mem = [r.get("gpu_memory_used_bytes") for r in runs if r.get("gpu_memory_used_bytes") is not None]
-    row["gpu_memory_used_bytes"] = float(max(mem)) if mem else None
+           **usage_columns(runs)}
     mean, low, high = mean_ci([r["time_s_per_inference"] for r in runs])
     row["time_s_per_inference"], row["time_s_per_inference_low"], row["time_s_per_inference_high"] = mean, low, high
     for net, which in (("", "gross"), ("_net", "net")):
@@ -124,6 +114,22 @@ def config_row(cfg_dir: Path, runs_wanted: int, idle_w: dict, calls: dict | None
     row["throughput_per_s"] = row["batch_size"] / row["time_s_per_inference"] if row["time_s_per_inference"] else 0.0
     row["energy_j_per_sample"] = row["energy_j_per_inference"] / row["batch_size"]
     write_json(cfg_dir / "result.json", row)
+    return row
+
+
+def usage_columns(runs: list[dict]) -> dict:
+    """A configuration's idle power, CPU, memory and GPU use over its runs, and where they ran:
+    host names and, for runs in Slurm jobs, the job ids."""
+    row = {"idle_power_w": float(np.mean([r["idle_power_w"] for r in runs])),
+           "cpu_util": float(np.mean([r["cpu_util"] for r in runs])),
+           "rss_bytes": int(max(r["rss_bytes"] for r in runs)),
+           "hosts": ",".join(sorted({r.get("host") or "" for r in runs} - {""})),
+           "slurm_job_ids": ",".join(sorted({str(r.get("slurm_job_id") or "") for r in runs} - {""}))}
+    for key in ("gpu_util_pct", "gpu_memory_util_pct"):
+        vals = [r.get(key) for r in runs if r.get(key) is not None]
+        row[key] = float(np.mean(vals)) if vals else None
+    mem = [r.get("gpu_memory_used_bytes") for r in runs if r.get("gpu_memory_used_bytes") is not None]
+    row["gpu_memory_used_bytes"] = float(max(mem)) if mem else None
     return row
 
 

@@ -7,6 +7,7 @@ the folder and the configurations, run what is missing and say where the summary
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import random
@@ -94,6 +95,8 @@ class Runner:
     attributed as soon as it ends and written to ``configs/<id>/runs/`` (nothing is lost when the
     study stops; a resumed study skips the runs on disk)."""
 
+    task = "classify"  # the workers' task (study/generate.py's GenRunner: "generate")
+
     def __init__(self, spec: StudySpec, out: Path, probe, address: str, session: str = "0", gpus=None,
                  log: Callable[[str], None] = None):
         self.spec, self.out = spec, Path(out)
@@ -115,7 +118,7 @@ class Runner:
         if w is None or w.proc.poll() is not None:
             if w is not None:  # it died
                 self.drop_worker(runtime)
-            w = self.workers[runtime] = Worker(runtime, env={"GREENPROBE_DAEMON": self.address})
+            w = self.workers[runtime] = Worker(runtime, env={"GREENPROBE_DAEMON": self.address}, task=self.task)
         return w
 
     def drop_worker(self, runtime: str) -> None:
@@ -276,8 +279,13 @@ class Runner:
         s = self.spec
         left = {}
         for c in configs:
-            if self.layout.failed(c.id).exists():
-                continue
+            failed = self.layout.failed(c.id)
+            if failed.exists():
+                # a failure is not retried (delete the folder to retry); a skip is, since its fix (a
+                # runtime installed, a converter updated) may have come since
+                if not json.loads(failed.read_text()).get("skipped"):
+                    continue
+                failed.unlink()
             done = self.layout.runs_done(c.id)
             todo = [r for r in range(s.runs) if r not in done]
             if todo:
@@ -330,8 +338,8 @@ class Runner:
                 d.mkdir(parents=True, exist_ok=True)
                 write_json(self.layout.failed(cfg.id), {"error": e.message if skipped else msg, "run": r,
                                                         "skipped": skipped, "fix": e.fix if skipped else ""})
-                if isinstance(e, WorkerError) and cfg.runtime in self.workers:  # a broken worker is not reused
-                    self.drop_worker(cfg.runtime)
+                if isinstance(e, WorkerError) and not skipped and cfg.runtime in self.workers:
+                    self.drop_worker(cfg.runtime)  # a broken worker is not reused (a refusal leaves it sound)
                 elif cfg in self.plans:  # the worker is sound: free the failed configuration's model
                     self.release(cfg)
                 continue

@@ -31,8 +31,14 @@ DEFINITIONS = (
     "Definitions: docs/SCHEMA.md, \"Generation\".</p>")
 
 
+def runtime_label(r: dict) -> str:
+    """The runtime's name, with its device where it is not the CPU."""
+    device = r.get("provider") or "cpu"
+    return LABEL.get(r["runtime"], r["runtime"]) + ("" if device == "cpu" else f" ({device})")
+
+
 def label(r: dict) -> str:
-    return f"{LABEL.get(r['runtime'], r['runtime'])} {r.get('precision', '')}"
+    return f"{runtime_label(r)} {r.get('precision', '')}"
 
 
 def _fmt(r: dict, key: str, scale: float = 1.0) -> str:
@@ -56,7 +62,7 @@ def tables(ok: list[dict], table) -> list[str]:
             parts.append(f"<h3>Batch {b}, {html.escape(p)}</h3>" + table(
                 ["model", "runtime", "J per output token", "J per prompt token", "J per request", "TTFT (ms)",
                  "TPOT (ms)", "output tokens/s", "note"],
-                [[r["model"], LABEL.get(r["runtime"], r["runtime"]), _fmt(r, POT), _fmt(r, PPT),
+                [[r["model"], runtime_label(r), _fmt(r, POT), _fmt(r, PPT),
                   _fmt(r, "energy_j_per_request"), _fmt(r, "ttft_s", 1e3), _fmt(r, "tpot_s", 1e3),
                   _fmt(r, "output_tokens_per_s"),
                   ("ESTIMATED " if r.get("estimated") else "") + (r.get("prefill_reason") or "")] for r in rows]))

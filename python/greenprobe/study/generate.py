@@ -27,7 +27,6 @@ import json
 import math
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Optional
@@ -50,17 +49,9 @@ PHASE_LABELS = ("prefill", "decode")
 class GenRunner(Runner):
     """execute.Runner for task generate: workers of task generate, a request as the unit."""
 
-    # -- workers and models --------------------------------------------------------------------
-    def worker(self, runtime: str):
-        from ..runtimes import Worker
+    task = "generate"
 
-        w = self.workers.get(runtime)
-        if w is None or w.proc.poll() is not None:
-            if w is not None:
-                self.drop_worker(runtime)
-            w = self.workers[runtime] = Worker(runtime, env={"GREENPROBE_DAEMON": self.address}, task="generate")
-        return w
-
+    # -- models --------------------------------------------------------------------------------
     def checkpoint(self, model: str) -> Path:
         """The model's local random-weight checkpoint (written once, in the torch environment)."""
         path = self.layout.checkpoint(model, self.spec.size)
@@ -317,15 +308,35 @@ def context_slope(run: dict, name: str, idle_w: float) -> float:
 FIGURES = ("energy_j_per_prompt_token", "energy_j_per_output_token", "energy_j_per_request")
 
 
+def idle_coefficients(run: dict, pre_time_s: float) -> dict:
+    """How much of each figure is idle power x a time (its coefficient, in s per token or per
+    sequence): an error in the idle power moves the figure by that much times the error."""
+    dec, seqs = run["decode_tokens_total"], run["requests"] * run["sequences"]
+    return {"energy_j_per_prompt_token_net": pre_time_s / run["prompt_tokens_total"],
+            "energy_j_per_prompt_token": 0.0,  # gross: its own time's idle is added back
+            "energy_j_per_output_token_net": (run["window_s"] - pre_time_s) / dec,
+            "energy_j_per_output_token": (run["window_s"] - pre_time_s - run["decode_time_s"]) / dec,
+            "energy_j_per_request_net": run["window_s"] / seqs,
+            "energy_j_per_request": (run["window_s"] - run["request_time_s"]) / seqs}
+
+
+def _finite(values) -> list[float]:
+    return [v for v in values if v is not None and math.isfinite(v)]
+
+
 def gen_config_row(cfg_dir: Path, runs_wanted: int, idle_w: dict, sensors: Optional[list] = None) -> Optional[dict]:
     """One generative configuration's summary from its run files (None while runs are missing);
-    writes runs.parquet, steps.parquet and result.json."""
+    writes runs.parquet, steps.parquet and result.json. Each figure: the mean over the runs where
+    it could be made (a run whose prefill the estimator could not split has none: counted in
+    ``runs_split``), with a 95 % interval from their spread and the idle power's error."""
+    from .aggregate import usage_columns
+
     runs = sorted((json.loads(p.read_text()) for p in (cfg_dir / "runs").glob("r*.json")), key=lambda x: x["run"])
     if len(runs) < runs_wanted:
         return None
     domains = [d for d in runs[0]["domains"].split(",") if d]
     tops = [d for d in domains if d in _tops(sensors or [], domains)]
-    common: dict = {}
+    common: dict = {}  # (figure, "" for the total or "[domain]") -> per run: the idle error's effect
     for r in runs:
         idle = idle_w.get(str(r["session"]), {})
         r.update(gen_run_figures(r, domains, idle))
@@ -334,50 +345,45 @@ def gen_config_row(cfg_dir: Path, runs_wanted: int, idle_w: dict, sensors: Optio
             for net in ("", "_net"):
                 key = fig + net if fig in FIGURES else fig
                 r[key] = sum(r[f"{key}[{n}]"] for n in tops) if tops else float("nan")
-        # the idle power's error, common to every run: each figure's coefficient of idle power
-        se = math.sqrt(sum(idle.get(n, (0.0, 0.0))[1] ** 2 for n in tops))
-        coef = {"energy_j_per_prompt_token_net": 0.0, "energy_j_per_prompt_token": 0.0,  # prefill: its own time
-                "energy_j_per_output_token_net": (r["window_s"] - _pre_time(r, tops)) / r["decode_tokens_total"],
-                "energy_j_per_output_token": (r["window_s"] - _pre_time(r, tops) - r["decode_time_s"])
-                / r["decode_tokens_total"],
-                "energy_j_per_request_net": r["window_s"] / (r["requests"] * r["sequences"]),
-                "energy_j_per_request": (r["window_s"] - r["request_time_s"]) / (r["requests"] * r["sequences"])}
-        coef["energy_j_per_prompt_token_net"] = _pre_time(r, tops) / r["prompt_tokens_total"]
+        coef = idle_coefficients(r, _pre_time(r, tops))
+        se = {n: idle.get(n, (0.0, 0.0))[1] for n in domains}
         for k, c in coef.items():
-            common.setdefault(k, []).append(se * abs(c))
-        r.pop("prefill_summary", None)
+            common.setdefault((k, ""), []).append(math.sqrt(sum(se[n] ** 2 for n in tops)) * abs(c))
+            for n in domains:
+                common.setdefault((k, f"[{n}]"), []).append(se[n] * abs(c))
     flat = [{k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in r.items()} for r in runs]
     pq.write_table(pa.Table.from_pylist(flat), cfg_dir / "runs.parquet")
     parts = [pq.read_table(cfg_dir / "runs" / f"r{r['run']:04d}.parquet") for r in runs]
     pq.write_table(pa.concat_tables(parts, promote_options="default"), cfg_dir / "steps.parquet")
     first = runs[0]
+    split = [r for r in runs if all(r["prefill"].get(n, {}).get("status") == "ok" for n in tops)]
     row = {"id": cfg_dir.name, **json.loads((cfg_dir / "config.json").read_text()), "status": "ok", "error": "",
-           "runs": len(runs), "requests_per_run": first["requests"], "prompt_tokens": first["prompt_tokens"],
-           "output_tokens": first["output_tokens"], "estimated": any(r["estimated"] for r in runs),
-           "device": first["device"], "domains": first["domains"], "total_domains": ",".join(tops),
-           "windows_complete": all(r.get("window_complete", True) for r in runs),
-           "idle_power_w": float(np.mean([r["idle_power_w"] for r in runs])),
-           "cpu_util": float(np.mean([r["cpu_util"] for r in runs])),
-           "rss_bytes": int(max(r["rss_bytes"] for r in runs)),
-           "hosts": ",".join(sorted({r.get("host") or "" for r in runs} - {""})),
-           "slurm_job_ids": ",".join(sorted({str(r.get("slurm_job_id") or "") for r in runs} - {""}))}
-    bad = sorted({f"{n}: {p['reason']}" for r in runs for n, p in r["prefill"].items() if p["status"] != "ok"})
-    row["prefill_status"] = "ok" if not bad else "not-estimated"
+           "runs": len(runs), "runs_split": len(split), "requests_per_run": first["requests"],
+           "prompt_tokens": first["prompt_tokens"], "output_tokens": first["output_tokens"],
+           "estimated": any(r["estimated"] for r in runs), "device": first["device"], "domains": first["domains"],
+           "total_domains": ",".join(tops), "windows_complete": all(r.get("window_complete", True) for r in runs),
+           **usage_columns(runs)}
+    bad = sorted({f"{n}: {p['reason']}" for r in runs for n, p in r["prefill"].items()
+                  if p["status"] != "ok" and n in tops})
+    row["prefill_status"] = "ok" if not bad else "not-estimated" if not split else "partly"
     row["prefill_reason"] = "; ".join(bad)
     for key in ("ttft_s", "tpot_s", "output_tokens_per_s"):
         m, lo, hi = mean_ci([r[key] for r in runs])
         row[key], row[key + "_low"], row[key + "_high"] = m, lo, hi
+    nan3 = (float("nan"),) * 3
     for fig in FIGURES:
         for net in ("", "_net"):
             for suffix in [""] + [f"[{n}]" for n in domains]:
                 key = f"{fig}{net}{suffix}"
-                m, lo, hi = mean_ci_with([r[key] for r in runs],
-                                         float(np.mean(common[fig + net])) if not suffix else 0.0)
+                pairs = [(r[key], c) for r, c in zip(runs, common[(fig + net, suffix)])
+                         if r[key] is not None and math.isfinite(r[key])]
+                m, lo, hi = (mean_ci_with([v for v, _ in pairs], float(np.mean([c for _, c in pairs])))
+                             if pairs else nan3)
                 row[key], row[key + "_low"], row[key + "_high"] = m, lo, hi
     for suffix in [""] + [f"[{n}]" for n in domains]:
         key = f"energy_j_per_output_token_per_1k_context{suffix}"
-        vals = [r[key] for r in runs if r[key] is not None and math.isfinite(r[key])]
-        m, lo, hi = mean_ci(vals) if len(vals) >= 2 else (float("nan"),) * 3
+        vals = _finite(r[key] for r in runs)
+        m, lo, hi = mean_ci(vals) if len(vals) >= 2 else nan3
         row[key], row[key + "_low"], row[key + "_high"] = m, lo, hi
     write_json(cfg_dir / "result.json", row)
     return row

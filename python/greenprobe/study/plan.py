@@ -21,8 +21,9 @@ class Config:
 
     @property
     def id(self) -> str:
-        if self.precision:
-            return f"{self.runtime}-{self.precision}-{self.model}-b{self.batch_size}"
+        if self.precision:  # generate: the device (provider) named where it is not the CPU
+            device = "" if self.provider == "cpu" else f"-{self.provider.replace(':', '')}"
+            return f"{self.runtime}-{self.precision}-{self.model}-b{self.batch_size}{device}"
         src = f"{self.source}-{self.provider}" if self.runtime == "onnxruntime" else "native"
         return f"{self.runtime}-{src}-{self.model}-b{self.batch_size}"
 
@@ -66,10 +67,14 @@ def hardware(gpus, proc_root: str = "/proc") -> dict:
     return info
 
 
-def gen_device(env_rt: dict) -> str:
-    """Where a generative runtime runs: its first CUDA device where it has one, else the CPU."""
+def gen_devices(env_rt: dict, providers: list) -> list[str]:
+    """Where a generative runtime runs: with providers "all", its first CUDA device where it has
+    one, else the CPU; otherwise each named ("cpu", "cuda": its first CUDA device, or "cuda" when it
+    has none, which is then skipped with the reason)."""
     cuda = [d for d in env_rt.get("devices", []) if d.startswith("cuda")]
-    return cuda[0] if cuda else "cpu"
+    if "all" in providers:
+        return [cuda[0] if cuda else "cpu"]
+    return [p if p == "cpu" else (cuda[0] if cuda else "cuda") for p in providers]
 
 
 def gen_matrix(spec: StudySpec, env: dict) -> tuple[list[Config], list[dict]]:
@@ -78,26 +83,39 @@ def gen_matrix(spec: StudySpec, env: dict) -> tuple[list[Config], list[dict]]:
     configs, skipped = [], []
     every = "all" in spec.precisions
     for rt in spec.runtimes:
-        e = env.get(rt, {})
-        device = gen_device(e)
-        have = list((e.get("precisions") or {}).get("cuda" if device != "cpu" else "cpu", []))
-        wanted = have if every else [p for p in spec.precisions]
-        for prec in (wanted if e.get("installed") else (["fp32"] if every else wanted)):
-            why, fix = "", ""
-            if not e.get("installed"):
-                why, fix = e.get("reason", "not installed"), e.get("fix", "")
-            elif prec not in have:
-                why = f"{rt} has no {prec} on {device}"
-                fix = f"{rt} has {', '.join(have) or 'nothing'} here" + (
-                    f" ({e['reasons'][device.split(':')[0]]})" if (e.get("reasons") or {}).get(device.split(":")[0]) else "")
-            for m in spec.models:
-                for b in spec.batch_sizes:
-                    c = Config(rt, rt, device, m, int(b), prec)
-                    if why:
-                        skipped.append({"id": c.id, **c.as_dict(), "reason": why, "fix": fix})
-                    else:
-                        configs.append(c)
+        for device in gen_devices(env.get(rt, {}), spec.providers):
+            _gen_runtime(spec, rt, env.get(rt, {}), device, every, configs, skipped)
     return configs, skipped
+
+
+def _gen_runtime(spec: StudySpec, rt: str, e: dict, device: str, every: bool, configs: list, skipped: list) -> None:
+    """One runtime's configurations on one device (gen_matrix): each precision it has there (or
+    each named), what it lacks skipped with the reason."""
+    kind = device.split(":")[0]
+    reason_here = (e.get("reasons") or {}).get(kind, "")
+    have = list((e.get("precisions") or {}).get(kind, []))
+    if not e.get("installed"):
+        rows = [(p, e.get("reason", "not installed"), e.get("fix", "")) for p in (["fp32"] if every else spec.precisions)]
+    elif every and not have:
+        rows = [("fp32", f"{rt} has no precision it can run on {device}: {reason_here or 'none listed'}",
+                 f"run {rt} where it has a device (greenprobe runtimes lists what it has)")]
+    else:
+        rows = [(p, "" if p in have else f"{rt} has no {p} on {device}",
+                 "" if p in have else f"{rt} has {', '.join(have) or 'nothing'} here" +
+                 (f" ({reason_here})" if reason_here else "")) for p in (have if every else spec.precisions)]
+    max_seq = e.get("max_sequences")
+    for prec, why, fix in rows:
+        for m in spec.models:
+            for b in spec.batch_sizes:
+                c = Config(rt, rt, device, m, int(b), prec)
+                if not why and max_seq is not None and b > max_seq:  # llama-cpp-python: one per context
+                    skipped.append({"id": c.id, **c.as_dict(), "reason": f"{rt}: {b} sequences asked; "
+                                    f"{(e.get('reasons') or {}).get('batches', 'batches are not supported')}",
+                                    "fix": f"run {rt} at batch size {max_seq}"})
+                elif why:
+                    skipped.append({"id": c.id, **c.as_dict(), "reason": why, "fix": fix})
+                else:
+                    configs.append(c)
 
 
 def matrix(spec: StudySpec, env: dict) -> tuple[list[Config], list[dict]]:

@@ -77,9 +77,16 @@ class StudySpec:
         bad = set(self.precisions) - set(PRECISIONS) - {"all"}
         if bad:
             raise ConfigError(f"unknown precisions {sorted(bad)}", f"choose from {', '.join(PRECISIONS)}, or all")
+        bad = set(self.providers) - {"all", "cpu", "cuda"}
+        if bad:
+            raise ConfigError(f"unknown devices {sorted(bad)} for the generative study",
+                              "pass --providers cpu, cuda or cpu,cuda (default all: each runtime's GPU where it has one)")
+        if "all" in self.precisions and len(self.precisions) > 1:
+            raise ConfigError(f"precisions {self.precisions}: 'all' stands alone",
+                              "pass all (every precision each runtime has here) or a list of names, not both")
         for name in ("prompt_tokens", "output_tokens"):
             v = getattr(self, name)
-            if not isinstance(v, int) or v < 1:
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ConfigError(f"{name} must be a whole number >= 1, got {v!r}",
                                   f"set {name} = 1 or more (--{name.replace('_', '-')} N)")
         if self.output_tokens < 2:
@@ -163,8 +170,12 @@ def load_spec(path: Optional[str] = None, quick: bool = False, **overrides) -> S
             raise ConfigError(f"{path}: unknown keys {sorted(unknown)}", f"known keys: {', '.join(sorted(known))}")
         values.update(data)
     values.update({k: v for k, v in overrides.items() if v is not None})
+    given = {k for k, v in overrides.items() if v is not None} | set(data if path else ())
+    only_generate = sorted(given & {"precisions", "prompt_tokens", "output_tokens"})
+    if values.get("task", "classify") != "generate" and only_generate:
+        raise ConfigError(f"{', '.join(only_generate)} belong to the generative study", "add --task generate "
+                          "(task = \"generate\" in a spec file), or leave them out")
     if values.get("task") == "generate":  # its own defaults where nothing was said
-        given = {k for k, v in overrides.items() if v is not None} | set(data if path else ())
         for k, v in {**GENERATE_DEFAULTS, **(QUICK_GENERATE if quick else {})}.items():
             if k not in given:
                 values[k] = v
