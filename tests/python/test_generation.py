@@ -180,18 +180,28 @@ def test_the_context_slope_recovers_a_known_line():
 # -- the progress line -----------------------------------------------------------------------------
 def test_time_left_counts_the_builds_still_to_come():
     """The quick study's first round builds every configuration: an estimate without the builds
-    held still while they ran (issue 21: 'about 4.9 min left' from run 14 to 24)."""
+    held still while they ran (issue 21: 'about 4.9 min left' from run 14 to 24); one that counted
+    every build as fresh said 30 min where 10.5 were left (configurations that differ only in batch
+    share a model)."""
     from greenprobe.study.execute import format_seconds, time_left
+    from greenprobe.study.plan import Config
 
-    todo = [(c, r) for r in range(3) for c in "abcd"]
-    # a was built (60 s) and run (2 s); b, c, d are still to build
-    left = time_left(todo[1:], {"a": 2.0}, {"a": 60.0}, {"a"}, set())
-    assert left == pytest.approx(11 * 2.0 + 3 * 60.0)
+    def cfg(model, b):
+        return Config("torch", "torch", "native", model, b)
+
+    a1, a2, b1, b2 = cfg("a", 1), cfg("a", 2), cfg("b", 1), cfg("b", 2)
+    todo = [(c, r) for r in range(3) for c in (a1, a2, b1, b2)]
+    # a1 was built fresh (60 s) and run (2 s); a2 shares a1's model, b1 needs a fresh build, b2 shares b1's
+    left = time_left(todo[1:], {a1: 2.0}, {a1: 60.0}, {a1}, set())
+    assert left == pytest.approx(11 * 2.0 + 2.0 + 60.0 + 2.0)  # a shared build not timed yet: a run's length
+    left = time_left(todo[2:], {a1: 2.0, a2: 2.0}, {a1: 60.0, a2: 5.0}, {a1, a2}, set(), shared={a2})
+    assert left == pytest.approx(10 * 2.0 + 60.0 + 5.0)  # b1 fresh, b2 shares b1's
     # after every build: the runs only
-    assert time_left(todo[4:], dict.fromkeys("abcd", 2.0), dict.fromkeys("abcd", 60.0), set("abcd"), set()) \
-        == pytest.approx(8 * 2.0)
+    every = {a1: 60.0, a2: 5.0, b1: 60.0, b2: 5.0}
+    assert time_left(todo[4:], dict.fromkeys(every, 2.0), every, set(every), set(), {a2, b2}) == pytest.approx(16.0)
     assert time_left(todo, {}, {}, set(), set()) is None
-    assert time_left(todo[4:], {"a": 1.0}, {"a": 5.0}, {"a"}, {"b"}) == pytest.approx(6 * 1.0 + 2 * 5.0)
+    # b1 failed: its runs are left out; a2 shares a1's model (a run's length), b2 is a fresh build
+    assert time_left(todo[4:], {a1: 1.0}, {a1: 5.0}, {a1}, {b1}) == pytest.approx(6 * 1.0 + 1.0 + 5.0)
     assert format_seconds(42) == "42 s" and format_seconds(300) == "5.0 min"
 
 

@@ -33,22 +33,39 @@ from .spec import StudySpec
 MIN_PAD_S = 0.05
 
 
-def time_left(todo: list, took: dict, prep: dict, prepared: set, failed: set) -> Optional[float]:
+def time_left(todo: list, took: dict, prep: dict, prepared: set, failed: set, shared: Optional[set] = None) -> Optional[float]:
     """Seconds the (configuration, run) pairs ``todo`` will take: each run as long as that
     configuration's last run (the mean of all runs for configurations not run yet), and each
-    configuration not yet built as long as the mean build seen so far (building, conversion and
-    warm-up dominate a quick study's first round: leaving them out held the estimate still while
-    they ran). None before anything was timed."""
-    if not took and not prep:
+    configuration not yet built as long as the builds seen so far: a fresh build (a model, an
+    export, a conversion) as the mean fresh one, one whose model another configuration of the same
+    runtime already built (only its batch differs) as the mean such one. Builds dominate a quick
+    study's first round: leaving them out held the estimate still while they ran, and counting every
+    build as a fresh one tripled it. None before anything was timed."""
+    if not took:  # the first run is still to time
         return None
-    mean_run = sum(took.values()) / len(took) if took else 0.0
-    mean_prep = sum(prep.values()) / len(prep) if prep else 0.0
+    shared = shared or set()
+
+    def mean(values, default=0.0):
+        values = list(values)
+        return sum(values) / len(values) if values else default
+
+    mean_run = mean(took.values())
+    fresh_s = mean(v for c, v in prep.items() if c not in shared)
+    # before one is timed, a shared build (a warm-up and the timing calls) is taken to be a run's length
+    shared_s = mean((v for c, v in prep.items() if c in shared), default=mean_run)
     live = [c for c, _ in todo if c not in failed]
     runs = sum(took.get(c, mean_run) for c in live)
-    builds = mean_prep * len({c for c in live if c not in prepared and c not in prep})
-    if not took:  # the first run is still to time: say nothing rather than count builds only
-        return None
+    built = {_model_key(c) for c in list(prepared) + list(prep)}
+    builds = 0.0
+    for c in dict.fromkeys(c for c in live if c not in prepared and c not in prep):
+        builds += shared_s if _model_key(c) in built else fresh_s
+        built.add(_model_key(c))
     return runs + builds
+
+
+def _model_key(c) -> tuple:
+    """What a worker builds once for every batch size (study/plan.Config, or a test's stand-in)."""
+    return tuple(getattr(c, k, c) for k in ("runtime", "source", "provider", "model", "precision"))
 
 
 def format_seconds(secs: float) -> str:
@@ -83,6 +100,7 @@ class Plan:
     n: int
     one_s: float
     device: str
+    shared: bool = False  # its model was already built for another configuration (only its batch differs)
 
 
 class Runner:
@@ -172,7 +190,7 @@ class Runner:
         iv = w.run(1, slot=cfg.id)  # a warm inference times the plan
         one_s = max((iv[0][1] - iv[0][0]) * 1e-9, 1e-6)
         n = int(min(max(s.min_inferences, math.ceil(s.min_run_s / one_s)), s.max_inferences))
-        plan = self.plans[cfg] = Plan(n=n, one_s=one_s, device=built.get("device") or "")
+        plan = self.plans[cfg] = Plan(n=n, one_s=one_s, device=built.get("device") or "", shared=bool(built.get("shared")))
         return plan
 
     def release(self, cfg: Config) -> None:
@@ -188,7 +206,9 @@ class Runner:
         w = self.worker(cfg.runtime)
         gaps = np.random.default_rng(s.seed * 1000 + r).uniform(0, plan.one_s, plan.n)  # phase dithering
         gaps[0] = 0.0
-        if r and s.order == "interleaved" and s.warmup:  # another model ran since: caches are cold
+        # interleaved: another model ran since, caches are cold. Every run gets it, the first too, so
+        # that each run of a configuration costs the same (the progress estimate rests on that)
+        if s.order == "interleaved" and s.warmup:
             w.run(0, warmup=1, slot=cfg.id)
         pad = self.pad_ns()
         # idle before the run: its window opens pad before the first inference (see score_run), and
@@ -311,17 +331,20 @@ class Runner:
         failed: set = set()
         took: dict = {}  # configuration -> seconds its last run took (rest included, building not)
         prep: dict = {}  # configuration -> seconds its building, conversion and warm-up took
+        shared: set = set()  # configurations whose model was built before (for another batch size)
         for k, (cfg, r) in enumerate(steps):
             if cfg in failed:
                 continue
-            left = time_left(steps[k:], took, prep, set(self.plans), failed)
+            left = time_left(steps[k:], took, prep, set(self.plans), failed, shared)
             left = f", about {format_seconds(left)} left" if left is not None else ""
             self.log(f"[{k + 1}/{len(steps)}] {cfg.id} run {r + 1}/{self.spec.runs}{left}")
             try:
                 if cfg not in self.plans:
                     t0 = time.monotonic()
-                    self.prepare(cfg)
+                    plan = self.prepare(cfg)
                     prep[cfg] = time.monotonic() - t0
+                    if plan.shared:
+                        shared.add(cfg)
                 t0 = time.monotonic()
                 row = self.run_once(cfg, r)
                 self.log(self.run_line(row))

@@ -90,7 +90,7 @@ class GenRunner(Runner):
         spans = w.generate(3, s.output_tokens, slot=cfg.id, warmup=max(s.warmup, 1))["requests"]
         one_s = max(float(np.median([(b - a) * 1e-9 for a, b in spans])), 1e-6)
         n = int(min(max(s.min_inferences, math.ceil(s.min_run_s / one_s)), s.max_inferences))
-        plan = self.plans[cfg] = Plan(n=n, one_s=one_s, device=built.get("device") or "")
+        plan = self.plans[cfg] = Plan(n=n, one_s=one_s, device=built.get("device") or "", shared=bool(built.get("shared")))
         return plan
 
     # -- one run -------------------------------------------------------------------------------
@@ -103,7 +103,7 @@ class GenRunner(Runner):
         # request's phases fall on every phase of the counter's updates
         gaps = np.random.default_rng(s.seed * 1000 + r).uniform(0, min(plan.one_s, pad * 0.5e-9), plan.n)
         gaps[0] = 0.0
-        if r and s.order == "interleaved" and s.warmup:  # another model ran since: caches are cold
+        if s.order == "interleaved" and s.warmup:  # another model ran since: caches are cold (every run: see Runner)
             w.generate(0, s.output_tokens, slot=cfg.id, warmup=1)
         time.sleep(1.5 * pad * 1e-9)  # idle before the run (see Runner.run_once)
         cpu0, t0 = proc_usage(w.proc.pid)[0], time.monotonic_ns()
