@@ -167,8 +167,8 @@ def main() -> None:
         rows.append((length, n_req, truth, gp, float(np.mean(mle)), [float(np.mean([a[0] for a in aies])),
                                                                       float(np.mean([a[1] for a in aies]))],
                      row["ttft_s"], row["tpot_s"]))
-    print(f"\n| run length | requests per run | figure | exact J | greenprobe (95 %) | error | ML.ENERGY | error "
-          f"| AI Energy Score | error |")
+    print("\n| run length | requests per run | figure | exact J | greenprobe (95 %) | error | ML.ENERGY | error "
+          "| AI Energy Score | error |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for length, n_req, truth, gp, mle, aies, ttft, tpot in rows:
         for k, name in (("prompt", "J per prompt token"), ("output", "J per output token")):

@@ -2,7 +2,8 @@
 # The generative runtimes (issue 21), reproducibly (pinned in requirements/):
 #   .venv        + CTranslate2, llama-cpp-python, gguf, sentencepiece   (requirements/genai.txt)
 #                  llama-cpp-python ships as source only: built once (about 4 min on 2 cores), its
-#                  wheel kept in build/wheels-cache and pip's cache, installed from there afterwards
+#                  wheel kept in $GREENPROBE_CACHE (default ~/.cache/greenprobe: every checkout on this
+#                  machine, CI's fresh clones included, shares it), installed from there afterwards
 #   .venv-genai  greenprobe + ONNX Runtime GenAI and its model builder  (requirements/ortgenai.txt):
 #                  onnxruntime-genai pulls the CPU onnxruntime, which must not meet .venv's onnxruntime-gpu
 # Needs .venv with greenprobe installed first (scripts/setup-venv.sh). Idempotent.
@@ -13,10 +14,11 @@ source scripts/lib.sh
 # -- .venv: CTranslate2 and llama.cpp ----------------------------------------------------------
 echo "== CTranslate2 and llama.cpp into .venv (requirements/genai.txt)"
 LLAMA_CPP_VERSION=$(sed -n 's/^llama-cpp-python==\([0-9.]*\).*/\1/p' requirements/genai.txt)
-LLAMA_CPP_SDIST=build/sdist/llama_cpp_python-$LLAMA_CPP_VERSION.tar.gz
+CACHE=${GREENPROBE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/greenprobe}
+LLAMA_CPP_SDIST=$CACHE/sdist/llama_cpp_python-$LLAMA_CPP_VERSION.tar.gz
 get_llama_cpp_sdist() {
   [ -f "$LLAMA_CPP_SDIST" ] || .venv/bin/python -m pip download -q --no-deps --no-binary llama-cpp-python \
-    -d build/sdist "llama-cpp-python==$LLAMA_CPP_VERSION"
+    -d "$CACHE/sdist" "llama-cpp-python==$LLAMA_CPP_VERSION"
 }
 # CPU only whatever the environment says; no multimodal library (mtmd: imported only for vision
 # chat formats); llama.cpp's tools, tests and examples are off in a subproject build anyway.
@@ -29,7 +31,7 @@ LLAMA_CPP_CFLAGS="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
 # never installs a wheel it cannot run, and changed options rebuild.
 cpu_key=$( { grep -m2 -E '^(model name|flags)' /proc/cpuinfo; echo "$LLAMA_CPP_CMAKE_ARGS $LLAMA_CPP_CFLAGS"; } \
   | md5sum | cut -c1-12)
-LLAMA_CPP_WHEELS=build/wheels-cache/llama-cpp-$cpu_key
+LLAMA_CPP_WHEELS=$CACHE/wheels/llama-cpp-$cpu_key
 if ! compgen -G "$LLAMA_CPP_WHEELS/llama_cpp_python-$LLAMA_CPP_VERSION-*.whl" >/dev/null; then
   get_llama_cpp_sdist
   echo "   building llama-cpp-python $LLAMA_CPP_VERSION once (CPU only, niced: 4-9 min on 2 cores)"
@@ -37,7 +39,7 @@ if ! compgen -G "$LLAMA_CPP_WHEELS/llama_cpp_python-$LLAMA_CPP_VERSION-*.whl" >/
   CMAKE_ARGS="$LLAMA_CPP_CMAKE_ARGS" CFLAGS="$LLAMA_CPP_CFLAGS" CXXFLAGS="$LLAMA_CPP_CFLAGS" \
   CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) FORCE_CMAKE=1 \
     nice -n 10 .venv/bin/python -m pip wheel -q --no-deps --no-cache-dir -w "$LLAMA_CPP_WHEELS.tmp" "$LLAMA_CPP_SDIST"
-  mkdir -p build/wheels-cache
+  mkdir -p "$CACHE/wheels"
   rm -rf "$LLAMA_CPP_WHEELS" && mv "$LLAMA_CPP_WHEELS.tmp" "$LLAMA_CPP_WHEELS"
 fi
 .venv/bin/python -m pip install -q --find-links "$LLAMA_CPP_WHEELS" -r requirements/genai.txt

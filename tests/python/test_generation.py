@@ -296,3 +296,10 @@ def test_devices_are_chosen_with_providers_and_named_in_the_id():
     assert len(ids(providers=["cpu", "cuda"])) == 4
     with pytest.raises(ConfigError, match="unknown devices"):
         load_spec(None, task="generate", providers=["tensorrt"])
+
+
+def test_a_saved_classification_spec_loads_again(tmp_path):
+    """A Slurm task and a resume load spec.json, which holds every key, the generative ones at their
+    defaults: only a generative value actually said is refused."""
+    saved = load_spec(None, quick=True).as_dict()
+    assert load_spec(None, **saved).as_dict() == saved

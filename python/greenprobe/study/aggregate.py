@@ -261,7 +261,9 @@ def collect(out: Path, skipped: list[dict], runs_wanted: int) -> pa.Table:
         rows.append(row)
     have = {r["id"] for r in rows}
     rows += [{**s, "status": "skipped", "error": s["reason"]} for s in skipped if s["id"] not in have]
-    table = pa.Table.from_pylist(rows)
+    # every column any row has (from_pylist keeps the first row's keys only: a skipped row's fix was lost)
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    table = pa.Table.from_pylist([{k: r.get(k) for k in keys} for r in rows])
     pq.write_table(table, lay.summary)
     return table
 

@@ -58,8 +58,7 @@ class StudySpec:
         else:
             bad = set(self.runtimes) - set(RUNTIMES)
             if bad:
-                raise ConfigError(f"unknown runtimes {sorted(bad)}", f"choose from {', '.join(RUNTIMES)} (task "
-                                                                     "generate has its own)")
+                raise ConfigError(f"unknown runtimes {sorted(bad)}", f"choose from {', '.join(RUNTIMES)}")
             bad = set(self.models) - set(MODELS)
             if bad:
                 raise ConfigError(f"unknown models {sorted(bad)}", f"choose from {', '.join(MODELS)}")
@@ -171,7 +170,10 @@ def load_spec(path: Optional[str] = None, quick: bool = False, **overrides) -> S
         values.update(data)
     values.update({k: v for k, v in overrides.items() if v is not None})
     given = {k for k, v in overrides.items() if v is not None} | set(data if path else ())
-    only_generate = sorted(given & {"precisions", "prompt_tokens", "output_tokens"})
+    defaults = StudySpec()
+    # a saved spec.json (a Slurm task, a resume) holds every key at its default: only a value said is refused
+    only_generate = sorted(k for k in given & {"precisions", "prompt_tokens", "output_tokens"}
+                           if values.get(k) != getattr(defaults, k))
     if values.get("task", "classify") != "generate" and only_generate:
         raise ConfigError(f"{', '.join(only_generate)} belong to the generative study", "add --task generate "
                           "(task = \"generate\" in a spec file), or leave them out")
