@@ -83,9 +83,11 @@ def test_steps_parquet_holds_every_prefill_and_decode_step(gen_study):
     assert np.all(np.array(steps["end_ns"]) >= np.array(steps["start_ns"]))
 
 
-def test_figures_on_a_constant_power_are_its_watts_times_each_phases_time(gen_study):
-    """Under a constant 40 W nothing is above idle: net is ~0 and every gross figure is 40 W x the
-    phase's own time per token, whatever the estimator's split (the prefill's power is the same)."""
+def test_figures_on_a_constant_power_add_up_to_its_watts_times_the_time(gen_study):
+    """Under a constant 40 W nothing is above idle: net is ~0, a request's gross figure is 40 W x its
+    time, and the two phases' gross energies add up to 40 W x the phases' time whatever the
+    estimator's split (which these sub-millisecond phases, far below the 1 ms update, identify only
+    loosely: test_gen_coverage.py and test_gen_truth.py hold the split to account)."""
     out, _ = gen_study
     rows = rows_by_id(out)
     checked = 0
@@ -93,13 +95,18 @@ def test_figures_on_a_constant_power_are_its_watts_times_each_phases_time(gen_st
         if r["status"] != "ok":
             continue
         runs = [json.loads(p.read_text()) for p in sorted((out / "configs" / cfg_id / "runs").glob("r*.json"))]
-        ppt = np.mean([POWER_W * x["prefill_time_s"] / x["prompt_tokens_total"] for x in runs])
-        pot = np.mean([POWER_W * x["decode_time_s"] / x["decode_tokens_total"] for x in runs])
         req = np.mean([POWER_W * x["request_time_s"] / (x["requests"] * x["sequences"]) for x in runs])
-        assert r["energy_j_per_prompt_token"] == pytest.approx(ppt, rel=0.03), cfg_id
-        assert r["energy_j_per_output_token"] == pytest.approx(pot, rel=0.03), cfg_id
-        assert r["energy_j_per_request"] == pytest.approx(req, rel=0.03), cfg_id
-        assert abs(r["energy_j_per_output_token_net"]) < 0.03 * r["energy_j_per_output_token"], cfg_id
+        assert r["energy_j_per_request"] == pytest.approx(req, rel=0.02), cfg_id
+        both = np.mean([POWER_W * (x["prefill_time_s"] + x["decode_time_s"]) for x in runs])
+        got = np.mean([x["energy_j_per_prompt_token"] * x["prompt_tokens_total"]
+                       + x["energy_j_per_output_token"] * x["decode_tokens_total"]
+                       for x in pq.read_table(out / "configs" / cfg_id / "runs.parquet").to_pylist()])
+        assert got == pytest.approx(both, rel=0.02), cfg_id
+        for k, t in (("energy_j_per_prompt_token", "prefill_time_s"), ("energy_j_per_output_token", "decode_time_s")):
+            tokens = "prompt_tokens_total" if "prompt" in k else "decode_tokens_total"
+            phase = np.mean([POWER_W * x[t] / x[tokens] for x in runs])
+            assert 0.75 * phase < r[k] < 1.25 * phase, (cfg_id, k, r[k], phase)
+        assert abs(r["energy_j_per_request_net"]) < 0.03 * r["energy_j_per_request"], cfg_id
         for k in ("energy_j_per_prompt_token", "energy_j_per_output_token", "ttft_s", "tpot_s", "output_tokens_per_s"):
             assert r[k + "_low"] <= r[k] <= r[k + "_high"], (cfg_id, k)
         assert r["prompt_tokens"] == 16 and r["output_tokens"] == 4 and r["precision"] == "fp32"

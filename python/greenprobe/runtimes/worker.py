@@ -111,13 +111,24 @@ class GenSlots:
             self.current = None
 
 
-def serve_generate(runtime: str, proto) -> None:
-    """The worker's loop for task "generate": describe | build(model, size, precision, checkpoint,
-    work_dir, device, sequences, prompt_tokens, seed, slot) | generate(n, output_tokens, warmup,
-    gaps_s, mark, slot) | release(slot) | quit."""
+def serve_generate(runtime: str) -> dict:
+    """Task "generate"'s ops: describe | build(model, size, precision, checkpoint, work_dir, device,
+    sequences, prompt_tokens, seed, slot) | generate(n, output_tokens, warmup, gaps_s, mark, slot) |
+    release(slot) | quit."""
     slots = GenSlots(runtime)
-    rt = None
+    adapter = []  # the adapter describe loads (once)
 
+    def describe(req):
+        adapter[:] = adapter or [load(runtime, "generate")]
+        return {**adapter[0].describe(), "pid": os.getpid(), "python": sys.executable}
+
+    return {"describe": describe, "build": slots.build, "generate": slots.generate,
+            "release": lambda req: slots.release(req.get("slot")) or {}}
+
+
+def request_loop(ops: dict, proto) -> None:
+    """Answers JSON requests on stdin with ``ops[op](request)`` (a dict), "quit" after flushing the
+    marks; every failure goes back to the parent with its type, message, fix and trace."""
     def answer(obj):
         proto.write(json.dumps(obj) + "\n")
 
@@ -125,22 +136,14 @@ def serve_generate(runtime: str, proto) -> None:
         try:
             req = json.loads(line)
             op = req.pop("op")
-            if op == "describe":
-                rt = rt or load(runtime, "generate")
-                answer({"ok": True, **rt.describe(), "pid": os.getpid(), "python": sys.executable})
-            elif op == "build":
-                answer({"ok": True, **slots.build(req)})
-            elif op == "generate":
-                answer({"ok": True, **slots.generate(req)})
-            elif op == "release":
-                slots.release(req.get("slot"))
-                answer({"ok": True})
-            elif op == "quit":
+            if op == "quit":
                 flush_marks()
                 answer({"ok": True})
                 return
-            else:
-                answer({"ok": False, "error": "ValueError", "message": f"unknown op {op!r} for task generate"})
+            if op not in ops:
+                answer({"ok": False, "error": "ValueError", "message": f"unknown op {op!r}"})
+                continue
+            answer({"ok": True, **ops[op](req)})
         except Exception as e:  # noqa: BLE001 - every failure goes back to the parent with its trace
             answer({"ok": False, "error": type(e).__name__, "message": str(e),
                     "fix": getattr(e, "fix", ""), "traceback": traceback.format_exc()})
@@ -216,66 +219,50 @@ def flush_marks() -> int:
     return remote.flush() if remote is not None else 0
 
 
+def serve_classify(runtime: str) -> dict:
+    """Task "classify"'s ops (the module's docstring lists them)."""
+    slots = Slots(runtime)
+    adapter = []
+
+    def describe(req):
+        adapter[:] = adapter or [load(runtime)]
+        return {**adapter[0].describe(), "pid": os.getpid(), "python": sys.executable}
+
+    def run(req):
+        m, x = slots.get(req.get("slot"))[:2]
+        gaps = np.asarray(req["gaps_s"]) if req.get("gaps_s") is not None else None
+        wrap = marked(req["mark"]) if req.get("mark") else None
+        iv = m.timed_runs(x, int(req["n"]), int(req.get("warmup", 0)), gaps, wrap=wrap)
+        sent = flush_marks() if wrap is not None else 0  # at the daemon before the answer
+        return {"intervals": iv, "marks_sent": sent}
+
+    def output(req):
+        y = slots.get(req.get("slot"))[0].output(dict(np.load(req["input_npz"])))
+        np.save(req["output_npy"], y)
+        return {"shape": list(y.shape)}
+
+    def export_onnx(req):
+        m, _, batch, _ = slots.get(req.get("slot"))
+        t0 = time.monotonic()
+        finalize = bool(req.get("finalize", True))
+        m.export_onnx(req["path"], batch, finalize=finalize)
+        import onnx
+
+        if finalize:  # else the caller finalizes and checks (runtimes.finalize_export)
+            onnx.checker.check_model(req["path"])
+        return {"path": req["path"], "seconds": time.monotonic() - t0, "onnx_version": onnx.__version__}
+
+    return {"describe": describe, "build": slots.build, "run": run, "output": output, "export_onnx": export_onnx,
+            "params": lambda req: {"params": slots.get(req.get("slot"))[0].count_params()},
+            "save_weights": lambda req: {"path": slots.get(req.get("slot"))[0].save_weights(req["path"])},
+            "release": lambda req: slots.release(req.get("slot")) or {}}
+
+
 def serve(runtime: str, task: str = "classify") -> None:
     proto = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # anything the frameworks print goes to stderr
     sys.stdout = sys.stderr
-    if task == "generate":
-        return serve_generate(runtime, proto)
-    rt = None
-    slots = Slots(runtime)
-
-    def answer(obj):
-        proto.write(json.dumps(obj) + "\n")
-
-    for line in sys.stdin:
-        try:
-            req = json.loads(line)
-            op = req.pop("op")
-            if op == "describe":
-                rt = rt or load(runtime)
-                answer({"ok": True, **rt.describe(), "pid": os.getpid(), "python": sys.executable})
-            elif op == "build":
-                answer({"ok": True, **slots.build(req)})
-            elif op == "params":
-                answer({"ok": True, "params": slots.get(req.get("slot"))[0].count_params()})
-            elif op == "run":
-                m, x = slots.get(req.get("slot"))[:2]
-                gaps = np.asarray(req["gaps_s"]) if req.get("gaps_s") is not None else None
-                wrap = marked(req["mark"]) if req.get("mark") else None
-                iv = m.timed_runs(x, int(req["n"]), int(req.get("warmup", 0)), gaps, wrap=wrap)
-                sent = flush_marks() if wrap is not None else 0  # at the daemon before the answer
-                answer({"ok": True, "intervals": iv, "marks_sent": sent})
-            elif op == "output":
-                b = dict(np.load(req["input_npz"]))
-                y = slots.get(req.get("slot"))[0].output(b)
-                np.save(req["output_npy"], y)
-                answer({"ok": True, "shape": list(y.shape)})
-            elif op == "export_onnx":
-                m, _, batch, _ = slots.get(req.get("slot"))
-                t0 = time.monotonic()
-                finalize = bool(req.get("finalize", True))
-                m.export_onnx(req["path"], batch, finalize=finalize)
-                import onnx
-
-                if finalize:  # else the caller finalizes and checks (runtimes.finalize_export)
-                    onnx.checker.check_model(req["path"])
-                answer({"ok": True, "path": req["path"], "seconds": time.monotonic() - t0,
-                        "onnx_version": onnx.__version__})
-            elif op == "save_weights":
-                answer({"ok": True, "path": slots.get(req.get("slot"))[0].save_weights(req["path"])})
-            elif op == "release":
-                slots.release(req.get("slot"))
-                answer({"ok": True})
-            elif op == "quit":
-                flush_marks()
-                answer({"ok": True})
-                return
-            else:
-                answer({"ok": False, "error": "ValueError", "message": f"unknown op {op!r}"})
-        except Exception as e:  # noqa: BLE001 - every failure goes back to the parent with its trace
-            answer({"ok": False, "error": type(e).__name__, "message": str(e),
-                    "fix": getattr(e, "fix", ""), "traceback": traceback.format_exc()})
+    request_loop(serve_generate(runtime) if task == "generate" else serve_classify(runtime), proto)
 
 
 if __name__ == "__main__":

@@ -211,24 +211,34 @@ class Runner:
         if s.order == "interleaved" and s.warmup:
             w.run(0, warmup=1, slot=cfg.id)
         pad = self.pad_ns()
-        # idle before the run: its window opens pad before the first inference (see score_run), and
-        # the counter update period around that edge must hold no work either, or interpolating
-        # there would move the warm-up's energy (and a runtime's threads spinning after it) into the
-        # window: pad is at least two update periods, so 1.5 pad leaves one between them
-        time.sleep(1.5 * pad * 1e-9)
-        cpu0, t0 = proc_usage(w.proc.pid)[0], time.monotonic_ns()
-        w.run(plan.n, gaps_s=gaps, slot=cfg.id, mark={"label": "inference", "attrs": {"config": cfg.id, "run": r}})
-        t1, (cpu1, rss) = time.monotonic_ns(), proc_usage(w.proc.pid)
+        _, usage = self.worked(w, pad, lambda: w.run(plan.n, gaps_s=gaps, slot=cfg.id, mark={
+            "label": "inference", "attrs": {"config": cfg.id, "run": r}}))
         marks = self.marks_of(cfg, r)
         if len(marks) != plan.n:
             raise RuntimeError(f"the daemon holds {len(marks)} of the {plan.n} inference marks of run {r}")
         start, end = marks[0][1], max(m[2] for m in marks)
-        self.probe.add_mark("run", start, end, config=cfg.id, run=r)
-        time.sleep(max(0.0, (end + pad - time.monotonic_ns()) * 1e-9))  # and idle after it
-        self.probe.settle(after_ns=end + pad)  # counters updated after the window closes
-        usage = {"cpu_util": (cpu1 - cpu0) / ((t1 - t0) * 1e-9) / (os.cpu_count() or 1), "rss_bytes": rss}
-        usage.update(self.gpus.window(start, end) if self.gpus is not None else {})
+        self.close_run(cfg, r, start, end, pad, usage)
         return self.score_run(cfg, r, marks, usage, plan, pad)
+
+    def worked(self, w, pad: int, work: Callable):
+        """A run's work with idle before it: its window opens pad before the first call (see
+        score_run), and the counter update period around that edge must hold no work either, or
+        interpolating there would move the warm-up's energy (and a runtime's threads spinning after
+        it) into the window: pad is at least two update periods, so 1.5 pad leaves one between
+        them. Returns work()'s answer and the worker's CPU use (share of all cores) and RSS."""
+        time.sleep(1.5 * pad * 1e-9)
+        cpu0, t0 = proc_usage(w.proc.pid)[0], time.monotonic_ns()
+        out = work()
+        t1, (cpu1, rss) = time.monotonic_ns(), proc_usage(w.proc.pid)
+        return out, {"cpu_util": (cpu1 - cpu0) / ((t1 - t0) * 1e-9) / (os.cpu_count() or 1), "rss_bytes": rss}
+
+    def close_run(self, cfg: Config, r: int, start: int, end: int, pad: int, usage: dict) -> None:
+        """Marks the run, keeps idle after it until its window closes, waits for the counters'
+        updates after that, and adds the GPUs' use over it to ``usage``."""
+        self.probe.add_mark("run", start, end, config=cfg.id, run=r)
+        time.sleep(max(0.0, (end + pad - time.monotonic_ns()) * 1e-9))  # idle after it
+        self.probe.settle(after_ns=end + pad)  # counters updated after the window closes
+        usage.update(self.gpus.window(start, end) if self.gpus is not None else {})
 
     def pad_ns(self) -> int:
         """Idle time kept before a run's first inference and after its last, inside its window: two

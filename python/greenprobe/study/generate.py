@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
-import time
 from pathlib import Path
 from typing import Optional
 
@@ -36,7 +34,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..attribution import attribute
-from ..usage import proc_usage
 from .aggregate import _tops, mean_ci, mean_ci_with, write_json
 from .execute import Plan, Runner
 from .plan import Config
@@ -105,23 +102,15 @@ class GenRunner(Runner):
         gaps[0] = 0.0
         if s.order == "interleaved" and s.warmup:  # another model ran since: caches are cold (every run: see Runner)
             w.generate(0, s.output_tokens, slot=cfg.id, warmup=1)
-        time.sleep(1.5 * pad * 1e-9)  # idle before the run (see Runner.run_once)
-        cpu0, t0 = proc_usage(w.proc.pid)[0], time.monotonic_ns()
-        got = w.generate(plan.n, s.output_tokens, gaps_s=gaps, slot=cfg.id,
-                         mark={"attrs": {"config": cfg.id, "run": r}})
-        t1, (cpu1, rss) = time.monotonic_ns(), proc_usage(w.proc.pid)
+        got, usage = self.worked(w, pad, lambda: w.generate(plan.n, s.output_tokens, gaps_s=gaps, slot=cfg.id,
+                                                             mark={"attrs": {"config": cfg.id, "run": r}}))
         steps = self.steps_of(cfg, r)
         want = plan.n * s.output_tokens
         if len(steps) != want:
             raise RuntimeError(f"the daemon holds {len(steps)} of the {want} phase marks of run {r} "
                                f"({plan.n} requests x {s.output_tokens} tokens)")
         requests = np.array(got["requests"], np.int64)
-        start, end = int(steps[0][1]), int(max(m[2] for m in steps))
-        self.probe.add_mark("run", start, end, config=cfg.id, run=r)
-        time.sleep(max(0.0, (end + pad - time.monotonic_ns()) * 1e-9))  # and idle after it
-        self.probe.settle(after_ns=end + pad)
-        usage = {"cpu_util": (cpu1 - cpu0) / ((t1 - t0) * 1e-9) / (os.cpu_count() or 1), "rss_bytes": rss}
-        usage.update(self.gpus.window(start, end) if self.gpus is not None else {})
+        self.close_run(cfg, r, int(steps[0][1]), int(max(m[2] for m in steps)), pad, usage)
         return self.score_run(cfg, r, steps, requests, usage, plan, pad)
 
     def steps_of(self, cfg: Config, r: int) -> list[tuple]:
