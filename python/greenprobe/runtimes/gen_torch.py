@@ -22,9 +22,13 @@ def step_marks(req: Request, output_tokens: int):
     from transformers import StoppingCriteria
 
     class StepMarks(StoppingCriteria):
+        never = None  # "not done" for every sequence, made once
+
         def __call__(self, input_ids, scores, **kwargs):
             req.boundary(last=req.produced + 1 >= output_tokens)
-            return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+            if self.never is None or self.never.shape[0] != input_ids.shape[0]:
+                self.never = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+            return self.never
 
     return StepMarks()
 
