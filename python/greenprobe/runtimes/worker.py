@@ -35,82 +35,6 @@ def load(runtime: str, task: str = "classify"):
     return getattr(mod, cls)()
 
 
-class GenSlots:
-    """task "generate": built generative models by slot, each with its prompt (sequences x
-    prompt_tokens random ids). Slots that differ only in the batch share one built model."""
-
-    def __init__(self, runtime: str):
-        self.runtime = runtime
-        self.models: dict = {}   # build key -> adapter
-        self.slots: dict = {}    # slot -> (adapter, prompt, build key)
-        self.current = None
-
-    def build(self, req: dict) -> dict:
-        from ..generation import Request
-        from ..models.generative import make_prompt
-
-        slot = req.pop("slot", None) or "default"
-        sequences, prompt_tokens = int(req.pop("sequences", 1)), int(req.pop("prompt_tokens", 16))
-        seed = int(req.pop("seed", 0))
-        key = json.dumps(req, sort_keys=True)
-        self.release(slot)
-        rt = self.models.get(key)
-        fresh = rt is None
-        built = {}
-        if fresh:
-            rt = load(self.runtime, "generate")
-            model = req.pop("model")
-            built = rt.build(model, **req)
-            self.models[key] = rt
-        prompt = make_prompt(rt.model_name, rt.size, sequences, prompt_tokens, seed=seed)
-        self.slots[slot] = (rt, prompt, key)
-        self.current = slot
-        t0 = time.monotonic_ns()  # one first request, unmarked: lazy allocations, graph tracing
-        rt.generate(prompt, 2, Request(prompt_tokens, sequences, record=False))
-        return {"device": rt.device, "precision": rt.precision, "slot": slot, "shared": not fresh,
-                "build_s": built.get("build_s", 0.0), "first_request_ns": time.monotonic_ns() - t0}
-
-    def get(self, slot=None):
-        slot = slot or self.current
-        if slot not in self.slots:
-            raise ValueError(f"no model built in slot {slot!r}: build first")
-        return self.slots[slot]
-
-    def generate(self, req: dict) -> dict:
-        from ..generation import Request
-
-        rt, prompt, _ = self.get(req.get("slot"))
-        n, out_tokens = int(req["n"]), int(req["output_tokens"])
-        gaps = req.get("gaps_s")
-        mark = req.get("mark")
-        if mark and not os.environ.get("GREENPROBE_DAEMON"):
-            raise ValueError("generate(mark=...) needs GREENPROBE_DAEMON: the daemon that receives the marks")
-        attrs = dict((mark or {}).get("attrs") or {})
-        seq, ptok = prompt.shape
-        for _ in range(int(req.get("warmup", 0))):
-            rt.generate(prompt, out_tokens, Request(ptok, seq, record=False))
-        spans = []
-        mono = time.monotonic_ns
-        for i in range(n):
-            if gaps is not None and gaps[i] > 0:
-                time.sleep(float(gaps[i]))
-            r = Request(ptok, seq, request=i, record=bool(mark), **attrs)
-            a = mono()
-            rt.generate(prompt, out_tokens, r)
-            spans.append((a, mono()))
-        sent = flush_marks() if mark else 0  # at the daemon before the answer
-        return {"requests": spans, "marks_sent": sent}
-
-    def release(self, slot=None) -> None:
-        gone = list(self.slots) if slot is None else [slot] if slot in self.slots else []
-        for name in gone:
-            key = self.slots.pop(name)[2]
-            if all(v[2] != key for v in self.slots.values()):
-                self.models.pop(key).release()
-        if self.current in gone:
-            self.current = None
-
-
 def serve_generate(runtime: str) -> dict:
     """Task "generate"'s ops: describe | build(model, size, precision, checkpoint, work_dir, device,
     sequences, prompt_tokens, seed, slot) | generate(n, output_tokens, warmup, gaps_s, mark, slot) |
@@ -157,7 +81,7 @@ class Slots:
     def __init__(self, runtime: str):
         self.runtime = runtime
         self.models: dict = {}   # build key -> adapter
-        self.slots: dict = {}    # slot -> (adapter, converted input, numpy batch, build key)
+        self.slots: dict = {}    # slot -> (adapter, converted input, numpy batch, build key): the key last
         self.current = None
 
     def build(self, req: dict) -> dict:
@@ -195,11 +119,67 @@ class Slots:
         """Frees one slot (its model too when no other slot uses it), or all."""
         gone = list(self.slots) if slot is None else [slot] if slot in self.slots else []
         for name in gone:
-            key = self.slots.pop(name)[3]
-            if all(v[3] != key for v in self.slots.values()):
+            key = self.slots.pop(name)[-1]  # the build key: each entry's last item
+            if all(v[-1] != key for v in self.slots.values()):
                 self.models.pop(key).release()
         if self.current in gone:
             self.current = None
+
+
+class GenSlots(Slots):
+    """task "generate": built generative models by slot, each with its prompt (sequences x
+    prompt_tokens random ids): slot -> (adapter, prompt, build key). Slots that differ only in the
+    batch share one built model."""
+
+    def build(self, req: dict) -> dict:
+        from ..generation import Request
+        from ..models.generative import make_prompt
+
+        slot = req.pop("slot", None) or "default"
+        sequences, prompt_tokens = int(req.pop("sequences", 1)), int(req.pop("prompt_tokens", 16))
+        seed = int(req.pop("seed", 0))
+        key = json.dumps(req, sort_keys=True)
+        self.release(slot)
+        rt = self.models.get(key)
+        fresh = rt is None
+        built = {}
+        if fresh:
+            rt = load(self.runtime, "generate")
+            model = req.pop("model")
+            built = rt.build(model, **req)
+            self.models[key] = rt
+        prompt = make_prompt(rt.model_name, rt.size, sequences, prompt_tokens, seed=seed)
+        self.slots[slot] = (rt, prompt, key)
+        self.current = slot
+        t0 = time.monotonic_ns()  # one first request, unmarked: lazy allocations, graph tracing
+        rt.generate(prompt, 2, Request(prompt_tokens, sequences, record=False))
+        return {"device": rt.device, "precision": rt.precision, "slot": slot, "shared": not fresh,
+                "build_s": built.get("build_s", 0.0), "first_request_ns": time.monotonic_ns() - t0}
+
+    def generate(self, req: dict) -> dict:
+        from ..generation import Request
+
+        rt, prompt, _ = self.get(req.get("slot"))
+        n, out_tokens = int(req["n"]), int(req["output_tokens"])
+        gaps = req.get("gaps_s")
+        mark = req.get("mark")
+        if mark and not os.environ.get("GREENPROBE_DAEMON"):
+            raise ValueError("generate(mark=...) needs GREENPROBE_DAEMON: the daemon that receives the marks")
+        attrs = dict((mark or {}).get("attrs") or {})
+        seq, ptok = prompt.shape
+        for _ in range(int(req.get("warmup", 0))):
+            rt.generate(prompt, out_tokens, Request(ptok, seq, record=False))
+        spans = []
+        mono = time.monotonic_ns
+        for i in range(n):
+            if gaps is not None and gaps[i] > 0:
+                time.sleep(float(gaps[i]))
+            r = Request(ptok, seq, request=i, record=bool(mark), **attrs)
+            a = mono()
+            rt.generate(prompt, out_tokens, r)
+            spans.append((a, mono()))
+        sent = flush_marks() if mark else 0  # at the daemon before the answer
+        return {"requests": spans, "marks_sent": sent}
 
 
 def marked(mark: dict):

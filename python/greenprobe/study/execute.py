@@ -185,13 +185,16 @@ class Runner:
             return plan
         s = self.spec
         built = self.build(cfg)
-        w = self.worker(cfg.runtime)
-        w.run(0, warmup=s.warmup, slot=cfg.id)
-        iv = w.run(1, slot=cfg.id)  # a warm inference times the plan
-        one_s = max((iv[0][1] - iv[0][0]) * 1e-9, 1e-6)
+        one_s = max(self.time_one(cfg, self.worker(cfg.runtime)), 1e-6)
         n = int(min(max(s.min_inferences, math.ceil(s.min_run_s / one_s)), s.max_inferences))
         plan = self.plans[cfg] = Plan(n=n, one_s=one_s, device=built.get("device") or "", shared=bool(built.get("shared")))
         return plan
+
+    def time_one(self, cfg: Config, w) -> float:
+        """Seconds of one call after the warm-up: a warm inference times the plan."""
+        w.run(0, warmup=self.spec.warmup, slot=cfg.id)
+        iv = w.run(1, slot=cfg.id)
+        return (iv[0][1] - iv[0][0]) * 1e-9
 
     def release(self, cfg: Config) -> None:
         self.plans.pop(cfg, None)

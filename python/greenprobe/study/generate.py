@@ -75,20 +75,11 @@ class GenRunner(Runner):
                                               work_dir=str(work), device=cfg.provider, sequences=cfg.batch_size,
                                               prompt_tokens=s.prompt_tokens, seed=s.seed, slot=cfg.id)
 
-    def prepare(self, cfg: Config) -> Plan:
-        """Builds (converting on first use), warms up, and sizes the runs from one warm request."""
-        plan = self.plans.get(cfg)
-        if plan is not None:
-            return plan
+    def time_one(self, cfg: Config, w) -> float:
+        """Seconds of one request after the warm-up: the median of 3 (a first one may still be slow)."""
         s = self.spec
-        built = self.build(cfg)
-        w = self.worker(cfg.runtime)
-        # after the warm-up, the median of 3 requests times the plan (a first one may still be slow)
         spans = w.generate(3, s.output_tokens, slot=cfg.id, warmup=max(s.warmup, 1))["requests"]
-        one_s = max(float(np.median([(b - a) * 1e-9 for a, b in spans])), 1e-6)
-        n = int(min(max(s.min_inferences, math.ceil(s.min_run_s / one_s)), s.max_inferences))
-        plan = self.plans[cfg] = Plan(n=n, one_s=one_s, device=built.get("device") or "", shared=bool(built.get("shared")))
-        return plan
+        return float(np.median([(b - a) * 1e-9 for a, b in spans]))
 
     # -- one run -------------------------------------------------------------------------------
     def run_once(self, cfg: Config, r: int) -> dict:
