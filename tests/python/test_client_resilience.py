@@ -297,7 +297,9 @@ def test_dedupe_forgets_silent_senders_and_keeps_at_most_max_senders():
 
 # -- measure --------------------------------------------------------------------------------------
 CHILD = """
-import os, sys, time, greenprobe
+import os, signal, sys, time, greenprobe
+if sys.argv[2] == "ignore-term":
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 with open(sys.argv[1] + ".tmp", "w") as f:
     f.write(str(os.getpid()))
 os.rename(sys.argv[1] + ".tmp", sys.argv[1])
@@ -315,34 +317,98 @@ def _alive(pid: int) -> bool:
     return state not in ("Z", "X")  # a zombie (nobody reaped it yet) is dead
 
 
-def _measure(tmp_path):
-    pid_file = tmp_path / "child.pid"
-    proc = subprocess.Popen([sys.executable, "-m", "greenprobe", "measure", "--sensors", "synthetic", "--out",
-                             str(tmp_path / "m"), "--", sys.executable, "-c", CHILD, str(pid_file)],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while not pid_file.exists():
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1]
-        time.sleep(0.05)
-    return proc, int(pid_file.read_text())
+def _ignores(pid: int, sig: int) -> bool:
+    """Whether the process ignores sig (the SigIgn mask in /proc/PID/status)."""
+    (mask,) = [line.split()[1] for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+               if line.startswith("SigIgn:")]
+    return bool(int(mask, 16) >> (sig - 1) & 1)
+
+
+@pytest.fixture
+def measure(tmp_path):
+    """Starts `greenprobe measure` over CHILD; returns (measure's Popen, the command's pid). Whatever
+    the test's outcome, both are killed at its end: a failed test leaves no process running."""
+    started = []
+
+    def start(*flags, child="plain", sigint_ignored=False):
+        pid_file = tmp_path / "child.pid"
+        # SIGINT's disposition is set either way: the suite itself may run with it ignored (a background job)
+        disposition = signal.SIG_IGN if sigint_ignored else signal.SIG_DFL
+        proc = subprocess.Popen([sys.executable, "-m", "greenprobe", "measure", "--sensors", "synthetic", "--out",
+                                 str(tmp_path / "m"), *flags, "--", sys.executable, "-c", CHILD, str(pid_file), child],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, disposition))
+        started.append([proc, None])
+        deadline = time.monotonic() + 60
+        while not pid_file.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1]
+            time.sleep(0.05)
+        started[-1][1] = int(pid_file.read_text())
+        return proc, started[-1][1]
+
+    yield start
+    for proc, child in started:
+        for pid in (proc.pid, child):
+            if pid is not None and _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        proc.communicate()
+
+
+def _saved(tmp_path, exit_code):
+    rows = pq.read_table(tmp_path / "m" / "intervals.parquet").to_pylist()
+    (cmd,) = [r for r in rows if r["label"] == "command"]
+    assert cmd["exit_code"] == exit_code and any(r["label"] == "step" for r in rows)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_measure_passes_a_signal_on_to_the_command_then_saves_and_reports(tmp_path, sig):
-    proc, child = _measure(tmp_path)
+def test_measure_passes_a_signal_on_to_the_command_then_saves_and_reports(tmp_path, measure, sig):
+    proc, child = measure()
     time.sleep(0.5)  # some marks
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + sig, err
     assert not _alive(child)
     assert "Energy of" in err and "step x" in err
-    rows = pq.read_table(tmp_path / "m" / "intervals.parquet").to_pylist()
-    (cmd,) = [r for r in rows if r["label"] == "command"]
-    assert cmd["exit_code"] == 128 + sig and any(r["label"] == "step" for r in rows)
+    _saved(tmp_path, 128 + sig)
 
 
-def test_the_command_dies_with_a_killed_measure(tmp_path):
-    proc, child = _measure(tmp_path)
+def test_measure_started_with_sigint_ignored_keeps_it_ignored_and_still_ends_on_sigterm(tmp_path, measure):
+    """A script's background job (`greenprobe measure -- CMD &`) starts with SIGINT ignored. measure
+    used to start the command (inheriting the ignore), then forward SIGINT to it and wait for ever."""
+    proc, child = measure(sigint_ignored=True)
+    assert _ignores(proc.pid, signal.SIGINT), "measure leaves SIGINT ignored, as its caller asked"
+    proc.send_signal(signal.SIGINT)
+    time.sleep(1.0)
+    assert proc.poll() is None and _alive(child), "SIGINT ignored by the caller: both run on"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert not _alive(child)
+    _saved(tmp_path, 128 + signal.SIGTERM)
+
+
+@pytest.mark.parametrize("sigint_ignored", [False, True])
+def test_measure_kills_a_command_that_outlives_the_signal(tmp_path, measure, sigint_ignored):
+    proc, child = measure("--kill-after", "0.5", child="ignore-term", sigint_ignored=sigint_ignored)
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    took = time.monotonic() - sent
+    assert proc.returncode == 128 + signal.SIGKILL, err
+    assert "sending SIGTERM" in err and "sending SIGKILL" in err
+    assert took >= 1.0, "SIGKILL comes two grace periods after the signal, not before"
+    assert not _alive(child)
+    _saved(tmp_path, 128 + signal.SIGKILL)
+
+
+def test_measure_refuses_a_negative_grace(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "greenprobe", "measure", "--kill-after", "-1", "--", "true"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "'-1' is not a duration" in r.stderr
+
+
+def test_the_command_dies_with_a_killed_measure(measure):
+    proc, child = measure()
     proc.kill()
     proc.communicate(timeout=60)
     deadline = time.monotonic() + 10

@@ -34,6 +34,17 @@ def _bytes(text: str) -> int:
     return int(n)
 
 
+def _seconds(text: str) -> float:
+    """A duration for argparse: seconds, 0 or more."""
+    try:
+        n = float(text)
+    except ValueError:
+        n = -1.0
+    if not n >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration: give seconds, 0 or more (e.g. 10 or 0.5)")
+    return n
+
+
 def _at_least(parse, least: int, least_text: str):
     """A parser for argparse that refuses values under ``least``."""
     def check(text: str) -> int:
@@ -294,6 +305,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="results/measure", help="output folder (default results/measure)")
     p.add_argument("--baseline", type=float, default=0.0, metavar="SECONDS",
                    help="measure idle power for SECONDS before and after the command; report energy net of it")
+    p.add_argument("--kill-after", type=_seconds, default=10.0, metavar="SECONDS",
+                   help="after a signal passed on to CMD, wait SECONDS for it to end, then send SIGTERM, and as long "
+                        "again, then SIGKILL (default 10; a SIGINT that measure's caller ignored is ignored, as "
+                        "shells expect of background jobs)")
     p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ARGS", help="the command to run")
 
     args = parser.parse_args(argv)

@@ -2,7 +2,8 @@
 
 SIGTERM or SIGINT stops the command, not the measurement: measure passes the signal on, waits for
 the command, then saves and reports as usual and exits with the command's status (128 + signal
-when the signal ended it). If measure itself is killed (SIGKILL), the kernel kills the command
+when the signal ended it). A command that outlives the signal by --kill-after seconds gets SIGTERM,
+then SIGKILL. A SIGINT ignored by measure's caller (a script's background job) stays ignored. If measure itself is killed (SIGKILL), the kernel kills the command
 too (PR_SET_PDEATHSIG), so no orphan runs on unmeasured.
 """
 
@@ -13,6 +14,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -33,7 +35,7 @@ def cmd_measure(args, cmd: list[str]) -> int:
                 print(f"greenprobe: skipped {s.kind}: {s.reason}", file=sys.stderr)
             env = dict(os.environ, GREENPROBE_DAEMON=f"unix:{sock}")
             start = _core.now_ns()
-            rc = _run(cmd, env)
+            rc = _run(cmd, env, args.kill_after)
             end = _core.now_ns()
             probe.add_mark("command", start, end, cmd=" ".join(cmd), exit_code=rc)
         finally:
@@ -44,33 +46,57 @@ def cmd_measure(args, cmd: list[str]) -> int:
     return rc
 
 
-def _run(cmd: list[str], env: dict) -> int:
+def _run(cmd: list[str], env: dict, kill_after: float = 10.0) -> int:
     """Runs cmd to its end with SIGTERM/SIGINT passed on to it; its exit status, 128 + signal when
-    a signal ended it."""
+    a signal ended it.
+
+    A SIGINT that measure's caller ignored (a non-interactive shell does so for its background
+    jobs) stays ignored, by measure and by the command, as for any program so started. After a
+    signal that should end the command, measure waits kill_after seconds, then sends SIGTERM, and as
+    long again, then SIGKILL: it never waits for ever on a command that does not end."""
     try:
         proc = subprocess.Popen(_dying_with_us(cmd), env=env)
     except FileNotFoundError:
         print(f"greenprobe: command not found: {cmd[0]}", file=sys.stderr)
         return 127
+    asked = []  # monotonic time of the first signal that should end the command
 
     def forward(signum, frame):
+        if not asked:
+            asked.append(time.monotonic())
         # The command shares measure's process group, so a Ctrl-C typed at the terminal has reached
         # it already: sending SIGINT again would interrupt its clean-up. Any other signal, or a
         # SIGINT sent to measure alone (kill, no terminal, in the background), is passed on.
         if signum == signal.SIGINT and _terminal_in_front():
             return
-        try:
-            proc.send_signal(signum)
-        except ProcessLookupError:
-            pass
+        _send(proc, signum)
 
-    before = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+    passed = [s for s in (signal.SIGTERM, signal.SIGINT) if signal.getsignal(s) != signal.SIG_IGN]
+    before = {s: signal.signal(s, forward) for s in passed}
     try:
-        returncode = proc.wait()
+        escalation = [signal.SIGTERM, signal.SIGKILL]
+        while True:
+            try:
+                returncode = proc.wait(timeout=0.1)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            if asked and escalation and time.monotonic() - asked[0] >= kill_after * (3 - len(escalation)):
+                sig = escalation.pop(0)
+                print(f"greenprobe: the command did not end {time.monotonic() - asked[0]:.1f} s after the "
+                      f"signal; sending {sig.name}", file=sys.stderr)
+                _send(proc, sig)
     finally:
         for s, handler in before.items():  # a second Ctrl-C while saving interrupts the saving
             signal.signal(s, handler)
     return 128 - returncode if returncode < 0 else returncode
+
+
+def _send(proc: subprocess.Popen, signum: int) -> None:
+    try:
+        proc.send_signal(signum)
+    except ProcessLookupError:
+        pass
 
 
 def _terminal_in_front() -> bool:
