@@ -23,24 +23,31 @@ namespace {
 
 const char* quantity_name(Quantity q) { return q == Quantity::Power ? "power" : "energy"; }
 
+// ChannelInfo's fields to and from Python, one converter per type: the field list does the rest.
+py::object to_py(Quantity q) { return py::str(quantity_name(q)); }
+template <typename T>
+py::object to_py(const T& v) { return py::cast(v); }
+void from_py(py::handle h, Quantity& q) { q = h.cast<std::string>() == "power" ? Quantity::Power : Quantity::EnergyCounter; }
+template <typename T>
+void from_py(py::handle h, T& v) { v = h.cast<T>(); }
+
 py::dict channel_dict(const ChannelInfo& c) {
     py::dict d;
-    d["domain"] = c.domain;
-    d["quantity"] = quantity_name(c.quantity);
-    d["estimated"] = c.estimated;
-    d["resolution"] = c.resolution;
-    d["nominal_update_period_ns"] = c.nominal_update_period_ns;
-    d["averaging_window_ns"] = c.averaging_window_ns;
-    d["averaging_window_min_ns"] = c.averaging_window_min_ns;
-    d["averaging_window_max_ns"] = c.averaging_window_max_ns;
-    d["parent_domain"] = c.parent_domain;
-    d["device_uuid"] = c.device_uuid;
-    d["device_bus_id"] = c.device_bus_id;
-    d["shared"] = c.shared;
-    d["max_power_w"] = c.max_power_w;
-    d["wrap_j"] = c.wrap_j;
-    d["note"] = c.note;
+#define GREENPROBE_TO_DICT(name) d[#name] = to_py(c.name);
+    GREENPROBE_CHANNEL_INFO_FIELDS(GREENPROBE_TO_DICT)
+#undef GREENPROBE_TO_DICT
     return d;
+}
+
+// A ChannelInfo from a dict with its fields: a field missing or None keeps its default (a recording
+// made before sensors stated it).
+ChannelInfo channel_from_dict(const py::dict& d) {
+    ChannelInfo c;
+#define GREENPROBE_FROM_DICT(name) \
+    if (d.contains(#name) && !d[#name].is_none()) from_py(d[#name], c.name);
+    GREENPROBE_CHANNEL_INFO_FIELDS(GREENPROBE_FROM_DICT)
+#undef GREENPROBE_FROM_DICT
+    return c;
 }
 
 template <typename T>
@@ -161,6 +168,7 @@ PYBIND11_MODULE(_core, m) {
 
     py::class_<Sensor, std::shared_ptr<Sensor>>(m, "Sensor")
         .def_property_readonly("kind", &Sensor::kind)
+        .def("channel_infos", &Sensor::channels, "The channels as read-only ChannelInfo records.")
         .def("channels", [](const Sensor& s) {
             py::list out;
             for (const auto& c : s.channels()) out.append(channel_dict(c));
@@ -183,22 +191,7 @@ PYBIND11_MODULE(_core, m) {
             for (const auto& item : tracks) {
                 py::dict d = item.cast<py::dict>();
                 ReplayTrack t;
-                t.info.domain = d["domain"].cast<std::string>();
-                t.info.quantity = d["quantity"].cast<std::string>() == "power" ? Quantity::Power : Quantity::EnergyCounter;
-                t.info.estimated = d["estimated"].cast<bool>();
-                t.info.resolution = d["resolution"].cast<double>();
-                t.info.nominal_update_period_ns = d["nominal_update_period_ns"].cast<int64_t>();
-                t.info.averaging_window_ns = d["averaging_window_ns"].cast<int64_t>();
-                if (d.contains("averaging_window_min_ns") && !d["averaging_window_min_ns"].is_none()) {
-                    t.info.averaging_window_min_ns = d["averaging_window_min_ns"].cast<int64_t>();
-                    t.info.averaging_window_max_ns = d["averaging_window_max_ns"].cast<int64_t>();
-                }
-                // optional: recordings made before sensors stated them
-                if (d.contains("parent_domain") && !d["parent_domain"].is_none()) t.info.parent_domain = d["parent_domain"].cast<std::string>();
-                if (d.contains("device_uuid") && !d["device_uuid"].is_none()) t.info.device_uuid = d["device_uuid"].cast<std::string>();
-                if (d.contains("device_bus_id") && !d["device_bus_id"].is_none()) t.info.device_bus_id = d["device_bus_id"].cast<std::string>();
-                if (d.contains("shared") && !d["shared"].is_none()) t.info.shared = d["shared"].cast<bool>();
-                if (d.contains("note") && !d["note"].is_none()) t.info.note = d["note"].cast<std::string>();
+                t.info = channel_from_dict(d);
                 t.offset_ns = d["offset_ns"].cast<std::vector<int64_t>>();
                 t.value = d["value"].cast<std::vector<double>>();
                 ts.push_back(std::move(t));
@@ -225,6 +218,9 @@ PYBIND11_MODULE(_core, m) {
         .def("start", &Sampler::start)
         .def("stop", &Sampler::stop, py::call_guard<py::gil_scoped_release>())
         .def_property_readonly("running", &Sampler::running)
+        .def("poll_at", &Sampler::poll_at, py::arg("t_ns"), py::arg("final") = false,
+             "A virtual clock: polls every sensor once, dated t_ns, through the threads' own steps; returns "
+             "when the schedule would poll next. A sampler so driven is never started.")
         .def("drain",
              [](Sampler& s) {
                  std::vector<Sample> buf;
@@ -322,4 +318,16 @@ PYBIND11_MODULE(_core, m) {
         m.attr(attr.c_str()) = f.bit;
     }
     m.attr("SAMPLE_FLAGS") = flags;
+
+    // ChannelInfo, read-only, and the names of its fields in order (sensor.hpp's one list).
+    py::class_<ChannelInfo> info(m, "ChannelInfo", "What a sensor says of one channel (sensor.hpp); read-only.");
+    py::list names;
+#define GREENPROBE_BIND_FIELD(name)                                                                  \
+    info.def_property_readonly(#name, [](const ChannelInfo& c) { return to_py(c.name); });          \
+    names.append(#name);
+    GREENPROBE_CHANNEL_INFO_FIELDS(GREENPROBE_BIND_FIELD)
+#undef GREENPROBE_BIND_FIELD
+    info.def("as_dict", &channel_dict, "The fields by name.");
+    info.def("__repr__", [](const ChannelInfo& c) { return "<ChannelInfo " + c.domain + ">"; });
+    m.attr("CHANNEL_INFO_FIELDS") = py::tuple(names);
 }

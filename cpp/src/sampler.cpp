@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <limits>
 #include <mutex>
+#include <stdexcept>
 
 #include "greenprobe/clock.hpp"
 #include "greenprobe/counter.hpp"
@@ -79,28 +80,46 @@ int64_t EdgePlanner::next(int64_t regular, int64_t now) {
     return std::max(regular, window_start_);
 }
 
+namespace {
+// A sensor's polling state, as stats() names it.
+enum WorkerState : int { kWorkerIdle = 0, kWorkerRunning = 1, kWorkerGone = 2, kWorkerStopped = 3 };
+}  // namespace
+
 struct Sampler::Worker {
     std::size_t index = 0;
     std::shared_ptr<Sensor> sensor;
     uint32_t first_channel = 0;
-    int64_t period_ns = 0;
     SpscRing<Sample> ring;
     std::thread thread;
 
     // Written by the worker thread, read by stats(): atomics, relaxed (counters only).
     std::atomic<uint64_t> polls{0}, late_polls{0}, skipped{0}, drops{0}, pushed{0}, retries{0}, glitches{0};
     std::atomic<int64_t> max_lag_ns{0}, sum_lag_ns{0};
-    std::atomic<int> state{0};  // 0 idle, 1 running, 2 gone, 3 stopped
+    std::atomic<int> state{kWorkerIdle};  // a WorkerState
     std::size_t channels = 0;
     std::unique_ptr<std::atomic<int64_t>[]> learnt_periods;  // one per channel
     std::atomic<uint64_t> edge_windows{0}, edge_misses{0};
+    int64_t period_ns = 0;
 
     mutable std::mutex error_mutex;
     std::string last_error;
 
-    Worker(std::size_t capacity, std::size_t n_channels)
-        : ring(capacity), channels(n_channels), learnt_periods(new std::atomic<int64_t>[n_channels]) {
+    // The poll loop's own state, touched by the worker thread alone (or by poll_at, never both).
+    std::vector<Reading> readings;
+    std::vector<ChannelState> states;
+    // The adaptive schedule: one planner per channel. A channel learning its period keeps the
+    // sensor at fine polling while it changed within 8 of its update periods (nominal, at least
+    // 8 fine polls): past that it has stopped moving, and another channel sets the schedule.
+    std::vector<EdgePlanner> planners;
+    std::vector<int64_t> horizon;
+    std::size_t alive = 0;  // channels not gone
+
+    Worker(std::size_t capacity, const std::vector<ChannelInfo>& infos, int64_t period, int64_t guard)
+        : ring(capacity), channels(infos.size()), learnt_periods(new std::atomic<int64_t>[infos.size()]),
+          period_ns(period), readings(infos.size()), states(infos.size()),
+          planners(infos.size(), EdgePlanner(period, guard)), alive(infos.size()) {
         for (std::size_t c = 0; c < channels; ++c) learnt_periods[c].store(0, std::memory_order_relaxed);
+        for (const auto& info : infos) horizon.push_back(8 * std::max(info.nominal_update_period_ns, period));
     }
 
     void push(const Sample& s) {
@@ -112,6 +131,70 @@ struct Sampler::Worker {
     }
 };
 
+StepResult step(ChannelState& s, const Reading& r, const ChannelInfo& info, uint32_t channel,
+                const PollWindow& poll, const StepRules& rules) {
+    StepResult out;
+    if (s.gone) return out;
+    const int64_t t = poll.middle();  // the read happened within [t0, t1]
+    // When the value was read: the sensor's dating (Reading::t_ns) held inside this poll, so that a
+    // channel's samples stay in order whatever a sensor says; else the poll's middle.
+    const int64_t ts = r.t_ns != 0 ? std::clamp(r.t_ns, poll.t0, poll.t1) : t;
+    if (r.status == PollStatus::Retry) {
+        out.event = StepEvent::Retry;
+        return out;
+    }
+    if (r.status == PollStatus::Gone) {
+        s.gone = true;
+        out.event = StepEvent::Gone;
+        out.sample = Sample{t, s.last_t, s.last_recorded, channel, kGone};
+        return out;
+    }
+    uint32_t flags = 0;
+    double recorded = r.value + s.offset;
+    if (!s.seen) {
+        flags = kFirst | kChanged;
+        s.seen = true;
+        // The value read was set by an update at most about one update period earlier.
+        const int64_t nominal = info.nominal_update_period_ns;
+        s.since = nominal > 0 ? ts - 2 * nominal : 0;
+    } else {
+        if (r.value != s.last_value) {
+            flags = kChanged;
+        } else if (rules.record_all || t - s.last_pushed >= rules.keepalive_ns) {
+            flags = kKeepalive;
+        }
+        // The one check of every energy counter step, whichever sensor read it.
+        if (info.quantity == Quantity::EnergyCounter) {
+            const StepVerdict verdict = judge_step(r.value - s.last_value, static_cast<double>(ts - s.since) * 1e-9,
+                                                   static_cast<double>(ts - s.last_t) * 1e-9, info.max_power_w,
+                                                   info.wrap_j, info.resolution);
+            if (verdict != StepVerdict::Ok) {
+                recorded = s.last_recorded;  // the step is left out: the value stays put
+                s.offset = recorded - r.value;
+                flags |= kGlitch;
+                out.glitch = true;
+            }
+        }
+        if (flags & kChanged) {
+            s.since = s.last_t;
+            out.edge = true;
+            out.edge_ns = s.last_poll + (t - s.last_poll) / 2;
+            out.edge_uncertainty_ns = t - s.last_poll;
+        }
+    }
+    if (poll.final) flags |= kFinal;
+    if (flags != 0) {
+        out.event = StepEvent::Recorded;
+        out.sample = Sample{ts, s.last_t, recorded, channel, flags};
+        s.last_pushed = t;
+    }
+    s.last_value = r.value;
+    s.last_recorded = recorded;
+    s.last_poll = t;
+    s.last_t = ts;
+    return out;
+}
+
 namespace {
 std::size_t round_up_pow2(std::size_t n) {
     std::size_t p = 2;
@@ -120,9 +203,9 @@ std::size_t round_up_pow2(std::size_t n) {
 }
 const char* state_name(int s) {
     switch (s) {
-        case 1: return "running";
-        case 2: return "gone";
-        case 3: return "stopped";
+        case kWorkerRunning: return "running";
+        case kWorkerGone: return "gone";
+        case kWorkerStopped: return "stopped";
         default: return "idle";
     }
 }
@@ -135,11 +218,11 @@ Sampler::Sampler(std::vector<std::shared_ptr<Sensor>> sensors, SamplerConfig con
     }
     uint32_t next_channel = 0;
     for (std::size_t i = 0; i < sensors_.size(); ++i) {
-        auto w = std::make_unique<Worker>(round_up_pow2(config_.ring_capacity), sensors_[i]->channels().size());
+        auto w = std::make_unique<Worker>(round_up_pow2(config_.ring_capacity), sensors_[i]->channels(),
+                                          std::max(config_.period_ns, sensors_[i]->min_period_ns()), config_.guard_ns);
         w->index = i;
         w->sensor = sensors_[i];
         w->first_channel = next_channel;
-        w->period_ns = std::max(config_.period_ns, sensors_[i]->min_period_ns());
         for (const auto& info : sensors_[i]->channels()) {
             channels_.push_back(ChannelDesc{next_channel++, i, sensors_[i]->kind(), info});
         }
@@ -150,10 +233,12 @@ Sampler::Sampler(std::vector<std::shared_ptr<Sensor>> sensors, SamplerConfig con
 Sampler::~Sampler() { stop(); }
 
 void Sampler::start() {
+    if (stepped_) throw std::logic_error("this sampler is driven by poll_at (a virtual clock): it cannot be started");
     if (running_.exchange(true)) return;
+    started_ = true;
     stop_requested_.store(false, std::memory_order_release);
     for (auto& w : workers_) {
-        w->state.store(1, std::memory_order_relaxed);
+        w->state.store(kWorkerRunning, std::memory_order_relaxed);
         Worker* wp = w.get();
         w->thread = std::thread([this, wp] { run(*wp); });
     }
@@ -168,37 +253,52 @@ void Sampler::stop() {
     running_.store(false, std::memory_order_release);
 }
 
-void Sampler::run(Worker& w) {
-    Sensor& sensor = *w.sensor;
-    const std::vector<ChannelInfo>& infos = sensor.channels();
-    const std::size_t n = infos.size();
-    std::vector<Reading> readings(n);
-    std::vector<double> last_value(n, 0.0);  // as the sensor read it
-    // Energy counters: what is added to the sensor's value so that the recorded value leaves out
-    // every step excluded as a glitch (minus their sum), and the start of the poll window that saw
-    // the channel's last update (a step accrues from that update on: judge_step's accrual time).
-    std::vector<double> offset(n, 0.0), last_recorded(n, 0.0);
-    std::vector<int64_t> since(n, 0);
-    // Two clocks per channel: the poll that read it last (the schedule's: planners, keep-alives) and
-    // the time its last reading is stored at (the sensor's own dating where it gives one, else that
-    // poll's): samples, their prev_t_ns and the accrual times judge_step weighs are on the latter.
-    std::vector<int64_t> last_poll(n, 0);
-    std::vector<int64_t> last_t(n, 0);
-    std::vector<int64_t> last_pushed(n, 0);
-    std::vector<uint8_t> seen(n, 0), gone(n, 0);
-    std::size_t alive = n;
+void Sampler::poll_once(Worker& w, const PollWindow& poll) {
+    const std::vector<ChannelInfo>& infos = w.sensor->channels();
+    const StepRules rules{config_.keepalive_ns, config_.record_all};
+    for (std::size_t c = 0; c < w.channels; ++c) {
+        if (w.states[c].gone) continue;
+        const StepResult r = step(w.states[c], w.readings[c], infos[c], w.first_channel + static_cast<uint32_t>(c),
+                                  poll, rules);
+        switch (r.event) {
+            case StepEvent::Quiet: break;
+            case StepEvent::Retry: w.retries.fetch_add(1, std::memory_order_relaxed); break;
+            case StepEvent::Gone: {
+                --w.alive;
+                w.push(r.sample);
+                std::lock_guard<std::mutex> lock(w.error_mutex);
+                w.last_error = w.sensor->last_error();
+                break;
+            }
+            case StepEvent::Recorded: w.push(r.sample); break;
+        }
+        if (r.glitch) w.glitches.fetch_add(1, std::memory_order_relaxed);
+        if (r.edge && config_.adaptive) w.planners[c].on_change(r.edge_ns, r.edge_uncertainty_ns);
+    }
+}
 
+// The adaptive schedule: the earliest next poll any active channel asks for; `deadline` (fixed
+// polling) while none is.
+int64_t Sampler::plan(Worker& w, int64_t deadline, int64_t now) {
+    int64_t planned = std::numeric_limits<int64_t>::max();
+    uint64_t windows = 0, misses = 0;
+    for (std::size_t c = 0; c < w.channels; ++c) {
+        EdgePlanner& p = w.planners[c];
+        if (!w.states[c].gone && p.active(now, w.horizon[c])) planned = std::min(planned, p.next(deadline, now));
+        windows += p.windows();
+        misses += p.misses();
+        w.learnt_periods[c].store(p.learnt() ? p.period_ns() : 0, std::memory_order_relaxed);
+    }
+    w.edge_windows.store(windows, std::memory_order_relaxed);
+    w.edge_misses.store(misses, std::memory_order_relaxed);
+    return planned != std::numeric_limits<int64_t>::max() ? planned : deadline;
+}
+
+void Sampler::run(Worker& w) {
     const int64_t period = w.period_ns;
     int64_t deadline = now_ns();
     bool stopping = false;
-    // The adaptive schedule: one planner per channel. A channel learning its period keeps the
-    // sensor at fine polling while it changed within 8 of its update periods (nominal, at least
-    // 8 fine polls): past that it has stopped moving, and another channel sets the schedule.
-    std::vector<EdgePlanner> planners(n, EdgePlanner(period, config_.guard_ns));
-    std::vector<int64_t> horizon(n);
-    for (std::size_t c = 0; c < n; ++c) horizon[c] = 8 * std::max(infos[c].nominal_update_period_ns, period);
-
-    while (alive > 0) {
+    while (w.alive > 0) {
         stopping = stop_requested_.load(std::memory_order_acquire);
         if (!stopping) {
             sleep_until_ns(deadline);
@@ -210,94 +310,15 @@ void Sampler::run(Worker& w) {
             w.sum_lag_ns.fetch_add(lag, std::memory_order_relaxed);
             if (lag > period) w.late_polls.fetch_add(1, std::memory_order_relaxed);
         }
-        for (Reading& r : readings) r.t_ns = 0;  // undated unless the sensor dates this poll's reading
-        sensor.poll(readings);
+        for (Reading& r : w.readings) r.t_ns = 0;  // undated unless the sensor dates this poll's reading
+        w.sensor->poll(w.readings);
         const int64_t t1 = now_ns();
-        const int64_t t = t0 + (t1 - t0) / 2;  // the read happened within [t0, t1]
         w.polls.fetch_add(1, std::memory_order_relaxed);
-
-        for (std::size_t c = 0; c < n; ++c) {
-            if (gone[c]) continue;
-            const Reading& r = readings[c];
-            const uint32_t id = w.first_channel + static_cast<uint32_t>(c);
-            // When the value was read: the sensor's dating (Reading::t_ns) held inside this poll, so
-            // that a channel's samples stay in order whatever a sensor says; else the poll's middle.
-            const int64_t ts = r.t_ns != 0 ? std::clamp(r.t_ns, t0, t1) : t;
-            if (r.status == PollStatus::Retry) {
-                w.retries.fetch_add(1, std::memory_order_relaxed);
-                continue;
-            }
-            if (r.status == PollStatus::Gone || r.status == PollStatus::Fatal) {
-                gone[c] = 1;
-                --alive;
-                w.push(Sample{t, last_t[c], last_recorded[c], id, kGone});
-                std::lock_guard<std::mutex> lock(w.error_mutex);
-                w.last_error = sensor.last_error();
-                continue;
-            }
-            uint32_t flags = 0;
-            double recorded = r.value + offset[c];
-            const bool counter = infos[c].quantity == Quantity::EnergyCounter;
-            if (!seen[c]) {
-                flags = kFirst | kChanged;
-                seen[c] = 1;
-                // The value read was set by an update at most about one update period earlier.
-                const int64_t nominal = infos[c].nominal_update_period_ns;
-                since[c] = nominal > 0 ? ts - 2 * nominal : 0;
-            } else {
-                if (r.value != last_value[c]) {
-                    flags = kChanged;
-                } else if (config_.record_all || t - last_pushed[c] >= config_.keepalive_ns) {
-                    flags = kKeepalive;
-                }
-                // The one check of every energy counter step, whichever sensor read it.
-                if (counter) {
-                    const double step = r.value - last_value[c];
-                    const StepVerdict verdict =
-                        judge_step(step, static_cast<double>(ts - since[c]) * 1e-9,
-                                   static_cast<double>(ts - last_t[c]) * 1e-9, infos[c].max_power_w,
-                                   infos[c].wrap_j, infos[c].resolution);
-                    if (verdict != StepVerdict::Ok) {
-                        recorded = last_recorded[c];  // the step is left out: the value stays put
-                        offset[c] = recorded - r.value;
-                        flags |= kGlitch;
-                        w.glitches.fetch_add(1, std::memory_order_relaxed);
-                    }
-                }
-                if (flags & kChanged) since[c] = last_t[c];
-            }
-            if (stopping) flags |= kFinal;
-            if ((flags & kChanged) && !(flags & kFirst) && config_.adaptive) {
-                planners[c].on_change(last_poll[c] + (t - last_poll[c]) / 2, t - last_poll[c]);
-            }
-            if (flags != 0) {
-                w.push(Sample{ts, last_t[c], recorded, id, flags});
-                last_pushed[c] = t;
-            }
-            last_value[c] = r.value;
-            last_recorded[c] = recorded;
-            last_poll[c] = t;
-            last_t[c] = ts;
-        }
+        poll_once(w, PollWindow{t0, t1, stopping});
         if (stopping) break;
 
         deadline += period;
-        if (config_.adaptive) {
-            // The earliest next poll any active channel asks for; fixed polling while none is.
-            const int64_t now = now_ns();
-            int64_t planned = std::numeric_limits<int64_t>::max();
-            uint64_t windows = 0, misses = 0;
-            for (std::size_t c = 0; c < n; ++c) {
-                EdgePlanner& p = planners[c];
-                if (!gone[c] && p.active(now, horizon[c])) planned = std::min(planned, p.next(deadline, now));
-                windows += p.windows();
-                misses += p.misses();
-                w.learnt_periods[c].store(p.learnt() ? p.period_ns() : 0, std::memory_order_relaxed);
-            }
-            if (planned != std::numeric_limits<int64_t>::max()) deadline = planned;
-            w.edge_windows.store(windows, std::memory_order_relaxed);
-            w.edge_misses.store(misses, std::memory_order_relaxed);
-        }
+        if (config_.adaptive) deadline = plan(w, deadline, now_ns());
         const int64_t now = now_ns();
         if (now - deadline > period) {
             // A long stall (preemption, slow device): skip the missed deadlines, keep the grid.
@@ -306,7 +327,32 @@ void Sampler::run(Worker& w) {
             deadline += missed * period;
         }
     }
-    w.state.store(alive == 0 && !stopping ? 2 : 3, std::memory_order_relaxed);
+    w.state.store(w.alive == 0 && !stopping ? kWorkerGone : kWorkerStopped, std::memory_order_relaxed);
+}
+
+int64_t Sampler::poll_at(int64_t t_ns, bool final) {
+    if (started_) throw std::logic_error("poll_at drives a sampler that is never started; this one was");
+    if (finished_) throw std::logic_error("poll_at after the final poll: this sampler has stopped");
+    stepped_ = true;
+    int64_t next = std::numeric_limits<int64_t>::max();
+    for (auto& wp : workers_) {
+        Worker& w = *wp;
+        if (w.alive == 0) continue;
+        for (Reading& r : w.readings) r.t_ns = 0;
+        w.sensor->poll(w.readings);
+        w.polls.fetch_add(1, std::memory_order_relaxed);
+        poll_once(w, PollWindow{t_ns, t_ns, final});
+        if (final) {
+            w.state.store(kWorkerStopped, std::memory_order_relaxed);
+        } else if (w.alive == 0) {
+            w.state.store(kWorkerGone, std::memory_order_relaxed);
+        } else {
+            w.state.store(kWorkerRunning, std::memory_order_relaxed);
+            next = std::min(next, config_.adaptive ? plan(w, t_ns + w.period_ns, t_ns) : t_ns + w.period_ns);
+        }
+    }
+    finished_ = final;
+    return next == std::numeric_limits<int64_t>::max() ? 0 : next;
 }
 
 std::size_t Sampler::drain(std::vector<Sample>& out) {

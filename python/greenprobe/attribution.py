@@ -39,7 +39,7 @@ Glitches
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Optional
 
 import numpy as np
@@ -78,10 +78,23 @@ class Channel:
     averaging_window_max_ns: int = 0
     max_power_w: float = 0.0  # the domain's power ceiling (0: unknown): what bounds the unseen
     parent_domain: Optional[str] = None  # the domain containing this one ("" top level; None: unstated)
+    device_uuid: str = ""
+    device_bus_id: str = ""
+    shared: bool = False  # other work shares what it measures (a MIG instance: its whole GPU)
+    wrap_j: float = 0.0  # the energy of one counter range (0: never wraps)
+    note: str = ""
     t_ns: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     prev_t_ns: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     value: np.ndarray = field(default_factory=lambda: np.zeros(0))
     flags: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint32))
+
+    @classmethod
+    def from_info(cls, info: dict, **samples) -> "Channel":
+        """A channel from its descriptor (the sampler's: its id, sensor and every ChannelInfo field,
+        read by name; a field absent or None keeps its default) and its sample columns."""
+        names = {f.name for f in fields(cls)} - {"t_ns", "prev_t_ns", "value", "flags"}
+        given = {k: info[k] for k in names if info.get(k) is not None}
+        return cls(**given, **samples)
 
     def usable(self) -> np.ndarray:
         """Samples that carry a reading (a GONE marker repeats the last value and is not one)."""

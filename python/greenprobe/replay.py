@@ -8,6 +8,7 @@ import pyarrow.parquet as pq
 from . import _core
 from .errors import SensorConfigError, SensorNotFound
 from .parquet import read_metadata
+from .records import CHANNEL_INFO_FIELDS
 
 
 def open_replay(options: dict):
@@ -33,13 +34,8 @@ def open_replay(options: dict):
         order = np.argsort(t[m], kind="stable")
         sources.add(c["sensor"])
         tracks.append({
-            "domain": c["domain"], "quantity": c["quantity"], "estimated": c["estimated"],
-            "resolution": c["resolution"], "nominal_update_period_ns": c["nominal_update_period_ns"],
-            "averaging_window_ns": c["averaging_window_ns"],
-            "averaging_window_min_ns": c.get("averaging_window_min_ns", 0),
-            "averaging_window_max_ns": c.get("averaging_window_max_ns", 0),
-            # the topology and the device, where the recording has them (a replay keeps the totals right)
-            **{k: c.get(k) for k in ("parent_domain", "device_uuid", "device_bus_id", "shared", "note")},
+            # every ChannelInfo field the recording has, by name (one it lacks keeps its default)
+            **{k: c.get(k) for k in CHANNEL_INFO_FIELDS},
             "offset_ns": (t[m][order] - t0).tolist(), "value": value[m][order].tolist(),
         })
     if not tracks:

@@ -41,6 +41,11 @@ class Probe:
     per-label summary then carry energy net of it as well as gross. The two halves are reported
     apart, so a drift (a GPU still cooling down) shows.
 
+    ``clock``: ``"real"`` (the sampler's threads poll on CLOCK_MONOTONIC) or ``"virtual"``: no
+    thread runs; each ``poll_at(t_ns)`` polls every sensor once, dated ``t_ns``, through the same
+    steps, and marks come with their times (``add_mark``). For stand-ins and recordings that must not
+    race the wall clock (a busy machine delays a thread, not a virtual poll).
+
     ``columnar_marks``: keep marks as columns (``store.MarkStore``: ~40 bytes and the attributes'
     text per mark) rather than in the C buffer that ``mark()`` appends to fastest; the daemon's
     choice, whose marks arrive in batches and leave memory once written.
@@ -63,8 +68,17 @@ class Probe:
         settle_timeout_s: float = 2.0,
         baseline_s: float = 0.0,
         columnar_marks: bool = False,
+        clock: str = "real",
         **options,
     ):
+        if clock not in ("real", "virtual"):
+            raise ConfigError(f"clock must be 'real' or 'virtual', not {clock!r}",
+                              "pass clock='real' (the default) or clock='virtual' (poll_at drives the polls)")
+        if clock == "virtual" and baseline_s:
+            raise ConfigError("baseline_s needs the real clock (it sleeps through an idle window)",
+                              "leave baseline_s out with clock='virtual', or use clock='real'")
+        self.clock = clock
+        self._virtual_t: Optional[int] = None  # the last poll_at's time
         if period_us < MIN_PERIOD_US:
             raise ConfigError(f"period_us must be >= {MIN_PERIOD_US}, got {period_us}",
                               f"pass period_us={MIN_PERIOD_US} or more (on the command line: "
@@ -118,8 +132,10 @@ class Probe:
         self._sensor_info = [{"kind": s.kind, "info": dict(s.info()), "min_period_ns": s.min_period_ns}
                              for s in self._sensors]
         self._anchor = {"monotonic_ns": _core.now_ns(), "wall_ns": _core.wall_ns(), "pid": os.getpid()}
-        self._sampler.start()
         self._started = True
+        if self.clock == "virtual":
+            return self
+        self._sampler.start()
         self._drain_thread = threading.Thread(target=self._drain_loop, name="greenprobe-drain", daemon=True)
         self._drain_thread.start()
         self.settle(after_ns=self._anchor["monotonic_ns"])
@@ -138,8 +154,31 @@ class Probe:
         time.sleep(self.baseline_s)
         self.baseline_windows.append((which, a, _core.now_ns()))
 
+    def poll_at(self, t_ns: int, final: bool = False) -> int:
+        """With ``clock="virtual"``: polls every sensor once, dated ``t_ns`` (after the last poll's),
+        and returns when the schedule would poll next. ``final`` is the stopping poll (``stop()``
+        makes one just after the last if none was made)."""
+        if self.clock != "virtual":
+            raise ConfigError("poll_at drives a Probe made with clock='virtual'; this one runs on the real clock",
+                              "make the Probe with clock='virtual', or let its threads poll")
+        if not self._started or self._stopped:
+            raise ConfigError("poll_at needs a started, not yet stopped Probe", "call start() first (or use `with`)")
+        t_ns = int(t_ns)
+        if self._virtual_t is not None and t_ns <= self._virtual_t:
+            raise ConfigError(f"poll_at({t_ns}) is not after the last poll ({self._virtual_t})",
+                              "pass increasing times: a virtual clock runs forward too")
+        nxt = self._sampler.poll_at(t_ns, final)
+        self._virtual_t = t_ns
+        self._drain_once()
+        if final:
+            self._finish()
+        return nxt
+
     def stop(self) -> None:
         if not self._started or self._stopped:
+            return
+        if self.clock == "virtual":
+            self.poll_at((self._virtual_t or _core.now_ns()) + 1, final=True)
             return
         _pop_sink(self._records)
         # the work ends now, not at the last mark: what ran after it (a worker process exiting, a
@@ -158,6 +197,9 @@ class Probe:
             self._drain_thread.join()
         self._sampler.stop()
         self._drain_once()
+        self._finish()
+
+    def _finish(self) -> None:
         self._stats = self._sampler.stats()
         # the sensors' facts again, now that their threads have ended: some count what happened while
         # they ran (NVML: field timestamps used and rejected)
@@ -251,15 +293,8 @@ class Probe:
         for c in self._channels:
             m = ch == c["channel"]
             order = np.argsort(t[m], kind="stable")
-            out.append(Channel(
-                channel=c["channel"], sensor=c["sensor"], domain=c["domain"], quantity=c["quantity"],
-                estimated=c["estimated"], resolution=c["resolution"],
-                nominal_update_period_ns=c["nominal_update_period_ns"],
-                averaging_window_ns=c["averaging_window_ns"], max_power_w=float(c.get("max_power_w") or 0.0),
-                averaging_window_min_ns=int(c.get("averaging_window_min_ns") or 0),
-                averaging_window_max_ns=int(c.get("averaging_window_max_ns") or 0),
-                parent_domain=c.get("parent_domain"),
-                t_ns=t[m][order], prev_t_ns=prev[m][order], value=v[m][order], flags=fl[m][order]))
+            out.append(Channel.from_info(c, t_ns=t[m][order], prev_t_ns=prev[m][order], value=v[m][order],
+                                         flags=fl[m][order]))
         return out
 
     def channels_around(self, start_ns: int, end_ns: int) -> list[Channel]:

@@ -523,4 +523,106 @@ TEST(nvml_samples_are_dated_at_the_field_timestamp_not_the_poll) {
     CHECK(off == 0);
 }
 
+// -- step(): the sampler's rules as a pure function --------------------------------------------
+namespace {
+ChannelInfo counter_info(double max_power_w, double wrap_j) {
+    ChannelInfo info;
+    info.domain = "c";
+    info.quantity = Quantity::EnergyCounter;
+    info.resolution = 1e-3;
+    info.nominal_update_period_ns = 1000000;
+    info.max_power_w = max_power_w;
+    info.wrap_j = wrap_j;
+    return info;
+}
+Reading ok(double v, int64_t t_ns = 0) { return Reading{v, PollStatus::Ok, t_ns}; }
+}  // namespace
+
+TEST(step_flags_first_change_keepalive_and_final) {
+    ChannelState s;
+    const ChannelInfo info = counter_info(0, 0);
+    const StepRules rules{10000000, false};  // keep-alive every 10 ms
+    StepResult r = step(s, ok(1.0), info, 7, PollWindow{1000000, 1000200, false}, rules);
+    CHECK(r.event == StepEvent::Recorded && r.sample.flags == (kFirst | kChanged) && r.sample.channel == 7);
+    CHECK(r.sample.t_ns == 1000100 && !r.edge);  // the poll's middle; a first reading teaches no edge
+    r = step(s, ok(1.0), info, 7, PollWindow{2000000, 2000000, false}, rules);
+    CHECK(r.event == StepEvent::Quiet);  // unchanged, keep-alive not due
+    r = step(s, ok(1.5), info, 7, PollWindow{3000000, 3000000, false}, rules);
+    CHECK(r.event == StepEvent::Recorded && r.sample.flags == kChanged && r.sample.value == 1.5);
+    CHECK(r.sample.prev_t_ns == 2000000);  // the edge lies in (prev poll, this poll]
+    CHECK(r.edge && r.edge_ns == 2500000 && r.edge_uncertainty_ns == 1000000);
+    r = step(s, ok(1.5), info, 7, PollWindow{12000000, 12000000, false}, rules);
+    CHECK(r.event == StepEvent::Quiet);  // 9 ms since the last stored: not yet
+    r = step(s, ok(1.5), info, 7, PollWindow{13000000, 13000000, false}, rules);
+    CHECK(r.event == StepEvent::Recorded && r.sample.flags == kKeepalive);
+    r = step(s, ok(1.5), info, 7, PollWindow{14000000, 14000000, true}, rules);
+    CHECK(r.event == StepEvent::Recorded && r.sample.flags == kFinal);
+}
+
+TEST(step_excludes_an_impossible_counter_step_and_counts_on_from_it) {
+    ChannelState s;
+    const ChannelInfo info = counter_info(100.0, 0);  // at most 100 W
+    const StepRules rules;
+    step(s, ok(10.0), info, 0, PollWindow{0, 0, false}, rules);
+    step(s, ok(10.1), info, 0, PollWindow{1000000, 1000000, false}, rules);  // 100 W over 1 ms: fine
+    StepResult r = step(s, ok(60.1), info, 0, PollWindow{2000000, 2000000, false}, rules);  // 50 kW
+    CHECK(r.glitch && (r.sample.flags & kGlitch) && r.sample.value == 10.1);
+    r = step(s, ok(60.15), info, 0, PollWindow{3000000, 3000000, false}, rules);
+    CHECK(!r.glitch && std::fabs(r.sample.value - 10.15) < 1e-12);  // later steps count, the jump stays out
+    r = step(s, ok(50.0), info, 0, PollWindow{4000000, 4000000, false}, rules);  // backwards
+    CHECK(r.glitch && std::fabs(r.sample.value - 10.15) < 1e-12);
+}
+
+TEST(step_dates_by_the_sensor_inside_the_poll_and_handles_retry_and_gone) {
+    ChannelState s;
+    ChannelInfo info = counter_info(0, 0);
+    info.quantity = Quantity::Power;
+    const StepRules rules;
+    StepResult r = step(s, ok(5.0, 1000150), info, 0, PollWindow{1000000, 1000400, false}, rules);
+    CHECK(r.sample.t_ns == 1000150);
+    r = step(s, ok(6.0, 999), info, 0, PollWindow{2000000, 2000400, false}, rules);
+    CHECK(r.sample.t_ns == 2000000 && r.sample.prev_t_ns == 1000150);  // clamped into the poll
+    r = step(s, Reading{0.0, PollStatus::Retry, 0}, info, 0, PollWindow{3000000, 3000000, false}, rules);
+    CHECK(r.event == StepEvent::Retry && s.last_t == 2000000);  // nothing changes
+    r = step(s, Reading{0.0, PollStatus::Gone, 0}, info, 0, PollWindow{4000000, 4000000, false}, rules);
+    CHECK(r.event == StepEvent::Gone && r.sample.flags == kGone && r.sample.value == 6.0 && s.gone);
+    r = step(s, ok(7.0), info, 0, PollWindow{5000000, 5000000, false}, rules);
+    CHECK(r.event == StepEvent::Quiet);  // a gone channel stays gone
+}
+
+TEST(poll_at_drives_the_sampler_on_a_virtual_clock) {
+    std::shared_ptr<Sensor> s = open_sensor("synthetic", Options({{"waveform", "constant"}, {"update_us", "0"}}));
+    SamplerConfig cfg;
+    cfg.period_ns = 500000;
+    Sampler sampler({s}, cfg);
+    const int64_t t0 = now_ns();
+    int64_t t = t0;
+    for (int i = 0; i < 5; ++i) {
+        const int64_t next = sampler.poll_at(t);
+        CHECK(next == t + 500000);
+        t = next;
+    }
+    sampler.poll_at(t, true);
+    std::vector<Sample> out;
+    sampler.drain(out);
+    REQUIRE(!out.empty());
+    CHECK(out.front().t_ns == t0 && (out.front().flags & kFirst));
+    CHECK(out.back().t_ns == t && (out.back().flags & kFinal));
+    CHECK(sampler.stats()[0].polls == 6 && sampler.stats()[0].state == "stopped");
+    bool refused = false;
+    try {
+        sampler.poll_at(t + 1);
+    } catch (const std::logic_error&) {
+        refused = true;
+    }
+    CHECK(refused);  // no poll after the final one
+    refused = false;
+    try {
+        sampler.start();
+    } catch (const std::logic_error&) {
+        refused = true;
+    }
+    CHECK(refused);  // a virtual sampler is never started
+}
+
 TEST_MAIN()

@@ -6,6 +6,8 @@ exact totals across counter wraps, and the truth always inside the reported boun
 
 from __future__ import annotations
 
+import ctypes
+import math
 import time
 from collections import Counter
 
@@ -17,6 +19,7 @@ from greenprobe.attribution import FLAG_CHANGED, FLAG_FIRST, FLAG_GLITCH
 from helpers import assert_accuracy, compare, run_marks, writer_stalls
 from standins import Writer, make_cpu_tree, make_powercap_tree, write_register
 from truth import Wave
+from virtual import Updating, drive, poll_times
 
 
 def test_synthetic_counter_50ms_and_2ms():
@@ -62,8 +65,70 @@ def _powercap_probe(tmp_path, max_uj, seconds, marks, schedule="fixed"):
     return probe, {"package-0": pkg, "core": core}, logs
 
 
+def _virtual_marks(start_ns: int, seed: int) -> tuple[list, int]:
+    """12 marks of 50 ms (10 ms apart), then 120 of 2 ms (3 ms apart), their edges at seeded
+    offsets from any lattice; returns them and the end."""
+    rng = np.random.default_rng(seed)
+    marks, t = [], start_ns
+    for label, n, length, gap in (("long", 12, 50_000_000, 10_000_000), ("short", 120, 2_000_000, 3_000_000)):
+        for _ in range(n):
+            t += int(rng.integers(0, 1_000_000))
+            marks.append((label, t, t + length))
+            t += length + gap
+    return marks, t
+
+
 @pytest.mark.parametrize("schedule", ["fixed", "adaptive"])
-def test_powercap_standin_matches_truth_across_wraps(tmp_path, schedule):
+def test_powercap_counters_match_truth_across_wraps(tmp_path, schedule):
+    """Two RAPL zones on a virtual clock: each energy_uj updated every 1 ms (as RAPL does), in
+    phases of their own, a 30 J range (the 150 W package wraps every ~0.2 s), polled every 200 µs
+    (+ up to 10 %; adaptive: when the schedule asks). Every interval against its exact energy."""
+    t0 = 10**12
+    pkg = Wave("sine", base_w=150, amp_w=60, freq_hz=1.5, t0_ns=t0)
+    core = Wave("square", base_w=10, amp_w=20, freq_hz=3.0, duty=0.3, t0_ns=t0)
+    max_uj = 30_000_000
+    paths = make_powercap_tree(tmp_path / "powercap", [("intel-rapl:0", "package-0", max_uj),
+                                                       ("intel-rapl:0:0", "core", max_uj)])
+
+    def counter(wave, offset_uj):
+        return lambda u: b"%020d\n" % ((offset_uj + math.floor(wave.energy_at_ns(u) * 1e6)) % (max_uj + 1))
+
+    files = [Updating(str(paths["package-0"]), 1_000_000, t0 + 310_000, counter(pkg, max_uj - 300_000)),
+             Updating(str(paths["core"]), 1_000_000, t0 + 770_000, counter(core, 7))]
+    marks, end = _virtual_marks(t0 + 50_000_000, seed=3)
+    for f in files:
+        f.show_at(t0)
+    with greenprobe.Probe(sensors=["rapl-powercap"], period_us=200, powercap_root=str(tmp_path / "powercap"),
+                          schedule=schedule, clock="virtual") as probe:
+        if schedule == "fixed":
+            drive(probe, files, poll_times(t0 + 200_000, end + 50_000_000, 200_000, seed=3))
+        else:
+            t = t0 + 200_000
+            while t < end + 50_000_000:
+                for f in files:
+                    f.show_at(t)
+                t = max(probe.poll_at(t), t + 1)
+        for m in marks:
+            probe.add_mark(*m)
+    truth = {"package-0": pkg, "core": core}
+    chans = {c.domain: c for c in probe.channels()}
+    assert not any((c.flags & FLAG_GLITCH).any() for c in chans.values()), "no step is excluded: none is doubtful"
+    span_j = chans["package-0"].value[-1] - chans["package-0"].value[0]
+    assert abs(span_j - pkg.energy_between(t0, end + 50_000_000)) < 1.0 and span_j > 5 * max_uj * 1e-6, \
+        "the wraps are counted: the span is the truth's (to the updates at its ends), over several ranges"
+    assert_accuracy(compare(probe, "long", truth), per_interval_rel=0.01)
+    assert_accuracy(compare(probe, "short", truth), summed_rel=0.05)
+    if schedule == "adaptive":
+        assert probe.stats()[0]["learnt_update_periods_ns"] == [1_000_000, 1_000_000]
+
+
+@pytest.mark.parametrize("schedule", ["fixed", "adaptive"])
+def test_powercap_standin_on_the_real_clock_across_wraps(tmp_path, schedule):
+    """A smoke test of the sampler's own thread against powercap files written in real time by another
+    process, across wraps. Every recorded count is a value the writer wrote, each excluded step is
+    one the sampler's rules explain, and the truth lies inside every interval's bounds. Accuracy
+    is the virtual-clock test's (above): here a busy machine delays the sampler's thread, and an
+    update seen late is dated to within the delay (test_hwmon shows what that costs)."""
     def marks():
         run_marks("long", 12, 0.05, 0.01)
         run_marks("short", 120, 0.002, 0.003, busy=True)
@@ -81,8 +146,8 @@ def test_powercap_standin_matches_truth_across_wraps(tmp_path, schedule):
     torn = {d: _check_counts(chans[d], logs[i][0], max_uj) for i, d in enumerate(("package-0", "core"))}
     stalls = [w for log in logs for w in writer_stalls(log[0], 1_000_000)]
     stalls += [(int(chans[d].t_ns[k]) - 3_000_000, int(chans[d].t_ns[k]) + 3_000_000) for d in torn for k in torn[d]]
-    assert_accuracy(compare(probe, "long", truth, stalls=stalls), per_interval_rel=0.01)
-    assert_accuracy(compare(probe, "short", truth, stalls=stalls), summed_rel=0.05)
+    assert_accuracy(compare(probe, "long", truth, stalls=stalls))
+    assert_accuracy(compare(probe, "short", truth, stalls=stalls))
     counts = np.round(chans["package-0"].value * 1e6).astype(np.int64)
     span_j = (counts[-1] - counts[0]) * 1e-6
     assert span_j > 5 * max_uj * 1e-6, "the test must cross several wraps"
@@ -276,34 +341,83 @@ def test_nvml_standin_energy_counter(fake_nvml, nvml_env, update_ms, schedule):
         assert stats["edge_windows"] > 3 and stats["polls"] < 0.5 * 5000 * run_s
 
 
-def test_nvml_adaptive_schedule_dates_both_gpus_out_of_phase(fake_nvml, nvml_env):
-    """Two GPUs whose counters update every 100 ms, the second 50 ms after the first. The adaptive
-    schedule plans each channel's windows, so the updates of both are dated within a few ms (with
-    one planner fed by the first GPU, the second's were seen only at the first one's windows, and
-    dated to ~50 ms)."""
-    t0 = time.monotonic_ns()
-    update, phase = 100_000_000, 50_000_000
+def _adaptive_two_gpus(fake_nvml, nvml_env, late):
+    """Two GPUs whose counters update every 100 ms, the second 50 ms after the first, polled by the
+    adaptive schedule on a virtual clock for 1.5 s: each poll comes when the schedule asks, plus
+    ``late(i)`` ns (the thread woke late: 0 on an idle machine). Returns the probe, t0, and the number
+    of polls."""
+    t0 = 10**12
     nvml_env(gpus=2, update_ms=100, phase_ms=50, t0_ns=t0, waveform="sine", base_w=120, amp_w=10, freq_hz=0.25)
-    with greenprobe.Probe(sensors=["nvml"], period_us=1000, nvml_library=str(fake_nvml), schedule="adaptive") as probe:
-        time.sleep(1.5)
+    clock = ctypes.CDLL(str(fake_nvml))  # the library the sensor loads: dlopen gives the same one
+    clock.fake_set_now.argtypes = [ctypes.c_longlong]
+    clock.fake_set_now(t0)
+    try:
+        with greenprobe.Probe(sensors=["nvml"], period_us=1000, nvml_library=str(fake_nvml), schedule="adaptive",
+                              clock="virtual") as probe:
+            t, polls = t0 + 1_000_000, 0
+            while t < t0 + 1_500_000_000:
+                clock.fake_set_now(t)
+                nxt = probe.poll_at(t)
+                polls += 1
+                t = max(nxt, t + 1) + late(polls)
+            clock.fake_set_now(t)
+            probe.poll_at(t, final=True)
+    finally:
+        clock.fake_set_now(0)
+    return probe, t0, polls
+
+
+@pytest.mark.parametrize("machine", ["idle", "busy"])
+def test_nvml_adaptive_schedule_dates_both_gpus_out_of_phase(fake_nvml, nvml_env, machine):
+    """The adaptive schedule plans each channel's windows, so the updates of both are dated within a
+    few ms (with one planner fed by the first GPU, the second's were seen only at the first one's
+    windows, and dated to ~50 ms). On a busy machine (every 7th poll 0-5 ms late, seeded) a late
+    poll widens the window it falls in, by its lateness at most, never the schedule's phase."""
+    rng = np.random.default_rng(7)
+    late = (lambda i: 0) if machine == "idle" else (lambda i: int(rng.uniform(0, 5e6)) if i % 7 == 0 else 0)
+    update, phase = 100_000_000, 50_000_000
+    probe, t0, polls = _adaptive_two_gpus(fake_nvml, nvml_env, late)
     st = probe.stats()[0]
+    assert st["polls"] == polls + 1  # and the final one
     energy = [c for c in probe.channels() if c.quantity == "energy"]
     assert [c.domain for c in energy] == ["gpu0", "gpu1"]
     periods = st["learnt_update_periods_ns"]
     assert len(periods) == len(probe.channels()) == 4  # one per channel, in channel order
     for c in energy:
         assert abs(periods[c.channel] - update) < 2_000_000, periods
-    assert st["polls"] < 0.5 * 1000 * 1.5, "the windows replace most of the 1 kHz polls"
+    assert polls < 0.5 * 1000 * 1.5, "the windows replace most of the 1 kHz polls"
     for i, c in enumerate(energy):
         edge = ((c.flags & FLAG_CHANGED) != 0) & ((c.flags & FLAG_FIRST) == 0) & (c.t_ns > t0 + 700_000_000)
         t, prev = c.t_ns[edge], c.prev_t_ns[edge]
         assert t.size >= 6
         width = t - prev  # the dating uncertainty of each update
-        assert np.median(width) <= 3_000_000 and np.mean(width <= 4_000_000) >= 0.8, (c.domain, width)
+        assert np.median(width) <= 3_000_000, (c.domain, width)
+        if machine == "idle":
+            assert np.mean(width <= 4_000_000) >= 0.8, (c.domain, width)
+        else:  # a window is widened by its late poll at most: one fine period plus 5 ms
+            assert width.max() <= 6_000_000 and np.mean(width <= 4_000_000) >= 0.6, (c.domain, width)
         # each update lies in its window: GPU i updates at t0 + i x phase + k x update
         k = (t - t0 - i * phase) // update
         u = t0 + i * phase + k * update
         assert ((u > prev) & (u <= t)).all(), c.domain
+
+
+def test_nvml_adaptive_schedule_on_the_real_clock(fake_nvml, nvml_env):
+    """A smoke test of the same schedule on the sampler's own thread: it learns both periods and
+    polls far less than 1 kHz; every update lies inside the window that dates it. (What it learns,
+    and how well it dates, is the virtual-clock test's: a busy machine wakes this thread late, and
+    three missed windows make a planner relearn.)"""
+    t0 = time.monotonic_ns()
+    nvml_env(gpus=2, update_ms=100, phase_ms=50, t0_ns=t0, waveform="sine", base_w=120, amp_w=10, freq_hz=0.25)
+    with greenprobe.Probe(sensors=["nvml"], period_us=1000, nvml_library=str(fake_nvml), schedule="adaptive") as probe:
+        time.sleep(1.5)
+    st = probe.stats()[0]
+    assert st["polls"] < 0.5 * 1000 * 1.5
+    for i, c in enumerate(c for c in probe.channels() if c.quantity == "energy"):
+        edge = ((c.flags & FLAG_CHANGED) != 0) & ((c.flags & FLAG_FIRST) == 0)
+        t, prev = c.t_ns[edge], c.prev_t_ns[edge]
+        u = t0 + i * 50_000_000 + (t - t0 - i * 50_000_000) // 100_000_000 * 100_000_000
+        assert t.size >= 10 and ((u > prev) & (u <= t)).all(), c.domain
 
 
 def test_nvml_lost_gpu_stops_that_channel_and_the_session_goes_on(fake_nvml, nvml_env):

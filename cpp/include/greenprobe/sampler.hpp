@@ -69,6 +69,63 @@ class EdgePlanner {
     uint64_t misses_total_ = 0, windows_ = 0;
 };
 
+// One channel's state between polls: what the pure step() below reads and updates. The sampler
+// keeps one per channel, touched by its sensor's polling thread alone (or by poll_at, never both).
+struct ChannelState {
+    double last_value = 0.0;     // as the sensor read it
+    // Energy counters: added to the sensor's value so that the recorded value leaves out every
+    // step excluded as a glitch (minus their sum).
+    double offset = 0.0;
+    double last_recorded = 0.0;  // the last value stored (offset included)
+    // The start of the poll window that saw the channel's last update: a step accrues from that
+    // update on (judge_step's accrual time).
+    int64_t since = 0;
+    // Two clocks: the poll that read it last (the schedule's: planners, keep-alives) and the time its
+    // last reading is stored at (the sensor's own dating where it gives one, else that poll's):
+    // samples, their prev_t_ns and the accrual times judge_step weighs are on the latter.
+    int64_t last_poll = 0;
+    int64_t last_t = 0;
+    int64_t last_pushed = 0;     // the poll whose reading was last stored (keep-alives count from it)
+    bool seen = false;
+    bool gone = false;
+};
+
+// One poll of a sensor: it ran within [t0, t1]; `final` when the sampler is stopping.
+struct PollWindow {
+    int64_t t0 = 0;
+    int64_t t1 = 0;
+    bool final = false;
+    int64_t middle() const { return t0 + (t1 - t0) / 2; }
+};
+
+struct StepRules {
+    int64_t keepalive_ns = 50000000;  // store an unchanged value at least this often
+    bool record_all = false;          // store every poll
+};
+
+enum class StepEvent : uint8_t {
+    Quiet,     // nothing to store: unchanged, and a keep-alive is not due
+    Recorded,  // `sample` is to be stored
+    Retry,     // the read failed transiently; the state is unchanged
+    Gone,      // the channel is lost: `sample` (flag kGone) is its last; later readings are ignored
+};
+
+struct StepResult {
+    StepEvent event = StepEvent::Quiet;
+    Sample sample{};
+    bool glitch = false;  // an energy counter's step was excluded (the sample has kGlitch)
+    // A change after the first reading, dated to the middle of the two polls around it, to within
+    // their distance: what the adaptive schedule learns from.
+    bool edge = false;
+    int64_t edge_ns = 0;
+    int64_t edge_uncertainty_ns = 0;
+};
+
+// Turns one reading of one channel into what the sampler stores: flags, the counter check
+// (judge_step), the value with excluded steps left out, the dating. Pure: no clock, no I/O.
+StepResult step(ChannelState& state, const Reading& reading, const ChannelInfo& info, uint32_t channel,
+                const PollWindow& poll, const StepRules& rules);
+
 struct ChannelDesc {
     uint32_t id;
     std::size_t sensor_index;
@@ -118,9 +175,18 @@ class Sampler {
     const std::vector<std::shared_ptr<Sensor>>& sensors() const { return sensors_; }
     const SamplerConfig& config() const { return config_; }
 
+    // A virtual clock, for stand-ins and recordings that must not race the wall clock: polls every
+    // sensor once, as if the poll ran at t_ns exactly, through the same steps as the threads; returns
+    // when the schedule would poll next (the earliest of the sensors). `final` is the stopping poll
+    // (each channel's sample is flagged kFinal) after which the sampler takes no more polls.
+    // A sampler driven so is never started, nor one started ever driven so (std::logic_error).
+    int64_t poll_at(int64_t t_ns, bool final = false);
+
   private:
     struct Worker;
     void run(Worker& w);
+    void poll_once(Worker& w, const PollWindow& poll);
+    int64_t plan(Worker& w, int64_t deadline, int64_t now);
 
     std::vector<std::shared_ptr<Sensor>> sensors_;
     SamplerConfig config_;
@@ -128,6 +194,9 @@ class Sampler {
     std::vector<std::unique_ptr<Worker>> workers_;
     std::atomic<bool> running_{false};
     std::atomic<bool> stop_requested_{false};
+    bool started_ = false;   // start() was called (only from the owner's thread, as poll_at)
+    bool stepped_ = false;   // poll_at was called
+    bool finished_ = false;  // poll_at's final poll was made
 };
 
 }  // namespace greenprobe

@@ -49,12 +49,30 @@ struct ChannelInfo {
     std::string note;
 };
 
+// Every field of ChannelInfo, in its order: the one list that the bindings make the read-only
+// class, the channel dicts and the replay's reading from (and that the proto, attribution.Channel
+// and the Parquet metadata are tested against: greenprobe._core.CHANNEL_INFO_FIELDS).
+#define GREENPROBE_CHANNEL_INFO_FIELDS(X)                                                                  \
+    X(domain) X(quantity) X(estimated) X(resolution) X(nominal_update_period_ns) X(averaging_window_ns)   \
+    X(averaging_window_min_ns) X(averaging_window_max_ns) X(parent_domain) X(device_uuid) X(device_bus_id) \
+    X(shared) X(max_power_w) X(wrap_j) X(note)
+
+namespace detail {
+// ChannelInfo as the list has it: a field added to the struct and not to the list changes its size.
+struct ChannelInfoAsListed {
+#define GREENPROBE_AS_LISTED(name) decltype(ChannelInfo::name) name;
+    GREENPROBE_CHANNEL_INFO_FIELDS(GREENPROBE_AS_LISTED)
+#undef GREENPROBE_AS_LISTED
+};
+}  // namespace detail
+static_assert(sizeof(detail::ChannelInfoAsListed) == sizeof(ChannelInfo),
+              "list every ChannelInfo field, in its order, in GREENPROBE_CHANNEL_INFO_FIELDS");
+
 // Outcome of reading one channel in one poll.
 enum class PollStatus : uint8_t {
     Ok = 0,     // value is fresh
     Retry = 1,  // transient failure, value invalid; try again next poll
-    Gone = 2,   // device lost: stop this channel
-    Fatal = 3,  // the whole sensor is unusable from now on
+    Gone = 2,   // device lost: stop this channel (a sensor lost as a whole says Gone for each)
 };
 
 struct Reading {

@@ -14,6 +14,7 @@ import grpc
 import numpy as np
 
 from .. import __version__
+from ..records import channel_message_fields
 from ..session import Probe
 from ..store import marks_table, own_buffers
 from ..v1 import probe_pb2 as pb
@@ -49,15 +50,7 @@ class Servicer(pb_grpc.ProbeServicer):
     # -- status --------------------------------------------------------------------------------
     def Status(self, request, context):
         p = self.probe
-        chans = [pb.Channel(channel=c["channel"], sensor=c["sensor"], domain=c["domain"], quantity=c["quantity"],
-                            estimated=c["estimated"], resolution=c["resolution"],
-                            nominal_update_period_ns=c["nominal_update_period_ns"],
-                            averaging_window_ns=c["averaging_window_ns"], max_power_w=c.get("max_power_w", 0.0),
-                            averaging_window_min_ns=c.get("averaging_window_min_ns", 0),
-                            averaging_window_max_ns=c.get("averaging_window_max_ns", 0), wrap_j=c.get("wrap_j", 0.0),
-                            parent_domain=c.get("parent_domain") or "", device_uuid=c.get("device_uuid") or "",
-                            note=c.get("note") or "")
-                 for c in p.channel_info()]
+        chans = [pb.Channel(**channel_message_fields(c)) for c in p.channel_info()]
         stats = [pb.SensorStats(sensor=s.get("sensor", ""), state=s.get("state", ""), polls=s.get("polls", 0),
                                 late_polls=s.get("late_polls", 0), drops=s.get("drops", 0),
                                 max_lag_ns=s.get("max_lag_ns", 0), last_error=s.get("last_error", ""))

@@ -1,0 +1,78 @@
+"""Each record that crosses a boundary is defined once, and every side carries all of it: a field
+missing from any side fails here."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import fields
+
+import pyarrow.parquet as pq
+import pytest
+
+import greenprobe
+from greenprobe import _core, records
+from greenprobe.attribution import Channel
+from greenprobe.daemon.servicer import Servicer
+from greenprobe.parquet import read_metadata
+from greenprobe.v1 import probe_pb2 as pb
+
+SPEC = "synthetic:waveform=constant;base_w=10;domains=a,b"
+
+
+def test_the_client_only_copy_of_the_channel_fields_is_the_cores():
+    assert records._CHANNEL_INFO_FIELDS_WITHOUT_CORE == _core.CHANNEL_INFO_FIELDS == records.CHANNEL_INFO_FIELDS
+
+
+def test_channel_info_is_a_read_only_class_with_every_field():
+    sensor = _core.open_sensor("synthetic", {"domains": "a"})
+    (info,) = sensor.channel_infos()
+    assert isinstance(info, _core.ChannelInfo) and info.domain == "a" and info.quantity == "energy"
+    assert info.as_dict() == sensor.channels()[0]
+    assert tuple(info.as_dict()) == _core.CHANNEL_INFO_FIELDS
+    with pytest.raises(AttributeError):
+        info.domain = "b"
+
+
+def test_the_proto_channel_carries_every_field():
+    missing = set(_core.CHANNEL_INFO_FIELDS) - set(pb.Channel.DESCRIPTOR.fields_by_name)
+    assert not missing, f"probe.proto's Channel lacks {sorted(missing)}"
+
+
+def test_the_estimators_channel_carries_every_field():
+    missing = set(_core.CHANNEL_INFO_FIELDS) - {f.name for f in fields(Channel)}
+    assert not missing, f"attribution.Channel lacks {sorted(missing)}"
+
+
+def test_every_field_survives_each_crossing(tmp_path):
+    """The sampler's descriptor → attribution.Channel, the daemon's Status reply and the Parquet
+    metadata, field by field, values included."""
+    with greenprobe.Probe(sensors=[SPEC], period_us=1000) as probe:
+        with greenprobe.mark("x"):
+            pass
+    described = probe.channel_info()
+    assert len(described) == 2
+    for info, ch in zip(described, probe.channels()):
+        for name in _core.CHANNEL_INFO_FIELDS:
+            assert getattr(ch, name) == info[name], name
+    reply = Servicer(probe, threading.Event()).Status(pb.StatusRequest(), None)
+    for info, msg in zip(described, reply.channels):
+        for name in _core.CHANNEL_INFO_FIELDS:
+            assert getattr(msg, name) == pytest.approx(info[name]) if isinstance(info[name], float) else \
+                getattr(msg, name) == info[name], name
+    paths = probe.save(tmp_path)
+    saved = read_metadata(paths["samples"])["channels"]
+    for info, row in zip(described, saved):
+        for name in _core.CHANNEL_INFO_FIELDS:
+            assert row[name] == info[name], name
+    assert pq.read_table(paths["samples"]).num_rows > 0
+
+
+def test_a_replay_keeps_every_field(tmp_path):
+    with greenprobe.Probe(sensors=[SPEC], period_us=1000) as probe:
+        pass
+    paths = probe.save(tmp_path)
+    with greenprobe.Probe(sensors=[f"replay:path={paths['samples']}"], period_us=1000) as replayed:
+        pass
+    keep = set(_core.CHANNEL_INFO_FIELDS) - {"max_power_w", "wrap_j"}  # a replay checks no ceiling again
+    for a, b in zip(probe.channel_info(), replayed.channel_info()):
+        assert {k: a[k] for k in keep} == {k: b[k] for k in keep}
