@@ -212,8 +212,8 @@ PYBIND11_MODULE(_core, m) {
                  c.guard_ns = guard_ns;
                  return std::make_unique<Sampler>(std::move(sensors), c);
              }),
-             py::arg("sensors"), py::arg("period_ns") = 1000000, py::arg("ring_capacity") = 1 << 16,
-             py::arg("keepalive_ns") = 50000000, py::arg("record_all") = false, py::arg("adaptive") = false,
+             py::arg("sensors"), py::arg("period_ns") = kDefaultPeriodNs, py::arg("ring_capacity") = kDefaultRingCapacity,
+             py::arg("keepalive_ns") = kDefaultKeepaliveNs, py::arg("record_all") = false, py::arg("adaptive") = false,
              py::arg("guard_ns") = 0)
         .def("start", &Sampler::start)
         .def("stop", &Sampler::stop, py::call_guard<py::gil_scoped_release>())
@@ -330,4 +330,12 @@ PYBIND11_MODULE(_core, m) {
     info.def("as_dict", &channel_dict, "The fields by name.");
     info.def("__repr__", [](const ChannelInfo& c) { return "<ChannelInfo " + c.domain + ">"; });
     m.attr("CHANNEL_INFO_FIELDS") = py::tuple(names);
+
+    py::dict defaults;  // sampler.hpp's one definition
+    defaults["period_ns"] = kDefaultPeriodNs;
+    defaults["min_period_ns"] = kMinPeriodNs;
+    defaults["keepalive_ns"] = kDefaultKeepaliveNs;
+    defaults["ring_capacity"] = kDefaultRingCapacity;
+    defaults["min_ring_capacity"] = kMinRingCapacity;
+    m.attr("SAMPLER_DEFAULTS") = defaults;
 }

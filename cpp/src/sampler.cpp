@@ -4,6 +4,7 @@
 #include <limits>
 #include <mutex>
 #include <stdexcept>
+#include <string>
 
 #include "greenprobe/clock.hpp"
 #include "greenprobe/counter.hpp"
@@ -213,8 +214,11 @@ const char* state_name(int s) {
 
 Sampler::Sampler(std::vector<std::shared_ptr<Sensor>> sensors, SamplerConfig config)
     : sensors_(std::move(sensors)), config_(config) {
-    if (config_.period_ns < 1000) {
-        throw std::invalid_argument("sampler period must be at least 1 us");
+    if (config_.period_ns < kMinPeriodNs) {
+        throw std::invalid_argument("sampler period must be at least " + std::to_string(kMinPeriodNs / 1000) + " us");
+    }
+    if (config_.ring_capacity < kMinRingCapacity) {
+        throw std::invalid_argument("sampler ring capacity must be at least " + std::to_string(kMinRingCapacity));
     }
     uint32_t next_channel = 0;
     for (std::size_t i = 0; i < sensors_.size(); ++i) {

@@ -8,9 +8,10 @@
     probe.intervals()   # pyarrow Table: one row per (mark, sensor, domain)
 """
 
-__version__ = "0.1.0"
+import time as _time
 
-import time as _time  # noqa: E402
+from ._version import __version__  # noqa: F401 (re-exported)
+from ._mark import mark
 
 from .client import DaemonError, RemoteProbe, connect  # noqa: E402
 from .errors import (  # noqa: E402
@@ -33,13 +34,11 @@ except ImportError as _e:  # client-only: an environment without the compiled ex
 
 if _core is not None:
     from .dither import dither  # noqa: E402
-    from .marks import mark  # noqa: E402
     from .sensors import list_sensors  # noqa: E402
     from .session import Probe  # noqa: E402
 
     now_ns = _core.now_ns
 else:
-    from .client import PyMark as mark  # noqa: E402
     from .dither import dither  # noqa: E402
 
     now_ns = _time.monotonic_ns

@@ -16,9 +16,22 @@ from .errors import ConfigError
 #: for the RAPL descriptors where this process may not open them (`greenprobe setup-perf`)
 PERF_HELPER = Path(__file__).resolve().parent / "bin" / "greenprobe-perf-helper"
 
-#: the sampler's polling period unless one is given, and the shortest (Probe, the CLI, the study)
-PERIOD_US = 1000
-MIN_PERIOD_US = 50
+#: The sampler's defaults and limits, from their one definition in the core (sampler.hpp, exported as
+#: greenprobe._core.SAMPLER_DEFAULTS); a client-only install uses this copy, which test_records.py
+#: checks against the core's.
+_SAMPLER_DEFAULTS_WITHOUT_CORE = {"period_ns": 1_000_000, "min_period_ns": 50_000, "keepalive_ns": 50_000_000,
+                                  "ring_capacity": 65536, "min_ring_capacity": 16}
+try:
+    from ._core import SAMPLER_DEFAULTS
+except ImportError:
+    SAMPLER_DEFAULTS = dict(_SAMPLER_DEFAULTS_WITHOUT_CORE)
+
+#: the polling period unless one is given, and the shortest (Probe, the CLI, the study), in µs
+PERIOD_US = SAMPLER_DEFAULTS["period_ns"] // 1000
+MIN_PERIOD_US = SAMPLER_DEFAULTS["min_period_ns"] // 1000
+KEEPALIVE_MS = SAMPLER_DEFAULTS["keepalive_ns"] // 1_000_000
+RING_CAPACITY = SAMPLER_DEFAULTS["ring_capacity"]
+MIN_RING_CAPACITY = SAMPLER_DEFAULTS["min_ring_capacity"]
 
 @functools.lru_cache(maxsize=None)
 def environment() -> dict[str, str]:

@@ -59,7 +59,7 @@ def dither(fn: Callable, *args, label: str = "call", reps: int = 32, min_seconds
     if max_gap_s is not None and max_gap_s < 0:
         raise ConfigError(f"max_gap_s must be >= 0, got {max_gap_s}",
                           "pass max_gap_s=0 or more, or leave it out (the first call's duration)")
-    from . import mark  # the C mark, or the pure one in a client-only environment
+    from ._mark import mark  # the C mark, or the pure one in a client-only environment
 
     rng = np.random.default_rng(seed)
     attrs = attrs or {}

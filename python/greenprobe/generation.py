@@ -51,9 +51,9 @@ _ids = itertools.count()
 
 
 def _mark():
-    import greenprobe
+    from ._mark import mark
 
-    return greenprobe.mark
+    return mark
 
 
 class Request:

@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import __version__
+from ._version import __version__
 from .attribution import attribute
 from .store import MarkStore, Part, marks_table, part_name, part_span
 

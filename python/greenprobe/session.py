@@ -11,7 +11,7 @@ import numpy as np
 
 from . import _core
 from .attribution import FLAG_CHANGED, FLAG_FIRST, Channel, attribute
-from .config import MIN_PERIOD_US, PERIOD_US, resolve_options
+from .config import KEEPALIVE_MS, MIN_PERIOD_US, MIN_RING_CAPACITY, PERIOD_US, RING_CAPACITY, resolve_options
 from .errors import ConfigError
 from .marks import _pop_sink, _push_sink
 from .sensors import open_sensors
@@ -60,8 +60,8 @@ class Probe:
         sensors: str | Sequence[str] = "auto",
         period_us: float = PERIOD_US,
         *,
-        keepalive_ms: float = 50,
-        ring_capacity: int = 1 << 16,
+        keepalive_ms: float = KEEPALIVE_MS,
+        ring_capacity: int = RING_CAPACITY,
         record_all: bool = False,
         schedule: str = "fixed",
         drain_interval_s: float = 0.05,
@@ -83,9 +83,10 @@ class Probe:
             raise ConfigError(f"period_us must be >= {MIN_PERIOD_US}, got {period_us}",
                               f"pass period_us={MIN_PERIOD_US} or more (on the command line: "
                               f"--period-us {MIN_PERIOD_US} or more)")
-        if ring_capacity < 16:
-            raise ConfigError(f"ring_capacity must be >= 16, got {ring_capacity}",
-                              "pass ring_capacity=16 or more, or leave it out (the default, 65536)")
+        if ring_capacity < MIN_RING_CAPACITY:
+            raise ConfigError(f"ring_capacity must be >= {MIN_RING_CAPACITY}, got {ring_capacity}",
+                              f"pass ring_capacity={MIN_RING_CAPACITY} or more, or leave it out (the default, "
+                              f"{RING_CAPACITY})")
         self.sensor_request = sensors
         self.period_ns = int(period_us * 1000)
         self.keepalive_ns = int(keepalive_ms * 1e6)

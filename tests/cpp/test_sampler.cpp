@@ -210,11 +210,14 @@ TEST(full_ring_counts_drops_and_never_blocks) {
     CHECK(sampler.drain(out) == 16);
 }
 
-TEST(rejects_a_period_below_one_microsecond) {
+TEST(rejects_a_period_below_its_minimum) {
     std::shared_ptr<Sensor> s = open_sensor("synthetic", Options());
     SamplerConfig cfg;
-    cfg.period_ns = 10;
+    cfg.period_ns = kMinPeriodNs - 1;
     CHECK_THROWS(Sampler({s}, cfg));
+    cfg.period_ns = kMinPeriodNs;
+    Sampler ok({s}, cfg);
+    CHECK(ok.config().period_ns == kMinPeriodNs);
 }
 
 TEST(edge_planner_learns_and_plans_windows) {

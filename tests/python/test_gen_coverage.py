@@ -1,6 +1,6 @@
 """The generative figures' 95 % intervals, calibrated: coverage over seeded simulations (simulate.py:
 an exact power law, NVML's 100 ms counter polled every millisecond), through the study's own code
-(generate.score_phases, run_counts, gen_run_figures, aggregate.mean_ci).
+(generate.score_phases, run_counts, gen_run_figures, stats.mean_ci).
 
 Each simulated configuration is 3 runs of 10 requests: a prefill of ~70 ms and 15 decode steps of
 ~15 ms (±20 %), dithered gaps, idle kept before and after. Power: 80 W idle, +140 W during a
@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from greenprobe.attribution import Channel
-from greenprobe.study.aggregate import mean_ci
+from greenprobe.study.stats import mean_ci
 from greenprobe.study.generate import gen_run_figures, run_counts, score_phases
 from simulate import make_session, wandering
 

@@ -23,6 +23,17 @@ def test_the_client_only_copy_of_the_channel_fields_is_the_cores():
     assert records._CHANNEL_INFO_FIELDS_WITHOUT_CORE == _core.CHANNEL_INFO_FIELDS == records.CHANNEL_INFO_FIELDS
 
 
+def test_the_client_only_copy_of_the_sampler_defaults_is_the_cores():
+    from greenprobe import config
+
+    assert config._SAMPLER_DEFAULTS_WITHOUT_CORE == _core.SAMPLER_DEFAULTS == config.SAMPLER_DEFAULTS
+    assert config.MIN_PERIOD_US * 1000 == _core.SAMPLER_DEFAULTS["min_period_ns"]
+    with pytest.raises(ValueError, match="at least 50 us"):
+        _core.Sampler([_core.open_sensor("synthetic", {})], period_ns=_core.SAMPLER_DEFAULTS["min_period_ns"] - 1)
+    with pytest.raises(greenprobe.ConfigError, match=f">= {config.MIN_PERIOD_US}"):
+        greenprobe.Probe(sensors=["synthetic"], period_us=config.MIN_PERIOD_US - 1)
+
+
 def test_channel_info_is_a_read_only_class_with_every_field():
     sensor = _core.open_sensor("synthetic", {"domains": "a"})
     (info,) = sensor.channel_infos()

@@ -15,10 +15,18 @@
 
 namespace greenprobe {
 
+// The sampler's defaults and limits, defined once (exported as greenprobe._core.SAMPLER_DEFAULTS,
+// which the Probe, the command line and the study read).
+inline constexpr int64_t kDefaultPeriodNs = 1000000;      // 1 kHz
+inline constexpr int64_t kMinPeriodNs = 50000;            // faster polling costs CPU and dates nothing better
+inline constexpr int64_t kDefaultKeepaliveNs = 50000000;  // an unchanged value is stored every 50 ms
+inline constexpr std::size_t kDefaultRingCapacity = 1 << 16;
+inline constexpr std::size_t kMinRingCapacity = 16;
+
 struct SamplerConfig {
-    int64_t period_ns = 1000000;       // polling period (per sensor, raised to the sensor's minimum)
-    std::size_t ring_capacity = 1 << 16;
-    int64_t keepalive_ns = 50000000;   // record an unchanged value at least this often
+    int64_t period_ns = kDefaultPeriodNs;  // polling period (per sensor, raised to the sensor's minimum)
+    std::size_t ring_capacity = kDefaultRingCapacity;
+    int64_t keepalive_ns = kDefaultKeepaliveNs;  // record an unchanged value at least this often
     bool record_all = false;           // record every poll, not only changes (for edge studies)
     // Adaptive schedule: each channel's update period and phase are learnt from its changes (one
     // EdgePlanner per channel); the sensor sleeps between updates and polls at period_ns only in a

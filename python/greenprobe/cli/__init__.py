@@ -7,7 +7,7 @@ import json
 import sys
 import textwrap
 
-from .. import __version__
+from .._version import __version__
 from ..config import MIN_PERIOD_US, PERIOD_US
 
 EPILOG = """\

@@ -20,7 +20,7 @@ from typing import Optional
 
 import grpc
 
-from .. import __version__
+from .._version import __version__
 from ..errors import ConfigError
 from ..session import Probe
 from ..v1 import probe_pb2_grpc as pb_grpc

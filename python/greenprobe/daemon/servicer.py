@@ -13,7 +13,7 @@ from typing import Callable, Optional
 import grpc
 import numpy as np
 
-from .. import __version__
+from .._version import __version__
 from ..records import channel_message_fields
 from ..session import Probe
 from ..store import marks_table, own_buffers

@@ -186,10 +186,10 @@ def marked(mark: dict):
     """A context factory that marks inference k through the daemon (``$GREENPROBE_DAEMON``)."""
     if not os.environ.get("GREENPROBE_DAEMON"):
         raise ValueError("run(mark=...) needs GREENPROBE_DAEMON: the daemon that receives the marks")
-    import greenprobe
+    from .._mark import mark as greenprobe_mark
 
     label, attrs = mark["label"], dict(mark.get("attrs") or {})
-    return lambda k: greenprobe.mark(label, i=k, **attrs)
+    return lambda k: greenprobe_mark(label, i=k, **attrs)
 
 
 def flush_marks() -> int:

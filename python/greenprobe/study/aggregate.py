@@ -15,27 +15,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..summary import t975
 from ..topology import split_name, top_level
 from .layout import Layout
-
-
-def mean_ci(values) -> tuple[float, float, float]:
-    """Mean and its 95 % interval (t distribution) over independent runs."""
-    v = np.asarray(values, dtype=np.float64)
-    m = float(v.mean())
-    if v.size < 2:
-        return m, m, m
-    half = t975(v.size - 1) * float(v.std(ddof=1)) / math.sqrt(v.size)
-    return m, m - half, m + half
-
-
-def mean_ci_with(values, common_se: float) -> tuple[float, float, float]:
-    """As mean_ci, widened by an error common to every run (the idle power's, which repeating runs
-    does not average away): the two half-widths added in quadrature, the common one at 1.96."""
-    m, lo, hi = mean_ci(values)
-    half = math.hypot((hi - lo) / 2, 1.959963984540054 * common_se)
-    return m, m - half, m + half
+from .stats import mean_ci, mean_ci_with
 
 
 def _tops(sensors: list[dict], names: list[str]) -> set[str]:
@@ -87,7 +69,7 @@ def config_row(cfg_dir: Path, runs_wanted: int, idle_w: dict, calls: dict | None
         idle_se = math.sqrt(sum(idle.get(n, (0.0, 0.0))[1] ** 2 for n in tops))
         idle_se_terms["net"].append(idle_se * r["window_s"] / r["inferences"])
         idle_se_terms["gross"].append(idle_se * abs(r["window_s"] / r["inferences"] - r["time_s_per_inference"]))
-    pq.write_table(pa.Table.from_pylist(runs), cfg_dir / "runs.parquet")
+    pq.write_table(pa.Table.from_pylist(runs), cfg_dir / Layout.RUNS_TABLE)
     parts = []
     for r in runs:
         t = pq.read_table(cfg_dir / "runs" / f"r{r['run']:04d}.parquet")
@@ -95,9 +77,9 @@ def config_row(cfg_dir: Path, runs_wanted: int, idle_w: dict, calls: dict | None
         if total is not None:
             t = t.append_column("energy_j_interpolated", pa.array(total))
         parts.append(t)
-    pq.write_table(pa.concat_tables(parts, promote_options="default"), cfg_dir / "inferences.parquet")
+    pq.write_table(pa.concat_tables(parts, promote_options="default"), cfg_dir / Layout.INFERENCES)
     first = runs[0]
-    row = {"id": cfg_dir.name, **json.loads((cfg_dir / "config.json").read_text()), "status": "ok", "error": "",
+    row = {"id": cfg_dir.name, **json.loads((cfg_dir / Layout.CONFIG).read_text()), "status": "ok", "error": "",
            "runs": len(runs), "inferences_per_run": first["inferences"], "estimated": any(r["estimated"] for r in runs),
            "device": first["device"], "domains": first["domains"], "total_domains": ",".join(tops),
            "windows_complete": all(r.get("window_complete", True) for r in runs),
@@ -113,7 +95,7 @@ def config_row(cfg_dir: Path, runs_wanted: int, idle_w: dict, calls: dict | None
     row.update(during_calls(cfg_dir.name, calls or {}, row, tops))
     row["throughput_per_s"] = row["batch_size"] / row["time_s_per_inference"] if row["time_s_per_inference"] else 0.0
     row["energy_j_per_sample"] = row["energy_j_per_inference"] / row["batch_size"]
-    write_json(cfg_dir / "result.json", row)
+    write_json(cfg_dir / Layout.RESULT, row)
     return row
 
 
@@ -167,7 +149,7 @@ def idle_power(out: Path) -> dict:
     """Session name -> {"sensor/domain": (idle power W, its standard error)}, from
     sessions/<k>/baseline.json."""
     powers = {}
-    for p in Layout(out).session_files("baseline.json"):
+    for p in Layout(out).session_files(Layout.BASELINE):
         powers[p.parent.name] = {f"{b['sensor']}/{b['domain']}": (float(b["power_w"]), float(b["power_w_se"]))
                                       for b in json.loads(p.read_text())}
     return powers
@@ -177,7 +159,7 @@ def calls_estimates(out: Path) -> dict:
     """Configuration -> {"sensor/domain": estimate} from sessions/<k>/calls.json, sittings
     combined by their calls (a resumed study has several)."""
     merged: dict = {}
-    for p in Layout(out).session_files("calls.json"):
+    for p in Layout(out).session_files(Layout.CALLS):
         for cfg, by_domain in json.loads(p.read_text()).items():
             for name, est in by_domain.items():
                 merged.setdefault(cfg, {}).setdefault(name, []).append(est)
@@ -225,7 +207,7 @@ def estimate_calls(probe, out_dir: Path) -> dict:
             "status": r["status"], "reason": r["reason"], "calls": r["calls"], "model": r["model"],
             "energy_j_per_call": r["energy_j_per_call"], "half": half,
             "energy_j_per_call_net": r["energy_j_per_call_net"], "half_net": half_net}
-    write_json(Path(out_dir) / "calls.json", calls)
+    write_json(Path(out_dir) / Layout.CALLS, calls)
     return calls
 
 
@@ -238,10 +220,10 @@ def collect(out: Path, skipped: list[dict], runs_wanted: int) -> pa.Table:
     rows = []
     lay = Layout(out)
     hw = None
-    for d in sorted(p for p in lay.configs.glob("*") if (p / "config.json").exists()):
-        cfg = json.loads((d / "config.json").read_text())
-        if (d / "failed.json").exists():
-            f = json.loads((d / "failed.json").read_text())
+    for d in sorted(p for p in lay.configs.glob("*") if (p / Layout.CONFIG).exists()):
+        cfg = json.loads((d / Layout.CONFIG).read_text())
+        if (d / Layout.FAILED).exists():
+            f = json.loads((d / Layout.FAILED).read_text())
             rows.append({"id": d.name, **cfg, "status": "skipped" if f.get("skipped") else "failed", "error": f["error"],
                          **({"reason": f["error"], "fix": f.get("fix", "")} if f.get("skipped") else {})})
             continue
@@ -272,7 +254,7 @@ def host_hardware(out: Path) -> dict[str, str]:
     """Host name -> its hardware in a few words (CPU model, GPUs), from each sitting's
     environment.json."""
     hw: dict[str, str] = {}
-    for p in Layout(out).session_files("environment.json"):
+    for p in Layout(out).session_files(Layout.ENVIRONMENT):
         env = json.loads(p.read_text())
         h = env.get("hardware", {})
         desc = h.get("cpu_model") or env.get("processor") or "?"
@@ -293,7 +275,7 @@ def study_channels(out: Path) -> list[dict]:
     write their own, and nodes may differ."""
     seen, chans = set(), []
     lay = Layout(out)
-    for p in [lay.sensors] + lay.session_files("sensors.json"):
+    for p in [lay.sensors] + lay.session_files(Layout.SENSORS):
         if p.exists():
             for c in json.loads(p.read_text()):
                 key = (c.get("sensor"), c.get("domain"))

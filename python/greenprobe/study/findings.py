@@ -3,7 +3,7 @@ reproduces it, with the test and its interval, or why it cannot be tested here.
 
 Verdicts: "reproduced", "not reproduced" (the data says otherwise, significantly), "inconclusive"
 (the intervals do not decide), "cannot test" (what it needs is missing: a runtime, a GPU provider,
-or measured energy). Comparisons are Welch tests on the per-run energy per inference (report.welch,
+or measured energy). Comparisons are Welch tests on the per-run energy per inference (stats.welch,
 SciPy), 95 %, two-sided; the correlation is Spearman's with a bootstrap 95 % interval over
 configurations (scipy.stats.bootstrap).
 """
@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 
 from .aggregate import host_hardware
 from .layout import Layout
+from .stats import welch
 
 VISION = ("resnet50", "mobilenet_v2")
 KEY = "energy_j_per_inference"
@@ -51,7 +52,6 @@ def _find(ok: list[dict], **kw) -> Optional[dict]:
 
 def _compare(out: Path, winner: dict, other: dict) -> tuple[str, str]:
     """(verdict, text) for "``winner`` uses less energy than ``other``"."""
-    from .report import welch
 
     d, lo, hi, sig = welch(_runs(out, winner), _runs(out, other))  # other - winner
     rel = d / winner[KEY] if winner[KEY] else float("nan")

@@ -13,7 +13,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
+from .figures import png
 from .layout import Layout
+from .stats import spearman, welch_ratio
 
 LABEL = {"torch": "PyTorch (transformers)", "onnxruntime-genai": "ORT GenAI", "llama.cpp": "llama.cpp",
          "ctranslate2": "CTranslate2", "vllm": "vLLM"}
@@ -72,29 +74,6 @@ def tables(ok: list[dict], table) -> list[str]:
 def run_values(out: Path, row: dict, key: str) -> list[float]:
     t = pq.read_table(Layout(out).runs_table(row["id"]))
     return [v for v in t.column(key).to_pylist() if v is not None and math.isfinite(v)] if key in t.column_names else []
-
-
-def spearman(x, y) -> tuple[float, float]:
-    from scipy import stats
-
-    if len(x) < 3:
-        return float("nan"), float("nan")
-    res = stats.spearmanr(x, y)
-    return float(res.statistic), float(res.pvalue)
-
-
-def welch_ratio(a: list[float], b: list[float]) -> tuple[float, float, float, bool]:
-    """mean(b) / mean(a) on the log scale: the ratio, its 95 % interval (Welch's t on the runs'
-    logarithms, SciPy) and whether it excludes 1."""
-    from scipy import stats
-
-    la, lb = np.log(np.asarray(a, float)), np.log(np.asarray(b, float))
-    if la.size < 2 or lb.size < 2:
-        return float("nan"), float("nan"), float("nan"), False
-    res = stats.ttest_ind(lb, la, equal_var=False)
-    ci = res.confidence_interval(0.95)
-    d = float(lb.mean() - la.mean())
-    return math.exp(d), math.exp(ci.low), math.exp(ci.high), bool(ci.low > 0 or ci.high < 0)
 
 
 def findings(out: Path, ok: list[dict]) -> list[dict]:
@@ -177,7 +156,6 @@ def plots(out: Path, ok: list[dict]) -> dict[str, bytes]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .report import _png
 
     made = {}
     models = sorted({r["model"] for r in ok})
@@ -202,7 +180,7 @@ def plots(out: Path, ok: list[dict]) -> dict[str, bytes]:
                 ax.set_ylabel(unit, fontsize=9)
         fig.suptitle(f"{unit} (95 % intervals; blue full precision, orange quantised){est}")
         fig.tight_layout()
-        made[name] = _png(fig)
+        made[name] = png(fig)
         plt.close(fig)
     fig, ax = plt.subplots(figsize=(6.4, 4.8))
     for r in sorted(ok, key=_order):
@@ -215,7 +193,7 @@ def plots(out: Path, ok: list[dict]) -> dict[str, bytes]:
     if ax.lines:
         ax.legend(fontsize=6)
     fig.tight_layout()
-    made["gen_context.png"] = _png(fig)
+    made["gen_context.png"] = png(fig)
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(6.4, 4.8))
     pts = [r for r in ok if r.get(POT) is not None and math.isfinite(r[POT]) and r[POT] > 0]
@@ -231,7 +209,7 @@ def plots(out: Path, ok: list[dict]) -> dict[str, bytes]:
     ax.set_ylabel("J per output token")
     ax.set_title(f"Energy against time (Spearman rho = {rho:.3f}){est}", fontsize=10)
     fig.tight_layout()
-    made["gen_energy_vs_time.png"] = _png(fig)
+    made["gen_energy_vs_time.png"] = png(fig)
     plt.close(fig)
     for name, data in made.items():
         (out / name).write_bytes(data)

@@ -34,9 +34,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..attribution import attribute
-from .aggregate import _tops, mean_ci, mean_ci_with, write_json
+from .aggregate import _tops, write_json
 from .execute import Plan, Runner
+from .layout import Layout
 from .plan import Config
+from .stats import mean_ci, mean_ci_with
 
 #: decode steps are split into this many bins of context length for the slope
 CONTEXT_BINS = 4
@@ -332,12 +334,12 @@ def gen_config_row(cfg_dir: Path, runs_wanted: int, idle_w: dict, sensors: Optio
             for n in domains:
                 common.setdefault((k, f"[{n}]"), []).append(se[n] * abs(c))
     flat = [{k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in r.items()} for r in runs]
-    pq.write_table(pa.Table.from_pylist(flat), cfg_dir / "runs.parquet")
+    pq.write_table(pa.Table.from_pylist(flat), cfg_dir / Layout.RUNS_TABLE)
     parts = [pq.read_table(cfg_dir / "runs" / f"r{r['run']:04d}.parquet") for r in runs]
-    pq.write_table(pa.concat_tables(parts, promote_options="default"), cfg_dir / "steps.parquet")
+    pq.write_table(pa.concat_tables(parts, promote_options="default"), cfg_dir / Layout.STEPS)
     first = runs[0]
     split = [r for r in runs if all(r["prefill"].get(n, {}).get("status") == "ok" for n in tops)]
-    row = {"id": cfg_dir.name, **json.loads((cfg_dir / "config.json").read_text()), "status": "ok", "error": "",
+    row = {"id": cfg_dir.name, **json.loads((cfg_dir / Layout.CONFIG).read_text()), "status": "ok", "error": "",
            "runs": len(runs), "runs_split": len(split), "requests_per_run": first["requests"],
            "prompt_tokens": first["prompt_tokens"], "output_tokens": first["output_tokens"],
            "estimated": any(r["estimated"] for r in runs), "device": first["device"], "domains": first["domains"],
@@ -365,7 +367,7 @@ def gen_config_row(cfg_dir: Path, runs_wanted: int, idle_w: dict, sensors: Optio
         vals = _finite(r[key] for r in runs)
         m, lo, hi = mean_ci(vals) if len(vals) >= 2 else nan3
         row[key], row[key + "_low"], row[key + "_high"] = m, lo, hi
-    write_json(cfg_dir / "result.json", row)
+    write_json(cfg_dir / Layout.RESULT, row)
     return row
 
 

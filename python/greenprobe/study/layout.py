@@ -30,29 +30,49 @@ from pathlib import Path
 class Layout:
     root: Path
 
+    # The files' names, for code that holds a configuration's or a sitting's folder already.
+    SPEC = "spec.json"
+    ENVIRONMENT = "environment.json"
+    SKIPPED = "skipped.json"
+    SENSORS = "sensors.json"
+    SUMMARY = "summary.parquet"
+    REPORT = "report.html"
+    BASELINE = "baseline.json"  # a sitting's idle power, before and after
+    CALLS = "calls.json"  # a sitting's energy during the calls, per configuration
+    CONFIG = "config.json"  # a configuration's: what it is
+    RESULT = "result.json"  # its summary row
+    RUNS_TABLE = "runs.parquet"
+    INFERENCES = "inferences.parquet"
+    STEPS = "steps.parquet"  # generate: one row per prefill or decode step
+    FAILED = "failed.json"
+
     def __post_init__(self):
         object.__setattr__(self, "root", Path(self.root))
 
     # -- the study -----------------------------------------------------------------------------
     @property
     def spec(self) -> Path:
-        return self.root / "spec.json"
+        return self.root / self.SPEC
 
     @property
     def environment(self) -> Path:
-        return self.root / "environment.json"
+        return self.root / self.ENVIRONMENT
 
     @property
     def skipped(self) -> Path:
-        return self.root / "skipped.json"
+        return self.root / self.SKIPPED
 
     @property
     def sensors(self) -> Path:
-        return self.root / "sensors.json"
+        return self.root / self.SENSORS
 
     @property
     def summary(self) -> Path:
-        return self.root / "summary.parquet"
+        return self.root / self.SUMMARY
+
+    @property
+    def report(self) -> Path:
+        return self.root / self.REPORT
 
     @property
     def onnx(self) -> Path:
@@ -104,10 +124,13 @@ class Layout:
         return {int(p.stem[1:]) for p in self.runs(cfg_id).glob("r*.json")}
 
     def runs_table(self, cfg_id: str) -> Path:
-        return self.config(cfg_id) / "runs.parquet"
+        return self.config(cfg_id) / self.RUNS_TABLE
+
+    def config_file(self, cfg_id: str) -> Path:
+        return self.config(cfg_id) / self.CONFIG
 
     def failed(self, cfg_id: str) -> Path:
-        return self.config(cfg_id) / "failed.json"
+        return self.config(cfg_id) / self.FAILED
 
     # -- Slurm ---------------------------------------------------------------------------------
     @property
@@ -120,7 +143,7 @@ class Layout:
 
     @property
     def slurm_failed(self) -> Path:
-        return self.slurm / "failed.json"
+        return self.slurm / self.FAILED
 
     def new_submission(self) -> Path:
         self.slurm.mkdir(parents=True, exist_ok=True)

@@ -6,15 +6,15 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 import math
 from pathlib import Path
 
-import numpy as np
 import pyarrow.parquet as pq
 
 from .layout import Layout
+from .figures import png
+from .stats import spearman, welch
 
 
 RUNTIME_ORDER = ("torch", "tensorflow", "mxnet", "onnxruntime")
@@ -25,35 +25,6 @@ def config_label(r: dict) -> str:
     if r["runtime"] == "onnxruntime":
         return f"ORT[{LABEL.get(r['source'], r['source'])}, {r['provider']}]"
     return LABEL.get(r["runtime"], r["runtime"])
-
-
-def spearman(x, y) -> float:
-    """Spearman's rank correlation (average ranks for ties; SciPy); NaN below 3 points."""
-    from scipy import stats
-
-    if len(x) < 3:
-        return float("nan")
-    return float(stats.spearmanr(x, y).statistic)
-
-
-def welch(a: list, b: list) -> tuple[float, float, float, bool]:
-    """Difference of means b - a, its 95 % interval (Welch's t, SciPy), and whether it excludes 0
-    (significant at the 5 % level, two-sided)."""
-    from scipy import stats
-
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    diff = float(b.mean() - a.mean())
-    if a.var(ddof=1) + b.var(ddof=1) == 0:
-        return diff, diff, diff, diff != 0
-    ci = stats.ttest_ind(b, a, equal_var=False).confidence_interval(0.95)
-    lo, hi = float(ci.low), float(ci.high)
-    return diff, lo, hi, not (lo <= 0 <= hi)
-
-
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    return buf.getvalue()
 
 
 def make_plots(ok: list[dict], out: Path) -> dict[str, bytes]:
@@ -84,7 +55,7 @@ def make_plots(ok: list[dict], out: Path) -> dict[str, bytes]:
         est = " - energy ESTIMATED (no sensor)" if name == "energy" and any(r.get("estimated") for r in ok) else ""
         fig.suptitle(f"{name.capitalize()} per inference (95 % intervals; blue native, orange ONNX Runtime){est}")
         fig.tight_layout()
-        plots[f"{name}.png"] = _png(fig)
+        plots[f"{name}.png"] = png(fig)
         plt.close(fig)
     fig, ax = plt.subplots(figsize=(6.4, 4.8))
     for m in models:
@@ -94,12 +65,12 @@ def make_plots(ok: list[dict], out: Path) -> dict[str, bytes]:
     ax.set_yscale("log")
     ax.set_xlabel("time per inference (s)")
     ax.set_ylabel("energy per inference (J)")
-    rho = spearman([r["time_s_per_inference"] for r in ok], [r["energy_j_per_inference"] for r in ok])
+    rho, _ = spearman([r["time_s_per_inference"] for r in ok], [r["energy_j_per_inference"] for r in ok])
     est = "\nenergy ESTIMATED (no sensor)" if any(r.get("estimated") for r in ok) else ""
     ax.set_title(f"Energy against time, every configuration (Spearman rho = {rho:.3f}){est}")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    plots["energy_vs_time.png"] = _png(fig)
+    plots["energy_vs_time.png"] = png(fig)
     plt.close(fig)
     for name, data in plots.items():
         (out / name).write_bytes(data)
@@ -255,7 +226,7 @@ def _head(title: str) -> str:
 
 
 def _is_generate(out: Path) -> bool:
-    spec = out / "spec.json"
+    spec = out / Layout.SPEC
     return spec.exists() and json.loads(spec.read_text()).get("task") == "generate"
 
 
@@ -264,14 +235,14 @@ def write_report(directory) -> Path:
     classification study's gets the paper's sections, and the generative one too when DIR/generate
     holds a generative study (scripts/run.sh runs both quick studies that way)."""
     out = Path(directory)
-    summary = out / "summary.parquet"
+    summary = out / Layout.SUMMARY
     if summary.exists() and _is_generate(out):
         from .gen_report import section
 
         parts = [_head("greenprobe generative study"), "<h1>Energy of generative inference across runtimes</h1>"]
         parts += section(out, _table)
         parts.append("</body></html>")
-        path = out / "report.html"
+        path = out / Layout.REPORT
         path.write_text("\n".join(parts))
         return path
     if not summary.exists():
@@ -281,9 +252,9 @@ def write_report(directory) -> Path:
                           f"pass the folder a study wrote, or run `greenprobe study --out {out}` first")
     rows = pq.read_table(summary).to_pylist()
     ok = [r for r in rows if r["status"] == "ok"]
-    spec = json.loads((out / "spec.json").read_text()) if (out / "spec.json").exists() else {}
-    env = json.loads((out / "environment.json").read_text()) if (out / "environment.json").exists() else {}
-    sensors = json.loads((out / "sensors.json").read_text()) if (out / "sensors.json").exists() else []
+    spec = json.loads((out / Layout.SPEC).read_text()) if (out / Layout.SPEC).exists() else {}
+    env = json.loads((out / Layout.ENVIRONMENT).read_text()) if (out / Layout.ENVIRONMENT).exists() else {}
+    sensors = json.loads((out / Layout.SENSORS).read_text()) if (out / Layout.SENSORS).exists() else []
     plots = make_plots(ok, out) if ok else {}
     estimated = any(r.get("estimated") for r in ok)
     parts = ["<!doctype html><html><head><meta charset='utf-8'><title>greenprobe study</title><style>"
@@ -322,7 +293,7 @@ def write_report(directory) -> Path:
             parts.append(f"<h2>Node type: {html.escape(kind)}</h2>")
         parts += batch_tables(rows_k, level=3 if len(kinds) > 1 else 2)
     if ok:
-        rho = spearman([r["time_s_per_inference"] for r in ok], [r["energy_j_per_inference"] for r in ok])
+        rho, _ = spearman([r["time_s_per_inference"] for r in ok], [r["energy_j_per_inference"] for r in ok])
         parts.append(f"<h2>Energy against time</h2><p>Spearman's rho over {len(ok)} configurations: <b>{rho:.3f}</b> "
                      "(the paper reports 0.99).</p>")
         parts.append("<h2>The paper's findings, held against this data</h2><p>Per node type. Reproduced: the test "
@@ -366,11 +337,11 @@ def write_report(directory) -> Path:
         parts.append("<h2>Not measured</h2>" + _table(["configuration", "status", "why"], [
             [r.get("id"), r["status"], (r.get("error") or "")[:300]] for r in other]))
     gen = out / "generate"
-    if (gen / "summary.parquet").exists() and _is_generate(gen):
+    if (gen / Layout.SUMMARY).exists() and _is_generate(gen):
         from .gen_report import section
 
         parts += section(gen, _table)
     parts.append("</body></html>")
-    path = out / "report.html"
+    path = out / Layout.REPORT
     path.write_text("\n".join(parts))
     return path

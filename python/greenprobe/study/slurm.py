@@ -164,7 +164,7 @@ def run_study_slurm(spec: StudySpec, out, options: SlurmOptions, wait: bool = Tr
                     log: Optional[Callable[[str], None]] = None, poll_s: float = 10.0) -> Optional[Path]:
     """Submits what is missing, waits for it (unless ``wait`` is false) and builds summary.parquet;
     returns its path, or None when it did not wait."""
-    from . import prepare_study
+    from .execute import prepare_study
     from .aggregate import collect
 
     require_slurm()
@@ -252,7 +252,7 @@ class SlurmExecutor:
 
 # -- an array task, on its node ------------------------------------------------------------------
 def run_task(out: Path, sub: Path) -> int:
-    from . import run_study
+    from .execute import run_study
     from .spec import load_spec
 
     task = int(os.environ["SLURM_ARRAY_TASK_ID"])
