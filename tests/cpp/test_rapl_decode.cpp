@@ -1,6 +1,7 @@
 // RAPL register decoding against recorded raw values.
 #include "check.hpp"
 #include "rapl_msr_decode.hpp"
+#include "text.hpp"
 
 using namespace greenprobe::rapl;
 
@@ -44,6 +45,34 @@ TEST(register_addresses_match_the_sdm) {
           intel[4].msr == 0x64D);
     auto amd = domain_registers(Vendor::Amd);
     CHECK(amd.size() == 2 && amd[0].msr == 0xC001029Bu && amd[1].msr == 0xC001029Au && amd[1].per_core);
+}
+
+TEST(containment_one_rule_for_the_three_rapl_sensors) {
+    // two packages with core and dram, psys read: packages and DRAM in psys, cores in their package
+    const std::vector<std::string> names{"package-0", "core-0", "dram-0", "package-1", "core-1", "psys"};
+    const std::vector<Domain> kind{Domain::Package, Domain::Core, Domain::Dram, Domain::Package, Domain::Core, Domain::Psys};
+    const std::vector<std::string> pkg{"package-0", "package-0", "package-0", "package-1", "package-1", ""};
+    CHECK(parents(names, kind, pkg) ==
+          (std::vector<std::string>{"psys", "package-0", "psys", "psys", "package-1", ""}));
+    // no psys, and core-1's package not read: everything at the top but core-0
+    const std::vector<std::string> n2{"package-0", "core-0", "dram-0", "core-1"};
+    const std::vector<Domain> k2{Domain::Package, Domain::Core, Domain::Dram, Domain::Uncore};
+    CHECK(parents(n2, k2, {"package-0", "package-0", "package-0", "package-1"}) ==
+          (std::vector<std::string>{"", "package-0", "", ""}));
+}
+
+TEST(one_integer_parser) {
+    using greenprobe::text::parse_integer;
+    using greenprobe::text::parse_unsigned;
+    long long i = 7;
+    uint64_t u = 7;
+    CHECK(parse_integer("123\n", i) && i == 123);
+    CHECK(parse_integer(" -5 ", i) && i == -5);
+    CHECK(parse_integer("010", i) && i == 10);  // never octal
+    CHECK(!parse_integer("0x10", i) && !parse_integer("", i) && !parse_integer("-", i) && !parse_integer("1 2", i));
+    CHECK(!parse_integer("99999999999999999999", i) && i == 10);  // overflow: refused, untouched
+    CHECK(parse_unsigned("18446744073709551615\n", u) && u == 18446744073709551615ull);
+    CHECK(!parse_unsigned("-1", u) && !parse_unsigned("18446744073709551616", u) && !parse_unsigned("abc", u));
 }
 
 TEST_MAIN()

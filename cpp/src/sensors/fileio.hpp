@@ -1,6 +1,8 @@
 // Small RAII helpers for the sensors' file reads: open once, pread many times.
 #pragma once
 
+#include "text.hpp"
+
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -82,19 +84,7 @@ inline int pread_text(int fd, char* buf, std::size_t cap, std::size_t& len) {
     return 0;
 }
 
-// Parses a decimal unsigned integer (leading zeros allowed, never octal).
-inline bool parse_u64(const char* s, uint64_t& out) {
-    while (*s == ' ' || *s == '\t') ++s;
-    if (*s < '0' || *s > '9') return false;
-    char* end = nullptr;
-    errno = 0;
-    unsigned long long v = std::strtoull(s, &end, 10);
-    if (errno != 0) return false;
-    while (*end == ' ' || *end == '\n' || *end == '\r' || *end == '\t') ++end;
-    if (*end != '\0') return false;
-    out = v;
-    return true;
-}
+// Integers: text::parse_integer and text::parse_unsigned (text.hpp), the one parser.
 
 std::optional<std::string> read_small_file(const std::string& path, int* err = nullptr);
 std::vector<std::string> list_dir(const std::string& path, int* err = nullptr);

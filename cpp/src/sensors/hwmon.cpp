@@ -71,6 +71,7 @@
 #include <set>
 
 #include "fileio.hpp"
+#include "text.hpp"
 #include "greenprobe/registry.hpp"
 #include "hwmon_parse.hpp"
 
@@ -95,32 +96,13 @@ std::string permission_fix(const std::string& paths) {
            "energy data is a side channel";
 }
 
+// The chips named in an option: its comma-separated entries, blanks trimmed, empty ones left out.
 std::vector<std::string> split_list(const std::string& s) {
     std::vector<std::string> out;
-    std::string cur;
-    for (std::size_t i = 0; i <= s.size(); ++i) {
-        if (i == s.size() || s[i] == ',') {
-            while (!cur.empty() && cur.back() == ' ') cur.pop_back();
-            const auto b = cur.find_first_not_of(' ');
-            if (b != std::string::npos) out.push_back(cur.substr(b));
-            cur.clear();
-        } else {
-            cur += s[i];
-        }
+    for (auto& entry : text::split(s)) {
+        if (!entry.empty()) out.push_back(std::move(entry));
     }
     return out;
-}
-
-std::string trimmed(std::string s) {
-    while (!s.empty() && (s.back() == '\n' || s.back() == ' ' || s.back() == '\r' || s.back() == '\t')) s.pop_back();
-    return s;
-}
-
-std::string lower(std::string s) {
-    for (char& c : s) {
-        if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-    }
-    return s;
 }
 
 bool starts_with(const std::string& s, const char* p) { return s.compare(0, std::strlen(p), p) == 0; }
@@ -356,11 +338,11 @@ class HwmonSensor final : public Sensor {
     static bool parse_value(const Read& r, const char* text, long long& out) {
         if (r.source == Source::Energy) {
             uint64_t u = 0;
-            if (!parse_u64(text, u)) return false;
+            if (!text::parse_unsigned(text, u)) return false;
             out = static_cast<long long>(u);  // bit pattern kept: value_of works in unsigned
             return true;
         }
-        return hwmon::parse_i64(text, out);
+        return text::parse_integer(text, out);
     }
 
     static double value_of(Read& r, const long long v[2]) {
@@ -395,14 +377,14 @@ class HwmonSensor final : public Sensor {
         const std::string top = root_ + "/" + dir_name;
         auto name = read_small_file(top + "/name");
         if (!name) name = read_small_file(top + "/device/name");
-        c.name = name ? trimmed(*name) : "";
+        c.name = name ? text::trim(*name) : "";
         char link[512];
         const ssize_t n = ::readlink((top + "/device").c_str(), link, sizeof link - 1);
         if (n > 0) {
             std::string target(link, static_cast<std::size_t>(n));
             const auto slash = target.find_last_of('/');
             if (slash != std::string::npos) target = target.substr(slash + 1);
-            if (hwmon::is_pci_address(target)) c.bus_id = lower(target);
+            if (hwmon::is_pci_address(target)) c.bus_id = text::lower(target);
         }
         c.dir = top;
         std::set<std::string> files = files_of(top);
@@ -418,14 +400,14 @@ class HwmonSensor final : public Sensor {
         c.oem_where = dir_name + "/device/ or " + dir_name + "/";
         for (const std::string& at : {top + "/device/power1_oem_info", top + "/power1_oem_info"}) {
             if (auto oem = read_small_file(at)) {
-                c.oem_info = trimmed(*oem);
+                c.oem_info = text::trim(*oem);
                 c.has_oem = !hwmon::sanitise(c.oem_info).empty();
                 break;
             }
         }
         if (auto ui = read_small_file(top + "/update_interval")) {
             long long ms = 0;
-            if (hwmon::parse_i64(ui->c_str(), ms) && ms > 0) c.update_interval_ns = ms * kMs;
+            if (text::parse_integer(ui->c_str(), ms) && ms > 0) c.update_interval_ns = ms * kMs;
         }
         plan(c, files);
         return c;
@@ -461,7 +443,7 @@ class HwmonSensor final : public Sensor {
         auto label_of = [&](const std::string& base, const std::set<std::string>& items) {
             if (!items.count("label")) return std::string();
             auto l = read_small_file(c.dir + "/" + base + "_label");
-            return l ? trimmed(*l) : std::string();
+            return l ? text::trim(*l) : std::string();
         };
         const int64_t unknown_max = std::max(kUnknownWindowMaxNs, c.update_interval_ns);
         for (const auto& [i, items] : energy) {
@@ -487,7 +469,7 @@ class HwmonSensor final : public Sensor {
                 long long ms = 0;
                 auto iv = items.count("average_interval") ? read_small_file(c.dir + "/" + base + "_average_interval")
                                                          : std::nullopt;
-                if (iv && hwmon::parse_i64(iv->c_str(), ms) && ms > 0) {
+                if (iv && text::parse_integer(iv->c_str(), ms) && ms > 0) {
                     p.window_ns = ms * kMs;  // stated by the chip: exact
                 } else {
                     p.window_ns = kUnknownWindowNominalNs;
@@ -506,10 +488,10 @@ class HwmonSensor final : public Sensor {
         }
         if (c.name == "amdgpu") {  // APUs: slowPPT and fastPPT are the same power, averaged differently
             bool slow = false;
-            for (const auto& p : c.planned) slow = slow || lower(p.label) == "slowppt";
+            for (const auto& p : c.planned) slow = slow || text::lower(p.label) == "slowppt";
             if (slow) {
                 auto it = std::remove_if(c.planned.begin(), c.planned.end(),
-                                         [](const Planned& p) { return lower(p.label) == "fastppt"; });
+                                         [](const Planned& p) { return text::lower(p.label) == "fastppt"; });
                 if (it != c.planned.end()) {
                     c.notes.push_back("fastPPT left out: slowPPT measures the same power");
                     c.planned.erase(it, c.planned.end());
@@ -533,10 +515,10 @@ class HwmonSensor final : public Sensor {
     static void set_amd_energy_sockets(Chip& c) {
         if (c.name != "amd_energy") return;
         int sockets = 0;
-        for (const auto& p : c.planned) sockets += starts_with(lower(p.label), "esocket") ? 1 : 0;
+        for (const auto& p : c.planned) sockets += starts_with(text::lower(p.label), "esocket") ? 1 : 0;
         if (sockets <= 1) return;
         auto it = std::remove_if(c.planned.begin(), c.planned.end(),
-                                 [](const Planned& p) { return starts_with(lower(p.label), "ecore"); });
+                                 [](const Planned& p) { return starts_with(text::lower(p.label), "ecore"); });
         if (it != c.planned.end()) {
             c.notes.push_back("Ecore counters left out: with several sockets the files do not say which socket a core "
                               "is on (the Esocket counters include them)");
@@ -594,7 +576,7 @@ class HwmonSensor final : public Sensor {
         info.max_power_w = max_power_of(c.name);
         info.wrap_j = 0.0;
         channels_.push_back(info);
-        labels_.push_back(lower(p.label));
+        labels_.push_back(text::lower(p.label));
         reads_.push_back(std::move(r));
         return true;
     }

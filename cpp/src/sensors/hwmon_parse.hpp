@@ -122,20 +122,5 @@ inline PollStatus status_of_read_errno(int err) {
     return (err == ENODEV || err == ENOENT || err == ENXIO) ? PollStatus::Gone : PollStatus::Retry;
 }
 
-// A decimal integer as sysfs prints it ("123\n", "-5\n"); false for anything else.
-inline bool parse_i64(const char* s, long long& out) {
-    while (*s == ' ' || *s == '\t') ++s;
-    const char* digits = (*s == '-' || *s == '+') ? s + 1 : s;
-    if (*digits < '0' || *digits > '9') return false;
-    char* end = nullptr;
-    errno = 0;
-    const long long v = std::strtoll(s, &end, 10);
-    if (errno != 0) return false;
-    while (*end == ' ' || *end == '\n' || *end == '\r' || *end == '\t') ++end;
-    if (*end != '\0') return false;
-    out = v;
-    return true;
-}
-
 }  // namespace hwmon
 }  // namespace greenprobe

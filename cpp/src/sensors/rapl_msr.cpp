@@ -178,24 +178,16 @@ class RaplMsrSensor final : public Sensor {
   private:
     uint64_t offset(uint32_t reg) const { return static_cast<uint64_t>(reg) * offset_scale_; }
 
-    // Energy containment: core and uncore inside their package; packages and DRAM inside psys
-    // (the platform domain) where it exists; psys, and packages and DRAM without it, at the top.
-    void set_parents() {
-        auto present = [&](const std::string& domain) {
-            return std::any_of(channels_.begin(), channels_.end(),
-                               [&](const ChannelInfo& c) { return c.domain == domain; });
-        };
-        const std::string platform = present("psys") ? "psys" : "";
+    void set_parents() {  // rapl::parents, the rule the three RAPL sensors share
+        std::vector<std::string> names, package_of;
+        std::vector<rapl::Domain> kind;
         for (std::size_t c = 0; c < domains_.size(); ++c) {
-            const std::string package = "package-" + std::to_string(packages_[domains_[c].package_index].id);
-            switch (domains_[c].reg.domain) {
-                case rapl::Domain::Core:
-                case rapl::Domain::Uncore: channels_[c].parent_domain = present(package) ? package : ""; break;
-                case rapl::Domain::Package:
-                case rapl::Domain::Dram: channels_[c].parent_domain = platform; break;
-                case rapl::Domain::Psys: channels_[c].parent_domain.clear(); break;
-            }
+            names.push_back(channels_[c].domain);
+            kind.push_back(domains_[c].reg.domain);
+            package_of.push_back("package-" + std::to_string(packages_[domains_[c].package_index].id));
         }
+        const auto parent = rapl::parents(names, kind, package_of);
+        for (std::size_t c = 0; c < domains_.size(); ++c) channels_[c].parent_domain = parent[c];
     }
 
     static std::string hex(uint32_t v) {

@@ -3,6 +3,7 @@
 // arch/x86/include/asm/msr-index.h (register addresses, 32-bit counters, unit quirks).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -24,6 +25,34 @@ inline constexpr uint32_t kAmdPkgEnergy = 0xC001029B;
 inline constexpr uint64_t kCounterMax = 0xFFFFFFFFull;  // energy status counters are 32 bits wide
 
 enum class Domain { Package, Core, Uncore, Dram, Psys };
+
+// RAPL's energy containment, the one rule the three RAPL sensors state as parent_domain: core and
+// uncore inside their package, where that package is read; packages and DRAM inside psys (the
+// platform domain), where it is read; psys, and packages and DRAM without it, at the top.
+// Containment of energy, not of the powercap tree: powercap lists dram under its package, but the
+// package's energy does not include DRAM's. kind[c] is channel c's domain, package_of[c] the name
+// its package's channel has ("" where unknown); returns each channel's parent ("" at the top).
+inline std::vector<std::string> parents(const std::vector<std::string>& names, const std::vector<Domain>& kind,
+                                        const std::vector<std::string>& package_of) {
+    std::string platform;
+    for (std::size_t c = 0; c < names.size() && platform.empty(); ++c) {
+        if (kind[c] == Domain::Psys) platform = names[c];
+    }
+    auto read = [&](const std::string& name) {
+        return !name.empty() && std::find(names.begin(), names.end(), name) != names.end();
+    };
+    std::vector<std::string> out(names.size());
+    for (std::size_t c = 0; c < names.size(); ++c) {
+        switch (kind[c]) {
+            case Domain::Core:
+            case Domain::Uncore: out[c] = read(package_of[c]) ? package_of[c] : ""; break;
+            case Domain::Package:
+            case Domain::Dram: out[c] = platform; break;
+            case Domain::Psys: break;
+        }
+    }
+    return out;
+}
 
 struct DomainRegister {
     Domain domain;

@@ -145,7 +145,7 @@ class RaplPerfSensor final : public Sensor {
                               kNoPmuFix);
         }
         uint64_t type = 0;
-        if (!parse_u64(trim(*type_text).c_str(), type) || type > 0xFFFFFFFFull) {
+        if (!text::parse_unsigned(trim(*type_text).c_str(), type) || type > 0xFFFFFFFFull) {
             throw SensorError(ErrorCategory::Io, "rapl-perf: " + pmu_ + "/type does not hold a PMU number",
                               "check the tree at GREENPROBE_PERF_EVENT_ROOT");
         }
@@ -509,21 +509,16 @@ class RaplPerfSensor final : public Sensor {
         return out;
     }
 
-    void set_parents() {
-        auto present = [&](const std::string& domain) {
-            return std::any_of(channels_.begin(), channels_.end(), [&](const ChannelInfo& c) { return c.domain == domain; });
-        };
-        const std::string platform = present("psys") ? "psys" : "";
+    void set_parents() {  // rapl::parents, the rule the three RAPL sensors share
+        std::vector<std::string> names, package_of;
+        std::vector<rapl::Domain> kind;
         for (std::size_t c = 0; c < chans_.size(); ++c) {
-            const std::string package = "package-" + std::to_string(chans_[c].package);
-            switch (chans_[c].event.domain) {
-                case rapl::Domain::Core:
-                case rapl::Domain::Uncore: channels_[c].parent_domain = present(package) ? package : ""; break;
-                case rapl::Domain::Package:
-                case rapl::Domain::Dram: channels_[c].parent_domain = platform; break;
-                case rapl::Domain::Psys: channels_[c].parent_domain.clear(); break;
-            }
+            names.push_back(channels_[c].domain);
+            kind.push_back(chans_[c].event.domain);
+            package_of.push_back("package-" + std::to_string(chans_[c].package));
         }
+        const auto parent = rapl::parents(names, kind, package_of);
+        for (std::size_t c = 0; c < chans_.size(); ++c) channels_[c].parent_domain = parent[c];
     }
 
     std::string pmu_, proc_, cpumask_, helper_;

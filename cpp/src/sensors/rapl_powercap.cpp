@@ -58,7 +58,7 @@ class RaplPowercapSensor final : public Sensor {
             int e = 0;
             auto range = read_small_file(dir + "/max_energy_range_uj", &e);
             uint64_t max_uj = 0;
-            if (!range || !parse_u64(range->c_str(), max_uj) || max_uj == 0) {
+            if (!range || !text::parse_unsigned(range->c_str(), max_uj) || max_uj == 0) {
                 if (e == EACCES || e == EPERM) throw errno_error(e, "rapl-powercap cannot read", dir + "/max_energy_range_uj", kPowercapPermissionFix);
                 throw SensorError(ErrorCategory::Io, "rapl-powercap: bad max_energy_range_uj in " + dir,
                                   "check the powercap tree at GREENPROBE_POWERCAP_ROOT");
@@ -76,7 +76,7 @@ class RaplPowercapSensor final : public Sensor {
             uint64_t v = 0;
             e = pread_text(f.fd.get(), buf, sizeof buf, len);
             if (e != 0) throw errno_error(e, "rapl-powercap cannot read", f.path, kPowercapPermissionFix);
-            if (!parse_u64(buf, v)) {
+            if (!text::parse_unsigned(buf, v)) {
                 throw SensorError(ErrorCategory::Io, "rapl-powercap: " + f.path + " does not hold a number",
                                   "check the powercap tree at GREENPROBE_POWERCAP_ROOT");
             }
@@ -114,7 +114,7 @@ class RaplPowercapSensor final : public Sensor {
             std::size_t len = 0;
             uint64_t v = 0;
             const int e = pread_text(z.fd.get(), buf, sizeof buf, len);
-            if (e != 0 || !parse_u64(buf, v)) {
+            if (e != 0 || !text::parse_unsigned(buf, v)) {
                 out[c].status = (e == ENODEV || e == ENOENT) ? PollStatus::Gone : PollStatus::Retry;
                 last_error_ = "read of " + z.path + " failed" + (e ? ": errno " + std::to_string(e) : ": not a number");
                 continue;
@@ -132,29 +132,32 @@ class RaplPowercapSensor final : public Sensor {
     std::string last_error() const override { return last_error_; }
 
   private:
-    // Energy containment, not the sysfs tree: a subzone (intel-rapl:X:Y: core, uncore) is inside its
-    // package zone intel-rapl:X; packages and DRAM (which powercap lists under its package, but which
-    // the package's energy does not include) are inside psys where a psys zone exists.
+    // The rule the three RAPL sensors share (rapl::parents), from the zones' names: a subzone
+    // (intel-rapl:X:Y: core, uncore, or a name RAPL does not document) is inside its package zone
+    // intel-rapl:X; psys, dram and package-N are as named; another top zone is at the top.
     template <typename FoundZones>
     void set_parents(const FoundZones& found) {
         std::map<std::string, std::string> domain_of_zone;
-        std::string platform;
-        for (std::size_t c = 0; c < found.size(); ++c) {
-            domain_of_zone[found[c].zone] = channels_[c].domain;
-            if (found[c].name == "psys" && platform.empty()) platform = channels_[c].domain;
-        }
+        for (std::size_t c = 0; c < found.size(); ++c) domain_of_zone[found[c].zone] = channels_[c].domain;
+        std::vector<std::string> names, package_of;
+        std::vector<rapl::Domain> kind;
         for (std::size_t c = 0; c < found.size(); ++c) {
             const std::string& zone = found[c].zone;
             const std::string& name = found[c].name;
-            const auto sub = zone.find(':', 11);  // "intel-rapl:X:Y" -> parent zone "intel-rapl:X"
-            if (name == "psys") {
-                channels_[c].parent_domain.clear();
-            } else if (name == "dram" || name.compare(0, 7, "package") == 0) {
-                channels_[c].parent_domain = platform;
-            } else if (sub != std::string::npos) {
-                const auto it = domain_of_zone.find(zone.substr(0, sub));
-                channels_[c].parent_domain = it != domain_of_zone.end() ? it->second : "";
-            }
+            const auto sub = zone.find(':', 11);  // "intel-rapl:X:Y" -> its package zone "intel-rapl:X"
+            names.push_back(channels_[c].domain);
+            const auto it = sub != std::string::npos ? domain_of_zone.find(zone.substr(0, sub)) : domain_of_zone.end();
+            package_of.push_back(it != domain_of_zone.end() ? it->second : "");
+            if (name == "psys") kind.push_back(rapl::Domain::Psys);
+            else if (name == "dram") kind.push_back(rapl::Domain::Dram);
+            else if (name.compare(0, 7, "package") == 0) kind.push_back(rapl::Domain::Package);
+            else if (sub != std::string::npos) kind.push_back(rapl::Domain::Core);  // core, uncore, another subzone
+            else kind.push_back(rapl::Domain::Package);  // another top zone: at the top (below)
+        }
+        const auto parent = rapl::parents(names, kind, package_of);
+        for (std::size_t c = 0; c < found.size(); ++c) {
+            const bool other_top = kind[c] == rapl::Domain::Package && found[c].name.compare(0, 7, "package") != 0;
+            channels_[c].parent_domain = other_top ? "" : parent[c];
         }
     }
 

@@ -2,6 +2,8 @@
 #pragma once
 
 #include <cctype>
+#include <cerrno>
+#include <cstdint>
 #include <cstdlib>
 #include <string>
 #include <vector>
@@ -27,17 +29,37 @@ inline std::vector<std::string> split(const std::string& s, char sep = ',') {
     }
 }
 
-// "-?[0-9]+" of at most 18 characters -> value; false for anything else.
-inline bool parse_integer(const std::string& s, long long& v) {
-    if (s.empty() || s.size() > 18) return false;
-    const std::size_t first = s[0] == '-' ? 1 : 0;
-    if (first == s.size()) return false;
-    for (std::size_t i = first; i < s.size(); ++i) {
-        if (s[i] < '0' || s[i] > '9') return false;
-    }
-    v = std::strtoll(s.c_str(), nullptr, 10);
+// The one integer parser: a decimal integer as sysfs files and options write it. Blanks (space,
+// tab, CR, LF) around it are allowed, a sign only where signed, never octal or hex, no overflow;
+// false for anything else (and `v` untouched).
+inline bool parse_integer(const char* s, long long& v) {
+    while (*s == ' ' || *s == '\t') ++s;
+    const char* digits = (*s == '-' || *s == '+') ? s + 1 : s;
+    if (*digits < '0' || *digits > '9') return false;
+    char* end = nullptr;
+    errno = 0;
+    const long long parsed = std::strtoll(s, &end, 10);
+    if (errno != 0) return false;
+    while (*end == ' ' || *end == '\n' || *end == '\r' || *end == '\t') ++end;
+    if (*end != '\0') return false;
+    v = parsed;
     return true;
 }
+inline bool parse_integer(const std::string& s, long long& v) { return parse_integer(s.c_str(), v); }
+
+inline bool parse_unsigned(const char* s, uint64_t& v) {
+    while (*s == ' ' || *s == '\t') ++s;
+    if (*s < '0' || *s > '9') return false;
+    char* end = nullptr;
+    errno = 0;
+    const unsigned long long parsed = std::strtoull(s, &end, 10);
+    if (errno != 0) return false;
+    while (*end == ' ' || *end == '\n' || *end == '\r' || *end == '\t') ++end;
+    if (*end != '\0') return false;
+    v = parsed;
+    return true;
+}
+inline bool parse_unsigned(const std::string& s, uint64_t& v) { return parse_unsigned(s.c_str(), v); }
 
 inline std::string lower(std::string s) {
     for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
