@@ -24,6 +24,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "python"))
 
 from greenprobe.attribution import attribute  # noqa: E402
+from greenprobe.store import marks_table  # noqa: E402
 from greenprobe.summary import summarise  # noqa: E402
 from simulate import counter_channel, dithered, make_session, wandering  # noqa: E402
 
@@ -78,7 +79,7 @@ def coverage(n_seeds: int) -> None:
             a, b = dithered(rng, 2000, 0.01), dithered(rng, 2000, 0.01, t0_s=0.503)
             sess = make_session({"infer": (np.concatenate([a[0], b[0]]), np.concatenate([a[1], b[1]]))}, power,
                                 seed)
-            (r,) = [r for r in summarise(sess.records, [sess.channel]) if r["sensor"] != "all"]
+            (r,) = [r for r in summarise(marks_table(sess.records), [sess.channel]) if r["sensor"] != "all"]
             t = sess.truth("infer")
             spent += r["energy_j_per_call_low"] <= t["spent"] <= r["energy_j_per_call_high"]
             expected += r["energy_j_per_call_low"] <= t["expected"] <= r["energy_j_per_call_high"]
@@ -98,7 +99,7 @@ def cost() -> None:
                          100_000_000, 1_000_000, rng)
     records = [("infer", int(a), int(b), 0, None, True) for a, b in zip(starts, ends)]
     t1 = time.perf_counter()
-    rows = summarise(records, [ch])
+    rows = summarise(marks_table(records), [ch])
     t2 = time.perf_counter()
     (r,) = [r for r in rows if r["sensor"] != "all"]
     from greenprobe.estimator import Activity

@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from ._version import __version__
 from .attribution import attribute
-from .store import MarkStore, Part, marks_table, part_name, part_span
+from .store import Part, mark_attrs, part_name, part_span
 
 METADATA_KEY = b"greenprobe"
 
@@ -59,10 +59,11 @@ def samples_table(probe) -> pa.Table:
 
 
 def intervals_table(probe) -> pa.Table:
-    records = probe.marks()
-    n = len(records)
-    start = np.fromiter((r[1] for r in records), np.int64, n)
-    end = np.fromiter((r[2] for r in records), np.int64, n)
+    marks = probe.marks_table()
+    n = marks.num_rows
+    start = marks.column("start_ns").to_numpy().astype(np.int64, copy=False)
+    end = marks.column("end_ns").to_numpy().astype(np.int64, copy=False)
+    mark_attrs_ = mark_attrs(marks)
     channels = probe.channels()
     per_channel = attribute(start, end, channels) if n else []
     idle = {(b["sensor"], b["domain"]): b["power_w"] for b in probe.baseline(channels)}
@@ -71,21 +72,22 @@ def intervals_table(probe) -> pa.Table:
         "energy_j_low", "energy_j_high", "estimated", "below_update_period", "update_period_ns", "complete",
         "counter_glitch", "bounds_need_ceiling", "method", "mark_index", "baseline_power_w", "energy_j_net")}
     attr_names: list[str] = []
-    for r in records:
-        for k in (r[4] or {}):
+    for a in mark_attrs_:
+        for k in a:
             name = k if k not in RESERVED else f"attr_{k}"
             if name not in attr_names:
                 attr_names.append(name)
     attrs: dict[str, list] = {a: [] for a in attr_names}
-    labels = [r[0] for r in records]
+    labels = marks.column("label").to_pylist()
+    thread_ids, oks = marks.column("thread_id").to_pylist(), marks.column("ok").to_pylist()
     for res in per_channel:
         ch = res["channel"]
         cols["label"] += labels
         cols["start_ns"].append(start)
         cols["end_ns"].append(end)
         cols["duration_s"].append((end - start) * 1e-9)
-        cols["thread_id"] += [r[3] for r in records]
-        cols["ok"] += [r[5] for r in records]
+        cols["thread_id"] += thread_ids
+        cols["ok"] += oks
         cols["sensor"] += [ch.sensor] * n
         cols["domain"] += [ch.domain] * n
         cols["energy_j"].append(res["energy_j"])
@@ -104,7 +106,7 @@ def intervals_table(probe) -> pa.Table:
         cols["energy_j_net"].append(res["energy_j"] - p_idle * (end - start) * 1e-9)
         for a in attr_names:
             key = a[5:] if a.startswith("attr_") and a[5:] in RESERVED else a
-            attrs[a] += [(r[4] or {}).get(key) for r in records]
+            attrs[a] += [m.get(key) for m in mark_attrs_]
 
     def cat(name, dtype):
         parts = cols[name]
@@ -171,7 +173,7 @@ def labels_table(probe) -> pa.Table:
     from .summary import summarise
 
     channels = probe.channels()
-    rows = summarise(probe.marks(), channels, probe.baseline(channels))
+    rows = summarise(probe.marks_table(), channels, probe.baseline(channels))
     if rows:
         names = LABEL_COLUMNS + [k for r in rows for k in r if k not in LABEL_COLUMNS]
         table = pa.Table.from_pylist([{k: r.get(k) for k in names} for r in rows])
@@ -343,10 +345,7 @@ class PartWriter:
         samples = self.probe.samples_store
         t, prev, v, ch, fl = samples.columns(from_index=self.samples_done)  # arrival order: new rows only
         records = self.probe.marks_store
-        if isinstance(records, MarkStore):
-            marks = records.table(self.marks_done)
-        else:
-            marks = marks_table(records.snapshot(self.marks_done))
+        marks = records.table(self.marks_done)
         if not t.size and not marks.num_rows:
             return 0
         self.parts += 1
@@ -366,7 +365,7 @@ class PartWriter:
         if marks.num_rows:
             path = self.root / "marks" / name
             _atomic_write_table(marks, path)
-            if isinstance(records, MarkStore):
+            if records.SPILLS:
                 records.spilled(Part(str(path), self.marks_done, self.marks_done + marks.num_rows))
             self.marks_done += marks.num_rows
         return t.size + marks.num_rows
@@ -380,7 +379,7 @@ class PartWriter:
 
         gone = 0
         stores = [("samples", self.probe.samples_store)]
-        if isinstance(self.probe.marks_store, MarkStore):
+        if self.probe.marks_store.SPILLS:
             stores.append(("marks", self.probe.marks_store))
         for folder, store in stores:
             while count > 1:
@@ -402,5 +401,5 @@ class PartWriter:
         (queries about the recent past, the common ones, stay in memory)."""
 
         self.probe.samples_store.forget(time.monotonic_ns() - keep_ns)
-        if isinstance(self.probe.marks_store, MarkStore):
+        if self.probe.marks_store.SPILLS:
             self.probe.marks_store.forget()

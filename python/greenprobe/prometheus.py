@@ -144,14 +144,9 @@ class LabelTotals:
         return label if label in self.calls or len(self.calls) < self.MAX_LABELS else "(other)"
 
     def _new_marks(self) -> list[tuple[str, int, int]]:
-        from .store import MarkStore
-
-        store = self.probe.marks_store
-        if isinstance(store, MarkStore):
-            t = store.table(self.cursor).select(["label", "start_ns", "end_ns"]).to_pydict()
-            new = list(zip(t["label"], t["start_ns"], t["end_ns"]))
-        else:
-            new = [(r[0], r[1], r[2]) for r in store.snapshot(self.cursor)]
+        """(label, start_ns, end_ns) of the marks that arrived since the last call, read by name."""
+        t = self.probe.marks_store.table(self.cursor).select(["label", "start_ns", "end_ns"]).to_pydict()
+        new = list(zip(t["label"], t["start_ns"], t["end_ns"]))
         self.cursor += len(new)
         return new
 

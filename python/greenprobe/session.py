@@ -15,7 +15,7 @@ from .config import KEEPALIVE_MS, MIN_PERIOD_US, MIN_RING_CAPACITY, PERIOD_US, R
 from .errors import ConfigError
 from .marks import _pop_sink, _push_sink
 from .sensors import open_sensors
-from .store import MarkStore, SampleStore
+from .store import BufferMarks, MarkStore, SampleStore
 
 ENERGY_PAD_NS = 2_000_000_000  # samples read on each side of an energy() query
 
@@ -112,7 +112,7 @@ class Probe:
         self._samples = SampleStore()
         # the daemon keeps marks in columns (a batch arrives as one); a local Probe in the C buffer
         # its mark() appends to fastest
-        self._records = MarkStore() if columnar_marks else _core.MarkBuffer()
+        self._records = MarkStore() if columnar_marks else BufferMarks()
         self._drain_thread: Optional[threading.Thread] = None
         self._stop_event = threading.Event()
         self._channels: list[dict] = []
@@ -145,7 +145,7 @@ class Probe:
             # the work must not share the idle window's last update period: interpolating the
             # counter at the window's end would move a share of the work's energy into the idle
             self.settle(after_ns=self.baseline_windows[-1][2])
-        _push_sink(self._records)
+        _push_sink(self._records.sink)
         return self
 
     def _measure_idle(self, which: str) -> None:
@@ -181,11 +181,10 @@ class Probe:
         if self.clock == "virtual":
             self.poll_at((self._virtual_t or _core.now_ns()) + 1, final=True)
             return
-        _pop_sink(self._records)
+        _pop_sink(self._records.sink)
         # the work ends now, not at the last mark: what ran after it (a worker process exiting, a
         # runtime's threads winding down) must not fall into the idle window
-        last_end = max(_core.now_ns(), self._records.max_end_ns() if isinstance(self._records, MarkStore) else
-                       max((r[2] for r in self._records.snapshot()), default=0))
+        last_end = max(_core.now_ns(), self._records.max_end_ns())
         if self.baseline_s > 0:
             # the counters' update after the work first: an idle window that shared an update period
             # with the work's end would take a share of its energy
@@ -258,8 +257,9 @@ class Probe:
 
     @property
     def marks_store(self):
-        """The marks (store.MarkStore for ``columnar_marks``, else the C MarkBuffer that ``mark()``
-        appends to): ``len``, ``snapshot(from_index)``, ``max_end_ns``."""
+        """The marks: store.MarkStore for ``columnar_marks``, else store.BufferMarks (the C buffer
+        ``mark()`` appends to fastest); one interface: ``len``, ``table(from_index)``, ``max_end_ns``,
+        ``memory_marks``, ``extend_table``."""
         return self._records
 
     def channel_info(self) -> list[dict]:
@@ -275,10 +275,11 @@ class Probe:
         """The session's clock: monotonic_ns and wall_ns read together at start, and the pid."""
         return dict(self._anchor)
 
-    def marks_since(self, cursor: int) -> tuple[list[tuple], int]:
-        """Marks recorded since the arrival index ``cursor``, and the index to ask from next."""
-        new = self._records.snapshot(cursor)
-        return new, cursor + len(new)
+    def marks_since(self, cursor: int):
+        """Marks recorded since the arrival index ``cursor`` (a table of store.mark_schema()), and
+        the index to ask from next."""
+        new = self._records.table(cursor)
+        return new, cursor + new.num_rows
 
     # -- data ----------------------------------------------------------------------------------
     def _columns(self, start_ns: Optional[int] = None, end_ns: Optional[int] = None) -> tuple:
@@ -318,8 +319,14 @@ class Probe:
                               "pass start_ns <= end_ns, both read from greenprobe.now_ns() (CLOCK_MONOTONIC)")
         self._records.append((label, start_ns, end_ns, int(thread_id), attrs or None, bool(ok)))
 
+    def marks_table(self, start: int = 0):
+        """The marks from arrival index ``start`` on, as a pyarrow Table of store.mark_schema():
+        label, start_ns, end_ns, thread_id, ok, attrs (JSON text); read its columns by name."""
+        return self._records.table(start)
+
     def marks(self) -> list[tuple]:
-        """Recorded marks: (label, start_ns, end_ns, thread_id, attrs, ok)."""
+        """Recorded marks as records (label, start_ns, end_ns, thread_id, attrs, ok), a convenience
+        for short sessions and tests; greenprobe itself reads ``marks_table()`` by name."""
         return self._records.snapshot()
 
     def stats(self) -> list[dict]:

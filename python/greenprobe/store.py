@@ -316,6 +316,10 @@ def read_samples(path: str) -> tuple:
     return tuple(cols[name].to_numpy().astype(d, copy=False) for name, d in zip(SAMPLE_NAMES, SAMPLE_DTYPES))
 
 
+#: The mark's fields, by name, in mark_schema()'s order: what every reader takes from the table.
+MARK_FIELDS = ("label", "start_ns", "end_ns", "thread_id", "ok", "attrs")
+
+
 class MarkStore:
     """Marks as columns (label, start_ns, end_ns, thread_id, ok, attrs as JSON text): about 40
     bytes and its attributes' text per mark, instead of a tuple and a dict. Marks are kept in
@@ -333,6 +337,13 @@ class MarkStore:
         self._parts = PartIndex()
         self._max_end = 0
         self._bytes = 0                 # of the tables in _pending and _chunks
+
+    SPILLS = True  # the writer may write its marks out and let them go (spilled, forget)
+
+    @property
+    def sink(self):
+        """What the C mark appends its records to (the store itself)."""
+        return self
 
     def __len__(self) -> int:
         return self._n
@@ -425,10 +436,7 @@ class MarkStore:
         return table.combine_chunks() if table.nbytes < COMBINE_MAX_BYTES else table
 
     def snapshot(self, start: int = 0) -> list[tuple]:
-        t = self.table(start).to_pydict()
-        loads = json.loads
-        return [(label, s, e, tid, loads(a) if a else None, ok) for label, s, e, tid, ok, a in
-                zip(t["label"], t["start_ns"], t["end_ns"], t["thread_id"], t["ok"], t["attrs"])]
+        return records_of(self.table(start))
 
     def spilled(self, part: Part) -> None:
         """The writer wrote marks [part.start, part.stop) into part.path."""
@@ -461,6 +469,78 @@ class MarkStore:
             self._bytes = sum(t.nbytes for t in self._chunks)
             gone, self._first = cut - self._first, cut
             return gone
+
+
+class BufferMarks:
+    """A local Probe's marks: the C MarkBuffer that ``mark()`` appends to fastest (one record per
+    mark), seen through MarkStore's interface, so that the Probe, the daemon over it (``greenprobe
+    measure``) and the writers read both kinds of store alike: ``table`` by name, ``max_end_ns``,
+    ``memory_marks``, ``extend_table``. Its marks stay in memory (``SPILLS`` False)."""
+
+    SPILLS = False
+
+    def __init__(self):
+        from . import _core
+
+        self.sink = _core.MarkBuffer()
+
+    def __len__(self) -> int:
+        return len(self.sink)
+
+    def memory_marks(self) -> int:
+        return len(self.sink)
+
+    def memory_bytes(self) -> int:
+        """Not counted: a local Probe's marks are its own process's (no limit applies to them)."""
+        return 0
+
+    def max_end_ns(self) -> int:
+        return max((r[2] for r in self.sink.snapshot()), default=0)
+
+    def append(self, record: tuple) -> None:
+        self.sink.append(record)
+
+    def extend(self, records: list[tuple]) -> None:
+        for r in records:
+            self.sink.append(r)
+
+    def extend_table(self, table, max_end_ns: int) -> None:
+        """Marks in columns (a daemon over a local Probe takes a ring's drain so): a record each."""
+        self.extend(records_of(table))
+
+    def table(self, start: int = 0):
+        return marks_table(self.sink.snapshot(start))
+
+    def snapshot(self, start: int = 0) -> list[tuple]:
+        return self.sink.snapshot(start)
+
+
+def records_of(table) -> list[tuple]:
+    """A table of mark_schema() as records (label, start_ns, end_ns, thread_id, attrs, ok)."""
+    t = table.to_pydict()
+    loads = json.loads
+    return [(label, s, e, tid, loads(a) if a else None, ok) for label, s, e, tid, ok, a in
+            zip(t["label"], t["start_ns"], t["end_ns"], t["thread_id"], t["ok"], t["attrs"])]
+
+
+def mark_attrs(table) -> list[dict]:
+    """Each mark's attributes, parsed from the table's JSON column ({} for none)."""
+    loads = json.loads
+    return [loads(a) if a else {} for a in table.column("attrs").to_pylist()]
+
+
+def marks_where(table, labels, order_by: tuple = (), **equal) -> tuple:
+    """The marks of ``table`` whose label is in ``labels`` and whose attributes hold every ``equal``
+    pair, sorted by the attributes named in ``order_by``: (their table, their attributes)."""
+    import pyarrow as pa
+
+    attrs = mark_attrs(table)
+    names = table.column("label").to_pylist()
+    keep = [k for k, (label, a) in enumerate(zip(names, attrs))
+            if label in labels and all(a.get(key) == v for key, v in equal.items())]
+    if order_by:
+        keep.sort(key=lambda k: tuple(attrs[k][key] for key in order_by))
+    return table.take(pa.array(keep, pa.int64())), [attrs[k] for k in keep]
 
 
 def own_buffers(table):

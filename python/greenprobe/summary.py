@@ -56,22 +56,23 @@ def resolution_text(mean_dur_s: float, calls: int, period_ns: int, source: str, 
             f"({source}); mean per call from a regression over {windows} update windows, not per call")
 
 
-def summarise(records: list, channels: list[Channel], baseline: list[dict] | None = None) -> list[dict]:
+def summarise(marks, channels: list[Channel], baseline: list[dict] | None = None) -> list[dict]:
     """One row per (label, sensor, domain) on the chosen channels (the counter where there is one,
     else power readings), plus one per label for the total (sensor ``all``, domain ``total``).
 
-    ``records``: marks as (label, start_ns, end_ns, ...). ``baseline``: rows of
+    ``marks``: a pyarrow Table with the mark's columns ``label``, ``start_ns`` and ``end_ns`` (a
+    Probe's ``marks_table()``; ``store.marks_table`` makes one from records). ``baseline``: rows of
     greenprobe.baseline.idle_power; where one matches the channel, the net figures subtract that
     measured idle power, else the regression's idle state."""
     idle = {(b["sensor"], b["domain"]): b for b in baseline or []}
-    by_label: dict[str, list] = {}
-    for r in records:
-        by_label.setdefault(r[0], []).append((r[1], r[2]))
-    labels = list(by_label)
-    starts = [np.array([a for a, _ in by_label[k]], np.int64) for k in labels]
-    ends = [np.array([b for _, b in by_label[k]], np.int64) for k in labels]
-    if not labels:
+    if not marks.num_rows:
         return []
+    all_labels = np.array(marks.column("label").to_pylist(), dtype=object)
+    all_starts = marks.column("start_ns").to_numpy().astype(np.int64, copy=False)
+    all_ends = marks.column("end_ns").to_numpy().astype(np.int64, copy=False)
+    labels = list(dict.fromkeys(all_labels.tolist()))  # in first-seen order
+    starts = [all_starts[all_labels == k] for k in labels]
+    ends = [all_ends[all_labels == k] for k in labels]
     act = Activity(labels, starts, ends)
     chosen = choose_channels(channels)
     tops = top_level(chosen)

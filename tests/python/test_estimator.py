@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from greenprobe.estimator import Activity
+from greenprobe.store import marks_table
 from greenprobe.summary import summarise, t975
 from simulate import counter_channel, dithered, make_session, wandering
 
@@ -35,7 +36,7 @@ CONCURRENT_W = {"infer": 200.0}              # each running call adds 200 W
 
 
 def rows_of(session):
-    return {r["label"]: r for r in summarise(session.records, [session.channel]) if r["sensor"] != "all"}
+    return {r["label"]: r for r in summarise(marks_table(session.records), [session.channel]) if r["sensor"] != "all"}
 
 
 def test_activity_states_and_times_are_exact():
@@ -107,7 +108,7 @@ def test_t_quantiles_are_exact():
 def test_a_label_that_cannot_be_estimated_is_reported_with_the_reason():
     rng = np.random.default_rng(0)
     ch = counter_channel(lambda u: 80.0 * u * 1e-9, int(0.25e9), 100_000_000, 1_000_000, rng)  # two updates
-    rows = summarise([("infer", int(0.05e9), int(0.06e9), 0, None, True)], [ch])
+    rows = summarise(marks_table([("infer", int(0.05e9), int(0.06e9), 0, None, True)]), [ch])
     (row,) = [r for r in rows if r["sensor"] != "all"]
     assert row["status"] == "not-estimated" and "fewer than 3 sensor updates" in row["reason"]
     assert row["calls"] == 1 and np.isnan(row["energy_j_per_call"])
@@ -131,18 +132,18 @@ def test_total_adds_top_level_domains_only_on_two_sockets():
     watts = {"package-0": 50.0, "core-0": 30.0, "package-1": 40.0, "core-1": 20.0, "dram": 10.0, "dram-1": 8.0}
     chans = [_domain_channel(i, d, w, t_end, rng) for i, (d, w) in enumerate(watts.items())]
     records = [("infer", int(a), int(b), 0, None, True) for a, b in zip(s, e)]
-    (total,) = [r for r in summarise(records, chans) if r["sensor"] == "all"]
+    (total,) = [r for r in summarise(marks_table(records), chans) if r["sensor"] == "all"]
     assert set(total["domains"].split(",")) == {"rapl-powercap/package-0", "rapl-powercap/package-1",
                                                 "rapl-powercap/dram", "rapl-powercap/dram-1"}
     assert total["energy_j_per_call"] == pytest.approx((50 + 40 + 10 + 8) * 0.002, rel=0.01)
     chans.append(_domain_channel(len(chans), "psys", 150.0, t_end, rng))
-    (total,) = [r for r in summarise(records, chans) if r["sensor"] == "all"]
+    (total,) = [r for r in summarise(marks_table(records), chans) if r["sensor"] == "all"]
     assert total["domains"] == "rapl-powercap/psys"
     assert total["energy_j_per_call"] == pytest.approx(150 * 0.002, rel=0.01)
     # a channel that states its parent is believed over the names
     for ch in chans:
         ch.parent_domain = ""
-    (total,) = [r for r in summarise(records, chans) if r["sensor"] == "all"]
+    (total,) = [r for r in summarise(marks_table(records), chans) if r["sensor"] == "all"]
     assert len(total["domains"].split(",")) == len(chans)
 
 
@@ -160,13 +161,13 @@ def test_total_counts_a_gpu_inside_its_module_once_and_in_its_place_when_the_mod
         ch.channel, ch.parent_domain = i, "module0" if d == "gpu0" else ""
         chans.append(ch)
     records = [("infer", int(a), int(b), 0, None, True) for a, b in zip(s, e)]
-    (total,) = [r for r in summarise(records, chans) if r["sensor"] == "all"]
+    (total,) = [r for r in summarise(marks_table(records), chans) if r["sensor"] == "all"]
     assert set(total["domains"].split(",")) == {"nvml/module0", "nvml/gpu1"}
     assert total["energy_j_per_call"] == pytest.approx((450 + 200) * 0.002, rel=0.01)
     module = chans[1]
     module.t_ns, module.prev_t_ns, module.value, module.flags = (module.t_ns[:0], module.prev_t_ns[:0],
                                                                  module.value[:0], module.flags[:0])
-    (total,) = [r for r in summarise(records, chans) if r["sensor"] == "all"]
+    (total,) = [r for r in summarise(marks_table(records), chans) if r["sensor"] == "all"]
     assert set(total["domains"].split(",")) == {"nvml/gpu0", "nvml/gpu1"}
     assert total["energy_j_per_call"] == pytest.approx((300 + 200) * 0.002, rel=0.01)
 
@@ -174,4 +175,4 @@ def test_total_counts_a_gpu_inside_its_module_once_and_in_its_place_when_the_mod
 def test_a_session_without_marks_has_no_rows():
     rng = np.random.default_rng(0)
     ch = counter_channel(lambda u: 80.0 * u * 1e-9, int(1e9), 100_000_000, 1_000_000, rng)
-    assert summarise([], [ch]) == []
+    assert summarise(marks_table([]), [ch]) == []

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from greenprobe.attribution import Channel
+from greenprobe.store import marks_table
 from greenprobe.summary import marked_time, summarise
 
 BASE_W, CALL_W = 20.0, 30.0  # idle power, and the extra power while a call runs
@@ -47,7 +48,7 @@ def test_marked_time_is_exact():
 
 def test_per_call_energy_within_5_percent():
     records, ch, truth = experiment(seed=1)
-    (row,) = [r for r in summarise(records, [ch]) if r["sensor"] != "all"]
+    (row,) = [r for r in summarise(marks_table(records), [ch]) if r["sensor"] != "all"]
     assert row["calls"] == 2000 and row["method"] == "regression"
     assert abs(row["energy_j_per_call"] - truth) / truth <= 0.05
     assert abs(row["baseline_power_w"] - BASE_W) / BASE_W <= 0.02
@@ -60,7 +61,7 @@ def test_interval_covers_the_truth_in_90_percent_of_seeds():
     seeds = range(100)
     for seed in seeds:
         records, ch, truth = experiment(seed=100 + seed, n_calls=2000)
-        (row,) = [r for r in summarise(records, [ch]) if r["sensor"] != "all"]
+        (row,) = [r for r in summarise(marks_table(records), [ch]) if r["sensor"] != "all"]
         covered += row["energy_j_per_call_low"] <= truth <= row["energy_j_per_call_high"]
     assert covered / len(seeds) >= 0.9, f"95 % interval covered the truth in {covered} of {len(seeds)} runs"
 

@@ -148,7 +148,7 @@ def _report(probe, cmd, rc, start, end, paths) -> None:
         net = f"   net of idle {r['energy_j_net']:10.3f} J" if r.get("energy_j_net") is not None else ""
         print(f"   {r['energy_j']:12.3f} J  {r['sensor']}/{r['domain']:<12} [{r['energy_j_low']:.3f}, "
               f"{r['energy_j_high']:.3f}]   {r['energy_j'] / secs if secs > 0 else 0:8.2f} W avg{net}{est}", file=out)
-    labels = Counter(m[0] for m in probe.marks() if m[0] != "command")
+    labels = Counter(label for label in probe.marks_table().column("label").to_pylist() if label != "command")
     if labels:
         print("\n   marks:", ", ".join(f"{k} x{v}" for k, v in labels.most_common()), file=out)
     print(f"\n   {secs:12.3f} s elapsed\n", file=out)

@@ -86,8 +86,8 @@ class Servicer(pb_grpc.ProbeServicer):
                           f"the daemon's writes are {behind} marks behind (--max-backlog {self.limits.max_backlog}); "
                           "retry shortly, no mark of this batch was recorded")
         store = self.probe.marks_store
-        # the daemon's columnar store takes the batch as columns at once, so its bytes are known
-        table = marks_table(records) if records and hasattr(store, "extend_table") else None
+        # the batch as columns at once, so that its bytes are known
+        table = marks_table(records) if records else None
         try:
             with self.marks_lock:
                 # a batch resent after a lost reply: keep only the marks not held yet (the columns'
@@ -105,12 +105,8 @@ class Servicer(pb_grpc.ProbeServicer):
                 self.attr_names.admit(records)
                 if framed is not None:
                     self.attr_names.admit_names(set(framed_names))
-                if table is not None:
-                    if table.num_rows:
-                        self._hold_table(store, table)
-                else:
-                    for r in records:
-                        store.append(r)
+                if table is not None and table.num_rows:
+                    self._hold_table(store, table)
                 if framed is not None and framed.num_rows:
                     self._hold_table(store, framed)
                 if sent:  # only once the batch is held; an empty batch names no sender
@@ -122,12 +118,9 @@ class Servicer(pb_grpc.ProbeServicer):
         return pb.RecordMarksReply(accepted=sent)
 
     def _held(self) -> tuple[int, int]:
-        """Marks in memory and their bytes (the daemon's columnar store lets written marks go; a
-        local Probe's keeps all, and does not count bytes)."""
+        """Marks in memory and their bytes (the daemon's columnar store lets written marks go)."""
         store = self.probe.marks_store
-        if hasattr(store, "memory_marks"):
-            return store.memory_marks(), store.memory_bytes()
-        return len(store), 0
+        return store.memory_marks(), store.memory_bytes()
 
     def _write_early_past_half(self, held: int = 0, held_bytes: int = 0, behind: int = 0) -> None:
         """Past half of --max-marks, --max-mark-bytes or --max-backlog the writer writes at once, not
@@ -174,17 +167,9 @@ class Servicer(pb_grpc.ProbeServicer):
     @staticmethod
     def _hold_table(store, table) -> None:
         """Marks as a table into the store (with marks_lock held)."""
-        if hasattr(store, "extend_table"):  # the daemon's columnar store
-            import pyarrow.compute as pc
+        import pyarrow.compute as pc
 
-            store.extend_table(table, pc.max(table.column("end_ns")).as_py() or 0)
-            return
-        import json  # a local Probe's buffer (`greenprobe measure`): one record per mark
-
-        c = table.to_pydict()
-        for label, s, e, tid, ok, attrs in zip(c["label"], c["start_ns"], c["end_ns"], c["thread_id"], c["ok"],
-                                               c["attrs"]):
-            store.append((label, s, e, tid, json.loads(attrs), ok))
+        store.extend_table(table, pc.max(table.column("end_ns")).as_py() or 0)
 
     # -- samples -------------------------------------------------------------------------------
     def StreamSamples(self, request, context):

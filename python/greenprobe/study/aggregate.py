@@ -186,17 +186,21 @@ def estimate_calls(probe, out_dir: Path) -> dict:
     during its calls is told apart from the others' and from idle. Written to calls.json."""
     from ..summary import summarise
 
-    records = []
-    for m in probe.marks():
-        attrs = m[4] or {}
-        if m[0] == "inference" and "config" in attrs:
-            records.append((f"inference:{attrs['config']}",) + tuple(m[1:]))
-        elif m[0] == "run" and "config" in attrs:
-            records.append((f"run:{attrs['config']}",) + tuple(m[1:]))
-    if not records:
+    import pyarrow as pa
+
+    from ..store import mark_attrs
+
+    marks = probe.marks_table()
+    keep, labels = [], []
+    for k, (label, attrs) in enumerate(zip(marks.column("label").to_pylist(), mark_attrs(marks))):
+        if label in ("inference", "run") and "config" in attrs:
+            keep.append(k)
+            labels.append(f"{label}:{attrs['config']}")
+    if not keep:
         return {}
+    mine = marks.take(pa.array(keep, pa.int64())).set_column(0, "label", pa.array(labels, pa.string()))
     channels = probe.channels()
-    rows = summarise(records, channels, probe.baseline(channels))
+    rows = summarise(mine, channels, probe.baseline(channels))
     calls: dict = {}
     for r in rows:
         if not r["label"].startswith("inference:") or r["sensor"] == "all":

@@ -23,9 +23,11 @@ from typing import Callable, Optional, Protocol
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..attribution import attribute, choose_channels
+from ..store import marks_where
 from ..usage import proc_usage
 from .aggregate import collect, estimate_calls, write_json
 from .layout import Layout
@@ -218,9 +220,9 @@ class Runner:
         _, usage = self.worked(w, pad, lambda: w.run(plan.n, gaps_s=gaps, slot=cfg.id, mark={
             "label": "inference", "attrs": {"config": cfg.id, "run": r}}))
         marks = self.marks_of(cfg, r)
-        if len(marks) != plan.n:
-            raise RuntimeError(f"the daemon holds {len(marks)} of the {plan.n} inference marks of run {r}")
-        start, end = marks[0][1], max(m[2] for m in marks)
+        if marks.num_rows != plan.n:
+            raise RuntimeError(f"the daemon holds {marks.num_rows} of the {plan.n} inference marks of run {r}")
+        start, end = marks.column("start_ns")[0].as_py(), pc.max(marks.column("end_ns")).as_py()
         self.close_run(cfg, r, start, end, pad, usage)
         return self.score_run(cfg, r, marks, usage, plan, pad)
 
@@ -253,28 +255,28 @@ class Runner:
             time.monotonic_ns() - int(30e9)))] or [0]
         return int(max(MIN_PAD_S * 1e9, 2 * max(periods)))
 
-    def marks_of(self, cfg: Config, r: int) -> list[tuple]:
-        """The inference marks of run r that reached the daemon, in order of their index."""
+    def marks_of(self, cfg: Config, r: int):
+        """The inference marks of run r that reached the daemon, in order of their index (a table
+        of store.mark_schema())."""
         new, self.cursor = self.probe.marks_since(self.cursor)
-        mine = [m for m in new if m[0] == "inference" and m[4] and m[4].get("config") == cfg.id
-                and m[4].get("run") == r]
-        return sorted(mine, key=lambda m: m[4]["i"])
+        return marks_where(new, {"inference"}, order_by=("i",), config=cfg.id, run=r)[0]
 
-    def score_run(self, cfg: Config, r: int, marks: list, usage: dict, plan: Plan, pad: int) -> dict:
+    def score_run(self, cfg: Config, r: int, marks, usage: dict, plan: Plan, pad: int) -> dict:
         """A run's energy per domain over its window (its inferences with ``pad_ns`` of idle on each
         side), the window's length and the number of inferences: config_row turns them into the
         back-to-back figure once the sitting's idle power is known. Its inferences one by one, with
         interpolated energies (labelled so: below a counter's update period they are not
         observations), go to configs/<id>/runs/rNNN.parquet, then the row to rNNN.json (its
         presence: the run is done)."""
-        starts = np.array([m[1] for m in marks], np.int64)
-        ends = np.array([m[2] for m in marks], np.int64)
+        starts = marks.column("start_ns").to_numpy().astype(np.int64)
+        ends = marks.column("end_ns").to_numpy().astype(np.int64)
         a, b = int(starts[0]) - pad, int(ends.max()) + pad
         # enough samples around the run to bracket its edges and learn each sensor's update period
         margin = int(2e9) + 20 * max((c["nominal_update_period_ns"] for c in self.probe.channel_info()), default=0)
         chans = self.probe.channels(a - margin, b + margin)
         dur = (ends - starts) * 1e-9
-        cols = {"config": [cfg.id] * len(marks), "run": np.full(len(marks), r), "i": np.arange(len(marks)),
+        n = marks.num_rows
+        cols = {"config": [cfg.id] * n, "run": np.full(n, r), "i": np.arange(n),
                 "start_ns": starts, "end_ns": ends, "duration_s": dur}
         window = {}
         estimated, domains = False, []
@@ -292,7 +294,7 @@ class Runner:
         pq.write_table(pa.table(cols), self.layout.run_inferences(cfg.id, r))
         row = {"run": r, "session": self.session, **self.where, "start_ns": int(starts[0]), "end_ns": int(ends.max()),
                "window_start_ns": a, "window_end_ns": b, "window_s": (b - a) * 1e-9,
-               "inferences": len(marks), "device": plan.device, "estimated": bool(estimated),
+               "inferences": n, "device": plan.device, "estimated": bool(estimated),
                "domains": ",".join(domains), "time_s_per_inference": float(dur.mean()),
                "window_complete": all(c for _, c, _ in window.values()),
                **{f"energy_j_window[{n}]": e for n, (e, _, _) in window.items()},

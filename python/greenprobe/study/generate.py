@@ -34,6 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..attribution import attribute
+from ..store import marks_where
 from .aggregate import _tops, write_json
 from .execute import Plan, Runner
 from .layout import Layout
@@ -97,30 +98,28 @@ class GenRunner(Runner):
             w.generate(0, s.output_tokens, slot=cfg.id, warmup=1)
         got, usage = self.worked(w, pad, lambda: w.generate(plan.n, s.output_tokens, gaps_s=gaps, slot=cfg.id,
                                                              mark={"attrs": {"config": cfg.id, "run": r}}))
-        steps = self.steps_of(cfg, r)
+        steps, attrs = self.steps_of(cfg, r)
         want = plan.n * s.output_tokens
-        if len(steps) != want:
-            raise RuntimeError(f"the daemon holds {len(steps)} of the {want} phase marks of run {r} "
+        if steps.num_rows != want:
+            raise RuntimeError(f"the daemon holds {steps.num_rows} of the {want} phase marks of run {r} "
                                f"({plan.n} requests x {s.output_tokens} tokens)")
         requests = np.array(got["requests"], np.int64)
-        self.close_run(cfg, r, int(steps[0][1]), int(max(m[2] for m in steps)), pad, usage)
-        return self.score_run(cfg, r, steps, requests, usage, plan, pad)
+        starts = steps.column("start_ns").to_numpy().astype(np.int64)
+        ends = steps.column("end_ns").to_numpy().astype(np.int64)
+        self.close_run(cfg, r, int(starts[0]), int(ends.max()), pad, usage)
+        return self.score_run(cfg, r, starts, ends, attrs, requests, usage, plan, pad)
 
-    def steps_of(self, cfg: Config, r: int) -> list[tuple]:
-        """The prefill and decode marks of run r that reached the daemon, by request and step."""
+    def steps_of(self, cfg: Config, r: int) -> tuple:
+        """The prefill and decode marks of run r that reached the daemon, by request and step: their
+        table (store.mark_schema()) and their attributes."""
         new, self.cursor = self.probe.marks_since(self.cursor)
-        mine = [m for m in new if m[0] in PHASE_LABELS and m[4] and m[4].get("config") == cfg.id
-                and m[4].get("run") == r]
-        return sorted(mine, key=lambda m: (m[4]["request"], m[4]["step"]))
+        return marks_where(new, PHASE_LABELS, order_by=("request", "step"), config=cfg.id, run=r)
 
-    def score_run(self, cfg: Config, r: int, steps: list, requests: np.ndarray, usage: dict, plan: Plan,
-                  pad: int) -> dict:
+    def score_run(self, cfg: Config, r: int, starts: np.ndarray, ends: np.ndarray, attrs: list[dict],
+                  requests: np.ndarray, usage: dict, plan: Plan, pad: int) -> dict:
         """The run's figures (score_phases), its steps to runs/rNNNN.parquet, then its row to
         rNNNN.json (its presence: the run is done)."""
         s = self.spec
-        attrs = [m[4] for m in steps]
-        starts = np.array([m[1] for m in steps], np.int64)
-        ends = np.array([m[2] for m in steps], np.int64)
         phase = np.array([a["phase"] for a in attrs])
         context = np.array([a["context_tokens"] for a in attrs], np.int64)
         tokens = np.array([x["tokens"] for x in attrs], np.int64)
@@ -131,7 +130,7 @@ class GenRunner(Runner):
         # pass for idle power)
         scored = score_phases(starts, ends, phase, context, a, b, self.probe.channels(a - margin, b + margin),
                               self.probe.channels(a, b))
-        cols = {"config": [cfg.id] * len(steps), "run": np.full(len(steps), r),
+        cols = {"config": [cfg.id] * len(starts), "run": np.full(len(starts), r),
                 "request": np.array([x["request"] for x in attrs], np.int64),
                 "step": np.array([x["step"] for x in attrs], np.int64), "phase": phase.tolist(),
                 "start_ns": starts, "end_ns": ends, "duration_s": (ends - starts) * 1e-9,
@@ -177,11 +176,13 @@ def score_phases(starts: np.ndarray, ends: np.ndarray, phase: np.ndarray, contex
     bins = context_bins(context[dec], CONTEXT_BINS)
     labels = np.full(len(starts), "prefill", dtype=object)
     labels[dec] = "decode"
-    records = [(lab, int(x), int(y)) for lab, x, y in zip(labels, starts, ends)]
-    est = {(row["label"], f"{row['sensor']}/{row['domain']}"): row for row in summarise(records, own)}
+    def intervals(labels):
+        return pa.table({"label": pa.array(list(labels), pa.string()), "start_ns": pa.array(starts, pa.int64()),
+                         "end_ns": pa.array(ends, pa.int64())})
+
+    est = {(row["label"], f"{row['sensor']}/{row['domain']}"): row for row in summarise(intervals(labels), own)}
     labels[dec] = [f"decode@{k}" for k in bins]
-    records = [(lab, int(x), int(y)) for lab, x, y in zip(labels, starts, ends)]
-    est.update({(row["label"], f"{row['sensor']}/{row['domain']}"): row for row in summarise(records, own)
+    est.update({(row["label"], f"{row['sensor']}/{row['domain']}"): row for row in summarise(intervals(labels), own)
                 if row["label"] != "prefill"})
     prefill, decode_bins = {}, []
     for name in domains:
