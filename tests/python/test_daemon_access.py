@@ -205,7 +205,7 @@ def test_save_without_a_save_folder_is_refused_with_the_fix(tmp_path):
 def test_saves_stop_once_the_save_folder_holds_its_limit(tmp_path):
     import argparse
 
-    from greenprobe.cli import _bytes
+    from greenprobe.cli.common import parse_bytes as _bytes
 
     probe, daemon = served(tmp_path / "d.sock", save_dir=tmp_path / "saves", save_max_bytes=64 << 10)
     stub = pb_grpc.ProbeStub(grpc.insecure_channel(f"unix:{tmp_path / 'd.sock'}"))

@@ -40,3 +40,31 @@ def test_the_package_root_only_re_exports():
                and n.name != "missing" and n.name != "_needs_core"]
     assert not defined, f"greenprobe/__init__.py defines {defined}: define them in a module and re-export"
     assert greenprobe.__version__ == __import__("greenprobe._version", fromlist=["x"]).__version__
+
+
+def test_each_command_is_a_module_with_add_parser_and_run():
+    from greenprobe import cli
+
+    names = set()
+    for module in cli.COMMANDS:
+        assert callable(module.add_parser) and callable(module.run), module.__name__
+        names.add(module.__name__.rsplit(".", 1)[1].replace("_", "-"))
+    assert names == {"sensors", "runtimes", "record", "study", "report", "daemon", "setup-perf", "measure"}
+
+
+def test_the_daemons_limit_flags_are_the_limits_dataclass():
+    """One copy of each limit's default: the flags are made from Limits, and parse back to it."""
+    import argparse
+    from dataclasses import fields
+
+    from greenprobe.cli.daemon import add_limit_flags
+    from greenprobe.daemon.limits import Limits
+
+    p = argparse.ArgumentParser()
+    add_limit_flags(p)
+    args = p.parse_args([])
+    assert Limits.from_args(args) == Limits()
+    flagged = {f.name for f in Limits.flags()}
+    assert flagged == {a.dest for a in p._actions if a.dest.startswith("max_")}
+    assert {f.name for f in fields(Limits)} - flagged == {"max_heavy", "max_intake", "workers"}
+    assert Limits.from_args(p.parse_args(["--max-marks", "7", "--max-mark-bytes", "2G"])).max_mark_bytes == 2 << 30

@@ -9,6 +9,7 @@ too (PR_SET_PDEATHSIG), so no orphan runs on unmeasured.
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import subprocess
@@ -18,12 +19,14 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from .. import _core
-from ..daemon import Daemon
-from ..session import Probe
+from .common import add_sensor_args, seconds
 
 
 def cmd_measure(args, cmd: list[str]) -> int:
+    from .. import _core
+    from ..daemon import Daemon
+    from ..session import Probe
+
     probe = Probe(sensors=args.sensors, period_us=args.period_us, baseline_s=args.baseline)
     with tempfile.TemporaryDirectory(prefix="greenprobe-") as tmp:
         sock = Path(tmp) / "daemon.sock"
@@ -153,3 +156,31 @@ def _report(probe, cmd, rc, start, end, paths) -> None:
         print("\n   marks:", ", ".join(f"{k} x{v}" for k, v in labels.most_common()), file=out)
     print(f"\n   {secs:12.3f} s elapsed\n", file=out)
     print(f" wrote {paths['intervals']} (and samples, labels, metadata)", file=out)
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("measure", help="run a command under a private daemon and report its energy",
+                       description="Starts a private daemon, runs CMD with GREENPROBE_DAEMON set (so greenprobe.mark() "
+                                   "in any of its processes is recorded), records the whole run as one interval, "
+                                   "writes OUT/*.parquet and prints time, energy per domain, average power and marks "
+                                   "per label. The exit status is CMD's.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="examples:\n  greenprobe measure -- python infer.py --batch 64\n"
+                              "  greenprobe measure --sensors nvml,rapl-msr --baseline 3 --out runs/a -- ./bench")
+    add_sensor_args(p)
+    p.add_argument("--out", default="results/measure", help="output folder (default results/measure)")
+    p.add_argument("--baseline", type=float, default=0.0, metavar="SECONDS",
+                   help="measure idle power for SECONDS before and after the command; report energy net of it")
+    p.add_argument("--kill-after", type=seconds, default=10.0, metavar="SECONDS",
+                   help="after a signal passed on to CMD, wait SECONDS for it to end, then send SIGTERM, and as long "
+                        "again, then SIGKILL (default 10; a SIGINT that measure's caller ignored is ignored, as "
+                        "shells expect of background jobs)")
+    p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ARGS", help="the command to run")
+    p.set_defaults(run=run)
+
+
+def run(args, parser) -> int:
+    cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    if not cmd:
+        parser.error("measure needs a command after --, e.g. greenprobe measure -- python infer.py")
+    return cmd_measure(args, cmd)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import sys
 import time
 
-from ..marks import mark
-from ..session import Probe
+from .common import add_sensor_args
 
 
 def cmd_record(args) -> int:
+    from ..marks import mark
+    from ..session import Probe
+
     probe = Probe(sensors=args.sensors, period_us=args.period_us, baseline_s=args.baseline)
     probe.start()
     for s in probe.skipped:
@@ -46,3 +48,20 @@ def cmd_record(args) -> int:
         print(f"  {st['sensor']}: {st['polls']} polls at {1e9 / st['period_ns']:.0f} Hz, "
               f"{st['late_polls']} late, max lag {st['max_lag_ns'] / 1e6:.2f} ms, {st['drops']} dropped")
     return 130 if interrupted else 0
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("record", help="sample sensors for a while (or until Ctrl-C) and write Parquet",
+                       description="Samples the sensors for --duration seconds (or until Ctrl-C), then writes "
+                                   "OUT/samples.parquet, OUT/intervals.parquet (one interval: the whole recording) "
+                                   "and prints the energy per domain.")
+    add_sensor_args(p)
+    p.add_argument("--duration", type=float, default=5.0, help="seconds to record (default 5; 0 = until Ctrl-C)")
+    p.add_argument("--baseline", type=float, default=0.0, metavar="SECONDS",
+                   help="also measure idle power for SECONDS before and after, and report energy net of it")
+    p.add_argument("--out", default="results/record", help="output folder (default results/record)")
+    p.set_defaults(run=run)
+
+
+def run(args, parser) -> int:
+    return cmd_record(args)

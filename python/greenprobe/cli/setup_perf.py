@@ -24,6 +24,7 @@ from ..config import PERF_HELPER
 from ..errors import ConfigError
 
 HELPER = "greenprobe-perf-helper"
+import argparse
 
 
 def installed_helper() -> Path:
@@ -134,3 +135,26 @@ def cmd_setup_perf(args) -> int:
     print(f"members of {args.group} can now use sensors='rapl-perf' without root"
           + (" (users just added: after they log in again)" if users else ""))
     return 0
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("setup-perf", help="let a group read RAPL at full rate without root (prints, or with --apply "
+                                          "runs, the setcap and group commands)",
+                       description="RAPL energy is root-only (CVE-2020-8694); perf_event's power PMU opens it for a "
+                                   "program with CAP_PERFMON. This grants that capability to one small program shipped "
+                                   "with greenprobe, greenprobe-perf-helper, executable by one group: it opens the RAPL "
+                                   "events and hands the descriptors to the rapl-perf sensor of a group member, who "
+                                   "then reads at full rate with no privilege and no daemon.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="examples:\n  greenprobe setup-perf                            print the commands\n"
+                              "  sudo greenprobe setup-perf --apply --user alice  run them; alice joins the group")
+    p.add_argument("--group", default="greenprobe", help="the group whose members may read (default greenprobe)")
+    p.add_argument("--user", action="append", metavar="USER", help="add USER to the group (repeat for more)")
+    p.add_argument("--helper", help="the helper's path (default: the one installed with the package)")
+    p.add_argument("--apply", action="store_true", help="run the commands (as root) and check the result")
+    p.add_argument("--check", action="store_true", help="only say whether the helper is set up (exit 1 if not)")
+    p.set_defaults(run=run)
+
+
+def run(args, parser) -> int:
+    return cmd_setup_perf(args)

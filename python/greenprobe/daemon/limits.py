@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from typing import Optional
 
 import numpy as np
@@ -26,22 +26,49 @@ MAX_CONTAINERS_PER_MARK = 16      # objects and arrays per mark in attrs_json
 MAX_MESSAGE_BYTES = 16 << 20  # one request: a full batch with attributes fits; a hostile blob is cut at the door
 
 
+def _flag(default, help: str, kind: str = "count", least: int = 0, least_why: str = ""):
+    """A limit that `greenprobe daemon` takes as --NAME (underscores as dashes): its default here, its
+    help (the CLI adds the default), ``kind`` "count" (N) or "bytes" (SIZE: K, M, G suffixes)."""
+    return field(default=default, metadata={"flag": True, "help": help, "kind": kind, "least": least,
+                                            "least_why": least_why})
+
+
 @dataclass
 class Limits:
-    """The daemon-wide caps (flags of `greenprobe daemon`)."""
-    max_marks: int = 5_000_000        # marks held in memory (not yet written: the columnar store lets written ones go)
-    max_mark_bytes: int = 1 << 30     # and their bytes (labels and attributes' JSON): a mark may carry ~70 KB
-    max_attr_names: int = 256         # distinct attribute names over all marks: each is a column of every table
-    max_streams: int = 8              # concurrent StreamSamples; the rest of the workers stay for short calls
-    max_streams_per_user: int = 4     # of those, per user (known by its ring's session; the rest share one)
-    max_backlog: int = 500_000        # marks accepted but not yet written (--out): more waits, so SIGKILL loses little
-    max_query_samples: int = 20_000_000  # samples one query may read at once (a long run's history is on disk)
-    max_query_marks: int = 1_000_000  # marks a Summary, Save or Table reads at once (~1 KB each while computed)
+    """The daemon-wide caps: each with a flag is an option of `greenprobe daemon` (cli/daemon.py makes
+    them from these fields: this is the one place of their defaults and help)."""
+    max_marks: int = _flag(5_000_000, "marks held in memory at most, i.e. not yet written")
+    max_mark_bytes: int = _flag(
+        1 << 30, "bytes of those marks at most: labels and attributes as held in memory (K, M, G suffixes); beyond "
+        "it clients keep their marks and send them again after the next write, and rings wait to be drained",
+        kind="bytes", least=64 << 20, least_why="a gRPC batch alone is up to 16 MiB")
+    max_attr_names: int = _flag(256, "distinct mark attribute names at most (each is a column of every table)")
+    max_streams: int = _flag(8, "concurrent sample streams at most (the other threads serve short calls)")
+    max_streams_per_user: int = _flag(4, "of those, per user (local clients are known by their mark ring's "
+                                         "session, the others share one such allowance)")
+    max_query_samples: int = _flag(20_000_000, "samples one query (Summary, Table, Save, Energy, a stream's history) "
+                                               "may read at once; a longer history stays in the run's parts")
+    max_query_marks: int = _flag(1_000_000, "marks a Summary, Save or Table may read at once (~1 KB each while "
+                                            "computed)")
+    max_backlog: int = _flag(500_000, "marks accepted but not yet written to --out at most; beyond, clients wait "
+                                      "and retry, so a crash loses little")
+    max_rings: int = _flag(1024, "local clients' shared-memory mark rings at most (one per client process: a "
+                                 "descriptor and a mapping each)")
+    max_rings_per_user: int = _flag(64, "of those, per user (SO_PEERCRED); a client beyond sends its marks through "
+                                        "gRPC")
     max_heavy: int = 2                # Summary, Table, Save, Energy running at once
     max_intake: int = 8               # RecordMarks batches parsed at once
-    max_rings: int = 1024             # clients' shared-memory mark rings (a descriptor and a mapping each)
-    max_rings_per_user: int = 64      # of those, per user (SO_PEERCRED)
     workers: int = 16                 # threads per listener
+
+    @classmethod
+    def flags(cls) -> list:
+        """The fields `greenprobe daemon` takes as options."""
+        return [f for f in fields(cls) if f.metadata.get("flag")]
+
+    @classmethod
+    def from_args(cls, args) -> "Limits":
+        """The limits an argparse namespace of `greenprobe daemon` sets."""
+        return cls(**{f.name: getattr(args, f.name) for f in cls.flags()})
 
 
 class Full(Exception):

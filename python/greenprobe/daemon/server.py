@@ -209,12 +209,7 @@ def _run(args) -> int:
         check_endpoint(args.otlp_endpoint)  # before anything starts: a bad address fails at once
     private = not (args.no_socket or args.socket)  # the default folder must be the daemon's alone
     socket_path = None if args.no_socket else Path(args.socket) if args.socket else default_socket()
-    limits = Limits(max_marks=args.max_marks, max_mark_bytes=args.max_mark_bytes, max_attr_names=args.max_attr_names,
-                    max_streams=args.max_streams,
-                    max_streams_per_user=args.max_streams_per_user,
-                    max_backlog=args.max_backlog, max_query_samples=args.max_query_samples,
-                    max_query_marks=args.max_query_marks, max_rings=args.max_rings,
-                    max_rings_per_user=args.max_rings_per_user)
+    limits = Limits.from_args(args)
     probe = Probe(sensors=args.sensors, period_us=args.period_us, columnar_marks=True)
     daemon = Daemon(probe, socket_path, args.listen, args.allow_remote, token, args.group, tls=tls,
                     save_dir=args.save_dir, limits=limits, private_socket_dir=private,
