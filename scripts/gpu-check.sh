@@ -6,7 +6,7 @@
 #   3. lists the sensors (`greenprobe sensors -v`);
 #   4. runs the nvml sensor's tests against the real driver (tests/python/test_nvml_driver.py);
 #   5. runs the sampler benchmark on the real sensors (bench_sampler real: poll cost against the
-#      timer floor, the update period learnt, how narrowly updates are dated);
+#      timer floor, the update period learned, how narrowly updates are dated);
 #   6. runs a quick study with PyTorch on CUDA and ONNX Runtime with every provider that works
 #      (CUDA and TensorRT where installed; each one missing is listed with the reason);
 #   7. runs a quick generative study: transformers on CUDA at each precision, and vLLM where installed
@@ -120,7 +120,7 @@ try:
 except OSError:
     print("### nvml against the driver\n\nno results (see nvml-tests.log)\n"); sys.exit()
 print("### nvml against the driver (tests/python/test_nvml_driver.py)\n")
-print("| GPU | idle W | load W | counter J | power readings integrated J | ratio | learnt counter update ms | median update window µs |")
+print("| GPU | idle W | load W | counter J | power readings integrated J | ratio | learned counter update ms | median update window µs |")
 print("|---|---|---|---|---|---|---|---|")
 for g, p in sorted(d.get("mean_power_w_by_label", {}).items()):
     a = d.get("counter_vs_power_readings", {}).get(g, {})
@@ -128,7 +128,7 @@ for g, p in sorted(d.get("mean_power_w_by_label", {}).items()):
     fmt = lambda v, f: (f % v) if isinstance(v, (int, float)) else "-"
     print(f"| {g} | {fmt(p.get('idle'), '%.1f')} | {fmt(p.get('load'), '%.1f')} | {fmt(a.get('counter_j'), '%.1f')} | "
           f"{fmt(a.get('power_integral_j'), '%.1f')} | {fmt(a.get('ratio'), '%.4f')} | "
-          f"{fmt(d.get('learnt_update_period_ms', {}).get(g), '%.2f')} | {fmt(w.get('median_window_us'), '%.0f')} |")
+          f"{fmt(d.get('learned_update_period_ms', {}).get(g), '%.2f')} | {fmt(w.get('median_window_us'), '%.0f')} |")
 info = d.get("sensor_info", {})
 print("\n" + "\n".join(f"- {k}: {v}" for k, v in sorted(info.items())) + "\n")
 EOF

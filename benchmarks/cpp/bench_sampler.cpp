@@ -383,7 +383,7 @@ int bench_real(double seconds) {
     }
     std::printf("\nDating of updates per channel (%.1f s each; window = the poll interval that saw the value change:\n"
                 "the update is dated to its middle, within +- half of it):\n\n", seconds);
-    std::printf("| sensor | domain | schedule | polls/s | CPU %% | learnt update period ms | updates | median window µs | p95 window µs |\n");
+    std::printf("| sensor | domain | schedule | polls/s | CPU %% | learned update period ms | updates | median window µs | p95 window µs |\n");
     std::printf("|---|---|---|---|---|---|---|---|---|\n");
     for (const auto& k : kinds) {
         for (const auto& [adaptive, khz] : std::vector<std::pair<bool, int>>{{false, 1}, {true, 1}, {true, 10}}) {
@@ -397,7 +397,7 @@ int bench_real(double seconds) {
             const double wall = static_cast<double>(now_ns() - ts) * 1e-9;
             const auto st = s.stats()[0];
             const auto channels = s.channels();
-            for (std::size_t c = 0; c < st.learnt_update_periods_ns.size(); ++c) {
+            for (std::size_t c = 0; c < st.learned_update_periods_ns.size(); ++c) {
                 std::vector<double> width;
                 for (const auto& x : all) {
                     if (x.channel != c || !(x.flags & kChanged) || (x.flags & kFirst)) continue;
@@ -415,7 +415,7 @@ int bench_real(double seconds) {
                 std::printf("| %s | %s | %s @ %d kHz | %.0f | %.2f | %.2f | %zu | %.0f | %.0f |\n", k.name.c_str(),
                             domain.c_str(), adaptive ? "adaptive" : "fixed", khz,
                             static_cast<double>(st.polls) / wall, (cpu_seconds() - c0) / wall * 100.0,
-                            static_cast<double>(st.learnt_update_periods_ns[c]) * 1e-6, width.size(), q(0.5), q(0.95));
+                            static_cast<double>(st.learned_update_periods_ns[c]) * 1e-6, width.size(), q(0.5), q(0.95));
             }
         }
     }

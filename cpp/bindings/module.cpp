@@ -262,7 +262,7 @@ PYBIND11_MODULE(_core, m) {
                 d["glitches"] = st.glitches;
                 d["state"] = st.state;
                 d["last_error"] = st.last_error;
-                d["learnt_update_periods_ns"] = st.learnt_update_periods_ns;  // per channel, 0: not learnt
+                d["learned_update_periods_ns"] = st.learned_update_periods_ns;  // per channel, 0: not learned
                 d["edge_windows"] = st.edge_windows;
                 d["edge_misses"] = st.edge_misses;
                 out.append(d);

@@ -16,7 +16,7 @@ void EdgePlanner::on_change(int64_t edge_ns, int64_t uncertainty_ns) {
     last_seen_ = edge_ns;
     if (uncertainty_ns > 4 * fine_) {
         // The edge is poorly dated (the poll before it was long ago): do not learn from it; open
-        // the next windows earlier. The update lies between the two polls around it: where the learnt
+        // the next windows earlier. The update lies between the two polls around it: where the learned
         // grid has an update there, it came on time and only the polls were late (a stalled
         // thread, a window closed before it was polled), so the grid's phase stays. Taking the
         // late poll's time as the update's put every later window after its update, each seen
@@ -55,7 +55,7 @@ int64_t EdgePlanner::guard() const {
 }
 
 int64_t EdgePlanner::next(int64_t regular, int64_t now) {
-    if (!learnt()) return regular;
+    if (!learned()) return regular;
     if (in_window_) {
         if (now < window_start_) return std::max(regular, window_start_);  // a poll for another channel
         if (now <= window_end_) return regular;
@@ -98,7 +98,7 @@ struct Sampler::Worker {
     std::atomic<int64_t> max_lag_ns{0}, sum_lag_ns{0};
     std::atomic<int> state{kWorkerIdle};  // a WorkerState
     std::size_t channels = 0;
-    std::unique_ptr<std::atomic<int64_t>[]> learnt_periods;  // one per channel
+    std::unique_ptr<std::atomic<int64_t>[]> learned_periods;  // one per channel
     std::atomic<uint64_t> edge_windows{0}, edge_misses{0};
     int64_t period_ns = 0;
 
@@ -116,10 +116,10 @@ struct Sampler::Worker {
     std::size_t alive = 0;  // channels not gone
 
     Worker(std::size_t capacity, const std::vector<ChannelInfo>& infos, int64_t period, int64_t guard)
-        : ring(capacity), channels(infos.size()), learnt_periods(new std::atomic<int64_t>[infos.size()]),
+        : ring(capacity), channels(infos.size()), learned_periods(new std::atomic<int64_t>[infos.size()]),
           period_ns(period), readings(infos.size()), states(infos.size()),
           planners(infos.size(), EdgePlanner(period, guard)), alive(infos.size()) {
-        for (std::size_t c = 0; c < channels; ++c) learnt_periods[c].store(0, std::memory_order_relaxed);
+        for (std::size_t c = 0; c < channels; ++c) learned_periods[c].store(0, std::memory_order_relaxed);
         for (const auto& info : infos) horizon.push_back(8 * std::max(info.nominal_update_period_ns, period));
     }
 
@@ -291,7 +291,7 @@ int64_t Sampler::plan(Worker& w, int64_t deadline, int64_t now) {
         if (!w.states[c].gone && p.active(now, w.horizon[c])) planned = std::min(planned, p.next(deadline, now));
         windows += p.windows();
         misses += p.misses();
-        w.learnt_periods[c].store(p.learnt() ? p.period_ns() : 0, std::memory_order_relaxed);
+        w.learned_periods[c].store(p.learned() ? p.period_ns() : 0, std::memory_order_relaxed);
     }
     w.edge_windows.store(windows, std::memory_order_relaxed);
     w.edge_misses.store(misses, std::memory_order_relaxed);
@@ -391,7 +391,7 @@ std::vector<SensorStats> Sampler::stats() const {
         s.glitches = w->glitches.load(std::memory_order_relaxed);
         s.state = state_name(w->state.load(std::memory_order_relaxed));
         for (std::size_t c = 0; c < w->channels; ++c) {
-            s.learnt_update_periods_ns.push_back(w->learnt_periods[c].load(std::memory_order_relaxed));
+            s.learned_update_periods_ns.push_back(w->learned_periods[c].load(std::memory_order_relaxed));
         }
         s.edge_windows = w->edge_windows.load(std::memory_order_relaxed);
         s.edge_misses = w->edge_misses.load(std::memory_order_relaxed);

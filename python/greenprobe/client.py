@@ -164,8 +164,39 @@ class RemoteProbe:
         """Version, clock anchor, channels, per-sensor statistics, skipped sensors, marks held."""
         return _to_dict(self._call("Status", self._pb.StatusRequest()))
 
-    def channels(self) -> list[dict]:
+    def channel_info(self) -> list[dict]:
+        """Each channel's descriptor (as Probe.channel_info): channel, sensor and every ChannelInfo
+        field, no samples."""
         return self.status().get("channels", [])
+
+    def channels(self, start_ns: Optional[int] = None, end_ns: Optional[int] = None) -> list:
+        """Each channel with its samples (attribution.Channel, as Probe.channels), from the daemon's
+        samples table; only those from ``start_ns`` to ``end_ns`` when given."""
+        import numpy as np
+
+        from .attribution import Channel
+
+        table = self.samples_table()
+        t = table.column("t_ns").to_numpy()
+        keep = np.ones(t.size, bool)
+        if start_ns is not None:
+            keep &= t >= start_ns
+        if end_ns is not None:
+            keep &= t <= end_ns
+        ch = table.column("channel").to_numpy()[keep]
+        t, prev = t[keep], table.column("prev_t_ns").to_numpy()[keep]
+        energy = table.column("energy_j").to_numpy(zero_copy_only=False)[keep]
+        power = table.column("power_w").to_numpy(zero_copy_only=False)[keep]
+        value = np.where(np.isnan(energy), power, energy)
+        flags = table.column("flags").to_numpy()[keep]
+        out = []
+        for info in self.channel_info():
+            m = ch == info["channel"]
+            order = np.argsort(t[m], kind="stable")
+            out.append(Channel.from_info(info, t_ns=t[m][order].astype(np.int64), prev_t_ns=prev[m][order].astype(np.int64),
+                                         value=value[m][order].astype(np.float64),
+                                         flags=flags[m][order].astype(np.uint32)))
+        return out
 
     def now_ns(self) -> int:
         return int(self._call("Status", self._pb.StatusRequest()).now_ns)
@@ -212,8 +243,8 @@ class RemoteProbe:
         """Per sensor: polls, late polls, drops, lag, state, last error."""
         return self.status()["stats"]
 
-    def marks(self) -> int:
-        """How many marks the daemon holds (a local Probe returns the records themselves)."""
+    def mark_count(self) -> int:
+        """How many marks the daemon holds."""
         return int(self.status()["marks"])
 
     def _table(self, name: str):
@@ -239,7 +270,7 @@ class RemoteProbe:
         """Streams samples as column batches (dicts of lists: t_ns, prev_t_ns, channel, flags, and
         energy_j for energy counters (cumulative J) or power_w for power readings (W), None in the
         other) until the caller stops iterating."""
-        power = {c["channel"] for c in self.channels() if c["quantity"] == "power"}
+        power = {c["channel"] for c in self.channel_info() if c["quantity"] == "power"}
         req = self._pb.StreamSamplesRequest(since_ns=int(since_ns), channels=list(channels), max_batch=max_batch)
         # a local client names itself (its ring's session), so the daemon's per-user stream limit is its own
         metadata = self._ring.session_metadata() if self._ring is not None else []

@@ -319,6 +319,14 @@ class Probe:
                               "pass start_ns <= end_ns, both read from greenprobe.now_ns() (CLOCK_MONOTONIC)")
         self._records.append((label, start_ns, end_ns, int(thread_id), attrs or None, bool(ok)))
 
+    def now_ns(self) -> int:
+        """The sampler's clock (CLOCK_MONOTONIC, ns): what marks are stamped with."""
+        return _core.now_ns()
+
+    def mark_count(self) -> int:
+        """How many marks are held (written ones included)."""
+        return len(self._records)
+
     def marks_table(self, start: int = 0):
         """The marks from arrival index ``start`` on, as a pyarrow Table of store.mark_schema():
         label, start_ns, end_ns, thread_id, ok, attrs (JSON text); read its columns by name."""
@@ -357,6 +365,14 @@ class Probe:
         from .parquet import samples_table
 
         return samples_table(self)
+
+    def samples_table(self):
+        """Every recorded sample as a pyarrow Table (as RemoteProbe.samples_table)."""
+        return self.samples()
+
+    def summary_table(self):
+        """The label summary as a pyarrow Table (as RemoteProbe.summary_table)."""
+        return self.summary()
 
     def intervals(self):
         """One row per (mark, sensor, domain) with energy and bounds, as a pyarrow Table."""

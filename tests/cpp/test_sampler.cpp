@@ -224,9 +224,9 @@ TEST(edge_planner_learns_and_plans_windows) {
     EdgePlanner p(10000, 0);  // fine polls every 10 µs
     const int64_t P = 1000000;  // updates every 1 ms
     int64_t t = 5000000;
-    CHECK(p.next(t + 10000, t) == t + 10000);  // nothing learnt: regular polling
+    CHECK(p.next(t + 10000, t) == t + 10000);  // nothing learned: regular polling
     for (int k = 0; k < 6; ++k) p.on_change(t + k * P, 10000);
-    CHECK(p.learnt());
+    CHECK(p.learned());
     CHECK(p.period_ns() == P);
     const int64_t last = t + 5 * P;
     const int64_t now = last + 1000;
@@ -247,7 +247,7 @@ TEST(edge_planner_widens_after_an_early_update) {
     const int64_t w1 = p.next(6 * P + 20000, 6 * P + 10000);  // window opens at 7P - 30 µs
     CHECK(w1 == 7 * P - 30000);
     p.on_change(7 * P - 200000, 400000);  // seen by the first poll of the window: poorly dated
-    CHECK(p.period_ns() == P);             // not learnt from
+    CHECK(p.period_ns() == P);             // not learned from
     const int64_t w2 = p.next(7 * P + 10000, 7 * P);
     CHECK(w2 < 8 * P - 200000 - 30000);    // the next window opens earlier
 }
@@ -260,7 +260,7 @@ TEST(edge_planner_keeps_its_phase_when_an_update_was_seen_late) {
     // the update at 7P, on time, seen 400 µs late by a poll 450 µs after the one before it (a stall):
     // the sampler passes the middle of the two polls and their distance
     p.on_change(7 * P - 50000 + 225000, 450000);
-    CHECK(p.period_ns() == P);  // not learnt from
+    CHECK(p.period_ns() == P);  // not learned from
     const int64_t w = p.next(7 * P + 410000, 7 * P + 400000);
     CHECK(w <= 8 * P - 30000 && w >= 8 * P - 200000);  // around 8P, not 8P + 400 µs: the next update is seen
 }
@@ -277,9 +277,9 @@ TEST(edge_planner_keeps_its_window_when_polled_for_another_channel) {
     CHECK(p.windows() == 1 && p.misses() == 0);
     // once it has opened: fine polling until its end
     CHECK(p.next(start + 10000, start) == start + 10000);
-    // a change seen by a poll for another channel, well dated, is learnt from
+    // a change seen by a poll for another channel, well dated, is learned from
     p.on_change(6 * P + 2000, 10000);
-    CHECK(p.period_ns() == P && p.learnt());
+    CHECK(p.period_ns() == P && p.learned());
 }
 
 TEST(edge_planner_relearns_after_three_misses) {
@@ -292,7 +292,7 @@ TEST(edge_planner_relearns_after_three_misses) {
         next = p.next(now + 10000, now);  // a miss; opens the next window (or gives up)
     }
     CHECK(p.misses() == 3);
-    CHECK(!p.learnt());
+    CHECK(!p.learned());
 }
 
 TEST(adaptive_schedule_dates_edges_with_few_polls) {
@@ -310,8 +310,8 @@ TEST(adaptive_schedule_dates_edges_with_few_polls) {
     std::vector<Sample> out;
     sampler.drain(out);
     auto st = sampler.stats()[0];
-    REQUIRE(st.learnt_update_periods_ns.size() == 1);
-    CHECK(st.learnt_update_periods_ns[0] > update - 1000000 && st.learnt_update_periods_ns[0] < update + 1000000);
+    REQUIRE(st.learned_update_periods_ns.size() == 1);
+    CHECK(st.learned_update_periods_ns[0] > update - 1000000 && st.learned_update_periods_ns[0] < update + 1000000);
     CHECK(st.edge_windows > 10);
     // fixed polling at 20 kHz would take ~12000 polls in 0.6 s; the windows need far fewer
     CHECK(st.polls < 6000);
@@ -380,8 +380,8 @@ TEST(adaptive_schedule_plans_each_channel_in_its_own_phase) {
     std::vector<Sample> out;
     sampler.drain(out);
     const auto st = sampler.stats()[0];
-    REQUIRE(st.learnt_update_periods_ns.size() == 2);
-    for (int64_t p : st.learnt_update_periods_ns) CHECK(p > 98000000 && p < 102000000);
+    REQUIRE(st.learned_update_periods_ns.size() == 2);
+    for (int64_t p : st.learned_update_periods_ns) CHECK(p > 98000000 && p < 102000000);
     // fixed polling would take ~1500 polls; two windows of a few ms per 100 ms take far fewer
     CHECK(st.polls < 600);
     int edges[2] = {0, 0}, wide[2] = {0, 0}, wrong[2] = {0, 0};

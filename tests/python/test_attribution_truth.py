@@ -119,7 +119,7 @@ def test_powercap_counters_match_truth_across_wraps(tmp_path, schedule):
     assert_accuracy(compare(probe, "long", truth), per_interval_rel=0.01)
     assert_accuracy(compare(probe, "short", truth), summed_rel=0.05)
     if schedule == "adaptive":
-        assert probe.stats()[0]["learnt_update_periods_ns"] == [1_000_000, 1_000_000]
+        assert probe.stats()[0]["learned_update_periods_ns"] == [1_000_000, 1_000_000]
 
 
 @pytest.mark.parametrize("schedule", ["fixed", "adaptive"])
@@ -330,7 +330,7 @@ def test_nvml_standin_energy_counter(fake_nvml, nvml_env, update_ms, schedule):
     assert_accuracy(compare(probe, "short", truth, sensor="nvml"), summed_rel=0.05)
     rows = [r for r in probe.intervals().to_pylist() if r["sensor"] == "nvml"]
     assert all(r["method"] == "counter-interpolation" for r in rows)  # the counter wins over power
-    for domain in ("gpu0", "gpu1"):  # learnt from the edges, one period per channel
+    for domain in ("gpu0", "gpu1"):  # learned from the edges, one period per channel
         period = {r["update_period_ns"] for r in rows if r["domain"] == domain}
         assert len(period) == 1 and abs(period.pop() - update_ms * 1e6) < 0.5e6
     short = [r for r in rows if r["label"] == "short"]
@@ -381,7 +381,7 @@ def test_nvml_adaptive_schedule_dates_both_gpus_out_of_phase(fake_nvml, nvml_env
     assert st["polls"] == polls + 1  # and the final one
     energy = [c for c in probe.channels() if c.quantity == "energy"]
     assert [c.domain for c in energy] == ["gpu0", "gpu1"]
-    periods = st["learnt_update_periods_ns"]
+    periods = st["learned_update_periods_ns"]
     assert len(periods) == len(probe.channels()) == 4  # one per channel, in channel order
     for c in energy:
         assert abs(periods[c.channel] - update) < 2_000_000, periods

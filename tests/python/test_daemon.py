@@ -99,7 +99,7 @@ def test_marks_from_several_processes_and_environments_reach_one_daemon(tmp_path
         table = remote.intervals()  # the local Probe's surface: the same columns
         assert table.num_rows == expected and {"energy_j", "energy_j_low", "label", "pid"} <= set(table.column_names)
         assert remote.summary_table().num_rows == len(rows) and remote.samples_table().num_rows > 0
-        assert remote.marks() == expected and remote.stats()[0]["polls"] > 0
+        assert remote.mark_count() == expected and remote.stats()[0]["polls"] > 0
     finally:
         err = stop_daemon(proc)
     assert "serving on unix:" in err and "CVE-2020-8694" in err
@@ -333,7 +333,7 @@ def test_a_client_streams_samples_whose_columns_say_their_units(tmp_path):
     daemon.start()
     try:
         remote = greenprobe.connect(daemon.addresses[0])
-        kinds = {c["channel"]: c["quantity"] for c in remote.channels()}
+        kinds = {c["channel"]: c["quantity"] for c in remote.channel_info()}
         assert sorted(kinds.values()) == ["energy", "power"]
         seen = {"energy": 0, "power": 0}
         for batch in remote.samples(since_ns=0):

@@ -214,7 +214,7 @@ def _write_run(d, r, window_j, pre_j, ok=True, session="0"):
     run = {"run": r, "session": session, "requests": 2, "sequences": 1, "window_s": 10.0, "prompt_tokens": 100,
            "output_tokens": 11, "prompt_tokens_total": 200, "decode_tokens_total": 20, "prefill_time_s": 1.0,
            "decode_time_s": 6.0, "request_time_s": 7.0, "ttft_s": 0.5, "tpot_s": 0.3, "output_tokens_per_s": 3.0,
-           "device": "cpu", "estimated": False, "domains": "d/x", "window_complete": True, "cpu_util": 0.5,
+           "device": "cpu", "estimated": False, "domains": "d/x", "window_complete": True, "cpu_util_pct": 50.0,
            "rss_bytes": 1, "energy_j_window[d/x]": window_j, "decode_bins": [],
            "prefill": {"d/x": {"status": "ok" if ok else "not-estimated", "reason": "" if ok else "too few updates",
                                "energy_j": pre_j if ok else None, "time_s": 1.0 if ok else None}}}

@@ -142,7 +142,7 @@ def test_a_local_clients_marks_go_through_the_ring_once_each_with_its_pid(tmp_pa
         pushed, fell_back, pid = map(int, r.stdout.split())
         assert fell_back <= 1 and pushed + fell_back == 5000  # the first mark may precede the ring's attach
         remote = greenprobe.connect(address)
-        assert remote.marks() == 5000
+        assert remote.mark_count() == 5000
     finally:
         stop_daemon(proc)
     rows = marks_of(out)
@@ -303,7 +303,7 @@ def test_rings_per_user_are_capped_and_the_rest_go_through_grpc(tmp_path):
         assert r.returncode == 0, r.stderr
         pushed, fell_back, _ = map(int, r.stdout.split())
         assert pushed == 0 and fell_back == 500
-        assert greenprobe.connect(address).marks() == 500
+        assert greenprobe.connect(address).mark_count() == 500
         s.close()
     finally:
         stop_daemon(proc)

@@ -121,16 +121,16 @@ def test_the_adaptive_schedule_learns_each_counters_update_period():
     with greenprobe.Probe(sensors=["nvml"], period_us=500, schedule="adaptive") as probe:
         _load(2.5)
     st = probe.stats()[0]
-    periods = st["learnt_update_periods_ns"]
+    periods = st["learned_update_periods_ns"]
     energy = [c for c in probe.channels() if c.quantity == "energy"]
-    learnt = {c.domain: periods[c.channel] * 1e-6 for c in energy}
+    learned = {c.domain: periods[c.channel] * 1e-6 for c in energy}
     widths = {}
     for c in energy:
         edge = ((c.flags & greenprobe.attribution.FLAG_CHANGED) != 0) & ((c.flags & greenprobe.attribution.FLAG_FIRST) == 0)
         w = (c.t_ns[edge] - c.prev_t_ns[edge]) * 1e-3
         widths[c.domain] = {"updates": int(w.size), "median_window_us": float(np.median(w)) if w.size else None}
-    _record("learnt_update_period_ms", learnt)
+    _record("learned_update_period_ms", learned)
     _record("update_windows", widths)
     _record("adaptive_polls_per_s", st["polls"] / 2.5)
-    for domain, ms in learnt.items():
-        assert 0.5 <= ms <= 1000, (domain, learnt)
+    for domain, ms in learned.items():
+        assert 0.5 <= ms <= 1000, (domain, learned)

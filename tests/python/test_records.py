@@ -87,3 +87,60 @@ def test_a_replay_keeps_every_field(tmp_path):
     keep = set(_core.CHANNEL_INFO_FIELDS) - {"max_power_w", "wrap_j"}  # a replay checks no ceiling again
     for a, b in zip(probe.channel_info(), replayed.channel_info()):
         assert {k: a[k] for k in keep} == {k: b[k] for k in keep}
+
+
+def test_probe_and_remote_probe_answer_alike(tmp_path):
+    """One Protocol (api.Measurement) ties the local Probe and a daemon's RemoteProbe: the same
+    methods, arguments and typed answers, checked here over one session seen both ways."""
+    import inspect
+    import time
+
+    import numpy as np
+
+    from greenprobe.api import Measurement
+    from greenprobe.daemon import Daemon
+
+    for name in [n for n in dir(Measurement) if not n.startswith("_")]:
+        want = list(inspect.signature(getattr(Measurement, name)).parameters)
+        for cls in (greenprobe.Probe, greenprobe.RemoteProbe):
+            assert list(inspect.signature(getattr(cls, name)).parameters) == want, (cls.__name__, name)
+
+    probe = greenprobe.Probe(sensors=["synthetic:waveform=sine;base_w=40;amp_w=10;domains=a,b"], period_us=1000,
+                             columnar_marks=True).start()
+    daemon = Daemon(probe, tmp_path / "d.sock").start()
+    remote = greenprobe.connect(f"unix:{tmp_path / 'd.sock'}")
+    try:
+        t0 = probe.now_ns()
+        time.sleep(0.15)
+        probe.add_mark("local", t0, probe.now_ns())
+        a = remote.now_ns()
+        time.sleep(0.15)
+        remote.add_mark("remote", a, remote.now_ns(), k=1)
+        remote.flush()
+        end = probe.now_ns()
+        probe.settle(after_ns=end)
+        assert isinstance(probe, Measurement) and isinstance(remote, Measurement)
+        keys = ("channel", "sensor", *_core.CHANNEL_INFO_FIELDS)
+        assert [{k: c[k] for k in keys} for c in remote.channel_info()] == \
+            [{k: c[k] for k in keys} for c in probe.channel_info()]
+        mine, theirs = probe.channels(end_ns=end), remote.channels(end_ns=end)
+        for x, y in zip(mine, theirs):
+            assert type(x) is type(y) is Channel
+            for name in ("channel", "sensor", *_core.CHANNEL_INFO_FIELDS):
+                assert getattr(x, name) == getattr(y, name), name
+            for name in ("t_ns", "prev_t_ns", "value", "flags"):
+                assert getattr(x, name).dtype == getattr(y, name).dtype, name
+                assert np.array_equal(getattr(x, name), getattr(y, name)), name
+        here, there = probe.energy(t0, end), remote.energy(t0, end)
+        assert [set(r) for r in here] == [set(r) for r in there]
+        for r, s in zip(here, there):
+            assert r["domain"] == s["domain"] and r["energy_j"] == pytest.approx(s["energy_j"], rel=1e-9)
+        assert probe.mark_count() == remote.mark_count() == 2
+        assert probe.intervals().schema.names == remote.intervals().schema.names
+        assert probe.summary_table().schema.names == remote.summary_table().schema.names
+        assert probe.samples_table().schema.names == remote.samples_table().schema.names
+        assert {k for s in probe.stats() for k in s} >= {k for s in remote.stats() for k in s}
+    finally:
+        remote.close()
+        daemon.stop()
+        probe.stop()

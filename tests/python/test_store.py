@@ -119,7 +119,7 @@ def test_a_daemon_with_a_short_memory_answers_about_its_whole_run(tmp_path):
         time.sleep(2.5)  # several flushes: the early samples and marks are on disk only now
         e = {r["domain"]: r for r in remote.energy(t_old, t_old + 200_000_000)}["synthetic0"]
         assert e["energy_j_low"] <= 40 * 0.2 <= e["energy_j_high"] and abs(e["energy_j"] - 8.0) < 0.1
-        assert remote.marks() == 200
+        assert remote.mark_count() == 200
         (row,) = [r for r in remote.summary() if r["label"] == "early" and r["sensor"] != "all"]
         assert row["calls"] == 200 and abs(row["energy_j_per_call"] - 40 * 0.5e-3) < 2e-3
         table = remote.intervals()

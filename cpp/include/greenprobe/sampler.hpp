@@ -28,7 +28,7 @@ struct SamplerConfig {
     std::size_t ring_capacity = kDefaultRingCapacity;
     int64_t keepalive_ns = kDefaultKeepaliveNs;  // record an unchanged value at least this often
     bool record_all = false;           // record every poll, not only changes (for edge studies)
-    // Adaptive schedule: each channel's update period and phase are learnt from its changes (one
+    // Adaptive schedule: each channel's update period and phase are learned from its changes (one
     // EdgePlanner per channel); the sensor sleeps between updates and polls at period_ns only in a
     // window of +-guard around each channel's predicted update (the earliest window of any channel
     // sets the next poll, so two GPUs out of phase are each dated within their own windows). A
@@ -40,7 +40,7 @@ struct SamplerConfig {
 // Learns a channel's update period and phase from its changes and plans the next poll
 // (the adaptive schedule). Pure logic, unit-tested. The sensor is polled as a whole, so a channel
 // also sees polls made for the others: a poll before its window opens is an extra observation (a
-// change it sees is learnt from, as well dated as that poll dates it), not the window.
+// change it sees is learned from, as well dated as that poll dates it), not the window.
 class EdgePlanner {
   public:
     EdgePlanner(int64_t fine_period_ns, int64_t guard_ns) : fine_(fine_period_ns), guard_min_(guard_ns) {}
@@ -50,15 +50,15 @@ class EdgePlanner {
     // Next poll time for this channel: `regular` (one fine period later) while learning or inside
     // a window, else the start of the planned window (planned once, kept until it has passed).
     int64_t next(int64_t regular, int64_t now);
-    // Whether this channel should set the schedule: it is learnt, or it is learning and changed
+    // Whether this channel should set the schedule: it is learned, or it is learning and changed
     // within `horizon_ns` (a channel that never moves, or has stopped, has nothing to predict and
     // does not hold the sensor at fine polling).
     bool active(int64_t now, int64_t horizon_ns) const {
-        return learnt() || (last_seen_ != 0 && now - last_seen_ <= horizon_ns);
+        return learned() || (last_seen_ != 0 && now - last_seen_ <= horizon_ns);
     }
 
     int64_t period_ns() const { return period_; }
-    bool learnt() const { return count_ >= kLearn && period_ > 4 * fine_; }
+    bool learned() const { return count_ >= kLearn && period_ > 4 * fine_; }
     uint64_t misses() const { return misses_total_; }
     uint64_t windows() const { return windows_; }
 
@@ -153,10 +153,10 @@ struct SensorStats {
     uint64_t pushed = 0;
     uint64_t retries = 0;        // channel reads that failed transiently
     uint64_t glitches = 0;       // energy-counter steps excluded as impossible (samples flagged kGlitch)
-    // Adaptive schedule: the learnt update period of each of the sensor's channels, in their order
-    // (0 while not learnt), and the windows planned around predicted updates and those that closed
+    // Adaptive schedule: the learned update period of each of the sensor's channels, in their order
+    // (0 while not learned), and the windows planned around predicted updates and those that closed
     // without a change, summed over the channels.
-    std::vector<int64_t> learnt_update_periods_ns;
+    std::vector<int64_t> learned_update_periods_ns;
     uint64_t edge_windows = 0;
     uint64_t edge_misses = 0;
     std::string state;           // "idle", "running", "gone", "stopped"

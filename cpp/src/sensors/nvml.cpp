@@ -406,7 +406,7 @@ class NvmlSensor final : public Sensor {
                 ChannelInfo c = base;
                 c.quantity = Quantity::EnergyCounter;
                 c.resolution = 1e-3;
-                c.nominal_update_period_ns = 100000000;  // 20-100 ms depending on the GPU; learnt from edges
+                c.nominal_update_period_ns = 100000000;  // 20-100 ms depending on the GPU; learned from edges
                 g.energy_channel = static_cast<int>(channels_.size());
                 channels_.push_back(c);
             }

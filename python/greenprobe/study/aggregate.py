@@ -103,7 +103,9 @@ def usage_columns(runs: list[dict]) -> dict:
     """A configuration's idle power, CPU, memory and GPU use over its runs, and where they ran:
     host names and, for runs in Slurm jobs, the job ids."""
     row = {"idle_power_w": float(np.mean([r["idle_power_w"] for r in runs])),
-           "cpu_util": float(np.mean([r["cpu_util"] for r in runs])),
+           # % of all cores, as gpu_util_pct is of the GPUs (runs written before 0.1.0's rename: a fraction)
+           "cpu_util_pct": float(np.mean([r["cpu_util_pct"] if "cpu_util_pct" in r else 100 * r["cpu_util"]
+                                          for r in runs])),
            "rss_bytes": int(max(r["rss_bytes"] for r in runs)),
            "hosts": ",".join(sorted({r.get("host") or "" for r in runs} - {""})),
            "slurm_job_ids": ",".join(sorted({str(r.get("slurm_job_id") or "") for r in runs} - {""}))}

@@ -231,12 +231,13 @@ class Runner:
         score_run), and the counter update period around that edge must hold no work either, or
         interpolating there would move the warm-up's energy (and a runtime's threads spinning after
         it) into the window: pad is at least two update periods, so 1.5 pad leaves one between
-        them. Returns work()'s answer and the worker's CPU use (share of all cores) and RSS."""
+        them. Returns work()'s answer and the worker's CPU use (% of all cores) and RSS."""
         time.sleep(1.5 * pad * 1e-9)
         cpu0, t0 = proc_usage(w.proc.pid)[0], time.monotonic_ns()
         out = work()
         t1, (cpu1, rss) = time.monotonic_ns(), proc_usage(w.proc.pid)
-        return out, {"cpu_util": (cpu1 - cpu0) / ((t1 - t0) * 1e-9) / (os.cpu_count() or 1), "rss_bytes": rss}
+        return out, {"cpu_util_pct": 100 * (cpu1 - cpu0) / ((t1 - t0) * 1e-9) / (os.cpu_count() or 1),
+                     "rss_bytes": rss}
 
     def close_run(self, cfg: Config, r: int, start: int, end: int, pad: int, usage: dict) -> None:
         """Marks the run, keeps idle after it until its window closes, waits for the counters'

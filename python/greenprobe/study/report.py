@@ -163,7 +163,7 @@ def usage_rows(ok: list[dict]) -> list[list]:
         gpu_mem = r.get("gpu_memory_used_bytes")
         out.append([config_label(r), r["model"], r["batch_size"], f"{r['throughput_per_s']:.4g}",
                     f"{r['energy_j_per_sample']:.4g}", f"{r.get('energy_j_per_inference_net', float('nan')):.4g}",
-                    _pct(r.get("cpu_util")), f"{r.get('rss_bytes', 0) / mib:.0f}", _pct(r.get("gpu_util_pct"), 1.0),
+                    _pct(r.get("cpu_util_pct"), 1.0), f"{r.get('rss_bytes', 0) / mib:.0f}", _pct(r.get("gpu_util_pct"), 1.0),
                     "-" if gpu_mem is None else f"{gpu_mem / mib:.0f}"])
     return out
 
