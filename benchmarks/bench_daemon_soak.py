@@ -21,7 +21,6 @@ Flat means: the peak after warm-up (the first 10 %) minus the resident memory at
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import subprocess
@@ -120,19 +119,20 @@ def _send_marks(n_marks, daemon, sock, ready, grpc, pb, pb_grpc) -> dict:
         time.sleep(0.05)
     stub = pb_grpc.ProbeStub(grpc.insecure_channel(f"unix:{sock}"))
     t = time.monotonic_ns()
-    attrs = json.dumps([{"i": i, "who": "soak"} for i in range(BATCH)])
+    from greenprobe.frames import encode
+
     points, sent, retries = [], 0, 0
     cpu0, t0, last = cpu_s(daemon.pid), time.monotonic(), 0.0
     sender = int.from_bytes(os.urandom(8), "little") or 1
     while sent < n_marks:
         n = min(BATCH, n_marks - sent)
         base = t + sent * 1000
-        cols = pb.MarkColumns(labels=["soak"], label_index=[0] * n, start_ns=range(base, base + n * 1000, 1000),
-                              end_ns=range(base + 500, base + n * 1000 + 500, 1000), thread_id=[0] * n, ok=[True] * n,
-                              attrs_json=attrs if n == BATCH else json.dumps(json.loads(attrs)[:n]), pid=1,
-                              sender_id=sender, first_seq=sent + 1)
+        batch = pb.MarkBatch()
+        batch.columns.frames = encode([("soak", base + k * 1000, base + k * 1000 + 500, 0, {"i": k, "who": "soak"}, True)
+                                       for k in range(n)])
+        batch.columns.pid, batch.columns.sender_id, batch.columns.first_seq = 1, sender, sent + 1
         try:
-            stub.RecordMarks(pb.MarkBatch(columns=cols), timeout=30)
+            stub.RecordMarks(batch, timeout=30)
         except grpc.RpcError as e:  # back-pressure (writes behind): wait and send the same batch again
             if e.code() != grpc.StatusCode.UNAVAILABLE:
                 raise

@@ -338,4 +338,12 @@ PYBIND11_MODULE(_core, m) {
     defaults["ring_capacity"] = kDefaultRingCapacity;
     defaults["min_ring_capacity"] = kMinRingCapacity;
     m.attr("SAMPLER_DEFAULTS") = defaults;
+
+    py::dict mark_limits;  // mark_ring.hpp's one definition: the ring's reader and the gRPC intake apply them
+    mark_limits["label_bytes"] = markring::kMaxLabelBytes;
+    mark_limits["attrs"] = markring::kMaxAttrs;
+    mark_limits["attr_name_bytes"] = markring::kMaxAttrNameBytes;
+    mark_limits["attr_value_bytes"] = markring::kMaxAttrValueBytes;
+    mark_limits["attrs_json_bytes"] = markring::kMaxAttrsJsonBytes;
+    m.attr("MARK_LIMITS") = mark_limits;
 }

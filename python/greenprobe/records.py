@@ -19,6 +19,10 @@ try:
 except ImportError:
     CHANNEL_INFO_FIELDS = _CHANNEL_INFO_FIELDS_WITHOUT_CORE
 
+#: The daemon's API (StatusReply.api_version): 2 since marks cross every boundary as the mark
+#: ring's frames (frames.py) and nothing else.
+API_VERSION = 2
+
 #: What the sampler adds to a sensor's ChannelInfo: the global id, the sensor's kind and its index.
 CHANNEL_IDS = ("channel", "sensor", "sensor_index")
 

@@ -48,43 +48,18 @@ def buffer_marks(value=None) -> int:
     return n
 
 
-def _json(value) -> str:
-    import json
-
-    return json.dumps(value, default=str, separators=(",", ":"))
-
-
 def encode(pb, records: list, sender_id: int, first_seq: int):
-    """A MarkBatch of records (label, start_ns, end_ns, thread_id, attrs, ok): as the ring's frames
-    where greenprobe's extension is here (the daemon decodes them in C++), the rest as columns."""
+    """A MarkBatch of records (label, start_ns, end_ns, thread_id, attrs, ok): the ring's frames
+    (frames.py: in C where greenprobe's extension is here, else in Python), which the daemon decodes
+    in C++."""
+    from .frames import encode as encode_frames
+
     msg = pb.MarkBatch()
     cols = msg.columns
-    core = _extension()
-    if core is not None:
-        frames, odd = core.encode_frames(records)
-        cols.frames = frames
-        records = [records[i] for i in odd]  # values the frames do not hold: as JSON in the columns
-    index: dict = {}
-    cols.label_index.extend([index.setdefault(r[0], len(index)) for r in records])
-    cols.labels.extend(list(index))
-    cols.start_ns.extend([r[1] for r in records])
-    cols.end_ns.extend([r[2] for r in records])
-    cols.thread_id.extend([r[3] & 0xFFFFFFFFFFFFFFFF for r in records])
-    cols.ok.extend([bool(r[5]) for r in records])
-    if any(r[4] for r in records):  # one JSON array for the batch: one call into the C encoder
-        cols.attrs_json = _json([r[4] or None for r in records])
+    cols.frames = encode_frames(records)
     cols.pid = os.getpid()
     cols.sender_id, cols.first_seq = sender_id, first_seq
     return msg
-
-
-def _extension():
-    """greenprobe._core, or None in a client-only install."""
-    try:
-        from . import _core
-    except ImportError:
-        return None
-    return _core if hasattr(_core, "encode_frames") else None
 
 
 class MarkSender:

@@ -110,3 +110,16 @@ def open_as_nobody(sensors: list, **options) -> str:
         out = f.read()
     os.waitpid(pid, 0)
     return out
+
+
+def mark_batch(records=(), *, pid: int = 1, sender_id: int = 0, first_seq: int = 0, frames: bytes = b""):
+    """A RecordMarks batch of mark records (label, start_ns, end_ns, thread_id, attrs, ok), framed as
+    the daemon takes them (greenprobe.frames, which checks no limit: a bad mark reaches the daemon),
+    then ``frames`` as they are (hand-made bytes)."""
+    from greenprobe.frames import frame
+    from greenprobe.v1 import probe_pb2 as pb
+
+    msg = pb.MarkBatch()
+    msg.columns.frames = b"".join(frame(tuple(r)) for r in records) + frames
+    msg.columns.pid, msg.columns.sender_id, msg.columns.first_seq = pid, sender_id, first_seq
+    return msg

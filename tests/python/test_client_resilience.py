@@ -94,10 +94,9 @@ def fake(tmp_path):
 
 
 def marks_in(request) -> int:
-    """A batch's marks: its columns', then its frames' (what a client with the extension sends)."""
+    """A batch's marks: its frames'."""
     c = request.columns
-    framed = len(_core.decode_frames(c.frames, 0)["start_ns"]) if c.frames else 0
-    return len(request.marks) + len(c.start_ns) + framed
+    return len(_core.decode_frames(c.frames, 0)["start_ns"]) if c.frames else 0
 
 
 def seqs(request) -> list[int]:
@@ -214,7 +213,7 @@ def test_a_batch_whose_reply_was_lost_is_resent_unchanged_and_recorded_once(fake
     dedupe, held = Dedupe(), []
     for r in daemon.requests:  # what the daemon's RecordMarks does with them
         c = r.columns
-        starts = list(c.start_ns) + (_core.decode_frames(c.frames, 0)["start_ns"].tolist() if c.frames else [])
+        starts = _core.decode_frames(c.frames, 0)["start_ns"].tolist() if c.frames else []
         new = dedupe.fresh(c.sender_id, c.first_seq, len(starts))
         held += starts[new]
         dedupe.record(c.sender_id, c.first_seq, len(starts))

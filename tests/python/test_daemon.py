@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import greenprobe
+from helpers import mark_batch
 from greenprobe.daemon import MAX_BATCH, Daemon
 from greenprobe.v1 import probe_pb2 as pb
 from greenprobe.v1 import probe_pb2_grpc as pb_grpc
@@ -134,29 +135,33 @@ def _code(fn):
 def test_malformed_requests_get_clear_errors_and_the_daemon_keeps_serving(served):
     probe, stub, sock = served
     t = time.monotonic_ns()
+    good = ("ok", t, t, 1, None, True)
     bad = {
-        "ends before it starts": pb.Mark(label="x", start_ns=t, end_ns=t - 1),
-        "empty label": pb.Mark(label="", start_ns=t, end_ns=t),
-        "longer than 256 bytes": pb.Mark(label="x" * 300, start_ns=t, end_ns=t),
-        "CLOCK_MONOTONIC": pb.Mark(label="x", start_ns=0, end_ns=5),
+        "ends before it starts": ("x", t, t - 1, 1, None, True),
+        "label empty": ("", t, t, 1, None, True),
+        "longer than 256 bytes": ("x" * 300, t, t, 1, None, True),
+        "CLOCK_MONOTONIC": ("x", 0, 5, 1, None, True),
+        "more than 64 attributes": ("x", t, t, 1, {f"a{i}": i for i in range(65)}, True),
+        "attribute value longer than 1024 bytes": ("x", t, t, 1, {"a": "v" * 1025}, True),
     }
     for words, m in bad.items():
-        code, details = _code(lambda: stub.RecordMarks(pb.MarkBatch(marks=[pb.Mark(label="ok", start_ns=t, end_ns=t), m])))
-        assert code == grpc.StatusCode.INVALID_ARGUMENT and words in details
-    columns = {  # the columnar form greenprobe's client sends
-        "unequal length": pb.MarkColumns(labels=["a"], label_index=[0, 0], start_ns=[t, t], end_ns=[t]),
-        "past labels": pb.MarkColumns(labels=["a"], label_index=[1], start_ns=[t], end_ns=[t], thread_id=[1], ok=[True]),
-        "ends before it starts": pb.MarkColumns(labels=["a"], label_index=[0], start_ns=[t], end_ns=[t - 9],
-                                                thread_id=[1], ok=[True]),
-        "not JSON": pb.MarkColumns(labels=["a"], label_index=[0], start_ns=[t], end_ns=[t], thread_id=[1], ok=[True],
-                                   attrs_json="{nope"),
-        "empty label": pb.MarkColumns(labels=[""], label_index=[0], start_ns=[t], end_ns=[t], thread_id=[1], ok=[True]),
-    }
-    for words, c in columns.items():
-        code, details = _code(lambda: stub.RecordMarks(pb.MarkBatch(columns=c)))
+        code, details = _code(lambda: stub.RecordMarks(mark_batch([good, m])))
         assert code == grpc.StatusCode.INVALID_ARGUMENT and words in details, (words, details)
+    broken = {  # frames whose framing is wrong: the batch is refused, naming what is wrong
+        "frames": b"\x07" * 12,
+        "frames:": (64).to_bytes(4, "little") + (1).to_bytes(4, "little") + b"\x00" * 8,  # says 64 bytes, has 16
+    }
+    for words, junk in broken.items():
+        code, details = _code(lambda: stub.RecordMarks(mark_batch([good], frames=junk)))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and words in details, (words, details)
+    # the encodings of API 1 (marks one by one, columns) are refused with the reason, not dropped unseen
+    old = pb.MarkBatch()
+    old.columns.pid = 1
+    old.columns.ParseFromString(old.columns.SerializeToString() + bytes([0x1a, 2]) + b"ab")  # field 3: start_ns
+    code, details = _code(lambda: stub.RecordMarks(old))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "only as frames" in details, details
     assert len(probe.marks()) == 0, "a batch with a bad mark records nothing"
-    huge = pb.MarkBatch(marks=[pb.Mark(label="x", start_ns=t, end_ns=t)] * (MAX_BATCH + 1))
+    huge = mark_batch([("x", t, t, 0, None, True)] * (MAX_BATCH + 1))
     assert _code(lambda: stub.RecordMarks(huge))[0] == grpc.StatusCode.INVALID_ARGUMENT
     assert _code(lambda: stub.Energy(pb.EnergyRequest(start_ns=t, end_ns=t - 5)))[0] == grpc.StatusCode.INVALID_ARGUMENT
     assert _code(lambda: stub.Table(pb.TableRequest(name="passwords")))[0] == grpc.StatusCode.INVALID_ARGUMENT
@@ -171,22 +176,23 @@ def test_malformed_requests_get_clear_errors_and_the_daemon_keeps_serving(served
     stream = stub.StreamSamples(pb.StreamSamplesRequest())
     next(stream)
     stream.cancel()
-    reply = stub.RecordMarks(pb.MarkBatch(marks=[pb.Mark(label="after", start_ns=t, end_ns=t + 10, pid=1)]))
+    reply = stub.RecordMarks(mark_batch([("after", t, t + 10, 0, None, True)]))
     assert reply.accepted == 1 and stub.Status(pb.StatusRequest()).marks == 1
 
 
-marks_strategy = st.lists(st.builds(
-    pb.Mark, label=st.text(max_size=300), start_ns=st.integers(-2**63, 2**63 - 1),
-    end_ns=st.integers(-2**63, 2**63 - 1), thread_id=st.integers(0, 2**64 - 1), pid=st.integers(0, 2**32 - 1),
-    ok=st.booleans(), attrs=st.dictionaries(st.text(max_size=20), st.text(max_size=20), max_size=70)), max_size=20)
+marks_strategy = st.lists(st.tuples(
+    st.text(max_size=300), st.integers(-2**63, 2**63 - 1), st.integers(-2**63, 2**63 - 1), st.integers(0, 2**64 - 1),
+    st.one_of(st.none(), st.dictionaries(st.text(max_size=70), st.one_of(
+        st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=1100)), max_size=70)),
+    st.booleans()), max_size=20)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(batch=marks_strategy)
-def test_fuzzed_mark_batches_are_accepted_whole_or_refused_whole(served, batch):
+@given(batch=marks_strategy, pid=st.integers(0, 2**32 - 1))
+def test_fuzzed_mark_batches_are_accepted_whole_or_refused_whole(served, batch, pid):
     probe, stub, _ = served
     before = len(probe.marks())
-    code, _ = _code(lambda: stub.RecordMarks(pb.MarkBatch(marks=batch)))
+    code, _ = _code(lambda: stub.RecordMarks(mark_batch(batch, pid=pid)))
     assert code in (grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT)
     assert len(probe.marks()) - before == (len(batch) if code == grpc.StatusCode.OK else 0)
 

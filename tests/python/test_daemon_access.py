@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import greenprobe
+from helpers import mark_batch
 from greenprobe.daemon import Daemon, Limits
 from greenprobe.daemon import access
 from greenprobe.v1 import probe_pb2 as pb
@@ -403,7 +404,7 @@ def test_streams_beyond_the_cap_are_refused_and_other_clients_stay_served(tmp_pa
         other = pb_grpc.ProbeStub(grpc.insecure_channel(address))
         t0 = time.monotonic()
         assert other.Status(pb.StatusRequest(), timeout=1.0).version == greenprobe.__version__
-        assert other.RecordMarks(pb.MarkBatch(marks=[pb.Mark(label="a", start_ns=1, end_ns=2)]), timeout=1.0).accepted
+        assert other.RecordMarks(mark_batch([("a", 1, 2, 0, None, True)]), timeout=1.0).accepted
         assert time.monotonic() - t0 < 1.0
         for it in streams:  # closing a stream frees its place
             it.cancel()
@@ -431,14 +432,12 @@ def test_hostile_batches_leave_other_clients_served_within_a_second(tmp_path):
 
     def hostile(k: int):
         stub = pb_grpc.ProbeStub(grpc.insecure_channel(address, options=[("grpc.max_send_message_length", 64 << 20)]))
-        junk = "[" + "{" * (15 << 20)  # 15 MiB of JSON that never closes
-        big = "x" * (20 << 20)  # over the 16 MiB a request may be
+        junk = b"\x07" * (15 << 20)  # 15 MiB of frames whose framing is broken
+        big = b"\x00" * (20 << 20)  # over the 16 MiB a request may be
         while not stop_flag.is_set():
-            for attrs in (junk, big):
-                cols = pb.MarkColumns(labels=["h"], label_index=[0], start_ns=[1], end_ns=[2], thread_id=[0],
-                                      ok=[True], attrs_json=attrs)
+            for frames in (junk, big):
                 try:
-                    stub.RecordMarks(pb.MarkBatch(columns=cols), timeout=30)
+                    stub.RecordMarks(mark_batch(frames=frames), timeout=30)
                 except grpc.RpcError as e:
                     refused.append(e.code())
 
@@ -465,16 +464,11 @@ def test_hostile_batches_leave_other_clients_served_within_a_second(tmp_path):
 
 
 def test_attribute_values_parquet_cannot_hold_are_kept_as_text_and_names_are_capped(tmp_path):
-    import json
-
     probe, daemon = served(tmp_path / "d.sock", save_dir=tmp_path / "saves", limits=Limits(max_attr_names=10))
     stub = pb_grpc.ProbeStub(grpc.insecure_channel(daemon.addresses[0]))
 
     def batch(attrs: list, label="x"):
-        cols = pb.MarkColumns(labels=[label], label_index=[0] * len(attrs), start_ns=[5] * len(attrs),
-                              end_ns=[9] * len(attrs), thread_id=[0] * len(attrs), ok=[True] * len(attrs),
-                              attrs_json=json.dumps(attrs), pid=1)
-        return pb.MarkBatch(columns=cols)
+        return mark_batch([(label, 5, 9, 0, a, True) for a in attrs])
 
     try:
         odd = [{"request_id": 2 ** 64}, {"request_id": 7}, {"cfg": {}}, {"cfg": {"a": [1, 2]}}, {"n": -(2 ** 70)}]
@@ -501,7 +495,7 @@ def test_marks_beyond_the_cap_are_refused_with_the_limit(tmp_path):
     probe, daemon = served(tmp_path / "d.sock", limits=Limits(max_marks=3))
     stub = pb_grpc.ProbeStub(grpc.insecure_channel(daemon.addresses[0]))
     try:
-        two = pb.MarkBatch(marks=[pb.Mark(label="a", start_ns=1, end_ns=2)] * 2)
+        two = mark_batch([("a", 1, 2, 0, None, True)] * 2)
         assert stub.RecordMarks(two, timeout=10).accepted == 2
         with pytest.raises(grpc.RpcError) as e:
             stub.RecordMarks(two, timeout=10)
@@ -637,10 +631,8 @@ def test_a_batch_sent_twice_with_its_sequence_numbers_is_held_once(tmp_path):
     stub = pb_grpc.ProbeStub(grpc.insecure_channel(daemon.addresses[0]))
 
     def batch(first_seq, n, sender=77):
-        b = pb.MarkBatch(columns=pb.MarkColumns(labels=["d"], label_index=[0] * n, start_ns=[10 + i for i in range(n)],
-                                                end_ns=[20 + i for i in range(n)], thread_id=[0] * n, ok=[True] * n,
-                                                pid=1, sender_id=sender, first_seq=first_seq))
-        return b
+        return mark_batch([("d", 10 + i, 20 + i, 0, None, True) for i in range(n)], sender_id=sender,
+                          first_seq=first_seq)
 
     try:
         assert stub.RecordMarks(batch(1, 100), timeout=10).accepted == 100
@@ -727,32 +719,30 @@ def test_the_client_keeps_its_token_off_sockets_and_plain_remote_links(tmp_path,
         greenprobe.connect("dns:///example.org:50051", token=TOKEN)
 
 
-def test_hostile_attribute_json_is_refused_before_it_is_parsed(tmp_path):
-    import json
-
+def test_the_daemon_parses_no_json_of_a_client_and_holds_the_senders_pid(tmp_path):
+    """Attributes arrive typed, in frames: text that looks like JSON is held as text, a value or a
+    mark over a limit is refused naming it, and `pid` is the sender's whatever the attributes say."""
     probe, daemon = served(tmp_path / "d.sock")
     stub = pb_grpc.ProbeStub(grpc.insecure_channel(daemon.addresses[0]))
 
-    def send(attrs_json: str, n: int = 1):
-        cols = pb.MarkColumns(labels=["x"], label_index=[0] * n, start_ns=[5] * n, end_ns=[9] * n, thread_id=[0] * n,
-                              ok=[True] * n, attrs_json=attrs_json, pid=42)
+    def send(attrs, pid: int = 42):
         try:
-            stub.RecordMarks(pb.MarkBatch(columns=cols), timeout=30)
+            stub.RecordMarks(mark_batch([("x", 5, 9, 0, attrs, True)], pid=pid), timeout=30)
             return grpc.StatusCode.OK, ""
         except grpc.RpcError as e:
             return e.code(), e.details()
 
     try:
-        code, why = send("[" + ",".join(["{}"] * 700_000) + "]")  # 2 MiB of objects for one mark
-        assert code == grpc.StatusCode.INVALID_ARGUMENT and "at most 8192 per mark" in why
-        code, why = send("[" * 3000 + "]" * 3000)  # nesting without end
-        assert code == grpc.StatusCode.INVALID_ARGUMENT and "nests more than 16" in why
-        code, why = send(json.dumps([{"big": list(range(400))}]))  # a list value over 1 KiB
+        code, why = send({f"k{i}": "v" * 200 for i in range(60)})  # 12 KB of attributes as JSON
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and "over 8 KiB as JSON" in why
+        code, why = send({"big": list(range(400))})  # a list value: its text, over 1 KiB
         assert code == grpc.StatusCode.INVALID_ARGUMENT and "longer than 1024 bytes" in why
-        assert send(json.dumps([{"pid": 1, "k": 3}]))[0] == grpc.StatusCode.OK
+        assert send({"nest": "[" * 1000})[0] == grpc.StatusCode.OK  # text, never parsed
+        assert send({"pid": 1, "k": 3})[0] == grpc.StatusCode.OK
     finally:
         stop(probe, daemon)
-    (mark,) = probe.marks()
+    nest, mark = probe.marks()
+    assert nest[4] == {"nest": "[" * 1000, "pid": 42}
     assert mark[4] == {"k": 3, "pid": 42}  # the sender's pid, whatever the attributes said
 
 
@@ -819,7 +809,7 @@ def test_queries_over_more_marks_than_the_daemon_reads_at_once_are_refused(tmp_p
     probe, daemon = served(tmp_path / "d.sock", save_dir=tmp_path / "saves", limits=Limits(max_query_marks=5))
     stub = pb_grpc.ProbeStub(grpc.insecure_channel(daemon.addresses[0]))
     try:
-        stub.RecordMarks(pb.MarkBatch(marks=[pb.Mark(label="a", start_ns=1, end_ns=2)] * 6), timeout=10)
+        stub.RecordMarks(mark_batch([("a", 1, 2, 0, None, True)] * 6), timeout=10)
         for call in (lambda: stub.Summary(pb.SummaryRequest(), timeout=30),
                      lambda: stub.Table(pb.TableRequest(name="intervals"), timeout=30),
                      lambda: stub.Save(pb.SaveRequest(directory="x"), timeout=30)):

@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import greenprobe
+from helpers import mark_batch
 from greenprobe.daemon import Daemon, Limits
 from greenprobe.parquet import PartWriter
 from greenprobe.v1 import probe_pb2 as pb
@@ -45,9 +46,7 @@ def fill(disk: Path) -> Path:
 
 def marks(n: int, label: str) -> pb.MarkBatch:
     t = time.monotonic_ns()
-    return pb.MarkBatch(columns=pb.MarkColumns(labels=[label], label_index=[0] * n, start_ns=[t + i for i in range(n)],
-                                               end_ns=[t + i + 1 for i in range(n)], thread_id=[0] * n, ok=[True] * n,
-                                               pid=7))
+    return mark_batch([(label, t + i, t + i + 1, 0, None, True) for i in range(n)], pid=7)
 
 
 def test_a_full_disk_is_reported_retried_and_loses_nothing(small_disk, tmp_path):

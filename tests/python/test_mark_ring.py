@@ -19,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import greenprobe
+from helpers import mark_batch
 from greenprobe import _core
 from greenprobe.daemon.rings import columns_table
 from test_daemon import start_daemon, stop_daemon
@@ -399,16 +400,16 @@ def test_a_grpc_batch_carries_its_marks_as_frames_the_daemon_decodes_whole_or_re
     stub = pb_grpc.ProbeStub(grpc.insecure_channel(daemon.addresses[0]))
     try:
         records = [("infer", 10 + i, 20 + i, 7, {"i": i, "who": "x"}, True) for i in range(100)]
-        records[50] = ("odd", 60, 70, 7, {"shape": [3, 224, 224]}, True)  # a list: the columns carry it, as JSON
+        records[50] = ("odd", 60, 70, 7, {"shape": [3, 224, 224]}, True)  # a list: framed as its JSON text
         batch = encode(pb, records, sender_id=99, first_seq=1)
-        assert batch.columns.frames and list(batch.columns.labels) == ["odd"]
+        assert batch.columns.frames and batch.ByteSize() == len(batch.SerializeToString())
         assert stub.RecordMarks(batch, timeout=10).accepted == 100
         assert stub.RecordMarks(batch, timeout=10).accepted == 100  # sent again: held once
         held = probe.marks()
         assert len(held) == 100
         assert sorted(r[4].get("i", -1) for r in held) == [-1] + [i for i in range(100) if i != 50]
         assert {r[4]["pid"] for r in held} == {batch.columns.pid}
-        assert [r[4]["shape"] for r in held if r[0] == "odd"] == [[3, 224, 224]]
+        assert [r[4]["shape"] for r in held if r[0] == "odd"] == ["[3,224,224]"]  # as the tables store it
 
         bad = encode(pb, [("a", 5, 4, 1, None, True), ("b", 1, 2, 1, None, True)], sender_id=98, first_seq=1)
         with pytest.raises(grpc.RpcError, match="ends before it starts; no mark of this batch was recorded"):
@@ -527,7 +528,6 @@ def test_marks_held_are_capped_by_their_bytes_with_back_pressure_through_grpc_an
 
     from greenprobe.daemon import Daemon, Limits
     from greenprobe.parquet import PartWriter
-    from greenprobe.v1 import probe_pb2 as pb
     from greenprobe.v1 import probe_pb2_grpc as pb_grpc
 
     probe = greenprobe.Probe(sensors=["synthetic"], period_us=1000, columnar_marks=True)
@@ -539,8 +539,7 @@ def test_marks_held_are_capped_by_their_bytes_with_back_pressure_through_grpc_an
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         def batch(first):
-            return pb.MarkBatch(marks=[pb.Mark(label="a", start_ns=first + i, end_ns=first + i + 1,
-                                               attrs={"blob": "x" * 1000}) for i in range(150)])
+            return mark_batch([("a", first + i, first + i + 1, 0, {"blob": "x" * 1000}, True) for i in range(150)])
 
         assert stub.RecordMarks(batch(1), timeout=10).accepted == 150
         held = store.memory_bytes()
@@ -691,7 +690,6 @@ def test_a_resent_batch_keeps_only_its_new_marks_bytes(tmp_path):
     import grpc
 
     from greenprobe.daemon import Daemon
-    from greenprobe.v1 import probe_pb2 as pb
     from greenprobe.v1 import probe_pb2_grpc as pb_grpc
 
     probe = greenprobe.Probe(sensors=["synthetic"], period_us=1000, columnar_marks=True)
@@ -701,10 +699,8 @@ def test_a_resent_batch_keeps_only_its_new_marks_bytes(tmp_path):
     store = probe.marks_store
     try:
         def batch(n):  # the same sender from sequence number 1: a resend of the first 1,000 and n - 1,000 new
-            attrs = json.dumps([{"blob": "x" * 1000, "i": i} for i in range(n)])
-            return pb.MarkBatch(columns=pb.MarkColumns(
-                labels=["a"], label_index=[0] * n, start_ns=range(1, n + 1), end_ns=range(2, n + 2),
-                thread_id=[0] * n, ok=[True] * n, attrs_json=attrs, pid=1, sender_id=77, first_seq=1))
+            return mark_batch([("a", 1 + i, 2 + i, 0, {"blob": "x" * 1000, "i": i}, True) for i in range(n)],
+                              sender_id=77, first_seq=1)
 
         assert stub.RecordMarks(batch(1000), timeout=10).accepted == 1000
         first = store.memory_bytes()

@@ -34,6 +34,27 @@ def test_the_client_only_copy_of_the_sampler_defaults_is_the_cores():
         greenprobe.Probe(sensors=["synthetic"], period_us=config.MIN_PERIOD_US - 1)
 
 
+def test_a_mark_is_framed_alike_in_python_and_in_c_and_decoded_once():
+    """The one encoding (frames.py in Python, _core.encode_frames in C: byte for byte the same), the
+    one decoder and validator (_core.decode_frames), the one table of limits (_core.MARK_LIMITS)."""
+    from greenprobe import frames
+
+    recs = [("infer", 10, 20, 7, {"a": 1, "b": 2.5, "c": "x", "d": None, "e": True, "é": "ü"}, True),
+            ("x", 5, 6, 2**64 - 1, None, False)]
+    data, odd = _core.encode_frames(recs)
+    assert odd == [] and data == b"".join(frames.frame(r) for r in recs)
+    cols = _core.decode_frames(frames.encode(recs + [("odd", 1, 2, 0, {"l": [1, 2], "n": 1 << 70}, True)]), 9)
+    assert cols["refused"] == 0 and len(cols["start_ns"]) == 3
+    limits = _core.MARK_LIMITS
+    over = [("x" * (limits["label_bytes"] + 1), 1, 2, 0, None, True),
+            ("x", 1, 2, 0, {f"a{i}": i for i in range(limits["attrs"] + 1)}, True),
+            ("x", 1, 2, 0, {"a" * (limits["attr_name_bytes"] + 1): 1}, True),
+            ("x", 1, 2, 0, {"a": "v" * (limits["attr_value_bytes"] + 1)}, True)]
+    for rec in over:
+        assert _core.encode_frames([rec])[1] == [0], "the C encoder hands a mark over a limit back"
+        assert _core.decode_frames(frames.frame(rec), 1)["refused"] == 1, "and the decoder refuses it"
+
+
 def test_channel_info_is_a_read_only_class_with_every_field():
     sensor = _core.open_sensor("synthetic", {"domains": "a"})
     (info,) = sensor.channel_infos()

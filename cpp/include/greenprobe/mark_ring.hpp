@@ -37,7 +37,8 @@ inline constexpr std::uint32_t kVersion = 1;
 inline constexpr std::size_t kHeaderBytes = 4096;
 inline constexpr std::size_t kMinCapacity = std::size_t{1} << 12;
 inline constexpr std::size_t kMaxCapacity = std::size_t{1} << 26;  // 64 MiB
-// The same limits as the daemon's gRPC intake (python/greenprobe/daemon/limits.py).
+// A mark's limits, defined here once: exported as greenprobe._core.MARK_LIMITS, which the daemon's
+// gRPC intake (python/greenprobe/daemon/limits.py) applies too.
 inline constexpr std::size_t kMaxLabelBytes = 256;
 inline constexpr std::size_t kMaxAttrs = 64;
 inline constexpr std::size_t kMaxAttrNameBytes = 64;

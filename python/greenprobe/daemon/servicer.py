@@ -14,14 +14,14 @@ import grpc
 import numpy as np
 
 from .._version import __version__
-from ..records import channel_message_fields
+from ..records import API_VERSION, channel_message_fields
 from ..session import Probe
-from ..store import marks_table, own_buffers
+from ..store import own_buffers
 from ..v1 import probe_pb2 as pb
 from ..v1 import probe_pb2_grpc as pb_grpc
 from .access import Refused, SaveRoot, size_text
 from .dedupe import Dedupe
-from .limits import MAX_BATCH, AttrNames, Busy, Full, Limits, records_of
+from .limits import MAX_BATCH, AttrNames, Busy, Full, Limits
 
 STREAM_POLL_S = 0.05
 SESSION_KEY = "greenprobe-session"  # gRPC metadata: the session id a client's ring registration gave it
@@ -56,7 +56,7 @@ class Servicer(pb_grpc.ProbeServicer):
                                 max_lag_ns=s.get("max_lag_ns", 0), last_error=s.get("last_error", ""))
                  for s in p.stats()]
         skipped = [pb.SkippedSensor(kind=s.kind, reason=s.reason, fix=s.fix or "") for s in p.skipped]
-        return pb.StatusReply(version=__version__, anchor_monotonic_ns=p.clock_anchor()["monotonic_ns"],
+        return pb.StatusReply(version=__version__, api_version=API_VERSION, anchor_monotonic_ns=p.clock_anchor()["monotonic_ns"],
                               anchor_wall_ns=p.clock_anchor()["wall_ns"], now_ns=time.monotonic_ns(), channels=chans,
                               stats=stats, skipped=skipped, marks=len(p.marks_store), period_ns=p.period_ns)
 
@@ -72,12 +72,11 @@ class Servicer(pb_grpc.ProbeServicer):
     def _record_marks(self, request, context):
         cols = request.columns
         try:
-            records = records_of(request)
-            framed, framed_names = _frames(cols.frames, cols.pid, len(records)) if cols.frames else (None, ())
+            _only_frames(request)
+            table, names = _frames(cols.frames, cols.pid) if cols.frames else (None, ())
         except ValueError as e:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{e}; no mark of this batch was recorded")
-        n_framed = framed.num_rows if framed is not None else 0
-        sent = len(records) + n_framed
+        sent = table.num_rows if table is not None else 0
         behind = self.backlog() if self.backlog is not None else 0
         self._write_early_past_half(behind=behind + sent)
         if behind and behind + sent > self.limits.max_backlog:  # an empty backlog takes any batch
@@ -86,29 +85,17 @@ class Servicer(pb_grpc.ProbeServicer):
                           f"the daemon's writes are {behind} marks behind (--max-backlog {self.limits.max_backlog}); "
                           "retry shortly, no mark of this batch was recorded")
         store = self.probe.marks_store
-        # the batch as columns at once, so that its bytes are known
-        table = marks_table(records) if records else None
         try:
             with self.marks_lock:
-                # a batch resent after a lost reply: keep only the marks not held yet (the columns'
-                # marks come first, then the frames')
+                # a batch resent after a lost reply: keep only the marks not held yet
                 skip = self.dedupe.fresh(cols.sender_id, cols.first_seq, sent).start
-                records = records[skip:]
-                if skip:  # copies: a slice would keep the whole batch's buffers, counted as its rows only
-                    if table is not None:
-                        table = own_buffers(table.slice(skip))
-                    if framed is not None:
-                        framed = own_buffers(framed.slice(max(skip - sent + n_framed, 0)))
-                self._check_held(len(records) + (framed.num_rows if framed is not None else 0),
-                                 (table.nbytes if table is not None else 0) +
-                                 (framed.nbytes if framed is not None else 0))
-                self.attr_names.admit(records)
-                if framed is not None:
-                    self.attr_names.admit_names(set(framed_names))
+                if skip:  # a copy: a slice would keep the whole batch's buffers, counted as its rows only
+                    table = own_buffers(table.slice(skip))
+                self._check_held(table.num_rows if table is not None else 0,
+                                 table.nbytes if table is not None else 0)
+                self.attr_names.admit_names(set(names))
                 if table is not None and table.num_rows:
                     self._hold_table(store, table)
-                if framed is not None and framed.num_rows:
-                    self._hold_table(store, framed)
                 if sent:  # only once the batch is held; an empty batch names no sender
                     self.dedupe.record(cols.sender_id, cols.first_seq, sent)
         except Full as e:
@@ -327,10 +314,23 @@ class Servicer(pb_grpc.ProbeServicer):
         return pb.TableReply(arrow_ipc=sink.getvalue().to_pybytes())
 
 
-def _frames(frames: bytes, pid: int, n_columns: int):
-    """A batch's frames (MarkColumns.frames) as a table of store.mark_schema() and its attribute
-    names; ValueError, naming the first bad mark, when any mark in them is bad (a batch is held
-    whole or refused whole)."""
+def _only_frames(request) -> None:
+    """ValueError for a batch that carries marks another way than frames: one by one or as columns,
+    the encodings of API 1 (greenprobe before its marks were defined once), fields this daemon no
+    longer reads (they would be dropped unseen: their bytes tell them apart)."""
+    cols = request.columns
+    known = pb.MarkBatch()
+    known.columns.frames, known.columns.pid = cols.frames, cols.pid
+    known.columns.sender_id, known.columns.first_seq = cols.sender_id, cols.first_seq
+    if request.ByteSize() != known.ByteSize():
+        raise ValueError(f"this daemon (API {API_VERSION}) takes marks only as frames (MarkColumns.frames, "
+                         "cpp/include/greenprobe/mark_ring.hpp); the batch holds marks one by one or as columns, "
+                         "as clients of API 1 sent them: use a greenprobe client of this version")
+
+
+def _frames(frames: bytes, pid: int):
+    """A batch's frames as a table of store.mark_schema() and its attribute names; ValueError,
+    naming the first bad mark, when any mark in them is bad (a batch is held whole or refused whole)."""
     from .. import _core
     from .rings import columns_table
 
@@ -341,8 +341,8 @@ def _frames(frames: bytes, pid: int, n_columns: int):
     if cols["refused"]:
         raise ValueError(f"{cols['refused']} marks in frames are bad, the first: {cols['refused_why']}")
     n = len(cols["start_ns"])
-    if n + n_columns > MAX_BATCH:
-        raise ValueError(f"{n + n_columns} marks in one batch; send at most {MAX_BATCH} per call")
+    if n > MAX_BATCH:
+        raise ValueError(f"{n} marks in one batch; send at most {MAX_BATCH} per call")
     return columns_table(cols), cols["attr_names"]
 
 
