@@ -178,16 +178,10 @@ class RaplMsrSensor final : public Sensor {
   private:
     uint64_t offset(uint32_t reg) const { return static_cast<uint64_t>(reg) * offset_scale_; }
 
-    void set_parents() {  // rapl::parents, the rule the three RAPL sensors share
-        std::vector<std::string> names, package_of;
-        std::vector<rapl::Domain> kind;
-        for (std::size_t c = 0; c < domains_.size(); ++c) {
-            names.push_back(channels_[c].domain);
-            kind.push_back(domains_[c].reg.domain);
-            package_of.push_back("package-" + std::to_string(packages_[domains_[c].package_index].id));
-        }
-        const auto parent = rapl::parents(names, kind, package_of);
-        for (std::size_t c = 0; c < domains_.size(); ++c) channels_[c].parent_domain = parent[c];
+    void set_parents() {  // the rule the three RAPL sensors share
+        rapl::set_parents(channels_, [&](std::size_t c) {
+            return rapl::Placed{domains_[c].reg.domain, rapl::package_name(packages_[domains_[c].package_index].id)};
+        });
     }
 
     static std::string hex(uint32_t v) {

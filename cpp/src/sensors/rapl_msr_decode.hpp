@@ -54,6 +54,28 @@ inline std::vector<std::string> parents(const std::vector<std::string>& names, c
     return out;
 }
 
+// Where a channel lies for parents(): its domain and the name its package's channel has.
+struct Placed {
+    Domain kind;
+    std::string package;
+};
+inline std::string package_name(int id) { return "package-" + std::to_string(id); }
+
+// Sets each channel's parent_domain by parents(); place(c) says where channel c lies.
+template <typename Channels, typename Place>
+void set_parents(Channels& channels, Place place) {
+    std::vector<std::string> names, package_of;
+    std::vector<Domain> kind;
+    for (std::size_t c = 0; c < channels.size(); ++c) {
+        const Placed at = place(c);
+        names.push_back(channels[c].domain);
+        kind.push_back(at.kind);
+        package_of.push_back(at.package);
+    }
+    const std::vector<std::string> parent = parents(names, kind, package_of);
+    for (std::size_t c = 0; c < channels.size(); ++c) channels[c].parent_domain = parent[c];
+}
+
 struct DomainRegister {
     Domain domain;
     uint32_t msr;

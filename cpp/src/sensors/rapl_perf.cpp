@@ -509,16 +509,10 @@ class RaplPerfSensor final : public Sensor {
         return out;
     }
 
-    void set_parents() {  // rapl::parents, the rule the three RAPL sensors share
-        std::vector<std::string> names, package_of;
-        std::vector<rapl::Domain> kind;
-        for (std::size_t c = 0; c < chans_.size(); ++c) {
-            names.push_back(channels_[c].domain);
-            kind.push_back(chans_[c].event.domain);
-            package_of.push_back("package-" + std::to_string(chans_[c].package));
-        }
-        const auto parent = rapl::parents(names, kind, package_of);
-        for (std::size_t c = 0; c < chans_.size(); ++c) channels_[c].parent_domain = parent[c];
+    void set_parents() {  // the rule the three RAPL sensors share
+        rapl::set_parents(channels_, [&](std::size_t c) {
+            return rapl::Placed{chans_[c].event.domain, rapl::package_name(chans_[c].package)};
+        });
     }
 
     std::string pmu_, proc_, cpumask_, helper_;

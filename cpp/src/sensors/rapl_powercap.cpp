@@ -139,25 +139,24 @@ class RaplPowercapSensor final : public Sensor {
     void set_parents(const FoundZones& found) {
         std::map<std::string, std::string> domain_of_zone;
         for (std::size_t c = 0; c < found.size(); ++c) domain_of_zone[found[c].zone] = channels_[c].domain;
-        std::vector<std::string> names, package_of;
-        std::vector<rapl::Domain> kind;
-        for (std::size_t c = 0; c < found.size(); ++c) {
+        rapl::set_parents(channels_, [&](std::size_t c) {
             const std::string& zone = found[c].zone;
             const std::string& name = found[c].name;
             const auto sub = zone.find(':', 11);  // "intel-rapl:X:Y" -> its package zone "intel-rapl:X"
-            names.push_back(channels_[c].domain);
             const auto it = sub != std::string::npos ? domain_of_zone.find(zone.substr(0, sub)) : domain_of_zone.end();
-            package_of.push_back(it != domain_of_zone.end() ? it->second : "");
-            if (name == "psys") kind.push_back(rapl::Domain::Psys);
-            else if (name == "dram") kind.push_back(rapl::Domain::Dram);
-            else if (name.compare(0, 7, "package") == 0) kind.push_back(rapl::Domain::Package);
-            else if (sub != std::string::npos) kind.push_back(rapl::Domain::Core);  // core, uncore, another subzone
-            else kind.push_back(rapl::Domain::Package);  // another top zone: at the top (below)
-        }
-        const auto parent = rapl::parents(names, kind, package_of);
-        for (std::size_t c = 0; c < found.size(); ++c) {
-            const bool other_top = kind[c] == rapl::Domain::Package && found[c].name.compare(0, 7, "package") != 0;
-            channels_[c].parent_domain = other_top ? "" : parent[c];
+            const std::string package = it != domain_of_zone.end() ? it->second : "";
+            if (name == "psys") return rapl::Placed{rapl::Domain::Psys, package};
+            if (name == "dram") return rapl::Placed{rapl::Domain::Dram, package};
+            if (name.compare(0, 7, "package") == 0 || sub == std::string::npos) {
+                return rapl::Placed{rapl::Domain::Package, package};  // another top zone: at the top (below)
+            }
+            return rapl::Placed{rapl::Domain::Core, package};  // core, uncore, another subzone
+        });
+        for (std::size_t c = 0; c < found.size(); ++c) {  // a top zone RAPL does not document: at the top
+            if (found[c].zone.find(':', 11) == std::string::npos && found[c].name.compare(0, 7, "package") != 0 &&
+                found[c].name != "psys" && found[c].name != "dram") {
+                channels_[c].parent_domain.clear();
+            }
         }
     }
 
