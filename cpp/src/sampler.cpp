@@ -343,7 +343,10 @@ int64_t Sampler::poll_at(int64_t t_ns, bool final) {
         Worker& w = *wp;
         if (w.alive == 0) continue;
         for (Reading& r : w.readings) r.t_ns = 0;
-        w.sensor->poll(w.readings);
+        {
+            const VirtualPollTime at(t_ns);  // a sensor that reads the clock reads t_ns
+            w.sensor->poll(w.readings);
+        }
         w.polls.fetch_add(1, std::memory_order_relaxed);
         poll_once(w, PollWindow{t_ns, t_ns, final});
         if (final) {

@@ -43,13 +43,16 @@ def available() -> list[str]:
     return have
 
 
+FAKE_UPDATE_MS = "100"  # the stand-in NVML counter's update period
+
+
 @pytest.fixture(scope="module")
 def followed_gen_study(tmp_path_factory, fake_nvml):
     runtimes = available()
     if not runtimes:
         pytest.skip("no generative runtime installed (bash scripts/setup-genai.sh)")
     out = tmp_path_factory.mktemp("gen-follow")
-    env = {"FAKE_NVML_GPUS": "1", "FAKE_NVML_UPDATE_MS": "100", "FAKE_NVML_WAVEFORM": "constant",
+    env = {"FAKE_NVML_GPUS": "1", "FAKE_NVML_UPDATE_MS": FAKE_UPDATE_MS, "FAKE_NVML_WAVEFORM": "constant",
            "FAKE_NVML_BASE_W": str(IDLE_W), "FAKE_NVML_FOLLOW": "greenprobe.runtimes.worker",
            "FAKE_NVML_FOLLOW_W": str(FOLLOW_W), "FAKE_NVML_FOLLOW_TICK_US": "250",
            "FAKE_NVML_FOLLOW_LOG": str(out / "study.trace"), "GREENPROBE_NVML_LIBRARY": str(fake_nvml),
@@ -114,13 +117,15 @@ def test_every_runtime_within_5_percent_of_exact_with_covering_intervals(followe
 
 
 def test_decode_steps_are_shorter_than_the_counters_update_period(followed_gen_study):
-    """The regime the figures above are for: every decode step far below NVML's 100 ms (the
-    issue's 5-50 ms on a GPU; 13-20 ms on the 2-core machine this was written on, shorter on a faster
-    one), so no step is ever bracketed by two counter updates and each figure rests on the estimator."""
+    """The regime the figures above are for: decode steps below the stand-in NVML's 100 ms counter
+    period (the issue's 5-50 ms on a GPU; 13-20 ms on the 2-core machine this was written on, ~60 ms
+    there with two busy loops holding both cores), so a step is never bracketed by two counter
+    updates and each figure rests on the estimator."""
     out, runtimes = followed_gen_study
+    update_s = int(FAKE_UPDATE_MS) * 1e-3
     for rt in runtimes:
         steps = pq.read_table(out / "study" / "configs" / f"{rt}-fp32-{MODEL}-b1" / "steps.parquet").to_pydict()
         dec = sorted(d for d, p in zip(steps["duration_s"], steps["phase"]) if p == "decode")
         median = dec[len(dec) // 2]
         print(f"{rt}: median decode step {median * 1e3:.3g} ms")
-        assert median < 0.05, f"{rt}: median decode step {median * 1e3:.3g} ms"
+        assert median < update_s, f"{rt}: median decode step {median * 1e3:.3g} ms, not below {update_s * 1e3:.0f} ms"

@@ -184,7 +184,8 @@ class Sampler {
     const SamplerConfig& config() const { return config_; }
 
     // A virtual clock, for stand-ins and recordings that must not race the wall clock: polls every
-    // sensor once, as if the poll ran at t_ns exactly, through the same steps as the threads; returns
+    // sensor once, as if the poll ran at t_ns exactly (a sensor that computes its reading from the
+    // clock, synthetic or replay, reads t_ns: poll_now_ns), through the same steps as the threads; returns
     // when the schedule would poll next (the earliest of the sensors). `final` is the stopping poll
     // (each channel's sample is flagged kFinal) after which the sampler takes no more polls.
     // A sampler driven so is never started, nor one started ever driven so (std::logic_error).

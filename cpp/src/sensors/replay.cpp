@@ -28,7 +28,7 @@ class ReplaySensor final : public Sensor {
     const std::vector<ChannelInfo>& channels() const override { return channels_; }
 
     void poll(std::vector<Reading>& out) override {
-        const int64_t t = now_ns();
+        const int64_t t = poll_now_ns();
         if (start_ns_ == 0) start_ns_ = t;
         const int64_t elapsed = t - start_ns_;
         for (std::size_t c = 0; c < tracks_.size(); ++c) {

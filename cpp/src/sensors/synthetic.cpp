@@ -28,7 +28,7 @@ class SyntheticSensor final : public Sensor {
         power_ = quantity == "power";
         update_ns_ = o.get_int("update_us", 1000) * 1000;
         resolution_j_ = o.get_double("resolution_j", 0.0);
-        t0_ns_ = o.get_int("t0_ns", now_ns());
+        t0_ns_ = o.get_int("t0_ns", poll_now_ns());
         if (update_ns_ < 0 || resolution_j_ < 0) {
             throw SensorError(ErrorCategory::Config, "update_us and resolution_j must be >= 0", "fix the option");
         }
@@ -58,7 +58,7 @@ class SyntheticSensor final : public Sensor {
     const std::vector<ChannelInfo>& channels() const override { return channels_; }
 
     void poll(std::vector<Reading>& out) override {
-        const int64_t t = now_ns();
+        const int64_t t = poll_now_ns();
         int64_t tick_ns = t - t0_ns_;
         if (update_ns_ > 0) {
             tick_ns = (tick_ns >= 0 ? tick_ns / update_ns_ : (tick_ns - update_ns_ + 1) / update_ns_) * update_ns_;
