@@ -104,12 +104,12 @@ def main() -> None:
         from greenprobe import _core
 
         remote = remote_sink(address, ring=True)
-        before = remote.marks()
+        before = remote.mark_count()
         _core._set_mark_sink(remote.mark_sink)
         marked, bare = per_step_ns(n)
         remote.flush()
         _core._set_mark_sink(None)
-        held = remote.marks() - before
+        held = remote.mark_count() - before
         assert held == 7 * n, f"the daemon holds {held} of {7 * n} marks"
         print(f"daemon ring:  {marked:8.1f} ns per marked step, {bare:6.1f} ns bare: {marked - bare:8.1f} ns = "
               f"{(marked - bare) * 1e-9 / STEP_S:.5%} of a 5 ms step")

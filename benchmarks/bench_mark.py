@@ -67,11 +67,11 @@ def main():
     try:
         for name, ring in (("the daemon, shared-memory ring", True), ("the daemon, gRPC sender", False)):
             remote = remote_sink(address, ring)
-            before = remote.marks()
+            before = remote.mark_count()
             _core._set_mark_sink(remote.mark_sink)
             rows[name] = {k: best_ns(v, n=n, globs=g, flush=remote.flush) for k, v in stmts.items()}
             remote.flush()
-            held[name] = (remote.marks() - before, getattr(remote.mark_sink, "fell_back", 0))
+            held[name] = (remote.mark_count() - before, getattr(remote.mark_sink, "fell_back", 0))
             _core._set_mark_sink(None)
     finally:
         proc.send_signal(signal.SIGTERM)
