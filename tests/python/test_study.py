@@ -60,8 +60,9 @@ def test_summary_has_one_row_per_configuration_with_the_paper_columns(study):
 
 def test_statistics_match_a_hand_computation_from_the_runs(study):
     """The figure by its definition: per run (window energy - idle power x window) / inferences,
-    plus idle power x the inference's duration; mean over runs, t interval over their spread
-    widened by the idle power's standard error (common to every run)."""
+    plus idle power x the inference's duration; mean over runs; its interval Cox's for a log-normal
+    mean over their spread (gross energy is above zero, and so is the interval), widened on the log
+    scale by the idle power's standard error (common to every run) relative to the mean."""
     rows = {r["id"]: r for r in pq.read_table(study / "summary.parquet").to_pylist() if r["status"] == "ok"}
     (idle,) = json.loads((study / "sessions" / "0" / "baseline.json").read_text())
     for cid, row in rows.items():
@@ -75,10 +76,14 @@ def test_statistics_match_a_hand_computation_from_the_runs(study):
             assert r["window_s"] > r["inferences"] * r["time_s_per_inference"], "a run's window holds its gaps"
         n_runs = row["runs"]
         mean = sum(per_run) / n_runs
-        sd = math.sqrt(sum((x - mean) ** 2 for x in per_run) / (n_runs - 1))
-        half = math.hypot(t975(n_runs - 1) * sd / math.sqrt(n_runs), 1.959963984540054 * float(np.mean(common)))
+        logs = [math.log(x) for x in per_run]
+        mu = sum(logs) / n_runs
+        s2 = sum((x - mu) ** 2 for x in logs) / (n_runs - 1)
+        half = math.hypot(t975(n_runs - 1) * math.sqrt(s2 / n_runs + s2 * s2 / (2 * (n_runs - 1))),
+                          1.959963984540054 * float(np.mean(common)) / mean)
         assert row["energy_j_per_inference"] == pytest.approx(mean, rel=1e-9)
-        assert row["energy_j_per_inference_high"] == pytest.approx(mean + half, rel=1e-9)
+        assert row["energy_j_per_inference_high"] == pytest.approx(math.exp(mu + s2 / 2 + half), rel=1e-9)
+        assert 0 < row["energy_j_per_inference_low"] == pytest.approx(math.exp(mu + s2 / 2 - half), rel=1e-9)
         assert row["throughput_per_s"] == pytest.approx(row["batch_size"] / row["time_s_per_inference"])
         inf = pq.read_table(study / "configs" / cid / "inferences.parquet")
         assert f"energy_j_interpolated[{name}]" in inf.column_names and "energy_j" not in inf.column_names

@@ -84,13 +84,14 @@ def config_row(cfg_dir: Path, runs_wanted: int, idle_w: dict, calls: dict | None
            "device": first["device"], "domains": first["domains"], "total_domains": ",".join(tops),
            "windows_complete": all(r.get("window_complete", True) for r in runs),
            **usage_columns(runs)}
-    mean, low, high = mean_ci([r["time_s_per_inference"] for r in runs])
+    mean, low, high = mean_ci([r["time_s_per_inference"] for r in runs], positive=True)
     row["time_s_per_inference"], row["time_s_per_inference_low"], row["time_s_per_inference_high"] = mean, low, high
     for net, which in (("", "gross"), ("_net", "net")):
         common = float(np.mean(idle_se_terms[which]))
         for suffix in [""] + [f"[{n}]" for n in domains]:
             key = f"energy_j_per_inference{net}{suffix}"
-            m, lo, hi = mean_ci_with([r[key] for r in runs], common if not suffix else 0.0)
+            # gross energy is above zero, and so is its interval; a net figure's may cross it
+            m, lo, hi = mean_ci_with([r[key] for r in runs], common if not suffix else 0.0, positive=not net)
             row[key], row[key + "_low"], row[key + "_high"] = m, lo, hi
     row.update(during_calls(cfg_dir.name, calls or {}, row, tops))
     row["throughput_per_s"] = row["batch_size"] / row["time_s_per_inference"] if row["time_s_per_inference"] else 0.0

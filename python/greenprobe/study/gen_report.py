@@ -29,7 +29,8 @@ DEFINITIONS = (
     "between the phases (the study's back-to-back rule): each prefill's own energy, estimated from every "
     "counter update the prefills overlap, goes to the prompt tokens; the rest, the decode steps and whatever "
     "follows a request's last step before the next starts, to the output tokens. Gross adds idle power over "
-    "the phase's own time. J per request: one sequence's prompt and output. Intervals: 95 % over runs. "
+    "the phase's own time. J per request: one sequence's prompt and output. Intervals: 95 % over the runs "
+    "the table counts (Cox's log-normal interval: gross figures never below zero). "
     "Definitions: docs/SCHEMA.md, \"Generation\".</p>")
 
 
@@ -62,9 +63,9 @@ def tables(ok: list[dict], table) -> list[str]:
         for p in sorted({r["precision"] for r in ok if r["batch_size"] == b}):
             rows = sorted([r for r in ok if r["batch_size"] == b and r["precision"] == p], key=_order)
             parts.append(f"<h3>Batch {b}, {html.escape(p)}</h3>" + table(
-                ["model", "runtime", "J per output token", "J per prompt token", "J per request", "TTFT (ms)",
+                ["model", "runtime", "runs", "J per output token", "J per prompt token", "J per request", "TTFT (ms)",
                  "TPOT (ms)", "output tokens/s", "note"],
-                [[r["model"], runtime_label(r), _fmt(r, POT), _fmt(r, PPT),
+                [[r["model"], runtime_label(r), str(r.get("runs", "-")), _fmt(r, POT), _fmt(r, PPT),
                   _fmt(r, "energy_j_per_request"), _fmt(r, "ttft_s", 1e3), _fmt(r, "tpot_s", 1e3),
                   _fmt(r, "output_tokens_per_s"),
                   ("ESTIMATED " if r.get("estimated") else "") + (r.get("prefill_reason") or "")] for r in rows]))

@@ -351,7 +351,7 @@ def gen_config_row(cfg_dir: Path, runs_wanted: int, idle_w: dict, sensors: Optio
     row["prefill_status"] = "ok" if not bad else "not-estimated" if not split else "partly"
     row["prefill_reason"] = "; ".join(bad)
     for key in ("ttft_s", "tpot_s", "output_tokens_per_s"):
-        m, lo, hi = mean_ci([r[key] for r in runs])
+        m, lo, hi = mean_ci([r[key] for r in runs], positive=True)
         row[key], row[key + "_low"], row[key + "_high"] = m, lo, hi
     nan3 = (float("nan"),) * 3
     for fig in FIGURES:
@@ -360,8 +360,8 @@ def gen_config_row(cfg_dir: Path, runs_wanted: int, idle_w: dict, sensors: Optio
                 key = f"{fig}{net}{suffix}"
                 pairs = [(r[key], c) for r, c in zip(runs, common[(fig + net, suffix)])
                          if r[key] is not None and math.isfinite(r[key])]
-                m, lo, hi = (mean_ci_with([v for v, _ in pairs], float(np.mean([c for _, c in pairs])))
-                             if pairs else nan3)
+                m, lo, hi = (mean_ci_with([v for v, _ in pairs], float(np.mean([c for _, c in pairs])),
+                                          positive=not net) if pairs else nan3)  # gross: above zero
                 row[key], row[key + "_low"], row[key + "_high"] = m, lo, hi
     for suffix in [""] + [f"[{n}]" for n in domains]:
         key = f"energy_j_per_output_token_per_1k_context{suffix}"

@@ -175,8 +175,10 @@ DEFINITIONS = (
     "with idle kept before and after) minus the idle power times that window, per inference (<i>net</i>: what the "
     "runs cost above idle), plus the idle power over the inference's own duration (<i>gross</i>). Energy a runtime "
     "leaves running after a call returns (spinning threads, clocks ramping down) is charged to it, as it would be "
-    "back to back. 95 % intervals come from the spread between runs (Student t) and the idle power's own "
-    "uncertainty. <i>During the calls</i> is the energy spent while the inferences ran, from greenprobe's "
+    "back to back. 95 % intervals come from the spread between runs and the idle power's own uncertainty, on the "
+    "log scale (Cox's interval for a log-normal mean), so that gross energy and time never get a bound below zero "
+    "(a net figure's may cross zero: the work is then indistinguishable from idle); each cell says on how many "
+    "runs it rests. <i>During the calls</i> is the energy spent while the inferences ran, from greenprobe's "
     "estimator over every sensor update the calls overlap; the <i>after-effect</i> is net minus net during the "
     "calls. Totals add top-level domains only (RAPL core and uncore lie inside their package; packages and DRAM "
     "inside psys where it exists; a GPU inside its Grace Hopper module where NVML reports one).</p>")
@@ -211,7 +213,7 @@ def batch_tables(ok: list[dict], level: int = 2) -> list[str]:
                 for m in models:
                     r = next((r for r in ok if config_label(r) == lab and r["model"] == m and r["batch_size"] == b), None)
                     cells.append("-" if r is None else _fmt(r[key], r[key + "_low"], r[key + "_high"], scale) +
-                                 (" EST." if r.get("estimated") else ""))
+                                 f" ({r['runs']} runs)" + (" EST." if r.get("estimated") else ""))
             table.append(cells)
         parts.append(f"<h{level}>Batch size {b}</h{level}>" + _table(headers, table))
     return parts
