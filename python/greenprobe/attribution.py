@@ -155,6 +155,20 @@ class Channel:
         return float(np.median(self.t_ns[m] - self.prev_t_ns[m]))
 
 
+def channels_of(infos: list[dict], columns: tuple) -> list[Channel]:
+    """Each channel of ``infos`` (descriptors: channel id, sensor and the ChannelInfo fields) with
+    its samples from ``columns`` (t_ns, prev_t_ns, value, channel, flags, in any order of time),
+    sorted by time: what Probe.channels and RemoteProbe.channels answer."""
+    t, prev, v, ch, fl = columns
+    out = []
+    for info in infos:
+        m = ch == info["channel"]
+        order = np.argsort(t[m], kind="stable")
+        out.append(Channel.from_info(info, t_ns=t[m][order], prev_t_ns=prev[m][order], value=v[m][order],
+                                     flags=fl[m][order]))
+    return out
+
+
 def place_updates(prev_t: np.ndarray, t: np.ndarray) -> np.ndarray:
     """Estimated update moments from their poll windows (prev_t, t].
 

@@ -174,29 +174,16 @@ class RemoteProbe:
         samples table; only those from ``start_ns`` to ``end_ns`` when given."""
         import numpy as np
 
-        from .attribution import Channel
+        from .attribution import channels_of
+        from .store import sample_columns
 
-        table = self.samples_table()
-        t = table.column("t_ns").to_numpy()
-        keep = np.ones(t.size, bool)
+        cols = sample_columns(self.samples_table())
+        keep = np.ones(cols[0].size, bool)
         if start_ns is not None:
-            keep &= t >= start_ns
+            keep &= cols[0] >= start_ns
         if end_ns is not None:
-            keep &= t <= end_ns
-        ch = table.column("channel").to_numpy()[keep]
-        t, prev = t[keep], table.column("prev_t_ns").to_numpy()[keep]
-        energy = table.column("energy_j").to_numpy(zero_copy_only=False)[keep]
-        power = table.column("power_w").to_numpy(zero_copy_only=False)[keep]
-        value = np.where(np.isnan(energy), power, energy)
-        flags = table.column("flags").to_numpy()[keep]
-        out = []
-        for info in self.channel_info():
-            m = ch == info["channel"]
-            order = np.argsort(t[m], kind="stable")
-            out.append(Channel.from_info(info, t_ns=t[m][order].astype(np.int64), prev_t_ns=prev[m][order].astype(np.int64),
-                                         value=value[m][order].astype(np.float64),
-                                         flags=flags[m][order].astype(np.uint32)))
-        return out
+            keep &= cols[0] <= end_ns
+        return channels_of(self.channel_info(), tuple(c[keep] for c in cols))
 
     def now_ns(self) -> int:
         return int(self._call("Status", self._pb.StatusRequest()).now_ns)

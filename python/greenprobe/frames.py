@@ -43,6 +43,14 @@ def wire_value(v):
         return v if _I64[0] <= v <= _I64[1] else str(v)
     if isinstance(v, numbers.Real):
         return float(v)
+    return value_text(v)
+
+
+def value_text(v) -> str:
+    """An attribute value as text, the one way greenprobe writes a value it has no type for (the
+    frames here, the tables' parquet.attr_column): JSON for containers, str() otherwise."""
+    if isinstance(v, str):
+        return v
     if isinstance(v, (dict, list, tuple)):
         return json.dumps(v, separators=(",", ":"), default=str)
     return str(v)

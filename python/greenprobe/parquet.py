@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 
 from ._version import __version__
 from .attribution import attribute
+from .frames import value_text
 from .store import Part, mark_attrs, part_name, part_span
 
 METADATA_KEY = b"greenprobe"
@@ -155,9 +156,7 @@ def attr_column(values: list) -> pa.Array:
                 return col
         except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
             pass
-    return pa.array([None if v is None else v if isinstance(v, str) else
-                     json.dumps(v, separators=(",", ":"), default=str) if isinstance(v, (dict, list, tuple)) else
-                     str(v) for v in values], pa.string())
+    return pa.array([None if v is None else value_text(v) for v in values], pa.string())
 
 
 LABEL_COLUMNS = ["label", "sensor", "domain", "status", "reason", "calls", "time_s_mean", "time_s_per_call",

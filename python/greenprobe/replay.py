@@ -9,6 +9,7 @@ from . import _core
 from .errors import SensorConfigError, SensorNotFound
 from .parquet import read_metadata
 from .records import CHANNEL_INFO_FIELDS
+from .store import sample_columns
 
 
 def open_replay(options: dict):
@@ -20,11 +21,7 @@ def open_replay(options: dict):
         meta = read_metadata(path)
     except FileNotFoundError:
         raise SensorNotFound(f"replay file not found: {path}", "record one with `greenprobe record --out DIR`") from None
-    t = table.column("t_ns").to_numpy()
-    ch = table.column("channel").to_numpy()
-    energy = table.column("energy_j").to_numpy(zero_copy_only=False)
-    power = table.column("power_w").to_numpy(zero_copy_only=False)
-    value = np.where(np.isnan(energy), power, energy)
+    t, _, value, ch, _ = sample_columns(table)
     t0 = int(t.min()) if t.size else 0
     tracks, sources = [], set()
     for c in meta["channels"]:

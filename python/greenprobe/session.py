@@ -10,7 +10,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from . import _core
-from .attribution import FLAG_CHANGED, FLAG_FIRST, Channel, attribute
+from .attribution import FLAG_CHANGED, FLAG_FIRST, Channel, attribute, channels_of
 from .config import KEEPALIVE_MS, MIN_PERIOD_US, MIN_RING_CAPACITY, PERIOD_US, RING_CAPACITY, resolve_options
 from .errors import ConfigError
 from .marks import _pop_sink, _push_sink
@@ -290,14 +290,7 @@ class Probe:
     def channels(self, start_ns: Optional[int] = None, end_ns: Optional[int] = None) -> list[Channel]:
         """Every channel with its samples (sorted by time); only those from ``start_ns`` to
         ``end_ns`` when given (a late window of a long session need not sort all of it)."""
-        t, prev, v, ch, fl = self._columns(start_ns, end_ns)
-        out = []
-        for c in self._channels:
-            m = ch == c["channel"]
-            order = np.argsort(t[m], kind="stable")
-            out.append(Channel.from_info(c, t_ns=t[m][order], prev_t_ns=prev[m][order], value=v[m][order],
-                                         flags=fl[m][order]))
-        return out
+        return channels_of(self._channels, self._columns(start_ns, end_ns))
 
     def channels_around(self, start_ns: int, end_ns: int) -> list[Channel]:
         """The channels with the samples an interval from ``start_ns`` to ``end_ns`` needs: the

@@ -305,19 +305,21 @@ class SampleStore:
 
 
 def read_samples(path: str) -> tuple:
-    """A part's samples as the sampler's columns: its energy_j (counters) and power_w (power
-    readings) are one value column again."""
-    import pyarrow.compute as pc
+    """A part's samples as the sampler's columns (sample_columns)."""
     import pyarrow.parquet as pq
 
-    t = pq.read_table(path)
-    cols = {n: t.column(n) for n in ("t_ns", "prev_t_ns", "channel", "flags")}
-    cols["value"] = pc.coalesce(t.column("energy_j"), t.column("power_w"))
+    return sample_columns(pq.read_table(path))
+
+
+def sample_columns(table) -> tuple:
+    """A samples table (samples.parquet, a part, the daemon's Table("samples")) as the sampler's
+    columns (SAMPLE_NAMES): its energy_j (counters) and power_w (power readings) are one value
+    column again."""
+    import pyarrow.compute as pc
+
+    cols = {n: table.column(n) for n in ("t_ns", "prev_t_ns", "channel", "flags")}
+    cols["value"] = pc.coalesce(table.column("energy_j"), table.column("power_w"))
     return tuple(cols[name].to_numpy().astype(d, copy=False) for name, d in zip(SAMPLE_NAMES, SAMPLE_DTYPES))
-
-
-#: The mark's fields, by name, in mark_schema()'s order: what every reader takes from the table.
-MARK_FIELDS = ("label", "start_ns", "end_ns", "thread_id", "ok", "attrs")
 
 
 class MarkStore:

@@ -139,6 +139,7 @@ class RaplPowercapSensor final : public Sensor {
     void set_parents(const FoundZones& found) {
         std::map<std::string, std::string> domain_of_zone;
         for (std::size_t c = 0; c < found.size(); ++c) domain_of_zone[found[c].zone] = channels_[c].domain;
+        std::vector<bool> other_top(found.size(), false);  // a top zone RAPL does not document
         rapl::set_parents(channels_, [&](std::size_t c) {
             const std::string& zone = found[c].zone;
             const std::string& name = found[c].name;
@@ -147,16 +148,14 @@ class RaplPowercapSensor final : public Sensor {
             const std::string package = it != domain_of_zone.end() ? it->second : "";
             if (name == "psys") return rapl::Placed{rapl::Domain::Psys, package};
             if (name == "dram") return rapl::Placed{rapl::Domain::Dram, package};
+            if (name.compare(0, 7, "package") != 0 && sub == std::string::npos) other_top[c] = true;
             if (name.compare(0, 7, "package") == 0 || sub == std::string::npos) {
                 return rapl::Placed{rapl::Domain::Package, package};  // another top zone: at the top (below)
             }
             return rapl::Placed{rapl::Domain::Core, package};  // core, uncore, another subzone
         });
-        for (std::size_t c = 0; c < found.size(); ++c) {  // a top zone RAPL does not document: at the top
-            if (found[c].zone.find(':', 11) == std::string::npos && found[c].name.compare(0, 7, "package") != 0 &&
-                found[c].name != "psys" && found[c].name != "dram") {
-                channels_[c].parent_domain.clear();
-            }
+        for (std::size_t c = 0; c < found.size(); ++c) {
+            if (other_top[c]) channels_[c].parent_domain.clear();
         }
     }
 
