@@ -7,7 +7,8 @@
 //
 // The sink is any object with append (a list; a MarkBuffer or a MarkRing: fast paths) set by
 // _set_mark_sink; with no sink,
-// greenprobe.marks._no_sink() is called (it warns once).
+// greenprobe.marks._no_sink() is called: it finds the daemon of $GREENPROBE_DAEMON set after import
+// (the mark goes there, as every later one) or warns once.
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
@@ -214,7 +215,8 @@ PyObject* mark_exit(MarkObject* self, PyObject* const* args, Py_ssize_t nargs) {
         PyObject* r = call_marks_helper("_no_sink", nullptr);
         if (!r) return nullptr;
         Py_DECREF(r);
-        Py_RETURN_FALSE;
+        sink = g_sink;  // $GREENPROBE_DAEMON set after import: _no_sink found the daemon, this mark included
+        if (!sink) Py_RETURN_FALSE;
     }
     const bool ok = nargs < 1 || args[0] == Py_None;
     if (Py_TYPE(sink) == &BufferType) {  // fast path: no Python objects made per mark

@@ -38,11 +38,13 @@ class Measurement(Protocol):
     def stats(self) -> list[dict]:
         """Per sensor: polls, late polls, drops, lag, state, last error."""
 
-    def intervals(self):
-        """One row per (mark, sensor, domain), as a pyarrow Table (docs/SCHEMA.md)."""
+    def intervals(self, owner: Optional[str] = None):
+        """One row per (mark, sensor, domain), as a pyarrow Table (docs/SCHEMA.md); ``owner``: only
+        the marks of that identity (a daemon's: daemon/identity.py)."""
 
-    def summary_table(self):
-        """The label summary, as a pyarrow Table (docs/SCHEMA.md, labels.parquet)."""
+    def summary_table(self, owner: Optional[str] = None):
+        """The label summary, as a pyarrow Table (docs/SCHEMA.md, labels.parquet); ``owner`` as for
+        ``intervals``."""
 
     def samples_table(self):
         """Every sample, as a pyarrow Table (docs/SCHEMA.md, samples.parquet)."""

@@ -38,14 +38,17 @@ def _stubs():
     return grpc, probe_pb2, probe_pb2_grpc
 
 
-def _channel(address: str, token: Optional[str], options=()):
+def _channel(address: str, token: Optional[str], options=(), session: Optional[Callable[[], list]] = None):
     """A channel to the daemon: TLS when $GREENPROBE_TLS_CA names the CA to trust (the daemon's
     --allow-remote mode; $GREENPROBE_TLS_CERT and $GREENPROBE_TLS_KEY add a client certificate for
-    --tls-client-ca), and the token, when there is one, on every call."""
+    --tls-client-ca), and the token, when there is one, on every call. On the Unix socket, every
+    call carries what ``session`` returns: this process's session id (ring_client.py), which tells
+    the daemon whose call it is."""
     grpc, _, _ = _stubs()
     opts = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20), *options]
     if address.startswith("unix:"):  # the kernel guards the socket: no token to hand to whoever listens there
-        return grpc.insecure_channel(address, options=opts)
+        channel = grpc.insecure_channel(address, options=opts)
+        return grpc.intercept_channel(channel, _metadata_interceptor(grpc, session)) if session else channel
     if os.environ.get(TLS_CA_ENV):
         channel = grpc.secure_channel(address, _tls_credentials(grpc), options=opts)
     elif not is_loopback(target_host(address)):
@@ -55,7 +58,8 @@ def _channel(address: str, token: Optional[str], options=()):
     else:
         channel = grpc.insecure_channel(address, options=opts)
     if token:
-        channel = grpc.intercept_channel(channel, _token_interceptor(grpc, token))
+        channel = grpc.intercept_channel(channel, _metadata_interceptor(grpc, lambda: [("authorization",
+                                                                                      f"Bearer {token}")]))
     return channel
 
 
@@ -76,15 +80,15 @@ def _tls_credentials(grpc):
     return grpc.ssl_channel_credentials(read(TLS_CA_ENV), key, cert)
 
 
-def _token_interceptor(grpc, token: str):
-    """Adds ``authorization: Bearer TOKEN`` to every call."""
+def _metadata_interceptor(grpc, extra: Callable[[], list]):
+    """Adds what ``extra()`` returns (``authorization: Bearer TOKEN``, the session id) to every call."""
 
     class Details(grpc.ClientCallDetails):
         def __init__(self, d):
             self.method, self.timeout, self.credentials = d.method, d.timeout, d.credentials
             self.wait_for_ready = getattr(d, "wait_for_ready", None)
             self.compression = getattr(d, "compression", None)
-            self.metadata = list(d.metadata or []) + [("authorization", f"Bearer {token}")]
+            self.metadata = list(d.metadata or []) + list(extra())
 
     class Interceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
         def intercept_unary_unary(self, continuation, details, request):
@@ -135,12 +139,21 @@ class RemoteProbe:
         self.address = address
         self.timeout_s = timeout_s
         token = token if token is not None else os.environ.get(TOKEN_ENV)
-        self._channel = _channel(address, token)
+        self._ring = self._identity = None
+        self._channel = _channel(address, token, session=self._session)
         self._stub = pb_grpc.ProbeStub(self._channel)
-        self._sender = MarkSender(address, lambda: _channel(address, token, CHANNEL_OPTIONS), timeout_s, buffer_marks)
+        self._sender = MarkSender(address, lambda: _channel(address, token, CHANNEL_OPTIONS, self._session), timeout_s,
+                                  buffer_marks)
         self._ring = _ring_link(address, self._sender, timeout_s)
+        # a local client without a ring still names itself, so that its marks are its user's
+        self._identity = self._ring if self._ring is not None else _identity_link(address, timeout_s)
         # what greenprobe.mark appends to: the shared-memory ring of a local daemon, else the sender
         self.mark_sink = self._ring.ring if self._ring is not None else self._sender
+
+    def _session(self) -> list:
+        """The metadata naming this process to a local daemon (none over TCP, or while unregistered)."""
+        link = self._identity
+        return link.session_metadata(wait_s=0) if link is not None else []
 
     # -- calls ---------------------------------------------------------------------------------
     def _call(self, name: str, request, timeout: Optional[float] = None):
@@ -192,9 +205,10 @@ class RemoteProbe:
         reply = self._call("Energy", self._pb.EnergyRequest(start_ns=int(start_ns), end_ns=int(end_ns)))
         return [_to_dict(d) for d in reply.domains]
 
-    def summary(self) -> list[dict]:
+    def summary(self, owner: Optional[str] = None) -> list[dict]:
+        """The label summary of this user's marks (an admin's: every owner's, or ``owner``'s), as rows."""
         self.flush()
-        reply = self._call("Summary", self._pb.SummaryRequest(), timeout=max(self.timeout_s, 60))
+        reply = self._call("Summary", self._pb.SummaryRequest(owner=owner or ""), timeout=max(self.timeout_s, 60))
         return [_to_dict(r) for r in reply.labels]
 
     def save(self, name: str) -> dict:
@@ -234,20 +248,22 @@ class RemoteProbe:
         """How many marks the daemon holds."""
         return int(self.status()["marks"])
 
-    def _table(self, name: str):
+    def _table(self, name: str, owner: Optional[str] = None):
         import pyarrow as pa  # only these calls need it; everything else is grpcio + protobuf
 
         self.flush()
-        reply = self._call("Table", self._pb.TableRequest(name=name), timeout=max(self.timeout_s, 300))
+        reply = self._call("Table", self._pb.TableRequest(name=name, owner=owner or ""),
+                           timeout=max(self.timeout_s, 300))
         return pa.ipc.open_stream(reply.arrow_ipc).read_all()
 
-    def intervals(self):
-        """One row per (mark, sensor, domain), as a pyarrow Table (as Probe.intervals)."""
-        return self._table("intervals")
+    def intervals(self, owner: Optional[str] = None):
+        """One row per (mark, sensor, domain), as a pyarrow Table (as Probe.intervals): this user's
+        marks (an admin's: every owner's, or ``owner``'s)."""
+        return self._table("intervals", owner)
 
-    def summary_table(self):
-        """The label summary as a pyarrow Table (as Probe.summary)."""
-        return self._table("labels")
+    def summary_table(self, owner: Optional[str] = None):
+        """The label summary as a pyarrow Table (as Probe.summary), whose marks as ``intervals``."""
+        return self._table("labels", owner)
 
     def samples_table(self):
         """Every sample as a pyarrow Table (as Probe.samples)."""
@@ -259,9 +275,7 @@ class RemoteProbe:
         other) until the caller stops iterating."""
         power = {c["channel"] for c in self.channel_info() if c["quantity"] == "power"}
         req = self._pb.StreamSamplesRequest(since_ns=int(since_ns), channels=list(channels), max_batch=max_batch)
-        # a local client names itself (its ring's session), so the daemon's per-user stream limit is its own
-        metadata = self._ring.session_metadata() if self._ring is not None else []
-        stream = self._stub.StreamSamples(req, metadata=metadata)
+        stream = self._stub.StreamSamples(req)
         try:
             for batch in stream:
                 ch, v = list(batch.channel), list(batch.value)
@@ -292,8 +306,8 @@ class RemoteProbe:
     def close(self) -> None:
         """Sends what is left for at most timeout_s (also at interpreter exit), then says on stderr
         how many marks did not arrive and why."""
-        if self._ring is not None:
-            self._ring.close()
+        if self._identity is not None:
+            self._identity.close()
         self._sender.close()
         self._channel.close()
 
@@ -314,6 +328,18 @@ def _ring_link(address: str, sender: MarkSender, timeout_s: float):
     return link
 
 
+def _identity_link(address: str, timeout_s: float):
+    """This process's session with a daemon on this host's Unix socket, without a ring (IdentityLink), or None for TCP."""
+    from .ring_client import IdentityLink, ring_socket
+
+    path = ring_socket(address)
+    if path is None:
+        return None
+    link = IdentityLink(path, timeout_s)
+    atexit.register(link.close)
+    return link
+
+
 def connect(address: Optional[str] = None, token: Optional[str] = None, timeout_s: float = 10.0,
             check: bool = True, buffer_marks: Optional[int] = None) -> RemoteProbe:
     """A probe served by ``greenprobe daemon`` at ``address`` (gRPC target: ``unix:/path.sock`` or
@@ -321,14 +347,44 @@ def connect(address: Optional[str] = None, token: Optional[str] = None, timeout_
     so a wrong address fails here with the fix. ``buffer_marks``: how many marks to keep while the
     daemon is unreachable (default $GREENPROBE_BUFFER_MARKS, else 300,000); beyond it new marks are
     dropped and counted."""
+    source = "address" if address else DAEMON_ENV
     address = address or os.environ.get(DAEMON_ENV)
     if not address:
         raise DaemonError("no daemon address",
                           f"pass one (unix:/path/to.sock or host:port) or set {DAEMON_ENV}")
+    check_environment(address, source, token)
     probe = RemoteProbe(address, token, timeout_s, buffer_marks)
     if check:
         probe.status()
     return probe
+
+
+def check_environment(address: str, source: str = DAEMON_ENV, token: Optional[str] = None) -> None:
+    """The daemon's address (``source``: the variable or argument it came from) and $GREENPROBE_TOKEN
+    (unless ``token`` is given), checked when a client is made, at the first mark: a mistake is one
+    DaemonError naming it and the fix, not a gRPC error about a target or a header later, or marks
+    lost at exit without a word. The token's text is never repeated."""
+    shown = f"{source}={address!r}" if source == DAEMON_ENV else f"address {address!r}"
+    fix = (f"set {DAEMON_ENV} to the address `greenprobe daemon` prints: unix:/path/to/daemon.sock or "
+           "host:port (e.g. 127.0.0.1:50051)")
+    if address.startswith(("unix:", "unix-abstract:")):
+        if not address.partition(":")[2]:
+            raise DaemonError(f"{shown} names no socket", fix)
+    else:
+        target = address.split("///")[-1]
+        for scheme in ("ipv4:", "ipv6:", "dns:"):
+            target = target.removeprefix(scheme)
+        host, _, port = target.rpartition(":")
+        if not host.strip("[]") or not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+            raise DaemonError(f"{shown} is not a daemon address: it needs unix:PATH, or HOST:PORT with a port from "
+                              "1 to 65535", fix)
+    named = "the token" if token is not None else TOKEN_ENV
+    token = token if token is not None else os.environ.get(TOKEN_ENV)
+    if token and not all("!" <= c <= "~" for c in token):
+        raise DaemonError(f"{named} holds a character a token cannot carry (a space, a newline or a non-ASCII "
+                          "character; gRPC refuses the header)",
+                          f"give the daemon's token alone in {named} (printable ASCII, as `openssl rand -hex 24` "
+                          "makes)")
 
 
 _default: Optional[RemoteProbe] = None
@@ -343,6 +399,7 @@ def default_remote() -> Optional[RemoteProbe]:
         return None
     with _default_lock:
         if _default is None or _default.address != address:
+            check_environment(address, DAEMON_ENV)
             _default = RemoteProbe(address)
         return _default
 

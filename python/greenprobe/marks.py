@@ -64,7 +64,7 @@ def _no_sink() -> None:
     with _sink_lock:
         if not _sink_stack:
             remote = _default_sink()
-            if remote is not None:  # GREENPROBE_DAEMON was set after import: from the next mark on
+            if remote is not None:  # GREENPROBE_DAEMON was set after import: this mark goes there too
                 _core._set_mark_sink(remote)
                 return
     if not _warned:

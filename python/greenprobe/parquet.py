@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from ._version import __version__
 from .attribution import attribute
 from .frames import value_text
-from .store import Part, mark_attrs, part_name, part_span
+from .store import Part, mark_attrs, of_owner, part_name, part_span
 
 METADATA_KEY = b"greenprobe"
 
@@ -32,6 +32,7 @@ RESERVED = {
     "label", "start_ns", "end_ns", "duration_s", "thread_id", "ok", "sensor", "domain", "energy_j",
     "energy_j_low", "energy_j_high", "estimated", "below_update_period", "update_period_ns", "complete",
     "counter_glitch", "bounds_need_ceiling", "method", "mark_index", "baseline_power_w", "energy_j_net",
+    "owner", "pid_verified",
 }
 
 
@@ -59,8 +60,9 @@ def samples_table(probe) -> pa.Table:
     }).replace_schema_metadata({METADATA_KEY: json.dumps(session_metadata(probe)).encode()})
 
 
-def intervals_table(probe) -> pa.Table:
-    marks = probe.marks_table()
+def intervals_table(probe, owner: Optional[str] = None) -> pa.Table:
+    """One row per (mark, sensor, domain); ``owner``: only that identity's marks."""
+    marks = probe.marks_table(owner=owner)
     n = marks.num_rows
     start = marks.column("start_ns").to_numpy().astype(np.int64, copy=False)
     end = marks.column("end_ns").to_numpy().astype(np.int64, copy=False)
@@ -71,7 +73,8 @@ def intervals_table(probe) -> pa.Table:
     cols: dict[str, list] = {k: [] for k in (
         "label", "start_ns", "end_ns", "duration_s", "thread_id", "ok", "sensor", "domain", "energy_j",
         "energy_j_low", "energy_j_high", "estimated", "below_update_period", "update_period_ns", "complete",
-        "counter_glitch", "bounds_need_ceiling", "method", "mark_index", "baseline_power_w", "energy_j_net")}
+        "counter_glitch", "bounds_need_ceiling", "method", "mark_index", "baseline_power_w", "energy_j_net",
+        "owner", "pid_verified")}
     attr_names: list[str] = []
     for a in mark_attrs_:
         for k in a:
@@ -81,6 +84,7 @@ def intervals_table(probe) -> pa.Table:
     attrs: dict[str, list] = {a: [] for a in attr_names}
     labels = marks.column("label").to_pylist()
     thread_ids, oks = marks.column("thread_id").to_pylist(), marks.column("ok").to_pylist()
+    owners, vouched = marks.column("owner").to_pylist(), marks.column("pid_verified").to_pylist()
     for res in per_channel:
         ch = res["channel"]
         cols["label"] += labels
@@ -89,6 +93,8 @@ def intervals_table(probe) -> pa.Table:
         cols["duration_s"].append((end - start) * 1e-9)
         cols["thread_id"] += thread_ids
         cols["ok"] += oks
+        cols["owner"] += owners
+        cols["pid_verified"] += vouched
         cols["sensor"] += [ch.sensor] * n
         cols["domain"] += [ch.domain] * n
         cols["energy_j"].append(res["energy_j"])
@@ -138,6 +144,10 @@ def intervals_table(probe) -> pa.Table:
         # null where no idle baseline was measured (Probe(baseline_s=...))
         "baseline_power_w": pa.array(cat("baseline_power_w", np.float64), pa.float64(), from_pandas=True),
         "energy_j_net": pa.array(cat("energy_j_net", np.float64), pa.float64(), from_pandas=True),
+        # whose mark (a daemon's client: daemon/identity.py; null for a local Probe's own), and
+        # whether the kernel vouched for its pid attribute
+        "owner": pa.array(cols["owner"], pa.string()),
+        "pid_verified": pa.array(cols["pid_verified"], pa.bool_()),
     }
     for a, values in attrs.items():
         data[a] = attr_column(values)
@@ -168,13 +178,22 @@ LABEL_COLUMNS = ["label", "sensor", "domain", "status", "reason", "calls", "time
                  "domains"]
 
 
-def labels_table(probe) -> pa.Table:
+def labels_table(probe, owner: Optional[str] = None) -> pa.Table:
+    """The label summary; each owner's labels estimated apart (``owner``: only that one's)."""
+    from .store import owners_of
     from .summary import summarise
 
     channels = probe.channels()
-    rows = summarise(probe.marks_table(), channels, probe.baseline(channels))
+    baseline = probe.baseline(channels)
+    marks = probe.marks_table(owner=owner)
+    owners = owners_of(marks)
+    if not owners:  # a local Probe's marks: no owner
+        rows = summarise(marks, channels, baseline)
+    else:  # another owner's work is background to each: what each user sees of their own, side by side
+        rows = [{"owner": o, **r} for o in owners for r in summarise(of_owner(marks, o), channels, baseline)]
     if rows:
-        names = LABEL_COLUMNS + [k for r in rows for k in r if k not in LABEL_COLUMNS]
+        first = ["owner", *LABEL_COLUMNS] if owners else LABEL_COLUMNS
+        names = first + [k for r in rows for k in r if k not in first]
         table = pa.Table.from_pylist([{k: r.get(k) for k in names} for r in rows])
     else:
         table = pa.table({c: pa.array([], pa.string()) for c in LABEL_COLUMNS})
@@ -215,14 +234,14 @@ def session_metadata(probe) -> dict:
     }
 
 
-def save(probe, directory) -> dict:
+def save(probe, directory, owner: Optional[str] = None) -> dict:
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     paths = {"samples": d / "samples.parquet", "intervals": d / "intervals.parquet", "labels": d / "labels.parquet",
              "metadata": d / "metadata.json"}
     _atomic_write_table(samples_table(probe), paths["samples"])
-    _atomic_write_table(intervals_table(probe), paths["intervals"])
-    _atomic_write_table(labels_table(probe), paths["labels"])
+    _atomic_write_table(intervals_table(probe, owner), paths["intervals"])
+    _atomic_write_table(labels_table(probe, owner), paths["labels"])
     _atomic_write_text(json.dumps(session_metadata(probe), indent=2, default=str), paths["metadata"])
     return {k: str(v) for k, v in paths.items()}
 
@@ -265,10 +284,56 @@ def _umask() -> int:
     return 0o022
 
 
+#: what to do about a Parquet file greenprobe cannot read, unless the reader knows better
+NOT_OURS_FIX = "pass a file greenprobe wrote (samples.parquet, intervals.parquet, a study's tables); this one is " \
+               "damaged, cut short or not Parquet"
+
+
+def _unreadable(path, e: Exception, fix: str):
+    from .errors import ConfigError
+
+    if isinstance(e, FileNotFoundError):  # pyarrow's own texts repeat the path
+        reason = "no such file"
+    elif isinstance(e, OSError) and e.errno:
+        reason = os.strerror(e.errno)
+    else:
+        reason = str(e).split("': ", 1)[-1] if "Parquet input source" in str(e) else str(e)
+    return ConfigError(f"cannot read {path} as Parquet: {reason}", fix)
+
+
+def read_table(path, required: tuple = (), fix: str = NOT_OURS_FIX) -> pa.Table:
+    """A Parquet file greenprobe wrote, whole: a ConfigError naming the file and ``fix`` for one that
+    is missing, damaged or not Parquet, or that lacks a ``required`` column (a foreign table), where
+    pyarrow's own errors would surface as a traceback far from the file's name."""
+    from .errors import ConfigError
+
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowException) as e:  # ArrowInvalid: not Parquet; OSError: missing, unreadable
+        raise _unreadable(path, e, fix) from None
+    missing = [c for c in required if c not in table.column_names]
+    if missing:
+        raise ConfigError(f"{path} is not a table greenprobe wrote: it has no column {', '.join(missing)}", fix)
+    return table
+
+
 def read_metadata(path) -> dict:
-    """The session metadata stored in a greenprobe Parquet file."""
-    md = pq.read_schema(path).metadata or {}
-    return json.loads(md[METADATA_KEY])
+    """The session metadata stored in a greenprobe Parquet file (a ConfigError for a file that is
+    not one: damaged, not Parquet, or Parquet without greenprobe's metadata)."""
+    from .errors import ConfigError
+
+    try:
+        md = pq.read_schema(path).metadata or {}
+    except FileNotFoundError:
+        raise
+    except (OSError, pa.ArrowException) as e:
+        raise _unreadable(path, e, NOT_OURS_FIX) from None
+    if METADATA_KEY not in md:
+        raise ConfigError(f"{path} holds no greenprobe metadata: another program wrote it", NOT_OURS_FIX)
+    try:
+        return json.loads(md[METADATA_KEY])
+    except ValueError:
+        raise ConfigError(f"{path}: its greenprobe metadata is not JSON (damaged?)", NOT_OURS_FIX) from None
 
 
 def _concat_parts(paths: list, f) -> None:

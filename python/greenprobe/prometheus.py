@@ -196,14 +196,15 @@ def serve(probe, port: int, addr: str = "127.0.0.1", token: Optional[str] = None
 
     from prometheus_client import CollectorRegistry, make_wsgi_app
 
-    from .daemon.access import token_matches
+    from .daemon.access import as_tokens
 
+    tokens = as_tokens(token)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(EnergyCollector(probe))
     metrics = make_wsgi_app(registry)
 
     def app(environ, start_response):
-        if token is not None and not token_matches(token, environ.get("HTTP_AUTHORIZATION")):
+        if tokens is not None and tokens.holder(environ.get("HTTP_AUTHORIZATION")) is None:
             start_response("401 Unauthorized", [("Content-Type", "text/plain"),
                                                 ("WWW-Authenticate", 'Bearer realm="greenprobe"')])
             return [b"missing or wrong bearer token (the daemon's GREENPROBE_TOKEN)\n"]

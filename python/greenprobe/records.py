@@ -20,8 +20,9 @@ except ImportError:
     CHANNEL_INFO_FIELDS = _CHANNEL_INFO_FIELDS_WITHOUT_CORE
 
 #: The daemon's API (StatusReply.api_version): 2 since marks cross every boundary as the mark
-#: ring's frames (frames.py) and nothing else.
-API_VERSION = 2
+#: ring's frames (frames.py) and nothing else; 3 since every mark, label and query is its caller's
+#: (daemon/identity.py: local clients name themselves with a session, TCP ones by their token).
+API_VERSION = 3
 
 #: What the sampler adds to a sensor's ChannelInfo: the global id, the sensor's kind and its index.
 CHANNEL_IDS = ("channel", "sensor", "sensor_index")

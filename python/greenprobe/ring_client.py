@@ -243,7 +243,90 @@ class RingLink:
         self._start()
 
 
-_LINKS: "weakref.WeakSet[RingLink]" = weakref.WeakSet()
+class IdentityLink:
+    """A client without a ring (no compiled extension, or $GREENPROBE_MARK_RING=0) still names itself
+    to a local daemon: ``I`` on the ring socket, answered with a session id that its gRPC calls
+    carry, so that its marks and queries are its user's (daemon/identity.py). The connection stays
+    open for the life of the process (its end ends the session); a new daemon is asked again."""
+
+    def __init__(self, path: str, timeout_s: float = 10.0):
+        self.path = path
+        self.timeout_s = timeout_s
+        self._start()
+        _LINKS.add(self)
+
+    def _start(self) -> None:
+        self._sock: Optional[socket.socket] = None
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self.session = ""
+        self.refused_why = self.last_error = ""
+        first = self._try(FIRST_TRY_S)
+        self._thread = threading.Thread(target=self._run, args=(first,), name="greenprobe-identity", daemon=True)
+        self._thread.start()
+
+    def _try(self, timeout_s: float) -> Optional[socket.socket]:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        try:
+            sock.settimeout(timeout_s)
+            sock.connect(self.path)
+            sock.sendall(b"I")
+            reply = sock.recv(256)
+        except OSError as e:
+            sock.close()
+            self.last_error = e.strerror or str(e)
+            return None
+        if reply[:1] != b"A":
+            self.refused_why = reply[1:].decode(errors="replace") or "the daemon closed the connection"
+            sock.close()
+            return None
+        sock.settimeout(None)
+        with self._cond:
+            self.session, self._sock = reply[1:33].decode(errors="replace"), sock
+            self._cond.notify_all()
+        return sock
+
+    def _run(self, first: Optional[socket.socket]) -> None:
+        backoff = BACKOFF_S[0]
+        while not self._stop.is_set():
+            sock, first = (first, None) if first is not None else (self._try(self.timeout_s), None)
+            if sock is None:
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, BACKOFF_S[1])
+                continue
+            backoff = BACKOFF_S[0]
+            try:
+                while sock.recv(256):
+                    pass
+            except OSError:
+                pass
+            with self._cond:
+                self._sock, self.session = None, ""
+            sock.close()
+
+    def session_metadata(self, wait_s: float = 1.0) -> list:
+        with self._cond:
+            self._cond.wait_for(lambda: self._sock is not None, timeout=wait_s)
+            return [("greenprobe-session", self.session)] if self._sock is not None and self.session else []
+
+    def close(self) -> None:
+        self._stop.set()
+        with self._cond:
+            sock = self._sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def _after_fork_in_child(self) -> None:
+        """The child names itself anew (the session is the parent's pid)."""
+        if self._sock is not None:
+            self._sock.close()
+        self._start()
+
+
+_LINKS: "weakref.WeakSet" = weakref.WeakSet()
 
 
 def _after_fork_in_child() -> None:

@@ -15,7 +15,7 @@ from .config import KEEPALIVE_MS, MIN_PERIOD_US, MIN_RING_CAPACITY, PERIOD_US, R
 from .errors import ConfigError
 from .marks import _pop_sink, _push_sink
 from .sensors import open_sensors
-from .store import BufferMarks, MarkStore, SampleStore
+from .store import BufferMarks, MarkStore, SampleStore, of_owner
 
 ENERGY_PAD_NS = 2_000_000_000  # samples read on each side of an energy() query
 
@@ -320,10 +320,11 @@ class Probe:
         """How many marks are held (written ones included)."""
         return len(self._records)
 
-    def marks_table(self, start: int = 0):
+    def marks_table(self, start: int = 0, owner: Optional[str] = None):
         """The marks from arrival index ``start`` on, as a pyarrow Table of store.mark_schema():
-        label, start_ns, end_ns, thread_id, ok, attrs (JSON text); read its columns by name."""
-        return self._records.table(start)
+        label, start_ns, end_ns, thread_id, ok, attrs (JSON text), owner, pid_verified; read its
+        columns by name. ``owner``: only the marks a daemon's client of that identity sent."""
+        return of_owner(self._records.table(start), owner)
 
     def marks(self) -> list[tuple]:
         """Recorded marks as records (label, start_ns, end_ns, thread_id, attrs, ok), a convenience
@@ -363,31 +364,35 @@ class Probe:
         """Every recorded sample as a pyarrow Table (as RemoteProbe.samples_table)."""
         return self.samples()
 
-    def summary_table(self):
+    def summary_table(self, owner: Optional[str] = None):
         """The label summary as a pyarrow Table (as RemoteProbe.summary_table)."""
-        return self.summary()
+        return self.summary(owner)
 
-    def intervals(self):
-        """One row per (mark, sensor, domain) with energy and bounds, as a pyarrow Table."""
+    def intervals(self, owner: Optional[str] = None):
+        """One row per (mark, sensor, domain) with energy and bounds, as a pyarrow Table (``owner``:
+        only that identity's marks, as a daemon shows each user theirs)."""
         from .parquet import intervals_table
 
-        return intervals_table(self)
+        return intervals_table(self, owner)
 
-    def summary(self):
+    def summary(self, owner: Optional[str] = None):
         """Per (label, sensor, domain): calls, mean time, mean energy per call with its 95 % interval,
         net of the idle baseline, baseline power, method ("direct" when calls outlast the sensor's
-        update period, else "regression" over many calls). A pyarrow Table; see greenprobe.summary."""
+        update period, else "regression" over many calls). A pyarrow Table; see greenprobe.summary.
+        A daemon's marks have owners: each owner's labels are estimated apart (another user's work
+        is background to them), with an ``owner`` column; ``owner`` keeps only that one's."""
         from .parquet import labels_table
 
-        return labels_table(self)
+        return labels_table(self, owner)
 
     def metadata(self) -> dict:
         from .parquet import session_metadata
 
         return session_metadata(self)
 
-    def save(self, directory: str | os.PathLike) -> dict:
-        """Writes DIR/samples.parquet and DIR/intervals.parquet (metadata in both); returns the paths."""
+    def save(self, directory: str | os.PathLike, owner: Optional[str] = None) -> dict:
+        """Writes DIR/samples.parquet and DIR/intervals.parquet (metadata in both); returns the paths.
+        ``owner``: only that identity's marks."""
         from .parquet import save
 
-        return save(self, directory)
+        return save(self, directory, owner)

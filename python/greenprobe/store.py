@@ -29,7 +29,10 @@ def mark_schema():
     import pyarrow as pa
 
     return pa.schema([("label", pa.string()), ("start_ns", pa.int64()), ("end_ns", pa.int64()),
-                      ("thread_id", pa.uint64()), ("ok", pa.bool_()), ("attrs", pa.string())])
+                      ("thread_id", pa.uint64()), ("ok", pa.bool_()), ("attrs", pa.string()),
+                      # set by the daemon, never by the client: whose mark it is (daemon/identity.py; null
+                      # for a local Probe's own), and whether the kernel vouched for the pid in attrs
+                      ("owner", pa.string()), ("pid_verified", pa.bool_())])
 SEAL_MARKS = 4096  # single appended marks are gathered into columns this many at a time
 COMBINE_MAX_BYTES = 1 << 30  # small tables are gathered into one chunk below this
 READ_TRIES = 3  # a query whose parts were merged under it reads again, from the merged file
@@ -476,8 +479,10 @@ class MarkStore:
 class BufferMarks:
     """A local Probe's marks: the C MarkBuffer that ``mark()`` appends to fastest (one record per
     mark), seen through MarkStore's interface, so that the Probe, the daemon over it (``greenprobe
-    measure``) and the writers read both kinds of store alike: ``table`` by name, ``max_end_ns``,
-    ``memory_marks``, ``extend_table``. Its marks stay in memory (``SPILLS`` False)."""
+    measure``, a study's sitting) and the writers read both kinds of store alike: ``table`` by name,
+    ``max_end_ns``, ``memory_marks``, ``extend_table``. Marks that come as tables (a daemon's
+    clients') are kept as tables, with their owners, in their place in arrival order. Its marks stay
+    in memory (``SPILLS`` False)."""
 
     SPILLS = False
 
@@ -485,19 +490,23 @@ class BufferMarks:
         from . import _core
 
         self.sink = _core.MarkBuffer()
+        self._tables: list[tuple[int, object]] = []  # (marks in the sink before it, table)
+        self._table_rows = 0
+        self._max_end = 0
+        self._lock = threading.Lock()
 
     def __len__(self) -> int:
-        return len(self.sink)
+        return len(self.sink) + self._table_rows
 
     def memory_marks(self) -> int:
-        return len(self.sink)
+        return len(self)
 
     def memory_bytes(self) -> int:
         """Not counted: a local Probe's marks are its own process's (no limit applies to them)."""
         return 0
 
     def max_end_ns(self) -> int:
-        return max((r[2] for r in self.sink.snapshot()), default=0)
+        return max(max((r[2] for r in self.sink.snapshot()), default=0), self._max_end)
 
     def append(self, record: tuple) -> None:
         self.sink.append(record)
@@ -507,14 +516,32 @@ class BufferMarks:
             self.sink.append(r)
 
     def extend_table(self, table, max_end_ns: int) -> None:
-        """Marks in columns (a daemon over a local Probe takes a ring's drain so): a record each."""
-        self.extend(records_of(table))
+        """Marks in columns (a daemon over a local Probe takes its clients' so), after every mark before."""
+        if not table.num_rows:
+            return
+        with self._lock:
+            self._tables.append((len(self.sink), table))
+            self._table_rows += table.num_rows
+            self._max_end = max(self._max_end, int(max_end_ns))
 
     def table(self, start: int = 0):
-        return marks_table(self.sink.snapshot(start))
+        with self._lock:  # one instant: a table later than this snapshot comes after all of it
+            tables = list(self._tables)
+            records = self.sink.snapshot(0 if tables else start)
+        if not tables:
+            return marks_table(records)
+        import pyarrow as pa
+
+        local = marks_table(records)
+        pieces, at = [], 0
+        for before, t in tables:  # the sink's marks up to each table, then the table
+            pieces += [local.slice(at, before - at), t]
+            at = before
+        pieces.append(local.slice(at))
+        return pa.concat_tables(pieces).slice(start)
 
     def snapshot(self, start: int = 0) -> list[tuple]:
-        return self.sink.snapshot(start)
+        return records_of(self.table(start)) if self._tables else self.sink.snapshot(start)
 
 
 def records_of(table) -> list[tuple]:
@@ -556,10 +583,13 @@ def own_buffers(table):
     return pa.ipc.open_stream(sink.getvalue()).read_all()
 
 
-def marks_table(records: list[tuple]):
+def marks_table(records: list[tuple], owner: Optional[str] = None):
+    """Records (label, start_ns, end_ns, thread_id, attrs, ok) as a table of mark_schema(), all of
+    ``owner`` (null: a local Probe's own marks)."""
     import pyarrow as pa
 
     dumps = json.dumps
+    n = len(records)
     return pa.table({
         "label": pa.array([r[0] for r in records], pa.string()),
         "start_ns": pa.array([r[1] for r in records], pa.int64()),
@@ -568,4 +598,22 @@ def marks_table(records: list[tuple]):
         "ok": pa.array([bool(r[5]) for r in records], pa.bool_()),
         "attrs": pa.array([dumps(r[4], default=str, separators=(",", ":")) if r[4] else None for r in records],
                           pa.string()),
+        "owner": pa.array([owner] * n, pa.string()),
+        "pid_verified": pa.nulls(n, pa.bool_()),
     }, schema=mark_schema())
+
+
+def of_owner(table, owner: Optional[str]):
+    """The marks of ``table`` that belong to ``owner`` (None: all of them)."""
+    if owner is None:
+        return table
+    import pyarrow.compute as pc
+
+    return table.filter(pc.fill_null(pc.equal(table.column("owner"), owner), False))
+
+
+def owners_of(table) -> list[str]:
+    """The distinct owners of a table's marks, in first-seen order (nulls left out)."""
+    import pyarrow.compute as pc
+
+    return [o for o in pc.unique(table.column("owner")).to_pylist() if o is not None]

@@ -123,3 +123,17 @@ def mark_batch(records=(), *, pid: int = 1, sender_id: int = 0, first_seq: int =
     msg.columns.frames = b"".join(frame(tuple(r)) for r in records) + frames
     msg.columns.pid, msg.columns.sender_id, msg.columns.first_seq = pid, sender_id, first_seq
     return msg
+
+
+def own_channel(address: str):
+    """A gRPC channel to a local daemon whose calls name their caller, as a greenprobe client's do (a
+    session from the ring socket, daemon/identity.py): the raw calls of this process's user (root
+    here: an admin, who sees every owner's marks). A bare grpc channel is an unverified caller."""
+    from greenprobe.client import _channel
+    from greenprobe.ring_client import IdentityLink, ring_socket
+
+    link = IdentityLink(ring_socket(address))
+    assert link.session_metadata(wait_s=5), f"no session from {address}: {link.refused_why or link.last_error}"
+    channel = _channel(address, None, session=lambda: link.session_metadata(wait_s=0))
+    channel.identity_link = link  # lives as long as the channel
+    return channel

@@ -29,6 +29,7 @@ MXNET_PY = ROOT / ".venv-mxnet" / "bin" / "python"
 
 
 def start_daemon(tmp_path, *extra, sensors="synthetic"):
+    tmp_path.mkdir(parents=True, exist_ok=True)
     sock, ready, out = tmp_path / "d.sock", tmp_path / "ready", tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "greenprobe", "daemon", "--sensors", sensors, "--socket", str(sock),
                              "--ready-file", str(ready), "--out", str(out), *extra],
@@ -353,3 +354,39 @@ def test_a_client_streams_samples_whose_columns_say_their_units(tmp_path):
     finally:
         daemon.stop()
         probe.stop()
+
+
+def test_a_sigterm_sent_while_the_daemon_is_stopped_ends_it_after_sigcont(tmp_path):
+    """SIGSTOP (a cgroup freezer, a Slurm suspend), then SIGTERM, then SIGCONT: the pending SIGTERM may
+    go to any of the daemon's threads, and the daemon must still act on it within 5 s."""
+    for k in range(3):
+        proc, _, _, out = start_daemon(tmp_path / f"d{k}")
+        try:
+            proc.send_signal(signal.SIGSTOP)
+            time.sleep(0.2)
+            proc.send_signal(signal.SIGTERM)
+            time.sleep(0.3)
+            proc.send_signal(signal.SIGCONT)
+            _, err = proc.communicate(timeout=5)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+        assert proc.returncode == 0, err
+        assert "stopping: flushing" in err and (run_dir(out) / "intervals.parquet").exists()
+
+
+def test_the_first_mark_after_greenprobe_daemon_is_set_reaches_the_daemon(tmp_path):
+    """$GREENPROBE_DAEMON set after `import greenprobe` (a notebook, a script that reads its config
+    first): the mark that finds the daemon is sent too, not only the ones after it."""
+    proc, address, _, _ = start_daemon(tmp_path)
+    code = ("import os, sys, greenprobe\nfrom greenprobe.client import default_remote\n"
+            "os.environ['GREENPROBE_DAEMON'] = sys.argv[1]\n"
+            "for i in range(3):\n    with greenprobe.mark('first', i=i):\n        pass\n"
+            "default_remote().flush()\nprint(default_remote().mark_count())\n")
+    try:
+        r = subprocess.run([sys.executable, "-c", code, address], capture_output=True, text=True, timeout=60)
+    finally:
+        stop_daemon(proc)
+    assert r.returncode == 0 and "not recorded" not in r.stderr, r.stderr
+    assert int(r.stdout) == 3

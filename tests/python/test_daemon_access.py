@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import greenprobe
-from helpers import mark_batch
+from helpers import mark_batch, own_channel
 from greenprobe.daemon import Daemon, Limits
 from greenprobe.daemon import access
 from greenprobe.v1 import probe_pb2 as pb
@@ -98,7 +98,7 @@ def test_only_the_socket_group_connects_and_reads_the_output_files(shared_dir):
         assert (stat.S_IMODE(st.st_mode), st.st_gid) == (0o660, MEMBER_GID)
         assert as_user(CONNECT, ring).stdout.strip() == "PermissionError"
         assert as_user(CONNECT, ring, groups=[MEMBER_GID]).stdout.strip() == "connected"
-        stub = pb_grpc.ProbeStub(grpc.insecure_channel(f"unix:{sock_dir / 'd.sock'}"))
+        stub = pb_grpc.ProbeStub(own_channel(f"unix:{sock_dir / 'd.sock'}"))
         probe.add_mark("x", 1, 2)
         old = os.umask(access.UMASK)  # as `greenprobe daemon` runs
         try:
@@ -158,7 +158,7 @@ def test_save_writes_only_under_the_save_folder_and_never_through_a_link(tmp_pat
     target = elsewhere / "intervals.parquet"
     target.write_text("root-only data")
     probe, daemon = served(tmp_path / "d.sock", save_dir=saves)
-    stub = pb_grpc.ProbeStub(grpc.insecure_channel(f"unix:{tmp_path / 'd.sock'}"))
+    stub = pb_grpc.ProbeStub(own_channel(f"unix:{tmp_path / 'd.sock'}"))
 
     def save(name):
         try:
@@ -209,7 +209,7 @@ def test_saves_stop_once_the_save_folder_holds_its_limit(tmp_path):
     from greenprobe.cli.common import parse_bytes as _bytes
 
     probe, daemon = served(tmp_path / "d.sock", save_dir=tmp_path / "saves", save_max_bytes=64 << 10)
-    stub = pb_grpc.ProbeStub(grpc.insecure_channel(f"unix:{tmp_path / 'd.sock'}"))
+    stub = pb_grpc.ProbeStub(own_channel(f"unix:{tmp_path / 'd.sock'}"))
     try:
         probe.add_mark("x", 1, 2)
         saved = 0
@@ -376,7 +376,7 @@ def test_the_token_comes_from_the_environment_or_a_private_file_never_the_comman
     assert refused(["--token-file", str(link), "--listen", "127.0.0.1:0"])[0].startswith(
         f"cannot read --token-file {link}: ")
     os.chmod(token_file, 0o600)
-    assert access.load_token(str(token_file)) == TOKEN
+    assert access.load_tokens(str(token_file)).holder(f"Bearer {TOKEN}").name == "token"
     (tmp_path / "bin").write_bytes(b"\xff" * 20)
     os.chmod(tmp_path / "bin", 0o600)
     assert refused(["--token-file", str(tmp_path / "bin"), "--listen", "127.0.0.1:0"])[0].endswith("is not UTF-8 text")
@@ -465,7 +465,7 @@ def test_hostile_batches_leave_other_clients_served_within_a_second(tmp_path):
 
 def test_attribute_values_parquet_cannot_hold_are_kept_as_text_and_names_are_capped(tmp_path):
     probe, daemon = served(tmp_path / "d.sock", save_dir=tmp_path / "saves", limits=Limits(max_attr_names=10))
-    stub = pb_grpc.ProbeStub(grpc.insecure_channel(daemon.addresses[0]))
+    stub = pb_grpc.ProbeStub(own_channel(daemon.addresses[0]))
 
     def batch(attrs: list, label="x"):
         return mark_batch([(label, 5, 9, 0, a, True) for a in attrs])
@@ -492,16 +492,30 @@ def test_attribute_values_parquet_cannot_hold_are_kept_as_text_and_names_are_cap
 
 
 def test_marks_beyond_the_cap_are_refused_with_the_limit(tmp_path):
-    probe, daemon = served(tmp_path / "d.sock", limits=Limits(max_marks=3))
-    stub = pb_grpc.ProbeStub(grpc.insecure_channel(daemon.addresses[0]))
+    """Each user holds at most half of the marks the daemon keeps (back-pressure: it sends again once
+    they are written); the daemon's cap holds for all users together."""
+    probe, daemon = served(tmp_path / "d.sock", limits=Limits(max_marks=4))
+    unverified = pb_grpc.ProbeStub(grpc.insecure_channel(daemon.addresses[0]))
+    daemon.identities.sessions.update({"s1": (os.getpid(), 1001), "s2": (os.getpid(), 1002)})
+
+    def as_uid(uid):
+        return [("greenprobe-session", f"s{uid - 1000}")]
+
     try:
         two = mark_batch([("a", 1, 2, 0, None, True)] * 2)
-        assert stub.RecordMarks(two, timeout=10).accepted == 2
+        assert unverified.RecordMarks(two, timeout=10).accepted == 2
         with pytest.raises(grpc.RpcError) as e:
-            stub.RecordMarks(two, timeout=10)
+            unverified.RecordMarks(mark_batch([("a", 1, 2, 0, None, True)]), timeout=10)
+        assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "unverified has 2 marks not yet written, its share" in e.value.details()
+        one = mark_batch([("b", 1, 2, 0, None, True)])
+        assert unverified.RecordMarks(one, metadata=as_uid(1001), timeout=10).accepted == 1
+        with pytest.raises(grpc.RpcError) as e:
+            unverified.RecordMarks(two, metadata=as_uid(1002), timeout=10)
         assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-        assert "holds 2 marks in memory and keeps at most 3 (--max-marks)" in e.value.details()
-        assert len(probe.marks()) == 2
+        assert "holds 3 marks in memory and keeps at most 4 (--max-marks)" in e.value.details()
+        assert len(probe.marks()) == 3
+        assert sorted(probe.marks_table().column("owner").to_pylist()) == ["uid:1001", "unverified", "unverified"]
     finally:
         stop(probe, daemon)
 

@@ -244,7 +244,7 @@ def test_what_a_hostile_client_sends_is_refused_and_others_are_served(tmp_path):
         assert register(ring_sock, unsealed).startswith(b"Xthe mark ring's memfd is not sealed against shrinking")
         plain_file = os.open(tmp_path / "f", os.O_RDWR | os.O_CREAT)
         assert register(ring_sock, plain_file).startswith(b"Xthe mark ring is not a sealable memfd")
-        assert register(ring_sock, None, b"F").startswith(b"Xsend R with the ring's memfd first")
+        assert register(ring_sock, None, b"F").startswith(b"Xsend R with the ring's memfd, or I, first")
         ring, _, _ = ring_pair(1 << 12)
         assert register(ring_sock, ring.fd, b"Q").startswith(b"Xthe first message must be R")
 
@@ -311,7 +311,11 @@ def test_rings_per_user_are_capped_and_the_rest_go_through_grpc(tmp_path):
 
 
 def test_sample_streams_are_capped_per_user_known_by_the_rings_session(tmp_path, monkeypatch):
+    import grpc
+
     from greenprobe.daemon import Daemon, Limits
+    from greenprobe.v1 import probe_pb2 as pb
+    from greenprobe.v1 import probe_pb2_grpc as pb_grpc
 
     probe = greenprobe.Probe(sensors=["synthetic"], period_us=1000)
     probe.start()
@@ -324,14 +328,19 @@ def test_sample_streams_are_capped_per_user_known_by_the_rings_session(tmp_path,
         for _ in range(2):
             streams.append(local.samples())
             next(streams[-1])
-        with pytest.raises(Exception, match=f"user {os.getuid()} has 2 sample streams open.*--max-streams-per-user"):
+        with pytest.raises(Exception, match=f"uid:{os.getuid()} has 2 sample streams open.*--max-streams-per-user"):
             next(local.samples())
-        monkeypatch.setenv("GREENPROBE_MARK_RING", "0")  # a client without a ring: no session
-        anonymous = greenprobe.connect(address)
-        streams.append(anonymous.samples())  # the first user's streams took nothing from the others
-        next(streams[-1])
-        with pytest.raises(Exception, match="clients without a session .* have 1 sample streams open, their share"):
-            next(anonymous.samples())  # half a user's: one user with and without its session cannot take all
+        monkeypatch.setenv("GREENPROBE_MARK_RING", "0")  # a client without a ring still names itself
+        ringless = greenprobe.connect(address)
+        assert ringless._identity.session_metadata(5.0)
+        with pytest.raises(Exception, match=f"uid:{os.getuid()} has 2 sample streams open"):
+            next(ringless.samples())
+        raw = pb_grpc.ProbeStub(grpc.insecure_channel(address))  # no session: an unverified caller
+        unverified = raw.StreamSamples(pb.StreamSamplesRequest())
+        next(unverified)  # the first user's streams took nothing from the others
+        with pytest.raises(grpc.RpcError, match="unverified callers .* have 1 sample streams open, their share"):
+            next(raw.StreamSamples(pb.StreamSamplesRequest()))  # half a user's: with and without a session, not all
+        unverified.cancel()
         for s in streams:
             s.close()
         time.sleep(0.3)  # the server sees the cancellations
@@ -728,7 +737,7 @@ def test_a_forced_drain_ends_though_the_client_writes_on(tmp_path):
             self.calls += 1
             return {"start_ns": np.zeros(0, np.int64)}
 
-    intake = rings.RingIntake(tmp_path / "r.sock", SimpleNamespace(ring_room=lambda: 1), None, 1, 1)
+    intake = rings.RingIntake(tmp_path / "r.sock", SimpleNamespace(ring_room=lambda owner=None: 1), None, 1, 1)
     client = rings._Client(conn=None, pid=1, uid=0, reader=Endless())
     intake._drain(client, force=True)
     assert client.reader.calls == 2 * (4 << 20) // rings.DRAIN_BUDGET_BYTES + 2 and client.more

@@ -75,6 +75,16 @@ def test_the_estimators_channel_carries_every_field():
     assert not missing, f"attribution.Channel lacks {sorted(missing)}"
 
 
+
+class CallerContext:
+    """What the servicer reads of a gRPC call's context to know its caller: an unverified one."""
+
+    def invocation_metadata(self):
+        return ()
+
+    def peer(self):
+        return "unix:"
+
 def test_every_field_survives_each_crossing(tmp_path):
     """The sampler's descriptor → attribution.Channel, the daemon's Status reply and the Parquet
     metadata, field by field, values included."""
@@ -86,7 +96,7 @@ def test_every_field_survives_each_crossing(tmp_path):
     for info, ch in zip(described, probe.channels()):
         for name in _core.CHANNEL_INFO_FIELDS:
             assert getattr(ch, name) == info[name], name
-    reply = Servicer(probe, threading.Event()).Status(pb.StatusRequest(), None)
+    reply = Servicer(probe, threading.Event()).Status(pb.StatusRequest(), CallerContext())
     for info, msg in zip(described, reply.channels):
         for name in _core.CHANNEL_INFO_FIELDS:
             assert getattr(msg, name) == pytest.approx(info[name]) if isinstance(info[name], float) else \

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import grp
-import hashlib
-import hmac
 import os
 import re
 import socket
@@ -34,9 +32,11 @@ import grpc
 
 from ..addresses import is_loopback
 from ..errors import ConfigError
+from .identity import Token, Tokens, parse_tokens
 
 TOKEN_ENV = "GREENPROBE_TOKEN"
 MIN_TOKEN_CHARS = 16
+MAX_TOKEN_FILE = 64 << 10
 UMASK = 0o027
 
 
@@ -45,9 +45,10 @@ class Refused(Exception):
 
 
 # -- tokens --------------------------------------------------------------------------------------
-def load_token(token_file: Optional[str]) -> Optional[str]:
-    """The token from ``token_file`` (a regular file of this user that no one else may read or
-    write, opened once without following links) or $GREENPROBE_TOKEN."""
+def load_tokens(token_file: Optional[str]) -> Optional[Tokens]:
+    """The tokens of ``token_file`` (a regular file of this user that no one else may read or
+    write, opened once without following links: one bare token, or ``NAME TOKEN [admin]`` lines,
+    identity.parse_tokens) or the one of $GREENPROBE_TOKEN; None without either."""
     if token_file:
         path = Path(token_file)
         try:
@@ -62,36 +63,42 @@ def load_token(token_file: Optional[str]) -> Optional[str]:
             if st.st_uid != os.geteuid() or st.st_mode & 0o077:
                 raise ConfigError(f"--token-file {path} is not this user's alone (owner uid {st.st_uid}, mode "
                                   f"{stat.S_IMODE(st.st_mode):04o})", f"chown $(id -u) {path}; chmod 600 {path}")
-            raw = os.read(fd, 4097)
+            raw = os.read(fd, MAX_TOKEN_FILE + 1)
         finally:
             os.close(fd)
         try:
-            token = raw.decode().strip()
+            text = raw.decode()
         except UnicodeDecodeError:
             raise ConfigError(f"--token-file {path} is not UTF-8 text", "write the token as text") from None
-        if not token or len(raw) > 4096:
-            raise ConfigError(f"--token-file {path} is empty or longer than 4 KiB", "write one token into it")
+        if not text.strip() or len(raw) > MAX_TOKEN_FILE:
+            raise ConfigError(f"--token-file {path} is empty or longer than {MAX_TOKEN_FILE >> 10} KiB",
+                              "write one token, or one NAME TOKEN line per user, into it")
+        tokens = parse_tokens(text, f"--token-file {path}")
     else:
-        token = os.environ.get(TOKEN_ENV, "").strip() or None
-    if token is not None and len(token) < MIN_TOKEN_CHARS:
-        raise ConfigError(f"the token has {len(token)} characters: too short to resist guessing",
-                          f"use at least {MIN_TOKEN_CHARS}, e.g. `export {TOKEN_ENV}=$(openssl rand -hex 24)`")
-    return token
+        raw_env = os.environ.get(TOKEN_ENV, "").strip()
+        tokens = [Token("token", raw_env, True, shared=True)] if raw_env else []
+    for t in tokens:
+        if len(t.secret) < MIN_TOKEN_CHARS:
+            who = "the token" if t.shared else f"the token of {t.name}"
+            raise ConfigError(f"{who} has {len(t.secret)} characters: too short to resist guessing",
+                              f"use at least {MIN_TOKEN_CHARS}, e.g. `export {TOKEN_ENV}=$(openssl rand -hex 24)`")
+    return Tokens(tokens) if tokens else None
 
 
-def token_matches(expected: str, authorization: Optional[str]) -> bool:
-    """``Authorization: Bearer TOKEN``, compared in constant time (digests of equal length, so not
-    even the length leaks)."""
-    want = hashlib.sha256(f"Bearer {expected}".encode()).digest()
-    got = hashlib.sha256((authorization or "").encode(errors="replace")).digest()
-    return hmac.compare_digest(want, got)
+def as_tokens(token) -> Optional[Tokens]:
+    """A listener's tokens from what its caller has: Tokens, one token's text (a shared secret, its
+    holder an admin), or None."""
+    if token is None or isinstance(token, Tokens):
+        return token
+    return Tokens([Token("token", token, True, shared=True)])
 
 
 class TokenCheck(grpc.ServerInterceptor):
-    """Refuses every call on the server it guards that lacks ``authorization: Bearer TOKEN``."""
+    """Refuses every call on the server it guards that lacks ``authorization: Bearer TOKEN`` with one
+    of its tokens."""
 
-    def __init__(self, token: str):
-        self.token = token
+    def __init__(self, tokens: Tokens):
+        self.tokens = tokens
 
         def deny(request, context):
             context.abort(grpc.StatusCode.UNAUTHENTICATED, f"missing or wrong token (set {TOKEN_ENV})")
@@ -100,7 +107,7 @@ class TokenCheck(grpc.ServerInterceptor):
 
     def intercept_service(self, continuation, details):
         meta = dict(details.invocation_metadata or ())
-        if not token_matches(self.token, meta.get("authorization")):
+        if self.tokens.holder(meta.get("authorization")) is None:
             return self._deny
         return continuation(details)
 
@@ -349,10 +356,16 @@ class SaveRoot:
                               "at most 128, not starting with '.' or '-'")
         return parts
 
-    def open(self, name: str) -> tuple[int, Path]:
+    def open(self, name: str, owner_folder: Optional[str] = None) -> tuple[int, Path]:
         """An open descriptor of the folder ``name`` under the root (made if missing), and its path;
-        Refused if a link or someone else's folder is on the way."""
+        Refused if a link or someone else's folder is on the way. ``owner_folder``: the caller's own
+        folder under the root (identity.Caller.folder), which ``name`` is then inside: one user's
+        ``run1`` is never another's."""
         parts = self.parts(name)
+        if owner_folder is not None:
+            if parts[0] == owner_folder:  # named as the reply showed it
+                parts = parts[1:] or parts
+            parts = [owner_folder, *parts]
         fd = os.dup(self.fd)
         try:
             for p in parts:

@@ -3,8 +3,9 @@
 A Unix socket beside the gRPC one (``<socket>.ring``, the same mode and group, so the same users
 may reach it) takes one ring per client process: the client sends ``R`` with its memfd
 (SCM_RIGHTS), the kernel says who it is (SO_PEERCRED), and the daemon answers ``A`` and a session
-id (which the client's gRPC calls carry, so that limits per user hold: gRPC's Unix peers carry no
-credentials), or ``X`` and why. The connection stays open: ``F`` asks for a drain now (answered
+id (which the client's gRPC calls carry, so that the daemon knows whose they are: gRPC's Unix peers
+carry no credentials; daemon/identity.py), or ``X`` and why. A client without a ring (pure Python,
+or its ring turned off) sends ``I`` alone for its session. The connection stays open: ``F`` asks for a drain now (answered
 ``D``), and its end means the client is gone, after which the ring is drained one last time and let
 go. So does the exit of the process that registered it (its pidfd), even while a child it forked
 keeps the connection: marks carry the registering pid, which must not outlive its process.
@@ -57,7 +58,7 @@ class _Client:
     pid: int
     uid: int
     reader: object = None  # _core.MarkRingReader once registered
-    session: str = ""
+    session: str = ""  # given once registered (a ring, R) or identified (I)
     drained_at: float = 0.0  # time.monotonic() of the last drain
     accepted_at: float = 0.0
     more: bool = False  # the last drain stopped at its budget
@@ -70,8 +71,10 @@ class _Exited:
     client: _Client
 
 
-def columns_table(cols: dict):
-    """A drain's columns as a pyarrow Table of store.mark_schema(), built from the buffers."""
+def columns_table(cols: dict, owner: Optional[str] = None, pid_verified: Optional[bool] = None):
+    """A drain's columns as a pyarrow Table of store.mark_schema(), built from the buffers: the
+    marks of ``owner`` (daemon/identity.py), the pid in their attributes vouched for by the kernel
+    or not (``pid_verified``)."""
     import pyarrow as pa
 
     from ..store import mark_schema
@@ -80,7 +83,8 @@ def columns_table(cols: dict):
     labels = pa.array(cols["labels"], pa.string()).take(pa.array(cols["label_index"]))
     attrs = pa.StringArray.from_buffers(n, pa.py_buffer(cols["attrs_offsets"]), pa.py_buffer(cols["attrs_data"]))
     return pa.table([labels, pa.array(cols["start_ns"]), pa.array(cols["end_ns"]), pa.array(cols["thread_id"]),
-                     pa.array(cols["ok"]), attrs], schema=mark_schema())
+                     pa.array(cols["ok"]), attrs, pa.array([owner] * n, pa.string()),
+                     pa.array([pid_verified] * n, pa.bool_())], schema=mark_schema())
 
 
 class RingIntake:
@@ -154,7 +158,7 @@ class RingIntake:
                     print(f"greenprobe daemon: mark ring: {type(e).__name__}: {e}", file=sys.stderr)
             now = time.monotonic()
             for c in list(self._clients.values()):
-                if c.reader is None and now - c.accepted_at > REGISTER_WITHIN_S:
+                if not c.session and now - c.accepted_at > REGISTER_WITHIN_S:
                     self._refuse(c, f"no ring within {REGISTER_WITHIN_S:g} s of connecting")
                     continue
                 r = c.reader
@@ -187,7 +191,7 @@ class RingIntake:
         client.pidfd = _pidfd(conn, pid)
         if client.pidfd is not None:
             self._sel.register(client.pidfd, selectors.EVENT_READ, _Exited(client))
-        waiting = [c for c in self._clients.values() if c.reader is None]
+        waiting = [c for c in self._clients.values() if not c.session]
         if len(waiting) > UNREGISTERED_MAX:  # connections that hold a descriptor and say nothing: the oldest go
             for c in sorted(waiting, key=lambda c: c.accepted_at)[:len(waiting) - UNREGISTERED_MAX]:
                 self._refuse(c, f"more than {UNREGISTERED_MAX} connections have not sent a ring")
@@ -199,9 +203,8 @@ class RingIntake:
             return
         except OSError:
             msg, fds = b"", []
-        if c.reader is None and fds:
-            extra = fds[1:]
-            for fd in extra:
+        if not c.session and fds:  # R and the ring's memfd
+            for fd in fds[1:]:
                 os.close(fd)
             self._register(c, msg, fds[0])
             return
@@ -210,41 +213,62 @@ class RingIntake:
         if not msg:  # the client is gone: its last marks, then the ring goes
             self._drop(c)
             return
-        if c.reader is None:
-            self._refuse(c, "send R with the ring's memfd first")
+        if not c.session:
+            if msg[:1] == b"I":  # a client without a ring (pure Python, or its ring off) names itself
+                self._identify(c)
+            else:
+                self._refuse(c, "send R with the ring's memfd, or I, first")
             return
         flushes = msg.count(b"F")
         if flushes:
-            self._drain(c)  # within the limits: at one, the client's flush waits, as a gRPC batch would
+            if c.reader is not None:
+                self._drain(c)  # within the limits: at one, the client's flush waits, as a gRPC batch would
             try:
                 c.conn.send(b"D" * flushes)
             except OSError:
                 self._drop(c)
 
-    def _register(self, c: _Client, msg: bytes, fd: int) -> None:
-        from .. import _core
-
-        per_user = Counter(x.uid for x in self._clients.values() if x.reader is not None)
-        if msg[:1] != b"R":
-            os.close(fd)
-            return self._refuse(c, "the first message must be R with the ring's memfd")
+    def _full(self, c: _Client) -> Optional[str]:
+        """Why one more registration of this client's user would pass --max-rings or
+        --max-rings-per-user (each holds a descriptor), or None."""
+        per_user = Counter(x.uid for x in self._clients.values() if x.session)
         if sum(per_user.values()) >= self.max_rings:
-            os.close(fd)
-            return self._refuse(c, f"the daemon serves {self.max_rings} mark rings, its limit (--max-rings)")
+            return f"the daemon serves {self.max_rings} clients' rings and sessions, its limit (--max-rings)"
         if per_user[c.uid] >= self.max_rings_per_user:
-            os.close(fd)
-            return self._refuse(c, f"user {c.uid} has {self.max_rings_per_user} mark rings, the daemon's limit per "
-                                   "user (--max-rings-per-user)")
-        try:
-            c.reader = _core.MarkRingReader(fd)  # owns fd from here, closed on failure too
-        except ValueError as e:
-            return self._refuse(c, str(e))
-        c.session = os.urandom(16).hex()  # names this process on its gRPC calls (per-user limits)
+            return (f"user {c.uid} has {self.max_rings_per_user} rings and sessions, the daemon's limit per user "
+                    "(--max-rings-per-user)")
+        return None
+
+    def _open_session(self, c: _Client) -> None:
+        """Names the client: a random id its gRPC calls carry, which the daemon knows as its uid and pid."""
+        c.session = os.urandom(16).hex()
         self.sessions[c.session] = (c.pid, c.uid)
         try:
             c.conn.send(b"A" + c.session.encode())
         except OSError:
             self._drop(c)
+
+    def _identify(self, c: _Client) -> None:
+        why = self._full(c)
+        if why:
+            return self._refuse(c, why)
+        self._open_session(c)
+
+    def _register(self, c: _Client, msg: bytes, fd: int) -> None:
+        from .. import _core
+
+        if msg[:1] != b"R":
+            os.close(fd)
+            return self._refuse(c, "the first message must be R with the ring's memfd")
+        why = self._full(c)
+        if why:
+            os.close(fd)
+            return self._refuse(c, why)
+        try:
+            c.reader = _core.MarkRingReader(fd)  # owns fd from here, closed on failure too
+        except ValueError as e:
+            return self._refuse(c, str(e))
+        self._open_session(c)
 
     def _refuse(self, c: _Client, why: str) -> None:
         try:
@@ -288,7 +312,7 @@ class RingIntake:
         sv = self.servicer
         # at a limit the marks wait in the client's ring (a full ring sends through gRPC, which is
         # answered with back-pressure); only the last drain of a client that left takes them anyway
-        if not force and sv.ring_room() <= 0:
+        if not force and sv.ring_room(f"uid:{c.uid}") <= 0:
             return
         # a forced drain takes what the ring held at its start: a writer that goes on writing (a
         # child with the mapping) cannot keep the thread that serves every ring. Each turn takes a
@@ -304,19 +328,20 @@ class RingIntake:
                 return
             # a drain that began with room may pass --max-mark-bytes by itself; a client that left
             # cannot wait for room, and what would pass the limit is refused
-            self._hold(reader, cols, room_found=not force or sv.ring_room() > 0)
+            self._hold(c, cols, room_found=not force or sv.ring_room(f"uid:{c.uid}") > 0)
             if not reader.pending_bytes:
                 return
         # cut by the budget: the rest after every other ring's turn (marks written since the drain
         # began wait for the ring's next look, as always)
         c.more = pending > DRAIN_BUDGET_BYTES
-    def _hold(self, reader, cols: dict, room_found: bool) -> None:
+
+    def _hold(self, c: _Client, cols: dict, room_found: bool) -> None:
         n = len(cols["start_ns"])
         if not n:
             return
-        sv = self.servicer
-        try:
-            sv.record_columns(columns_table(cols), cols["attr_names"], room_found)
+        sv, reader, owner = self.servicer, c.reader, f"uid:{c.uid}"
+        try:  # the kernel said who wrote the ring, and its pid (SO_PEERCRED)
+            sv.record_columns(columns_table(cols, owner, True), cols["attr_names"], room_found, owner)
             reader.commit(n)  # only now may the client's flush return
         except (Full, Busy) as e:
             reader.refuse(n, str(e))

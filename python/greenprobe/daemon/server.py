@@ -25,12 +25,14 @@ from ..errors import ConfigError
 from ..session import Probe
 from ..v1 import probe_pb2_grpc as pb_grpc
 from . import access
+from .identity import Identities, resolve_admin_group
 from .limits import MAX_MESSAGE_BYTES, Limits
 from .rings import RingIntake, ring_socket_path
 from .servicer import Servicer
 
 
 IDLE_CONNECTION_MS = 60_000
+SIGNAL_LOOK_S = 0.2  # how often the main thread looks for a signal another thread received
 
 
 def default_socket() -> Path:
@@ -48,10 +50,11 @@ class Daemon:
     def __init__(self, probe: Probe, socket_path: Optional[Path] = None, listen: Optional[str] = None,
                  allow_remote: bool = False, token: Optional[str] = None, group: Optional[str] = None,
                  tls: Optional[tuple] = None, save_dir: Optional[Path] = None, limits: Optional[Limits] = None,
-                 private_socket_dir: bool = False, save_max_bytes: int = 0):
+                 private_socket_dir: bool = False, save_max_bytes: int = 0, admin_group: Optional[str] = None):
         self.listen_host = listen.rsplit(":", 1)[0] if listen else None
+        tokens = access.as_tokens(token)
         if listen:
-            access.check_tcp(f"--listen {listen}", self.listen_host, allow_remote, token, tls is not None)
+            access.check_tcp(f"--listen {listen}", self.listen_host, allow_remote, tokens, tls is not None)
         self.probe = probe
         self.socket_path = Path(socket_path) if socket_path else None
         self.private_socket_dir = private_socket_dir
@@ -61,17 +64,18 @@ class Daemon:
         self.limits = limits or Limits()
         self.stopping = threading.Event()
         save_root = access.SaveRoot(Path(save_dir), self.gid, save_max_bytes) if save_dir else None
-        self.servicer = Servicer(probe, self.stopping, self.limits, save_root)
+        self.identities = Identities(tokens=tokens, admin_gid=resolve_admin_group(admin_group))
+        self.servicer = Servicer(probe, self.stopping, self.limits, save_root, self.identities)
         self.servers: list[grpc.Server] = []
         self.local = self._server([]) if self.socket_path is not None else None
-        self.tcp = self._server([access.TokenCheck(token)]) if listen else None
+        self.tcp = self._server([access.TokenCheck(tokens)]) if listen else None
         self.addresses: list[str] = []
         self._prepared = False
         # local clients' shared-memory mark rings, beside the Unix socket (daemon/rings.py)
         self.rings = RingIntake(ring_socket_path(self.socket_path), self.servicer, self.gid, self.limits.max_rings,
                                 self.limits.max_rings_per_user) if self.socket_path is not None else None
         if self.rings is not None:
-            self.servicer.sessions = self.rings.sessions
+            self.identities.sessions = self.rings.sessions
 
     def _server(self, interceptors: list) -> grpc.Server:
         n = self.limits.workers
@@ -199,7 +203,7 @@ def _run(args) -> int:
     if args.token is not None:
         raise ConfigError("--token puts the token on the command line, where every user sees it (ps)",
                           f"export {access.TOKEN_ENV}=... or pass --token-file FILE (mode 600)")
-    token = access.load_token(args.token_file)
+    token = access.load_tokens(args.token_file)
     tls = access.tls_files(args.tls_cert, args.tls_key, args.tls_client_ca)
     if args.prometheus_port is not None:
         access.check_tcp("--prometheus-port", args.prometheus_addr, args.allow_remote, token, tls is not None)
@@ -213,7 +217,7 @@ def _run(args) -> int:
     probe = Probe(sensors=args.sensors, period_us=args.period_us, columnar_marks=True)
     daemon = Daemon(probe, socket_path, args.listen, args.allow_remote, token, args.group, tls=tls,
                     save_dir=args.save_dir, limits=limits, private_socket_dir=private,
-                    save_max_bytes=args.save_max_bytes)
+                    save_max_bytes=args.save_max_bytes, admin_group=args.admin_group)
     daemon.prepare()
     _raise_fd_limit()
     run_dir = _run_dir(Path(args.out), daemon.gid) if args.out else None
@@ -286,7 +290,10 @@ def _run(args) -> int:
         with os.fdopen(fd, "w") as f:
             f.write("\n".join(daemon.addresses) + "\n")
     sys.stderr.flush()
-    done.wait()
+    # A timed wait: after SIGSTOP then SIGCONT the kernel may hand a pending SIGTERM to any thread,
+    # whose C handler only flags it for the main thread; an untimed wait would never look again.
+    while not done.wait(SIGNAL_LOOK_S):
+        pass
     daemon.servicer.write_soon.set()  # the flush loop ends now, not at its next tick
     print("stopping: flushing marks and samples", file=sys.stderr)
     if otlp is not None:

@@ -3,6 +3,7 @@ lets an exception escape as anything but a gRPC status."""
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import math
 import os
@@ -21,30 +22,38 @@ from ..v1 import probe_pb2 as pb
 from ..v1 import probe_pb2_grpc as pb_grpc
 from .access import Refused, SaveRoot, size_text
 from .dedupe import Dedupe
-from .limits import MAX_BATCH, AttrNames, Busy, Full, Limits
+from .identity import UNVERIFIED, Caller, Identities
+from .limits import MAX_BATCH, Busy, FairSlots, Full, Limits, OwnerNames
 
 STREAM_POLL_S = 0.05
-SESSION_KEY = "greenprobe-session"  # gRPC metadata: the session id a client's ring registration gave it
+QUERY_WAIT_S = 10.0  # a long query under its user's share waits this long for a slot
 TABLES = ("intervals", "labels", "samples")
 
 
 class Servicer(pb_grpc.ProbeServicer):
     def __init__(self, probe: Probe, stopping: threading.Event, limits: Optional[Limits] = None,
-                 save_root: Optional[SaveRoot] = None):
+                 save_root: Optional[SaveRoot] = None, identities: Optional[Identities] = None):
         self.probe = probe
         self.stopping = stopping
         self.limits = limits or Limits()
         self.save_root = save_root
         self.marks_lock = threading.Lock()
-        self.attr_names = AttrNames(self.limits.max_attr_names)
+        self.identities = identities or Identities()
+        self.attr_names = OwnerNames(self.limits.max_attr_names, "attribute names", "--max-attr-names",
+                                     "put varying data in values, not names")
+        self.labels = OwnerNames(self.limits.max_labels_per_user, "labels", "--max-labels-per-user",
+                                 "put varying data in attributes, not labels")
+        self.owner_marks: dict[str, int] = {}  # marks held per owner (written ones included)
+        self.owner_pending: dict[str, int] = {}  # of those, not yet written (all of them, without a writer)
+        self._holds: collections.deque = collections.deque()  # (store length after it, owner, marks) per hold
+        self._pending_lock = threading.Lock()
         self.dedupe = Dedupe()
-        self.heavy = threading.BoundedSemaphore(self.limits.max_heavy)
-        self.intake = threading.BoundedSemaphore(self.limits.max_intake)
+        self.heavy = FairSlots(self.limits.max_heavy, self.limits.max_queries_per_user, QUERY_WAIT_S)
+        self.intake = FairSlots(self.limits.max_intake, self.limits.max_intake_per_user)
         self.streams = threading.BoundedSemaphore(self.limits.max_streams)
         self.backlog: Optional[Callable[[], int]] = None  # marks accepted but not yet on disk (with --out)
         self.write_soon = threading.Event()  # set past half a limit on marks held: the writer writes early
-        self.sessions: dict = {}  # session id -> (pid, uid): clients known by their ring (daemon/rings.py)
-        self._user_streams: dict = {}  # uid (None: calls without a session) -> open streams
+        self._user_streams: dict = {}  # owner -> open streams
         self._user_lock = threading.Lock()
 
     # -- status --------------------------------------------------------------------------------
@@ -58,22 +67,31 @@ class Servicer(pb_grpc.ProbeServicer):
         skipped = [pb.SkippedSensor(kind=s.kind, reason=s.reason, fix=s.fix or "") for s in p.skipped]
         return pb.StatusReply(version=__version__, api_version=API_VERSION, anchor_monotonic_ns=p.clock_anchor()["monotonic_ns"],
                               anchor_wall_ns=p.clock_anchor()["wall_ns"], now_ns=time.monotonic_ns(), channels=chans,
-                              stats=stats, skipped=skipped, marks=len(p.marks_store), period_ns=p.period_ns)
+                              stats=stats, skipped=skipped, marks=self._marks_seen_by(self.identities.of(context)),
+                              period_ns=p.period_ns)
+
+    def _marks_seen_by(self, caller: Caller) -> int:
+        """The marks a caller's queries read: its own, or every owner's for an admin."""
+        return len(self.probe.marks_store) if caller.admin else self.owner_marks.get(caller.owner, 0)
 
     # -- marks ---------------------------------------------------------------------------------
     def RecordMarks(self, request, context):
-        # a few batches are read at once (each may cost tens of MB while parsed); the rest are told to
-        # come back, which clients do with back-off, their marks kept
-        with _slot(context, self.intake, grpc.StatusCode.UNAVAILABLE,
-                   f"{self.limits.max_intake} batches are being read; retry shortly, no mark of this batch was "
-                   "recorded"):
-            return self._record_marks(request, context)
+        # a few batches are read at once (each may cost tens of MB while parsed), a few per user, so
+        # that one user's flood leaves the others room; the rest are told to come back, which clients
+        # do with back-off, their marks kept
+        caller = self.identities.of(context)
+        with _fair_slot(context, self.intake, caller.owner, grpc.StatusCode.UNAVAILABLE,
+                        f"{caller.owner} has {self.limits.max_intake_per_user} batches being read, its share",
+                        f"{self.limits.max_intake} batches are being read",
+                        "; retry shortly, no mark of this batch was recorded"):
+            return self._record_marks(request, context, caller)
 
-    def _record_marks(self, request, context):
+    def _record_marks(self, request, context, caller: Caller):
         cols = request.columns
         try:
             _only_frames(request)
-            table, names = _frames(cols.frames, cols.pid) if cols.frames else (None, ())
+            table, names = (_frames(cols.frames, cols.pid, caller.owner, pid_vouched(caller, cols.pid))
+                            if cols.frames else (None, ()))
         except ValueError as e:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{e}; no mark of this batch was recorded")
         sent = table.num_rows if table is not None else 0
@@ -92,10 +110,9 @@ class Servicer(pb_grpc.ProbeServicer):
                 if skip:  # a copy: a slice would keep the whole batch's buffers, counted as its rows only
                     table = own_buffers(table.slice(skip))
                 self._check_held(table.num_rows if table is not None else 0,
-                                 table.nbytes if table is not None else 0)
-                self.attr_names.admit_names(set(names))
+                                 table.nbytes if table is not None else 0, caller.owner)
                 if table is not None and table.num_rows:
-                    self._hold_table(store, table)
+                    self._hold_owned(store, table, names, caller.owner)
                 if sent:  # only once the batch is held; an empty batch names no sender
                     self.dedupe.record(cols.sender_id, cols.first_seq, sent)
         except Full as e:
@@ -116,11 +133,18 @@ class Servicer(pb_grpc.ProbeServicer):
         if 2 * held > lim.max_marks or 2 * held_bytes > lim.max_mark_bytes or 2 * behind > lim.max_backlog:
             self.write_soon.set()
 
-    def _check_held(self, new: int, new_bytes: Optional[int]) -> None:
+    def _check_held(self, new: int, new_bytes: Optional[int], owner: Optional[str] = None) -> None:
         """Full when ``new`` more marks would pass --max-marks; Busy when ``new_bytes`` more would
         pass --max-mark-bytes (an empty store takes any batch, as an empty backlog does; None: not
-        checked). With marks_lock held."""
+        checked), or when ``owner``'s marks not yet written would pass its share (half of
+        --max-marks and of --max-backlog: one user's flood leaves the others room). With
+        marks_lock held."""
         held, held_bytes = self._held()
+        mine = self._pending_of(owner)
+        share = self._share()
+        if mine and mine + new > share:
+            raise Busy(f"{owner} has {mine} marks not yet written, its share of what the daemon holds unwritten "
+                       f"({share}: half of --max-backlog, or of --max-marks without --out)")
         self._write_early_past_half(held + new, held_bytes + (new_bytes or 0))
         if held + new > self.limits.max_marks:
             raise Full(f"the daemon holds {held} marks in memory and keeps at most {self.limits.max_marks} "
@@ -130,33 +154,66 @@ class Servicer(pb_grpc.ProbeServicer):
                        f"{size_text(new_bytes)} would pass its limit ({size_text(self.limits.max_mark_bytes)}, "
                        "--max-mark-bytes) until its next write (every --flush-s)")
 
-    def ring_room(self) -> int:
-        """How many more marks the daemon takes now (memory and write backlog), for ring drains."""
+    def ring_room(self, owner: Optional[str] = None) -> int:
+        """How many more marks the daemon takes now (memory and write backlog), for ring drains of
+        ``owner``'s ring (within its share)."""
         behind = self.backlog() if self.backlog is not None else 0
         held, held_bytes = self._held()
         self._write_early_past_half(held, held_bytes, behind)
         if held_bytes >= self.limits.max_mark_bytes:
             return 0
         return min(self.limits.max_marks - held,
-                   self.limits.max_backlog - behind if behind else self.limits.max_backlog)
+                   self.limits.max_backlog - behind if behind else self.limits.max_backlog,
+                   self._share() - self._pending_of(owner))
 
-    def record_columns(self, table, attr_names, room_found: bool = True) -> None:
+    def _share(self) -> int:
+        """The marks one owner may have accepted and not yet written: half of what the daemon holds
+        unwritten (--max-backlog with a writer, --max-marks without), so that one user never takes
+        it all."""
+        budget = self.limits.max_marks if self.backlog is None else min(self.limits.max_marks, self.limits.max_backlog)
+        return max(budget // 2, 1)
+
+    def _pending_of(self, owner: Optional[str]) -> int:
+        """``owner``'s marks accepted and not yet written: the holds the writer has passed are let go
+        first (without a writer, nothing is written)."""
+        with self._pending_lock:
+            if self.backlog is not None and self._holds:
+                written = len(self.probe.marks_store) - self.backlog()
+                while self._holds and self._holds[0][0] <= written:
+                    _, who, n = self._holds.popleft()
+                    left = self.owner_pending[who] - n
+                    if left > 0:
+                        self.owner_pending[who] = left
+                    else:
+                        del self.owner_pending[who]
+            return self.owner_pending.get(owner or "", 0)
+
+    def record_columns(self, table, attr_names, room_found: bool = True, owner: Optional[str] = None) -> None:
         """A ring drain's marks (a pyarrow Table of store.mark_schema()); Full when they would pass
         --max-marks or the attribute-name cap, Busy --max-mark-bytes (then none is held).
         ``room_found``: the drain began with ring_room() > 0, and its marks may pass
         --max-mark-bytes by this drain (at most rings.DRAIN_BUDGET_BYTES of ring): they are out of
         the ring and cannot wait any more."""
         with self.marks_lock:
-            self._check_held(table.num_rows, None if room_found else table.nbytes)  # a ring holds 1.4 M small marks
-            self.attr_names.admit_names(set(attr_names))
-            self._hold_table(self.probe.marks_store, table)
+            self._check_held(table.num_rows, None if room_found else table.nbytes,  # a ring holds 1.4 M small marks
+                             None if room_found else owner)
+            self._hold_owned(self.probe.marks_store, table, attr_names, owner)
 
-    @staticmethod
-    def _hold_table(store, table) -> None:
-        """Marks as a table into the store (with marks_lock held)."""
+    def _hold_owned(self, store, table, attr_names, owner: Optional[str]) -> None:
+        """``owner``'s marks as a table into the store, within its share of attribute names and labels
+        (Full names the user and the limit, and then none is held). With marks_lock held."""
         import pyarrow.compute as pc
 
+        key = owner or ""
+        new_attrs = self.attr_names.new_names(key, set(attr_names))
+        new_labels = self.labels.new_names(key, set(pc.unique(table.column("label")).to_pylist()))
         store.extend_table(table, pc.max(table.column("end_ns")).as_py() or 0)
+        self.attr_names.admit(key, new_attrs)
+        self.labels.admit(key, new_labels)
+        self.owner_marks[key] = self.owner_marks.get(key, 0) + table.num_rows
+        with self._pending_lock:
+            self.owner_pending[key] = self.owner_pending.get(key, 0) + table.num_rows
+            self._holds.append((len(store), key, table.num_rows))
 
     # -- samples -------------------------------------------------------------------------------
     def StreamSamples(self, request, context):
@@ -176,36 +233,30 @@ class Servicer(pb_grpc.ProbeServicer):
                    "one, or raise the limit"), self._user_stream(context):
             yield from self._stream(context, int(request.since_ns), want, batch)
 
-    def caller_uid(self, context) -> Optional[int]:
-        """The uid of a client known by its session (its ring's SO_PEERCRED); None for the rest."""
-        for key, value in context.invocation_metadata() or ():
-            if key == SESSION_KEY:
-                who = self.sessions.get(value)
-                return who[1] if who else None
-        return None
-
     @contextlib.contextmanager
     def _user_stream(self, context):
         """One of the caller's --max-streams-per-user streams: one user's streams never take them
-        all. Calls without a session (TCP, pure-Python clients) share half such an allowance."""
-        uid = self.caller_uid(context)
-        # clients without a session share half a user's allowance: a user who also calls without its
-        # session cannot take every stream (4 + 2 of the default 8)
-        cap = self.limits.max_streams_per_user if uid is not None else max(self.limits.max_streams_per_user // 2, 1)
+        all. Unverified callers (a raw stub without a session) share half such an allowance, so a user
+        who also calls unverified cannot take every stream (4 + 2 of the default 8)."""
+        caller = self.identities.of(context)
+        owner = caller.owner
+        cap = self.limits.max_streams_per_user
+        if owner == UNVERIFIED:
+            cap = max(cap // 2, 1)
         with self._user_lock:
-            n = self._user_streams.get(uid, 0)
+            n = self._user_streams.get(owner, 0)
             if n >= cap:
-                who = (f"user {uid} has {n} sample streams open, the daemon's limit per user" if uid is not None else
-                       f"clients without a session (TCP, pure-Python) have {n} sample streams open, their share "
-                       "(half the limit per user)")
+                who = (f"{owner} has {n} sample streams open, the daemon's limit per user" if owner != UNVERIFIED else
+                       f"unverified callers (no session) have {n} sample streams open, their share (half the limit "
+                       "per user)")
                 context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
                               f"{who} (--max-streams-per-user): close one, or raise the limit")
-            self._user_streams[uid] = n + 1
+            self._user_streams[owner] = n + 1
         try:
             yield
         finally:
             with self._user_lock:
-                self._user_streams[uid] -= 1
+                self._user_streams[owner] -= 1
 
     def _stream(self, context, since: int, want: set, batch: int):
         """The history after ``since`` first, then what arrives, followed by arrival index: a sample
@@ -229,10 +280,11 @@ class Servicer(pb_grpc.ProbeServicer):
 
     # -- queries -------------------------------------------------------------------------------
     def _check_rows(self, context, start_ns: Optional[int], end_ns: Optional[int], what: str,
-                    marks: bool = False) -> None:
+                    caller: Optional[Caller] = None) -> None:
         """Refuses a query that would read more samples than --max-query-samples at once, or (one
-        over every mark) more marks than --max-query-marks."""
-        held = len(self.probe.marks_store)
+        over every mark the ``caller`` sees) more marks than --max-query-marks."""
+        marks = caller is not None
+        held = self._marks_seen_by(caller) if marks else 0
         if marks and held > self.limits.max_query_marks:
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
                           f"{what} would read all {held:,} marks, more than the daemon reads at once "
@@ -245,24 +297,28 @@ class Servicer(pb_grpc.ProbeServicer):
                           f"({self.limits.max_query_samples:,}, --max-query-samples): ask about a shorter time, or "
                           "read the run's parts (--out) with pyarrow")
 
-    def _heavy(self, context):
-        """One of the few queries that may run at once (each may read a long history)."""
-        return _slot(context, self.heavy, grpc.StatusCode.RESOURCE_EXHAUSTED,
-                     f"{self.limits.max_heavy} long queries (Summary, Table, Save, Energy) are running, the "
-                     "daemon's limit: retry when one has finished")
+    def _heavy(self, context, caller: Caller):
+        """One of the few queries that may run at once (each may read a long history), within the
+        caller's share; it waits its turn with other users' for up to QUERY_WAIT_S."""
+        return _fair_slot(context, self.heavy, caller.owner, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                          f"{caller.owner} has {self.limits.max_queries_per_user} long queries (Summary, Table, Save, "
+                          "Energy) running, its share (--max-queries-per-user)",
+                          f"the daemon's {self.limits.max_heavy} long-query slots stayed busy for {QUERY_WAIT_S:g} s",
+                          ": retry when one has finished")
 
     def Energy(self, request, context):
         if request.end_ns < request.start_ns:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "end_ns is before start_ns")
         self._check_rows(context, request.start_ns, request.end_ns, "this Energy query")
-        with self._heavy(context):
+        with self._heavy(context, self.identities.of(context)):
             rows = self.probe.energy(request.start_ns, request.end_ns)
         return pb.EnergyReply(domains=[pb.DomainEnergy(**r) for r in rows])
 
     def Summary(self, request, context):
-        self._check_rows(context, None, None, "a summary of the whole run", marks=True)
-        with self._heavy(context):
-            rows = self.probe.summary().to_pylist()
+        caller = self.identities.of(context)
+        self._check_rows(context, None, None, "a summary of the whole run", caller)
+        with self._heavy(context, caller):
+            rows = self.probe.summary(owner=_view(context, caller, request.owner)).to_pylist()
         fields = {f.name for f in pb.LabelSummary.DESCRIPTOR.fields}
 
         def present(v) -> bool:  # null and NaN (a figure the row has not) stay out: absent, not 0
@@ -280,17 +336,18 @@ class Servicer(pb_grpc.ProbeServicer):
             self.save_root.check_room()
         except Refused as e:
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e))
-        try:
-            fd, shown = self.save_root.open(request.directory)
+        caller = self.identities.of(context)
+        try:  # an admin's saves go where it names; a user's into a folder of its own, named for it
+            fd, shown = self.save_root.open(request.directory, None if caller.admin else caller.folder)
         except Refused as e:
             context.abort(grpc.StatusCode.PERMISSION_DENIED, str(e))
         except OSError as e:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"cannot make {request.directory}: {e.strerror}")
         try:
-            self._check_rows(context, None, None, "saving the whole run", marks=True)
+            self._check_rows(context, None, None, "saving the whole run", caller)
             # the folder is reached through its descriptor: nothing renamed or linked meanwhile is followed
-            with self._heavy(context):
-                paths = self.probe.save(f"/proc/self/fd/{fd}")
+            with self._heavy(context, caller):
+                paths = self.probe.save(f"/proc/self/fd/{fd}", owner=_view(context, caller))
         except OSError as e:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"cannot write {shown}: {e.strerror}")
         finally:
@@ -303,11 +360,16 @@ class Servicer(pb_grpc.ProbeServicer):
                           f"unknown table {request.name!r}: one of {', '.join(TABLES)}")
         import pyarrow as pa
 
+        caller = self.identities.of(context)
+        owner = _view(context, caller, request.owner)
         self._check_rows(context, None, None, f"the {request.name} table of the whole run",
-                         marks=request.name != "samples")
-        with self._heavy(context):
-            table = {"intervals": self.probe.intervals, "labels": self.probe.summary,
-                     "samples": self.probe.samples}[request.name]()
+                         caller if request.name != "samples" else None)
+        with self._heavy(context, caller):
+            if request.name == "samples":  # the machine's readings: the same for every user
+                table = self.probe.samples()
+            else:
+                table = {"intervals": self.probe.intervals, "labels": self.probe.summary}[request.name](
+                    owner=owner)
         sink = pa.BufferOutputStream()
         with pa.ipc.new_stream(sink, table.schema) as writer:
             writer.write_table(table)
@@ -328,9 +390,41 @@ def _only_frames(request) -> None:
                          "as clients of API 1 sent them: use a greenprobe client of this version")
 
 
-def _frames(frames: bytes, pid: int):
-    """A batch's frames as a table of store.mark_schema() and its attribute names; ValueError,
-    naming the first bad mark, when any mark in them is bad (a batch is held whole or refused whole)."""
+def _view(context, caller: Caller, asked: str = "") -> Optional[str]:
+    """The owner whose marks a caller's query reads: ``asked`` (an admin may name anyone, anyone else
+    only themselves), else its own, or every owner's (None) for an admin."""
+    if asked and not caller.admin and asked != caller.owner:
+        context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                      f"you are {caller.owner}: only an admin (root, the daemon's user, --admin-group) reads another "
+                      f"user's marks ({asked})")
+    if asked:
+        return asked
+    return None if caller.admin else caller.owner
+
+
+def pid_vouched(caller: Caller, pid: int) -> bool:
+    """Whether the kernel vouches for a pid a batch claims: the caller's session was registered by
+    that process, or by an ancestor of it (a worker the client forked sends for it)."""
+    if caller.pid is None or pid <= 0:
+        return False
+    for _ in range(64):
+        if pid == caller.pid:
+            return True
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            return False
+        pid = int(stat[stat.rindex(b")") + 2:].split()[1])  # after the name, which may hold anything
+        if pid <= 1:
+            return False
+    return False
+
+
+def _frames(frames: bytes, pid: int, owner: Optional[str] = None, pid_verified: Optional[bool] = None):
+    """A batch's frames as a table of store.mark_schema() (the marks of ``owner``) and its attribute
+    names; ValueError, naming the first bad mark, when any mark in them is bad (a batch is held whole
+    or refused whole)."""
     from .. import _core
     from .rings import columns_table
 
@@ -343,7 +437,20 @@ def _frames(frames: bytes, pid: int):
     n = len(cols["start_ns"])
     if n > MAX_BATCH:
         raise ValueError(f"{n} marks in one batch; send at most {MAX_BATCH} per call")
-    return columns_table(cols), cols["attr_names"]
+    return columns_table(cols, owner, pid_verified), cols["attr_names"]
+
+
+@contextlib.contextmanager
+def _fair_slot(context, slots: FairSlots, owner: str, code, share: str, busy: str, then: str):
+    """One of ``slots`` for the block, within ``owner``'s share, or the call is answered ``code``
+    with why (``share``: the owner's share is in use; ``busy``: no slot freed in time) and ``then``."""
+    why = slots.acquire(owner)
+    if why is not None:
+        context.abort(code, (share if why == "share" else busy) + then)
+    try:
+        yield
+    finally:
+        slots.release(owner)
 
 
 @contextlib.contextmanager
