@@ -290,10 +290,12 @@ def test_prometheus_endpoint_serves_energy_and_power_per_domain_and_label(tmp_pa
     assert abs(power - 40) < 0.5 and 40 * 1.0 < energy < 40 * 3
     assert re.search(r'^greenprobe_sampler_polls_total\{host="[^"]+",sensor="synthetic"\} [1-9]', text, re.M)
     for page in (text, again):
-        calls = dict(re.findall(r'^greenprobe_label_calls_total\{host="[^"]+",label="(\w+)"\} (\S+)$', page, re.M))
+        # a local Probe's own marks: the owner "" (a daemon's clients': uid:N, token:NAME)
+        calls = dict(re.findall(r'^greenprobe_label_calls_total\{host="[^"]+",label="(\w+)",owner=""\} (\S+)$', page,
+                                re.M))
         assert {k: float(v) for k, v in calls.items()} == {"infer": 40.0, "load": 20.0}
         joules = dict(re.findall(r'^greenprobe_label_energy_joules_total\{domain="synthetic0",host="[^"]+",'
-                                 r'label="(\w+)",sensor="synthetic"\} (\S+)$', page, re.M))
+                                 r'label="(\w+)",owner="",sensor="synthetic"\} (\S+)$', page, re.M))
         assert abs(float(joules["infer"]) - 40 * 0.005 * 40) < 0.05 * 8  # 40 W over 40 × 5 ms = 8 J
         assert abs(float(joules["load"]) - 40 * 0.005 * 20) < 0.05 * 4
 

@@ -418,3 +418,79 @@ def test_fair_slots_keep_a_share_for_each_user_and_serve_waiters_in_turn():
     assert quick.acquire("x") is None and quick.acquire("y") == "busy"
     quick.release("x")
     assert quick.acquire("y") is None
+
+
+def scrape(port: int, token: str) -> str:
+    import urllib.request
+
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/metrics", headers={"Authorization": f"Bearer {token}"})
+    return urllib.request.urlopen(req, timeout=5).read().decode()
+
+
+def test_prometheus_shows_each_token_its_own_label_series_within_its_share():
+    import re
+
+    from greenprobe.daemon.access import as_tokens  # noqa: F401 - the daemon passes Tokens
+    from greenprobe.prometheus import serve
+    from greenprobe.store import marks_table
+
+    alice, bob, admin = "a" * 24, "b" * 24, "c" * 24
+    tokens = Tokens(parse_tokens(f"alice {alice}\nbob {bob}\nops {admin} admin\n", "f"))
+    with greenprobe.Probe(sensors=["synthetic:waveform=constant;base_w=40"], period_us=1000,
+                          columnar_marks=True) as probe:
+        server, _ = serve(probe, 0, token=tokens, max_series_per_user=3)
+        t = time.monotonic_ns()
+        probe.marks_store.extend_table(marks_table([("infer", t, t + 5_000_000, 0, None, True)] * 4, "token:alice"), t)
+        bob_marks = [(f"l{k}", t, t + 1000, 0, None, True) for k in range(5)] + [("infer", t, t + 1000, 0, None, True)]
+        probe.marks_store.extend_table(marks_table(bob_marks, "token:bob"), t)
+        pages = {who: scrape(server.server_port, tok) for who, tok in (("alice", alice), ("bob", bob), ("ops", admin))}
+        server.shutdown()
+
+    def calls(page):
+        return {(o, label): float(v) for label, o, v in
+                re.findall(r'^greenprobe_label_calls_total\{host="[^"]+",label="([^"]+)",owner="([^"]*)"\} (\S+)$',
+                           page, re.M)}
+
+    assert calls(pages["alice"]) == {("token:alice", "infer"): 4.0}, "alice sees her series only"
+    assert calls(pages["bob"]) == {("token:bob", "l0"): 1.0, ("token:bob", "l1"): 1.0, ("token:bob", "l2"): 1.0,
+                                   ("token:bob", "(other)"): 3.0}, "bob's labels past his share fold into his own"
+    assert calls(pages["ops"]) == {**calls(pages["alice"]), **calls(pages["bob"])}, "an admin sees every owner's"
+    assert "greenprobe_energy_joules_total" in pages["alice"], "the machine's figures are everyone's"
+
+
+IDLE_CONNECTIONS = """
+import socket, sys, time
+held = []
+for _ in range(int(sys.argv[2])):
+    try:
+        held.append(socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=2))
+    except OSError:
+        pass
+print(len(held), flush=True)
+time.sleep(float(sys.argv[3]))
+"""
+
+
+@ROOT_ONLY
+def test_one_users_idle_connections_to_metrics_leave_the_scrapes_served():
+    from greenprobe.prometheus import serve
+
+    token = "t" * 24
+    with greenprobe.Probe(sensors=["synthetic"], period_us=1000) as probe:
+        server, _ = serve(probe, 0, token=token)
+        idle = subprocess.Popen(["setpriv", "--reuid", str(HOSTILE), "--regid", str(HOSTILE), "--clear-groups",
+                                 "/usr/bin/python3", "-c", IDLE_CONNECTIONS, str(server.server_port), "200", "8"],
+                                stdout=subprocess.PIPE, text=True, env={"PATH": "/usr/bin:/bin"})
+        try:
+            assert int(idle.stdout.readline()) == 200  # the kernel accepted them all; the server keeps few
+            worst = 0.0
+            for _ in range(5):
+                t0 = time.monotonic()
+                assert "greenprobe_energy_joules_total" in scrape(server.server_port, token)
+                worst = max(worst, time.monotonic() - t0)
+                time.sleep(0.3)
+        finally:
+            idle.kill()
+            idle.wait()
+            server.shutdown()
+    assert worst < 1.0, worst

@@ -52,6 +52,8 @@ class Limits:
                                  "descriptor and a mapping each)")
     max_rings_per_user: int = _flag(64, "of those, per user (SO_PEERCRED); a client beyond sends its marks through "
                                         "gRPC")
+    max_label_series_per_user: int = _flag(1000, "Prometheus label series per user at most; the rest of a user's "
+                                                 "labels are added up under its own \"(other)\"")
     max_queries_per_user: int = _flag(1, "long queries (Summary, Table, Save, Energy) per user at once; a user's "
                                          "query waits for a free slot, in turn with other users'")
     max_heavy: int = 2                # Summary, Table, Save, Energy running at once

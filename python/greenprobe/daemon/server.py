@@ -250,7 +250,8 @@ def _run(args) -> int:
     if args.prometheus_port is not None:
         from ..prometheus import serve as serve_metrics
 
-        server, _ = serve_metrics(probe, args.prometheus_port, args.prometheus_addr, token=token, tls=tls)
+        server, _ = serve_metrics(probe, args.prometheus_port, args.prometheus_addr, token=token, tls=tls,
+                                  max_series_per_user=limits.max_label_series_per_user)
         scheme = "https" if tls else "http"
         print(f"Prometheus metrics on {scheme}://{args.prometheus_addr}:{server.server_port}/metrics "
               f"(bearer token required)", file=sys.stderr)
