@@ -494,3 +494,37 @@ def test_one_users_idle_connections_to_metrics_leave_the_scrapes_served():
             idle.wait()
             server.shutdown()
     assert worst < 1.0, worst
+
+
+def test_one_users_marks_fill_at_most_half_the_disk_the_run_may_take(tmp_path):
+    """--max-out-bytes: a user whose marks reach half of it is refused, saying so (nothing written is
+    deleted), while another user's marks are still taken."""
+    from helpers import mark_batch, own_channel
+    from test_daemon import start_daemon, stop_daemon
+
+    from greenprobe.v1 import probe_pb2 as pb  # noqa: F401
+    from greenprobe.v1 import probe_pb2_grpc as pb_grpc
+
+    proc, address, _, out = start_daemon(tmp_path, "--max-out-bytes", "2M", "--flush-s", "0.2")
+    try:
+        me = pb_grpc.ProbeStub(own_channel(address))  # root: uid:0
+        batch = mark_batch([("big", 10 + k, 20 + k, 0, {"blob": "x" * 1000}, True) for k in range(100)])
+        sent, why = 0, ""
+        for _ in range(100):  # ~100 KiB a batch: the 1 MiB share within a dozen
+            try:
+                me.RecordMarks(batch, timeout=10)
+                sent += 100
+            except grpc.RpcError as e:
+                why = f"{e.code().name}: {e.details()}"
+                break
+        parts_then = sorted(p.name for p in out.glob("run-*/parts/marks/*.parquet"))
+        other = pb_grpc.ProbeStub(grpc.insecure_channel(address))  # another identity: its own share
+        assert other.RecordMarks(mark_batch([("small", 10, 20, 0, None, True)]), timeout=10).accepted == 1
+        time.sleep(0.5)
+        parts_now = sorted(p.name for p in out.glob("run-*/parts/marks/*.parquet"))
+    finally:
+        err = stop_daemon(proc)
+    assert why.startswith("RESOURCE_EXHAUSTED: uid:0 has sent") and "half of --max-out-bytes 2 MiB" in why, why
+    assert 0 < sent < 10_000
+    assert set(parts_then) <= set(parts_now), "nothing written is deleted"
+    assert "may take 2 MiB (--max-out-bytes)" in err

@@ -52,6 +52,10 @@ class Limits:
                                  "descriptor and a mapping each)")
     max_rings_per_user: int = _flag(64, "of those, per user (SO_PEERCRED); a client beyond sends its marks through "
                                         "gRPC")
+    max_out_bytes: int = _flag(0, "disk the run's parts may take (--out, or the spool; K, M, G suffixes; default: half "
+                                  "the free space of that file system at start); each user's marks at most half of "
+                                  "it. Beyond, new marks are refused, saying so; nothing written is deleted",
+                               kind="bytes")
     max_label_series_per_user: int = _flag(1000, "Prometheus label series per user at most; the rest of a user's "
                                                  "labels are added up under its own \"(other)\"")
     max_queries_per_user: int = _flag(1, "long queries (Summary, Table, Save, Energy) per user at once; a user's "

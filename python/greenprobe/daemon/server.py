@@ -139,7 +139,7 @@ class Daemon:
 
 
 def _flush_loop(writer, done: threading.Event, every_s: float, keep_ns: int, compact: int = 0,
-                soon: Optional[threading.Event] = None) -> None:
+                soon: Optional[threading.Event] = None, disk=None) -> None:
     """Writes a part every ``every_s``, or at once when ``soon`` is set (the marks held have passed
     half a limit: written early, they leave memory before clients are pushed back), and then lets
     memory go of what the parts hold (samples older than ``keep_ns``): the daemon's memory is a
@@ -157,6 +157,8 @@ def _flush_loop(writer, done: threading.Event, every_s: float, keep_ns: int, com
         except OSError as e:  # a full disk must not stop the measuring; say so and try again later
             print(f"greenprobe daemon: could not write {writer.root}: {e}", file=sys.stderr)
             continue
+        if disk is not None:
+            disk.measure()  # against --max-out-bytes: marks are refused once the parts take it
         writer.forget(keep_ns)
         if compact > 1:
             try:
@@ -275,9 +277,12 @@ def _run(args) -> int:
     spool = None if run_dir is not None else Path(tempfile.mkdtemp(prefix="greenprobe-spool-", dir=args.spool_dir))
     writer = PartWriter(probe, run_dir if run_dir is not None else spool)
     daemon.servicer.backlog = writer.pending_marks
+    from .servicer import DiskQuota
+
+    daemon.servicer.disk = disk = DiskQuota(writer.root, limits.max_out_bytes)
     compact = round(args.compact_s / args.flush_s) if args.compact_s > 0 else 0
     flush_thread = threading.Thread(target=_flush_loop, args=(writer, done, args.flush_s, int(args.memory_s * 1e9),
-                                                              compact, daemon.servicer.write_soon), daemon=True,
+                                                              compact, daemon.servicer.write_soon, disk), daemon=True,
                                     name="greenprobe-flush")
     flush_thread.start()
     if run_dir is not None:
@@ -286,6 +291,8 @@ def _run(args) -> int:
     else:
         print(f"spooling to {spool} (memory keeps the last {args.memory_s:g} s; removed at stop; --out keeps it)",
               file=sys.stderr)
+    print(f"the run's parts may take {access.size_text(disk.cap)} (--max-out-bytes), each user's marks half of it",
+          file=sys.stderr)
     if args.ready_file:  # a new file, never through a link
         fd = os.open(args.ready_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
         with os.fdopen(fd, "w") as f:

@@ -45,6 +45,8 @@ class Servicer(pb_grpc.ProbeServicer):
                                  "put varying data in attributes, not labels")
         self.owner_marks: dict[str, int] = {}  # marks held per owner (written ones included)
         self.owner_pending: dict[str, int] = {}  # of those, not yet written (all of them, without a writer)
+        self.owner_bytes: dict[str, int] = {}  # bytes of each owner's marks as held (what the parts take, at most)
+        self.disk: Optional[DiskQuota] = None  # the run's parts and --max-out-bytes, with a writer
         self._holds: collections.deque = collections.deque()  # (store length after it, owner, marks) per hold
         self._pending_lock = threading.Lock()
         self.dedupe = Dedupe()
@@ -139,6 +141,7 @@ class Servicer(pb_grpc.ProbeServicer):
         checked), or when ``owner``'s marks not yet written would pass its share (half of
         --max-marks and of --max-backlog: one user's flood leaves the others room). With
         marks_lock held."""
+        self._check_disk(new_bytes or 0, owner)
         held, held_bytes = self._held()
         mine = self._pending_of(owner)
         share = self._share()
@@ -162,9 +165,29 @@ class Servicer(pb_grpc.ProbeServicer):
         self._write_early_past_half(held, held_bytes, behind)
         if held_bytes >= self.limits.max_mark_bytes:
             return 0
+        try:
+            self._check_disk(0, owner)
+        except Full:  # the marks wait in the ring, in the client's memory
+            return 0
         return min(self.limits.max_marks - held,
                    self.limits.max_backlog - behind if behind else self.limits.max_backlog,
                    self._share() - self._pending_of(owner))
+
+    def _check_disk(self, new_bytes: int, owner: Optional[str]) -> None:
+        """Full when the run's parts take --max-out-bytes, or when ``owner``'s marks would pass half of
+        it (their bytes as held, an upper bound on what Parquet writes): one user never fills the disk."""
+        disk = self.disk
+        if disk is None:
+            return
+        used = disk.used()
+        if used >= disk.cap:
+            raise Full(f"the run's parts in {disk.root} take {size_text(used)}, the daemon's limit (--max-out-bytes "
+                       f"{size_text(disk.cap)}): new marks are refused and nothing written is deleted; move the run "
+                       "away and restart the daemon, or raise the limit")
+        mine = self.owner_bytes.get(owner or "", 0)
+        if mine + new_bytes > disk.cap // 2:
+            raise Full(f"{owner} has sent {size_text(mine)} of marks, its share of the disk the run may take (half "
+                       f"of --max-out-bytes {size_text(disk.cap)}): new marks of this user are refused")
 
     def _share(self) -> int:
         """The marks one owner may have accepted and not yet written: half of what the daemon holds
@@ -211,6 +234,7 @@ class Servicer(pb_grpc.ProbeServicer):
         self.attr_names.admit(key, new_attrs)
         self.labels.admit(key, new_labels)
         self.owner_marks[key] = self.owner_marks.get(key, 0) + table.num_rows
+        self.owner_bytes[key] = self.owner_bytes.get(key, 0) + table.nbytes
         with self._pending_lock:
             self.owner_pending[key] = self.owner_pending.get(key, 0) + table.num_rows
             self._holds.append((len(store), key, table.num_rows))
@@ -438,6 +462,30 @@ def _frames(frames: bytes, pid: int, owner: Optional[str] = None, pid_verified: 
     if n > MAX_BATCH:
         raise ValueError(f"{n} marks in one batch; send at most {MAX_BATCH} per call")
     return columns_table(cols, owner, pid_verified), cols["attr_names"]
+
+
+class DiskQuota:
+    """What the run's parts take on disk (--out or the spool), measured after each write, and its cap."""
+
+    def __init__(self, root, cap: int = 0):
+        import shutil
+
+        self.root = root
+        self.cap = cap or max(shutil.disk_usage(root).free // 2, 1)
+        self._used = 0
+        self.measure()
+
+    def used(self) -> int:
+        return self._used
+
+    def measure(self) -> int:
+        used = 0
+        for folder, _, files in os.walk(self.root):
+            for f in files:
+                with contextlib.suppress(OSError):
+                    used += os.lstat(os.path.join(folder, f)).st_blocks * 512
+        self._used = used
+        return used
 
 
 @contextlib.contextmanager
