@@ -598,7 +598,7 @@ def marks_table(records: list[tuple], owner: Optional[str] = None):
         "ok": pa.array([bool(r[5]) for r in records], pa.bool_()),
         "attrs": pa.array([dumps(r[4], default=str, separators=(",", ":")) if r[4] else None for r in records],
                           pa.string()),
-        "owner": pa.array([owner] * n, pa.string()),
+        "owner": pa.repeat(pa.scalar(owner, pa.string()), n),
         "pid_verified": pa.nulls(n, pa.bool_()),
     }, schema=mark_schema())
 

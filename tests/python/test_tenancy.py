@@ -315,7 +315,7 @@ while time.monotonic() < stop:
     timed("stream", stream)
     time.sleep(0.3)
 print(json.dumps({"worst": {k: max(v) for k, v in lat.items()}, "calls": sum(map(len, lat.values())),
-                  "errors": errors}))
+                  "errors": errors, "latencies": lat}))
 """
 
 

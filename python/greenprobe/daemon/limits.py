@@ -62,7 +62,7 @@ class Limits:
                                          "query waits for a free slot, in turn with other users'")
     max_heavy: int = 2                # Summary, Table, Save, Energy running at once
     max_intake: int = 8               # RecordMarks batches parsed at once
-    max_intake_per_user: int = 2      # of those, per user: one user's flood leaves the others room
+    max_intake_per_user: int = 1      # of those, per user: one user's flood leaves the others room
     workers: int = 16                 # threads per listener
 
     @classmethod

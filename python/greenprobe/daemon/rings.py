@@ -83,8 +83,8 @@ def columns_table(cols: dict, owner: Optional[str] = None, pid_verified: Optiona
     labels = pa.array(cols["labels"], pa.string()).take(pa.array(cols["label_index"]))
     attrs = pa.StringArray.from_buffers(n, pa.py_buffer(cols["attrs_offsets"]), pa.py_buffer(cols["attrs_data"]))
     return pa.table([labels, pa.array(cols["start_ns"]), pa.array(cols["end_ns"]), pa.array(cols["thread_id"]),
-                     pa.array(cols["ok"]), attrs, pa.array([owner] * n, pa.string()),
-                     pa.array([pid_verified] * n, pa.bool_())], schema=mark_schema())
+                     pa.array(cols["ok"]), attrs, pa.repeat(pa.scalar(owner, pa.string()), n),
+                     pa.repeat(pa.scalar(pid_verified, pa.bool_()), n)], schema=mark_schema())
 
 
 class RingIntake:

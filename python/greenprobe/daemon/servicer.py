@@ -237,7 +237,8 @@ class Servicer(pb_grpc.ProbeServicer):
         self.owner_bytes[key] = self.owner_bytes.get(key, 0) + table.nbytes
         with self._pending_lock:
             self.owner_pending[key] = self.owner_pending.get(key, 0) + table.num_rows
-            self._holds.append((len(store), key, table.num_rows))
+            if self.backlog is not None:  # a writer will pass it (without one, nothing is ever written)
+                self._holds.append((len(store), key, table.num_rows))
 
     # -- samples -------------------------------------------------------------------------------
     def StreamSamples(self, request, context):
