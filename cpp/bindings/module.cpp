@@ -78,6 +78,7 @@ py::dict mark_columns_dict(const markring::MarkColumns& c) {
     d["attr_names"] = c.attr_names;
     d["refused"] = c.refused;
     d["refused_why"] = c.refused_why;
+    d["end_position"] = c.end_position;
     return d;
 }
 
@@ -122,6 +123,18 @@ PYBIND11_MODULE(_core, m) {
              "as columns (labels, label_index, start_ns, end_ns, "
              "thread_id, ok, attrs_data + attrs_offsets: JSON text with pid put in, attr_names, refused, "
              "refused_why). RingCorrupt: the framing is broken; the ring is of no further use.")
+        .def_property_readonly("ring_id", &markring::RingReader::ring_id,
+                               "The ring's name, random, set by its client: the same across daemons.")
+        .def_property_readonly("position", &markring::RingReader::position, "Bytes drained, ever.")
+        .def_property_readonly("released", &markring::RingReader::released,
+                               "Bytes handed back to the client, ever (their marks are durable).")
+        .def("release", &markring::RingReader::release, py::arg("position"),
+             "Hands the ring's bytes up to `position` (a drain's end_position) back to the client once their "
+             "marks are durable; False for a position outside what was drained.")
+        .def("skip_to", &markring::RingReader::skip_to, py::arg("position"),
+             "On a fresh reader: skips, releases and commits the marks up to `position`, which a previous daemon "
+             "made durable before it died without releasing them; the marks skipped, or -1 (nothing done) for a "
+             "position outside what was written or off a frame's start.")
         .def("commit", &markring::RingReader::commit, py::arg("marks"),
              "Tells the client that `marks` of a drain are held (its flush waits for this).")
         .def("refuse", &markring::RingReader::refuse, py::arg("marks"), py::arg("why"),

@@ -3,11 +3,13 @@
 
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <charconv>
 #include <cstring>
 #include <limits>
@@ -271,6 +273,10 @@ RingWriter::RingWriter(std::size_t capacity) : capacity_(capacity) {
     header_->version = kVersion;
     header_->header_bytes = kHeaderBytes;
     header_->capacity = capacity;
+    if (getrandom(&header_->ring_id, sizeof header_->ring_id, 0) != sizeof header_->ring_id) {
+        header_->ring_id = static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()) ^
+                           (static_cast<std::uint64_t>(getpid()) << 40);
+    }
     data_ = static_cast<unsigned char*>(p) + kHeaderBytes;
 }
 
@@ -314,7 +320,7 @@ std::string RingWriter::refused_why() const {
 }
 
 // -- the reader --------------------------------------------------------------------------------------
-RingReader::RingReader(int fd) : fd_(fd), capacity_(0), tail_(0) {
+RingReader::RingReader(int fd) : fd_(fd), capacity_(0), tail_(0), read_(0) {
     try {
         const int seals = fcntl(fd, F_GET_SEALS);
         if (seals < 0) throw RingCorrupt("the mark ring is not a sealable memfd");
@@ -336,7 +342,9 @@ RingReader::RingReader(int fd) : fd_(fd), capacity_(0), tail_(0) {
             throw RingCorrupt("the mark ring's header does not match its size or this greenprobe's version");
         }
         data_ = static_cast<const unsigned char*>(p) + kHeaderBytes;
+        ring_id_ = header_->ring_id;
         tail_ = header_->tail.load(std::memory_order_acquire);  // a ring a previous daemon drained in part
+        read_ = tail_;  // what it drained and did not release, it did not make durable: read again
         const std::uint64_t head = header_->head.load(std::memory_order_acquire);
         if (head < tail_ || head - tail_ > capacity_ || (tail_ & 7) != 0) {
             throw RingCorrupt("the mark ring's indices are inconsistent");
@@ -356,21 +364,22 @@ RingReader::~RingReader() {
 
 std::uint64_t RingReader::pending_bytes() const {
     const std::uint64_t head = header_->head.load(std::memory_order_acquire);
-    return head >= tail_ ? std::min<std::uint64_t>(head - tail_, capacity_) : 0;
+    return head >= read_ ? std::min<std::uint64_t>(head - read_, capacity_) : 0;
 }
 
 MarkColumns RingReader::drain(std::int64_t pid, std::size_t max_bytes) {
     MarkColumns out;
     out.attrs_offsets.push_back(0);
+    out.end_position = read_;
     const std::uint64_t head = header_->head.load(std::memory_order_acquire);
-    if (head < tail_ || head - tail_ > capacity_ || (head & 7) != 0) {
+    if (head < read_ || head - tail_ > capacity_ || (head & 7) != 0) {
         throw RingCorrupt("the client moved the mark ring's head to an impossible place");
     }
-    const std::size_t n = static_cast<std::size_t>(head - tail_);
+    const std::size_t n = static_cast<std::size_t>(head - read_);
     if (n == 0) return out;
     // copied before it is read: the client may write on. Within the budget the copy ends where a
     // frame does, as the copy's own frame heads say (decode_frames checks every one of them again).
-    const std::size_t pos = static_cast<std::size_t>(tail_ & (capacity_ - 1));
+    const std::size_t pos = static_cast<std::size_t>(read_ & (capacity_ - 1));
     auto copy_out = [&](std::size_t from, std::size_t to) {  // ring bytes [from, to) after the tail
         copy_.resize(to);
         for (std::size_t at = from; at < to;) {
@@ -393,7 +402,8 @@ MarkColumns RingReader::drain(std::int64_t pid, std::size_t max_bytes) {
             }
             if (end + size > take) {
                 if (end == 0 && kind == kSkipFrame) {  // the rest of the ring, skipped: nothing to copy
-                    publish_tail(size);
+                    read_ += size;
+                    out.end_position = read_;
                     return out;
                 }
                 if (end == 0) {  // one mark over the budget: taken alone
@@ -407,7 +417,8 @@ MarkColumns RingReader::drain(std::int64_t pid, std::size_t max_bytes) {
         take = end;
     }
     decode_frames(copy_.data(), take, pid, out);
-    publish_tail(take);
+    read_ += take;
+    out.end_position = read_;
     if (copy_.capacity() > kMaxKeptCopy) std::vector<unsigned char>().swap(copy_);  // after a drain of all
     if (out.refused) refuse(out.refused, out.refused_why);
     return out;
@@ -419,6 +430,34 @@ void RingReader::publish_tail(std::size_t taken) {
 }
 
 void RingReader::commit(std::uint64_t marks) { header_->drained.fetch_add(marks, std::memory_order_acq_rel); }
+
+bool RingReader::release(std::uint64_t position) {
+    if (position <= tail_ || position > read_ || (position & 7) != 0) return false;
+    publish_tail(static_cast<std::size_t>(position - tail_));
+    return true;
+}
+
+std::int64_t RingReader::skip_to(std::uint64_t position) {
+    const std::uint64_t head = header_->head.load(std::memory_order_acquire);
+    if (read_ != tail_ || position <= tail_ || position > head || head - tail_ > capacity_ || (position & 7) != 0) {
+        return -1;
+    }
+    std::int64_t marks = 0;  // the frames up to there, each head read once (the client may write on)
+    for (std::uint64_t at = tail_; at < position;) {
+        std::uint32_t frame[2];
+        std::memcpy(frame, data_ + (at & (capacity_ - 1)), sizeof frame);
+        if (frame[0] < kFrameHead || (frame[0] & 7) != 0 || frame[0] > position - at ||
+            (frame[1] != kMarkFrame && frame[1] != kSkipFrame)) {
+            return -1;  // not the frames a daemon drained: left as it is, read from the tail
+        }
+        marks += frame[1] == kMarkFrame;
+        at += frame[0];
+    }
+    read_ = position;
+    publish_tail(static_cast<std::size_t>(position - tail_));
+    commit(static_cast<std::uint64_t>(marks));
+    return marks;
+}
 
 void RingReader::refuse(std::uint64_t marks, std::string_view why) {
     const std::size_t n = std::min(why.size(), kWhyBytes);

@@ -305,7 +305,12 @@ void Sampler::run(Worker& w) {
     while (w.alive > 0) {
         stopping = stop_requested_.load(std::memory_order_acquire);
         if (!stopping) {
-            sleep_until_ns(deadline);
+            // a long period is slept in slices, so that stop() is heard within one slice, not a period
+            for (int64_t now = now_ns(); now < deadline && !stop_requested_.load(std::memory_order_acquire);
+                 now = now_ns()) {
+                sleep_until_ns(std::min(deadline, now + kStopSliceNs));
+            }
+            stopping = stop_requested_.load(std::memory_order_acquire);
         }
         const int64_t t0 = now_ns();
         if (!stopping) {

@@ -32,6 +32,13 @@ MIN_PERIOD_US = SAMPLER_DEFAULTS["min_period_ns"] // 1000
 KEEPALIVE_MS = SAMPLER_DEFAULTS["keepalive_ns"] // 1_000_000
 RING_CAPACITY = SAMPLER_DEFAULTS["ring_capacity"]
 MIN_RING_CAPACITY = SAMPLER_DEFAULTS["min_ring_capacity"]
+#: the longest polling period the command line and a study spec take, in µs: a sensor's thread
+#: sleeps a whole period before it sees a stop, and stopping waits for two polls after the end (Probe's
+#: settle), so a stop (SIGTERM) takes up to three periods; a quarter second keeps that under one
+MAX_PERIOD_US = 250_000
+#: the longest idle measurement (--baseline, baseline_s), in s: the idle windows run to their end,
+#: before and after, even once a stop is asked for
+MAX_BASELINE_S = 3600.0
 
 @functools.lru_cache(maxsize=None)
 def environment() -> dict[str, str]:

@@ -26,6 +26,7 @@ from .frames import value_text
 from .store import Part, mark_attrs, of_owner, part_name, part_span
 
 METADATA_KEY = b"greenprobe"
+PROGRESS_KEY = b"greenprobe_progress"  # a marks part's: what it and the parts before hold of each source
 
 #: interval columns that attributes may not shadow (an attribute with such a name gets "attr_")
 RESERVED = {
@@ -246,26 +247,37 @@ def save(probe, directory, owner: Optional[str] = None) -> dict:
     return {k: str(v) for k, v in paths.items()}
 
 
-def _atomic_write_table(table: pa.Table, path: Path) -> None:
-    _atomic_write(path, lambda f: pq.write_table(table, f))
+def _atomic_write_table(table: pa.Table, path: Path, durable: bool = False) -> None:
+    _atomic_write(path, lambda f: pq.write_table(table, f), durable)
 
 
 def _atomic_write_text(text: str, path: Path) -> None:
     _atomic_write(path, lambda f: f.write(text.encode()))
 
 
-def _atomic_write(path: Path, write) -> None:
+def _atomic_write(path: Path, write, durable: bool = False) -> None:
     """Writes through a fresh temporary file in the same folder, then renames it over ``path``: a
     reader sees the whole file or none. The temporary name is made with O_CREAT|O_EXCL|O_NOFOLLOW
     (mkstemp), so a link planted in the folder is never written through, and the file gets the
-    mode the umask gives (mkstemp's 0600 would hide it from the group that may read it)."""
+    mode the umask gives (mkstemp's 0600 would hide it from the group that may read it).
+    ``durable``: the file, then its folder's entry, are fsynced: once this returns, a power loss
+    keeps it."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
             os.fchmod(f.fileno(), 0o666 & ~_umask())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
+        if durable:
+            folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(folder)
+            finally:
+                os.close(folder)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -339,15 +351,38 @@ def read_metadata(path) -> dict:
 def _concat_parts(paths: list, f) -> None:
     """The parts' rows in order into one Parquet file, a few parts at a time (bounded memory)."""
     writer = None
+    last = pq.read_schema(paths[-1]).metadata  # the newest part's progress record goes with the merge
     try:
         for i in range(0, len(paths), 32):
             table = pa.concat_tables([pq.read_table(p) for p in paths[i:i + 32]])
             if writer is None:
-                writer = pq.ParquetWriter(f, table.schema)
+                writer = pq.ParquetWriter(f, table.schema.with_metadata(last) if last else table.schema)
             writer.write_table(table.cast(writer.schema))
     finally:
         if writer is not None:
             writer.close()
+
+
+def latest_progress(out) -> dict:
+    """What the runs under ``out`` (a daemon's --out) made durable of each source: the progress
+    record of each run's newest marks part, the furthest position per source over all runs:
+    {"ring": {ring id: position}, "grpc": {sender id: next seq}} (ids as ints)."""
+    done: dict = {"ring": {}, "grpc": {}}
+    for run in sorted(Path(out).glob("run-*")):
+        parts = [(part_span(p.name), p) for p in (run / "parts" / "marks").glob("part-*.parquet")]
+        parts = [(span, p) for span, p in parts if span]
+        if not parts:
+            continue
+        try:
+            meta = pq.read_schema(max(parts)[1]).metadata or {}
+            record = json.loads(meta.get(PROGRESS_KEY, b"{}"))
+        except (OSError, ValueError, pa.ArrowInvalid):
+            continue  # a part cut short: that run's record is lost, its marks may come again
+        for kind in done:
+            for ident, position in (record.get(kind) or {}).items():
+                key = int(ident)
+                done[kind][key] = max(done[kind].get(key, 0), int(position))
+    return done
 
 
 def read_parts(folder) -> pa.Table:
@@ -386,10 +421,14 @@ class PartWriter:
     read them back from the part.
     """
 
-    def __init__(self, probe, directory, metadata: Optional[dict] = None):
+    def __init__(self, probe, directory, metadata: Optional[dict] = None, progress=None):
         """``probe``: a Probe, or anything with its two stores (``_samples``, ``_records``) when
-        ``metadata`` is given."""
+        ``metadata`` is given. ``progress(n)``: what the store's first n marks hold of each source
+        (the daemon's servicer.progress_through), kept in each marks part's metadata, so that the
+        next daemon skips what a crashed one wrote (latest_progress). Each part is fsynced before
+        it is named: a part that is there is on disk."""
         self.probe = probe
+        self.progress = progress
         self.root = Path(directory) / "parts"
         (self.root / "samples").mkdir(parents=True, exist_ok=True)
         (self.root / "marks").mkdir(parents=True, exist_ok=True)
@@ -422,13 +461,16 @@ class PartWriter:
                 "t_ns": pa.array(t, pa.int64()), "prev_t_ns": pa.array(prev, pa.int64()),
                 "channel": pa.array(ch, pa.uint32()),
                 "energy_j": pa.array(v, pa.float64(), mask=power), "power_w": pa.array(v, pa.float64(), mask=~power),
-                "flags": pa.array(fl, pa.uint32())}), path)
+                "flags": pa.array(fl, pa.uint32())}), path, durable=True)
             samples.spilled(Part(str(path), self.samples_done, self.samples_done + t.size, int(t.min()),
                                  int(t.max())))
             self.samples_done += t.size
         if marks.num_rows:
             path = self.root / "marks" / name
-            _atomic_write_table(marks, path)
+            if self.progress is not None:
+                done = json.dumps(self.progress(self.marks_done + marks.num_rows)).encode()
+                marks = marks.replace_schema_metadata({PROGRESS_KEY: done})
+            _atomic_write_table(marks, path, durable=True)
             if records.SPILLS:
                 records.spilled(Part(str(path), self.marks_done, self.marks_done + marks.num_rows))
             self.marks_done += marks.num_rows
@@ -452,7 +494,7 @@ class PartWriter:
                     break
                 first, last = part_span(Path(parts[0].path).name)[0], part_span(Path(parts[-1].path).name)[1]
                 path = self.root / folder / part_name(first, last)
-                _atomic_write(path, lambda f: _concat_parts([p.path for p in parts], f))
+                _atomic_write(path, lambda f: _concat_parts([p.path for p in parts], f), durable=True)
                 store.merged(parts, Part(str(path), parts[0].start, parts[-1].stop))
                 for p in parts:
                     with contextlib.suppress(FileNotFoundError):

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from . import _core
 from .errors import SensorConfigError, SensorNotFound
-from .parquet import read_metadata
+from .parquet import read_metadata, read_table
 from .records import CHANNEL_INFO_FIELDS
 from .store import sample_columns
 
@@ -16,11 +15,13 @@ def open_replay(options: dict):
     path = options.get("path")
     if not path:
         raise SensorConfigError("the replay sensor needs a recorded file", "use replay:path=run1/samples.parquet")
-    try:
-        table = pq.read_table(path)
-        meta = read_metadata(path)
-    except FileNotFoundError:
-        raise SensorNotFound(f"replay file not found: {path}", "record one with `greenprobe record --out DIR`") from None
+    import os
+
+    if not os.path.exists(path):
+        raise SensorNotFound(f"replay file not found: {path}", "record one with `greenprobe record --out DIR`")
+    # a damaged or foreign file: one line naming it, not pyarrow's traceback
+    meta = read_metadata(path)
+    table = read_table(path, ("t_ns", "channel"), "give the samples.parquet of a `greenprobe record --out DIR`")
     t, _, value, ch, _ = sample_columns(table)
     t0 = int(t.min()) if t.size else 0
     tracks, sources = [], set()

@@ -5,7 +5,13 @@ or hearing from it.
 them every ~50 ms. While the daemon is unreachable the batch waits and is tried again with back-off
 (50 ms doubling to 2 s), unchanged: its (sender_id, first_seq) let the daemon record a batch whose
 reply was lost once. A full buffer drops new marks and counts them; a batch the daemon refuses is
-dropped and counted, never retried. At exit what is left is sent for at most ``timeout_s``, and one
+dropped and counted, never retried.
+
+A batch the daemon accepted is kept until a reply says it is durable (written to --out and
+fsynced: ``durable_seq``); a daemon killed before that is followed by one that answers
+``restarted``, and the kept batches are sent to it again, oldest first, before anything new (the
+new daemon skips what the old one wrote: its run's progress record). ``flush`` returns once every
+mark before it is durable. At exit what is left is sent for at most ``timeout_s``, and one
 line on stderr says how many marks did not arrive, why, and what to do; the exit status stays the
 program's own.
 """
@@ -28,6 +34,7 @@ BUFFER_MARKS = 300_000  # five minutes at 1,000 marks/s: a daemon restart loses 
 BATCH_MARKS = 10_000  # per RecordMarks call (the daemon takes up to 100,000)
 BATCH_BYTES = 8 << 20  # and at most this much of message: the daemon reads 16 MiB at most (limits.py)
 SEND_EVERY_S = 0.05
+DURABLE_POLL_S = 0.01  # a flush asks the daemon whether its marks are on disk this often
 BACKOFF_S = (0.05, 2.0)  # first and longest wait between tries while the daemon is unreachable
 # Reconnect as often as we retry: gRPC's own back-off would otherwise grow to 120 s.
 CHANNEL_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 50), ("grpc.max_reconnect_backoff_ms", 2000)]
@@ -91,6 +98,11 @@ class MarkSender:
         self._next_seq = 1
         self._buffer: collections.deque = collections.deque()
         self._batch = None  # (MarkBatch, n): taken from the buffer, neither accepted nor refused yet
+        self._unacked: collections.deque = collections.deque()  # (MarkBatch, n, end seq): accepted, not durable
+        # to send again to a new daemon, oldest first: (MarkBatch, n, end seq, counted accepted already)
+        self._resend: collections.deque = collections.deque()
+        self._daemon_id = ""  # the daemon that holds the unacknowledged batches
+        self._durable_seq = 0  # marks below it are durable
         self._lock = threading.Lock()
         self._settled = threading.Condition(self._lock)
         self._wake = threading.Event()
@@ -124,7 +136,7 @@ class MarkSender:
     def _run(self) -> None:
         backoff = BACKOFF_S[0]
         while True:
-            batch = self._batch or self._take()
+            batch = self._batch or self._take_resend() or self._take()
             if batch is None or time.monotonic() >= self._deadline:
                 if self._closed:
                     return
@@ -137,6 +149,14 @@ class MarkSender:
             self._wake.wait(min(backoff, max(self._deadline - time.monotonic(), 0)))  # flush/close cut it short
             self._wake.clear()
             backoff = min(backoff * 2, BACKOFF_S[1])
+
+    def _take_resend(self):
+        """The oldest batch a new daemon must have again (counted accepted once already)."""
+        with self._lock:
+            if self._resend:
+                msg, n, _, counted = self._resend.popleft()
+                self._batch = (msg, n, counted)
+            return self._batch
 
     def _take(self):
         with self._lock:
@@ -157,19 +177,22 @@ class MarkSender:
         except (TypeError, ValueError) as e:  # a record protobuf cannot hold: no retry makes it valid
             msg, why = None, f"could not encode a mark: {e}"
         with self._lock:
-            self._batch = (msg, n)
+            self._batch = (msg, n, False)
             if msg is None:
                 self._settle(n, why)
         return self._batch
 
-    def _send(self, msg, n: int) -> bool:
-        """True when the batch is settled (accepted or refused), False to try it again later."""
+    def _send(self, msg, n: int, again: bool = False) -> bool:
+        """True when the batch is settled (accepted or refused) or must wait behind the batches a new
+        daemon needs again, False to try it again later. ``again``: a resend, accepted before."""
         try:
             if self._record_marks is None:
                 self._channel = self._open_channel()
                 self._record_marks = self._pb_grpc.ProbeStub(self._channel).RecordMarks
             timeout = min(self.timeout_s, max(self._deadline - time.monotonic(), 0.01))
-            self._record_marks(msg, timeout=timeout)
+            with self._lock:
+                msg.columns.daemon_id = self._daemon_id if self._unacked else ""
+            reply = self._record_marks(msg, timeout=timeout)
         except self._grpc.RpcError as e:
             why = f"{e.code().name}: {' '.join(str(e.details()).split())}"
             if e.code() in self._transient:
@@ -181,9 +204,33 @@ class MarkSender:
         except ValueError as e:  # the channel was closed under us (close() timed out): stop here
             self.last_error = str(e)
             return False
+        end = msg.columns.first_seq + n
         with self._lock:
-            self._settle(n)
+            if reply.restarted:  # a new daemon: what the old one held and had not written goes again, first
+                self._resend.extend((m, k, e, True) for m, k, e in self._unacked)
+                self._unacked.clear()
+                self._resend.append((msg, n, end, again))  # then this batch
+                self._batch = None
+                self._daemon_id = reply.daemon_id
+                self._acknowledge(reply.durable_seq)
+                return True
+            self._daemon_id = reply.daemon_id
+            self._unacked.append((msg, n, end))
+            # a daemon of API 2 names itself not and says nothing of its disk: taken is all it promises
+            self._acknowledge(reply.durable_seq if reply.daemon_id else end)
+            if again:  # counted accepted the first time
+                self._batch = None
+                self._settled.notify_all()
+            else:
+                self._settle(n)
         return True
+
+    def _acknowledge(self, durable_seq: int) -> None:
+        """With the lock held: the batches the daemon has made durable are let go."""
+        self._durable_seq = max(self._durable_seq, durable_seq)
+        while self._unacked and self._unacked[0][2] <= self._durable_seq:
+            self._unacked.popleft()
+        self._settled.notify_all()
 
     def _settle(self, n: int, refused_why: str = "") -> None:
         """With the lock held: the current batch is done with."""
@@ -197,9 +244,10 @@ class MarkSender:
 
     # -- explicit calls ---------------------------------------------------------------------------
     def flush(self, timeout_s: Optional[float] = None) -> int:
-        """Waits until the daemon accepted every mark appended before this call; returns how many it
-        accepted since the previous flush. Raises DaemonError after ``timeout_s`` (the marks stay
-        buffered and are sent when the daemon answers), or when the daemon refused some."""
+        """Waits until every mark appended before this call is durable (the daemon wrote it to disk;
+        without --out, holds it); returns how many it accepted since the previous flush. Raises
+        DaemonError after ``timeout_s`` (the marks stay buffered and are sent when the daemon
+        answers), or when the daemon refused some."""
         timeout = self.timeout_s if timeout_s is None else timeout_s
         deadline = time.monotonic() + timeout
         self._wake.set()  # try now, not after the back-off
@@ -216,10 +264,50 @@ class MarkSender:
                 self._settled.wait(left)
             sent, self._flushed = self.accepted - self._flushed, self.accepted
             refused, self._refused_told = self.refused - self._refused_told, self.refused
+            durable_target = max((e for _, _, e in self._unacked), default=0)
+        self._wait_durable(durable_target, deadline, timeout)
         if refused:
             raise DaemonError(f"{refused} marks were refused and will never reach the daemon at {self.address}: "
                               f"{self.refused_why}", "fix what the reason names; a refused batch is not sent again")
         return sent
+
+    def _wait_durable(self, target: int, deadline: float, timeout: float) -> None:
+        """Asks the daemon to write now, and waits until its replies say the marks below ``target``
+        are durable (the resends to a new daemon included)."""
+        poll = self._pb.MarkBatch()
+        poll.columns.sender_id, poll.columns.write_now = self.sender_id, True
+        while True:
+            with self._lock:
+                if self._durable_seq >= target and not self._resend and not self._unacked_below(target):
+                    return
+                poll.columns.daemon_id = self._daemon_id if self._unacked else ""
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise DaemonError(f"marks accepted by the daemon at {self.address} are not yet on its disk after "
+                                  f"{timeout:g} s ({self.last_error or 'no reply'})",
+                                  "they stay here and are sent again if the daemon restarts; check its --out disk")
+            try:
+                if self._record_marks is None:
+                    self._channel = self._open_channel()
+                    self._record_marks = self._pb_grpc.ProbeStub(self._channel).RecordMarks
+                reply = self._record_marks(poll, timeout=min(left, self.timeout_s))
+            except self._grpc.RpcError as e:
+                self.last_error = f"{e.code().name}: {' '.join(str(e.details()).split())}"
+                reply = None
+            with self._lock:
+                if reply is not None and reply.restarted:  # the sending thread learns it with its next batch
+                    self._resend.extend((m, k, e, True) for m, k, e in self._unacked)
+                    self._unacked.clear()
+                    self._daemon_id = reply.daemon_id
+                    self._wake.set()
+                elif reply is not None:
+                    self._acknowledge(reply.durable_seq if reply.daemon_id else target)
+                if self._durable_seq >= target and not self._resend and not self._unacked_below(target):
+                    return
+            time.sleep(DURABLE_POLL_S)
+
+    def _unacked_below(self, target: int) -> bool:
+        return bool(self._unacked) and self._unacked[0][2] <= target
 
     def close(self) -> None:
         """Sends what is left for at most timeout_s, then says on stderr what did not arrive."""
@@ -232,6 +320,13 @@ class MarkSender:
         self._wake.set()
         if thread is not None and thread is not threading.current_thread():
             thread.join(self.timeout_s + 1)  # the thread stops at the deadline itself
+        with self._lock:
+            target = max((e for _, _, e in self._unacked), default=0)
+        if target and self._record_marks is not None:  # what the daemon took, on its disk before this process goes
+            try:
+                self._wait_durable(target, self._deadline, self.timeout_s)
+            except DaemonError:
+                pass  # said in the report
         line = self.report()
         if line:
             print(line, file=sys.stderr, flush=True)
@@ -250,23 +345,27 @@ class MarkSender:
     def report(self) -> str:
         """One line: how many marks did not reach the daemon, why, and what to do; "" when all did."""
         with self._lock:
-            unsent = len(self._buffer) + (self._batch[1] if self._batch else 0)
+            unsent = len(self._buffer) + (self._batch[1] if self._batch else 0) + sum(r[1] for r in self._resend)
+            unsaved = sum(u[1] for u in self._unacked)
             dropped, refused = self.dropped, self.refused
-        if not (unsent or dropped or refused):
+        if not (unsent or dropped or refused or unsaved):
             return ""
         parts, fixes = [], []
         if dropped:
             parts.append(f"{dropped} dropped because the buffer ({self.capacity} marks) was full")
         if unsent:
             parts.append(f"{unsent} unsent at exit ({self.last_error or 'no reply'})")
+        if unsaved:
+            parts.append(f"{unsaved} taken by the daemon but not yet on its disk at exit (lost if it is killed "
+                         "before it writes them)")
         if dropped or unsent:
             fixes.append("start the daemon (`greenprobe daemon`) before marking and point GREENPROBE_DAEMON at it"
                          + (f", or raise {BUFFER_ENV} to hold a longer outage" if dropped else ""))
         if refused:
             parts.append(f"{refused} refused ({self.refused_why})")
             fixes.append("fix what the reason names")
-        return (f"greenprobe: {dropped + unsent + refused} of {self.queued + dropped} marks did not reach the daemon "
-                f"at {self.address}: {'; '.join(parts)}. fix: {'; '.join(fixes)}")
+        return (f"greenprobe: {dropped + unsent + refused + unsaved} of {self.queued + dropped} marks did not reach the "
+                f"daemon at {self.address}: {'; '.join(parts)}. fix: {'; '.join(fixes)}")
 
 
 _SENDERS: "weakref.WeakSet[MarkSender]" = weakref.WeakSet()

@@ -76,9 +76,11 @@ TEST(round_trip_with_every_attribute_type) {
     CHECK(json_of(c, 2) == R"({"pid":4242,"x":"y"})");
     CHECK(c.attr_names.size() == 7);
     CHECK(c.refused == 0);
-    CHECK(w.drained() == 0 && w.pending_bytes() == 0);  // taken, not yet held: the client's flush waits
+    // taken, not yet durable: the client's flush waits, and the bytes stay the client's
+    CHECK(w.drained() == 0 && w.pending_bytes() > 0 && r.pending_bytes() == 0);
+    CHECK(r.release(c.end_position));
     r.commit(3);
-    CHECK(w.drained() == 3 && w.refused() == 0);
+    CHECK(w.drained() == 3 && w.refused() == 0 && w.pending_bytes() == 0);
     CHECK(r.drain(4242).size() == 0);
 }
 
@@ -104,6 +106,8 @@ TEST(full_ring_refuses_then_wraps_in_order) {
         CHECK(w.pending_bytes() > (1 << 12) - 256);  // refused only when (nearly) full
         MarkColumns c = r.drain(1);
         CHECK(c.refused == 0);
+        r.release(c.end_position);  // durable at once here: the writer may reuse the room
+        CHECK(r.released() == r.position());
         for (std::size_t i = 0; i < c.size(); ++i) {
             if (c.start_ns[i] != next_seen) {
                 CHECK(c.start_ns[i] == next_seen);
@@ -121,7 +125,9 @@ TEST(a_new_reader_continues_where_the_last_stopped) {  // a daemon restart
     for (int i = 1; i <= 10; ++i) CHECK(w.push(encode(i, i, "m")));
     {
         RingReader first(dup(w.fd()));
-        CHECK(first.drain(1).size() == 10);
+        MarkColumns c = first.drain(1);
+        CHECK(c.size() == 10);
+        CHECK(first.release(c.end_position));  // durable: handed back
         first.commit(10);
     }
     for (int i = 11; i <= 15; ++i) CHECK(w.push(encode(i, i, "m")));
@@ -131,6 +137,42 @@ TEST(a_new_reader_continues_where_the_last_stopped) {  // a daemon restart
     CHECK(c.start_ns[0] == 11 && c.start_ns[4] == 15);
     second.commit(5);
     CHECK(w.drained() == 15);
+}
+
+TEST(what_a_reader_drained_but_did_not_release_the_next_reads_again) {  // a daemon killed before its write
+    RingWriter w(1 << 12);
+    for (int i = 1; i <= 10; ++i) CHECK(w.push(encode(i, i, "m")));
+    std::uint64_t id = 0, after_five = 0;
+    {
+        RingReader first(dup(w.fd()));
+        id = first.ring_id();
+        MarkColumns c = first.drain(1, 5 * 48);  // a mark "m" without attributes: a 48-byte frame
+        REQUIRE(c.size() == 5);
+        after_five = c.end_position;
+        CHECK(first.drain(1).size() == 5);
+        CHECK(!first.release(first.position() + 8) && !first.release(0));  // nothing past what it drained
+        // the writer's room is still taken by what was drained and not released
+        while (w.push(encode(99, 99, "m"))) {
+        }
+        CHECK(w.pending_bytes() > (1 << 12) - 256);
+    }
+    RingReader second(dup(w.fd()));
+    CHECK(second.ring_id() == id && id != 0);  // the ring keeps its name across readers
+    MarkColumns again = second.drain(1);
+    REQUIRE(again.size() >= 10);
+    CHECK(again.start_ns[0] == 1 && again.start_ns[9] == 10);
+    RingReader third(dup(w.fd()));  // a reader told the first made marks durable up to after_five
+    CHECK(third.skip_to(after_five + 4) == -1 && third.skip_to(1ull << 40) == -1 && third.skip_to(after_five - 8) == -1);
+    const std::uint64_t before = w.drained();
+    CHECK(third.skip_to(after_five) == 5);
+    CHECK(w.drained() == before + 5);  // the client's flush counts the skipped marks as taken
+    MarkColumns rest = third.drain(1);
+    REQUIRE(rest.size() >= 1);
+    CHECK(rest.start_ns[0] == 6 && rest.size() == again.size() - 5);
+    CHECK(third.skip_to(after_five) == -1);  // only on a fresh reader
+    RingWriter other(1 << 12);
+    RingReader fourth(dup(other.fd()));
+    CHECK(fourth.ring_id() != id);
 }
 
 TEST(json_doubles_as_python_repr) {
@@ -308,6 +350,7 @@ TEST(writer_threads_and_a_reader_race) {  // under TSan: no data race through th
     bool in_order = true;
     while (seen < 2 * kPerThread) {
         MarkColumns c = r.drain(1);
+        r.release(c.end_position);
         for (std::size_t i = 0; i < c.size(); ++i) {
             const int who = c.thread_id[i] == 1'000'000 ? 0 : 1;
             in_order &= c.start_ns[i] == last[who] + 1;
@@ -435,6 +478,7 @@ TEST(the_encoders_json_bound_holds_over_random_marks) {  // what it accepts, the
         REQUIRE(w.push(e.bytes()));
         MarkColumns c = r.drain(std::numeric_limits<std::int64_t>::min());  // the widest pid
         REQUIRE(c.size() == 1);
+        r.release(c.end_position);
         CHECK(c.refused == 0);
         largest = std::max(largest, json_of(c, 0).size());
     }
@@ -467,11 +511,13 @@ TEST(a_drain_takes_whole_frames_up_to_its_budget) {
         while (small.push(encode(next_push, next_push, "m", static_cast<int>(next_push % 5)))) ++next_push;
         MarkColumns d = sr.drain(1, 100 + static_cast<std::size_t>(round % 7) * 40);
         CHECK(d.refused == 0);
+        sr.release(d.end_position);
         for (std::size_t i = 0; i < d.size(); ++i) CHECK(d.start_ns[i] == next_seen++);
         sr.commit(d.size());
     }
     while (sr.pending_bytes()) {
         MarkColumns d = sr.drain(1, 64);
+        sr.release(d.end_position);
         for (std::size_t i = 0; i < d.size(); ++i) CHECK(d.start_ns[i] == next_seen++);
     }
     CHECK(next_seen == next_push);

@@ -193,6 +193,22 @@ TEST(records_edges_with_exact_values) {
     CHECK(st[0].state == "stopped");
 }
 
+TEST(a_stop_is_heard_within_a_slice_whatever_the_period) {
+    std::shared_ptr<Sensor> s =
+        open_sensor("synthetic", Options({{"waveform", "constant"}, {"update_us", "0"}, {"domains", "a"}}));
+    SamplerConfig cfg;
+    cfg.period_ns = 3600LL * 1000000000LL;  // an hour between polls
+    Sampler sampler({s}, cfg);
+    sampler.start();
+    ::usleep(20000);  // the first poll is made, the thread sleeps towards the next
+    const int64_t t0 = now_ns();
+    sampler.stop();
+    const int64_t took = now_ns() - t0;
+    CHECK(took < 10 * kStopSliceNs);  // within a slice on an idle machine; a busy one is slower, never an hour
+    std::vector<Sample> out;
+    CHECK(sampler.drain(out) >= 2);  // the first poll and the stopping one
+}
+
 TEST(full_ring_counts_drops_and_never_blocks) {
     std::shared_ptr<Sensor> s =
         open_sensor("synthetic", Options({{"waveform", "constant"}, {"update_us", "0"}, {"domains", "a"}}));

@@ -97,10 +97,6 @@ CASES = {
         ["record", "--sensors", ":waveform=sine", "--duration", "0.1", "--out", "{tmp}/rec"],
         "empty sensor name in ':waveform=sine'",
         "name the kind before the options, e.g. synthetic:waveform=sine (`greenprobe sensors` lists the kinds)"),
-    "record-negative-baseline": (
-        ["record", "--sensors", "synthetic", "--baseline", "-1", "--out", "{tmp}/rec"],
-        "baseline_s must be >= 0, got -1.0",
-        "pass baseline_s=0 (no idle measurement) or more (on the command line: --baseline SECONDS)"),
     "record-replay-without-file": (
         ["record", "--sensors", "replay", "--duration", "0.1", "--out", "{tmp}/rec"],
         "the replay sensor needs a recorded file", "use replay:path=run1/samples.parquet"),
@@ -110,6 +106,29 @@ CASES = {
     "measure-period-below-minimum": (
         ["measure", "--sensors", "synthetic", "--period-us", "10", "--out", "{tmp}/m", "--", "true"],
         "period_us must be >= 50, got 10.0", PERIOD_FIX),
+    "record-out-cannot-be-made": (
+        ["record", "--sensors", "synthetic", "--duration", "0.1", "--out", "/dev/null/rec"],
+        "--out /dev/null/rec cannot be made: /dev/null is not a folder", "give --out a path in a folder"),
+    "measure-out-cannot-be-made": (
+        ["measure", "--sensors", "synthetic", "--out", "/dev/null/m", "--", "true"],
+        "--out /dev/null/m cannot be made: /dev/null is not a folder", "give --out a path in a folder"),
+    "daemon-socket-in-a-missing-folder": (
+        ["daemon", "--sensors", "synthetic", "--socket", "{tmp}/none/run/d.sock"],
+        "--socket {tmp}/none/run/d.sock: {tmp}/none does not exist",
+        "make it first (mkdir -p {tmp}/none), or give --socket a path in a folder that exists"),
+    "daemon-spool-dir-missing": (
+        ["daemon", "--sensors", "synthetic", "--socket", "{tmp}/run/d.sock", "--spool-dir", "{tmp}/spool"],
+        "--spool-dir {tmp}/spool does not exist",
+        "make it first (mkdir -p {tmp}/spool), or give --spool-dir a folder that exists"),
+    "daemon-out-cannot-be-made": (
+        ["daemon", "--sensors", "synthetic", "--socket", "{tmp}/run/d.sock", "--out", "/dev/null/out"],
+        "--out /dev/null/out cannot be made: /dev/null is not a folder", "give --out a path in a folder"),
+    "daemon-save-dir-cannot-be-made": (
+        ["daemon", "--sensors", "synthetic", "--socket", "{tmp}/run/d.sock", "--save-dir", "/dev/null/save"],
+        "--save-dir /dev/null/save cannot be made: /dev/null is not a folder", "give --save-dir a path in a folder"),
+    "daemon-unknown-group": (
+        ["daemon", "--sensors", "synthetic", "--socket", "{tmp}/run/d.sock", "--group", "no-such-group-here"],
+        "no group 'no-such-group-here'", "create it (groupadd no-such-group-here) or name an existing one"),
     "daemon-listen-not-loopback": (
         ["daemon", "--sensors", "synthetic", "--socket", "{tmp}/run/daemon.sock", "--listen", "0.0.0.0:0"],
         "--listen 0.0.0.0:0 on TCP needs a token: a port, loopback included, serves every local user whatever "
@@ -164,8 +183,8 @@ def test_study_spec_with_a_bad_order_size_or_source(tmp_path, capsys):
     refuses(capsys, ["study", path, "--out", out], "unknown ONNX sources ['jax']",
             "choose from torch, tensorflow, mxnet")
     path = spec_file(tmp_path, '[study]\nbatch_sizes = [1, "64"]\n')
-    refuses(capsys, ["study", path, "--out", out], "batch sizes must be >= 1, got [1, '64']",
-            "pass whole numbers >= 1: --batch-sizes 1,64 (batch_sizes = [1, 64] in a spec file)")
+    refuses(capsys, ["study", path, "--out", out], "batch_sizes must be a list of whole numbers, got [1, '64']",
+            "write batch_sizes = [1, 64] (for example) in the spec file")
     path = spec_file(tmp_path, "[study]\nrest_s = -1\n")
     refuses(capsys, ["study", path, "--out", out], "rest_s must be >= 0", "set rest_s = 0 or more in the spec file")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["study.toml"]  # OUT was not made
@@ -216,6 +235,153 @@ def test_usage_errors_stay_exit_2(capsys):
     usage_error(capsys, ["study", "--order", "random"], "argument --order: invalid choice: 'random'")
     usage_error(capsys, ["study", "--runs", "many"], "argument --runs: invalid int value: 'many'")
     usage_error(capsys, ["daemon", "--no-socket"], "--no-socket needs --listen HOST:PORT")
+    usage_error(capsys, ["daemon", "--max-marks", "x"], "argument --max-marks: invalid int value: 'x'")
+
+
+PERIOD_SAYS = "is not a polling period: give microseconds, more than 0 and at most 250000 (e.g. 1000)"
+IDLE_SAYS = "is not an idle time: give seconds, 0 or more and at most 3600 (e.g. 3)"
+DURATION_SAYS = "is not a duration: give seconds, 0 or more (e.g. 10 or 0.5)"
+PASSING_SAYS = "is not a duration: give seconds, more than 0 (e.g. 2 or 0.5)"
+PATH_SAYS = "'' is not a path: give a file or folder name, e.g. results/run1"
+PORT_SAYS = "is not a port: give a whole number from 0 to 65535 (0: any free port)"
+LISTEN_SAYS = "is not HOST:PORT with a port from 0 to 65535: give e.g. 127.0.0.1:50051 (port 0: any free port)"
+
+# (argv, what argparse says): numbers, ports and paths are refused where they are read, naming what to give
+NONSENSE = [
+    *[(["record", "--period-us", v], f"argument --period-us: '{v}' {PERIOD_SAYS}") for v in ("nan", "inf", "1e30",
+                                                                                            "1e9", "0", "-5")],
+    *[(["record", "--baseline", v], f"argument --baseline: '{v}' {IDLE_SAYS}") for v in ("nan", "inf", "1e30", "-1")],
+    *[(["record", "--duration", v], f"argument --duration: '{v}' {DURATION_SAYS}") for v in ("nan", "-1", "inf")],
+    (["record", "--out", ""], f"argument --out: {PATH_SAYS}"),
+    (["measure", "--period-us", "inf", "--", "true"], f"argument --period-us: 'inf' {PERIOD_SAYS}"),
+    (["measure", "--baseline", "1e30", "--", "true"], f"argument --baseline: '1e30' {IDLE_SAYS}"),
+    (["measure", "--kill-after", "nan", "--", "true"], f"argument --kill-after: 'nan' {DURATION_SAYS}"),
+    (["measure", "--out", "", "--", "true"], f"argument --out: {PATH_SAYS}"),
+    (["daemon", "--period-us", "nan"], f"argument --period-us: 'nan' {PERIOD_SAYS}"),
+    (["daemon", "--flush-s", "0"], f"argument --flush-s: '0' {PASSING_SAYS}"),
+    (["daemon", "--flush-s", "nan"], f"argument --flush-s: 'nan' {PASSING_SAYS}"),
+    (["daemon", "--otlp-interval-s", "0"], f"argument --otlp-interval-s: '0' {PASSING_SAYS}"),
+    (["daemon", "--memory-s", "inf"], f"argument --memory-s: 'inf' {DURATION_SAYS}"),
+    (["daemon", "--compact-s", "-1"], f"argument --compact-s: '-1' {DURATION_SAYS}"),
+    (["daemon", "--prometheus-port", "70000"], f"argument --prometheus-port: '70000' {PORT_SAYS}"),
+    (["daemon", "--prometheus-port", "-1"], f"argument --prometheus-port: '-1' {PORT_SAYS}"),
+    (["daemon", "--listen", "127.0.0.1:99999"], f"argument --listen: '127.0.0.1:99999' {LISTEN_SAYS}"),
+    (["daemon", "--listen", "127.0.0.1"], f"argument --listen: '127.0.0.1' {LISTEN_SAYS}"),
+    (["daemon", "--listen", ":50051"], f"argument --listen: ':50051' {LISTEN_SAYS}"),
+    *[(["daemon", flag, ""], f"argument {flag}: {PATH_SAYS}") for flag in ("--out", "--save-dir", "--spool-dir",
+                                                                          "--socket")],
+]
+
+
+@pytest.mark.parametrize("argv, says", NONSENSE, ids=[" ".join(a) for a, _ in NONSENSE])
+def test_nonsense_numbers_ports_and_paths_are_refused_where_they_are_read(capsys, argv, says):
+    usage_error(capsys, argv, says)
+
+
+def test_every_daemon_limit_refuses_zero_and_less(capsys):
+    from greenprobe.daemon.limits import Limits
+
+    for f in Limits.flags():
+        flag = "--" + f.name.replace("_", "-")
+        least = "64M" if f.name == "max_mark_bytes" else "1"
+        usage_error(capsys, ["daemon", flag, "0"],
+                    f"argument {flag}: '0' is under {least}, the least this limit may be")
+        usage_error(capsys, ["daemon", flag, "-1"], f"argument {flag}: '-1' is ")
+
+
+def test_an_output_folder_nobody_may_write_in_is_refused_before_the_run(capsys):
+    """Root may write almost anywhere: /proc is the folder even root cannot make one in."""
+    for argv in (["record", "--sensors", "synthetic", "--duration", "0.1", "--out", "/proc/greenprobe-out"],
+                 ["measure", "--sensors", "synthetic", "--out", "/proc/greenprobe-out", "--", "true"]):
+        assert cli_main(argv) == 1
+        out, err = capsys.readouterr()
+        message, fix = err.splitlines()
+        assert out == "" and message.startswith("greenprobe: --out /proc/greenprobe-out: cannot write in /proc (")
+        assert fix == "  fix: give --out a folder this user may write to"
+
+
+@pytest.mark.parametrize("line, message, fix", [
+    ('batch_sizes = "1,64"', "batch_sizes must be a list of whole numbers, got '1,64'",
+     "write batch_sizes = [1, 64] (for example) in the spec file"),
+    ('models = "resnet50"', "models must be a list of strings, got 'resnet50'",
+     'write models = ["resnet50", "mobilenet_v2", "bert-base-uncased"] (for example) in the spec file'),
+    ('runs = "30"', "runs must be a whole number, got '30'", "write runs = 30 (for example) in the spec file"),
+    ("runs = true", "runs must be a whole number, got True", "write runs = 30 (for example) in the spec file"),
+    ('size = 3', "size must be a string, got 3", 'write size = "full" (for example) in the spec file'),
+    ("rest_s = inf", "rest_s must be a finite number, got inf", "write rest_s = 1.0 (for example) in the spec file"),
+    ("baseline_s = nan", "baseline_s must be a finite number, got nan",
+     "write baseline_s = 5.0 (for example) in the spec file"),
+    ("baseline_s = 1e30", "baseline_s must be at most 3600 s, got 1e+30",
+     "set baseline_s = 3600 or less in the spec file"),
+    ("period_us = 1e9", "period_us must be from 50 to 250000, got 1000000000.0",
+     "set period_us = 1000 (the default) or another value in that range"),
+    ("image_size = -5", "image_size must be >= 1", "set image_size = 1 or more in the spec file"),
+    ("seq_len = 0", "seq_len must be >= 1", "set seq_len = 1 or more in the spec file"),
+])
+def test_study_spec_values_of_the_wrong_type_or_range_name_the_field(tmp_path, capsys, line, message, fix):
+    path = spec_file(tmp_path, f"[study]\n{line}\n")
+    refuses(capsys, ["study", path, "--out", tmp_path / "out"], message, fix)
+    assert not (tmp_path / "out").exists()
+
+
+def test_report_of_a_damaged_or_foreign_study_table(tmp_path, capsys):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from greenprobe.study.layout import DAMAGED_FIX
+
+    summary = tmp_path / "summary.parquet"
+    summary.write_bytes(b"PAR1 cut short")
+    assert cli_main(["report", str(tmp_path)]) == 1
+    out, err = capsys.readouterr()
+    message, fix = err.splitlines()
+    assert out == "" and message.startswith(f"greenprobe: cannot read {summary} as Parquet: ")
+    assert fix == f"  fix: {DAMAGED_FIX}"
+    pq.write_table(pa.table({"model": ["resnet50"]}), summary)
+    refuses(capsys, ["report", tmp_path], f"{summary} is not a table greenprobe wrote: it has no column id, status",
+            DAMAGED_FIX)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.parquet"]
+
+
+def test_a_recording_to_replay_that_greenprobe_did_not_write(tmp_path, capsys):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from greenprobe.parquet import NOT_OURS_FIX
+
+    foreign = tmp_path / "foreign.parquet"
+    pq.write_table(pa.table({"t_ns": [1, 2], "value": [0.5, 0.7]}), foreign)
+    refuses(capsys, ["record", "--sensors", f"replay:path={foreign}", "--duration", "0.1", "--out", tmp_path / "rec"],
+            f"{foreign} holds no greenprobe metadata: another program wrote it", NOT_OURS_FIX)
+    assert not (tmp_path / "rec").exists()
+
+
+CLIENT_FIX = ("set GREENPROBE_DAEMON to the address `greenprobe daemon` prints: unix:/path/to/daemon.sock or host:port "
+              "(e.g. 127.0.0.1:50051)")
+NOT_AN_ADDRESS = "is not a daemon address: it needs unix:PATH, or HOST:PORT with a port from 1 to 65535"
+
+
+@pytest.mark.parametrize("env, message, fix", [
+    ({"GREENPROBE_DAEMON": "garbage"}, f"GREENPROBE_DAEMON='garbage' {NOT_AN_ADDRESS}", CLIENT_FIX),
+    ({"GREENPROBE_DAEMON": "localhost:notaport"}, f"GREENPROBE_DAEMON='localhost:notaport' {NOT_AN_ADDRESS}",
+     CLIENT_FIX),
+    ({"GREENPROBE_DAEMON": "127.0.0.1:99999"}, f"GREENPROBE_DAEMON='127.0.0.1:99999' {NOT_AN_ADDRESS}", CLIENT_FIX),
+    ({"GREENPROBE_DAEMON": "unix:"}, "GREENPROBE_DAEMON='unix:' names no socket", CLIENT_FIX),
+    ({"GREENPROBE_DAEMON": "127.0.0.1:50051", "GREENPROBE_TOKEN": "0123456789abcdef\n"},
+     "GREENPROBE_TOKEN holds a character a token cannot carry (a space, a newline or a non-ASCII character; gRPC "
+     "refuses the header)",
+     "give the daemon's token alone in GREENPROBE_TOKEN (printable ASCII, as `openssl rand -hex 24` makes)"),
+], ids=["no-port", "port-not-a-number", "port-out-of-range", "unix-without-path", "token-with-newline"])
+def test_a_client_environment_error_is_one_greenprobe_error_at_the_first_mark(tmp_path, env, message, fix):
+    """Not a gRPC error about a target or a header, and not marks lost at exit without a word."""
+    path = [str(PACKAGE_PARENT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    base = {k: v for k, v in os.environ.items() if not k.startswith("GREENPROBE_")}
+    r = subprocess.run([sys.executable, "-c", "import greenprobe\nwith greenprobe.mark('x'):\n    pass\n"],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=120,
+                       env={**base, "PYTHONPATH": os.pathsep.join(path), **env})
+    assert r.returncode == 1 and r.stdout == "", r.stderr
+    assert r.stderr.endswith(f"greenprobe.errors.DaemonError: {message}\n  fix: {fix}\n"), r.stderr[-600:]
+    assert "0123456789abcdef" not in r.stderr  # a token is never repeated
 
 
 def _run(*argv, tmp_path):
@@ -262,3 +428,14 @@ def test_daemon_errors_carry_a_fix(tmp_path, monkeypatch):
         greenprobe.connect(address, timeout_s=2)
     assert e.value.message.startswith(f"greenprobe daemon at {address} is not reachable (")
     assert e.value.fix == "start it with `greenprobe daemon` and point GREENPROBE_DAEMON at its socket"
+
+
+def test_a_broken_file_given_to_the_replay_sensor_is_one_line(tmp_path, capsys):
+    from greenprobe.parquet import NOT_OURS_FIX
+
+    bad = tmp_path / "bad.parquet"
+    bad.write_bytes(b"junk")
+    refuses(capsys, ["record", "--sensors", f"replay:path={bad}", "--duration", "0.1", "--out", tmp_path / "out"],
+            f"cannot read {bad} as Parquet: Parquet file size is 4 bytes, smaller than the minimum file footer "
+            "(8 bytes)", NOT_OURS_FIX)
+    assert not (tmp_path / "out").exists()

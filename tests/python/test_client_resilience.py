@@ -66,13 +66,19 @@ class Fake(pb_grpc.ProbeServicer):
         self.requests: list = []
         self.accepted: list = []
 
+    durable = 0  # as a daemon without --out: what it holds is as durable as it gets
+
     def RecordMarks(self, request, context):
+        c = request.columns
+        if not c.frames and c.write_now:  # a flush asking whether its marks are durable: not a batch
+            return pb.RecordMarksReply(durable_seq=self.durable, daemon_id="fake")
         self.requests.append(request)
         code = self.answer(len(self.requests))
         if code is not None:
             context.abort(code, "the fake daemon says no")
         self.accepted.append(request)
-        return pb.RecordMarksReply(accepted=marks_in(request))
+        self.durable = max(self.durable, c.first_seq + marks_in(request))
+        return pb.RecordMarksReply(accepted=marks_in(request), durable_seq=self.durable, daemon_id="fake")
 
 
 @pytest.fixture

@@ -113,3 +113,75 @@ def test_intake_waits_when_writes_fall_behind(tmp_path):
         daemon.stop()
         probe.stop()
     assert len(probe.marks()) == 2000
+
+
+STEADY_CLIENT = """
+import json, os, sys, time, greenprobe
+from greenprobe.client import default_remote
+os.environ["GREENPROBE_DAEMON"], n, ring = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+if ring == "0":
+    os.environ["GREENPROBE_MARK_RING"] = "0"  # every mark through gRPC
+remote = default_remote()
+start = time.monotonic()
+for i in range(n):  # 1,000 marks a second
+    with greenprobe.mark("k", i=i):
+        pass
+    time.sleep(max(start + (i + 1) / 1000 - time.monotonic(), 0))
+remote.flush()
+print(n)
+"""
+
+
+def run_marks(out: Path) -> list:
+    """Every mark "k" the runs under ``out`` wrote, as its attribute i, from the parts (each run's)."""
+    import json
+
+    from greenprobe.parquet import read_parts
+
+    seen = []
+    for run in sorted(out.glob("run-*")):
+        table = read_parts(run / "parts" / "marks")
+        seen += [json.loads(a)["i"] for label, a in zip(table.column("label").to_pylist(),
+                                                          table.column("attrs").to_pylist()) if label == "k"]
+    return seen
+
+
+@pytest.mark.parametrize("ring", ["1", "0"], ids=["ring", "grpc"])
+def test_a_daemon_killed_under_a_steady_client_loses_no_mark_and_doubles_none(tmp_path, ring):
+    """SIGKILL under a client marking 1,000 times a second, then a new daemon on the same socket and
+    --out: the client's marks wait (in its ring, or its sender) until a daemon has them on disk, and
+    every mark is in the runs' parts exactly once."""
+    sock, out = tmp_path / "d.sock", tmp_path / "out"
+
+    def daemon(k: int) -> subprocess.Popen:
+        ready = tmp_path / f"ready{k}"
+        proc = subprocess.Popen([sys.executable, "-m", "greenprobe", "daemon", "--sensors", "synthetic", "--socket",
+                                 str(sock), "--ready-file", str(ready), "--out", str(out), "--flush-s", "0.5"],
+                                stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 30
+        while not ready.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.02)
+        return proc
+
+    first = daemon(1)
+    n = 4000
+    client = subprocess.Popen([sys.executable, "-c", STEADY_CLIENT, f"unix:{sock}", str(n), ring],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    second = None
+    try:
+        time.sleep(1.6)  # ~1,600 marks made, the last ones not yet written
+        first.kill()
+        first.wait()
+        second = daemon(2)
+        made, err = client.communicate(timeout=120)
+        assert client.returncode == 0 and int(made) == n, err
+        second.send_signal(signal.SIGTERM)
+        second.communicate(timeout=60)
+    finally:
+        for p in (client, first, second):
+            if p is not None and p.poll() is None:
+                p.kill()
+    seen = run_marks(out)
+    assert len(out.glob("run-*").__next__().name) > 0
+    assert sorted(seen) == list(range(n)), (len(seen), len(set(seen)), n)

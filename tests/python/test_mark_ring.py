@@ -484,11 +484,11 @@ def test_a_ring_cannot_bring_more_marks_than_the_daemon_holds_and_one_failure_dr
 
         real, calls = daemon.servicer.record_columns, []
 
-        def fails_once(table, names, *rest):
+        def fails_once(table, names, *rest, **kw):
             calls.append(table.num_rows)
             if len(calls) == 1:
                 raise RuntimeError("disk on fire")
-            return real(table, names, *rest)
+            return real(table, names, *rest, **kw)
 
         daemon.servicer.record_columns = fails_once
         first, _, _ = ring_pair(1 << 12)
@@ -603,9 +603,9 @@ def test_one_rings_backlog_is_drained_in_turns_so_another_clients_flush_is_not_h
     daemon = Daemon(probe, tmp_path / "d.sock").start()
     sizes, real = [], daemon.servicer.record_columns
 
-    def spy(table, names, *rest):
+    def spy(table, names, *rest, **kw):
         sizes.append((table.column("label")[0].as_py(), table.num_rows))
-        return real(table, names, *rest)
+        return real(table, names, *rest, **kw)
 
     daemon.servicer.record_columns = spy
     path = f"{tmp_path / 'd.sock'}.ring"
@@ -731,13 +731,17 @@ def test_a_forced_drain_ends_though_the_client_writes_on(tmp_path):
     from greenprobe.daemon import rings
 
     class Endless:  # a ring refilled as fast as it is read
-        capacity, pending_bytes, calls = 1 << 22, 4 << 20, 0
+        capacity, pending_bytes, calls, released = 1 << 22, 4 << 20, 0, 0
 
         def drain(self, pid, max_bytes):
             self.calls += 1
-            return {"start_ns": np.zeros(0, np.int64)}
+            return {"start_ns": np.zeros(0, np.int64), "end_position": 8 * self.calls}
 
-    intake = rings.RingIntake(tmp_path / "r.sock", SimpleNamespace(ring_room=lambda owner=None: 1), None, 1, 1)
+        def release(self, position):
+            self.released = position
+
+    intake = rings.RingIntake(tmp_path / "r.sock", SimpleNamespace(ring_room=lambda owner=None: 1, backlog=None,
+                                                                   durable_index=lambda: 0), None, 1, 1)
     client = rings._Client(conn=None, pid=1, uid=0, reader=Endless())
     intake._drain(client, force=True)
     assert client.reader.calls == 2 * (4 << 20) // rings.DRAIN_BUDGET_BYTES + 2 and client.more

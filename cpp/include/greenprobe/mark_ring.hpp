@@ -33,7 +33,7 @@
 namespace greenprobe::markring {
 
 inline constexpr std::uint64_t kMagic = 0x31474e49524b4d47ULL;  // "GMKRING1"
-inline constexpr std::uint32_t kVersion = 1;
+inline constexpr std::uint32_t kVersion = 2;  // 2: ring_id
 inline constexpr std::size_t kHeaderBytes = 4096;
 inline constexpr std::size_t kMinCapacity = std::size_t{1} << 12;
 inline constexpr std::size_t kMaxCapacity = std::size_t{1} << 26;  // 64 MiB
@@ -63,8 +63,11 @@ struct Header {
     std::uint32_t version;
     std::uint32_t header_bytes;
     std::uint64_t capacity;  // bytes of frames, a power of two
+    std::uint64_t ring_id;   // random, set by the writer: names the ring to the next daemon
     alignas(64) std::atomic<std::uint64_t> head;     // bytes written, ever: the client's
-    alignas(64) std::atomic<std::uint64_t> tail;     // bytes drained, ever: the daemon's, published
+    // bytes released, ever: the daemon's, published once the marks in them are durable (written
+    // by the daemon); the client writes no further than capacity past it
+    alignas(64) std::atomic<std::uint64_t> tail;
     alignas(64) std::atomic<std::uint64_t> drained;  // marks the daemon took (held or refused)
     std::atomic<std::uint64_t> refused;              // of those, marks it refused
     std::atomic<std::uint32_t> why_len;              // the last refusal's reason, for the client's report
@@ -136,6 +139,7 @@ struct MarkColumns {
     std::vector<std::string> attr_names;      // distinct attribute names (pid included)
     std::uint64_t refused = 0;                // marks of this drain refused, and why (the first)
     std::string refused_why;
+    std::uint64_t end_position = 0;  // the ring's byte count after this drain: release() it once durable
     std::size_t size() const { return start_ns.size(); }
 };
 
@@ -148,14 +152,27 @@ class RingReader {
     RingReader& operator=(const RingReader&) = delete;
 
     std::size_t capacity() const { return capacity_; }
+    std::uint64_t ring_id() const { return ring_id_; }
     std::uint64_t pending_bytes() const;  // what the client has written since the last drain
     // Takes the frames written so far, whole frames up to `max_bytes` of them (one at least; the
     // rest wait for the next drain, so one ring's backlog cannot hold up the others'), and decodes
     // them; marks whose fields are bad are refused and counted in the client's header, `pid` is put
     // in every mark's attributes. RingCorrupt: the framing is broken (the ring is of no further
-    // use). The client learns the marks are held only from commit(): call it once they are.
+    // use). The drained bytes stay the client's until release(): a daemon that dies before leaves
+    // them for the next one to read again. The client learns the marks are held only from
+    // commit(): call it once they are (durable).
     MarkColumns drain(std::int64_t pid, std::size_t max_bytes = SIZE_MAX);
     void commit(std::uint64_t marks);  // `marks` of a drain are held: the client's flush may return
+    // Hands the ring's bytes up to `position` (a drain's end_position) back to the client: the
+    // marks in them are durable. False (nothing done) for a position outside what was drained.
+    bool release(std::uint64_t position);
+    // A ring a previous daemon wrote up to `position` (from its progress record) before it died
+    // without releasing: its bytes up to there are skipped, released and their marks committed
+    // (the client's flush counts them). Only on a fresh reader; returns the marks skipped, or -1
+    // (nothing done) for a position outside what the client has written or off a frame boundary.
+    std::int64_t skip_to(std::uint64_t position);
+    std::uint64_t position() const { return read_; }  // bytes drained, ever
+    std::uint64_t released() const { return tail_; }
     // Marks taken from the ring but refused (e.g. the daemon's limits), and why, for the client.
     void refuse(std::uint64_t marks, std::string_view why);
 
@@ -167,6 +184,8 @@ class RingReader {
     Header* header_ = nullptr;
     const unsigned char* data_ = nullptr;
     std::uint64_t tail_;  // the reader's own copy: the shared one is only published
+    std::uint64_t read_;  // bytes drained, ever: ahead of tail_ by what is not yet durable
+    std::uint64_t ring_id_ = 0;
     std::vector<unsigned char> copy_;
 };
 

@@ -19,6 +19,7 @@ namespace greenprobe {
 // which the Probe, the command line and the study read).
 inline constexpr int64_t kDefaultPeriodNs = 1000000;      // 1 kHz
 inline constexpr int64_t kMinPeriodNs = 50000;            // faster polling costs CPU and dates nothing better
+inline constexpr int64_t kStopSliceNs = 50000000;         // a sensor thread hears stop() within this, whatever its period
 inline constexpr int64_t kDefaultKeepaliveNs = 50000000;  // an unchanged value is stored every 50 ms
 inline constexpr std::size_t kDefaultRingCapacity = 1 << 16;
 inline constexpr std::size_t kMinRingCapacity = 16;

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
-from .common import add_sensor_args, at_least, paragraphs, parse_bytes
+from pathlib import Path
+
+from .common import (add_sensor_args, at_least, check_folder, host_port, nonempty_path, paragraphs, parse_bytes, port,
+                     positive_seconds, seconds)
 
 
 def add_parser(sub) -> None:
@@ -31,38 +34,48 @@ def add_parser(sub) -> None:
                               "    (clients: GREENPROBE_TLS_CA=ca.pem GREENPROBE_TOKEN=... "
                               "GREENPROBE_DAEMON=host:50051)")
     add_sensor_args(p)
-    p.add_argument("--socket", help="Unix socket path (default /run/greenprobe/daemon.sock as root, else "
-                                    "$XDG_RUNTIME_DIR/greenprobe/daemon.sock or /tmp/greenprobe-UID/daemon.sock); its "
-                                    "folder must be this user's and writable by nobody else")
+    p.add_argument("--socket", type=nonempty_path,
+                   help="Unix socket path (default /run/greenprobe/daemon.sock as root, else "
+                        "$XDG_RUNTIME_DIR/greenprobe/daemon.sock or /tmp/greenprobe-UID/daemon.sock); its folder (made "
+                        "if missing, in a folder that exists) must be this user's and writable by nobody else")
     p.add_argument("--no-socket", action="store_true", help="no Unix socket (needs --listen)")
     p.add_argument("--group", help="group (name or gid) that may connect to the socket and read the output files")
-    p.add_argument("--listen", metavar="HOST:PORT", help="also serve TCP, token required (loopback only unless "
-                                                         "--allow-remote)")
+    p.add_argument("--listen", type=host_port, metavar="HOST:PORT",
+                   help="also serve TCP, token required (loopback only unless --allow-remote)")
     p.add_argument("--allow-remote", action="store_true",
                    help="allow a non-loopback --listen or --prometheus-addr; requires TLS and a token")
     p.add_argument("--token", help=argparse.SUPPRESS)  # refused with the fix: a token on the command line leaks
-    p.add_argument("--token-file", metavar="FILE", help="read the token from FILE (not readable by other users; "
-                                                        "default $GREENPROBE_TOKEN)")
+    p.add_argument("--token-file", metavar="FILE",
+                   help="read the token from FILE (not readable by other users; default $GREENPROBE_TOKEN): one token "
+                        "(its holders are one user, an admin), or one 'NAME TOKEN' line per user ('NAME TOKEN admin' "
+                        "for one who sees every user's marks); each user's marks, labels and saves are their own")
+    p.add_argument("--admin-group", metavar="GROUP",
+                   help="members of GROUP (name or gid) see every user's marks, with the owner as a column; root and "
+                        "the daemon's user always do, everyone else sees their own")
     p.add_argument("--tls-cert", metavar="PEM", help="server certificate for TCP (required off loopback)")
     p.add_argument("--tls-key", metavar="PEM", help="its private key")
     p.add_argument("--tls-client-ca", metavar="PEM", help="require client certificates signed by this CA (mutual TLS)")
-    p.add_argument("--out", help="write OUT/run-<time>-<pid>/parts/ as it goes (readable even after a crash) and the "
-                                 "samples, intervals, labels and metadata files into that run folder when stopping")
-    p.add_argument("--save-dir", metavar="DIR", help="the only folder clients' Save may write under (they name a "
-                                                     "folder inside it); without it Save is refused")
+    p.add_argument("--out", type=nonempty_path,
+                   help="write OUT/run-<time>-<pid>/parts/ as it goes (readable even after a crash) and the samples, "
+                        "intervals, labels and metadata files into that run folder when stopping")
+    p.add_argument("--save-dir", type=nonempty_path, metavar="DIR",
+                   help="the only folder clients' Save may write under (they name a folder inside it); without it "
+                        "Save is refused")
     p.add_argument("--save-max-bytes", type=parse_bytes, default="20G", metavar="SIZE",
                    help="clients' Save is refused once --save-dir holds this much (default 20G; K, M, G, T "
                         "suffixes; 0: no limit)")
-    p.add_argument("--flush-s", type=float, default=2.0, help="seconds between incremental writes (default 2)")
-    p.add_argument("--memory-s", type=float, default=300.0, metavar="SECONDS",
+    p.add_argument("--flush-s", type=positive_seconds, default=2.0,
+                   help="seconds between incremental writes (default 2)")
+    p.add_argument("--memory-s", type=seconds, default=300.0, metavar="SECONDS",
                    help="samples kept in memory (default the last 300 s); older ones are read back from the parts "
                         "when a query needs them, so memory does not grow with time")
-    p.add_argument("--spool-dir", metavar="DIR", help="where the parts go without --out (default the system's "
-                                                      "temporary folder; removed at stop)")
-    p.add_argument("--compact-s", type=float, default=3600, metavar="SECONDS",
+    p.add_argument("--spool-dir", type=nonempty_path, metavar="DIR",
+                   help="an existing folder where the parts go without --out (default the system's temporary folder; "
+                        "removed at stop)")
+    p.add_argument("--compact-s", type=seconds, default=3600, metavar="SECONDS",
                    help="merge the parts of every SECONDS of the run into one file once memory has let them go "
                         "(default 3600: 24 files a day instead of 43,200 at --flush-s 2; 0: never)")
-    p.add_argument("--prometheus-port", type=int, metavar="N",
+    p.add_argument("--prometheus-port", type=port, metavar="N",
                    help="serve energy and power per domain at http://ADDR:N/metrics, bearer token required "
                         "(0: any free port)")
     p.add_argument("--prometheus-addr", default="127.0.0.1", help="address for --prometheus-port (default loopback)")
@@ -70,7 +83,7 @@ def add_parser(sub) -> None:
                    help="also push hw.energy (J) and hw.power (W) per domain as OpenTelemetry metrics to this OTLP/gRPC "
                         "collector: http://127.0.0.1:4317 on this machine, https://HOST:4317 elsewhere (needs "
                         "pip install 'greenprobe[otlp]')")
-    p.add_argument("--otlp-interval-s", type=float, default=10.0, metavar="SECONDS",
+    p.add_argument("--otlp-interval-s", type=positive_seconds, default=10.0, metavar="SECONDS",
                    help="seconds between OTLP pushes (default 10)")
     add_limit_flags(p)
     p.add_argument("--ready-file", help=argparse.SUPPRESS)
@@ -80,9 +93,22 @@ def add_parser(sub) -> None:
 def run(args, parser) -> int:
     if args.no_socket and not args.listen:
         parser.error("--no-socket needs --listen HOST:PORT")
+    check_folders(args)
     from ..daemon import run as run_daemon
 
     return run_daemon(args)
+
+
+def check_folders(args) -> None:
+    """The folders the daemon writes into, checked before it opens a sensor: --out and --save-dir
+    it makes (with their missing parents), the socket's folder it makes in a folder that exists, and
+    --spool-dir must exist (a spool folder is made inside it)."""
+    for flag, folder, make in (("--out", args.out, None), ("--save-dir", args.save_dir, None),
+                               ("--spool-dir", args.spool_dir, 0)):
+        if folder:
+            check_folder(folder, flag, make)
+    if args.socket and not args.no_socket:
+        check_folder(Path(args.socket).parent, "--socket", 1, given=args.socket)
 
 
 def add_limit_flags(p) -> None:
@@ -95,9 +121,10 @@ def add_limit_flags(p) -> None:
             parse, metavar, shown = parse_bytes, "SIZE", size_text(f.default)
         else:
             parse, metavar, shown = int, "N", count_text(f.default)
-        if m["least"]:
-            least = size_text(m["least"]) if m["kind"] == "bytes" else count_text(m["least"])
-            parse = at_least(parse, m["least"], least, m["least_why"])
+        # every limit is at least 1 (0 or less would refuse everything), some more (their least_why)
+        least_n = max(m["least"], 1)
+        least = size_text(least_n) if m["kind"] == "bytes" else count_text(least_n)
+        parse = at_least(parse, least_n, least, m["least_why"] if m["least"] else "")
         p.add_argument("--" + f.name.replace("_", "-"), type=parse, default=f.default, metavar=metavar,
                        help=f"{m['help']} (default {shown})")
 

@@ -4,7 +4,10 @@ SIGTERM or SIGINT stops the command, not the measurement: measure passes the sig
 the command, then saves and reports as usual and exits with the command's status (128 + signal
 when the signal ended it). A command that outlives the signal by --kill-after seconds gets SIGTERM,
 then SIGKILL. A SIGINT ignored by measure's caller (a script's background job) stays ignored. If measure itself is killed (SIGKILL), the kernel kills the command
-too (PR_SET_PDEATHSIG), so no orphan runs on unmeasured.
+too (PR_SET_PDEATHSIG), so no orphan runs on unmeasured. A signal before the command starts (during
+--baseline) means it is not started: measure saves the idle it measured and exits 128 + the signal. A
+signal sent while measure was stopped (SIGSTOP) acts as soon as it goes on (SIGCONT): every wait of
+measure's main thread is a timed one (common.StopSignals).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from .common import add_sensor_args, seconds
+from .common import StopSignals, add_sensor_args, baseline_seconds, check_out, nonempty_path, save_private, seconds
 
 
 def cmd_measure(args, cmd: list[str]) -> int:
@@ -28,7 +31,8 @@ def cmd_measure(args, cmd: list[str]) -> int:
     from ..session import Probe
 
     probe = Probe(sensors=args.sensors, period_us=args.period_us, baseline_s=args.baseline)
-    with tempfile.TemporaryDirectory(prefix="greenprobe-") as tmp:
+    out = check_out(args.out)
+    with StopSignals() as stop, tempfile.TemporaryDirectory(prefix="greenprobe-") as tmp:
         sock = Path(tmp) / "daemon.sock"
         daemon = Daemon(probe, sock)
         probe.start()
@@ -38,18 +42,23 @@ def cmd_measure(args, cmd: list[str]) -> int:
                 print(f"greenprobe: skipped {s.kind}: {s.reason}", file=sys.stderr)
             env = dict(os.environ, GREENPROBE_DAEMON=f"unix:{sock}")
             start = _core.now_ns()
-            rc = _run(cmd, env, args.kill_after)
+            if stop.signum is None:
+                rc = _run(cmd, env, args.kill_after, stop)
+            else:
+                print(f"greenprobe: {signal.Signals(stop.signum).name} before the command started: not starting it",
+                      file=sys.stderr)
+                rc = 128 + stop.signum
             end = _core.now_ns()
             probe.add_mark("command", start, end, cmd=" ".join(cmd), exit_code=rc)
         finally:
             daemon.stop()
             probe.stop()
-    paths = probe.save(args.out)
+        paths = save_private(probe, out)
     _report(probe, cmd, rc, start, end, paths)
     return rc
 
 
-def _run(cmd: list[str], env: dict, kill_after: float = 10.0) -> int:
+def _run(cmd: list[str], env: dict, kill_after: float = 10.0, stop: StopSignals | None = None) -> int:
     """Runs cmd to its end with SIGTERM/SIGINT passed on to it; its exit status, 128 + signal when
     a signal ended it.
 
@@ -67,6 +76,8 @@ def _run(cmd: list[str], env: dict, kill_after: float = 10.0) -> int:
     def forward(signum, frame):
         if not asked:
             asked.append(time.monotonic())
+        if stop is not None:
+            stop.note(signum)  # a signal after the command's end cuts measure's saving short
         # The command shares measure's process group, so a Ctrl-C typed at the terminal has reached
         # it already: sending SIGINT again would interrupt its clean-up. Any other signal, or a
         # SIGINT sent to measure alone (kill, no terminal, in the background), is passed on.
@@ -80,7 +91,7 @@ def _run(cmd: list[str], env: dict, kill_after: float = 10.0) -> int:
         escalation = [signal.SIGTERM, signal.SIGKILL]
         while True:
             try:
-                returncode = proc.wait(timeout=0.1)
+                returncode = proc.wait(timeout=StopSignals.LOOK_S)  # timed: see common.StopSignals
                 break
             except subprocess.TimeoutExpired:
                 pass
@@ -168,8 +179,10 @@ def add_parser(sub) -> None:
                        epilog="examples:\n  greenprobe measure -- python infer.py --batch 64\n"
                               "  greenprobe measure --sensors nvml,rapl-msr --baseline 3 --out runs/a -- ./bench")
     add_sensor_args(p)
-    p.add_argument("--out", default="results/measure", help="output folder (default results/measure)")
-    p.add_argument("--baseline", type=float, default=0.0, metavar="SECONDS",
+    p.add_argument("--out", type=nonempty_path, default="results/measure",
+                   help="output folder (default results/measure; files 0640 in folders 0750, under sudo the "
+                        "invoking user's)")
+    p.add_argument("--baseline", type=baseline_seconds, default=0.0, metavar="SECONDS",
                    help="measure idle power for SECONDS before and after the command; report energy net of it")
     p.add_argument("--kill-after", type=seconds, default=10.0, metavar="SECONDS",
                    help="after a signal passed on to CMD, wait SECONDS for it to end, then send SIGTERM, and as long "

@@ -41,6 +41,11 @@ class Dedupe:
             seen = self._next.get(sender_id, (0, 0.0))[0]
         return slice(min(max(seen - first_seq, 0), n), n)
 
+    def next_seq(self, sender_id: int) -> int:
+        """The sender's next sequence number not yet recorded (0: none recorded)."""
+        with self._lock:
+            return self._next.get(sender_id, (0, 0.0))[0]
+
     def record(self, sender_id: int, first_seq: int, n: int) -> None:
         """The batch's marks are held now: a resend of any of them is skipped from here on."""
         if not sender_id or not first_seq:

@@ -22,6 +22,7 @@ back to gRPC); marks with bad fields are refused and counted in the client's own
 
 from __future__ import annotations
 
+import collections
 import os
 import selectors
 import socket
@@ -30,7 +31,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -63,6 +64,10 @@ class _Client:
     accepted_at: float = 0.0
     more: bool = False  # the last drain stopped at its budget
     pidfd: Optional[int] = None  # readable once the process that registered is gone
+    # drains held but not yet durable, oldest first: (the store's length once they are in it, the
+    # ring's position after them, marks to commit); released to the client once written
+    unreleased: collections.deque = field(default_factory=collections.deque)
+    flushes: collections.deque = field(default_factory=collections.deque)  # D owed: the store length each waits for
 
 
 @dataclass(eq=False)
@@ -96,11 +101,14 @@ class RingIntake:
         self._clients: dict[int, _Client] = {}  # by connection fd
         self._sel = selectors.DefaultSelector()
         self._stop = threading.Event()
+        self._closed = False
         self._listener: Optional[socket.socket] = None
         self._thread: Optional[threading.Thread] = None
         # session id -> (pid, uid) of each registered client, handed to it alone over its connection:
         # its gRPC calls carry it, so the daemon knows whose they are (gRPC's Unix peers carry no credentials)
         self.sessions: dict[str, tuple[int, int]] = {}
+        # ring id -> the position a previous run under the same --out wrote it up to (parquet.latest_progress)
+        self.resume: dict[int, int] = {}
 
     def start(self) -> None:
         import numpy as np
@@ -126,14 +134,32 @@ class RingIntake:
         self._thread.start()
 
     def stop(self) -> None:
-        """Drains every ring one last time and closes them (the clients fall back to gRPC)."""
+        """Drains every ring one last time, then stops taking any; ``close`` hands back what is durable
+        and lets the rings go (with a writer: after its last write)."""
         if self._stop.is_set():
             return
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
         for c in list(self._clients.values()):
-            self._drop(c)
+            if c.reader is not None:
+                try:
+                    self._drain(c, force=True)
+                except Exception as e:  # noqa: BLE001 - that ring's marks stay in it, for the next daemon
+                    print(f"greenprobe daemon: the last drain of pid {c.pid}'s ring failed: {type(e).__name__}: {e}",
+                          file=sys.stderr)
+
+    def close(self) -> None:
+        """After stop() and the last write: hands back to each client what is durable (what is not
+        stays in its ring, for the next daemon to read), and closes every ring."""
+        self.stop()
+        if self._closed:
+            return
+        self._closed = True
+        durable = self.servicer.durable_index()
+        for c in list(self._clients.values()):
+            self._release_durable(c, durable)
+            self._drop(c, drain=False)
         if self._listener is not None:
             self._sel.unregister(self._listener)
             self._listener.close()
@@ -157,7 +183,10 @@ class RingIntake:
                 except Exception as e:  # one client's trouble must not stop the others' rings
                     print(f"greenprobe daemon: mark ring: {type(e).__name__}: {e}", file=sys.stderr)
             now = time.monotonic()
+            durable = self.servicer.durable_index()
             for c in list(self._clients.values()):
+                if c.unreleased or c.flushes:
+                    self._release_durable(c, durable)
                 if not c.session and now - c.accepted_at > REGISTER_WITHIN_S:
                     self._refuse(c, f"no ring within {REGISTER_WITHIN_S:g} s of connecting")
                     continue
@@ -223,10 +252,12 @@ class RingIntake:
         if flushes:
             if c.reader is not None:
                 self._drain(c)  # within the limits: at one, the client's flush waits, as a gRPC batch would
-            try:
-                c.conn.send(b"D" * flushes)
-            except OSError:
-                self._drop(c)
+            # D once what the client wrote before is durable: at once when nothing waits for a write
+            wait_for = c.unreleased[-1][0] if c.unreleased else 0
+            c.flushes.extend([wait_for] * flushes)
+            if c.unreleased:
+                self.servicer.write_soon.set()  # written now, not at the next --flush-s tick
+            self._release_durable(c)
 
     def _full(self, c: _Client) -> Optional[str]:
         """Why one more registration of this client's user would pass --max-rings or
@@ -268,6 +299,11 @@ class RingIntake:
             c.reader = _core.MarkRingReader(fd)  # owns fd from here, closed on failure too
         except ValueError as e:
             return self._refuse(c, str(e))
+        written = self.resume.pop(c.reader.ring_id, 0)
+        if written > c.reader.released:  # a daemon before this one wrote these and died before handing them back
+            if c.reader.skip_to(written) < 0:
+                print(f"greenprobe daemon: the ring of pid {c.pid} does not hold the place the last run wrote up "
+                      "to; its marks since are read again", file=sys.stderr)
         self._open_session(c)
 
     def _refuse(self, c: _Client, why: str) -> None:
@@ -337,17 +373,47 @@ class RingIntake:
 
     def _hold(self, c: _Client, cols: dict, room_found: bool) -> None:
         n = len(cols["start_ns"])
-        if not n:
-            return
         sv, reader, owner = self.servicer, c.reader, f"uid:{c.uid}"
+        position = cols["end_position"]
+        if not n:  # a skip frame, or marks refused as they were decoded: their bytes go back in turn
+            c.unreleased.append((0, position, 0))
+            self._release_durable(c)
+            return
         try:  # the kernel said who wrote the ring, and its pid (SO_PEERCRED)
-            sv.record_columns(columns_table(cols, owner, True), cols["attr_names"], room_found, owner)
-            reader.commit(n)  # only now may the client's flush return
+            end = sv.record_columns(columns_table(cols, owner, True), cols["attr_names"], room_found, owner,
+                                    source=("ring", reader.ring_id, position))
+            # the client's flush returns, and the ring's bytes are its own again, once the marks are durable
+            c.unreleased.append((end, position, n))
         except (Full, Busy) as e:
             reader.refuse(n, str(e))
+            c.unreleased.append((0, position, 0))  # refused: done with, released in turn
         except Exception as e:  # taken from the ring but not held: the client hears of it at exit
             reader.refuse(n, f"the daemon could not hold them ({type(e).__name__}: {e})")
             raise  # the caller drops this ring
+        if sv.backlog is None:  # no writer: held is as durable as it gets
+            self._release_durable(c)
+
+    def _release_durable(self, c: _Client, durable: Optional[int] = None) -> None:
+        """Hands back to the client the ring's bytes whose marks the writer has written (the store's
+        first ``durable`` marks), in order, commits their marks (its flush waits for that) and sends
+        the D its flushes are owed."""
+        if c.reader is None:
+            return
+        durable = self.servicer.durable_index() if durable is None else durable
+        while c.unreleased and c.unreleased[0][0] <= durable:
+            _, position, n = c.unreleased.popleft()
+            c.reader.release(position)  # False for a drain of a skip frame alone, already passed: nothing to do
+            if n:
+                c.reader.commit(n)
+        owed = 0
+        while c.flushes and c.flushes[0] <= durable:
+            c.flushes.popleft()
+            owed += 1
+        if owed:
+            try:
+                c.conn.send(b"D" * owed)
+            except OSError:
+                pass  # the connection's end is seen by the selector
 
 
 def _pidfd(conn: socket.socket, pid: int) -> Optional[int]:

@@ -126,12 +126,17 @@ class Daemon:
             s.start()
         return self
 
-    def stop(self, grace_s: float = 2.0) -> None:
+    def stop(self, grace_s: float = 2.0, close_rings: bool = True) -> None:
+        """Stops serving. The rings' last marks are drained; ``close_rings`` False leaves the rings
+        open until ``rings.close()``, after the writer's last write: what it wrote is handed back to
+        the clients then, and what it did not stays in their rings for the next daemon."""
         self.stopping.set()
         for s in self.servers:
             s.stop(grace_s).wait()
         if self.rings is not None:
             self.rings.stop()  # the rings' last marks: drained before the store is written
+            if close_rings:
+                self.rings.close()
         if self.servicer.save_root is not None:
             self.servicer.save_root.close()
         if self.socket_path is not None and self.socket_path.is_socket():
@@ -223,6 +228,13 @@ def _run(args) -> int:
     daemon.prepare()
     _raise_fd_limit()
     run_dir = _run_dir(Path(args.out), daemon.gid) if args.out else None
+    if run_dir is not None:  # what the runs before under --out wrote, before any client comes: sent again, skipped
+        from ..parquet import latest_progress
+
+        done = latest_progress(Path(args.out))
+        if daemon.rings is not None:
+            daemon.rings.resume.update(done["ring"])
+        daemon.servicer.resume(done)
     probe.start()
     try:
         daemon.start()
@@ -275,7 +287,7 @@ def _run(args) -> int:
 
     # without --out the parts go to a spool folder, removed at stop: memory stays bounded either way
     spool = None if run_dir is not None else Path(tempfile.mkdtemp(prefix="greenprobe-spool-", dir=args.spool_dir))
-    writer = PartWriter(probe, run_dir if run_dir is not None else spool)
+    writer = PartWriter(probe, run_dir if run_dir is not None else spool, progress=daemon.servicer.progress_through)
     daemon.servicer.backlog = writer.pending_marks
     from .servicer import DiskQuota
 
@@ -306,11 +318,13 @@ def _run(args) -> int:
     print("stopping: flushing marks and samples", file=sys.stderr)
     if otlp is not None:
         otlp.stop()  # a last push while the figures are still live
-    daemon.stop()
+    daemon.stop(close_rings=False)
     probe.stop()
     flush_thread.join()  # its flush in progress ends first: two writers at once would write rows twice
     try:
         writer.flush()
+        if daemon.rings is not None:
+            daemon.rings.close()  # what the last write made durable goes back to the clients, before the files
         fits = len(probe.samples_store) <= FULL_FILES_MAX_SAMPLES and len(probe.marks_store) <= FULL_FILES_MAX_MARKS
         if run_dir is not None and fits:
             paths = probe.save(run_dir)
@@ -324,6 +338,8 @@ def _run(args) -> int:
               f"{writer.root} hold what was flushed", file=sys.stderr)
         return 1
     finally:
+        if daemon.rings is not None:
+            daemon.rings.close()  # (done above unless the write failed: then what is not durable stays in the rings)
         if spool is not None:
             shutil.rmtree(spool, ignore_errors=True)
     return 0

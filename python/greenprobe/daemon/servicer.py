@@ -39,6 +39,7 @@ class Servicer(pb_grpc.ProbeServicer):
         self.save_root = save_root
         self.marks_lock = threading.Lock()
         self.identities = identities or Identities()
+        self.daemon_id = os.urandom(8).hex()  # a sender resends what it sent a daemon before this one
         self.attr_names = OwnerNames(self.limits.max_attr_names, "attribute names", "--max-attr-names",
                                      "put varying data in values, not names")
         self.labels = OwnerNames(self.limits.max_labels_per_user, "labels", "--max-labels-per-user",
@@ -47,7 +48,9 @@ class Servicer(pb_grpc.ProbeServicer):
         self.owner_pending: dict[str, int] = {}  # of those, not yet written (all of them, without a writer)
         self.owner_bytes: dict[str, int] = {}  # bytes of each owner's marks as held (what the parts take, at most)
         self.disk: Optional[DiskQuota] = None  # the run's parts and --max-out-bytes, with a writer
-        self._holds: collections.deque = collections.deque()  # (store length after it, owner, marks) per hold
+        # per hold, with a writer: (store length after it, owner, marks, source: (kind, id, position) or None)
+        self._holds: collections.deque = collections.deque()
+        self._durable: dict[tuple, int] = {}  # (kind, id) -> position written: a ring's bytes, a sender's seq
         self._pending_lock = threading.Lock()
         self.dedupe = Dedupe()
         self.heavy = FairSlots(self.limits.max_heavy, self.limits.max_queries_per_user, QUERY_WAIT_S)
@@ -90,6 +93,12 @@ class Servicer(pb_grpc.ProbeServicer):
 
     def _record_marks(self, request, context, caller: Caller):
         cols = request.columns
+        if cols.daemon_id and cols.daemon_id != self.daemon_id:  # the sender's unacknowledged marks went to
+            # a daemon before this one: it sends them again first, then this batch
+            return pb.RecordMarksReply(restarted=True, daemon_id=self.daemon_id,
+                                       durable_seq=self.durable_seq(cols.sender_id))
+        if cols.write_now:
+            self.write_soon.set()
         try:
             _only_frames(request)
             table, names = (_frames(cols.frames, cols.pid, caller.owner, pid_vouched(caller, cols.pid))
@@ -114,14 +123,35 @@ class Servicer(pb_grpc.ProbeServicer):
                 self._check_held(table.num_rows if table is not None else 0,
                                  table.nbytes if table is not None else 0, caller.owner)
                 if table is not None and table.num_rows:
-                    self._hold_owned(store, table, names, caller.owner)
+                    source = ("grpc", cols.sender_id, cols.first_seq + sent) if cols.sender_id and cols.first_seq \
+                        else None
+                    self._hold_owned(store, table, names, caller.owner, source)
                 if sent:  # only once the batch is held; an empty batch names no sender
                     self.dedupe.record(cols.sender_id, cols.first_seq, sent)
         except Full as e:
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{e}; no mark of this batch was recorded")
         except Busy as e:  # back-pressure, as for --max-backlog: the client keeps the batch and retries
             context.abort(grpc.StatusCode.UNAVAILABLE, f"{e}; retry shortly, no mark of this batch was recorded")
-        return pb.RecordMarksReply(accepted=sent)
+        return pb.RecordMarksReply(accepted=sent, daemon_id=self.daemon_id, durable_seq=self.durable_seq(cols.sender_id))
+
+    def durable_seq(self, sender_id: int) -> int:
+        """The sender's next sequence number not yet durable: its marks below it are written (with a
+        writer) or held (without one)."""
+        if not sender_id:
+            return 0
+        if self.backlog is None:
+            return self.dedupe.next_seq(sender_id)
+        self._pending_of(None)  # the holds the writer has passed, into _durable
+        with self._pending_lock:
+            return self._durable.get(("grpc", sender_id), 0)
+
+    def resume(self, done: dict) -> None:
+        """What the runs before this daemon under --out wrote (parquet.latest_progress): each sender's
+        marks below its number are skipped when sent again, and count as durable."""
+        for sender, next_seq in done.get("grpc", {}).items():
+            self.dedupe.record(sender, 1, next_seq - 1)
+            with self._pending_lock:
+                self._durable[("grpc", sender)] = max(self._durable.get(("grpc", sender), 0), next_seq)
 
     def _held(self) -> tuple[int, int]:
         """Marks in memory and their bytes (the daemon's columnar store lets written marks go)."""
@@ -173,6 +203,28 @@ class Servicer(pb_grpc.ProbeServicer):
                    self.limits.max_backlog - behind if behind else self.limits.max_backlog,
                    self._share() - self._pending_of(owner))
 
+    def durable_index(self) -> int:
+        """How many of the store's marks are durable: written by the writer, or, without one, held."""
+        store = self.probe.marks_store
+        return len(store) - self.backlog() if self.backlog is not None else len(store)
+
+    def progress_through(self, index: int) -> dict:
+        """What the store's first ``index`` marks hold of each source, for the part that writes them:
+        {"ring": {ring id: position}, "grpc": {sender id: next seq}} (ids as text), so that a daemon
+        started after a crash skips what this one wrote and did not yet hand back."""
+        self._pending_of(None)  # the holds already written, into _durable
+        with self._pending_lock:
+            done = dict(self._durable)
+            for end, _, _, source in self._holds:
+                if end > index:
+                    break
+                if source is not None:
+                    done[source[:2]] = max(done.get(source[:2], 0), source[2])
+        out: dict = {"ring": {}, "grpc": {}}
+        for (kind, ident), position in done.items():
+            out[kind][str(ident)] = position
+        return out
+
     def _check_disk(self, new_bytes: int, owner: Optional[str]) -> None:
         """Full when the run's parts take --max-out-bytes, or when ``owner``'s marks would pass half of
         it (their bytes as held, an upper bound on what Parquet writes): one user never fills the disk."""
@@ -203,7 +255,9 @@ class Servicer(pb_grpc.ProbeServicer):
             if self.backlog is not None and self._holds:
                 written = len(self.probe.marks_store) - self.backlog()
                 while self._holds and self._holds[0][0] <= written:
-                    _, who, n = self._holds.popleft()
+                    _, who, n, source = self._holds.popleft()
+                    if source is not None:
+                        self._durable[source[:2]] = max(self._durable.get(source[:2], 0), source[2])
                     left = self.owner_pending[who] - n
                     if left > 0:
                         self.owner_pending[who] = left
@@ -211,18 +265,21 @@ class Servicer(pb_grpc.ProbeServicer):
                         del self.owner_pending[who]
             return self.owner_pending.get(owner or "", 0)
 
-    def record_columns(self, table, attr_names, room_found: bool = True, owner: Optional[str] = None) -> None:
+    def record_columns(self, table, attr_names, room_found: bool = True, owner: Optional[str] = None,
+                       source: Optional[tuple] = None) -> int:
         """A ring drain's marks (a pyarrow Table of store.mark_schema()); Full when they would pass
         --max-marks or the attribute-name cap, Busy --max-mark-bytes (then none is held).
         ``room_found``: the drain began with ring_room() > 0, and its marks may pass
         --max-mark-bytes by this drain (at most rings.DRAIN_BUDGET_BYTES of ring): they are out of
-        the ring and cannot wait any more."""
+        the ring and cannot wait any more. ``source``: (kind, id, position) for the progress record
+        (progress_through). Returns the store's length with them in it: they are durable once the
+        writer has written that many (durable_index)."""
         with self.marks_lock:
             self._check_held(table.num_rows, None if room_found else table.nbytes,  # a ring holds 1.4 M small marks
                              None if room_found else owner)
-            self._hold_owned(self.probe.marks_store, table, attr_names, owner)
+            return self._hold_owned(self.probe.marks_store, table, attr_names, owner, source)
 
-    def _hold_owned(self, store, table, attr_names, owner: Optional[str]) -> None:
+    def _hold_owned(self, store, table, attr_names, owner: Optional[str], source: Optional[tuple] = None) -> int:
         """``owner``'s marks as a table into the store, within its share of attribute names and labels
         (Full names the user and the limit, and then none is held). With marks_lock held."""
         import pyarrow.compute as pc
@@ -237,8 +294,10 @@ class Servicer(pb_grpc.ProbeServicer):
         self.owner_bytes[key] = self.owner_bytes.get(key, 0) + table.nbytes
         with self._pending_lock:
             self.owner_pending[key] = self.owner_pending.get(key, 0) + table.num_rows
+            end = len(store)
             if self.backlog is not None:  # a writer will pass it (without one, nothing is ever written)
-                self._holds.append((len(store), key, table.num_rows))
+                self._holds.append((end, key, table.num_rows, source))
+        return end
 
     # -- samples -------------------------------------------------------------------------------
     def StreamSamples(self, request, context):
@@ -409,6 +468,7 @@ def _only_frames(request) -> None:
     known = pb.MarkBatch()
     known.columns.frames, known.columns.pid = cols.frames, cols.pid
     known.columns.sender_id, known.columns.first_seq = cols.sender_id, cols.first_seq
+    known.columns.daemon_id, known.columns.write_now = cols.daemon_id, cols.write_now
     if request.ByteSize() != known.ByteSize():
         raise ValueError(f"this daemon (API {API_VERSION}) takes marks only as frames (MarkColumns.frames, "
                          "cpp/include/greenprobe/mark_ring.hpp); the batch holds marks one by one or as columns, "

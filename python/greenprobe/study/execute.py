@@ -7,6 +7,7 @@ the folder and the configurations, run what is missing and say where the summary
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -451,27 +452,39 @@ def run_study(spec: StudySpec, out="results", log=None, only: Optional[list] = N
     out = Path(out)
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
     shared = only is not None
-    gpus = GpuMonitor(sensors=spec.sensors)  # the GPUs the nvml sensor measures, with its gpus= option
-    configs, skipped, environment_json = prepare_study(spec, out, log, only, gpus)
-    lay = Layout(out)
-    k = session = session if session is not None else lay.next_session()
-    here = lay.session(session)
-    here.mkdir(parents=True)
-    (here / Layout.ENVIRONMENT).write_text(environment_json)
-    gpus.start()
-    if not gpus.available:
-        log(f"no GPU use recorded: {gpus.reason.splitlines()[0]}")
-    probe = Probe(sensors=spec.sensors, period_us=spec.period_us, baseline_s=spec.baseline_s)
-    probe.start()  # measures the idle baseline before any worker exists
-    (here / Layout.BASELINE).write_text(json.dumps(probe.baseline(), indent=2))
-    # one daemon samples for every worker: each marks its inferences through it
-    sock_dir = Path(tempfile.mkdtemp(prefix="greenprobe-study-"))
-    daemon = Daemon(probe, socket_path=sock_dir / "daemon.sock").start()
-    if spec.task == "generate":
-        from .generate import GenRunner as runner_class
-    else:
-        runner_class = Runner
-    runner = runner_class(spec, out, probe, daemon.addresses[0], session=k, gpus=gpus, log=log)
+    # A start refused (a sensor that does not open, a daemon that does not start, Ctrl-C during the
+    # idle baseline) undoes itself: what it started stops and what it wrote goes, so that the corrected
+    # command runs into the same OUT (a spec.json left there would hold OUT to the refused spec). A
+    # Slurm task's folder is shared with the other tasks: it leaves OUT to them.
+    with contextlib.ExitStack() as refused:
+        if not shared:
+            refused.callback(undo_writes(out))
+        gpus = GpuMonitor(sensors=spec.sensors)  # the GPUs the nvml sensor measures, with its gpus= option
+        configs, skipped, environment_json = prepare_study(spec, out, log, only, gpus)
+        lay = Layout(out)
+        k = session = session if session is not None else lay.next_session()
+        here = lay.session(session)
+        here.mkdir(parents=True)
+        (here / Layout.ENVIRONMENT).write_text(environment_json)
+        gpus.start()
+        refused.callback(gpus.stop)
+        if not gpus.available:
+            log(f"no GPU use recorded: {gpus.reason.splitlines()[0]}")
+        probe = Probe(sensors=spec.sensors, period_us=spec.period_us, baseline_s=spec.baseline_s)
+        probe.start()  # measures the idle baseline before any worker exists
+        refused.callback(probe.stop)
+        (here / Layout.BASELINE).write_text(json.dumps(probe.baseline(), indent=2))
+        # one daemon samples for every worker: each marks its inferences through it
+        sock_dir = Path(tempfile.mkdtemp(prefix="greenprobe-study-"))
+        refused.callback(shutil.rmtree, sock_dir, ignore_errors=True)
+        daemon = Daemon(probe, socket_path=sock_dir / "daemon.sock").start()
+        refused.callback(daemon.stop)
+        if spec.task == "generate":
+            from .generate import GenRunner as runner_class
+        else:
+            runner_class = Runner
+        runner = runner_class(spec, out, probe, daemon.addresses[0], session=k, gpus=gpus, log=log)
+        refused.pop_all()  # started: from here on what is written is the study's, kept for a resume
     try:
         for s in probe.skipped:
             log(f"sensor {s.kind} skipped: {s.reason}")
@@ -496,6 +509,33 @@ def run_study(spec: StudySpec, out="results", log=None, only: Optional[list] = N
     if not shared:
         collect(out, skipped, spec.runs)
     return lay.summary
+
+
+def undo_writes(out: Path) -> Callable[[], None]:
+    """A function that removes what was written under ``out`` since this call, and ``out`` itself
+    (with the folders above it) if it was not there; what was there stays (a file rewritten stays
+    rewritten)."""
+    out = Path(os.path.abspath(out))
+    made = [p for p in (out, *out.parents) if not os.path.lexists(p)]
+    before = set() if made else {os.path.join(root, n) for root, dirs, files in os.walk(out) for n in dirs + files}
+
+    def undo() -> None:
+        if made:
+            shutil.rmtree(made[-1], ignore_errors=True)
+            return
+        for root, dirs, files in os.walk(out):
+            for name in [*files, *dirs]:
+                path = os.path.join(root, name)
+                if path in before:
+                    continue
+                if name in dirs:
+                    dirs.remove(name)  # not walked into: it goes whole
+                if os.path.isdir(path) and not os.path.islink(path):
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    os.unlink(path)
+
+    return undo
 
 
 def slurm_env() -> dict:

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-import pyarrow.parquet as pq
 
+from ..parquet import read_table
 from .aggregate import host_hardware
-from .layout import Layout
+from .layout import DAMAGED_FIX, Layout
 from .stats import welch
 
 VISION = ("resnet50", "mobilenet_v2")
@@ -43,7 +43,7 @@ def node_types(out: Path, ok: list[dict]) -> dict[str, list[dict]]:
 
 
 def _runs(out: Path, row: dict) -> list[float]:
-    return pq.read_table(Layout(out).runs_table(row["id"]), columns=[KEY]).column(KEY).to_pylist()
+    return read_table(Layout(out).runs_table(row["id"]), (KEY,), DAMAGED_FIX).column(KEY).to_pylist()
 
 
 def _find(ok: list[dict], **kw) -> Optional[dict]:

@@ -5,16 +5,16 @@ held against the data, each with a verdict."""
 
 from __future__ import annotations
 
-import html
 import json
 import math
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 
+from ..parquet import read_table
 from .figures import png
-from .layout import Layout
+from .layout import DAMAGED_FIX, Layout
+from .page import image, render, table, text
 from .stats import spearman, welch_ratio
 
 LABEL = {"torch": "PyTorch (transformers)", "onnxruntime-genai": "ORT GenAI", "llama.cpp": "llama.cpp",
@@ -23,7 +23,7 @@ ORDER = ("torch", "onnxruntime-genai", "llama.cpp", "ctranslate2", "vllm")
 QUANTISED = ("int8", "q8_0", "q4_k_m", "int4")
 POT, PPT = "energy_j_per_output_token", "energy_j_per_prompt_token"
 
-DEFINITIONS = (
+DEFINITIONS = text(
     "<h3>What the figures are</h3><p>A request is <i>batch</i> sequences generated together, the prompt's "
     "prefill and then one decode step per further token, EOS ignored. Each run's energy above idle is split "
     "between the phases (the study's back-to-back rule): each prefill's own energy, estimated from every "
@@ -56,13 +56,13 @@ def _order(r: dict) -> tuple:
     return (r["model"], rt, r.get("precision", ""))
 
 
-def tables(ok: list[dict], table) -> list[str]:
+def tables(ok: list[dict]) -> list:
     """One table per (batch size, precision), rows model x runtime, in the paper's shape."""
     parts = []
     for b in sorted({r["batch_size"] for r in ok}):
         for p in sorted({r["precision"] for r in ok if r["batch_size"] == b}):
             rows = sorted([r for r in ok if r["batch_size"] == b and r["precision"] == p], key=_order)
-            parts.append(f"<h3>Batch {b}, {html.escape(p)}</h3>" + table(
+            parts.append(render("<h3>Batch {{ b }}, {{ p }}</h3>", b=b, p=p) + table(
                 ["model", "runtime", "runs", "J per output token", "J per prompt token", "J per request", "TTFT (ms)",
                  "TPOT (ms)", "output tokens/s", "note"],
                 [[r["model"], runtime_label(r), str(r.get("runs", "-")), _fmt(r, POT), _fmt(r, PPT),
@@ -73,7 +73,7 @@ def tables(ok: list[dict], table) -> list[str]:
 
 
 def run_values(out: Path, row: dict, key: str) -> list[float]:
-    t = pq.read_table(Layout(out).runs_table(row["id"]))
+    t = read_table(Layout(out).runs_table(row["id"]), fix=DAMAGED_FIX)
     return [v for v in t.column(key).to_pylist() if v is not None and math.isfinite(v)] if key in t.column_names else []
 
 
@@ -217,41 +217,39 @@ def plots(out: Path, ok: list[dict]) -> dict[str, bytes]:
     return made
 
 
-def section(out: Path, table) -> list[str]:
-    """The generative section's HTML parts for the study in ``out`` (task generate)."""
-    import base64
-
-    rows = pq.read_table(Layout(out).summary).to_pylist()
+def section(out: Path) -> list:
+    """The generative section's HTML parts (page.py's markup) for the study in ``out`` (task generate)."""
+    rows = read_table(Layout(out).summary, ("id", "status"), DAMAGED_FIX).to_pylist()
     spec = json.loads(Layout(out).spec.read_text()) if Layout(out).spec.exists() else {}
     ok = [r for r in rows if r["status"] == "ok"]
-    parts = ["<h2>Generative inference: energy per token, phase by phase</h2>",
-             f"<p>Prompts of {spec.get('prompt_tokens')} tokens, {spec.get('output_tokens')} output tokens per "
-             f"sequence (EOS ignored), models of size {html.escape(str(spec.get('size')))} with random weights, "
-             f"{spec.get('runs')} runs per configuration; every prefill and decode step marked by its runtime's "
-             "worker.</p>", DEFINITIONS]
+    parts = [text("<h2>Generative inference: energy per token, phase by phase</h2>"),
+             render("<p>Prompts of {{ spec.get('prompt_tokens') }} tokens, {{ spec.get('output_tokens') }} output "
+                    "tokens per sequence (EOS ignored), models of size {{ spec.get('size') }} with random weights, "
+                    "{{ spec.get('runs') }} runs per configuration; every prefill and decode step marked by its "
+                    "runtime's worker.</p>", spec=spec), DEFINITIONS]
     if spec.get("profile") == "quick":
-        parts.append("<p class='warn'>Quick profile: short prompts and outputs, the smallest models, few short runs. "
-                     "It exercises the runtimes; its figures are not conclusions about them.</p>")
+        parts.append(text("<p class='warn'>Quick profile: short prompts and outputs, the smallest models, few short "
+                          "runs. It exercises the runtimes; its figures are not conclusions about them.</p>"))
     if any(r.get("estimated") for r in ok):
-        parts.append("<p class='warn'>Some energy figures are <b>ESTIMATED</b> (no energy sensor: a CPU model), not "
-                     "measured.</p>")
-    parts += tables(ok, table)
+        parts.append(text("<p class='warn'>Some energy figures are <b>ESTIMATED</b> (no energy sensor: a CPU model), "
+                          "not measured.</p>"))
+    parts += tables(ok)
     if ok:
         pts = [r for r in ok if r.get(POT) is not None and math.isfinite(r[POT])]
         rho, p = spearman([r["tpot_s"] for r in pts], [r[POT] for r in pts])
-        parts.append(f"<h3>Energy against time</h3><p>Spearman's rho of J per output token against time per output "
-                     f"token over {len(pts)} configurations: <b>{rho:.3f}</b> (p {p:.2g}).</p>")
-        parts.append("<h3>Findings, held against this data</h3>" + table(
+        parts.append(render("<h3>Energy against time</h3><p>Spearman's rho of J per output token against time per "
+                            "output token over {{ n }} configurations: <b>{{ rho }}</b> (p {{ p }}).</p>",
+                            n=len(pts), rho=f"{rho:.3f}", p=f"{p:.2g}"))
+        parts.append(text("<h3>Findings, held against this data</h3>") + table(
             ["finding", "paper", "here", "test", "detail (95 % intervals)"],
             [[f["finding"], f["paper"], f["verdict"], f["test"], f["detail"]] for f in findings(out, ok)]))
-        parts.append("<h3>Slope against context</h3>" + table(
+        parts.append(text("<h3>Slope against context</h3>") + table(
             ["configuration", "J per output token per 1,000 tokens of context (95 %)"],
             [[r["id"], _fmt(r, "energy_j_per_output_token_per_1k_context")] for r in sorted(ok, key=_order)]))
-        for name, data in plots(out, ok).items():
-            parts.append(f"<p><img alt='{name}' src='data:image/png;base64,{base64.b64encode(data).decode()}'></p>")
+        parts += [image(name, data) for name, data in plots(out, ok).items()]
     other = [r for r in rows if r["status"] != "ok"]
     if other:
-        parts.append("<h3>Not measured</h3>" + table(["configuration", "status", "why", "fix"], [
+        parts.append(text("<h3>Not measured</h3>") + table(["configuration", "status", "why", "fix"], [
             [r.get("id"), r["status"], (r.get("error") or r.get("reason") or "")[:300], (r.get("fix") or "")[:200]]
             for r in other]))
     return parts

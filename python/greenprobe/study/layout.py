@@ -26,6 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+#: what to do about a study's table that cannot be read (parquet.read_table's fix)
+DAMAGED_FIX = "pass the folder a study wrote; if it did, its tables are damaged: run the study again into another --out"
+
+
 @dataclass(frozen=True)
 class Layout:
     root: Path

@@ -4,16 +4,14 @@ energy against time with Spearman's rho, native against ONNX Runtime with a sign
 
 from __future__ import annotations
 
-import base64
-import html
 import json
 import math
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
-from .layout import Layout
+from ..parquet import read_table
+from .layout import DAMAGED_FIX, Layout
 from .figures import png
+from .page import image, page, render, table, text
 from .stats import spearman, welch
 
 
@@ -77,12 +75,6 @@ def make_plots(ok: list[dict], out: Path) -> dict[str, bytes]:
     return plots
 
 
-def _table(headers: list[str], rows: list[list]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
 def _fmt(v: float, low: float, high: float, scale: float = 1.0, digits: int = 4) -> str:
     return f"{v * scale:.{digits}g} [{low * scale:.{digits}g}, {high * scale:.{digits}g}]"
 
@@ -90,8 +82,8 @@ def _fmt(v: float, low: float, high: float, scale: float = 1.0, digits: int = 4)
 def _versus(base: dict, other: dict, out: Path, cells: list) -> list:
     """``cells`` + for energy and time: ratio other/base, difference other - base with its Welch
     95 % interval over the runs, and whether it is significant."""
-    runs_b = pq.read_table(Layout(out).runs_table(base["id"])).to_pydict()
-    runs_o = pq.read_table(Layout(out).runs_table(other["id"])).to_pydict()
+    runs_b = read_table(Layout(out).runs_table(base["id"]), RUN_COLUMNS, DAMAGED_FIX).to_pydict()
+    runs_o = read_table(Layout(out).runs_table(other["id"]), RUN_COLUMNS, DAMAGED_FIX).to_pydict()
     for key in ("energy_j_per_inference", "time_s_per_inference"):
         d, lo, hi, sig = welch(runs_b[key], runs_o[key])
         ratio = other[key] / base[key] if base[key] else float("nan")
@@ -169,7 +161,7 @@ def usage_rows(ok: list[dict]) -> list[list]:
 
 
 #: what the study's figures mean, as the report states them (docs/SCHEMA.md, "The study's figure")
-DEFINITIONS = (
+DEFINITIONS = text(
     "<p><b>What the figures mean.</b> <i>Energy per inference</i> follows the field's back-to-back "
     "convention without the idle energy of the dithering gaps: a run's energy over its window (its inferences "
     "with idle kept before and after) minus the idle power times that window, per inference (<i>net</i>: what the "
@@ -206,7 +198,7 @@ def batch_tables(ok: list[dict], level: int = 2) -> list[str]:
     for b in sorted({r["batch_size"] for r in ok}):
         headers = ["runtime"] + [f"{m}: energy J/inference [95 %]" for m in models] + \
                   [f"{m}: time ms/inference [95 %]" for m in models]
-        table = []
+        rows = []
         for lab in sorted({config_label(r) for r in ok if r["batch_size"] == b}):
             cells = [lab]
             for key, scale in (("energy_j_per_inference", 1.0), ("time_s_per_inference", 1e3)):
@@ -214,22 +206,37 @@ def batch_tables(ok: list[dict], level: int = 2) -> list[str]:
                     r = next((r for r in ok if config_label(r) == lab and r["model"] == m and r["batch_size"] == b), None)
                     cells.append("-" if r is None else _fmt(r[key], r[key + "_low"], r[key + "_high"], scale) +
                                  f" ({r['runs']} runs)" + (" EST." if r.get("estimated") else ""))
-            table.append(cells)
-        parts.append(f"<h{level}>Batch size {b}</h{level}>" + _table(headers, table))
+            rows.append(cells)
+        parts.append(render("<h{{ level }}>Batch size {{ b }}</h{{ level }}>{{ t }}", level=level, b=b,
+                            t=table(headers, rows)))
     return parts
 
 
-def _head(title: str) -> str:
-    return ("<!doctype html><html><head><meta charset='utf-8'><title>" + html.escape(title) + "</title><style>"
-            "body{font-family:sans-serif;max-width:1200px;margin:2em auto;color:#222}"
-            "table{border-collapse:collapse;margin:1em 0;font-size:13px}td,th{border:1px solid #bbb;padding:3px 7px}"
-            "th{background:#eee}.warn{background:#fff3cd;padding:.6em;border:1px solid #e0c060}"
-            "img{max-width:100%}</style></head><body>")
+#: what the report needs of a study's tables (a table without them is not one of greenprobe's)
+SUMMARY_COLUMNS = ("id", "status")
+RUN_COLUMNS = ("energy_j_per_inference", "time_s_per_inference")
 
 
 def _is_generate(out: Path) -> bool:
     spec = out / Layout.SPEC
     return spec.exists() and json.loads(spec.read_text()).get("task") == "generate"
+
+
+def _json(path: Path, empty):
+    return json.loads(path.read_text()) if path.exists() else empty
+
+
+#: the study as the report opens it; every value in it comes from spec.json and environment.json
+INTRO = (
+    "<h1>Energy and time of DL inference across runtimes</h1>"
+    "<p>A replication of <i>Green AI: A Preliminary Empirical Study on Energy Consumption in DL Models Across "
+    "Different Runtime Infrastructures</i> with greenprobe {{ env.get('greenprobe', '') }} on "
+    "{{ env.get('platform', '') }}. Profile: <b>{{ spec.get('profile', '?') }}</b>; images {{ spec.get('image_size') }} "
+    "px, text {{ spec.get('seq_len') }} tokens, model size {{ spec.get('size') }}, {{ spec.get('runs') }} runs per "
+    "configuration of at least {{ spec.get('min_run_s') }} s and {{ spec.get('min_inferences') }} inferences, "
+    "{{ spec.get('order', 'blocked') }} in random order, {{ spec.get('rest_s') }} s rest, idle measured "
+    "{{ spec.get('baseline_s') }} s before and after; every inference marked by its runtime's worker process "
+    "through one sampling daemon.</p>")
 
 
 def write_report(directory) -> Path:
@@ -241,109 +248,94 @@ def write_report(directory) -> Path:
     if summary.exists() and _is_generate(out):
         from .gen_report import section
 
-        parts = [_head("greenprobe generative study"), "<h1>Energy of generative inference across runtimes</h1>"]
-        parts += section(out, _table)
-        parts.append("</body></html>")
+        parts = [text("<h1>Energy of generative inference across runtimes</h1>"), *section(out)]
         path = out / Layout.REPORT
-        path.write_text("\n".join(parts))
+        path.write_text(page("greenprobe generative study", parts))
         return path
     if not summary.exists():
         from ..errors import ConfigError
 
         raise ConfigError(f"no study in {out}: summary.parquet is missing",
                           f"pass the folder a study wrote, or run `greenprobe study --out {out}` first")
-    rows = pq.read_table(summary).to_pylist()
+    rows = read_table(summary, SUMMARY_COLUMNS, DAMAGED_FIX).to_pylist()
     ok = [r for r in rows if r["status"] == "ok"]
-    spec = json.loads((out / Layout.SPEC).read_text()) if (out / Layout.SPEC).exists() else {}
-    env = json.loads((out / Layout.ENVIRONMENT).read_text()) if (out / Layout.ENVIRONMENT).exists() else {}
-    sensors = json.loads((out / Layout.SENSORS).read_text()) if (out / Layout.SENSORS).exists() else []
+    spec = _json(out / Layout.SPEC, {})
+    env = _json(out / Layout.ENVIRONMENT, {})
+    sensors = _json(out / Layout.SENSORS, [])
     plots = make_plots(ok, out) if ok else {}
     estimated = any(r.get("estimated") for r in ok)
-    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>greenprobe study</title><style>"
-             "body{font-family:sans-serif;max-width:1200px;margin:2em auto;color:#222}"
-             "table{border-collapse:collapse;margin:1em 0;font-size:13px}td,th{border:1px solid #bbb;padding:3px 7px}"
-             "th{background:#eee}.warn{background:#fff3cd;padding:.6em;border:1px solid #e0c060}"
-             "img{max-width:100%}</style></head><body>",
-             "<h1>Energy and time of DL inference across runtimes</h1>",
-             f"<p>A replication of <i>Green AI: A Preliminary Empirical Study on Energy Consumption in DL Models "
-             f"Across Different Runtime Infrastructures</i> with greenprobe {html.escape(env.get('greenprobe', ''))} "
-             f"on {html.escape(env.get('platform', ''))}. Profile: <b>{html.escape(spec.get('profile', '?'))}</b>; "
-             f"images {spec.get('image_size')} px, text {spec.get('seq_len')} tokens, model size "
-             f"{html.escape(str(spec.get('size')))}, {spec.get('runs')} runs per configuration of at least "
-             f"{spec.get('min_run_s')} s and {spec.get('min_inferences')} inferences, "
-             f"{html.escape(spec.get('order', 'blocked'))} in random order, {spec.get('rest_s')} s rest, "
-             f"idle measured {spec.get('baseline_s')} s before and after; every inference marked by its runtime's "
-             f"worker process through one sampling daemon.</p>"]
+    parts = [render(INTRO, env=env, spec=spec)]
     if spec.get("profile") == "quick":
-        parts.append("<p class='warn'>Quick profile: smaller inputs than the paper's (224 px images, 128-token "
-                     "text) and few short runs. It exercises the whole matrix; its figures are not the paper's.</p>")
+        parts.append(text("<p class='warn'>Quick profile: smaller inputs than the paper's (224 px images, 128-token "
+                          "text) and few short runs. It exercises the whole matrix; its figures are not the "
+                          "paper's.</p>"))
     if estimated:
-        parts.append("<p class='warn'>Some energy figures are <b>ESTIMATED</b> (no energy sensor: a CPU model), "
-                     "not measured. They are marked in every table.</p>")
+        parts.append(text("<p class='warn'>Some energy figures are <b>ESTIMATED</b> (no energy sensor: a CPU model), "
+                          "not measured. They are marked in every table.</p>"))
     parts.append(DEFINITIONS)
-    parts.append("<h2>Sensors</h2>" + _table(["sensor", "domain", "quantity", "update period (ms)", "source", "estimated"], [
-        [c.get("sensor"), c.get("domain"), c.get("quantity"), f"{c.get('update_period_ns', 0) / 1e6:.3g}",
-         c.get("update_period_source"), c.get("estimated")] for c in sensors]))
+    parts.append(text("<h2>Sensors</h2>") + table(
+        ["sensor", "domain", "quantity", "update period (ms)", "source", "estimated"],
+        [[c.get("sensor"), c.get("domain"), c.get("quantity"), f"{c.get('update_period_ns', 0) / 1e6:.3g}",
+          c.get("update_period_source"), c.get("estimated")] for c in sensors]))
     from .findings import findings, node_types
 
     kinds = node_types(out, ok)
     if len(kinds) > 1:
-        parts.append(f"<p class='warn'>The runs ran on {len(kinds)} kinds of node: each gets its own tables, since "
-                     "configurations measured on different hardware are not compared.</p>")
+        parts.append(render("<p class='warn'>The runs ran on {{ n }} kinds of node: each gets its own tables, since "
+                            "configurations measured on different hardware are not compared.</p>", n=len(kinds)))
     for kind, rows_k in kinds.items():
         if len(kinds) > 1:
-            parts.append(f"<h2>Node type: {html.escape(kind)}</h2>")
+            parts.append(render("<h2>Node type: {{ kind }}</h2>", kind=kind))
         parts += batch_tables(rows_k, level=3 if len(kinds) > 1 else 2)
     if ok:
         rho, _ = spearman([r["time_s_per_inference"] for r in ok], [r["energy_j_per_inference"] for r in ok])
-        parts.append(f"<h2>Energy against time</h2><p>Spearman's rho over {len(ok)} configurations: <b>{rho:.3f}</b> "
-                     "(the paper reports 0.99).</p>")
-        parts.append("<h2>The paper's findings, held against this data</h2><p>Per node type. Reproduced: the test "
-                     "agrees, significantly; not reproduced: it says otherwise, significantly; inconclusive: the "
-                     "intervals do not decide; cannot test: what the finding needs is not here. The paper measured "
-                     "an RTX 3070 GPU; on a CPU-only node the runtimes are compared on the CPU.</p>")
+        parts.append(render("<h2>Energy against time</h2><p>Spearman's rho over {{ n }} configurations: "
+                            "<b>{{ rho }}</b> (the paper reports 0.99).</p>", n=len(ok), rho=f"{rho:.3f}"))
+        parts.append(text("<h2>The paper's findings, held against this data</h2><p>Per node type. Reproduced: the "
+                          "test agrees, significantly; not reproduced: it says otherwise, significantly; inconclusive: "
+                          "the intervals do not decide; cannot test: what the finding needs is not here. The paper "
+                          "measured an RTX 3070 GPU; on a CPU-only node the runtimes are compared on the CPU.</p>"))
         for kind, rows_k in kinds.items():
-            parts.append(f"<h3>{html.escape(kind)}</h3>" + _table(
+            parts.append(render("<h3>{{ kind }}</h3>{{ t }}", kind=kind, t=table(
                 ["finding", "paper", "here", "test", "detail (95 % intervals)"],
-                [[f["finding"], f["paper"], f["verdict"], f["test"], f["detail"]]
-                 for f in findings(out, rows_k)]))
-    for name, data in plots.items():
-        parts.append(f"<p><img alt='{name}' src='data:image/png;base64,{base64.b64encode(data).decode()}'></p>")
+                [[f["finding"], f["paper"], f["verdict"], f["test"], f["detail"]] for f in findings(out, rows_k)])))
+    parts += [image(name, data) for name, data in plots.items()]
     versus = ["energy ratio", "energy difference (J)", "significant", "time ratio", "time difference (s)",
               "significant"]
-    for title, text, first, table in (
+    for title, what, first, rows_v in (
             ("Native against ONNX Runtime", "Ratio ONNX/native, difference ONNX − native", "framework",
              native_vs_onnx(ok, out)),
             ("Execution provider against CPU", "ONNX Runtime, same exported model: ratio provider/CPU, difference "
              "provider − CPU", "exported from", provider_vs_provider(ok, out))):
-        if table:
-            parts.append(f"<h2>{title}</h2><p>{text} with its Welch 95 % interval over runs, significant when the "
-                         "interval excludes 0.</p>" + _table([first, "provider", "model", "batch"] + versus, table))
+        if rows_v:
+            parts.append(render("<h2>{{ title }}</h2><p>{{ what }} with its Welch 95 % interval over runs, significant "
+                                "when the interval excludes 0.</p>{{ t }}", title=title, what=what,
+                                t=table([first, "provider", "model", "batch"] + versus, rows_v)))
     if ok:
-        parts.append("<h2>Energy per domain</h2><p>Per sensor domain, gross and net of that domain's idle power "
-                     "(measured before and after the study); the total adds top-level domains only." + (" ESTIMATED domains come from a CPU model, not a sensor."
-                                                  if estimated else "") + "</p>" + _table(*domain_rows(ok)))
-        parts.append("<h2>During the calls and after them</h2><p>Net energy per inference (J, 95 %): back to "
-                     "back, during the calls alone (the estimator), and the after-effect (their difference).</p>"
-                     + _table(["configuration", "model", "batch", "back-to-back net", "during the calls, net",
-                               "after-effect", "note"], after_rows(ok)))
-        parts.append("<h2>Throughput and resource use</h2><p>CPU: the worker process's user + system time over the "
-                     "run, as a share of all cores. RSS: the worker's resident memory (interleaved order: it holds "
-                     "every model of its runtime at once). GPU (NVML, where present): mean utilisation and largest memory "
-                     "in use during the runs, all GPUs (NVML's utilisation is the busy share of its own 1/6-1 s "
-                     "sample period). Net energy: gross minus idle power x time.</p>" + _table(
+        parts.append(render("<h2>Energy per domain</h2><p>Per sensor domain, gross and net of that domain's idle power "
+                            "(measured before and after the study); the total adds top-level domains only."
+                            "{% if estimated %} ESTIMATED domains come from a CPU model, not a sensor.{% endif %}"
+                            "</p>{{ t }}", estimated=estimated, t=table(*domain_rows(ok))))
+        parts.append(text("<h2>During the calls and after them</h2><p>Net energy per inference (J, 95 %): back to "
+                          "back, during the calls alone (the estimator), and the after-effect (their difference).</p>")
+                     + table(["configuration", "model", "batch", "back-to-back net", "during the calls, net",
+                              "after-effect", "note"], after_rows(ok)))
+        parts.append(text("<h2>Throughput and resource use</h2><p>CPU: the worker process's user + system time over "
+                          "the run, as a share of all cores. RSS: the worker's resident memory (interleaved order: it "
+                          "holds every model of its runtime at once). GPU (NVML, where present): mean utilisation and "
+                          "largest memory in use during the runs, all GPUs (NVML's utilisation is the busy share of "
+                          "its own 1/6-1 s sample period). Net energy: gross minus idle power x time.</p>") + table(
                          ["configuration", "model", "batch", "samples/s", "J per sample",
                           "net J per inference", "CPU %", "RSS MiB", "GPU %", "GPU memory MiB"], usage_rows(ok)))
     other = [r for r in rows if r["status"] != "ok"]
     if other:
-        parts.append("<h2>Not measured</h2>" + _table(["configuration", "status", "why"], [
+        parts.append(text("<h2>Not measured</h2>") + table(["configuration", "status", "why"], [
             [r.get("id"), r["status"], (r.get("error") or "")[:300]] for r in other]))
     gen = out / "generate"
     if (gen / Layout.SUMMARY).exists() and _is_generate(gen):
         from .gen_report import section
 
-        parts += section(gen, _table)
-    parts.append("</body></html>")
+        parts += section(gen)
     path = out / Layout.REPORT
-    path.write_text("\n".join(parts))
+    path.write_text(page("greenprobe study", parts))
     return path

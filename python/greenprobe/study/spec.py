@@ -3,12 +3,14 @@ and command-line options (in that order of precedence, last wins)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+import json
+import math
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Optional
 
 from ..errors import ConfigError
-from ..config import PERIOD_US
+from ..config import MAX_BASELINE_S, MAX_PERIOD_US, MIN_PERIOD_US, PERIOD_US
 
 RUNTIMES = ("torch", "tensorflow", "mxnet", "onnxruntime")
 NATIVE = ("torch", "tensorflow", "mxnet")
@@ -23,11 +25,12 @@ PRECISIONS = ("fp32", "fp16", "bf16", "int8", "q8_0", "q4_k_m", "int4")
 
 @dataclass
 class StudySpec:
-    runtimes: list = field(default_factory=lambda: list(RUNTIMES))
-    models: list = field(default_factory=lambda: list(MODELS))
-    batch_sizes: list = field(default_factory=lambda: [1, 64])
-    providers: list = field(default_factory=lambda: ["all"])  # ONNX Runtime execution providers ("all": every one that works)
-    sources: list = field(default_factory=lambda: list(NATIVE))  # frameworks whose ONNX export ONNX Runtime runs
+    # each field's type is checked by validate(), from its annotation (TYPES)
+    runtimes: list[str] = field(default_factory=lambda: list(RUNTIMES))
+    models: list[str] = field(default_factory=lambda: list(MODELS))
+    batch_sizes: list[int] = field(default_factory=lambda: [1, 64])
+    providers: list[str] = field(default_factory=lambda: ["all"])  # ONNX Runtime execution providers ("all": every one that works)
+    sources: list[str] = field(default_factory=lambda: list(NATIVE))  # frameworks whose ONNX export ONNX Runtime runs
     size: str = "full"            # "full" models, or "tiny" ones (tests)
     image_size: int = 224
     seq_len: int = 128
@@ -47,9 +50,10 @@ class StudySpec:
     task: str = "classify"        # "classify" (the paper) or "generate" (LLMs: prefill and decode steps)
     prompt_tokens: int = 128      # generate: prompt tokens per sequence
     output_tokens: int = 64       # generate: tokens produced per sequence (fixed: EOS ignored)
-    precisions: list = field(default_factory=lambda: ["all"])  # generate: "all" = every one each runtime has here
+    precisions: list[str] = field(default_factory=lambda: ["all"])  # generate: "all" = every one each runtime has here
 
     def validate(self) -> "StudySpec":
+        self._validate_types()
         if self.task not in TASKS:
             raise ConfigError(f"unknown task {self.task!r}", f"choose from {', '.join(TASKS)} (task = \"generate\" "
                                                              "in a spec file, --task generate)")
@@ -63,6 +67,17 @@ class StudySpec:
             if bad:
                 raise ConfigError(f"unknown models {sorted(bad)}", f"choose from {', '.join(MODELS)}")
         return self._validate_common()
+
+    def _validate_types(self) -> None:
+        """Each field against its annotation (a spec file can hold any TOML value: a string where a
+        list belongs, nan or inf where a number does), before any rule reads it."""
+        for f in fields(self):
+            words, ok = TYPES[f.type]
+            value = getattr(self, f.name)
+            if not ok(value):
+                default = f.default if f.default is not MISSING else f.default_factory()
+                raise ConfigError(f"{f.name} must be {words}, got {value!r}",
+                                  f"write {f.name} = {json.dumps(default)} (for example) in the spec file")
 
     def _validate_generate(self) -> None:
         from ..models.generative import context_tokens
@@ -115,16 +130,37 @@ class StudySpec:
             raise ConfigError(f"runs must be >= 2, got {self.runs}: the 95 % intervals come from the spread "
                               "between runs",
                               "pass --runs 2 or more (runs = N in a spec file); the default is 30, --quick 3")
-        for name in ("min_inferences", "max_inferences"):
+        for name in ("min_inferences", "max_inferences", "image_size", "seq_len"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1", f"set {name} = 1 or more in the spec file")
         for name in ("min_run_s", "rest_s", "baseline_s", "warmup"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0", f"set {name} = 0 or more in the spec file")
+        for name in ("rest_s", "baseline_s"):  # idle waits, each slept whole
+            if getattr(self, name) > MAX_BASELINE_S:
+                raise ConfigError(f"{name} must be at most {MAX_BASELINE_S:g} s, got {getattr(self, name)}",
+                                  f"set {name} = {MAX_BASELINE_S:g} or less in the spec file")
+        if not MIN_PERIOD_US <= self.period_us <= MAX_PERIOD_US:
+            raise ConfigError(f"period_us must be from {MIN_PERIOD_US} to {MAX_PERIOD_US}, got {self.period_us}",
+                              f"set period_us = {PERIOD_US} (the default) or another value in that range")
         return self
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def _whole(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+#: StudySpec's field annotations: what each asks for, in words, and its check
+TYPES = {
+    "str": ("a string", lambda v: isinstance(v, str)),
+    "int": ("a whole number", _whole),
+    "float": ("a finite number", lambda v: (_whole(v) or isinstance(v, float)) and math.isfinite(v)),
+    "list[str]": ("a list of strings", lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)),
+    "list[int]": ("a list of whole numbers", lambda v: isinstance(v, list) and all(_whole(x) for x in v)),
+}
 
 
 #: --quick: the whole matrix on a 2-core CPU machine in under 20 minutes; smaller inputs (the
