@@ -34,7 +34,7 @@ BUFFER_MARKS = 300_000  # five minutes at 1,000 marks/s: a daemon restart loses 
 BATCH_MARKS = 10_000  # per RecordMarks call (the daemon takes up to 100,000)
 BATCH_BYTES = 8 << 20  # and at most this much of message: the daemon reads 16 MiB at most (limits.py)
 SEND_EVERY_S = 0.05
-DURABLE_POLL_S = 0.01  # a flush asks the daemon whether its marks are on disk this often
+DURABLE_POLL_S = 0.003  # a flush asks the daemon whether its marks are on disk this often
 BACKOFF_S = (0.05, 2.0)  # first and longest wait between tries while the daemon is unreachable
 # Reconnect as often as we retry: gRPC's own back-off would otherwise grow to 120 s.
 CHANNEL_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 50), ("grpc.max_reconnect_backoff_ms", 2000)]

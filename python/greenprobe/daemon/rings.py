@@ -100,6 +100,9 @@ class RingIntake:
         self.max_rings, self.max_rings_per_user = max_rings, max_rings_per_user
         self._clients: dict[int, _Client] = {}  # by connection fd
         self._sel = selectors.DefaultSelector()
+        # wake(): the writer wrote, what waited for it goes back to the clients now, not at the next look
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._sel.register(self._wake_r, selectors.EVENT_READ, "wake")
         self._stop = threading.Event()
         self._closed = False
         self._listener: Optional[socket.socket] = None
@@ -132,6 +135,15 @@ class RingIntake:
         self._sel.register(listener, selectors.EVENT_READ, None)
         self._thread = threading.Thread(target=self._run, name="greenprobe-rings", daemon=True)
         self._thread.start()
+
+    def wake(self) -> None:
+        """The writer wrote: the rings thread hands back what that made durable at once."""
+        if self._wake_w < 0:
+            return  # closed: its number may be another file's by now
+        try:
+            os.write(self._wake_w, b"w")
+        except OSError:
+            pass  # already woken (the pipe is full)
 
     def stop(self) -> None:
         """Drains every ring one last time, then stops taking any; ``close`` hands back what is durable
@@ -166,6 +178,9 @@ class RingIntake:
             if self.path.is_socket():
                 self.path.unlink()
         self._sel.close()
+        wake_r, wake_w, self._wake_w = self._wake_r, self._wake_w, -1
+        os.close(wake_r)
+        os.close(wake_w)
 
     # -- the thread --------------------------------------------------------------------------------
     def _run(self) -> None:
@@ -174,7 +189,14 @@ class RingIntake:
             more = any(c.more for c in self._clients.values())
             for key, _ in self._sel.select(0 if more else LOOK_EVERY_S):
                 try:
-                    if key.data is None:
+                    if key.data == "wake":
+                        while True:
+                            try:
+                                if not os.read(self._wake_r, 4096):
+                                    break
+                            except BlockingIOError:
+                                break
+                    elif key.data is None:
                         self._accept()
                     elif isinstance(key.data, _Exited):  # its last marks, then the ring goes
                         self._drop(key.data.client)
@@ -384,6 +406,8 @@ class RingIntake:
                                     source=("ring", reader.ring_id, position))
             # the client's flush returns, and the ring's bytes are its own again, once the marks are durable
             c.unreleased.append((end, position, n))
+            if position - reader.released > reader.capacity // 2:  # the ring fills with what waits for a write:
+                sv.write_soon.set()  # written now, or the client's marks would spill into gRPC
         except (Full, Busy) as e:
             reader.refuse(n, str(e))
             c.unreleased.append((0, position, 0))  # refused: done with, released in turn

@@ -144,7 +144,7 @@ class Daemon:
 
 
 def _flush_loop(writer, done: threading.Event, every_s: float, keep_ns: int, compact: int = 0,
-                soon: Optional[threading.Event] = None, disk=None) -> None:
+                soon: Optional[threading.Event] = None, disk=None, written=None) -> None:
     """Writes a part every ``every_s``, or at once when ``soon`` is set (the marks held have passed
     half a limit: written early, they leave memory before clients are pushed back), and then lets
     memory go of what the parts hold (samples older than ``keep_ns``): the daemon's memory is a
@@ -162,6 +162,8 @@ def _flush_loop(writer, done: threading.Event, every_s: float, keep_ns: int, com
         except OSError as e:  # a full disk must not stop the measuring; say so and try again later
             print(f"greenprobe daemon: could not write {writer.root}: {e}", file=sys.stderr)
             continue
+        if written is not None:
+            written()  # what this write made durable goes back to the clients now
         if disk is not None:
             disk.measure()  # against --max-out-bytes: marks are refused once the parts take it
         writer.forget(keep_ns)
@@ -294,7 +296,9 @@ def _run(args) -> int:
     daemon.servicer.disk = disk = DiskQuota(writer.root, limits.max_out_bytes)
     compact = round(args.compact_s / args.flush_s) if args.compact_s > 0 else 0
     flush_thread = threading.Thread(target=_flush_loop, args=(writer, done, args.flush_s, int(args.memory_s * 1e9),
-                                                              compact, daemon.servicer.write_soon, disk), daemon=True,
+                                                              compact, daemon.servicer.write_soon, disk,
+                                                              daemon.rings.wake if daemon.rings is not None else None),
+                                    daemon=True,
                                     name="greenprobe-flush")
     flush_thread.start()
     if run_dir is not None:
