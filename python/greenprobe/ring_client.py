@@ -225,13 +225,7 @@ class RingLink:
         line = self.report()
         if line:
             print(line, file=sys.stderr, flush=True)
-        with self._cond:
-            sock = self._sock
-        if sock is not None:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        _hang_up(self)
 
     def _after_fork_in_child(self) -> None:
         """The child must not write into its parent's ring: a ring of its own, registered anew. Its
@@ -311,19 +305,24 @@ class IdentityLink:
 
     def close(self) -> None:
         self._stop.set()
-        with self._cond:
-            sock = self._sock
-        if sock is not None:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        _hang_up(self)
 
     def _after_fork_in_child(self) -> None:
         """The child names itself anew (the session is the parent's pid)."""
         if self._sock is not None:
             self._sock.close()
         self._start()
+
+
+def _hang_up(link) -> None:
+    """Ends a link's connection to the daemon (its end ends the session; the link's thread sees it)."""
+    with link._cond:
+        sock = link._sock
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
 
 _LINKS: "weakref.WeakSet" = weakref.WeakSet()

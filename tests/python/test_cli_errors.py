@@ -128,7 +128,7 @@ CASES = {
         "--save-dir /dev/null/save cannot be made: /dev/null is not a folder", "give --save-dir a path in a folder"),
     "daemon-unknown-group": (
         ["daemon", "--sensors", "synthetic", "--socket", "{tmp}/run/d.sock", "--group", "no-such-group-here"],
-        "no group 'no-such-group-here'", "create it (groupadd no-such-group-here) or name an existing one"),
+        "no group 'no-such-group-here' (--group)", "create it (groupadd no-such-group-here) or name an existing one"),
     "daemon-listen-not-loopback": (
         ["daemon", "--sensors", "synthetic", "--socket", "{tmp}/run/daemon.sock", "--listen", "0.0.0.0:0"],
         "--listen 0.0.0.0:0 on TCP needs a token: a port, loopback included, serves every local user whatever "

@@ -66,5 +66,5 @@ def test_the_daemons_limit_flags_are_the_limits_dataclass():
     assert Limits.from_args(args) == Limits()
     flagged = {f.name for f in Limits.flags()}
     assert flagged == {a.dest for a in p._actions if a.dest.startswith("max_")}
-    assert {f.name for f in fields(Limits)} - flagged == {"max_heavy", "max_intake", "workers"}
+    assert {f.name for f in fields(Limits)} - flagged == {"max_heavy", "max_intake", "max_intake_per_user", "workers"}
     assert Limits.from_args(p.parse_args(["--max-marks", "7", "--max-mark-bytes", "2G"])).max_mark_bytes == 2 << 30

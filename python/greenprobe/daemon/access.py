@@ -32,7 +32,7 @@ import grpc
 
 from ..addresses import is_loopback
 from ..errors import ConfigError
-from .identity import Token, Tokens, parse_tokens
+from .identity import Token, Tokens, parse_tokens, resolve_group  # noqa: F401 - resolve_group: the listeners'
 
 TOKEN_ENV = "GREENPROBE_TOKEN"
 MIN_TOKEN_CHARS = 16
@@ -156,18 +156,6 @@ def grpc_tls_credentials(pems: tuple):
     key, cert, client_ca = pems
     return grpc.ssl_server_credentials([(key, cert)], root_certificates=client_ca,
                                        require_client_auth=client_ca is not None)
-
-
-def resolve_group(group: Optional[str]) -> Optional[int]:
-    """A group name or number as a gid."""
-    if group is None:
-        return None
-    if group.isdigit():
-        return int(group)
-    try:
-        return grp.getgrnam(group).gr_gid
-    except KeyError:
-        raise ConfigError(f"no group {group!r}", f"create it (groupadd {group}) or name an existing one") from None
 
 
 # -- the socket and its folder -------------------------------------------------------------------
@@ -315,12 +303,7 @@ class SaveRoot:
 
     def used_bytes(self) -> int:
         """The disk space the files under the root take (links not followed)."""
-        used = 0
-        for _, _, files, dfd in os.fwalk(".", dir_fd=self.fd, follow_symlinks=False):
-            for f in files:
-                with contextlib.suppress(OSError):
-                    used += os.stat(f, dir_fd=dfd, follow_symlinks=False).st_blocks * 512
-        return used
+        return bytes_under(".", self.fd)
 
     def check_room(self) -> None:
         """Refused when the root already holds --save-max-bytes: clients' saves cannot fill the disk."""
@@ -381,6 +364,17 @@ class SaveRoot:
         except BaseException:
             os.close(fd)
             raise
+
+
+def bytes_under(top=".", dir_fd: Optional[int] = None) -> int:
+    """The disk space the files under ``top`` take (relative to the open folder ``dir_fd`` when
+    given), links not followed."""
+    used = 0
+    for _, _, files, dfd in os.fwalk(top, dir_fd=dir_fd, follow_symlinks=False):
+        for f in files:
+            with contextlib.suppress(OSError):
+                used += os.stat(f, dir_fd=dfd, follow_symlinks=False).st_blocks * 512
+    return used
 
 
 def size_text(n: int) -> str:

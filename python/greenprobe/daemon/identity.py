@@ -149,8 +149,8 @@ class Identities:
         return Caller(UNVERIFIED)
 
 
-def resolve_admin_group(group: Optional[str]) -> Optional[int]:
-    """--admin-group as a gid (a name or a number)."""
+def resolve_group(group: Optional[str], flag: str = "--group") -> Optional[int]:
+    """A group name or number (of ``flag``) as a gid."""
     if group is None:
         return None
     if group.isdigit():
@@ -158,5 +158,5 @@ def resolve_admin_group(group: Optional[str]) -> Optional[int]:
     try:
         return grp.getgrnam(group).gr_gid
     except KeyError:
-        raise ConfigError(f"no group {group!r} (--admin-group)",
+        raise ConfigError(f"no group {group!r} ({flag})",
                           f"create it (groupadd {group}) or name an existing one") from None

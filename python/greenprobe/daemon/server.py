@@ -25,7 +25,7 @@ from ..errors import ConfigError
 from ..session import Probe
 from ..v1 import probe_pb2_grpc as pb_grpc
 from . import access
-from .identity import Identities, resolve_admin_group
+from .identity import Identities, resolve_group
 from .limits import MAX_MESSAGE_BYTES, Limits
 from .rings import RingIntake, ring_socket_path
 from .servicer import Servicer
@@ -64,7 +64,7 @@ class Daemon:
         self.limits = limits or Limits()
         self.stopping = threading.Event()
         save_root = access.SaveRoot(Path(save_dir), self.gid, save_max_bytes) if save_dir else None
-        self.identities = Identities(tokens=tokens, admin_gid=resolve_admin_group(admin_group))
+        self.identities = Identities(tokens=tokens, admin_gid=resolve_group(admin_group, "--admin-group"))
         self.servicer = Servicer(probe, self.stopping, self.limits, save_root, self.identities)
         self.servers: list[grpc.Server] = []
         self.local = self._server([]) if self.socket_path is not None else None

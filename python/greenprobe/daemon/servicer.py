@@ -20,7 +20,7 @@ from ..session import Probe
 from ..store import own_buffers
 from ..v1 import probe_pb2 as pb
 from ..v1 import probe_pb2_grpc as pb_grpc
-from .access import Refused, SaveRoot, size_text
+from .access import Refused, SaveRoot, bytes_under, size_text
 from .dedupe import Dedupe
 from .identity import UNVERIFIED, Caller, Identities
 from .limits import MAX_BATCH, Busy, FairSlots, Full, Limits, OwnerNames
@@ -540,13 +540,8 @@ class DiskQuota:
         return self._used
 
     def measure(self) -> int:
-        used = 0
-        for folder, _, files in os.walk(self.root):
-            for f in files:
-                with contextlib.suppress(OSError):
-                    used += os.lstat(os.path.join(folder, f)).st_blocks * 512
-        self._used = used
-        return used
+        self._used = bytes_under(self.root)
+        return self._used
 
 
 @contextlib.contextmanager
