@@ -8,42 +8,19 @@ gaps around the worst one, and whether the truth lay inside the bounds.
 RESULTS.md, "Why the hwmon truth test failed on a busy machine".
 """
 import sys
-import time
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent.parent / "tests" / "python"))
 import numpy as np
 from pathlib import Path
 import tempfile
-import greenprobe
-from helpers import compare, run_marks, writer_stalls
-from standins import Writer
-from truth import Wave
-from test_hwmon import make_chip, MAX_UJ
+from helpers import compare, writer_stalls
+from test_hwmon import raw_at_open, real_clock_run
+
 
 def once(tmp_path):
-    t0 = time.monotonic_ns()
-    gpu = Wave("sine", base_w=120, amp_w=40, freq_hz=1.5, t0_ns=t0)
-    meter = Wave("sine", base_w=300, amp_w=50, freq_hz=1.0, t0_ns=t0)
-    root = tmp_path / "hwmon"
-    xe = make_chip(root, "hwmon3", "xe", {"energy1_input": "%020d" % 0, "energy1_label": "card",
-                                          "power1_max": 250_000_000}, "../../../0000:03:00.0")
-    pm = make_chip(root, "hwmon7", "power_meter", {"power1_average": "%020d" % 0, "power1_average_interval": 10,
-                                                   "power1_cap": 0}, "../../../ACPI000D:00")
-    counter_cfg = {"kind": "powercap", "t0_ns": t0, "period_ns": 2_000_000, "duration_s": 8.0, "wave": gpu.kwargs(),
-                   "targets": [{"path": str(xe / "energy1_input"), "scale": 1.0, "max_uj": MAX_UJ,
-                                "offset_uj": 123_456_789_012}]}
-    power_cfg = {"kind": "power_average", "t0_ns": t0, "period_ns": 10_000_000, "duration_s": 8.0,
-                 "wave": meter.kwargs(), "targets": [{"path": str(pm / "power1_average"), "scale": 1.0,
-                                                      "window_ns": 10_000_000}]}
-    writers = [Writer(counter_cfg, tmp_path), Writer(power_cfg, tmp_path)]
-    for w in writers:
-        w.wait_started()
-    try:
-        with greenprobe.Probe(sensors=["hwmon"], hwmon_root=str(root), period_us=1000) as probe:
-            time.sleep(0.1)
-            run_marks("infer", 12, 0.1, 0.02)
-    finally:
-        logs = [w.stop() for w in writers]
+    run = real_clock_run(tmp_path, 8.0)  # the test's body, as it ran when it failed (8 s of writes)
+    probe, logs, gpu, meter = run.probe, run.logs, run.gpu, run.meter
+    counter_cfg, power_cfg = run.counter_cfg, run.power_cfg
     stalls = writer_stalls(logs[0][0], counter_cfg["period_ns"]) + writer_stalls(logs[1][0], power_cfg["period_ns"])
     results = compare(probe, "infer", {"xe-card": gpu, "power_meter": meter}, sensor="hwmon", stalls=stalls)
     late = []
@@ -71,12 +48,7 @@ def once(tmp_path):
     log = logs[0][0]
     raws = np.array([r[1] for r in log]); tw = np.array([r[2] for r in log]); tt = np.array([r[0] for r in log])
     counts = np.round(ch["xe-card"].value * 1e6).astype(np.int64)
-    votes = {}
-    wset = set(raws.tolist())
-    for c in counts[:: max(1, counts.size // 16)]:
-        for w in wset:
-            votes[w - int(c)] = votes.get(w - int(c), 0) + 1
-    base = max(votes, key=votes.get)
+    base = raw_at_open(counts, set(raws.tolist()))
     idx = {int(r): k for k, r in enumerate(raws)}
     early = []; stale = []
     for k, c in enumerate(counts):

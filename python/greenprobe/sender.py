@@ -186,13 +186,11 @@ class MarkSender:
         """True when the batch is settled (accepted or refused) or must wait behind the batches a new
         daemon needs again, False to try it again later. ``again``: a resend, accepted before."""
         try:
-            if self._record_marks is None:
-                self._channel = self._open_channel()
-                self._record_marks = self._pb_grpc.ProbeStub(self._channel).RecordMarks
+            record_marks = self._rpc()
             timeout = min(self.timeout_s, max(self._deadline - time.monotonic(), 0.01))
             with self._lock:
                 msg.columns.daemon_id = self._daemon_id if self._unacked else ""
-            reply = self._record_marks(msg, timeout=timeout)
+            reply = record_marks(msg, timeout=timeout)
         except self._grpc.RpcError as e:
             why = f"{e.code().name}: {' '.join(str(e.details()).split())}"
             if e.code() in self._transient:
@@ -206,13 +204,10 @@ class MarkSender:
             return False
         end = msg.columns.first_seq + n
         with self._lock:
-            if reply.restarted:  # a new daemon: what the old one held and had not written goes again, first
-                self._resend.extend((m, k, e, True) for m, k, e in self._unacked)
-                self._unacked.clear()
+            if reply.restarted:
+                self._to_new_daemon(reply)
                 self._resend.append((msg, n, end, again))  # then this batch
                 self._batch = None
-                self._daemon_id = reply.daemon_id
-                self._acknowledge(reply.durable_seq)
                 return True
             self._daemon_id = reply.daemon_id
             self._unacked.append((msg, n, end))
@@ -224,6 +219,29 @@ class MarkSender:
             else:
                 self._settle(n)
         return True
+
+    def _rpc(self):
+        """RecordMarks, on a channel made at first use (again in a forked child), by whichever thread
+        comes first: the sending one, or a flush."""
+        with self._lock:
+            if self._record_marks is None:
+                self._channel = self._open_channel()
+                self._record_marks = self._pb_grpc.ProbeStub(self._channel).RecordMarks
+            return self._record_marks
+
+    def _to_new_daemon(self, reply) -> None:
+        """With the lock held: a daemon answered ``restarted``. What the one before held and had not
+        written goes to it again, oldest first, before anything new."""
+        self._resend.extend((m, k, e, True) for m, k, e in self._unacked)
+        self._unacked.clear()
+        self._daemon_id = reply.daemon_id
+        self._acknowledge(reply.durable_seq)
+        self._wake.set()
+
+    def _durable_through(self, target: int) -> bool:
+        """With the lock held: every mark below ``target`` is durable, none waits to be sent again (a
+        batch still kept is past ``_durable_seq``: _acknowledge lets go of the others at once)."""
+        return self._durable_seq >= target and not self._resend
 
     def _acknowledge(self, durable_seq: int) -> None:
         """With the lock held: the batches the daemon has made durable are let go."""
@@ -278,7 +296,7 @@ class MarkSender:
         poll.columns.sender_id, poll.columns.write_now = self.sender_id, True
         while True:
             with self._lock:
-                if self._durable_seq >= target and not self._resend and not self._unacked_below(target):
+                if self._durable_through(target):
                     return
                 poll.columns.daemon_id = self._daemon_id if self._unacked else ""
             left = deadline - time.monotonic()
@@ -287,27 +305,18 @@ class MarkSender:
                                   f"{timeout:g} s ({self.last_error or 'no reply'})",
                                   "they stay here and are sent again if the daemon restarts; check its --out disk")
             try:
-                if self._record_marks is None:
-                    self._channel = self._open_channel()
-                    self._record_marks = self._pb_grpc.ProbeStub(self._channel).RecordMarks
-                reply = self._record_marks(poll, timeout=min(left, self.timeout_s))
+                reply = self._rpc()(poll, timeout=min(left, self.timeout_s))
             except self._grpc.RpcError as e:
                 self.last_error = f"{e.code().name}: {' '.join(str(e.details()).split())}"
                 reply = None
             with self._lock:
-                if reply is not None and reply.restarted:  # the sending thread learns it with its next batch
-                    self._resend.extend((m, k, e, True) for m, k, e in self._unacked)
-                    self._unacked.clear()
-                    self._daemon_id = reply.daemon_id
-                    self._wake.set()
+                if reply is not None and reply.restarted:  # the sending thread resends, woken
+                    self._to_new_daemon(reply)
                 elif reply is not None:
                     self._acknowledge(reply.durable_seq if reply.daemon_id else target)
-                if self._durable_seq >= target and not self._resend and not self._unacked_below(target):
+                if self._durable_through(target):
                     return
             time.sleep(DURABLE_POLL_S)
-
-    def _unacked_below(self, target: int) -> bool:
-        return bool(self._unacked) and self._unacked[0][2] <= target
 
     def close(self) -> None:
         """Sends what is left for at most timeout_s, then says on stderr what did not arrive."""

@@ -14,6 +14,7 @@ import math
 import os
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +47,53 @@ def _chips(root: Path):
                                                    "power1_cap": 0}, "../../../ACPI000D:00")
     make_chip(root, "hwmon0", "coretemp", {"temp1_input": 40000})
     return xe, pm
+
+
+@dataclass
+class RealClockRun:
+    probe: greenprobe.Probe
+    logs: list         # each writer's log: (written at, raw value, write ended at) per write
+    gpu: Wave          # the counter's power, a known function of time
+    meter: Wave        # the power meter's
+    counter_cfg: dict
+    power_cfg: dict
+
+
+def real_clock_run(tmp_path: Path, duration_s: float) -> RealClockRun:
+    """The two chips written in real time by stand-in writers in other processes (standin_writer.py:
+    the counter every 2 ms, the meter's average every 10 ms), the sampler's own thread polling them at
+    1 kHz around 12 marks of 100 ms (benchmarks/diag_hwmon_busy.py runs it too)."""
+    t0 = time.monotonic_ns()
+    gpu = Wave("sine", base_w=120, amp_w=40, freq_hz=1.5, t0_ns=t0)
+    meter = Wave("sine", base_w=300, amp_w=50, freq_hz=1.0, t0_ns=t0)
+    root = tmp_path / "hwmon"
+    xe, pm = _chips(root)
+    counter_cfg = {"kind": "powercap", "t0_ns": t0, "period_ns": 2_000_000, "duration_s": duration_s,
+                   "wave": gpu.kwargs(), "targets": [{"path": str(xe / "energy1_input"), "scale": 1.0,
+                                                      "max_uj": MAX_UJ, "offset_uj": 123_456_789_012}]}
+    power_cfg = {"kind": "power_average", "t0_ns": t0, "period_ns": 10_000_000, "duration_s": duration_s,
+                 "wave": meter.kwargs(), "targets": [{"path": str(pm / "power1_average"), "scale": 1.0,
+                                                      "window_ns": 10_000_000}]}
+    writers = [Writer(counter_cfg, tmp_path), Writer(power_cfg, tmp_path)]
+    for w in writers:
+        w.wait_started()
+    try:
+        with greenprobe.Probe(sensors=["hwmon"], hwmon_root=str(root), period_us=1000) as probe:
+            time.sleep(0.1)
+            run_marks("infer", 12, 0.1, 0.02)
+    finally:
+        logs = [w.stop() for w in writers]
+    return RealClockRun(probe, logs, gpu, meter, counter_cfg, power_cfg)
+
+
+def raw_at_open(counts: np.ndarray, written: set) -> int:
+    """The counter's raw value when the sensor opened it: the offset by which most recorded values
+    (µJ since open) are a value the writer wrote."""
+    votes: dict = {}
+    for c in counts[:: max(1, counts.size // 16)]:
+        for w in written:
+            votes[w - int(c)] = votes.get(w - int(c), 0) + 1
+    return max(votes, key=votes.get)
 
 
 def _check_channels(probe):
@@ -145,26 +193,9 @@ def test_the_counter_on_the_real_clock_stays_inside_its_bounds(tmp_path):
     process (standin_writer.py): the same chips. Accuracy is the virtual-clock tests' business (a
     busy machine delays this thread, see above); here the truth must lie inside every interval's
     bounds, and torn reads of the stand-in's plain files must be rare."""
-    t0 = time.monotonic_ns()
-    gpu = Wave("sine", base_w=120, amp_w=40, freq_hz=1.5, t0_ns=t0)
-    meter = Wave("sine", base_w=300, amp_w=50, freq_hz=1.0, t0_ns=t0)
-    root = tmp_path / "hwmon"
-    xe, pm = _chips(root)
-    counter_cfg = {"kind": "powercap", "t0_ns": t0, "period_ns": 2_000_000, "duration_s": 5.0, "wave": gpu.kwargs(),
-                   "targets": [{"path": str(xe / "energy1_input"), "scale": 1.0, "max_uj": MAX_UJ,
-                                "offset_uj": 123_456_789_012}]}
-    power_cfg = {"kind": "power_average", "t0_ns": t0, "period_ns": 10_000_000, "duration_s": 5.0,
-                 "wave": meter.kwargs(), "targets": [{"path": str(pm / "power1_average"), "scale": 1.0,
-                                                      "window_ns": 10_000_000}]}
-    writers = [Writer(counter_cfg, tmp_path), Writer(power_cfg, tmp_path)]
-    for w in writers:
-        w.wait_started()
-    try:
-        with greenprobe.Probe(sensors=["hwmon"], hwmon_root=str(root), period_us=1000) as probe:
-            time.sleep(0.1)
-            run_marks("infer", 12, 0.1, 0.02)
-    finally:
-        logs = [w.stop() for w in writers]
+    run = real_clock_run(tmp_path, 5.0)
+    probe, logs, gpu, meter = run.probe, run.logs, run.gpu, run.meter
+    counter_cfg, power_cfg = run.counter_cfg, run.power_cfg
     _check_channels(probe)
     # The stand-in's files are plain files: a pread racing the writer's pwrite can take some digits
     # from the new value and the rest from the old one (sysfs formats each read afresh: no such thing
@@ -172,11 +203,7 @@ def test_the_counter_on_the_real_clock_stays_inside_its_bounds(tmp_path):
     ch = {c.domain: c for c in probe.channels()}
     counter_written = {raw for _, raw, _ in logs[0][0]}
     counts = np.round(ch["xe-card"].value * 1e6).astype(np.int64)
-    votes = {}
-    for c in counts[:: max(1, counts.size // 16)]:
-        for w in counter_written:
-            votes[w - int(c)] = votes.get(w - int(c), 0) + 1
-    base = max(votes, key=votes.get)  # the raw value at open: every recorded value is written - base
+    base = raw_at_open(counts, counter_written)
     torn_counter = [k for k, c in enumerate(counts) if base + int(c) not in counter_written]
     power_written = {raw for _, raw, _ in logs[1][0]}
     micro_w = np.round(ch["power_meter"].value * 1e6).astype(np.int64)

@@ -32,6 +32,11 @@ SESSION_KEY = "greenprobe-session"  # gRPC metadata: the session id a client's r
 UNVERIFIED = "unverified"
 
 
+def uid_owner(uid: int) -> str:
+    """A local user's owner name, as marks, shares and views key it: uid:1000."""
+    return f"uid:{uid}"
+
+
 @dataclass(frozen=True)
 class Caller:
     """The identity of one call."""
@@ -137,7 +142,7 @@ class Identities:
             if who is None:
                 return Caller(UNVERIFIED)
             pid, uid = who
-            return Caller(f"uid:{uid}", self.is_admin_uid(uid), uid, pid)
+            return Caller(uid_owner(uid), self.is_admin_uid(uid), uid, pid)
         holder = self.tokens.holder(meta.get("authorization"))
         if holder is not None and not holder.shared:
             return Caller(f"token:{holder.name}", holder.admin)

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from .identity import uid_owner
 from .limits import Busy, Full
 
 LOOK_EVERY_S = 0.02
@@ -64,6 +65,11 @@ class _Client:
     accepted_at: float = 0.0
     more: bool = False  # the last drain stopped at its budget
     pidfd: Optional[int] = None  # readable once the process that registered is gone
+
+    @property
+    def owner(self) -> str:
+        """Whose marks the ring's are: the kernel's uid of the client (identity.uid_owner)."""
+        return uid_owner(self.uid)
     # drains held but not yet durable, oldest first: (the store's length once they are in it, the
     # ring's position after them, marks to commit); released to the client once written
     unreleased: collections.deque = field(default_factory=collections.deque)
@@ -370,7 +376,7 @@ class RingIntake:
         sv = self.servicer
         # at a limit the marks wait in the client's ring (a full ring sends through gRPC, which is
         # answered with back-pressure); only the last drain of a client that left takes them anyway
-        if not force and sv.ring_room(f"uid:{c.uid}") <= 0:
+        if not force and sv.ring_room(c.owner) <= 0:
             return
         # a forced drain takes what the ring held at its start: a writer that goes on writing (a
         # child with the mapping) cannot keep the thread that serves every ring. Each turn takes a
@@ -386,7 +392,7 @@ class RingIntake:
                 return
             # a drain that began with room may pass --max-mark-bytes by itself; a client that left
             # cannot wait for room, and what would pass the limit is refused
-            self._hold(c, cols, room_found=not force or sv.ring_room(f"uid:{c.uid}") > 0)
+            self._hold(c, cols, room_found=not force or sv.ring_room(c.owner) > 0)
             if not reader.pending_bytes:
                 return
         # cut by the budget: the rest after every other ring's turn (marks written since the drain
@@ -395,27 +401,25 @@ class RingIntake:
 
     def _hold(self, c: _Client, cols: dict, room_found: bool) -> None:
         n = len(cols["start_ns"])
-        sv, reader, owner = self.servicer, c.reader, f"uid:{c.uid}"
+        sv, reader = self.servicer, c.reader
         position = cols["end_position"]
         if not n:  # a skip frame, or marks refused as they were decoded: their bytes go back in turn
             c.unreleased.append((0, position, 0))
-            self._release_durable(c)
-            return
-        try:  # the kernel said who wrote the ring, and its pid (SO_PEERCRED)
-            end = sv.record_columns(columns_table(cols, owner, True), cols["attr_names"], room_found, owner,
-                                    source=("ring", reader.ring_id, position))
-            # the client's flush returns, and the ring's bytes are its own again, once the marks are durable
-            c.unreleased.append((end, position, n))
-            if position - reader.released > reader.capacity // 2:  # the ring fills with what waits for a write:
-                sv.write_soon.set()  # written now, or the client's marks would spill into gRPC
-        except (Full, Busy) as e:
-            reader.refuse(n, str(e))
-            c.unreleased.append((0, position, 0))  # refused: done with, released in turn
-        except Exception as e:  # taken from the ring but not held: the client hears of it at exit
-            reader.refuse(n, f"the daemon could not hold them ({type(e).__name__}: {e})")
-            raise  # the caller drops this ring
-        if sv.backlog is None:  # no writer: held is as durable as it gets
-            self._release_durable(c)
+        else:
+            try:  # the kernel said who wrote the ring, and its pid (SO_PEERCRED)
+                end = sv.record_columns(columns_table(cols, c.owner, True), cols["attr_names"], room_found, c.owner,
+                                        source=("ring", reader.ring_id, position))
+                # the client's flush returns, and the ring's bytes are its own again, once the marks are durable
+                c.unreleased.append((end, position, n))
+                if position - reader.released > reader.capacity // 2:  # the ring fills with what waits for a write:
+                    sv.write_soon.set()  # written now, or the client's marks would spill into gRPC
+            except (Full, Busy) as e:
+                reader.refuse(n, str(e))
+                c.unreleased.append((0, position, 0))  # refused: done with, released in turn
+            except Exception as e:  # taken from the ring but not held: the client hears of it at exit
+                reader.refuse(n, f"the daemon could not hold them ({type(e).__name__}: {e})")
+                raise  # the caller drops this ring
+        self._release_durable(c)  # what needs no write goes back now (all of it, without a writer)
 
     def _release_durable(self, c: _Client, durable: Optional[int] = None) -> None:
         """Hands back to the client the ring's bytes whose marks the writer has written (the store's

@@ -151,7 +151,7 @@ class Servicer(pb_grpc.ProbeServicer):
         for sender, next_seq in done.get("grpc", {}).items():
             self.dedupe.record(sender, 1, next_seq - 1)
             with self._pending_lock:
-                self._durable[("grpc", sender)] = max(self._durable.get(("grpc", sender), 0), next_seq)
+                _furthest(self._durable, ("grpc", sender, next_seq))
 
     def _held(self) -> tuple[int, int]:
         """Marks in memory and their bytes (the daemon's columnar store lets written marks go)."""
@@ -219,7 +219,7 @@ class Servicer(pb_grpc.ProbeServicer):
                 if end > index:
                     break
                 if source is not None:
-                    done[source[:2]] = max(done.get(source[:2], 0), source[2])
+                    _furthest(done, source)
         out: dict = {"ring": {}, "grpc": {}}
         for (kind, ident), position in done.items():
             out[kind][str(ident)] = position
@@ -253,11 +253,11 @@ class Servicer(pb_grpc.ProbeServicer):
         first (without a writer, nothing is written)."""
         with self._pending_lock:
             if self.backlog is not None and self._holds:
-                written = len(self.probe.marks_store) - self.backlog()
+                written = self.durable_index()
                 while self._holds and self._holds[0][0] <= written:
                     _, who, n, source = self._holds.popleft()
                     if source is not None:
-                        self._durable[source[:2]] = max(self._durable.get(source[:2], 0), source[2])
+                        _furthest(self._durable, source)
                     left = self.owner_pending[who] - n
                     if left > 0:
                         self.owner_pending[who] = left
@@ -473,6 +473,12 @@ def _only_frames(request) -> None:
         raise ValueError(f"this daemon (API {API_VERSION}) takes marks only as frames (MarkColumns.frames, "
                          "cpp/include/greenprobe/mark_ring.hpp); the batch holds marks one by one or as columns, "
                          "as clients of API 1 sent them: use a greenprobe client of this version")
+
+
+def _furthest(done: dict, source: tuple) -> None:
+    """``done[(kind, id)]`` moved on to ``source``'s position (kind, id, position), never back."""
+    key = source[:2]
+    done[key] = max(done.get(key, 0), source[2])
 
 
 def _view(context, caller: Caller, asked: str = "") -> Optional[str]:
