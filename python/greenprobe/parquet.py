@@ -244,7 +244,25 @@ def save(probe, directory, owner: Optional[str] = None) -> dict:
     _atomic_write_table(intervals_table(probe, owner), paths["intervals"])
     _atomic_write_table(labels_table(probe, owner), paths["labels"])
     _atomic_write_text(json.dumps(session_metadata(probe), indent=2, default=str), paths["metadata"])
+    consumers = consumers_table(probe)
+    if consumers is not None:
+        paths["consumers"] = d / "consumers.parquet"
+        _atomic_write_table(consumers, paths["consumers"])
     return {k: str(v) for k, v in paths.items()}
+
+
+def consumers_table(probe) -> Optional[pa.Table]:
+    """Energy per consumer over the whole recording, every kind the Probe records (the ``view``
+    column tells them apart); None when it records none or too little to say anything."""
+    from .errors import ConfigError
+
+    tables = []
+    for kind in getattr(probe, "consumer_kinds", ()):
+        try:
+            tables.append(probe.consumers(by=kind))
+        except ConfigError:
+            continue
+    return pa.concat_tables(tables) if tables else None
 
 
 def _atomic_write_table(table: pa.Table, path: Path, durable: bool = False) -> None:

@@ -11,6 +11,8 @@ import numpy as np
 
 from . import _core
 from .attribution import FLAG_CHANGED, FLAG_FIRST, Channel, attribute, channels_of
+from .consumers import PERIOD_S as CONSUMER_PERIOD_S
+from .consumers import UseRecorder, parse_kinds
 from .config import KEEPALIVE_MS, MIN_PERIOD_US, MIN_RING_CAPACITY, PERIOD_US, RING_CAPACITY, resolve_options
 from .errors import ConfigError
 from .marks import _pop_sink, _push_sink
@@ -69,6 +71,9 @@ class Probe:
         baseline_s: float = 0.0,
         columnar_marks: bool = False,
         clock: str = "real",
+        consumers: Optional[str | Sequence[str]] = None,
+        consumer_period_s: float = CONSUMER_PERIOD_S,
+        cgroup_root: Optional[str] = None,
         **options,
     ):
         if clock not in ("real", "virtual"):
@@ -104,8 +109,15 @@ class Probe:
         self.baseline_windows: list[tuple[str, int, int]] = []  # ("before"|"after", start_ns, end_ns)
         self.drain_interval_s = float(drain_interval_s)
         self.settle_timeout_s = float(settle_timeout_s)
-        resolve_options(options)  # validates now, so a bad argument fails at construction
+        resolved = resolve_options(options)  # validates now, so a bad argument fails at construction
         self.options = options
+        self.consumer_kinds = parse_kinds(consumers)
+        self._consumer_args = {"period_s": consumer_period_s,
+                               "proc_root": resolved.get("proc_root") or "/proc",
+                               "cgroup_root": cgroup_root or os.environ.get("GREENPROBE_CGROUP_ROOT") or "/sys/fs/cgroup"}
+        self._use: Optional[UseRecorder] = None
+        if self.consumer_kinds:  # a bad kind, period or root fails here, not at start
+            UseRecorder(self.consumer_kinds, **self._consumer_args)
         self.skipped = []
         self._sensors = []
         self._sampler = None
@@ -134,9 +146,14 @@ class Probe:
                              for s in self._sensors]
         self._anchor = {"monotonic_ns": _core.now_ns(), "wall_ns": _core.wall_ns(), "pid": os.getpid()}
         self._started = True
+        if self.consumer_kinds:
+            clock = (lambda: self._virtual_t or 0) if self.clock == "virtual" else _core.now_ns
+            self._use = UseRecorder(self.consumer_kinds, clock=clock, **self._consumer_args)
         if self.clock == "virtual":
             return self
         self._sampler.start()
+        if self._use is not None:
+            self._use.start()
         self._drain_thread = threading.Thread(target=self._drain_loop, name="greenprobe-drain", daemon=True)
         self._drain_thread.start()
         self.settle(after_ns=self._anchor["monotonic_ns"])
@@ -170,6 +187,8 @@ class Probe:
                               "pass increasing times: a virtual clock runs forward too")
         nxt = self._sampler.poll_at(t_ns, final)
         self._virtual_t = t_ns
+        if self._use is not None and (final or self._use.due(t_ns)):
+            self._use.read_at(t_ns)
         self._drain_once()
         if final:
             self._finish()
@@ -192,6 +211,8 @@ class Probe:
             self._measure_idle("after")
             last_end = max([last_end] + [w[2] for w in self.baseline_windows])
         self.settle(after_ns=last_end)
+        if self._use is not None:
+            self._use.stop()
         self._stop_event.set()
         if self._drain_thread is not None:
             self._drain_thread.join()
@@ -343,6 +364,42 @@ class Probe:
         return [{"sensor": r["channel"].sensor, "domain": r["channel"].domain, "energy_j": float(r["energy_j"][0]),
                  "energy_j_low": float(r["energy_j_low"][0]), "energy_j_high": float(r["energy_j_high"][0]),
                  "estimated": r["channel"].estimated, "complete": bool(r["complete"][0])} for r in rows]
+
+    def consumers(self, start_ns: Optional[int] = None, end_ns: Optional[int] = None, by: Optional[str] = None):
+        """Energy per consumer (process or cgroup: ``by``, default the first kind the Probe records)
+        from ``start_ns`` to ``end_ns`` (default: the whole recording), per (sensor, domain), with idle
+        and unattributed rows that make each domain's sum its measured energy: a pyarrow Table
+        (greenprobe.consumer_fit; docs/SCHEMA.md, "Energy per consumer"). Needs
+        ``Probe(consumers="process")`` (or ``"cgroup"``, ``"process,cgroup"``)."""
+        from .consumer_fit import consumer_table
+
+        use, a, b = self._consumer_use(by, start_ns, end_ns)
+        return consumer_table(use, self.channels_around(a, b), a, b)
+
+    def process_tree(self, pid: int, start_ns: Optional[int] = None, end_ns: Optional[int] = None) -> list[dict]:
+        """The energy of process ``pid`` and every process descended from it, per (sensor, domain),
+        beside the measured total (consumer_fit.set_share): what ``greenprobe measure`` reports for its
+        command. Needs ``Probe(consumers="process")``."""
+        from .consumer_fit import set_share
+        from .consumers import tree_of
+
+        use, a, b = self._consumer_use("process", start_ns, end_ns)
+        members = tree_of(use.consumers, int(pid))
+        return [dict(r, pid=int(pid), processes=len(members)) for r in
+                set_share(use, self.channels_around(a, b), a, b, members)]
+
+    def _consumer_use(self, kind: Optional[str], start_ns: Optional[int], end_ns: Optional[int]):
+        if self._use is None:
+            raise ConfigError("this Probe records no consumers",
+                              "make it with consumers='process' (or 'cgroup', 'process,cgroup')")
+        use = self._use.use(kind or self.consumer_kinds[0])
+        if use.t_ns.size < 2:
+            raise ConfigError("fewer than two consumer sweeps so far", "measure for longer than consumer_period_s")
+        a = int(use.t_ns[0] if start_ns is None else start_ns)
+        b = int(use.t_ns[-1] if end_ns is None else end_ns)
+        if b <= a:
+            raise ConfigError(f"consumers({a}, {b}): the interval ends before it starts", "pass start_ns < end_ns")
+        return use, a, b
 
     def baseline(self, channels: Optional[list] = None) -> list[dict]:
         """Idle power per (sensor, domain) from the ``baseline_s`` windows before and after the

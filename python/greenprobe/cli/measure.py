@@ -1,4 +1,6 @@
-"""`greenprobe measure -- CMD`: a private daemon, the command under it, a perf-stat-like summary.
+"""`greenprobe measure -- CMD`: a private daemon, the command under it, a perf-stat-like summary, and
+the share of each domain that the command's process tree used (regressed on every process's CPU time:
+consumer_fit), beside what the whole machine used.
 
 SIGTERM or SIGINT stops the command, not the measurement: measure passes the signal on, waits for
 the command, then saves and reports as usual and exits with the command's status (128 + signal
@@ -22,7 +24,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from .common import StopSignals, add_sensor_args, baseline_seconds, check_out, nonempty_path, save_private, seconds
+from .common import (StopSignals, add_sensor_args, baseline_seconds, check_out, consumer_period, nonempty_path,
+                     save_private, seconds)
 
 
 def cmd_measure(args, cmd: list[str]) -> int:
@@ -30,7 +33,8 @@ def cmd_measure(args, cmd: list[str]) -> int:
     from ..daemon import Daemon
     from ..session import Probe
 
-    probe = Probe(sensors=args.sensors, period_us=args.period_us, baseline_s=args.baseline)
+    probe = Probe(sensors=args.sensors, period_us=args.period_us, baseline_s=args.baseline,
+                  consumers="process" if args.tree else None, consumer_period_s=args.consumer_period)
     out = check_out(args.out)
     with StopSignals() as stop, tempfile.TemporaryDirectory(prefix="greenprobe-") as tmp:
         sock = Path(tmp) / "daemon.sock"
@@ -42,8 +46,9 @@ def cmd_measure(args, cmd: list[str]) -> int:
                 print(f"greenprobe: skipped {s.kind}: {s.reason}", file=sys.stderr)
             env = dict(os.environ, GREENPROBE_DAEMON=f"unix:{sock}")
             start = _core.now_ns()
+            pids: list[int] = []
             if stop.signum is None:
-                rc = _run(cmd, env, args.kill_after, stop)
+                rc = _run(cmd, env, args.kill_after, stop, pids)
             else:
                 print(f"greenprobe: {signal.Signals(stop.signum).name} before the command started: not starting it",
                       file=sys.stderr)
@@ -55,10 +60,13 @@ def cmd_measure(args, cmd: list[str]) -> int:
             probe.stop()
         paths = save_private(probe, out)
     _report(probe, cmd, rc, start, end, paths)
+    if args.tree and pids:
+        _report_tree(probe, pids[0], start, end)
     return rc
 
 
-def _run(cmd: list[str], env: dict, kill_after: float = 10.0, stop: StopSignals | None = None) -> int:
+def _run(cmd: list[str], env: dict, kill_after: float = 10.0, stop: StopSignals | None = None,
+         pids: list | None = None) -> int:
     """Runs cmd to its end with SIGTERM/SIGINT passed on to it; its exit status, 128 + signal when
     a signal ended it.
 
@@ -71,6 +79,8 @@ def _run(cmd: list[str], env: dict, kill_after: float = 10.0, stop: StopSignals 
     except FileNotFoundError:
         print(f"greenprobe: command not found: {cmd[0]}", file=sys.stderr)
         return 127
+    if pids is not None:
+        pids.append(proc.pid)
     asked = []  # monotonic time of the first signal that should end the command
 
     def forward(signum, frame):
@@ -169,6 +179,31 @@ def _report(probe, cmd, rc, start, end, paths) -> None:
     print(f" wrote {paths['intervals']} (and samples, labels, metadata)", file=out)
 
 
+def _report_tree(probe, pid: int, start: int, end: int) -> None:
+    """The command's process tree's share of each domain, beside the domain's total."""
+    from ..errors import ConfigError
+
+    out = sys.stderr
+    try:
+        rows = probe.process_tree(pid, start, end)
+    except ConfigError as e:
+        print(f"\n The command's processes: not estimated ({e.message})", file=out)
+        return
+    print(f"\n The command's processes (pid {pid} and its descendants), by regression on CPU time:\n", file=out)
+    for r in rows:
+        est = "   ESTIMATED" if r["estimated"] else ""
+        where = f"{r['sensor']}/{r['domain']}"
+        if r["energy_j"] != r["energy_j"]:  # NaN: not estimated
+            print(f"   {'-':>12}    {where:<24} of {r['measured_j']:.3f} J: {r['note']}{est}", file=out)
+            continue
+        share = r["energy_j"] / r["measured_j"] * 100 if r["measured_j"] > 0 else float("nan")
+        print(f"   {r['energy_j']:12.3f} J  {where:<24} [{r['energy_j_low']:.3f}, {r['energy_j_high']:.3f}] of "
+              f"{r['measured_j']:.3f} J ({share:.0f} %), {r['processes']} processes, {r['cpu_s']:.2f} CPU-s{est}",
+              file=out)
+        if r["note"]:
+            print(f"   {'':12}    {r['note']}", file=out)
+
+
 def add_parser(sub) -> None:
     p = sub.add_parser("measure", help="run a command under a private daemon and report its energy",
                        description="Starts a private daemon, runs CMD with GREENPROBE_DAEMON set (so greenprobe.mark() "
@@ -188,6 +223,13 @@ def add_parser(sub) -> None:
                    help="after a signal passed on to CMD, wait SECONDS for it to end, then send SIGTERM, and as long "
                         "again, then SIGKILL (default 10; a SIGINT that measure's caller ignored is ignored, as "
                         "shells expect of background jobs)")
+    p.add_argument("--no-tree", dest="tree", action="store_false",
+                   help="do not record every process's CPU time (by default measure does, and reports the share of "
+                        "each domain that CMD's process tree used, beside what the whole machine used, in "
+                        "OUT/consumers.parquet too)")
+    p.add_argument("--consumer-period", type=consumer_period, default=0.1, metavar="SECONDS",
+                   help="how often every process's CPU time is read (default 0.1; a share needs at least 8 periods "
+                        "of the command)")
     p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ARGS", help="the command to run")
     p.set_defaults(run=run)
 

@@ -1,0 +1,332 @@
+"""Whose energy is it: each consumer's share of every domain, by regression, with conservation and
+intervals (issue 22). The records it reads: consumers.Use; the channels: attribution.Channel.
+
+Model. The recorder's sweeps cut time into windows; in window i a CPU domain spent
+
+    y_i = P0 * dt_i + sum_g w_g * x_ig + e_i
+
+where dt_i is the window's length, x_ig the CPU seconds that consumer group g used in it, P0 the idle
+power and w_g the group's power per CPU-second (W per core in use). Least squares gives P0 and the
+w_g; their covariance is robust to heteroscedasticity and autocorrelation (EWC, as the per-call
+estimator: estimator.ewc_long_run, Student t with B degrees of freedom).
+
+Groups. A consumer gets its own coefficient when its use varies apart from the others' enough to
+tell it apart: its variance inflation (1 / (1 - R^2) of its column on those already own) under
+``MAX_VIF``, in order of CPU time, at most ``max_own``. A consumer whose use moves with one already
+own (correlation over ``SHARE_CORR``) *shares* that one's coefficient; the rest (little CPU time, or
+no clear partner) are *pooled* into one coefficient. Where a coefficient is shared, the split of
+its energy between its consumers is not identified by the data: each one's estimate is its CPU
+share of the group's energy (the assumption, stated in ``coefficient``), and its interval is
+[0, the group's upper bound], which is all the data say.
+
+Rows, per domain, for the window [start_ns, end_ns]:
+- one per consumer that used CPU in it: energy_j = w_g x its CPU seconds;
+- ``idle``: P0 x the window's length;
+- ``unattributed``: measured - idle - the consumers' sum (noise, what the model misses, a consumer
+  that ran between sweeps unseen).
+Consumers + idle + unattributed = measured, exactly (to float rounding), in every domain. A domain
+with no consumer activity to regress on (a GPU, until per-process GPU use is recorded) has its
+whole energy ``unattributed``, with a note saying why.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import numpy as np
+
+from .attribution import Channel, Timeline, choose_channels
+from .consumers import Use, cgroup_labels
+from .estimator import ewc_long_run, ewc_terms, t_quantile
+
+#: a consumer's own coefficient needs its variance inflation below this
+MAX_VIF = 20.0
+#: a consumer that cannot have its own coefficient shares one whose use correlates above this
+SHARE_CORR = 0.9
+#: a consumer below this share of the window's CPU time is pooled
+MIN_SHARE = 0.002
+#: own coefficients at most (and at most one per 20 windows)
+MAX_OWN = 64
+
+#: kinds whose domains are regressed on CPU time (synthetic: for tests and demos)
+CPU_ROLES = ("cpu", "estimate")
+
+
+def cpu_domain(ch: Channel) -> bool:
+    """Whether a channel measures something CPU time drives: a CPU sensor (RAPL, the estimate), an
+    hwmon chip of a CPU kind (amd_energy, zenpower), or the synthetic sensor."""
+    from . import _core
+
+    rows = {r["name"]: r for r in _core.sensor_kinds()}
+    row = rows.get(ch.sensor)
+    if ch.sensor == "synthetic" or (row and row["auto_role"] in CPU_ROLES):
+        return True
+    chips = {c for r in rows.values() if r["auto_role"] == "cpu" for c in r["hwmon_chips"].split(",") if c}
+    return ch.sensor == "hwmon" and ch.domain.split("-")[0] in chips
+
+
+@dataclass
+class ConsumerFit:
+    """One domain's fit over one window: the groups, the coefficients and their covariance."""
+
+    group_of: np.ndarray  # consumer index -> group (-1: no CPU in the window)
+    coefficient: list  # per group: "own" | "shared" | "pooled"
+    beta: np.ndarray  # [P0 W, w_g W per CPU-second ...]
+    cov: np.ndarray
+    dof: int
+    windows: int
+
+    def combo(self, c: np.ndarray, level: float = 0.975) -> tuple[float, float]:
+        """Estimate and half-width of the linear combination c . beta."""
+        est = float(c @ self.beta)
+        se = math.sqrt(max(float(c @ self.cov @ c), 0.0))
+        return est, t_quantile(self.dof, level) * se
+
+
+def _window_use(use: Use, a: int, b: int) -> tuple[np.ndarray, ...]:
+    """The sweep windows inside [a, b] (their indices), the CPU seconds per (window, consumer) there
+    as sparse (window, consumer, seconds), and each consumer's CPU seconds over [a, b] (a window cut
+    by a or b counted by its overlap)."""
+    t = use.t_ns
+    k, w, d = use.deltas()
+    lo = t[:-1]
+    hi = t[1:]
+    inside = np.flatnonzero((lo >= a) & (hi <= b))
+    frac = np.clip((np.minimum(hi, b) - np.maximum(lo, a)) / np.maximum(hi - lo, 1), 0.0, 1.0)
+    totals = np.zeros(len(use.consumers))
+    np.add.at(totals, k, d * frac[w])
+    m = (lo[w] >= a) & (hi[w] <= b)
+    return inside, k[m], w[m], d[m], totals
+
+
+def fit_domain(use: Use, windows: np.ndarray, k: np.ndarray, w: np.ndarray, d: np.ndarray, totals: np.ndarray,
+               energy: np.ndarray, max_own: int = MAX_OWN) -> tuple[Optional[ConsumerFit], str]:
+    """Groups the consumers and fits; (None, why) where it cannot."""
+    n = windows.size
+    if n < 8:
+        return None, f"{n} sweep windows in the interval: at least 8 are needed (a longer interval, or a " \
+                     f"shorter consumer_period_s)"
+    row = np.searchsorted(windows, w)
+    dt = (use.t_ns[windows + 1] - use.t_ns[windows]) / 1e9
+    total_cpu = float(totals.sum())
+    order = [int(i) for i in np.argsort(-totals) if totals[i] > 0]
+    group_of = np.full(len(use.consumers), -1, np.int64)
+    if not order:
+        return _ols(np.c_[dt], energy, group_of, [], n), ""
+
+    def column(i: int) -> np.ndarray:
+        col = np.zeros(n)
+        sel = k == i
+        np.add.at(col, row[sel], d[sel])
+        return col
+
+    own_cols: list[np.ndarray] = []
+    kinds: list[str] = []
+    pooled: list[int] = []
+    cap = min(max_own, max(1, n // 20))
+    for i in order:
+        if totals[i] < MIN_SHARE * total_cpu or len(own_cols) >= cap:
+            pooled.append(i)
+            continue
+        x = column(i)
+        base = np.column_stack([dt] + own_cols)
+        coef, *_ = np.linalg.lstsq(base, x, rcond=None)
+        r = x - base @ coef
+        ss = float(((x - x.mean()) ** 2).sum())
+        vif_ok = ss > 0 and float(r @ r) > ss / MAX_VIF
+        if vif_ok:
+            group_of[i] = len(own_cols)
+            own_cols.append(x)
+            kinds.append("own")
+            continue
+        best, best_c = -1, 0.0
+        for g, col in enumerate(own_cols):
+            if x.std() > 0 and col.std() > 0:
+                cr = float(np.corrcoef(x, col)[0, 1])
+                if cr > best_c:
+                    best, best_c = g, cr
+        if best >= 0 and best_c >= SHARE_CORR:
+            group_of[i] = best
+            own_cols[best] = own_cols[best] + x
+            kinds[best] = "shared"
+        else:
+            pooled.append(i)
+    if pooled:
+        x = np.zeros(n)
+        for i in pooled:
+            x += column(i)
+        base = np.column_stack([dt] + own_cols)
+        coef, *_ = np.linalg.lstsq(base, x, rcond=None)
+        r = x - base @ coef
+        ss = float(((x - x.mean()) ** 2).sum())
+        if ss > 0 and float(r @ r) > ss / MAX_VIF:
+            group_of[pooled] = len(own_cols)
+            own_cols.append(x)
+            kinds.append("pooled")
+        elif own_cols:  # the pool moves with a group: it joins the one it follows most
+            cors = [float(np.corrcoef(x, c)[0, 1]) if x.std() > 0 and c.std() > 0 else -1 for c in own_cols]
+            g = int(np.argmax(cors))
+            group_of[pooled] = g
+            own_cols[g] = own_cols[g] + x
+            kinds[g] = "pooled"
+        else:  # one pool, collinear with time itself: its power cannot be told from idle
+            return None, "the consumers' CPU use never varied apart from the passing of time: their power " \
+                         "cannot be told from idle (a longer interval with the work starting and stopping)"
+    X = np.column_stack([dt] + own_cols)
+    if n - X.shape[1] < max(3, X.shape[1]):
+        return None, f"{n} sweep windows for {X.shape[1]} coefficients"
+    return _ols(X, energy, group_of, kinds, n), ""
+
+
+def ewc_bands(resid: np.ndarray) -> int:
+    """EWC's number of cosine terms B: LLSW's 0.4 n^(2/3), but no more than keeps the highest
+    frequency (B / 2n cycles per window) at a third of where an AR(1) of the residuals' persistence
+    (rho) falls to half its long-run spectrum, (1 - rho) / 2 pi: sweeps of 250 ms under power that
+    wanders over seconds are far more persistent (rho ~ 0.85) than the rule assumes, and its B would
+    read the spectrum past that knee and understate the variance (idle's coverage 0.85 over 40 s)."""
+    n = resid.size
+    r = resid - resid.mean()
+    rho = float(np.clip((r[1:] @ r[:-1]) / max(float(r @ r), 1e-300), 0.0, 0.99))
+    return max(2, min(ewc_terms(n), int(2 * n * (1 - rho) / (2 * np.pi) / 3)))
+
+
+def _ols(X: np.ndarray, y: np.ndarray, group_of: np.ndarray, kinds: list, n: int) -> ConsumerFit:
+    beta, *_ = np.linalg.lstsq(X, y, rcond=None)
+    resid = y - X @ beta
+    bread = np.linalg.pinv(X.T @ X)
+    B = ewc_bands(resid)
+    omega = ewc_long_run(X * resid[:, None], B)
+    return ConsumerFit(group_of, list(kinds), beta, bread @ omega @ bread, B, n)
+
+
+def _prepared(use: Use, ch: Channel, a: int, b: int, max_own: int):
+    """(measured J, fit or None, why, each consumer's CPU seconds over [a, b]) for one channel."""
+    tl = Timeline(ch)
+    measured = float(tl.energy(np.array([a]), np.array([b]))[0][0])
+    if not cpu_domain(ch):
+        return measured, None, f"no per-consumer activity is recorded for {ch.sensor} ({ch.domain}): " \
+                               f"per-process GPU use is not read yet", np.zeros(len(use.consumers))
+    windows, k, w, d, totals = _window_use(use, a, b)
+    t = use.t_ns
+    energy = tl.energy(t[windows], t[windows + 1])[0] if windows.size else np.zeros(0)
+    fit, why = fit_domain(use, windows, k, w, d, totals, energy, max_own)
+    return measured, fit, why, totals
+
+
+def set_share(use: Use, channels: Sequence[Channel], start_ns: int, end_ns: int, members: set,
+              max_own: int = MAX_OWN) -> list[dict]:
+    """The energy of a set of consumers (indices into use.consumers: a command's process tree) per
+    chosen channel: energy_j with its 95 % interval, measured_j, cpu_s, note. A shared or pooled
+    coefficient whose consumers are not all in the set adds its CPU share to the estimate, nothing
+    to the low bound and its group's upper bound to the high one (their split is not identified)."""
+    out = []
+    for ch in choose_channels(list(channels)):
+        measured, fit, why, totals = _prepared(use, ch, int(start_ns), int(end_ns), max_own)
+        idx = np.array(sorted(members), np.int64)
+        cpu = float(totals[idx].sum()) if idx.size else 0.0
+        row = {"sensor": ch.sensor, "domain": ch.domain, "estimated": bool(ch.estimated), "measured_j": measured,
+               "cpu_s": cpu, "energy_j": np.nan, "energy_j_low": np.nan, "energy_j_high": np.nan, "note": why}
+        if fit is not None:
+            G = len(fit.coefficient)
+            inside, group_cpu = np.zeros(G), np.zeros(G)
+            for i in np.flatnonzero(fit.group_of >= 0):
+                group_cpu[fit.group_of[i]] += totals[i]
+                if i in members:
+                    inside[fit.group_of[i]] += totals[i]
+            whole = np.array([fit.coefficient[g] == "own" or inside[g] >= group_cpu[g] for g in range(G)], bool)
+            c = np.r_[0.0, np.where(whole, inside, 0.0)]
+            est, half = fit.combo(c)
+            partial = ~whole & (inside > 0)
+            cp = np.r_[0.0, np.where(partial, inside, 0.0)]
+            pest = fit.combo(cp)[0]
+            cg = np.r_[0.0, np.where(partial, group_cpu, 0.0)]
+            gest, ghalf = fit.combo(cg)
+            row.update(energy_j=max(est + pest, 0.0), energy_j_low=max(est - half, 0.0),
+                       energy_j_high=max(est + half, 0.0) + (max(gest + ghalf, 0.0) if partial.any() else 0.0),
+                       note="shares a coefficient with processes outside it: the bounds allow any split"
+                       if partial.any() else "")
+        out.append(row)
+    return out
+
+
+def _rows_for(use: Use, ch: Channel, a: int, b: int, max_own: int) -> list[dict]:
+    measured, fit, why, totals = _prepared(use, ch, a, b, max_own)
+    base = {"view": use.kind, "domain": ch.domain, "sensor": ch.sensor, "estimated": bool(ch.estimated),
+            "start_ns": a, "end_ns": b}
+    whole = (b - a) / 1e9
+
+    def rest(note: str) -> list[dict]:
+        return [dict(base, consumer="unattributed", kind="unattributed", energy_j=measured,
+                     energy_j_low=np.nan, energy_j_high=np.nan, cpu_s=np.nan, coefficient="", group="", note=note)]
+
+    if fit is None:
+        return rest(why)
+    G = len(fit.coefficient)
+    group_cpu = np.zeros(G)
+    for i in np.flatnonzero(fit.group_of >= 0):
+        group_cpu[fit.group_of[i]] += totals[i]
+    rows = []
+    c_all = np.r_[whole, group_cpu]
+    lead = {}
+    for i in np.argsort(-totals):
+        g = int(fit.group_of[i])
+        if g >= 0 and g not in lead:
+            lead[g] = use.consumers[i].name
+    for i in np.flatnonzero(totals > 0):
+        con = use.consumers[i]
+        g = int(fit.group_of[i])
+        c = np.zeros(G + 1)
+        if g >= 0:
+            c[g + 1] = totals[i]
+        est, half = fit.combo(c)
+        est = max(est, 0.0)
+        kind = fit.coefficient[g] if g >= 0 else "pooled"
+        if kind == "own":
+            low, high = max(est - half, 0.0), max(est + half, 0.0)
+        else:  # the group's split is not identified: from nothing to the whole group
+            cg = np.zeros(G + 1)
+            cg[g + 1] = group_cpu[g]
+            gest, ghalf = fit.combo(cg)
+            low, high = 0.0, max(gest + ghalf, 0.0)
+        labels = cgroup_labels(con.cgroup)
+        rows.append(dict(base, consumer=con.name, kind=con.kind, pid=con.pid if con.kind == "process" else None,
+                         comm=con.comm, cgroup=con.cgroup, cpu_s=float(totals[i]), energy_j=est, energy_j_low=low,
+                         energy_j_high=high, coefficient=kind, group=lead.get(g, ""),
+                         note="" if kind == "own" else
+                         ("use moved with another consumer's: their split is not identified" if kind == "shared"
+                          else "little or unidentifiable use: one coefficient for all such consumers"),
+                         **labels))
+    idle_c = np.zeros(G + 1)
+    idle_c[0] = whole
+    idle, ihalf = fit.combo(idle_c)
+    rows.append(dict(base, consumer="idle", kind="idle", energy_j=idle, energy_j_low=max(idle - ihalf, 0.0),
+                     energy_j_high=idle + ihalf, cpu_s=np.nan, coefficient="", group="",
+                     note=f"power with no consumer's CPU in use, from {fit.windows} sweep windows"))
+    attributed = sum(r["energy_j"] for r in rows)
+    un = measured - attributed
+    _, uhalf = fit.combo(c_all)
+    rows.append(dict(base, consumer="unattributed", kind="unattributed", energy_j=un, energy_j_low=un - uhalf,
+                     energy_j_high=un + uhalf, cpu_s=np.nan, coefficient="", group="",
+                     note="measured - idle - consumers"))
+    return rows
+
+
+COLUMNS = ("view", "consumer", "kind", "pid", "comm", "cgroup", "slurm_job", "pod", "container", "sensor", "domain",
+           "estimated", "energy_j", "energy_j_low", "energy_j_high", "cpu_s", "coefficient", "group", "start_ns",
+           "end_ns", "note")
+
+
+def consumer_table(use: Use, channels: Sequence[Channel], start_ns: int, end_ns: int, max_own: int = MAX_OWN):
+    """Energy per consumer of ``use``'s kind over [start_ns, end_ns], every chosen channel: a pyarrow
+    Table of COLUMNS (docs/SCHEMA.md, "Energy per consumer")."""
+    import pyarrow as pa
+
+    rows = []
+    for ch in choose_channels(list(channels)):
+        rows.extend(_rows_for(use, ch, int(start_ns), int(end_ns), max_own))
+    types = {"pid": pa.int64(), "estimated": pa.bool_(), "start_ns": pa.int64(), "end_ns": pa.int64(),
+             **{c: pa.float64() for c in ("energy_j", "energy_j_low", "energy_j_high", "cpu_s")}}
+    return pa.table({c: pa.array([r.get(c, "" if c not in types else None) for r in rows],
+                                 types.get(c, pa.string())) for c in COLUMNS})

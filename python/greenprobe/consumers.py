@@ -1,0 +1,400 @@
+"""What every consumer of the machine used, on the sampler's clock (issue 22).
+
+A *consumer* is a process or a cgroup (a container, a systemd unit, a Slurm job's step, a
+Kubernetes pod). A ``UseRecorder`` sweeps them every ``period_s`` and keeps, per consumer, its
+cumulative CPU time each time it changed; ``consumer_fit`` turns that into energy per consumer.
+
+- **process**: every process under ``proc_root`` (/proc), read from ``/proc/PID/stat``: user + system
+  time of all its threads, in clock ticks (1/SC_CLK_TCK s, 10 ms on most kernels: a sweep's reading is
+  exact to one tick and the error never accumulates, as the counts are cumulative). A process is
+  known by (pid, start time), so a reused pid is a new consumer. The CPU a process spent after the
+  last sweep before it exited is recovered from its parent's reaped-children time (cutime + cstime)
+  when the parent reaps it; where the parent does not (it died too), up to one period of it is lost,
+  which the cgroup's count keeps.
+- **cgroup**: every cgroup under ``cgroup_root`` (/sys/fs/cgroup) that holds processes, found again
+  every second; its CPU from ``cpu.stat``'s usage_usec (cgroup v2) or ``cpuacct.usage`` (v1, ns),
+  less that of the cgroups below it that are consumers themselves (each CPU-second is one consumer's).
+  The root cgroup's own processes are the consumer ``/``: the machine's CPU time (``/proc/stat``)
+  less every other cgroup's.
+
+Storage is sparse: a consumer costs a row only in the sweeps where its CPU time moved, so a thousand
+sleeping processes cost nothing but the reading. A row (consumer, sweep, cumulative seconds) says
+the change happened in the window that ends at that sweep, since the sweep before saw the old value.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+from .errors import ConfigError
+
+KINDS = ("process", "cgroup")
+#: the sweep period unless one is given, and the shortest (a sweep of 1,000 processes takes ~10 ms)
+PERIOD_S = 0.25
+MIN_PERIOD_S = 0.01
+#: how often the cgroup tree is walked for cgroups that appeared or emptied
+CGROUP_DISCOVERY_S = 1.0
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+_SLURM_JOB = re.compile(r"/job_(\d+)(?:/|$)")
+_POD = re.compile(r"pod([0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12})")
+_CONTAINER = re.compile(r"(?:docker|cri-containerd|crio|libpod)-([0-9a-f]{12,64})\.scope|/([0-9a-f]{64})(?:/|$)")
+
+
+def parse_kinds(spec: str | Sequence[str] | None) -> tuple[str, ...]:
+    """``"process,cgroup"`` (or a list) -> the kinds, checked; empty for None or ``""``."""
+    if spec is None:
+        return ()
+    items = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
+    bad = [s for s in items if s not in KINDS]
+    if bad:
+        raise ConfigError(f"unknown consumer kind {bad[0]!r} (known: {', '.join(KINDS)})",
+                          "pass consumers='process', 'cgroup' or 'process,cgroup' "
+                          "(on the command line: --consumers process,cgroup)")
+    return tuple(dict.fromkeys(items))
+
+
+def cgroup_labels(path: str) -> dict:
+    """The Slurm job, Kubernetes pod and container a cgroup path names ('' where it names none)."""
+    job = _SLURM_JOB.search(path)
+    pod = _POD.search(path)
+    ctr = _CONTAINER.search(path)
+    return {"slurm_job": job.group(1) if job else "",
+            "pod": pod.group(1).replace("_", "-") if pod else "",
+            "container": (ctr.group(1) or ctr.group(2))[:12] if ctr else ""}
+
+
+@dataclass(frozen=True)
+class Consumer:
+    """One consumer: ``key`` is unique in a recording (``pid:start`` or the cgroup path)."""
+
+    key: str
+    kind: str  # "process" | "cgroup"
+    pid: int = -1
+    ppid: int = -1
+    comm: str = ""
+    cgroup: str = ""
+
+    @property
+    def name(self) -> str:
+        return f"{self.pid} {self.comm}" if self.kind == "process" else self.cgroup
+
+
+def _read(path: str, size: int = 4096) -> bytes:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return os.read(fd, size)
+    finally:
+        os.close(fd)
+
+
+class ProcessReader:
+    """Every process's CPU seconds from ``proc_root``/PID/stat."""
+
+    kind = "process"
+
+    def __init__(self, proc_root: str = "/proc"):
+        self.proc_root = str(proc_root)
+        self._known: dict[tuple[int, int], list] = {}
+        if not os.path.isdir(self.proc_root):
+            raise ConfigError(f"no process tree at {self.proc_root!r}",
+                              "mount /proc (in a container: share the host's pid namespace) or pass "
+                              "proc_root= / GREENPROBE_PROC_ROOT")
+
+    def _cgroup_of(self, pid: int) -> str:
+        try:
+            text = _read(f"{self.proc_root}/{pid}/cgroup").decode(errors="replace")
+        except OSError:
+            return ""
+        v1 = ""
+        for line in text.splitlines():
+            hid, ctrls, path = (line.split(":", 2) + ["", ""])[:3]
+            if hid == "0" and ctrls == "":
+                return path
+            if "cpuacct" in ctrls.split(","):
+                v1 = path
+        return v1
+
+    def read(self) -> dict[Consumer, float]:
+        """Every live process's CPU seconds; a process that exited since the last read appears once
+        more, with what it used unseen before it exited where its parent reaped it (below)."""
+        out: dict[Consumer, float] = {}
+        try:
+            names = os.listdir(self.proc_root)
+        except OSError as e:
+            raise ConfigError(f"cannot list {self.proc_root}: {e.strerror}",
+                              "give this process read access to /proc (hidepid= hides other users' processes: "
+                              "run the daemon as root or in the proc mount's gid= group)") from e
+        now: dict[tuple[int, int], list] = {}
+        for name in names:
+            if not name.isdigit():
+                continue
+            try:
+                raw = _read(f"{self.proc_root}/{name}/stat", 1024)
+            except OSError:  # exited between the listing and the read
+                continue
+            close = raw.rfind(b")")
+            f = raw[close + 2:].split()
+            try:
+                pid, ppid = int(name), int(f[1])
+                own, reaped, start = int(f[11]) + int(f[12]), int(f[13]) + int(f[14]), int(f[19])
+            except (IndexError, ValueError):
+                continue
+            ident = (pid, start)
+            entry = self._known.get(ident)
+            if entry is None:
+                comm = raw[raw.find(b"(") + 1:close].decode(errors="replace")
+                # [consumer, own ticks, reaped children's ticks, ticks taken over from children]
+                entry = [Consumer(f"{pid}:{start}", "process", pid, ppid, comm, self._cgroup_of(pid)), own, reaped, 0]
+            else:
+                entry = [entry[0], own, entry[2], entry[3], reaped]
+            now[ident] = entry
+        # A child's CPU after the last read before it exited is not in /proc any more, but its parent's
+        # cutime + cstime grew by the child's whole total when it reaped it. What that growth holds
+        # beyond the totals last seen of the children that vanished is theirs, shared equally; where no
+        # known child vanished (children that lived less than one sweep, never seen), the parent takes
+        # it: a process's figure includes its short-lived children.
+        gone = [(i, e) for i, e in self._known.items() if i not in now]
+        by_parent: dict[int, list] = {}
+        for _, e in gone:
+            by_parent.setdefault(e[0].ppid, []).append(e)
+        for ident, e in now.items():
+            if len(e) == 5:
+                grown = e[4] - e[2]
+                e[2] = e[4]
+                del e[4]
+                if grown <= 0:
+                    continue
+                kids = by_parent.pop(ident[0], [])
+                extra = grown - sum(k[1] + k[2] for k in kids)
+                if kids:
+                    for k in kids:
+                        k[3] += max(extra, 0) / len(kids)
+                        out[k[0]] = (k[1] + k[3]) / CLK_TCK
+                elif extra > 0:
+                    e[3] += extra
+        for e in now.values():
+            out[e[0]] = (e[1] + e[3]) / CLK_TCK
+        self._known = now
+        return out
+
+
+class CgroupReader:
+    """Every cgroup holding processes under ``cgroup_root``, its own CPU seconds (below-consumers
+    subtracted); ``/`` is the machine's CPU time (``proc_root``/stat) less the others'."""
+
+    kind = "cgroup"
+
+    def __init__(self, cgroup_root: str = "/sys/fs/cgroup", proc_root: str = "/proc",
+                 discovery_s: float = CGROUP_DISCOVERY_S):
+        self.root = str(cgroup_root).rstrip("/") or "/"
+        self.proc_root = str(proc_root)
+        self.discovery_s = discovery_s
+        if not os.path.isdir(self.root):
+            raise ConfigError(f"no cgroup tree at {self.root!r}",
+                              "mount the cgroup filesystem (in a container: bind-mount the host's "
+                              "/sys/fs/cgroup read-only) or pass cgroup_root= / GREENPROBE_CGROUP_ROOT")
+        self._paths: list[str] = []
+        self._found_at = -1e18
+        self._known: dict[str, Consumer] = {}
+
+    def _usage_s(self, rel: str) -> Optional[float]:
+        d = self.root + rel if rel != "/" else self.root
+        try:
+            for line in _read(d + "/cpu.stat").decode().splitlines():
+                if line.startswith("usage_usec "):
+                    return int(line.split()[1]) / 1e6
+        except (OSError, ValueError):
+            pass
+        try:
+            return int(_read(d + "/cpuacct.usage")) / 1e9
+        except (OSError, ValueError):
+            return None
+
+    def _discover(self) -> None:
+        found = []
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            if dirpath == self.root or "cgroup.procs" not in filenames:
+                continue
+            try:
+                if _read(dirpath + "/cgroup.procs", 64).strip():
+                    found.append(dirpath[len(self.root):])
+            except OSError:
+                continue
+        self._paths = sorted(found)
+
+    def _machine_s(self) -> Optional[float]:
+        try:
+            first = _read(f"{self.proc_root}/stat", 512).split(b"\n", 1)[0].split()
+            # user nice system idle iowait irq softirq steal: busy = all but idle and iowait
+            v = [int(x) for x in first[1:9]]
+            return (sum(v) - v[3] - v[4]) / CLK_TCK
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def read(self, now_s: Optional[float] = None) -> dict[Consumer, float]:
+        now_s = time.monotonic() if now_s is None else now_s
+        if now_s - self._found_at >= self.discovery_s:
+            self._discover()
+            self._found_at = now_s
+        usage = {p: self._usage_s(p) for p in self._paths}
+        usage = {p: u for p, u in usage.items() if u is not None}
+        paths = sorted(usage)
+        own = dict(usage)
+        # each consumer's nearest consumer ancestor loses the descendant's time
+        for p in paths:
+            parent = p.rsplit("/", 1)[0]
+            while parent:
+                if parent in usage:
+                    own[parent] -= usage[p]
+                    break
+                parent = parent.rsplit("/", 1)[0]
+        top = [p for p in paths if not any(p.startswith(q + "/") for q in usage if q != p)]
+        machine = self._machine_s()
+        if machine is not None:
+            own["/"] = max(0.0, machine - sum(usage[p] for p in top))
+        out = {}
+        for p, u in own.items():
+            c = self._known.get(p)
+            if c is None:
+                c = self._known[p] = Consumer(p, "cgroup", cgroup=p)
+            out[c] = max(u, 0.0)
+        return out
+
+
+@dataclass
+class Use:
+    """A recording's sweeps and each consumer's changes, for one kind.
+
+    ``t_ns``: the sweeps' instants; ``consumers``: index -> Consumer; ``k``, ``sweep``, ``cpu_s``: the
+    sparse changes (consumer index, sweep index, cumulative CPU seconds there), a consumer's first row
+    being its value when first seen."""
+
+    kind: str
+    t_ns: np.ndarray
+    consumers: list
+    k: np.ndarray
+    sweep: np.ndarray
+    cpu_s: np.ndarray
+
+    def deltas(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(consumer, window, cpu seconds) for every change: window w is [t_ns[w], t_ns[w+1]]."""
+        order = np.lexsort((self.sweep, self.k))
+        k, s, v = self.k[order], self.sweep[order], self.cpu_s[order]
+        same = np.r_[False, k[1:] == k[:-1]]
+        d = np.r_[0.0, np.diff(v)]
+        m = same & (d > 0)
+        return k[m], s[m] - 1, d[m]
+
+
+class UseRecorder:
+    """Sweeps the readers on the sampler's clock: ``read_at(t_ns)`` (a virtual clock, or the
+    thread that ``start()`` runs every ``period_s``)."""
+
+    def __init__(self, kinds: Sequence[str], period_s: float = PERIOD_S, proc_root: str = "/proc",
+                 cgroup_root: str = "/sys/fs/cgroup", clock: Callable[[], int] = time.monotonic_ns):
+        self.kinds = parse_kinds(kinds)
+        if not self.kinds:
+            raise ConfigError("no consumer kind to record", "pass consumers='process' or 'process,cgroup'")
+        if not MIN_PERIOD_S <= period_s <= 60:
+            raise ConfigError(f"consumer_period_s must be from {MIN_PERIOD_S} to 60 s, got {period_s}",
+                              f"pass consumer_period_s={PERIOD_S} (the default) or another value in range")
+        self.period_s = float(period_s)
+        self._clock = clock
+        self.readers = {}
+        for kind in self.kinds:
+            self.readers[kind] = ProcessReader(proc_root) if kind == "process" else \
+                CgroupReader(cgroup_root, proc_root)
+        self._lock = threading.Lock()
+        self._t: list[int] = []
+        self._index: dict[str, dict[Consumer, int]] = {k: {} for k in self.kinds}
+        self._last: dict[str, dict[int, float]] = {k: {} for k in self.kinds}
+        self._rows: dict[str, list[np.ndarray]] = {k: [] for k in self.kinds}
+        self.sweep_s: list[float] = []  # how long each sweep took (its cost)
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self.next_ns: Optional[int] = None
+
+    def read_at(self, t_ns: Optional[int] = None) -> None:
+        """One sweep, dated ``t_ns`` (now on the sampler clock when None: the sweep's middle)."""
+        a = time.perf_counter()
+        t0 = self._clock() if t_ns is None else int(t_ns)
+        got = {kind: (r.read(t0 / 1e9) if kind == "cgroup" else r.read()) for kind, r in self.readers.items()}
+        if t_ns is None:
+            t0 = (t0 + self._clock()) // 2
+        with self._lock:
+            s = len(self._t)
+            self._t.append(t0)
+            for kind, values in got.items():
+                index, last = self._index[kind], self._last[kind]
+                ks, vs = [], []
+                for c, v in values.items():
+                    i = index.get(c)
+                    if i is None:
+                        i = index[c] = len(index)
+                    if last.get(i) != v:
+                        last[i] = v
+                        ks.append(i)
+                        vs.append(v)
+                if ks:
+                    self._rows[kind].append(np.array([ks, [s] * len(ks), vs], np.float64))
+        self.sweep_s.append(time.perf_counter() - a)
+        self.next_ns = t0 + int(self.period_s * 1e9)
+
+    def due(self, t_ns: int) -> bool:
+        return self.next_ns is None or t_ns >= self.next_ns
+
+    def start(self) -> "UseRecorder":
+        self.read_at()
+        self._thread = threading.Thread(target=self._loop, name="greenprobe-consumers", daemon=True)
+        self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        while not self._stop.wait(max(0.0, (self.next_ns - self._clock()) / 1e9)):
+            self.read_at()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+            self.read_at()
+
+    def use(self, kind: str) -> Use:
+        if kind not in self.kinds:
+            raise ConfigError(f"consumers of kind {kind!r} were not recorded (recorded: {', '.join(self.kinds)})",
+                              f"make the Probe with consumers='{','.join(self.kinds + (kind,))}', or ask for "
+                              f"by='{self.kinds[0]}'")
+        with self._lock:
+            t = np.array(self._t, np.int64)
+            rows = np.concatenate(self._rows[kind], axis=1) if self._rows[kind] else np.zeros((3, 0))
+            index = dict(self._index[kind])
+        consumers = [None] * len(index)
+        for c, i in index.items():
+            consumers[i] = c
+        return Use(kind, t, consumers, rows[0].astype(np.int64), rows[1].astype(np.int64), rows[2].copy())
+
+
+def tree_of(consumers: Sequence[Consumer], root_pid: int) -> set[int]:
+    """Indices of the processes descended from ``root_pid`` (itself included), by the ppid each had
+    when first seen."""
+    children: dict[int, list[int]] = {}
+    for c in consumers:
+        children.setdefault(c.ppid, []).append(c.pid)
+    pids, todo = set(), [root_pid]
+    while todo:
+        p = todo.pop()
+        if p in pids:
+            continue
+        pids.add(p)
+        todo.extend(children.get(p, ()))
+    return {i for i, c in enumerate(consumers) if c.pid in pids}
+
