@@ -46,5 +46,10 @@ class Measurement(Protocol):
         """The label summary, as a pyarrow Table (docs/SCHEMA.md, labels.parquet); ``owner`` as for
         ``intervals``."""
 
+    def requests(self, owner: Optional[str] = None):
+        """Energy per request, each one's share of every step it was in by its tokens, with hard
+        bounds, as a pyarrow Table (docs/SCHEMA.md, "Energy per request"); ``owner`` as for
+        ``intervals``."""
+
     def samples_table(self):
         """Every sample, as a pyarrow Table (docs/SCHEMA.md, samples.parquet)."""

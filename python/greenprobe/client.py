@@ -265,6 +265,11 @@ class RemoteProbe:
         """The label summary as a pyarrow Table (as Probe.summary), whose marks as ``intervals``."""
         return self._table("labels", owner)
 
+    def requests(self, owner: Optional[str] = None):
+        """Energy per request, each one's share of every step it was in by its tokens (as
+        Probe.requests): this user's requests (an admin's: every owner's, or ``owner``'s)."""
+        return self._table("requests", owner)
+
     def samples_table(self):
         """Every sample as a pyarrow Table (as Probe.samples)."""
         return self._table("samples")

@@ -244,6 +244,10 @@ def save(probe, directory, owner: Optional[str] = None) -> dict:
     _atomic_write_table(intervals_table(probe, owner), paths["intervals"])
     _atomic_write_table(labels_table(probe, owner), paths["labels"])
     _atomic_write_text(json.dumps(session_metadata(probe), indent=2, default=str), paths["metadata"])
+    requests = probe.requests(owner)
+    if requests.num_rows:
+        paths["requests"] = d / "requests.parquet"
+        _atomic_write_table(requests, paths["requests"])
     consumers = consumers_table(probe)
     if consumers is not None:
         paths["consumers"] = d / "consumers.parquet"

@@ -432,6 +432,22 @@ class Probe:
 
         return intervals_table(self, owner)
 
+    def requests(self, owner: Optional[str] = None):
+        """Energy per request (marks with a ``request`` attribute: greenprobe.generation's, or a batch
+        server's ``request_energy.mark_batch_step``), each request's share of every step it was in by
+        its tokens, with hard bounds, per (sensor, domain): a pyarrow Table
+        (greenprobe.request_energy; docs/SCHEMA.md, "Energy per request"). ``owner``: only that
+        identity's requests (every owner's share the steps all the same)."""
+        import pyarrow.compute as pc
+
+        from .request_energy import request_table
+
+        marks = self.marks_table()
+        if marks.num_rows == 0:
+            return request_table(marks, [], owner)
+        a, b = pc.min(marks.column("start_ns")).as_py(), pc.max(marks.column("end_ns")).as_py()
+        return request_table(marks, self.channels_around(a, b), owner)
+
     def summary(self, owner: Optional[str] = None):
         """Per (label, sensor, domain): calls, mean time, mean energy per call with its 95 % interval,
         net of the idle baseline, baseline power, method ("direct" when calls outlast the sensor's

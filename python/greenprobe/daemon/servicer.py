@@ -27,7 +27,7 @@ from .limits import MAX_BATCH, Busy, FairSlots, Full, Limits, OwnerNames
 
 STREAM_POLL_S = 0.05
 QUERY_WAIT_S = 10.0  # a long query under its user's share waits this long for a slot
-TABLES = ("intervals", "labels", "samples")
+TABLES = ("intervals", "labels", "requests", "samples")
 
 
 class Servicer(pb_grpc.ProbeServicer):
@@ -452,7 +452,8 @@ class Servicer(pb_grpc.ProbeServicer):
             if request.name == "samples":  # the machine's readings: the same for every user
                 table = self.probe.samples()
             else:
-                table = {"intervals": self.probe.intervals, "labels": self.probe.summary}[request.name](
+                table = {"intervals": self.probe.intervals, "labels": self.probe.summary,
+                         "requests": self.probe.requests}[request.name](
                     owner=owner)
         sink = pa.BufferOutputStream()
         with pa.ipc.new_stream(sink, table.schema) as writer:
