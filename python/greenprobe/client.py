@@ -270,6 +270,12 @@ class RemoteProbe:
         Probe.requests): this user's requests (an admin's: every owner's, or ``owner``'s)."""
         return self._table("requests", owner)
 
+    def consumers(self):
+        """Energy per process or cgroup, window by window, from a daemon started with --consumers
+        (daemon/consumers.py): every consumer for an admin; else this user's own, everyone else's
+        added up as ``others``."""
+        return self._table("consumers")
+
     def samples_table(self):
         """Every sample as a pyarrow Table (as Probe.samples)."""
         return self._table("samples")

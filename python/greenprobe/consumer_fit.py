@@ -292,7 +292,7 @@ def _rows_for(use: Use, ch: Channel, a: int, b: int, max_own: int) -> list[dict]
             low, high = 0.0, max(gest + ghalf, 0.0)
         labels = cgroup_labels(con.cgroup)
         rows.append(dict(base, consumer=con.name, kind=con.kind, pid=con.pid if con.kind == "process" else None,
-                         comm=con.comm, cgroup=con.cgroup, cpu_s=float(totals[i]), energy_j=est, energy_j_low=low,
+                         comm=con.comm, cgroup=con.cgroup, uid=con.uid, cpu_s=float(totals[i]), energy_j=est, energy_j_low=low,
                          energy_j_high=high, coefficient=kind, group=lead.get(g, ""),
                          note="" if kind == "own" else
                          ("use moved with another consumer's: their split is not identified" if kind == "shared"
@@ -313,7 +313,7 @@ def _rows_for(use: Use, ch: Channel, a: int, b: int, max_own: int) -> list[dict]
     return rows
 
 
-COLUMNS = ("view", "consumer", "kind", "pid", "comm", "cgroup", "slurm_job", "pod", "container", "sensor", "domain",
+COLUMNS = ("view", "consumer", "kind", "pid", "uid", "comm", "cgroup", "slurm_job", "pod", "container", "sensor", "domain",
            "estimated", "energy_j", "energy_j_low", "energy_j_high", "cpu_s", "coefficient", "group", "start_ns",
            "end_ns", "note")
 
@@ -326,7 +326,7 @@ def consumer_table(use: Use, channels: Sequence[Channel], start_ns: int, end_ns:
     rows = []
     for ch in choose_channels(list(channels)):
         rows.extend(_rows_for(use, ch, int(start_ns), int(end_ns), max_own))
-    types = {"pid": pa.int64(), "estimated": pa.bool_(), "start_ns": pa.int64(), "end_ns": pa.int64(),
+    types = {"pid": pa.int64(), "uid": pa.int64(), "estimated": pa.bool_(), "start_ns": pa.int64(), "end_ns": pa.int64(),
              **{c: pa.float64() for c in ("energy_j", "energy_j_low", "energy_j_high", "cpu_s")}}
     return pa.table({c: pa.array([r.get(c, "" if c not in types else None) for r in rows],
                                  types.get(c, pa.string())) for c in COLUMNS})

@@ -81,10 +81,18 @@ class Consumer:
     ppid: int = -1
     comm: str = ""
     cgroup: str = ""
+    uid: int = -1  # the process's (its /proc folder's owner) or the cgroup folder's owner; -1 unknown
 
     @property
     def name(self) -> str:
         return f"{self.pid} {self.comm}" if self.kind == "process" else self.cgroup
+
+
+def _owner(path: str) -> int:
+    try:
+        return os.stat(path).st_uid
+    except OSError:
+        return -1
 
 
 def _read(path: str, size: int = 4096) -> bytes:
@@ -152,7 +160,8 @@ class ProcessReader:
             if entry is None:
                 comm = raw[raw.find(b"(") + 1:close].decode(errors="replace")
                 # [consumer, own ticks, reaped children's ticks, ticks taken over from children]
-                entry = [Consumer(f"{pid}:{start}", "process", pid, ppid, comm, self._cgroup_of(pid)), own, reaped, 0]
+                entry = [Consumer(f"{pid}:{start}", "process", pid, ppid, comm, self._cgroup_of(pid),
+                                  _owner(f"{self.proc_root}/{name}")), own, reaped, 0]
             else:
                 entry = [entry[0], own, entry[2], entry[3], reaped]
             now[ident] = entry
@@ -264,7 +273,8 @@ class CgroupReader:
         for p, u in own.items():
             c = self._known.get(p)
             if c is None:
-                c = self._known[p] = Consumer(p, "cgroup", cgroup=p)
+                c = self._known[p] = Consumer(p, "cgroup", cgroup=p,
+                                              uid=_owner(self.root + p) if p != "/" else 0)
             out[c] = max(u, 0.0)
         return out
 
@@ -316,11 +326,13 @@ class UseRecorder:
         self._t: list[int] = []
         self._index: dict[str, dict[Consumer, int]] = {k: {} for k in self.kinds}
         self._last: dict[str, dict[int, float]] = {k: {} for k in self.kinds}
+        self._alive: dict[str, set] = {k: set() for k in self.kinds}  # in the latest sweep
         self._rows: dict[str, list[np.ndarray]] = {k: [] for k in self.kinds}
         self.sweep_s: list[float] = []  # how long each sweep took (its cost)
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self.next_ns: Optional[int] = None
+        self.forgotten_before_ns: Optional[int] = None  # what came before was let go (forget_before)
 
     def read_at(self, t_ns: Optional[int] = None) -> None:
         """One sweep, dated ``t_ns`` (now on the sampler clock when None: the sweep's middle)."""
@@ -334,15 +346,17 @@ class UseRecorder:
             self._t.append(t0)
             for kind, values in got.items():
                 index, last = self._index[kind], self._last[kind]
-                ks, vs = [], []
+                ks, vs, alive = [], [], set()
                 for c, v in values.items():
                     i = index.get(c)
                     if i is None:
                         i = index[c] = len(index)
+                    alive.add(i)
                     if last.get(i) != v:
                         last[i] = v
                         ks.append(i)
                         vs.append(v)
+                self._alive[kind] = alive
                 if ks:
                     self._rows[kind].append(np.array([ks, [s] * len(ks), vs], np.float64))
         self.sweep_s.append(time.perf_counter() - a)
@@ -367,6 +381,42 @@ class UseRecorder:
             self._thread.join()
             self._thread = None
             self.read_at()
+
+    def forget_before(self, t_ns: int) -> None:
+        """Lets the sweeps before ``t_ns`` go, and the consumers that have exited since (a daemon's
+        memory stays bounded under process churn). Each live consumer keeps its value at the first
+        sweep kept as its base, so every change after it keeps its window."""
+        with self._lock:
+            s = int(np.searchsorted(np.array(self._t, np.int64), t_ns, "right")) - 1
+            if s <= 0:
+                return
+            for kind, chunks in self._rows.items():
+                rows = np.concatenate(chunks, axis=1) if chunks else np.zeros((3, 0))
+                # a change at sweep s happened in the window that ends there, which goes: it is the base
+                old = rows[1] <= s
+                ks = rows[0].astype(np.int64)
+                later = np.zeros(len(self._index[kind]), bool)
+                later[ks[~old]] = True
+                keep = ~old
+                if old.any():  # each consumer's last old row, if it is alive or changed later
+                    oi = np.flatnonzero(old)
+                    order = oi[np.lexsort((rows[1][oi], ks[oi]))]
+                    last = order[np.r_[ks[order][1:] != ks[order][:-1], True]]
+                    alive = self._alive[kind]
+                    keep[last[[later[k] or k in alive for k in ks[last]]]] = True
+                rows = rows[:, keep]
+                rows[1] = np.maximum(rows[1] - s, 0)
+                # renumber the consumers that still have rows; the others are forgotten
+                kept = np.unique(rows[0].astype(np.int64))
+                renum = np.full(len(self._index[kind]), -1, np.int64)
+                renum[kept] = np.arange(kept.size)
+                rows[0] = renum[rows[0].astype(np.int64)]
+                self._index[kind] = {c: int(renum[i]) for c, i in self._index[kind].items() if renum[i] >= 0}
+                self._last[kind] = {int(renum[i]): v for i, v in self._last[kind].items() if renum[i] >= 0}
+                self._alive[kind] = {int(renum[i]) for i in self._alive[kind] if renum[i] >= 0}
+                self._rows[kind] = [rows] if rows.shape[1] else []
+            self._t = self._t[s:]
+            self.forgotten_before_ns = int(self._t[0])
 
     def use(self, kind: str) -> Use:
         if kind not in self.kinds:

@@ -260,8 +260,11 @@ def consumers_table(probe) -> Optional[pa.Table]:
     column tells them apart); None when it records none or too little to say anything."""
     from .errors import ConfigError
 
+    rec = probe.use_recorder
+    if rec is None or rec.forgotten_before_ns is not None:  # a daemon's: its parts hold them, window by window
+        return None
     tables = []
-    for kind in getattr(probe, "consumer_kinds", ()):
+    for kind in rec.kinds:
         try:
             tables.append(probe.consumers(by=kind))
         except ConfigError:

@@ -10,6 +10,10 @@ Metrics (every series has ``host``; GPU series have ``uuid``):
   greenprobe_label_energy_joules_total
                                    energy of each label's marks per domain, counter-interpolated
                                    (counter; owner, label, sensor, domain)
+  greenprobe_consumer_energy_joules_total
+                                   energy of each process or cgroup per domain (with --consumers; counter;
+                                   view, kind, consumer, sensor, domain, slurm_job, pod, container;
+                                   an admin's scrape only)
   greenprobe_sampler_polls_total, greenprobe_sampler_drops_total, greenprobe_sampler_late_polls_total
                                    per sensor
 A scrape every 15 s is far too coarse to be the side channel high-rate RAPL is (CVE-2020-8694);
@@ -51,8 +55,9 @@ class EnergyCollector:
     """The metrics, computed at each scrape from the probe's recent samples and the marks that came
     since the previous scrape."""
 
-    def __init__(self, probe, max_series_per_user: int = 1000):
+    def __init__(self, probe, max_series_per_user: int = 1000, consumers=None):
         self.probe = probe
+        self.consumers = consumers  # daemon/consumers.ConsumerAccount, with --consumers
         self.host = socket.gethostname()
         self.labels = LabelTotals(probe, max_series_per_user)
         self.view: Optional[str] = None  # collect() shows every owner's label series
@@ -97,6 +102,16 @@ class EnergyCollector:
             if shown(owner):
                 fam.add_metric([self.host, owner, label, sensor, domain], j)
         yield fam
+        if self.consumers is not None and self.view is None:  # every user's processes: an admin's scrape only
+            fam = CounterMetricFamily("greenprobe_consumer_energy_joules",
+                                      "Energy of each process or cgroup per domain, by regression on CPU time, "
+                                      "added window by window (--consumer-window-s); the most energetic "
+                                      "consumers, the rest as consumer (other).",
+                                      labels=["host", "view", "kind", "consumer", "sensor", "domain", "slurm_job",
+                                              "pod", "container"])
+            for key, j in self.consumers.series():
+                fam.add_metric([self.host, *map(str, key)], j)
+            yield fam
         stats = self.probe.stats()
         for name, help_ in (("polls", "Sensor polls."), ("drops", "Samples lost to a full ring."),
                             ("late_polls", "Polls that started more than one period late.")):
@@ -214,7 +229,7 @@ class LabelTotals:
 
 
 def serve(probe, port: int, addr: str = "127.0.0.1", token=None, tls: Optional[tuple] = None,
-          max_series_per_user: int = 1000):
+          max_series_per_user: int = 1000, consumers=None):
     """Starts the HTTP endpoint (/metrics) in a background thread; returns (server, thread).
 
     With ``token`` (its text, or the daemon's identity.Tokens), every request must carry
@@ -234,7 +249,7 @@ def serve(probe, port: int, addr: str = "127.0.0.1", token=None, tls: Optional[t
     from .daemon.access import as_tokens
 
     tokens = as_tokens(token)
-    collector = EnergyCollector(probe, max_series_per_user)
+    collector = EnergyCollector(probe, max_series_per_user, consumers)
     busy: dict[str, int] = {}  # token holder -> requests being answered
     busy_lock = threading.Lock()
 

@@ -376,6 +376,11 @@ class Probe:
         use, a, b = self._consumer_use(by, start_ns, end_ns)
         return consumer_table(use, self.channels_around(a, b), a, b)
 
+    @property
+    def use_recorder(self) -> Optional[UseRecorder]:
+        """The consumers' sweeps (consumers.UseRecorder), None without ``consumers``."""
+        return self._use
+
     def process_tree(self, pid: int, start_ns: Optional[int] = None, end_ns: Optional[int] = None) -> list[dict]:
         """The energy of process ``pid`` and every process descended from it, per (sensor, domain),
         beside the measured total (consumer_fit.set_share): what ``greenprobe measure`` reports for its

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import math
 import os
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -241,7 +243,6 @@ def test_measure_reports_the_command_trees_share_smoke(tmp_path):
     """Real clock, real /proc, the CPU estimate (whose power follows the machine's CPU use): measure
     reports the share of the command's tree (itself and a busy child) beside the machine's total, and
     writes consumers.parquet with both processes in it."""
-    import subprocess
     import sys
 
     import pyarrow.parquet as pq
@@ -264,3 +265,126 @@ def test_measure_reports_the_command_trees_share_smoke(tmp_path):
             assert 0 <= x["energy_j_low"] <= x["energy_j"] <= x["energy_j_high"], x
     line = next(ln for ln in r.stderr.splitlines() if "processes," in ln and "CPU-s" in ln)
     assert "ESTIMATED" in line, "an estimate says so"
+
+
+def test_forgetting_old_sweeps_keeps_every_later_change_and_drops_the_exited(tmp_path):
+    """A daemon lets old sweeps go: the CPU each consumer used in every window after the cut is the
+    same before and after forgetting, and a process that exited before the cut is gone from memory."""
+    from greenprobe.consumers import UseRecorder
+
+    procs = [Proc(601, "stays", 5.0), Proc(602, "leaves", 5.0, end_s=3.0), Proc(603, "comes", 5.0, start_s=6.0)]
+    node = Node(procs, seconds=12.0, seed=2)
+    proc = tmp_path / "proc"
+    node.write_proc(proc, node.t0_ns)
+    rec = UseRecorder(["process"], period_s=0.25, proc_root=str(proc))
+    times = [node.t0_ns + k * 250_000_000 for k in range(44)]
+    for t in times:
+        node.write_proc(proc, t)
+        rec.read_at(t)
+
+    def per_window(use, since_ns):
+        k, w, d = use.deltas()
+        return sorted((use.consumers[i].comm, int(use.t_ns[j]), round(x, 6)) for i, j, x in zip(k, w, d)
+                      if use.t_ns[j] >= since_ns)
+
+    cut = node.t0_ns + 5_000_000_000
+    before = per_window(rec.use("process"), cut)
+    rec.forget_before(cut)
+    use = rec.use("process")
+    assert use.t_ns[0] == cut and rec.forgotten_before_ns == cut
+    assert per_window(use, cut) == before and before
+    assert {c.comm for c in use.consumers} == {"stays", "comes"}, "the exited process is forgotten"
+    node.write_proc(proc, times[-1] + 250_000_000)
+    rec.read_at(times[-1] + 250_000_000)  # new sweeps after forgetting still add up
+    k, w, d = rec.use("process").deltas()
+    assert (w >= 0).all()
+
+
+OUTSIDER = """
+import json, os, sys, time, greenprobe
+t = time.time()
+while time.time() - t < 3:
+    pass
+time.sleep(2.5)  # a window closes after the work
+rows = greenprobe.connect(sys.argv[1]).consumers().to_pylist()
+print(json.dumps({"pid": os.getpid(), "uid": os.getuid(),
+                  "mine": [r["pid"] for r in rows if r["kind"] == "process" and r["uid"] == os.getuid()],
+                  "strangers": [r["pid"] for r in rows if r["kind"] == "process" and r["uid"] != os.getuid()],
+                  "kinds": sorted({r["kind"] for r in rows})}))
+"""
+
+
+def test_the_daemon_accounts_every_process_and_each_user_sees_their_own(tmp_path_factory):
+    """`greenprobe daemon --consumers process`: an outsider (another uid in the socket's group) sees its
+    own busy process and everyone else's energy added up as 'others', never a stranger's process;
+    root (an admin) sees the outsider's process; the windows are written as parts and gathered at stop,
+    """
+    import json
+    import tempfile
+
+    import pyarrow.parquet as pq
+
+    from test_daemon import run_dir, start_daemon, stop_daemon
+    from test_tenancy import GOOD, GROUP, as_user
+
+    if os.geteuid() != 0:
+        pytest.skip("another uid needs root (CI runs as root)")
+    d = Path(tempfile.mkdtemp(prefix="gp-consumers-", dir="/tmp"))
+    os.chmod(d, 0o711)
+    try:
+        proc, address, sock, out = start_daemon(d, "--consumers", "process", "--consumer-period", "0.1",
+                                                "--consumer-window-s", "1.5", "--group", str(GROUP),
+                                                sensors="cpu-estimate")
+        try:
+            outsider = as_user(GOOD, OUTSIDER, address)
+            assert outsider.returncode == 0, outsider.stderr
+            seen = json.loads(outsider.stdout.strip().splitlines()[-1])
+            assert seen["pid"] in seen["mine"], seen
+            assert not seen["strangers"], "an outsider never sees another user's processes"
+            assert "others" in seen["kinds"] and "idle" in seen["kinds"]
+            rows = greenprobe.connect(address).consumers().to_pylist()
+            theirs = [r for r in rows if r["pid"] == seen["pid"]]
+            assert theirs and theirs[0]["uid"] == GOOD and theirs[0]["cpu_s"] > 1.0
+        finally:
+            err = stop_daemon(proc)
+        assert "energy per consumer every 1.5 s" in err
+        run = run_dir(out)
+        parts = sorted((run / "parts" / "consumers").glob("part-*.parquet"))
+        assert len(parts) >= 3
+        whole = pq.read_table(run / "consumers.parquet")
+        assert whole.num_rows == sum(pq.read_metadata(p).num_rows for p in parts)
+        assert seen["pid"] in whole.column("pid").to_pylist()
+    finally:
+        subprocess.run(["rm", "-rf", str(d)], check=False)
+
+
+def test_windows_add_up_into_prometheus_counters_and_the_rest_is_other(tmp_path):
+    """The daemon's account over a virtual-clock node: windows of 10 s, each written as a part; the
+    Prometheus counter of each process is the sum of its windows; beyond max_series, '(other)'."""
+    from greenprobe.daemon.consumers import ConsumerAccount
+    from greenprobe.prometheus import EnergyCollector
+
+    procs = [Proc(701, "a", 5.0), Proc(702, "b", 14.0), Proc(703, "c", 25.0)]
+    node = Node(procs, seconds=31.0, seed=9, noise_w=0.5)
+    probe = run_node(tmp_path, node, consumers="process")
+    account = ConsumerAccount(probe, None, window_s=10.0, max_series=2)
+    account.write_into(tmp_path / "parts")
+    rec = probe.use_recorder
+    ends = []
+    while account.close_window(end_ns=int(rec.use("process").t_ns[0]) + 10_000_000_000) is not None:
+        ends.append(rec.use("process").t_ns[0])
+    account.close_window(final=True)
+    assert len(ends) == 3 and len(list((tmp_path / "parts" / "consumers").glob("part-*.parquet"))) == 4
+    windows = account.table()
+    per = {}
+    for r in windows.to_pylist():
+        if r["kind"] == "process":
+            per[r["consumer"]] = per.get(r["consumer"], 0.0) + r["energy_j"]
+    truth = node.truth(node.t0_ns + 5_000_000, node.t0_ns + 31_000_000_000)
+    assert per["703 c"] == pytest.approx(truth[2], rel=0.05)
+    fams = {f.name: f for f in EnergyCollector(probe, consumers=account).collect()}
+    shown = {s.labels["consumer"]: s.value for s in fams["greenprobe_consumer_energy_joules"].samples
+             if s.name.endswith("_total")}
+    assert set(shown) == {"703 c", "702 b", "(other)"}, shown
+    assert shown["703 c"] == pytest.approx(per["703 c"], rel=1e-9)
+    assert shown["(other)"] == pytest.approx(per["701 a"], rel=1e-9)

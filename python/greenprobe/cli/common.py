@@ -60,6 +60,17 @@ seconds = number("a duration", "seconds")
 positive_seconds = number("a duration", "seconds", above=True, example="2 or 0.5")
 #: --baseline: the idle time measured before and after
 baseline_seconds = number("an idle time", "seconds", most=MAX_BASELINE_S, example="3")
+def consumer_kinds(text: str) -> str:
+    """--consumers: 'process', 'cgroup' or both, comma-separated."""
+    from ..consumers import parse_kinds
+    from ..errors import ConfigError
+
+    try:
+        return ",".join(parse_kinds(text))
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(f"{e.message}; {e.fix}") from None
+
+
 #: --consumer-period: how often every consumer's CPU time is read
 consumer_period = number("a sweep period", "seconds", least=0.01, most=60, example="0.1 or 0.25")
 #: --period-us (its least, MIN_PERIOD_US, is Probe's to refuse, with the fix for the Python API too)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import (add_sensor_args, at_least, check_folder, host_port, nonempty_path, paragraphs, parse_bytes, port,
-                     positive_seconds, seconds)
+from ..consumers import PERIOD_S as CONSUMER_PERIOD_S
+from .common import (add_sensor_args, at_least, check_folder, consumer_kinds, consumer_period, host_port, nonempty_path,
+                     paragraphs, parse_bytes, port, positive_seconds, seconds)
 
 
 def add_parser(sub) -> None:
@@ -85,6 +86,17 @@ def add_parser(sub) -> None:
                         "pip install 'greenprobe[otlp]')")
     p.add_argument("--otlp-interval-s", type=positive_seconds, default=10.0, metavar="SECONDS",
                    help="seconds between OTLP pushes (default 10)")
+    p.add_argument("--consumers", type=consumer_kinds, default="", metavar="KINDS",
+                   help="record the CPU time of every process and/or cgroup ('process', 'cgroup' or 'process,cgroup') "
+                        "and give each one's energy per domain with a 95 %% interval, idle and unattributed beside them "
+                        "(Table 'consumers': each user sees their own; parts/consumers; Prometheus "
+                        "greenprobe_consumer_energy_joules_total)")
+    p.add_argument("--consumer-period", type=consumer_period, default=CONSUMER_PERIOD_S, metavar="SECONDS",
+                   help=f"how often every consumer's CPU time is read (default {CONSUMER_PERIOD_S:g})")
+    p.add_argument("--consumer-window-s", type=positive_seconds, default=30.0, metavar="SECONDS",
+                   help="energy per consumer is estimated over windows of this length (default 30; at least 8 sweeps)")
+    p.add_argument("--cgroup-root", metavar="DIR", default=None,
+                   help="the cgroup tree (default $GREENPROBE_CGROUP_ROOT or /sys/fs/cgroup)")
     add_limit_flags(p)
     p.add_argument("--ready-file", help=argparse.SUPPRESS)
     p.set_defaults(run=run)

@@ -223,7 +223,9 @@ def _run(args) -> int:
     private = not (args.no_socket or args.socket)  # the default folder must be the daemon's alone
     socket_path = None if args.no_socket else Path(args.socket) if args.socket else default_socket()
     limits = Limits.from_args(args)
-    probe = Probe(sensors=args.sensors, period_us=args.period_us, columnar_marks=True)
+    probe = Probe(sensors=args.sensors, period_us=args.period_us, columnar_marks=True,
+                  consumers=args.consumers or None, consumer_period_s=args.consumer_period,
+                  cgroup_root=args.cgroup_root)
     daemon = Daemon(probe, socket_path, args.listen, args.allow_remote, token, args.group, tls=tls,
                     save_dir=args.save_dir, limits=limits, private_socket_dir=private,
                     save_max_bytes=args.save_max_bytes, admin_group=args.admin_group)
@@ -263,11 +265,19 @@ def _run(args) -> int:
               f"{args.max_rings_per_user} per user)", file=sys.stderr)
     if args.listen:
         print(f"TCP clients must send the token ({access.TOKEN_ENV})" + (" over TLS" if tls else ""), file=sys.stderr)
+    account = None
+    if probe.use_recorder is not None:
+        from .consumers import ConsumerAccount
+
+        account = daemon.servicer.consumers = ConsumerAccount(probe, None, args.consumer_window_s)
+        print(f"recording every {', '.join(probe.consumer_kinds)}'s CPU time every {args.consumer_period:g} s; "
+              f"energy per consumer every {args.consumer_window_s:g} s (Table 'consumers', parts/consumers)",
+              file=sys.stderr)
     if args.prometheus_port is not None:
         from ..prometheus import serve as serve_metrics
 
         server, _ = serve_metrics(probe, args.prometheus_port, args.prometheus_addr, token=token, tls=tls,
-                                  max_series_per_user=limits.max_label_series_per_user)
+                                  max_series_per_user=limits.max_label_series_per_user, consumers=account)
         scheme = "https" if tls else "http"
         print(f"Prometheus metrics on {scheme}://{args.prometheus_addr}:{server.server_port}/metrics "
               f"(bearer token required)", file=sys.stderr)
@@ -301,6 +311,11 @@ def _run(args) -> int:
                                     daemon=True,
                                     name="greenprobe-flush")
     flush_thread.start()
+    account_thread = None
+    if account is not None:
+        account.write_into(writer.root)
+        account_thread = threading.Thread(target=account.run, args=(done,), daemon=True, name="greenprobe-consumers")
+        account_thread.start()
     if run_dir is not None:
         print(f"writing {writer.root}/ every {args.flush_s:g} s (readable after a crash), and the full files "
               f"into {run_dir} at stop", file=sys.stderr)
@@ -325,8 +340,13 @@ def _run(args) -> int:
     daemon.stop(close_rings=False)
     probe.stop()
     flush_thread.join()  # its flush in progress ends first: two writers at once would write rows twice
+    if account_thread is not None:
+        account_thread.join()
+        account.close_window(final=True)  # the sampler's last sweep is in
     try:
         writer.flush()
+        if account is not None and run_dir is not None:
+            account.gather(run_dir)
         if daemon.rings is not None:
             daemon.rings.close()  # what the last write made durable goes back to the clients, before the files
         fits = len(probe.samples_store) <= FULL_FILES_MAX_SAMPLES and len(probe.marks_store) <= FULL_FILES_MAX_MARKS

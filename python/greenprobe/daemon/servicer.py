@@ -27,7 +27,7 @@ from .limits import MAX_BATCH, Busy, FairSlots, Full, Limits, OwnerNames
 
 STREAM_POLL_S = 0.05
 QUERY_WAIT_S = 10.0  # a long query under its user's share waits this long for a slot
-TABLES = ("intervals", "labels", "requests", "samples")
+TABLES = ("intervals", "labels", "requests", "samples", "consumers")
 
 
 class Servicer(pb_grpc.ProbeServicer):
@@ -57,6 +57,7 @@ class Servicer(pb_grpc.ProbeServicer):
         self.intake = FairSlots(self.limits.max_intake, self.limits.max_intake_per_user)
         self.streams = threading.BoundedSemaphore(self.limits.max_streams)
         self.backlog: Optional[Callable[[], int]] = None  # marks accepted but not yet on disk (with --out)
+        self.consumers = None  # daemon/consumers.ConsumerAccount with --consumers
         self.write_soon = threading.Event()  # set past half a limit on marks held: the writer writes early
         self._user_streams: dict = {}  # owner -> open streams
         self._user_lock = threading.Lock()
@@ -448,9 +449,16 @@ class Servicer(pb_grpc.ProbeServicer):
         owner = _view(context, caller, request.owner)
         self._check_rows(context, None, None, f"the {request.name} table of the whole run",
                          caller if request.name != "samples" else None)
+        if request.name == "consumers" and self.consumers is None:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                          "this daemon records no consumers: start it with --consumers process (or cgroup, "
+                          "process,cgroup)")
         with self._heavy(context, caller):
             if request.name == "samples":  # the machine's readings: the same for every user
                 table = self.probe.samples()
+            elif request.name == "consumers":  # each user their own processes and cgroups, the rest added up
+                table = self.consumers.table(None if caller.admin else
+                                             (caller.uid if caller.uid is not None else -2))
             else:
                 table = {"intervals": self.probe.intervals, "labels": self.probe.summary,
                          "requests": self.probe.requests}[request.name](
