@@ -388,3 +388,18 @@ def test_windows_add_up_into_prometheus_counters_and_the_rest_is_other(tmp_path)
     assert set(shown) == {"703 c", "702 b", "(other)"}, shown
     assert shown["703 c"] == pytest.approx(per["703 c"], rel=1e-9)
     assert shown["(other)"] == pytest.approx(per["701 a"], rel=1e-9)
+
+
+def test_top_shows_screens_and_refuses_a_window_too_short(tmp_path):
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "greenprobe", "top", "--sensors", "synthetic", "--interval", "2.5",
+                        "--window", "2.5", "--consumer-period", "0.1", "--iterations", "2", "-n", "3"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    screens = [ln for ln in r.stdout.splitlines() if "synthetic/synthetic0" in ln]
+    assert len(screens) == 2 and "W measured" in screens[0] and "W idle" in screens[0]
+    assert "PID" in r.stdout and "95 % INTERVAL W" in r.stdout
+    bad = subprocess.run([sys.executable, "-m", "greenprobe", "top", "--window", "1", "--consumer-period", "0.25"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "fewer than 8 sweeps" in bad.stderr

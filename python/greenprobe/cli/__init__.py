@@ -7,7 +7,7 @@ import sys
 import textwrap
 
 from .._version import __version__
-from . import daemon, measure, record, report, runtimes, sensors, setup_perf, study
+from . import daemon, measure, record, report, runtimes, sensors, setup_perf, study, top
 
 EPILOG = """\
 examples:
@@ -17,6 +17,7 @@ examples:
   greenprobe measure --out run2 -- python infer.py     run a command under a private daemon: whole-run
                                                        energy plus every mark its processes make
   greenprobe daemon --group greenprobe                 one sampler for many processes (GREENPROBE_DAEMON)
+  greenprobe top                                       power per process, live, with intervals
 """
 
 
@@ -38,7 +39,7 @@ def _epilog() -> str:
 
 #: The commands, in the order --help lists them: each module's add_parser adds its subcommand (its
 #: arguments, its help) and sets its run(args, parser).
-COMMANDS = (sensors, runtimes, record, study, report, daemon, setup_perf, measure)
+COMMANDS = (sensors, runtimes, record, study, report, daemon, setup_perf, measure, top)
 
 
 def main(argv: list[str] | None = None) -> int:
