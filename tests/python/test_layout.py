@@ -49,7 +49,7 @@ def test_each_command_is_a_module_with_add_parser_and_run():
     for module in cli.COMMANDS:
         assert callable(module.add_parser) and callable(module.run), module.__name__
         names.add(module.__name__.rsplit(".", 1)[1].replace("_", "-"))
-    assert names == {"sensors", "runtimes", "record", "study", "report", "daemon", "setup-perf", "measure"}
+    assert names == {"sensors", "runtimes", "record", "study", "report", "daemon", "setup-perf", "measure", "top"}
 
 
 def test_the_daemons_limit_flags_are_the_limits_dataclass():
