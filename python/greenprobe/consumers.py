@@ -28,6 +28,7 @@ import os
 import re
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
@@ -328,7 +329,7 @@ class UseRecorder:
         self._last: dict[str, dict[int, float]] = {k: {} for k in self.kinds}
         self._alive: dict[str, set] = {k: set() for k in self.kinds}  # in the latest sweep
         self._rows: dict[str, list[np.ndarray]] = {k: [] for k in self.kinds}
-        self.sweep_s: list[float] = []  # how long each sweep took (its cost)
+        self.sweep_s: deque = deque(maxlen=1024)  # how long the latest sweeps took (their cost)
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self.next_ns: Optional[int] = None

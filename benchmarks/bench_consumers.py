@@ -1,0 +1,168 @@
+"""Energy per consumer (issue 22): what tracking costs, and how close each method comes to the truth.
+
+    PYTHONPATH=python .venv/bin/python benchmarks/bench_consumers.py [--procs 1000] [--seeds 40]
+
+1. Cost: ``--procs`` real sleeping processes (coreutils sleep) on this machine; the wall time of one
+   sweep of every process (consumers.ProcessReader.read, as the sampler's clock sees it), its share
+   of one core at the default 0.25 s period, per 100 processes.
+2. Memory under churn: a recorder fed an hour of sweeps (14,400 at 0.25 s) of 1,000 live processes of
+   which 10 exit and 10 start every sweep (a synthetic reader: the cost under test is the recorder's),
+   the daemon's forgetting every 30 s window; Python's allocated memory (tracemalloc) at each
+   quarter-hour.
+3. Error against the truth on seeded stand-in nodes (tests/python/node.py: 4 processes at 4-30 W per
+   core on independent schedules, power wandering 2 W, 60 s, sweeps every 250 ms): greenprobe's
+   regression beside Kepler's split (energy above idle, idle the lowest window's power, by CPU-time
+   share) and Scaphandre's (the whole energy by CPU-time share), all on the same windows; the median
+   and 90th percentile of |error| / truth over every process, and greenprobe's interval coverage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests" / "python"))
+
+
+def cost(n: int) -> dict:
+    from greenprobe.consumers import ProcessReader
+
+    kids = [subprocess.Popen(["sleep", "600"]) for _ in range(n)]
+    try:
+        reader = ProcessReader("/proc")
+        reader.read()
+        times = []
+        for _ in range(30):
+            a = time.perf_counter()
+            got = reader.read()
+            times.append(time.perf_counter() - a)
+        seen = len(got)
+    finally:
+        for k in kids:
+            k.kill()
+        for k in kids:
+            k.wait()
+    sweep = float(np.median(times))
+    return {"processes": seen, "sweep_ms": sweep * 1e3, "core_at_250ms": sweep / 0.25,
+            "core_per_100": sweep / 0.25 / seen * 100}
+
+
+class Churn:
+    """A reader of `live` processes of which `turn` exit and `turn` start every sweep, each using CPU."""
+
+    kind = "process"
+
+    def __init__(self, live=1000, turn=10, seed=0):
+        from greenprobe.consumers import Consumer
+
+        self.Consumer = Consumer
+        self.rng = np.random.default_rng(seed)
+        self.next_pid = 1000
+        self.live = {}
+        for _ in range(live):
+            self._spawn()
+        self.turn = turn
+
+    def _spawn(self):
+        c = self.Consumer(f"{self.next_pid}:1", "process", self.next_pid, 1, "worker", "/")
+        self.live[c] = 0.0
+        self.next_pid += 1
+
+    def read(self):
+        for c in list(self.live)[:self.turn]:
+            del self.live[c]
+        for _ in range(self.turn):
+            self._spawn()
+        busy = self.rng.random(len(self.live)) < 0.2
+        for (c, v), b in zip(list(self.live.items()), busy):
+            if b:
+                self.live[c] = v + 0.01
+        return dict(self.live)
+
+
+def memory(sweeps: int = 14_400) -> list:
+    from greenprobe.consumers import UseRecorder
+
+    rec = UseRecorder(["process"], period_s=0.25, proc_root="/proc")
+    rec.readers["process"] = Churn()
+    tracemalloc.start()
+    out = []
+    t0 = 10**12
+    for s in range(sweeps):
+        t = t0 + s * 250_000_000
+        rec.read_at(t)
+        if s % 120 == 119:  # a 30 s window closed: the daemon lets it go
+            rec.forget_before(t)
+        if s % 3600 == 3599:
+            out.append((round((s + 1) * 0.25 / 60), tracemalloc.get_traced_memory()[0] / 2**20))
+    tracemalloc.stop()
+    return out
+
+
+def accuracy(seeds: int) -> dict:
+    from greenprobe.consumer_fit import _window_use, fit_domain
+    from node import Node, Proc
+    from test_consumers import _use_of
+
+    err = {"greenprobe": [], "kepler": [], "scaphandre": []}
+    hits = n = 0
+    for seed in range(seeds):
+        rng = np.random.default_rng(5000 + seed)
+        procs = [Proc(100 + i, f"p{i}", float(rng.uniform(4, 30))) for i in range(4)]
+        node = Node(procs, seconds=60.0, seed=seed, noise_w=2.0, noise_tau_s=1.0)
+        use, energy = _use_of(node, 250_000_000, seed)
+        a, b = int(use.t_ns[0]), int(use.t_ns[-1])
+        windows, k, w, d, totals = _window_use(use, a, b)
+        fit, why = fit_domain(use, windows, k, w, d, totals, energy)
+        truth = node.truth(a, b)
+        total_e = float(energy.sum())
+        dt = np.diff(use.t_ns) / 1e9
+        idle_kepler = float((energy / dt).min()) * (b - a) / 1e9  # the lowest window's power, as idle
+        share = totals / totals.sum()
+        for i in range(len(procs)):
+            g = int(fit.group_of[i])
+            c = np.zeros(len(fit.beta))
+            c[g + 1] = totals[i]
+            est, half = fit.combo(c)
+            err["greenprobe"].append(abs(est - truth[i]) / truth[i])
+            err["kepler"].append(abs((total_e - idle_kepler) * share[i] - truth[i]) / truth[i])
+            err["scaphandre"].append(abs(total_e * share[i] - truth[i]) / truth[i])
+            if fit.coefficient[g] == "own":
+                n += 1
+                hits += abs(est - truth[i]) <= half
+    out = {m: (float(np.median(v)), float(np.percentile(v, 90))) for m, v in err.items()}
+    out["coverage"] = hits / max(n, 1)
+    out["processes"] = len(err["greenprobe"])
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--procs", type=int, default=1000)
+    ap.add_argument("--seeds", type=int, default=40)
+    args = ap.parse_args()
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python "
+          f"{platform.python_version()}")
+    c = cost(args.procs)
+    print(f"cost: one sweep of {c['processes']} processes {c['sweep_ms']:.1f} ms (median of 30): "
+          f"{c['core_at_250ms'] * 100:.1f} % of a core at 0.25 s, {c['core_per_100'] * 100:.2f} % per 100 processes")
+    print("memory under churn (minutes, MiB allocated):", ", ".join(f"{m} min {mib:.2f}" for m, mib in memory()))
+    acc = accuracy(args.seeds)
+    print(f"error over {acc['processes']} processes (|error| / truth, median and 90th percentile):")
+    for m in ("greenprobe", "kepler", "scaphandre"):
+        print(f"  {m:<11} {acc[m][0] * 100:6.1f} %  {acc[m][1] * 100:6.1f} %   "
+              f"(x{acc[m][0] / acc['greenprobe'][0]:.0f} greenprobe's median)")
+    print(f"greenprobe's 95 % intervals covered the truth for {acc['coverage']:.3f} of the processes told apart")
+
+
+if __name__ == "__main__":
+    main()
