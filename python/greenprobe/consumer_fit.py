@@ -291,6 +291,7 @@ def _rows_for(use: Use, ch: Channel, a: int, b: int, max_own: int) -> list[dict]
             gest, ghalf = fit.combo(cg)
             low, high = 0.0, max(gest + ghalf, 0.0)
         labels = cgroup_labels(con.cgroup)
+        labels["slurm_job"] = labels["slurm_job"] or con.job
         rows.append(dict(base, consumer=con.name, kind=con.kind, pid=con.pid if con.kind == "process" else None,
                          comm=con.comm, cgroup=con.cgroup, uid=con.uid, cpu_s=float(totals[i]), energy_j=est, energy_j_low=low,
                          energy_j_high=high, coefficient=kind, group=lead.get(g, ""),

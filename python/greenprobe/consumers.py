@@ -83,6 +83,7 @@ class Consumer:
     comm: str = ""
     cgroup: str = ""
     uid: int = -1  # the process's (its /proc folder's owner) or the cgroup folder's owner; -1 unknown
+    job: str = ""  # the Slurm job a process runs in: its cgroup's job_<id>, else its SLURM_JOB_ID
 
     @property
     def name(self) -> str:
@@ -131,6 +132,21 @@ class ProcessReader:
                 v1 = path
         return v1
 
+    def _job_of(self, pid: int) -> str:
+        """SLURM_JOB_ID from the process's environment, where Slurm tracks jobs without cgroups
+        (proctrack/linuxproc); '' where it has none or this process may not read it (another
+        user's, without root)."""
+        try:
+            env = _read(f"{self.proc_root}/{pid}/environ", 1 << 16)
+        except OSError:
+            return ""
+        at = env.find(b"SLURM_JOB_ID=")
+        if at < 0 or (at > 0 and env[at - 1] != 0):
+            return ""
+        end = env.find(b"\0", at)
+        value = env[at + 13:end if end >= 0 else len(env)]
+        return value.decode(errors="replace") if value.isdigit() else ""
+
     def read(self) -> dict[Consumer, float]:
         """Every live process's CPU seconds; a process that exited since the last read appears once
         more, with what it used unseen before it exited where its parent reaped it (below)."""
@@ -161,20 +177,23 @@ class ProcessReader:
             if entry is None:
                 comm = raw[raw.find(b"(") + 1:close].decode(errors="replace")
                 # [consumer, own ticks, reaped children's ticks, ticks taken over from children]
-                entry = [Consumer(f"{pid}:{start}", "process", pid, ppid, comm, self._cgroup_of(pid),
-                                  _owner(f"{self.proc_root}/{name}")), own, reaped, 0]
+                cgroup = self._cgroup_of(pid)
+                entry = [Consumer(f"{pid}:{start}", "process", pid, ppid, comm, cgroup,
+                                  _owner(f"{self.proc_root}/{name}"),
+                                  cgroup_labels(cgroup)["slurm_job"] or self._job_of(pid)), own, reaped, 0]
             else:
                 entry = [entry[0], own, entry[2], entry[3], reaped]
             now[ident] = entry
         # A child's CPU after the last read before it exited is not in /proc any more, but its parent's
-        # cutime + cstime grew by the child's whole total when it reaped it. What that growth holds
-        # beyond the totals last seen of the children that vanished is theirs, shared equally; where no
-        # known child vanished (children that lived less than one sweep, never seen), the parent takes
-        # it: a process's figure includes its short-lived children.
-        gone = [(i, e) for i, e in self._known.items() if i not in now]
-        by_parent: dict[int, list] = {}
-        for _, e in gone:
-            by_parent.setdefault(e[0].ppid, []).append(e)
+        # cutime + cstime grew by the child's whole total when it reaped it (its own time and all it had
+        # reaped). What that growth holds beyond what was last seen of the exited children and of their
+        # exited descendants (own + reaped time, each) is what nobody saw: the children's, shared
+        # equally. Where no known child exited (children that lived less than one sweep, never seen),
+        # the parent takes it: a process's figure includes its short-lived children.
+        gone: dict[int, list] = {}
+        for i, e in self._known.items():
+            if i not in now:
+                gone.setdefault(e[0].ppid, []).append(e)
         for ident, e in now.items():
             if len(e) == 5:
                 grown = e[4] - e[2]
@@ -182,8 +201,13 @@ class ProcessReader:
                 del e[4]
                 if grown <= 0:
                     continue
-                kids = by_parent.pop(ident[0], [])
-                extra = grown - sum(k[1] + k[2] for k in kids)
+                kids = gone.pop(ident[0], [])
+                seen, todo = 0, list(kids)
+                while todo:
+                    x = todo.pop()
+                    seen += x[1] + x[2]
+                    todo.extend(gone.pop(x[0].pid, []))
+                extra = grown - seen
                 if kids:
                     for k in kids:
                         k[3] += max(extra, 0) / len(kids)

@@ -393,6 +393,30 @@ class Probe:
         return [dict(r, pid=int(pid), processes=len(members)) for r in
                 set_share(use, self.channels_around(a, b), a, b, members)]
 
+    def slurm_jobs(self, start_ns: Optional[int] = None, end_ns: Optional[int] = None):
+        """The energy of each Slurm job's processes (by their cgroup's job_<id>, else their
+        SLURM_JOB_ID), per (sensor, domain), beside the measured total: a pyarrow Table of job,
+        processes, sensor, domain, estimated, cpu_s, energy_j, energy_j_low, energy_j_high,
+        measured_j, note (consumer_fit.set_share, a job's processes as one set)."""
+        import pyarrow as pa
+
+        from .consumer_fit import set_share
+
+        use, a, b = self._consumer_use("process", start_ns, end_ns)
+        jobs: dict[str, set] = {}
+        for i, c in enumerate(use.consumers):
+            if c.job:
+                jobs.setdefault(c.job, set()).add(i)
+        rows = []
+        channels = self.channels_around(a, b)
+        for job, members in sorted(jobs.items()):
+            rows += [dict(r, job=job, processes=len(members), start_ns=a, end_ns=b)
+                     for r in set_share(use, channels, a, b, members)]
+        names = ["job", "processes", "sensor", "domain", "estimated", "cpu_s", "energy_j", "energy_j_low",
+                 "energy_j_high", "measured_j", "start_ns", "end_ns", "note"]
+        return pa.Table.from_pylist([{k: r[k] for k in names} for r in rows]) if rows else \
+            pa.table({k: pa.array([], pa.string()) for k in names})
+
     def _consumer_use(self, kind: Optional[str], start_ns: Optional[int], end_ns: Optional[int]):
         if self._use is None:
             raise ConfigError("this Probe records no consumers",

@@ -981,11 +981,17 @@ TEST(cpu_estimate_is_flagged_estimated) {
     write_file(proc + "/cpuinfo", "processor\t: 0\nvendor_id\t: AuthenticAMD\nprocessor\t: 1\n");
     auto s = open_sensor("cpu-estimate", Options({{"proc_root", proc}, {"cpu_tdp_w", "100"}}));
     CHECK(s->channels()[0].estimated);
-    CHECK(s->channels()[0].quantity == Quantity::Power);
+    CHECK(s->channels()[0].quantity == Quantity::EnergyCounter);
     CHECK(s->channels()[0].parent_domain.empty());
-    write_file(proc + "/stat", "cpu  150 0 150 900 0 0 0 0 0 0\n");  // 100 busy of 200: 50 %
     auto r = poll(*s);
-    CHECK_NEAR(r[0].value, 30.0 + 70.0 * 0.5, 1e-9);
+    CHECK_NEAR(r[0].value, 0.0, 1e-12);  // joules since open
+    // 100 busy of 200 jiffies over 2 CPUs (1 s at USER_HZ 100): 30 W idle x 1 s + 70 W x 0.5 = 65 J
+    write_file(proc + "/stat", "cpu  150 0 150 900 0 0 0 0 0 0\n");
+    r = poll(*s);
+    CHECK_NEAR(r[0].value, (30.0 * 200 + 70.0 * 100) / (2.0 * static_cast<double>(sysconf(_SC_CLK_TCK))), 1e-9);
+    write_file(proc + "/stat", "cpu  150 0 150 1100 0 0 0 0 0 0\n");  // then 200 idle jiffies: 30 W x 1 s
+    r = poll(*s);
+    CHECK_NEAR(r[0].value, (30.0 * 400 + 70.0 * 100) / (2.0 * static_cast<double>(sysconf(_SC_CLK_TCK))), 1e-9);
 }
 
 TEST_MAIN()
