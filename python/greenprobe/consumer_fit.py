@@ -91,12 +91,9 @@ def _window_use(use: Use, a: int, b: int) -> tuple[np.ndarray, ...]:
     by a or b counted by its overlap)."""
     t = use.t_ns
     k, w, d = use.deltas()
-    lo = t[:-1]
-    hi = t[1:]
+    lo, hi = t[:-1], t[1:]
     inside = np.flatnonzero((lo >= a) & (hi <= b))
-    frac = np.clip((np.minimum(hi, b) - np.maximum(lo, a)) / np.maximum(hi - lo, 1), 0.0, 1.0)
-    totals = np.zeros(len(use.consumers))
-    np.add.at(totals, k, d * frac[w])
+    totals = use.cpu_between(a, b)
     m = (lo[w] >= a) & (hi[w] <= b)
     return inside, k[m], w[m], d[m], totals
 

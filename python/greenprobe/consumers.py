@@ -319,6 +319,26 @@ class Use:
     sweep: np.ndarray
     cpu_s: np.ndarray
 
+    def cpu_between(self, a: int, b: int) -> np.ndarray:
+        """Each consumer's CPU seconds over [a, b] (a sweep window cut by a or b counted by its
+        overlap, its use taken as even over it)."""
+        t = self.t_ns
+        k, w, d = self.deltas()
+        lo, hi = t[:-1], t[1:]
+        frac = np.clip((np.minimum(hi, b) - np.maximum(lo, a)) / np.maximum(hi - lo, 1), 0.0, 1.0)
+        totals = np.zeros(len(self.consumers))
+        np.add.at(totals, k, d * frac[w])
+        return totals
+
+    def foreign(self, a: int, b: int, own: set) -> tuple[float, list]:
+        """CPU cores that consumers outside ``own`` (indices) used on average over [a, b], and the
+        three that used most, as (name, cores)."""
+        totals = self.cpu_between(a, b)
+        others = [(totals[i], i) for i in range(totals.size) if i not in own and totals[i] > 0]
+        secs = max((b - a) / 1e9, 1e-9)
+        top = [(self.consumers[i].name, float(x / secs)) for x, i in sorted(others, reverse=True)[:3]]
+        return float(sum(x for x, _ in others) / secs), top
+
     def deltas(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(consumer, window, cpu seconds) for every change: window w is [t_ns[w], t_ns[w+1]]."""
         order = np.lexsort((self.sweep, self.k))
@@ -386,6 +406,17 @@ class UseRecorder:
                     self._rows[kind].append(np.array([ks, [s] * len(ks), vs], np.float64))
         self.sweep_s.append(time.perf_counter() - a)
         self.next_ns = t0 + int(self.period_s * 1e9)
+
+    def wait_past(self, t_ns: int, timeout_s: float = 2.0) -> bool:
+        """Waits (real clock) until a sweep at or after ``t_ns`` is in; whether one is."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            with self._lock:
+                if self._t and self._t[-1] >= t_ns:
+                    return True
+            if time.monotonic() >= deadline or self._thread is None:
+                return False
+            time.sleep(0.02)
 
     def due(self, t_ns: int) -> bool:
         return self.next_ns is None or t_ns >= self.next_ns

@@ -172,6 +172,17 @@ class Probe:
         time.sleep(self.baseline_s)
         self.baseline_windows.append((which, a, _core.now_ns()))
 
+    def measure_idle_again(self) -> tuple:
+        """Measures the latest idle window again (another baseline_s, real clock), in place of the one
+        before: the study's, when other processes used the machine during it. Returns the new window
+        (which, start_ns, end_ns)."""
+        if not self.baseline_windows:
+            raise ConfigError("no idle window to measure again", "make the Probe with baseline_s > 0")
+        which = self.baseline_windows.pop()[0]
+        self._measure_idle(which)
+        self.settle(after_ns=self.baseline_windows[-1][2])
+        return self.baseline_windows[-1]
+
     def poll_at(self, t_ns: int, final: bool = False) -> int:
         """With ``clock="virtual"``: polls every sensor once, dated ``t_ns`` (after the last poll's),
         and returns when the schedule would poll next. ``final`` is the stopping poll (``stop()``

@@ -83,7 +83,7 @@ def config_row(cfg_dir: Path, runs_wanted: int, idle_w: dict, calls: dict | None
            "runs": len(runs), "inferences_per_run": first["inferences"], "estimated": any(r["estimated"] for r in runs),
            "device": first["device"], "domains": first["domains"], "total_domains": ",".join(tops),
            "windows_complete": all(r.get("window_complete", True) for r in runs),
-           **usage_columns(runs)}
+           **usage_columns(runs), **disturbance_columns(cfg_dir, runs)}
     mean, low, high = mean_ci([r["time_s_per_inference"] for r in runs], positive=True)
     row["time_s_per_inference"], row["time_s_per_inference_low"], row["time_s_per_inference_high"] = mean, low, high
     for net, which in (("", "gross"), ("_net", "net")):
@@ -98,6 +98,16 @@ def config_row(cfg_dir: Path, runs_wanted: int, idle_w: dict, calls: dict | None
     row["energy_j_per_sample"] = row["energy_j_per_inference"] / row["batch_size"]
     write_json(cfg_dir / Layout.RESULT, row)
     return row
+
+
+def disturbance_columns(cfg_dir: Path, runs: list[dict]) -> dict:
+    """How much other processes used the machine during the configuration's runs: runs set aside
+    as disturbed and run again (configs/<id>/disturbed/), runs kept though disturbed (no attempts
+    left), and the most cores others used over a kept run."""
+    again = len(list((cfg_dir / "disturbed").glob("r*.json"))) if (cfg_dir / "disturbed").is_dir() else 0
+    cores = [r["foreign_cores"] for r in runs if r.get("foreign_cores") is not None]
+    return {"runs_run_again": again, "runs_disturbed_kept": sum(1 for r in runs if r.get("disturbed")),
+            "foreign_cores_max": float(max(cores)) if cores else None}
 
 
 def usage_columns(runs: list[dict]) -> dict:

@@ -28,6 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..attribution import attribute, choose_channels
+from ..consumers import tree_of
 from ..store import marks_where
 from ..usage import proc_usage
 from .aggregate import collect, estimate_calls, write_json
@@ -207,6 +208,15 @@ class Runner:
             w.release(cfg.id)
 
     def run_once(self, cfg: Config, r: int) -> dict:
+        """Run r of a configuration (measure_run), again while other processes disturb it (disturbed)."""
+        for attempt in range(self.spec.disturbed_retries + 1):
+            row = self.measure_run(cfg, r)
+            if not self.disturbed(cfg, r, row, attempt):
+                return row
+            time.sleep(self.spec.rest_s)
+        return row
+
+    def measure_run(self, cfg: Config, r: int) -> dict:
         """Run r of a configuration: dithered inferences marked through the daemon, then scored."""
         s = self.spec
         plan = self.prepare(cfg)
@@ -226,6 +236,37 @@ class Runner:
         start, end = marks.column("start_ns")[0].as_py(), pc.max(marks.column("end_ns")).as_py()
         self.close_run(cfg, r, start, end, pad, usage)
         return self.score_run(cfg, r, marks, usage, plan, pad)
+
+    def disturbed(self, cfg: Config, r: int, row: dict, attempt: int) -> bool:
+        """Whether other processes used more than spec.max_foreign_cores over the run's window (the
+        sitting's Probe sweeps every process: consumers.py) and it has attempts left; such a run is
+        set aside under configs/<id>/disturbed/ and run again. The row kept says how many attempts it
+        took and how many cores others used."""
+        s = self.spec
+        rec = self.probe.use_recorder
+        if rec is None:
+            return False
+        a, b = row["window_start_ns"], row["window_end_ns"]
+        rec.wait_past(b)
+        use = rec.use("process")
+        # the study's own: this process (its sampler) and its workers with what they started
+        own = {i for i, c in enumerate(use.consumers) if c.pid == os.getpid()}
+        for w in self.workers.values():
+            own |= tree_of(use.consumers, w.proc.pid)
+        cores, top = use.foreign(a, b, own)
+        row.update(foreign_cores=cores, foreign_top="; ".join(f"{n} {c:.2f}" for n, c in top), attempts=attempt + 1,
+                   disturbed=cores > s.max_foreign_cores)
+        again = row["disturbed"] and attempt < s.disturbed_retries
+        if again:
+            d = self.layout.config(cfg.id) / "disturbed"
+            d.mkdir(parents=True, exist_ok=True)
+            write_json(d / f"r{r:04d}-{attempt}.json", row)
+            self.layout.run_row(cfg.id, r).unlink()
+            self.log(f"    disturbed: other processes used {cores:.2f} cores over the run (more than "
+                     f"{s.max_foreign_cores:g}: {row['foreign_top']}); running it again")
+        else:
+            write_json(self.layout.run_row(cfg.id, r), row)
+        return again
 
     def worked(self, w, pad: int, work: Callable):
         """A run's work with idle before it: its window opens pad before the first call (see
@@ -403,7 +444,8 @@ def prepare_study(spec: StudySpec, out: Path, log, only: Optional[list] = None, 
     lay = Layout(out)
     old = lay.spec
     shared = only is not None
-    if old.exists() and json.loads(old.read_text()) != spec.as_dict():
+    # a key the saved spec lacks (written by a version before it existed) holds its default
+    if old.exists() and {**StudySpec().as_dict(), **json.loads(old.read_text())} != spec.as_dict():
         raise ConfigError(f"{out} holds a study with another spec",
                           f"to resume it, pass the options it was started with (they are in {old}); otherwise use "
                           "another --out, or delete the folder to start over")
@@ -470,9 +512,14 @@ def run_study(spec: StudySpec, out="results", log=None, only: Optional[list] = N
         refused.callback(gpus.stop)
         if not gpus.available:
             log(f"no GPU use recorded: {gpus.reason.splitlines()[0]}")
-        probe = Probe(sensors=spec.sensors, period_us=spec.period_us, baseline_s=spec.baseline_s)
+        # every process's CPU time too: a run during which others used the machine is run again
+        probe = Probe(sensors=spec.sensors, period_us=spec.period_us, baseline_s=spec.baseline_s,
+                      consumers="process", consumer_period_s=0.1)
+        if spec.baseline_s:
+            log(f"measuring the idle power for {spec.baseline_s:g} s ...")
         probe.start()  # measures the idle baseline before any worker exists
         refused.callback(probe.stop)
+        idle_undisturbed(probe, spec, log, here)
         (here / Layout.BASELINE).write_text(json.dumps(probe.baseline(), indent=2))
         # one daemon samples for every worker: each marks its inferences through it
         sock_dir = Path(tempfile.mkdtemp(prefix="greenprobe-study-"))
@@ -509,6 +556,32 @@ def run_study(spec: StudySpec, out="results", log=None, only: Optional[list] = N
     if not shared:
         collect(out, skipped, spec.runs)
     return lay.summary
+
+
+def idle_undisturbed(probe, spec: StudySpec, log, here: Path) -> None:
+    """The idle window just measured, again while other processes used more than
+    spec.max_foreign_cores over it (up to spec.disturbed_retries times); each window's foreign use
+    goes to the session's idle.json."""
+    rec = probe.use_recorder
+    if rec is None or not probe.baseline_windows:
+        return
+    seen = []
+    for attempt in range(spec.disturbed_retries + 1):
+        which, a, b = probe.baseline_windows[-1]
+        rec.wait_past(b)
+        use = rec.use("process")
+        cores, top = use.foreign(a, b, {i for i, c in enumerate(use.consumers) if c.pid == os.getpid()})
+        seen.append({"which": which, "start_ns": a, "end_ns": b, "foreign_cores": cores,
+                     "foreign_top": "; ".join(f"{n} {c:.2f}" for n, c in top)})
+        if cores <= spec.max_foreign_cores:
+            break
+        if attempt == spec.disturbed_retries:
+            log(f"the idle power was measured while other processes used {cores:.2f} cores ({seen[-1]['foreign_top']}): "
+                "kept, flagged in idle.json; net figures are low by their power")
+            break
+        log(f"idle disturbed: other processes used {cores:.2f} cores ({seen[-1]['foreign_top']}); measuring it again")
+        probe.measure_idle_again()
+    write_json(here / "idle.json", seen)
 
 
 def undo_writes(out: Path) -> Callable[[], None]:

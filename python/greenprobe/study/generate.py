@@ -85,7 +85,7 @@ class GenRunner(Runner):
         return float(np.median([(b - a) * 1e-9 for a, b in spans]))
 
     # -- one run -------------------------------------------------------------------------------
-    def run_once(self, cfg: Config, r: int) -> dict:
+    def measure_run(self, cfg: Config, r: int) -> dict:
         s = self.spec
         plan = self.prepare(cfg)
         w = self.worker(cfg.runtime)

@@ -239,6 +239,31 @@ INTRO = (
     "through one sampling daemon.</p>")
 
 
+def disturbance_paragraph(out: Path) -> list:
+    """What other processes did to the runs (study/execute.py Runner.disturbed): how many runs were
+    run again because others used more than the spec's max_foreign_cores over them, how many were
+    kept disturbed, and the most others used over a kept run."""
+    import pyarrow.parquet as pq
+
+    try:
+        rows = pq.read_table(out / Layout.SUMMARY).to_pylist()
+    except (OSError, ValueError):
+        return []
+    rows = [r for r in rows if r.get("status") == "ok" and r.get("foreign_cores_max") is not None]
+    if not rows:
+        return []
+    spec = _json(out / Layout.SPEC, {})
+    again = sum(r.get("runs_run_again") or 0 for r in rows)
+    kept = sum(r.get("runs_disturbed_kept") or 0 for r in rows)
+    worst = max(r["foreign_cores_max"] for r in rows)
+    return [render("<h2>Other processes on the machine</h2><p>Every process's CPU time was recorded during every run. "
+                   "{{ again }} run(s) were run again because other processes used more than {{ limit }} cores on "
+                   "average over them{% if kept %}; <b class='warn'>{{ kept }} run(s) are kept though disturbed</b> "
+                   "(no attempts left){% endif %}. Over the runs kept, other processes used at most {{ worst }} cores."
+                   "</p>", again=again, kept=kept, limit=f"{spec.get('max_foreign_cores', 0.25):g}",
+                   worst=f"{worst:.2f}")]
+
+
 def write_report(directory) -> Path:
     """DIR/report.html. A generative study's folder gets the generative section alone; a
     classification study's gets the paper's sections, and the generative one too when DIR/generate
@@ -248,7 +273,8 @@ def write_report(directory) -> Path:
     if summary.exists() and _is_generate(out):
         from .gen_report import section
 
-        parts = [text("<h1>Energy of generative inference across runtimes</h1>"), *section(out)]
+        parts = [text("<h1>Energy of generative inference across runtimes</h1>"), *disturbance_paragraph(out),
+                 *section(out)]
         path = out / Layout.REPORT
         path.write_text(page("greenprobe generative study", parts))
         return path
@@ -273,6 +299,7 @@ def write_report(directory) -> Path:
         parts.append(text("<p class='warn'>Some energy figures are <b>ESTIMATED</b> (no energy sensor: a CPU model), "
                           "not measured. They are marked in every table.</p>"))
     parts.append(DEFINITIONS)
+    parts += disturbance_paragraph(out)
     parts.append(text("<h2>Sensors</h2>") + table(
         ["sensor", "domain", "quantity", "update period (ms)", "source", "estimated"],
         [[c.get("sensor"), c.get("domain"), c.get("quantity"), f"{c.get('update_period_ns', 0) / 1e6:.3g}",

@@ -43,6 +43,9 @@ class StudySpec:
     order: str = "interleaved"    # "interleaved": round r runs every configuration's run r, in random order;
                                   # "blocked": a configuration's runs one after another (one model in memory)
     baseline_s: float = 5.0       # idle measured before and after the study
+    max_foreign_cores: float = 0.25  # a run (or idle window) during which other processes used more CPU
+                                     # cores than this on average is disturbed: run (measured) again
+    disturbed_retries: int = 2    # ... at most this many times; then kept, flagged
     sensors: str = "auto"
     period_us: float = PERIOD_US
     seed: int = 0
@@ -140,6 +143,13 @@ class StudySpec:
             if getattr(self, name) > MAX_BASELINE_S:
                 raise ConfigError(f"{name} must be at most {MAX_BASELINE_S:g} s, got {getattr(self, name)}",
                                   f"set {name} = {MAX_BASELINE_S:g} or less in the spec file")
+        if self.max_foreign_cores <= 0:
+            raise ConfigError(f"max_foreign_cores must be > 0, got {self.max_foreign_cores}",
+                              "set max_foreign_cores = 0.25 (the default: a quarter of a core used by other processes "
+                              "disturbs a run) or more in the spec file")
+        if not 0 <= self.disturbed_retries <= 10:
+            raise ConfigError(f"disturbed_retries must be from 0 to 10, got {self.disturbed_retries}",
+                              "set disturbed_retries = 2 (the default) in the spec file")
         if not MIN_PERIOD_US <= self.period_us <= MAX_PERIOD_US:
             raise ConfigError(f"period_us must be from {MIN_PERIOD_US} to {MAX_PERIOD_US}, got {self.period_us}",
                               f"set period_us = {PERIOD_US} (the default) or another value in that range")
