@@ -109,34 +109,24 @@ def memory(sweeps: int = 14_400) -> list:
 
 
 def accuracy(seeds: int) -> dict:
-    from greenprobe.consumer_fit import _window_use, fit_domain
-    from node import Node, Proc
-    from test_consumers import _use_of
+    from node import seeded_fit
 
     err = {"greenprobe": [], "kepler": [], "scaphandre": []}
     hits = n = 0
     for seed in range(seeds):
-        rng = np.random.default_rng(5000 + seed)
-        procs = [Proc(100 + i, f"p{i}", float(rng.uniform(4, 30))) for i in range(4)]
-        node = Node(procs, seconds=60.0, seed=seed, noise_w=2.0, noise_tau_s=1.0)
-        use, energy = _use_of(node, 250_000_000, seed)
-        a, b = int(use.t_ns[0]), int(use.t_ns[-1])
-        windows, k, w, d, totals = _window_use(use, a, b)
-        fit, why = fit_domain(use, windows, k, w, d, totals, energy)
-        truth = node.truth(a, b)
-        total_e = float(energy.sum())
-        dt = np.diff(use.t_ns) / 1e9
-        idle_kepler = float((energy / dt).min()) * (b - a) / 1e9  # the lowest window's power, as idle
+        run = seeded_fit(seed, procs=4, seconds=60.0, noise_w=2.0, noise_tau_s=1.0, watts_seed=5000 + seed)
+        a, b, totals = run.a, run.b, run.totals
+        truth = run.node.truth(a, b)
+        total_e = float(run.energy.sum())
+        window_s = np.diff(run.t_ns) / 1e9
+        idle_kepler = float((run.energy / window_s).min()) * (b - a) / 1e9  # the lowest window's power, as idle
         share = totals / totals.sum()
-        for i in range(len(procs)):
-            g = int(fit.group_of[i])
-            c = np.zeros(len(fit.beta))
-            c[g + 1] = totals[i]
-            est, half = fit.combo(c)
+        for i in range(totals.size):
+            est, half, own = run.consumer(i)
             err["greenprobe"].append(abs(est - truth[i]) / truth[i])
             err["kepler"].append(abs((total_e - idle_kepler) * share[i] - truth[i]) / truth[i])
             err["scaphandre"].append(abs(total_e * share[i] - truth[i]) / truth[i])
-            if fit.coefficient[g] == "own":
+            if own:
                 n += 1
                 hits += abs(est - truth[i]) <= half
     out = {m: (float(np.median(v)), float(np.percentile(v, 90))) for m, v in err.items()}

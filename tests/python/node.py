@@ -118,3 +118,56 @@ class Node:
                 (d / "cgroup").write_text(f"0::{p.cgroup}\n")
         busy = int(cpu.sum() / TICK_S)
         (root / "stat").write_text(f"cpu  {busy} 0 0 {10**7} 0 0 0 0 0 0\n")
+
+
+def recorded(node: Node, period_ns: int, seed: int):
+    """The recorder's view of a node without a Probe (a consumers.Use): sweeps every period (+ up to
+    10 %), CPU in whole ticks; and the exact energy of each sweep window."""
+    from greenprobe.consumers import Use
+
+    rng = np.random.default_rng(seed)
+    end = node.t0_ns + int(node.seconds * 1e9) - period_ns
+    t = [node.t0_ns]
+    while t[-1] + period_ns < end:
+        t.append(t[-1] + period_ns + int(rng.uniform(0, 0.1) * period_ns))
+    t = np.array(t, np.int64)
+    cpu = np.floor(node.cpu_at(t) / TICK_S) * TICK_S  # processes x sweeps
+    K, S = cpu.shape
+    use = Use("process", t, [None] * K, np.repeat(np.arange(K), S), np.tile(np.arange(S), K), cpu.reshape(-1))
+    return use, np.diff(node.energy_at(t))
+
+
+@dataclass
+class SeededFit:
+    node: Node
+    fit: object  # consumer_fit.ConsumerFit, or None
+    why: str
+    totals: np.ndarray  # each process's CPU seconds over [a, b]
+    energy: np.ndarray  # each sweep window's exact energy
+    a: int
+    b: int
+    t_ns: np.ndarray  # the sweeps
+
+    def consumer(self, i: int) -> tuple[float, float, bool]:
+        """Process i's energy estimate, its 95 % half-width, and whether its coefficient is its own."""
+        g = int(self.fit.group_of[i])
+        c = np.zeros(len(self.fit.beta))
+        c[g + 1] = self.totals[i]
+        est, half = self.fit.combo(c)
+        return est, half, self.fit.coefficient[g] == "own"
+
+
+def seeded_fit(seed: int, procs: int, seconds: float, noise_w: float, noise_tau_s: float, watts_seed: int,
+               period_ns: int = 250_000_000) -> SeededFit:
+    """A node of ``procs`` processes at 4-30 W per core (drawn from ``watts_seed``), recorded without a
+    Probe and fitted by consumer_fit over its whole recording."""
+    from greenprobe.consumer_fit import _window_use, fit_domain
+
+    rng = np.random.default_rng(watts_seed)
+    node = Node([Proc(300 + i, f"p{i}", float(rng.uniform(4, 30))) for i in range(procs)], seconds=seconds, seed=seed,
+                noise_w=noise_w, noise_tau_s=noise_tau_s)
+    use, energy = recorded(node, period_ns, seed)
+    a, b = int(use.t_ns[0]), int(use.t_ns[-1])
+    windows, k, w, d, totals = _window_use(use, a, b)
+    fit, why = fit_domain(use, windows, k, w, d, totals, energy)
+    return SeededFit(node, fit, why, totals, energy, a, b, use.t_ns)

@@ -14,10 +14,9 @@ import numpy as np
 import pytest
 
 import greenprobe
-from greenprobe.consumer_fit import fit_domain
-from greenprobe.consumers import CgroupReader, ProcessReader, Use, cgroup_labels, parse_kinds
+from greenprobe.consumers import CgroupReader, ProcessReader, cgroup_labels, parse_kinds
 from greenprobe.errors import ConfigError
-from node import Node, Proc
+from node import Node, Proc, seeded_fit
 from standins import make_powercap_tree
 from virtual import Updating
 
@@ -100,51 +99,23 @@ def test_processes_that_always_run_together_share_a_coefficient_and_say_so(tmp_p
     assert solo["coefficient"] == "own" and abs(solo["energy_j"] - truth[2]) < 0.05 * truth[2]
 
 
-def _use_of(node: Node, period_ns: int, seed: int) -> tuple[Use, np.ndarray]:
-    """The recorder's view of a node without a Probe: sweeps every period (+ up to 10 %), CPU in
-    whole ticks; and the exact energy of each sweep window."""
-    rng = np.random.default_rng(seed)
-    end = node.t0_ns + int(node.seconds * 1e9) - period_ns
-    t = [node.t0_ns]
-    while t[-1] + period_ns < end:
-        t.append(t[-1] + period_ns + int(rng.uniform(0, 0.1) * period_ns))
-    t = np.array(t, np.int64)
-    cpu = np.floor(node.cpu_at(t) / (1 / os.sysconf("SC_CLK_TCK"))) / os.sysconf("SC_CLK_TCK")  # procs x sweeps
-    K, S = cpu.shape
-    k = np.repeat(np.arange(K), S)
-    s = np.tile(np.arange(S), K)
-    use = Use("process", t, [None] * K, k, s, cpu.reshape(-1))
-    return use, np.diff(node.energy_at(t))
-
-
 def test_the_intervals_cover_the_truth_over_seeded_simulations():
     """Coverage of the 95 % intervals over 120 seeded nodes (3 processes of random power per core,
     power wandering with a 1.5 s correlation time, 120 s, sweeps every 250 ms): between 0.90 and 0.99
     for the processes and for idle. An interval that ignored the wander's autocorrelation falls
     outside, and so did EWC with LLSW's B alone (idle 0.88: consumer_fit.ewc_bands)."""
-    from greenprobe.consumer_fit import _window_use
-
     hits, idle_hits, n = 0, 0, 0
     for seed in range(120):
-        rng = np.random.default_rng(1000 + seed)
-        procs = [Proc(300 + i, f"p{i}", float(rng.uniform(4, 30))) for i in range(3)]
-        node = Node(procs, seconds=120.0, seed=seed, noise_w=3.0, noise_tau_s=1.5)
-        use, energy = _use_of(node, 250_000_000, seed)
-        a, b = int(use.t_ns[0]), int(use.t_ns[-1])
-        windows, k, w, d, totals = _window_use(use, a, b)
-        fit, why = fit_domain(use, windows, k, w, d, totals, energy)
-        assert fit is not None, why
-        truth = node.truth(a, b)
+        run = seeded_fit(seed, procs=3, seconds=120.0, noise_w=3.0, noise_tau_s=1.5, watts_seed=1000 + seed)
+        assert run.fit is not None, run.why
+        truth = run.node.truth(run.a, run.b)
         for i in range(3):
-            g = int(fit.group_of[i])
-            c = np.zeros(len(fit.beta))
-            c[g + 1] = totals[i]
-            est, half = fit.combo(c)
-            if fit.coefficient[g] == "own":
+            est, half, own = run.consumer(i)
+            if own:
                 n += 1
                 hits += abs(est - truth[i]) <= half
-        est, half = fit.combo(np.r_[(b - a) / 1e9, np.zeros(len(fit.beta) - 1)])
-        idle_hits += abs(est - node.idle_w * (b - a) / 1e9) <= half
+        est, half = run.fit.combo(np.r_[(run.b - run.a) / 1e9, np.zeros(len(run.fit.beta) - 1)])
+        idle_hits += abs(est - run.node.idle_w * (run.b - run.a) / 1e9) <= half
     assert n >= 330, "nearly every process is told apart"
     assert 0.90 <= hits / n <= 0.99, hits / n
     assert 0.90 <= idle_hits / 120 <= 0.995, idle_hits / 120
