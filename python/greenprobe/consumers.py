@@ -112,7 +112,11 @@ class ProcessReader:
 
     def __init__(self, proc_root: str = "/proc"):
         self.proc_root = str(proc_root)
-        self._known: dict[tuple[int, int], list] = {}
+        self._known: dict[tuple[int, int], _Proc] = {}
+        self._exited: dict[tuple[int, int], _Proc] = {}
+        self._reads = 0
+        self._boot_ticks: Optional[float] = None  # at the previous read
+        self.fresh: set = set()
         if not os.path.isdir(self.proc_root):
             raise ConfigError(f"no process tree at {self.proc_root!r}",
                               "mount /proc (in a container: share the host's pid namespace) or pass "
@@ -149,7 +153,9 @@ class ProcessReader:
 
     def read(self) -> dict[Consumer, float]:
         """Every live process's CPU seconds; a process that exited since the last read appears once
-        more, with what it used unseen before it exited where its parent reaped it (below)."""
+        more, with what it used unseen before it exited where its parent reaped it (below).
+        ``fresh``: the processes first seen now that started after the previous read (all their CPU
+        time is this read's window's)."""
         out: dict[Consumer, float] = {}
         try:
             names = os.listdir(self.proc_root)
@@ -157,7 +163,11 @@ class ProcessReader:
             raise ConfigError(f"cannot list {self.proc_root}: {e.strerror}",
                               "give this process read access to /proc (hidepid= hides other users' processes: "
                               "run the daemon as root or in the proc mount's gid= group)") from e
-        now: dict[tuple[int, int], list] = {}
+        self._reads += 1
+        boot_ticks = time.clock_gettime(time.CLOCK_BOOTTIME) * CLK_TCK
+        self.fresh = set()
+        now: dict[tuple[int, int], _Proc] = {}
+        growth: dict[tuple[int, int], int] = {}
         for name in names:
             if not name.isdigit():
                 continue
@@ -173,51 +183,78 @@ class ProcessReader:
             except (IndexError, ValueError):
                 continue
             ident = (pid, start)
-            entry = self._known.get(ident)
-            if entry is None:
+            p = self._known.get(ident)
+            if p is None:
                 comm = raw[raw.find(b"(") + 1:close].decode(errors="replace")
-                # [consumer, own ticks, reaped children's ticks, ticks taken over from children]
                 cgroup = self._cgroup_of(pid)
-                entry = [Consumer(f"{pid}:{start}", "process", pid, ppid, comm, cgroup,
-                                  _owner(f"{self.proc_root}/{name}"),
-                                  cgroup_labels(cgroup)["slurm_job"] or self._job_of(pid)), own, reaped, 0]
+                p = _Proc(Consumer(f"{pid}:{start}", "process", pid, ppid, comm, cgroup,
+                                   _owner(f"{self.proc_root}/{name}"),
+                                   cgroup_labels(cgroup)["slurm_job"] or self._job_of(pid)), own, reaped)
+                if self._boot_ticks is not None and start > self._boot_ticks:
+                    self.fresh.add(p.consumer)
             else:
-                entry = [entry[0], own, entry[2], entry[3], reaped]
-            now[ident] = entry
+                growth[ident] = reaped - p.reaped
+                p.own, p.reaped = own, reaped
+            p.ppid, p.zombie = ppid, f[:1] == [b"Z"]
+            now[ident] = p
+        self._boot_ticks = boot_ticks
         # A child's CPU after the last read before it exited is not in /proc any more, but its parent's
-        # cutime + cstime grew by the child's whole total when it reaped it (its own time and all it had
-        # reaped). What that growth holds beyond what was last seen of the exited children and of their
-        # exited descendants (own + reaped time, each) is what nobody saw: the children's, shared
-        # equally. Where no known child exited (children that lived less than one sweep, never seen),
-        # the parent takes it: a process's figure includes its short-lived children.
-        gone: dict[int, list] = {}
-        for i, e in self._known.items():
-            if i not in now:
-                gone.setdefault(e[0].ppid, []).append(e)
-        for ident, e in now.items():
-            if len(e) == 5:
-                grown = e[4] - e[2]
-                e[2] = e[4]
-                del e[4]
-                if grown <= 0:
-                    continue
-                kids = gone.pop(ident[0], [])
+        # cutime + cstime grows by the child's whole total when it reaps it (its own time and all it had
+        # reaped). What that growth holds beyond what was last seen of the exited children (and zombies)
+        # and of their exited descendants is what nobody saw: the children's, shared equally. The
+        # growth and the exit may be seen one read apart (the parent read before or after the child
+        # within a sweep), so an exited child waits two reads for its parent's growth, and growth with
+        # no exited child to match waits one read before the parent takes it: then it came from
+        # children that lived less than one sweep, never seen, and a process's figure includes them.
+        for ident, p in self._known.items():
+            if ident not in now and p.gone_at < 0:
+                p.gone_at = self._reads
+                self._exited[ident] = p
+        self._exited = {i: p for i, p in self._exited.items() if self._reads - p.gone_at <= 2 and not p.settled}
+        waiting: dict[int, list] = {}  # parent pid -> its children whose end is not matched yet
+        for p in [*self._exited.values(), *(q for q in now.values() if q.zombie and not q.settled)]:
+            waiting.setdefault(p.ppid, []).append(p)
+        for ident, p in now.items():
+            p.owed += max(growth.get(ident, 0), 0)
+            if p.owed <= 0:
+                continue
+            kids = waiting.pop(ident[0], [])
+            if kids:
                 seen, todo = 0, list(kids)
                 while todo:
                     x = todo.pop()
-                    seen += x[1] + x[2]
-                    todo.extend(gone.pop(x[0].pid, []))
-                extra = grown - seen
-                if kids:
-                    for k in kids:
-                        k[3] += max(extra, 0) / len(kids)
-                        out[k[0]] = (k[1] + k[3]) / CLK_TCK
-                elif extra > 0:
-                    e[3] += extra
-        for e in now.values():
-            out[e[0]] = (e[1] + e[3]) / CLK_TCK
+                    seen += x.own + x.reaped
+                    x.settled = True
+                    todo.extend(waiting.pop(x.consumer.pid, []))
+                for k in kids:
+                    k.adopted += max(p.owed - seen, 0) / len(kids)
+                    out[k.consumer] = (k.own + k.adopted) / CLK_TCK
+                p.owed, p.owed_since = 0, -1
+            elif p.owed_since < 0:
+                p.owed_since = self._reads
+            elif self._reads - p.owed_since >= 1:
+                p.adopted += p.owed
+                p.owed, p.owed_since = 0, -1
+        for p in now.values():
+            out[p.consumer] = (p.own + p.adopted) / CLK_TCK
         self._known = now
         return out
+
+
+@dataclass
+class _Proc:
+    """What a ProcessReader keeps of a process between reads (ticks)."""
+
+    consumer: Consumer
+    own: int  # utime + stime at the last read
+    reaped: int  # cutime + cstime at the last read
+    adopted: float = 0.0  # taken over: an exited child's unseen end, or never-seen children's whole
+    ppid: int = -1  # the parent at the last read (an orphan is reparented)
+    zombie: bool = False
+    owed: float = 0.0  # reaped time grown and not yet matched to an exited child
+    owed_since: int = -1
+    gone_at: int = -1  # the read at which it was first missing
+    settled: bool = False  # its end was matched to its parent's growth
 
 
 class CgroupReader:
@@ -225,6 +262,7 @@ class CgroupReader:
     subtracted); ``/`` is the machine's CPU time (``proc_root``/stat) less the others'."""
 
     kind = "cgroup"
+    fresh: set = frozenset()  # a cgroup's count starts at its creation: never any before it is seen
 
     def __init__(self, cgroup_root: str = "/sys/fs/cgroup", proc_root: str = "/proc",
                  discovery_s: float = CGROUP_DISCOVERY_S):
@@ -236,6 +274,8 @@ class CgroupReader:
                               "mount the cgroup filesystem (in a container: bind-mount the host's "
                               "/sys/fs/cgroup read-only) or pass cgroup_root= / GREENPROBE_CGROUP_ROOT")
         self._paths: list[str] = []
+        self._last: dict[str, float] = {}  # each consumer's usage at the last read
+        self._ended: dict[str, float] = {}  # per holder: the usage of the cgroups below it that ended
         self._found_at = -1e18
         self._known: dict[str, Consumer] = {}
 
@@ -267,9 +307,10 @@ class CgroupReader:
     def _machine_s(self) -> Optional[float]:
         try:
             first = _read(f"{self.proc_root}/stat", 512).split(b"\n", 1)[0].split()
-            # user nice system idle iowait irq softirq steal: busy = all but idle and iowait
-            v = [int(x) for x in first[1:9]]
-            return (sum(v) - v[3] - v[4]) / CLK_TCK
+            # user nice system idle iowait irq softirq steal: busy = user, nice, system, irq, softirq
+            # (steal: the hypervisor ran another guest, not this machine's processes)
+            v = [int(x) for x in first[1:9]] + [0] * 8
+            return (v[0] + v[1] + v[2] + v[5] + v[6]) / CLK_TCK
         except (OSError, ValueError, IndexError):
             return None
 
@@ -280,20 +321,36 @@ class CgroupReader:
             self._found_at = now_s
         usage = {p: self._usage_s(p) for p in self._paths}
         usage = {p: u for p, u in usage.items() if u is not None}
-        paths = sorted(usage)
-        own = dict(usage)
-        # each consumer's nearest consumer ancestor loses the descendant's time
-        for p in paths:
+
+        def holder(p: str) -> str:  # the nearest consumer above p, or the root
             parent = p.rsplit("/", 1)[0]
             while parent:
                 if parent in usage:
-                    own[parent] -= usage[p]
-                    break
+                    return parent
                 parent = parent.rsplit("/", 1)[0]
-        top = [p for p in paths if not any(p.startswith(q + "/") for q in usage if q != p)]
+            return "/"
+
+        # a cgroup that ended (emptied, removed) took its time with it, but the counts above it keep
+        # that time: it stays subtracted from its holder's, which would otherwise jump by it
+        # (its count includes the ended ones below it: those go with it, and only the topmost one
+        # that ended counts)
+        gone = set(self._last) - set(usage)
+        for p in gone:
+            self._ended.pop(p, None)
+            self._known.pop(p, None)
+        for p in gone:
+            if not any(p.startswith(q + "/") for q in gone):
+                h = holder(p)
+                self._ended[h] = self._ended.get(h, 0.0) + self._last[p]
+        self._last = dict(usage)
+        own = {p: u - self._ended.get(p, 0.0) for p, u in usage.items()}
+        for p in usage:  # each consumer's nearest consumer ancestor loses the descendant's time
+            h = holder(p)
+            if h != "/":
+                own[h] -= usage[p]
         machine = self._machine_s()
         if machine is not None:
-            own["/"] = max(0.0, machine - sum(usage[p] for p in top))
+            own["/"] = max(0.0, machine - sum(usage[p] for p in usage if holder(p) == "/") - self._ended.get("/", 0.0))
         out = {}
         for p, u in own.items():
             c = self._known.get(p)
@@ -402,6 +459,9 @@ class UseRecorder:
                         ks.append(i)
                         vs.append(v)
                 self._alive[kind] = alive
+                fresh = [index[c] for c in self.readers[kind].fresh] if s > 0 else []
+                if fresh:  # started since the previous sweep: all its CPU time is this window's
+                    self._rows[kind].append(np.array([fresh, [s - 1] * len(fresh), [0.0] * len(fresh)], np.float64))
                 if ks:
                     self._rows[kind].append(np.array([ks, [s] * len(ks), vs], np.float64))
         self.sweep_s.append(time.perf_counter() - a)

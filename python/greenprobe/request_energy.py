@@ -73,8 +73,9 @@ def _channel_rows(m: dict, ch: Channel) -> dict:
     edges = np.union1d(m["start"], m["end"]).astype(np.float64)
     counter = not tl.power and tl.u.size >= 2 and tl.u.size == ch.updates()[0].size
     if counter:  # the updates around the marks, with where each may lie
-        j0 = max(int(np.searchsorted(tl.u, edges[0], "right")) - 1, 0)
-        j1 = min(int(np.searchsorted(tl.u, edges[-1], "left")) + 1, tl.u.size)
+        # one update more on each side than the marks need: a period's dating may reach past its update
+        j0 = max(int(np.searchsorted(tl.u, edges[0], "right")) - 2, 0)
+        j1 = min(int(np.searchsorted(tl.u, edges[-1], "left")) + 2, tl.u.size)
         lo, hi = ch.update_windows(tl.u.astype(np.int64))
         lo = np.minimum(lo[j0:j1], tl.u[j0:j1]).astype(np.float64)
         hi = np.maximum(hi[j0:j1], tl.u[j0:j1]).astype(np.float64)
@@ -137,36 +138,34 @@ def _split_periods(grid, running, u, e, interpolated) -> np.ndarray:
 
 def _bounds(m: dict, u, de, lo, hi, grid, running) -> tuple[np.ndarray, np.ndarray]:
     """Hard bounds of each request's energy: per update period j (energy de[j], between updates j
-    and j+1), that energy times the smallest and the largest share the request had anywhere from
-    lo[j] to hi[j+1] (the period widened by its updates' dating)."""
-    # the grid's pieces in blocks: [lo_0, hi_0), [hi_0, lo_1), [lo_1, hi_1), ...; period j is blocks
-    # 2j, 2j+1 and 2j+2 (an empty block reads its first piece: a wider bound, never a wrong one)
-    cuts = np.maximum.accumulate(np.searchsorted(grid, np.ravel(np.c_[lo, hi])))
-    cuts = np.minimum(cuts, grid.size - 2)
+    and j+1, each known to lie in [lo, hi]), that energy times the smallest and the largest share the
+    request had anywhere from lo[j] to hi[j+1], where the period's energy may have been spent."""
     R = len(m["keys"])
     low, high = np.full(R, np.nan), np.full(R, np.nan)
+    first = np.searchsorted(grid, lo[:-1])  # period j's pieces: [first[j], last[j])
+    last = np.searchsorted(grid, hi[1:])
     order = np.argsort(m["r"], kind="stable")
     for marks in np.split(order, np.flatnonzero(np.diff(m["r"][order])) + 1):
         r = int(m["r"][marks[0]])
         a, b = m["start"][marks].min(), m["end"][marks].max()
-        ja = max(int(np.searchsorted(u, a, "right")) - 1, 0)
-        jb = min(int(np.searchsorted(u, b, "left")), de.size)  # periods ja .. jb-1
+        # every period that may hold part of [a, b]: it may end after a and start before b
+        ja = max(int(np.searchsorted(hi[1:], a, "right")), 0)
+        jb = min(int(np.searchsorted(lo[:-1], b, "left")), de.size)
         if jb <= ja:
             continue
-        g0, g1 = int(cuts[2 * ja]), int(cuts[2 * jb + 1]) + 1
+        g0, g1 = int(first[ja:jb].min()), int(last[ja:jb].max())
         acc = np.zeros(g1 - g0 + 1)
         np.add.at(acc, np.clip(np.searchsorted(grid, m["start"][marks]) - g0, 0, g1 - g0), m["tokens"][marks])
         np.add.at(acc, np.clip(np.searchsorted(grid, m["end"][marks]) - g0, 0, g1 - g0), -m["tokens"][marks])
         run = running[g0:g1]
         share = np.where(run > 0, np.cumsum(acc)[:g1 - g0] / np.where(run > 0, run, 1), 0.0)
-        local = np.minimum(cuts[2 * ja:2 * jb + 2] - g0, share.size - 1)
-        bmin, bmax = np.minimum.reduceat(share, local), np.maximum.reduceat(share, local)
-        n = jb - ja
-        pmin = np.minimum(np.minimum(bmin[0:2 * n:2], bmin[1:2 * n:2]), bmin[2:2 * n + 1:2])
-        pmax = np.maximum(np.maximum(bmax[0:2 * n:2], bmax[1:2 * n:2]), bmax[2:2 * n + 1:2])
+        pmin, pmax = np.zeros(jb - ja), np.zeros(jb - ja)
+        for n, j in enumerate(range(ja, jb)):
+            piece = share[first[j] - g0:max(last[j], first[j] + 1) - g0]
+            pmin[n], pmax[n] = piece.min(), piece.max()
         low[r] = float(de[ja:jb] @ pmin)
         # marks beyond the updates around them: the energy there is unbounded above
-        high[r] = float(de[ja:jb] @ pmax) if u[0] <= a and b <= u[-1] else np.nan
+        high[r] = float(de[ja:jb] @ pmax) if lo[0] <= a and b <= hi[-1] else np.nan
     return low, high
 
 

@@ -991,7 +991,16 @@ TEST(cpu_estimate_is_flagged_estimated) {
     CHECK_NEAR(r[0].value, (30.0 * 200 + 70.0 * 100) / (2.0 * static_cast<double>(sysconf(_SC_CLK_TCK))), 1e-9);
     write_file(proc + "/stat", "cpu  150 0 150 1100 0 0 0 0 0 0\n");  // then 200 idle jiffies: 30 W x 1 s
     r = poll(*s);
-    CHECK_NEAR(r[0].value, (30.0 * 400 + 70.0 * 100) / (2.0 * static_cast<double>(sysconf(_SC_CLK_TCK))), 1e-9);
+    const double hz2 = 2.0 * static_cast<double>(sysconf(_SC_CLK_TCK));
+    CHECK_NEAR(r[0].value, (30.0 * 400 + 70.0 * 100) / hz2, 1e-9);
+    // 10 iowait and 100 stolen jiffies: time passes, nothing of this machine's runs (idle power)
+    write_file(proc + "/stat", "cpu  150 0 150 1100 10 0 0 100 0 0\n");
+    r = poll(*s);
+    CHECK_NEAR(r[0].value, (30.0 * 510 + 70.0 * 100) / hz2, 1e-9);
+    // iowait going back (the kernel lets it): the counter never does
+    write_file(proc + "/stat", "cpu  150 0 150 1100 4 0 0 100 0 0\n");
+    r = poll(*s);
+    CHECK_NEAR(r[0].value, (30.0 * 510 + 70.0 * 100) / hz2, 1e-9);
 }
 
 TEST_MAIN()

@@ -65,3 +65,34 @@ def test_the_threshold_is_checked():
         load_spec(None, max_foreign_cores=0.0)
     with pytest.raises(ConfigError, match="disturbed_retries"):
         load_spec(None, disturbed_retries=-1)
+
+
+def test_a_set_aside_attempt_is_not_its_configurations_calls(tmp_path, monkeypatch):
+    """estimate_calls labels the marks of a disturbed attempt apart (their time explains its energy,
+    not the configuration's calls)."""
+    import json
+
+    import greenprobe
+    from greenprobe.study import aggregate
+
+    aside = tmp_path / "configs" / "cfg-a" / "disturbed"
+    aside.mkdir(parents=True)
+    (aside / "r0000-slurm-7-0-0.json").write_text("{}")
+    here = tmp_path / "sessions" / "slurm-7-0"
+    here.mkdir(parents=True)
+    seen = {}
+
+    def summarise(marks, channels, baseline):
+        seen["labels"] = marks.column("label").to_pylist()
+        return []
+
+    with greenprobe.Probe(sensors=["synthetic"], clock="virtual") as probe:
+        t = probe.now_ns()
+        for k in range(1, 50):
+            probe.poll_at(t + k * 1_000_000)
+        probe.add_mark("inference", t + 1_000_000, t + 2_000_000, config="cfg-a", run=0, attempt=0)
+        probe.add_mark("inference", t + 3_000_000, t + 4_000_000, config="cfg-a", run=0, attempt=1)
+    monkeypatch.setattr("greenprobe.summary.summarise", summarise)
+    aggregate.estimate_calls(probe, here)
+    assert seen["labels"] == ["disturbed-inference:cfg-a", "inference:cfg-a"], seen
+    assert json.loads((here / "calls.json").read_text()) == {}

@@ -51,8 +51,8 @@ class CpuEstimateSensor final : public Sensor {
             throw SensorError(ErrorCategory::Io, "cpu-estimate cannot parse " + stat_path_,
                               "check that it is a Linux /proc/stat file");
         }
-        busy0_ = busy;
-        total0_ = total;
+        busy0_ = busy_ = busy;
+        total0_ = total_ = total;
         jiffies_per_s_ = static_cast<double>(cpus) * static_cast<double>(clk_tck());
         ChannelInfo info;
         info.domain = "cpu";
@@ -74,8 +74,11 @@ class CpuEstimateSensor final : public Sensor {
             out[0].status = PollStatus::Retry;
             return;
         }
+        // the counts never go back (iowait may, and idle across CPU hotplug): the counter only grows
+        busy_ = std::max(busy_, busy);
+        total_ = std::max(total_, total);
         const double idle_w = tdp_w_ * idle_fraction_;
-        const double b = static_cast<double>(busy - busy0_), t = static_cast<double>(total - total0_);
+        const double b = static_cast<double>(busy_ - busy0_), t = static_cast<double>(total_ - total0_);
         out[0].value = (idle_w * t + (tdp_w_ - idle_w) * std::min(b, t)) / jiffies_per_s_;
         out[0].status = PollStatus::Ok;
     }
@@ -100,9 +103,11 @@ class CpuEstimateSensor final : public Sensor {
                         &v[5], &v[6], &v[7]) < 4) {
             return false;
         }
+        // busy: user, nice, system, irq, softirq; steal (the hypervisor running another guest) is
+        // in the total, not busy: this machine's CPUs did not run then
         total = 0;
         for (auto x : v) total += x;
-        busy = total - v[3] - v[4];
+        busy = v[0] + v[1] + v[2] + v[5] + v[6];
         return true;
     }
 
@@ -115,7 +120,7 @@ class CpuEstimateSensor final : public Sensor {
 
     double tdp_w_ = 0, idle_fraction_ = 0, jiffies_per_s_ = 100;
     std::string tdp_source_, model_name_;
-    unsigned long long busy0_ = 0, total0_ = 0;
+    unsigned long long busy0_ = 0, total0_ = 0, busy_ = 0, total_ = 0;
     std::vector<ChannelInfo> channels_;
 };
 

@@ -88,6 +88,7 @@ class ConsumerAccount:
                     if r["kind"] in ("process", "cgroup"):
                         key = tuple(r[k] or "" for k in SERIES_LABELS)
                         self.totals[key] = self.totals.get(key, 0.0) + max(r["energy_j"], 0.0)
+                self._fold()
         self._start = b
         rec.forget_before(b)
         return table
@@ -137,7 +138,9 @@ class ConsumerAccount:
         if uid is None:
             return table
         rows, others = [], {}
-        for r in table.to_pylist():
+        all_rows = table.to_pylist()
+        mine = {(r["view"], r["start_ns"], r["consumer"]) for r in all_rows if r["uid"] == uid}
+        for r in all_rows:
             if r["kind"] in ("process", "cgroup") and r["uid"] != uid:
                 key = (r["view"], r["sensor"], r["domain"], r["start_ns"], r["end_ns"])
                 o = others.setdefault(key, dict(r, consumer="others", kind="others", pid=None, uid=None, comm="",
@@ -148,18 +151,25 @@ class ConsumerAccount:
                 o["energy_j"] += r["energy_j"]
                 o["cpu_s"] += r["cpu_s"] or 0.0
             else:
+                if r["group"] and (r["view"], r["start_ns"], r["group"]) not in mine:
+                    r["group"] = "(another user's consumer)"  # its name is not this user's to see
                 rows.append(r)
         return pa.Table.from_pylist(rows + list(others.values()), schema=table.schema)
 
-    def series(self) -> list[tuple[tuple, float]]:
-        """(labels, joules) for Prometheus: the MAX_SERIES consumers with the most energy, the rest
-        added up under consumer "(other)" per view, kind and domain."""
-        with self._lock:
-            items = sorted(self.totals.items(), key=lambda kv: -kv[1])
-        shown = items[:self.max_series]
-        rest: dict[tuple, float] = {}
-        for key, j in items[self.max_series:]:
+    def _fold(self) -> None:
+        """Past MAX_SERIES consumers, those with the least energy are added for good into their view's,
+        kind's and domain's "(other)" (under the lock): memory stays bounded however many processes
+        come and go, and every series only grows, as a Prometheus counter must."""
+        named = [k for k in self.totals if k[2] != "(other)"]
+        if len(named) <= self.max_series:
+            return
+        for key in sorted(named, key=lambda k: self.totals[k])[:len(named) - self.max_series]:
             view, kind, _, sensor, domain = key[:5]
-            k = (view, kind, "(other)", sensor, domain, "", "", "")
-            rest[k] = rest.get(k, 0.0) + j
-        return sorted(shown + list(rest.items()))
+            other = (view, kind, "(other)", sensor, domain, "", "", "")
+            self.totals[other] = self.totals.get(other, 0.0) + self.totals.pop(key)
+
+    def series(self) -> list[tuple[tuple, float]]:
+        """(labels, joules) for Prometheus: the MAX_SERIES consumers with the most energy kept apart,
+        the others added up for good under consumer "(other)" per view, kind and domain."""
+        with self._lock:
+            return sorted(self.totals.items())

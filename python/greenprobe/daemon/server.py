@@ -342,7 +342,11 @@ def _run(args) -> int:
     flush_thread.join()  # its flush in progress ends first: two writers at once would write rows twice
     if account_thread is not None:
         account_thread.join()
-        account.close_window(final=True)  # the sampler's last sweep is in
+        try:
+            account.close_window(final=True)  # the sampler's last sweep is in
+        except Exception as e:  # noqa: BLE001 - the marks and samples are written all the same
+            print(f"greenprobe daemon: the last consumers' window could not be estimated: {type(e).__name__}: {e}",
+                  file=sys.stderr)
     try:
         writer.flush()
         if account is not None and run_dir is not None:

@@ -205,10 +205,17 @@ def estimate_calls(probe, out_dir: Path) -> dict:
 
     marks = probe.marks_table()
     keep, labels = [], []
+    # attempts set aside as disturbed (configs/<id>/disturbed/rRUN-SITTING-ATTEMPT.json): their marks
+    # get a label of their own, so that their time explains its energy without counting as the
+    # configuration's calls
+    aside = {(p.parent.parent.name, p.stem[1:5], *p.stem[6:].rsplit("-", 1)) for p in Path(out_dir).parent.parent.glob(
+        "configs/*/disturbed/r*.json")}
+    sitting = Path(out_dir).name
     for k, (label, attrs) in enumerate(zip(marks.column("label").to_pylist(), mark_attrs(marks))):
         if label in ("inference", "run") and "config" in attrs:
             keep.append(k)
-            labels.append(f"{label}:{attrs['config']}")
+            set_aside = (attrs["config"], f"{attrs.get('run', 0):04d}", sitting, str(attrs.get("attempt", 0))) in aside
+            labels.append(f"{'disturbed-' if set_aside else ''}{label}:{attrs['config']}")
     if not keep:
         return {}
     mine = marks.take(pa.array(keep, pa.int64())).set_column(0, "label", pa.array(labels, pa.string()))

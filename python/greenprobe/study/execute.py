@@ -134,6 +134,9 @@ class Runner:
         self.cursor = 0  # marks read so far
 
     # -- workers -------------------------------------------------------------------------------
+    #: the attempt at the run being measured (a disturbed run is measured again: disturbed)
+    attempt = 0
+
     def worker(self, runtime: str):
         from ..runtimes import Worker
 
@@ -210,6 +213,7 @@ class Runner:
     def run_once(self, cfg: Config, r: int) -> dict:
         """Run r of a configuration (measure_run), again while other processes disturb it (disturbed)."""
         for attempt in range(self.spec.disturbed_retries + 1):
+            self.attempt = attempt
             row = self.measure_run(cfg, r)
             if not self.disturbed(cfg, r, row, attempt):
                 return row
@@ -229,7 +233,7 @@ class Runner:
             w.run(0, warmup=1, slot=cfg.id)
         pad = self.pad_ns()
         _, usage = self.worked(w, pad, lambda: w.run(plan.n, gaps_s=gaps, slot=cfg.id, mark={
-            "label": "inference", "attrs": {"config": cfg.id, "run": r}}))
+            "label": "inference", "attrs": {"config": cfg.id, "run": r, "attempt": self.attempt}}))
         marks = self.marks_of(cfg, r)
         if marks.num_rows != plan.n:
             raise RuntimeError(f"the daemon holds {marks.num_rows} of the {plan.n} inference marks of run {r}")
@@ -260,7 +264,7 @@ class Runner:
         if again:
             d = self.layout.config(cfg.id) / "disturbed"
             d.mkdir(parents=True, exist_ok=True)
-            write_json(d / f"r{r:04d}-{attempt}.json", row)
+            write_json(d / f"r{r:04d}-{self.session}-{attempt}.json", row)  # a later sitting keeps its own
             self.layout.run_row(cfg.id, r).unlink()
             self.log(f"    disturbed: other processes used {cores:.2f} cores over the run (more than "
                      f"{s.max_foreign_cores:g}: {row['foreign_top']}); running it again")
@@ -284,7 +288,7 @@ class Runner:
     def close_run(self, cfg: Config, r: int, start: int, end: int, pad: int, usage: dict) -> None:
         """Marks the run, keeps idle after it until its window closes, waits for the counters'
         updates after that, and adds the GPUs' use over it to ``usage``."""
-        self.probe.add_mark("run", start, end, config=cfg.id, run=r)
+        self.probe.add_mark("run", start, end, config=cfg.id, run=r, attempt=self.attempt)
         time.sleep(max(0.0, (end + pad - time.monotonic_ns()) * 1e-9))  # idle after it
         self.probe.settle(after_ns=end + pad)  # counters updated after the window closes
         usage.update(self.gpus.window(start, end) if self.gpus is not None else {})

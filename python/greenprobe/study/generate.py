@@ -97,7 +97,8 @@ class GenRunner(Runner):
         if s.order == "interleaved" and s.warmup:  # another model ran since: caches are cold (every run: see Runner)
             w.generate(0, s.output_tokens, slot=cfg.id, warmup=1)
         got, usage = self.worked(w, pad, lambda: w.generate(plan.n, s.output_tokens, gaps_s=gaps, slot=cfg.id,
-                                                             mark={"attrs": {"config": cfg.id, "run": r}}))
+                                                             mark={"attrs": {"config": cfg.id, "run": r,
+                                                                                  "attempt": self.attempt}}))
         steps, attrs = self.steps_of(cfg, r)
         want = plan.n * s.output_tokens
         if steps.num_rows != want:
