@@ -296,6 +296,30 @@ PYBIND11_MODULE(_core, m) {
         .def_property_readonly("kind", &GpuUsageReader::kind)
         .def("names", &GpuUsageReader::names)
         .def_property_readonly("selection", &GpuUsageReader::selection)
+        .def("processes",
+             [](const GpuUsageReader& u, uint64_t since_us) {
+                 std::vector<GpuProcessSample> got;
+                 {
+                     py::gil_scoped_release release;
+                     got = u.processes(since_us);
+                 }
+                 py::list out;
+                 for (const auto& g : got) {
+                     py::dict d;
+                     d["index"] = g.index;
+                     d["pid"] = g.pid;
+                     d["t_us"] = g.t_us;
+                     d["sm_util_pct"] = g.sm_util_pct;
+                     d["memory_util_pct"] = g.memory_util_pct;
+                     out.append(d);
+                 }
+                 return out;
+             },
+             py::arg("since_us"),
+             "Per-process samples of every chosen GPU after since_us (the driver's µs timestamps): index, pid, "
+             "t_us, sm_util_pct, memory_util_pct (NVML's nvmlDeviceGetProcessUtilization).")
+        .def_property_readonly("process_support", &GpuUsageReader::process_support,
+                               "Why per-process use cannot be read ('' when it can).")
         .def("read", [](const GpuUsageReader& u) {
             std::vector<GpuUsageReading> rs;
             {

@@ -32,6 +32,7 @@ whole energy ``unattributed``, with a note saying why.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -77,12 +78,17 @@ class ConsumerFit:
     cov: np.ndarray
     dof: int
     windows: int
+    edge_s: float = 0.0  # a consumer's use over the interval is known to within this (both ends)
 
     def combo(self, c: np.ndarray, level: float = 0.975) -> tuple[float, float]:
-        """Estimate and half-width of the linear combination c . beta."""
+        """Estimate and half-width of the linear combination c . beta: its statistical error, plus,
+        for each group it takes use of, that group's power per unit of use x the resolution of the use
+        at the interval's ends (a GPU driver's 1/6-1 s sample period: where in it the use fell is not
+        known)."""
         est = float(c @ self.beta)
         se = math.sqrt(max(float(c @ self.cov @ c), 0.0))
-        return est, t_quantile(self.dof, level) * se
+        edge = self.edge_s * float(np.abs(self.beta[1:]) @ (np.abs(c[1:]) > 0))
+        return est, t_quantile(self.dof, level) * se + edge
 
 
 def _window_use(use: Use, a: int, b: int) -> tuple[np.ndarray, ...]:
@@ -198,29 +204,56 @@ def _ols(X: np.ndarray, y: np.ndarray, group_of: np.ndarray, kinds: list, n: int
     return ConsumerFit(group_of, list(kinds), beta, bread @ omega @ bread, B, n)
 
 
-def _prepared(use: Use, ch: Channel, a: int, b: int, max_own: int):
-    """(measured J, fit or None, why, each consumer's CPU seconds over [a, b]) for one channel."""
+def gpu_index(ch: Channel) -> Optional[int]:
+    """The device index of a whole-GPU channel (nvml's gpu<N>, amd-gpu's amdgpu<N>), else None."""
+    m = re.fullmatch(r"(?:gpu|amdgpu)(\d+)", ch.domain)
+    return int(m.group(1)) if m and ch.sensor in ("nvml", "amd-gpu") and not ch.shared else None
+
+
+def use_for(uses: dict, view: str, ch: Channel, gpu_note: str = "") -> tuple[Optional[Use], str]:
+    """The consumers' use that drives a channel: CPU time for a CPU domain (the view's), a GPU's
+    per-process use for that GPU (the process view); None and why for any other."""
+    if cpu_domain(ch):
+        return uses[view], ""
+    g = gpu_index(ch)
+    if g is not None and view == "process" and "gpu" in uses:
+        return uses["gpu"].subset(lambda c: c.gpu == g), ""
+    if g is not None and view != "process":
+        why = f"a GPU's use is recorded per process, not per {view}: ask by='process'"
+    elif g is not None:
+        why = f"per-process use of {ch.domain} is not recorded: {gpu_note or 'no GPU usage reader'}"
+    else:
+        why = "no per-consumer activity drives this domain"
+    return None, f"{ch.sensor} ({ch.domain}): {why}"
+
+
+def _prepared(use: Optional[Use], ch: Channel, a: int, b: int, max_own: int, why: str = ""):
+    """(measured J, fit or None, why, each consumer's use over [a, b]) for one channel."""
     tl = Timeline(ch)
     measured = float(tl.energy(np.array([a]), np.array([b]))[0][0])
-    if not cpu_domain(ch):
-        return measured, None, f"no per-consumer activity is recorded for {ch.sensor} ({ch.domain}): " \
-                               f"per-process GPU use is not read yet", np.zeros(len(use.consumers))
+    if use is None:
+        return measured, None, why, np.zeros(0)
     windows, k, w, d, totals = _window_use(use, a, b)
     t = use.t_ns
     energy = tl.energy(t[windows], t[windows + 1])[0] if windows.size else np.zeros(0)
     fit, why = fit_domain(use, windows, k, w, d, totals, energy, max_own)
+    if fit is not None:
+        fit.edge_s = 2 * use.resolution_s
     return measured, fit, why, totals
 
 
-def set_share(use: Use, channels: Sequence[Channel], start_ns: int, end_ns: int, members: set,
-              max_own: int = MAX_OWN) -> list[dict]:
-    """The energy of a set of consumers (indices into use.consumers: a command's process tree) per
-    chosen channel: energy_j with its 95 % interval, measured_j, cpu_s, note. A shared or pooled
-    coefficient whose consumers are not all in the set adds its CPU share to the estimate, nothing
-    to the low bound and its group's upper bound to the high one (their split is not identified)."""
+def set_share(uses: dict, channels: Sequence[Channel], start_ns: int, end_ns: int, select,
+              max_own: int = MAX_OWN, gpu_note: str = "") -> list[dict]:
+    """The energy of the processes ``select(consumer)`` picks (a command's process tree, a Slurm
+    job's) per chosen channel: energy_j with its 95 % interval, measured_j, cpu_s (their use: CPU
+    seconds, or SM-busy seconds on a GPU), note. A shared or pooled coefficient whose consumers are
+    not all in the set adds its share of use to the estimate, nothing to the low bound and its
+    group's upper bound to the high one (their split is not identified)."""
     out = []
     for ch in choose_channels(list(channels)):
-        measured, fit, why, totals = _prepared(use, ch, int(start_ns), int(end_ns), max_own)
+        use, why = use_for(uses, "process", ch, gpu_note)
+        measured, fit, why, totals = _prepared(use, ch, int(start_ns), int(end_ns), max_own, why)
+        members = {i for i, c in enumerate(use.consumers) if select(c)} if use is not None else set()
         idx = np.array(sorted(members), np.int64)
         cpu = float(totals[idx].sum()) if idx.size else 0.0
         row = {"sensor": ch.sensor, "domain": ch.domain, "estimated": bool(ch.estimated), "measured_j": measured,
@@ -248,9 +281,10 @@ def set_share(use: Use, channels: Sequence[Channel], start_ns: int, end_ns: int,
     return out
 
 
-def _rows_for(use: Use, ch: Channel, a: int, b: int, max_own: int) -> list[dict]:
-    measured, fit, why, totals = _prepared(use, ch, a, b, max_own)
-    base = {"view": use.kind, "domain": ch.domain, "sensor": ch.sensor, "estimated": bool(ch.estimated),
+def _rows_for(uses: dict, view: str, ch: Channel, a: int, b: int, max_own: int, gpu_note: str = "") -> list[dict]:
+    use, why = use_for(uses, view, ch, gpu_note)
+    measured, fit, why, totals = _prepared(use, ch, a, b, max_own, why)
+    base = {"view": view, "domain": ch.domain, "sensor": ch.sensor, "estimated": bool(ch.estimated),
             "start_ns": a, "end_ns": b}
     whole = (b - a) / 1e9
 
@@ -316,14 +350,16 @@ COLUMNS = ("view", "consumer", "kind", "pid", "uid", "comm", "cgroup", "slurm_jo
            "end_ns", "note")
 
 
-def consumer_table(use: Use, channels: Sequence[Channel], start_ns: int, end_ns: int, max_own: int = MAX_OWN):
-    """Energy per consumer of ``use``'s kind over [start_ns, end_ns], every chosen channel: a pyarrow
+def consumer_table(uses: dict, view: str, channels: Sequence[Channel], start_ns: int, end_ns: int,
+                   max_own: int = MAX_OWN, gpu_note: str = ""):
+    """Energy per consumer of ``view``'s kind (uses[view]; a GPU's domain by uses["gpu"], each
+    process's use of it, where recorded) over [start_ns, end_ns], every chosen channel: a pyarrow
     Table of COLUMNS (docs/SCHEMA.md, "Energy per consumer")."""
     import pyarrow as pa
 
     rows = []
     for ch in choose_channels(list(channels)):
-        rows.extend(_rows_for(use, ch, int(start_ns), int(end_ns), max_own))
+        rows.extend(_rows_for(uses, view, ch, int(start_ns), int(end_ns), max_own, gpu_note))
     types = {"pid": pa.int64(), "uid": pa.int64(), "estimated": pa.bool_(), "start_ns": pa.int64(), "end_ns": pa.int64(),
              **{c: pa.float64() for c in ("energy_j", "energy_j_low", "energy_j_high", "cpu_s")}}
     return pa.table({c: pa.array([r.get(c, "" if c not in types else None) for r in rows],

@@ -84,6 +84,7 @@ class Consumer:
     cgroup: str = ""
     uid: int = -1  # the process's (its /proc folder's owner) or the cgroup folder's owner; -1 unknown
     job: str = ""  # the Slurm job a process runs in: its cgroup's job_<id>, else its SLURM_JOB_ID
+    gpu: int = -1  # kind "gpu": the GPU (its kind's device index) whose use this is
 
     @property
     def name(self) -> str:
@@ -105,10 +106,43 @@ def _read(path: str, size: int = 4096) -> bytes:
         os.close(fd)
 
 
+def cgroup_of(proc_root: str, pid: int) -> str:
+    """A process's cgroup: the v2 path, else v1's cpuacct one ('' if unreadable)."""
+    try:
+        text = _read(f"{proc_root}/{pid}/cgroup").decode(errors="replace")
+    except OSError:
+        return ""
+    v1 = ""
+    for line in text.splitlines():
+        hid, ctrls, path = (line.split(":", 2) + ["", ""])[:3]
+        if hid == "0" and ctrls == "":
+            return path
+        if "cpuacct" in ctrls.split(","):
+            v1 = path
+    return v1
+
+
+def job_of(proc_root: str, pid: int) -> str:
+    """SLURM_JOB_ID from the process's environment, where Slurm tracks jobs without cgroups
+    (proctrack/linuxproc); '' where it has none or this process may not read it (another
+    user's, without root)."""
+    try:
+        env = _read(f"{proc_root}/{pid}/environ", 1 << 16)
+    except OSError:
+        return ""
+    at = env.find(b"SLURM_JOB_ID=")
+    if at < 0 or (at > 0 and env[at - 1] != 0):
+        return ""
+    end = env.find(b"\0", at)
+    value = env[at + 13:end if end >= 0 else len(env)]
+    return value.decode(errors="replace") if value.isdigit() else ""
+
+
 class ProcessReader:
     """Every process's CPU seconds from ``proc_root``/PID/stat."""
 
     kind = "process"
+    resolution_s = 1.0 / CLK_TCK
 
     def __init__(self, proc_root: str = "/proc"):
         self.proc_root = str(proc_root)
@@ -121,35 +155,6 @@ class ProcessReader:
             raise ConfigError(f"no process tree at {self.proc_root!r}",
                               "mount /proc (in a container: share the host's pid namespace) or pass "
                               "proc_root= / GREENPROBE_PROC_ROOT")
-
-    def _cgroup_of(self, pid: int) -> str:
-        try:
-            text = _read(f"{self.proc_root}/{pid}/cgroup").decode(errors="replace")
-        except OSError:
-            return ""
-        v1 = ""
-        for line in text.splitlines():
-            hid, ctrls, path = (line.split(":", 2) + ["", ""])[:3]
-            if hid == "0" and ctrls == "":
-                return path
-            if "cpuacct" in ctrls.split(","):
-                v1 = path
-        return v1
-
-    def _job_of(self, pid: int) -> str:
-        """SLURM_JOB_ID from the process's environment, where Slurm tracks jobs without cgroups
-        (proctrack/linuxproc); '' where it has none or this process may not read it (another
-        user's, without root)."""
-        try:
-            env = _read(f"{self.proc_root}/{pid}/environ", 1 << 16)
-        except OSError:
-            return ""
-        at = env.find(b"SLURM_JOB_ID=")
-        if at < 0 or (at > 0 and env[at - 1] != 0):
-            return ""
-        end = env.find(b"\0", at)
-        value = env[at + 13:end if end >= 0 else len(env)]
-        return value.decode(errors="replace") if value.isdigit() else ""
 
     def read(self) -> dict[Consumer, float]:
         """Every live process's CPU seconds; a process that exited since the last read appears once
@@ -186,10 +191,10 @@ class ProcessReader:
             p = self._known.get(ident)
             if p is None:
                 comm = raw[raw.find(b"(") + 1:close].decode(errors="replace")
-                cgroup = self._cgroup_of(pid)
+                cgroup = cgroup_of(self.proc_root, pid)
                 p = _Proc(Consumer(f"{pid}:{start}", "process", pid, ppid, comm, cgroup,
                                    _owner(f"{self.proc_root}/{name}"),
-                                   cgroup_labels(cgroup)["slurm_job"] or self._job_of(pid)), own, reaped)
+                                   cgroup_labels(cgroup)["slurm_job"] or job_of(self.proc_root, pid)), own, reaped)
                 if self._boot_ticks is not None and start > self._boot_ticks:
                     self.fresh.add(p.consumer)
             else:
@@ -262,6 +267,7 @@ class CgroupReader:
     subtracted); ``/`` is the machine's CPU time (``proc_root``/stat) less the others'."""
 
     kind = "cgroup"
+    resolution_s = 1e-6  # cpu.stat's usage_usec (v1's cpuacct.usage: ns)
     fresh: set = frozenset()  # a cgroup's count starts at its creation: never any before it is seen
 
     def __init__(self, cgroup_root: str = "/sys/fs/cgroup", proc_root: str = "/proc",
@@ -361,6 +367,82 @@ class CgroupReader:
         return out
 
 
+class GpuProcessReader:
+    """Each process's use of each GPU (kind "gpu"): its SM-busy seconds, its smUtil share x each of
+    the driver's sample periods (NVML's nvmlDeviceGetProcessUtilization, through the GPU usage
+    readers of the sensors that measure the GPUs), placed where the period lies on the sampler's
+    clock (the recorder splits it over the sweep windows it spans, once they are swept). A consumer
+    per (GPU, pid), named as the process is (its comm, uid and Slurm job from ``proc_root``). The
+    first sample seen only sets where counting starts. A period in which no process ran leaves no sample: the driver's period is taken
+    as the shortest step seen between two samples (until two consecutive periods are seen, the first
+    samples after a gap may count too long a period)."""
+
+    kind = "gpu"
+    fresh: set = frozenset()
+
+    @property
+    def resolution_s(self) -> float:
+        """The longest of the GPUs' sample periods as learned (0.2 s, a generous guess, before any)."""
+        return max(self._step.values(), default=200_000) / 1e6
+
+    def __init__(self, readers: Sequence, proc_root: str = "/proc"):
+        self.readers = [r for r in readers if not r.process_support]
+        if not self.readers:
+            why = "; ".join(f"{r.kind}: {r.process_support}" for r in readers) or "no GPU usage reader"
+            raise ConfigError(f"no GPU gives per-process use ({why})", "a driver with per-process utilisation "
+                              "(NVML on a full GPU, not a MIG instance)")
+        self.proc_root = str(proc_root)
+        self._since = [0] * len(self.readers)
+        self._prev: dict[tuple, int] = {}  # (reader, GPU index) -> its latest sample's t_us
+        self._period: dict[tuple, tuple] = {}  # (reader, GPU index) -> its latest sample period (µs, µs)
+        self._step: dict[tuple, int] = {}  # (reader, GPU index) -> the driver's sample period, as learned (µs)
+        self._names: dict[int, tuple] = {}  # pid -> (comm, uid, cgroup, job)
+
+    def _who(self, pid: int) -> tuple:
+        got = self._names.get(pid)
+        if got is None:
+            try:
+                raw = _read(f"{self.proc_root}/{pid}/stat", 1024)
+                comm = raw[raw.find(b"(") + 1:raw.rfind(b")")].decode(errors="replace")
+            except OSError:
+                comm = "?"
+            cgroup = cgroup_of(self.proc_root, pid)
+            got = self._names[pid] = (comm, _owner(f"{self.proc_root}/{pid}"), cgroup,
+                                      cgroup_labels(cgroup)["slurm_job"] or job_of(self.proc_root, pid))
+        return got
+
+    def read(self) -> list[tuple]:
+        """The samples since the last read as pieces (consumer, start_ns, end_ns, busy seconds) on
+        the sampler's clock (CLOCK_MONOTONIC: NVML stamps them with the wall clock, µs)."""
+        wall_minus_mono = time.time_ns() - time.monotonic_ns()
+        pieces = []
+        for ri, reader in enumerate(self.readers):
+            samples = sorted(reader.processes(self._since[ri]), key=lambda x: (x["index"], x["t_us"]))
+            for x in samples:
+                self._since[ri] = max(self._since[ri], x["t_us"])
+                key = (ri, x["index"])
+                prev = self._prev.get(key)
+                if prev is None or x["t_us"] < prev:
+                    self._prev[key] = x["t_us"]
+                    continue
+                if x["t_us"] > prev:  # a new sample period; another process of the same one keeps it
+                    # periods in which no process ran leave no sample: the driver's period is the
+                    # shortest step seen between two samples, and a sample covers no more than it
+                    step = min(x["t_us"] - prev, self._step.get(key, x["t_us"] - prev))
+                    self._step[key] = step
+                    self._period[key] = (x["t_us"] - step, x["t_us"])
+                    self._prev[key] = x["t_us"]
+                a_us, b_us = self._period.get(key, (prev, prev))
+                if b_us <= a_us or not x["sm_util_pct"]:
+                    continue
+                comm, uid, cgroup, job = self._who(x["pid"])
+                c = Consumer(f"{x['pid']}@gpu{x['index']}", "process", x["pid"], -1, comm, cgroup, uid, job,
+                             gpu=x["index"])
+                pieces.append((c, a_us * 1000 - wall_minus_mono, b_us * 1000 - wall_minus_mono,
+                               x["sm_util_pct"] / 100.0 * (b_us - a_us) / 1e6))
+        return pieces
+
+
 @dataclass
 class Use:
     """A recording's sweeps and each consumer's changes, for one kind.
@@ -375,6 +457,23 @@ class Use:
     k: np.ndarray
     sweep: np.ndarray
     cpu_s: np.ndarray
+    #: use placed in windows directly (consumer, window, seconds): kind "gpu", whose samples come
+    #: dated, some after the sweep that ends their window
+    placed: tuple = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
+    #: how finely the source counts a consumer's use (s): a /proc tick, a µs of cpu.stat, a GPU driver's
+    #: sample period. A consumer's use over an interval is known to within this at each end
+    resolution_s: float = 0.0
+
+    def subset(self, keep: Callable[[Consumer], bool]) -> "Use":
+        """The same sweeps with only the consumers ``keep`` picks (renumbered)."""
+        chosen = [i for i, c in enumerate(self.consumers) if keep(c)]
+        renum = np.full(len(self.consumers) + 1, -1, np.int64)
+        renum[chosen] = np.arange(len(chosen))
+        m = renum[self.k] >= 0 if self.k.size else np.zeros(0, bool)
+        pk, pw, pd = self.placed
+        pm = renum[pk] >= 0 if pk.size else np.zeros(0, bool)
+        return Use(self.kind, self.t_ns, [self.consumers[i] for i in chosen], renum[self.k[m]], self.sweep[m],
+                   self.cpu_s[m], (renum[pk[pm]], pw[pm], pd[pm]), self.resolution_s)
 
     def cpu_between(self, a: int, b: int) -> np.ndarray:
         """Each consumer's CPU seconds over [a, b] (a sweep window cut by a or b counted by its
@@ -400,10 +499,11 @@ class Use:
         """(consumer, window, cpu seconds) for every change: window w is [t_ns[w], t_ns[w+1]]."""
         order = np.lexsort((self.sweep, self.k))
         k, s, v = self.k[order], self.sweep[order], self.cpu_s[order]
-        same = np.r_[False, k[1:] == k[:-1]]
-        d = np.r_[0.0, np.diff(v)]
+        same = np.r_[False, k[1:] == k[:-1]][:k.size]
+        d = np.r_[0.0, np.diff(v)][:k.size]
         m = same & (d > 0)
-        return k[m], s[m] - 1, d[m]
+        pk, pw, pd = self.placed
+        return np.r_[k[m], pk].astype(np.int64), np.r_[s[m] - 1, pw].astype(np.int64), np.r_[d[m], pd]
 
 
 class UseRecorder:
@@ -411,7 +511,8 @@ class UseRecorder:
     thread that ``start()`` runs every ``period_s``)."""
 
     def __init__(self, kinds: Sequence[str], period_s: float = PERIOD_S, proc_root: str = "/proc",
-                 cgroup_root: str = "/sys/fs/cgroup", clock: Callable[[], int] = time.monotonic_ns):
+                 cgroup_root: str = "/sys/fs/cgroup", clock: Callable[[], int] = time.monotonic_ns,
+                 gpu_readers: Sequence = ()):
         self.kinds = parse_kinds(kinds)
         if not self.kinds:
             raise ConfigError("no consumer kind to record", "pass consumers='process' or 'process,cgroup'")
@@ -424,12 +525,22 @@ class UseRecorder:
         for kind in self.kinds:
             self.readers[kind] = ProcessReader(proc_root) if kind == "process" else \
                 CgroupReader(cgroup_root, proc_root)
+        #: why the GPUs' energy is not split among processes ("" when it is: kind "gpu" is recorded)
+        self.gpu_note = "no GPU sensor"
+        if "process" in self.kinds and gpu_readers:
+            try:
+                self.readers["gpu"] = GpuProcessReader(gpu_readers, proc_root)
+                self.gpu_note = ""
+            except ConfigError as e:
+                self.gpu_note = e.message
         self._lock = threading.Lock()
         self._t: list[int] = []
-        self._index: dict[str, dict[Consumer, int]] = {k: {} for k in self.kinds}
-        self._last: dict[str, dict[int, float]] = {k: {} for k in self.kinds}
-        self._alive: dict[str, set] = {k: set() for k in self.kinds}  # in the latest sweep
-        self._rows: dict[str, list[np.ndarray]] = {k: [] for k in self.kinds}
+        self._index: dict[str, dict[Consumer, int]] = {k: {} for k in self.readers}
+        self._last: dict[str, dict[int, float]] = {k: {} for k in self.readers}
+        self._alive: dict[str, set] = {k: set() for k in self.readers}  # in the latest sweep
+        self._rows: dict[str, list[np.ndarray]] = {k: [] for k in self.readers}
+        self._pieces: list[tuple] = []  # kind "gpu": dated use waiting for the sweep after it
+        self._placed: list[tuple] = []  # kind "gpu": (consumer, window, seconds)
         self.sweep_s: deque = deque(maxlen=1024)  # how long the latest sweeps took (their cost)
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
@@ -448,6 +559,14 @@ class UseRecorder:
             self._t.append(t0)
             for kind, values in got.items():
                 index, last = self._index[kind], self._last[kind]
+                if isinstance(values, list):  # dated pieces (kind "gpu"): placed once their windows are swept
+                    for c, a_ns, b_ns, amount in values:
+                        i = index.get(c)
+                        if i is None:
+                            i = index[c] = len(index)
+                        self._pieces.append((i, a_ns, b_ns, amount))
+                    self._place()
+                    continue
                 ks, vs, alive = [], [], set()
                 for c, v in values.items():
                     i = index.get(c)
@@ -466,6 +585,23 @@ class UseRecorder:
                     self._rows[kind].append(np.array([ks, [s] * len(ks), vs], np.float64))
         self.sweep_s.append(time.perf_counter() - a)
         self.next_ns = t0 + int(self.period_s * 1e9)
+
+    def _place(self) -> None:
+        """Splits each waiting piece over the sweep windows it spans, by overlap, once the last of them
+        is swept (under the lock); what lies before the first sweep is not the recording's."""
+        t = np.array(self._t, np.int64)
+        keep = []
+        for i, a_ns, b_ns, amount in self._pieces:
+            if b_ns > t[-1]:
+                keep.append((i, a_ns, b_ns, amount))
+                continue
+            w0 = max(int(np.searchsorted(t, a_ns, "right")) - 1, 0)
+            w1 = int(np.searchsorted(t, b_ns, "left"))
+            for w in range(w0, min(w1, t.size - 1)):
+                part = (min(b_ns, t[w + 1]) - max(a_ns, t[w])) / max(b_ns - a_ns, 1)
+                if part > 0:
+                    self._placed.append((i, w, amount * part))
+        self._pieces = keep
 
     def wait_past(self, t_ns: int, timeout_s: float = 2.0) -> bool:
         """Waits (real clock) until a sweep at or after ``t_ns`` is in; whether one is."""
@@ -522,8 +658,13 @@ class UseRecorder:
                     keep[last[[later[k] or k in alive for k in ks[last]]]] = True
                 rows = rows[:, keep]
                 rows[1] = np.maximum(rows[1] - s, 0)
-                # renumber the consumers that still have rows; the others are forgotten
-                kept = np.unique(rows[0].astype(np.int64))
+                if kind == "gpu":  # dated use: the windows kept, and what waits for its sweep
+                    self._placed = [(i, w - s, x) for i, w, x in self._placed if w >= s]
+                    used = [i for i, _, _ in self._placed] + [p[0] for p in self._pieces]
+                else:
+                    used = []
+                # renumber the consumers that still have rows (or use); the others are forgotten
+                kept = np.unique(np.r_[rows[0].astype(np.int64), np.array(used, np.int64)])
                 renum = np.full(len(self._index[kind]), -1, np.int64)
                 renum[kept] = np.arange(kept.size)
                 rows[0] = renum[rows[0].astype(np.int64)]
@@ -531,11 +672,14 @@ class UseRecorder:
                 self._last[kind] = {int(renum[i]): v for i, v in self._last[kind].items() if renum[i] >= 0}
                 self._alive[kind] = {int(renum[i]) for i in self._alive[kind] if renum[i] >= 0}
                 self._rows[kind] = [rows] if rows.shape[1] else []
+                if kind == "gpu":
+                    self._placed = [(int(renum[i]), w, x) for i, w, x in self._placed]
+                    self._pieces = [(int(renum[p[0]]), *p[1:]) for p in self._pieces]
             self._t = self._t[s:]
             self.forgotten_before_ns = int(self._t[0])
 
     def use(self, kind: str) -> Use:
-        if kind not in self.kinds:
+        if kind not in self.readers:
             raise ConfigError(f"consumers of kind {kind!r} were not recorded (recorded: {', '.join(self.kinds)})",
                               f"make the Probe with consumers='{','.join(self.kinds + (kind,))}', or ask for "
                               f"by='{self.kinds[0]}'")
@@ -543,10 +687,13 @@ class UseRecorder:
             t = np.array(self._t, np.int64)
             rows = np.concatenate(self._rows[kind], axis=1) if self._rows[kind] else np.zeros((3, 0))
             index = dict(self._index[kind])
+            placed = np.array(self._placed if kind == "gpu" else [], np.float64).reshape(-1, 3)
         consumers = [None] * len(index)
         for c, i in index.items():
             consumers[i] = c
-        return Use(kind, t, consumers, rows[0].astype(np.int64), rows[1].astype(np.int64), rows[2].copy())
+        return Use(kind, t, consumers, rows[0].astype(np.int64), rows[1].astype(np.int64), rows[2].copy(),
+                   (placed[:, 0].astype(np.int64), placed[:, 1].astype(np.int64), placed[:, 2].copy()),
+                   self.readers[kind].resolution_s)
 
 
 def tree_of(consumers: Sequence[Consumer], root_pid: int) -> set[int]:

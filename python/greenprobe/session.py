@@ -147,8 +147,12 @@ class Probe:
         self._anchor = {"monotonic_ns": _core.now_ns(), "wall_ns": _core.wall_ns(), "pid": os.getpid()}
         self._started = True
         if self.consumer_kinds:
+            from .usage import open_gpus
+
             clock = (lambda: self._virtual_t or 0) if self.clock == "virtual" else _core.now_ns
-            self._use = UseRecorder(self.consumer_kinds, clock=clock, **self._consumer_args)
+            gpu_readers = open_gpus(self.sensor_request, self.options)[0] if any(
+                c["sensor"] in ("nvml", "amd-gpu") for c in self._channels) else []
+            self._use = UseRecorder(self.consumer_kinds, clock=clock, gpu_readers=gpu_readers, **self._consumer_args)
         if self.clock == "virtual":
             return self
         self._sampler.start()
@@ -384,8 +388,9 @@ class Probe:
         ``Probe(consumers="process")`` (or ``"cgroup"``, ``"process,cgroup"``)."""
         from .consumer_fit import consumer_table
 
-        use, a, b = self._consumer_use(by, start_ns, end_ns)
-        return consumer_table(use, self.channels_around(a, b), a, b)
+        view = by or (self.consumer_kinds[0] if self.consumer_kinds else "process")
+        uses, a, b = self._consumer_uses(view, start_ns, end_ns)
+        return consumer_table(uses, view, self.channels_around(a, b), a, b, gpu_note=self._use.gpu_note)
 
     @property
     def use_recorder(self) -> Optional[UseRecorder]:
@@ -399,10 +404,12 @@ class Probe:
         from .consumer_fit import set_share
         from .consumers import tree_of
 
-        use, a, b = self._consumer_use("process", start_ns, end_ns)
-        members = tree_of(use.consumers, int(pid))
-        return [dict(r, pid=int(pid), processes=len(members)) for r in
-                set_share(use, self.channels_around(a, b), a, b, members)]
+        uses, a, b = self._consumer_uses("process", start_ns, end_ns)
+        procs = uses["process"].consumers
+        pids = {procs[i].pid for i in tree_of(procs, int(pid))}
+        return [dict(r, pid=int(pid), processes=len(pids)) for r in
+                set_share(uses, self.channels_around(a, b), a, b, lambda c: c.pid in pids,
+                          gpu_note=self._use.gpu_note)]
 
     def slurm_jobs(self, start_ns: Optional[int] = None, end_ns: Optional[int] = None):
         """The energy of each Slurm job's processes (by their cgroup's job_<id>, else their
@@ -413,33 +420,39 @@ class Probe:
 
         from .consumer_fit import set_share
 
-        use, a, b = self._consumer_use("process", start_ns, end_ns)
+        uses, a, b = self._consumer_uses("process", start_ns, end_ns)
         jobs: dict[str, set] = {}
-        for i, c in enumerate(use.consumers):
+        for c in uses["process"].consumers:
             if c.job:
-                jobs.setdefault(c.job, set()).add(i)
+                jobs.setdefault(c.job, set()).add(c.pid)
         rows = []
         channels = self.channels_around(a, b)
-        for job, members in sorted(jobs.items()):
-            rows += [dict(r, job=job, processes=len(members), start_ns=a, end_ns=b)
-                     for r in set_share(use, channels, a, b, members)]
+        for job, pids in sorted(jobs.items()):
+            rows += [dict(r, job=job, processes=len(pids), start_ns=a, end_ns=b)
+                     for r in set_share(uses, channels, a, b, lambda c, job=job: c.job == job,
+                                        gpu_note=self._use.gpu_note)]
         names = ["job", "processes", "sensor", "domain", "estimated", "cpu_s", "energy_j", "energy_j_low",
                  "energy_j_high", "measured_j", "start_ns", "end_ns", "note"]
         return pa.Table.from_pylist([{k: r[k] for k in names} for r in rows]) if rows else \
             pa.table({k: pa.array([], pa.string()) for k in names})
 
-    def _consumer_use(self, kind: Optional[str], start_ns: Optional[int], end_ns: Optional[int]):
+    def _consumer_uses(self, view: str, start_ns: Optional[int], end_ns: Optional[int]):
+        """Every recorded kind's use (consumers.Use: the view's, and "gpu" where GPUs give per-process
+        use) and the interval, checked."""
         if self._use is None:
             raise ConfigError("this Probe records no consumers",
                               "make it with consumers='process' (or 'cgroup', 'process,cgroup')")
-        use = self._use.use(kind or self.consumer_kinds[0])
+        uses = {k: self._use.use(k) for k in self._use.readers if k in (view, "gpu")}
+        if view not in uses:
+            self._use.use(view)  # raises with the fix
+        use = uses[view]
         if use.t_ns.size < 2:
             raise ConfigError("fewer than two consumer sweeps so far", "measure for longer than consumer_period_s")
         a = int(use.t_ns[0] if start_ns is None else start_ns)
         b = int(use.t_ns[-1] if end_ns is None else end_ns)
         if b <= a:
             raise ConfigError(f"consumers({a}, {b}): the interval ends before it starts", "pass start_ns < end_ns")
-        return use, a, b
+        return uses, a, b
 
     def baseline(self, channels: Optional[list] = None) -> list[dict]:
         """Idle power per (sensor, domain) from the ``baseline_s`` windows before and after the

@@ -166,7 +166,7 @@ def test_study_spec_that_is_not_toml(tmp_path, capsys):
 def test_study_spec_with_unknown_keys(tmp_path, capsys):
     path = spec_file(tmp_path, '[study]\nmodels = ["resnet50"]\nfrobnicate = 1\nrepeats = 3\n')
     known = ", ".join(sorted(f.name for f in dataclasses.fields(StudySpec)))
-    assert known.startswith("baseline_s, batch_sizes, image_size, ")
+    assert known.startswith("baseline_s, batch_sizes, disturbed_retries, image_size, max_foreign_cores, ")
     refuses(capsys, ["study", path, "--out", tmp_path / "out"],
             f"{path}: unknown keys ['frobnicate', 'repeats']", f"known keys: {known}")
 

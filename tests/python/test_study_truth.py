@@ -34,7 +34,7 @@ def followed_study(tmp_path_factory, fake_nvml):
             mp.setenv(k, v)
         # torch and ONNX Runtime, a light and a heavy model, batch 1 and 64: inferences of ~0.5 to ~130 ms
         spec = load_spec(None, runtimes=["torch", "onnxruntime"], sources=["torch"], providers=["cpu"],
-                         models=["mobilenet_v2", "resnet50"], batch_sizes=[1, 64], size="tiny", image_size=64,
+                         models=["mobilenet_v2", "resnet50"], batch_sizes=[1, 64], size="tiny", image_size=96,
                          runs=3, min_run_s=1.0, min_inferences=8, warmup=2, rest_s=0.1, baseline_s=1.0,
                          sensors="nvml", period_us=500, seed=5)
         run_study(spec, out, log=lambda s: None)

@@ -30,6 +30,16 @@ struct GpuUsageReading {
     std::string error;               // why a reading is missing (empty when all went well)
 };
 
+// One process's use of one GPU over one of the driver's sample periods (NVML's per-process
+// utilisation: nvmlDeviceGetProcessUtilization), for attributing a GPU's energy to processes.
+struct GpuProcessSample {
+    unsigned index = 0;      // the kind's device index
+    uint32_t pid = 0;
+    uint64_t t_us = 0;       // the driver's timestamp (µs, its CPU clock) at the end of the period
+    unsigned sm_util_pct = 0;
+    unsigned memory_util_pct = 0;
+};
+
 class GpuUsageReader {
   public:
     virtual ~GpuUsageReader() = default;
@@ -37,6 +47,14 @@ class GpuUsageReader {
     virtual std::vector<std::string> names() const = 0;    // of the chosen GPUs, in the kind's order
     virtual std::string selection() const = 0;             // how they were chosen, in words
     virtual std::vector<GpuUsageReading> read() const = 0;
+    // Per-process samples of every chosen GPU after since_us (the driver's timestamps); what cannot
+    // be read (a kind, driver or device without them: NVML's MIG instances) is left out, and
+    // process_support() says why in words ("" when every GPU gives them).
+    virtual std::vector<GpuProcessSample> processes(uint64_t since_us) const {
+        (void)since_us;
+        return {};
+    }
+    virtual std::string process_support() const { return kind() + " gives no per-process use"; }
 };
 
 class NvmlUsage final : public GpuUsageReader {
@@ -53,6 +71,8 @@ class NvmlUsage final : public GpuUsageReader {
     std::vector<std::string> names() const override;  // in NVML order
     std::string selection() const override;           // "CUDA_VISIBLE_DEVICES='...'", ...
     std::vector<GpuUsageReading> read() const override;
+    std::vector<GpuProcessSample> processes(uint64_t since_us) const override;
+    std::string process_support() const override;
 
   private:
     struct Impl;

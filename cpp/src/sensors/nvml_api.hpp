@@ -66,6 +66,15 @@ struct Utilization {  // nvmlUtilization_t: % of the last sample period (1/6 s t
     unsigned int memory;  // device memory was read or written
 };
 
+struct ProcessUtilizationSample {  // nvmlProcessUtilizationSample_t: one process in one sample period
+    unsigned int pid;
+    unsigned long long timeStamp;  // CPU timestamp in µs (the end of the driver's sample period)
+    unsigned int smUtil;           // % of the period its kernels kept the SMs busy
+    unsigned int memUtil;          // % of the period it read or wrote device memory
+    unsigned int encUtil;
+    unsigned int decUtil;
+};
+
 struct Memory {  // nvmlMemory_t (v1), bytes
     unsigned long long total;
     unsigned long long free;
@@ -109,6 +118,8 @@ struct Api {
     Return (*DeviceGetFieldValues)(Device, int, FieldValue*) = nullptr;
     Return (*DeviceGetUtilizationRates)(Device, Utilization*) = nullptr;
     Return (*DeviceGetMemoryInfo)(Device, Memory*) = nullptr;
+    Return (*DeviceGetProcessUtilization)(Device, ProcessUtilizationSample*, unsigned int*,
+                                          unsigned long long) = nullptr;
     // identity: which GPU is which (CUDA_VISIBLE_DEVICES by UUID, MIG instances, PCI bus ids)
     Return (*DeviceGetUUID)(Device, char*, unsigned int) = nullptr;
     Return (*DeviceGetHandleByUUID)(const char*, Device*) = nullptr;

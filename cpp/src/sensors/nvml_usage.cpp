@@ -107,6 +107,39 @@ std::vector<GpuUsageReading> NvmlUsage::read() const {
     return out;
 }
 
+std::string NvmlUsage::process_support() const {
+    return impl_->api.DeviceGetProcessUtilization ? "" : "this NVML has no nvmlDeviceGetProcessUtilization";
+}
+
+std::vector<GpuProcessSample> NvmlUsage::processes(uint64_t since_us) const {
+    const auto& api = impl_->api;
+    std::vector<GpuProcessSample> out;
+    if (!api.DeviceGetProcessUtilization) return out;
+    std::vector<nvml::ProcessUtilizationSample> buf;
+    for (std::size_t i = 0; i < impl_->devices.size(); ++i) {
+        nvml::Device d = impl_->devices[i];
+        if (!d) continue;
+        unsigned int n = 0;
+        nvml::Return r = api.DeviceGetProcessUtilization(d, nullptr, &n, since_us);
+        for (int tries = 0; r == nvml::kErrorInsufficientSize && tries < 3; ++tries) {
+            buf.resize(static_cast<std::size_t>(n) + 16);  // room for samples that came meanwhile
+            n = static_cast<unsigned int>(buf.size());
+            r = api.DeviceGetProcessUtilization(d, buf.data(), &n, since_us);
+        }
+        if (r != nvml::kSuccess) continue;  // none since then (NOT_FOUND), or not on this device
+        for (unsigned k = 0; k < n && k < buf.size(); ++k) {
+            GpuProcessSample s;
+            s.index = impl_->indices[i];
+            s.pid = buf[k].pid;
+            s.t_us = buf[k].timeStamp;
+            s.sm_util_pct = buf[k].smUtil;
+            s.memory_util_pct = buf[k].memUtil;
+            out.push_back(s);
+        }
+    }
+    return out;
+}
+
 std::unique_ptr<GpuUsageReader> open_nvml_usage(const Options& options) {
     return std::make_unique<NvmlUsage>(options.get("nvml_library", ""),
                                        options.has("gpus") ? std::optional<std::string>(options.get("gpus", ""))

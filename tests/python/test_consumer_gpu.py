@@ -1,0 +1,104 @@
+"""A GPU's energy split among the processes that use it (issue 22), against an exact truth: the fake
+NVML's FAKE_NVML_PROCS, where each process keeps GPU 0 busy on a schedule of its own and the GPU
+draws idle + sum_k w_k x (process k busy), and nvmlDeviceGetProcessUtilization reports each
+process's busy share of every 100 ms sample period, as the driver does; on a virtual clock."""
+
+from __future__ import annotations
+
+import ctypes
+
+import numpy as np
+import pytest
+
+import greenprobe
+
+IDLE_W = 60.0
+DRIFT_W = 3.0  # the idle power's drift: a sine of this amplitude, 7.7 s period
+WATTS = {4101: 50.0, 4102: 120.0, 4103: 200.0}
+
+
+def schedules(seed: int, seconds: float, t0: int) -> dict:
+    """Per pid, busy spans (start_ns, end_ns): on and off for 0.2-1.5 s each, independently."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for pid in WATTS:
+        spans, t, busy = [], t0 + int(rng.uniform(0, 0.5e9)), bool(rng.integers(2))
+        while t < t0 + seconds * 1e9:
+            length = int(rng.uniform(0.2e9, 1.5e9))
+            if busy:
+                spans.append((t, min(t + length, t0 + int(seconds * 1e9))))
+            t += length
+            busy = not busy
+        out[pid] = spans
+    return out
+
+
+def test_each_process_gets_its_share_of_the_gpu(tmp_path, fake_nvml, nvml_env):
+    """Three processes at 50, 120 and 200 W on one GPU whose counter moves every 100 ms and whose idle
+    power drifts: each one's GPU energy within 5 % of w x its busy seconds, inside its interval; the
+    GPU's rows add up to its measured energy; the process tree of one is its share."""
+    t0, seconds = 10**12, 60.0
+    spans = schedules(3, seconds, t0)
+    procs = tmp_path / "procs.txt"
+    procs.write_text("".join(f"0 {pid} {WATTS[pid]} {a} {b}\n" for pid, ss in spans.items() for a, b in ss))
+    proc = tmp_path / "proc"
+    for pid in WATTS:  # the processes' names, as /proc shows them
+        (proc / str(pid)).mkdir(parents=True)
+        (proc / str(pid) / "stat").write_text(f"{pid} (gpu-job-{pid}) S 1 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 5 0 0\n")
+    # the idle power drifts: nothing the processes do explains it
+    nvml_env(gpus=1, update_ms=100, t0_ns=t0, waveform="sine", base_w=IDLE_W, amp_w=DRIFT_W, freq_hz=0.13,
+             procs=str(procs), proc_sample_ms=100)
+    clock = ctypes.CDLL(str(fake_nvml))  # the library the sensor loads: dlopen gives the same one
+    clock.fake_set_now.argtypes = [ctypes.c_longlong]
+    clock.fake_set_now(t0)
+    try:
+        probe = greenprobe.Probe(sensors=["nvml"], nvml_library=str(fake_nvml), nvml_min_period_us=100,
+                                 clock="virtual", consumers="process", proc_root=str(proc)).start()
+        for t in range(t0 + 5_000_000, t0 + int(seconds * 1e9), 5_000_000):
+            clock.fake_set_now(t)
+            probe.poll_at(t)
+        probe.stop()
+    finally:
+        clock.fake_set_now(0)
+    a, b = t0 + 1_000_000_000, t0 + int((seconds - 1) * 1e9)
+    table = probe.consumers(a, b).to_pylist()
+    rows = {r["pid"]: r for r in table if r["domain"] == "gpu0" and r["kind"] == "process"}
+    assert set(rows) == set(WATTS), table
+    for pid, w in WATTS.items():
+        busy = sum(max(0, min(e, b) - max(s, a)) for s, e in spans[pid]) / 1e9
+        truth = w * busy
+        r = rows[pid]
+        assert r["comm"] == f"gpu-job-{pid}" and r["coefficient"] == "own", r
+        assert r["cpu_s"] == pytest.approx(busy, rel=0.03), "the SM-busy seconds NVML's samples add up to"
+        assert abs(r["energy_j"] - truth) < 0.05 * truth, (pid, r["energy_j"], truth)
+        assert r["energy_j_low"] <= truth <= r["energy_j_high"], (pid, r, truth)
+    gpu = [r for r in table if r["domain"] == "gpu0"]
+    assert sum(r["energy_j"] for r in gpu) == pytest.approx(probe.energy(a, b)[0]["energy_j"], rel=1e-9)
+    idle = next(r for r in gpu if r["kind"] == "idle")
+    w = 2 * np.pi * 0.13
+    idle_truth = IDLE_W * (b - a) / 1e9 + DRIFT_W / w * (np.cos(w * (a - t0) / 1e9) - np.cos(w * (b - t0) / 1e9))
+    assert idle["energy_j_low"] <= idle_truth <= idle["energy_j_high"], (idle, idle_truth)
+    tree = {r["domain"]: r for r in probe.process_tree(4102, a, b)}
+    assert tree["gpu0"]["energy_j"] == pytest.approx(rows[4102]["energy_j"], rel=1e-9)
+
+
+def test_a_gpu_no_process_uses_is_idle(tmp_path, fake_nvml, nvml_env):
+    """No process on the GPU: its rows are idle and unattributed only, adding up to its energy."""
+    t0 = 10**12
+    nvml_env(gpus=1, update_ms=100, t0_ns=t0, waveform="constant", base_w=IDLE_W)
+    clock = ctypes.CDLL(str(fake_nvml))
+    clock.fake_set_now.argtypes = [ctypes.c_longlong]
+    try:
+        clock.fake_set_now(t0)
+        probe = greenprobe.Probe(sensors=["nvml"], nvml_library=str(fake_nvml), nvml_min_period_us=100,
+                                 clock="virtual", consumers="process").start()
+        for t in range(t0 + 5_000_000, t0 + 3_000_000_000, 5_000_000):
+            clock.fake_set_now(t)
+            probe.poll_at(t)
+        probe.stop()
+    finally:
+        clock.fake_set_now(0)
+    rows = [r for r in probe.consumers().to_pylist() if r["domain"] == "gpu0"]
+    assert sorted(r["kind"] for r in rows) == ["idle", "unattributed"], rows
+    idle = next(r for r in rows if r["kind"] == "idle")
+    assert idle["energy_j"] == pytest.approx(sum(r["energy_j"] for r in rows), rel=0.01)
