@@ -65,6 +65,19 @@ py::array_t<T> array_of(const std::vector<T>& v) {
     return a;
 }
 
+// A C++ call made without the GIL (it may wait on a driver), its items then turned into dicts by `row`.
+template <typename Call, typename Row>
+py::list dicts_without_gil(Call&& call, Row&& row) {
+    decltype(call()) got;
+    {
+        py::gil_scoped_release release;
+        got = call();
+    }
+    py::list out;
+    for (const auto& item : got) out.append(row(item));
+    return out;
+}
+
 py::dict mark_columns_dict(const markring::MarkColumns& c) {
     py::dict d;
     d["labels"] = c.labels;
@@ -298,22 +311,15 @@ PYBIND11_MODULE(_core, m) {
         .def_property_readonly("selection", &GpuUsageReader::selection)
         .def("processes",
              [](const GpuUsageReader& u, uint64_t since_us) {
-                 std::vector<GpuProcessSample> got;
-                 {
-                     py::gil_scoped_release release;
-                     got = u.processes(since_us);
-                 }
-                 py::list out;
-                 for (const auto& g : got) {
+                 return dicts_without_gil([&] { return u.processes(since_us); }, [](const GpuProcessSample& g) {
                      py::dict d;
                      d["index"] = g.index;
                      d["pid"] = g.pid;
                      d["t_us"] = g.t_us;
                      d["sm_util_pct"] = g.sm_util_pct;
                      d["memory_util_pct"] = g.memory_util_pct;
-                     out.append(d);
-                 }
-                 return out;
+                     return d;
+                 });
              },
              py::arg("since_us"),
              "Per-process samples of every chosen GPU after since_us (the driver's µs timestamps): index, pid, "
@@ -321,13 +327,7 @@ PYBIND11_MODULE(_core, m) {
         .def_property_readonly("process_support", &GpuUsageReader::process_support,
                                "Why per-process use cannot be read ('' when it can).")
         .def("read", [](const GpuUsageReader& u) {
-            std::vector<GpuUsageReading> rs;
-            {
-                py::gil_scoped_release release;
-                rs = u.read();
-            }
-            py::list out;
-            for (const auto& r : rs) {
+            return dicts_without_gil([&] { return u.read(); }, [](const GpuUsageReading& r) {
                 py::dict d;
                 d["index"] = r.index;
                 d["uuid"] = r.uuid;
@@ -340,9 +340,8 @@ PYBIND11_MODULE(_core, m) {
                 d["memory_total_bytes"] =
                     r.memory_total_bytes < 0 ? py::object(py::none()) : py::object(py::int_(r.memory_total_bytes));
                 d["error"] = r.error;
-                out.append(d);
-            }
-            return out;
+                return d;
+            });
         });
 
     // The sample flags, from their one definition (sample.hpp): SAMPLE_FLAGS maps each name to its

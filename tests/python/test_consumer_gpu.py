@@ -68,6 +68,8 @@ def test_each_process_gets_its_share_of_the_gpu(tmp_path, fake_nvml, nvml_env):
         busy = sum(max(0, min(e, b) - max(s, a)) for s, e in spans[pid]) / 1e9
         truth = w * busy
         r = rows[pid]
+        print(f"pid {pid} ({w:g} W): {r['energy_j']:.1f} J vs exact {truth:.1f} J ({r['energy_j'] / truth - 1:+.2%}), "
+              f"95 % [{r['energy_j_low']:.1f}, {r['energy_j_high']:.1f}], SM-busy {r['cpu_s']:.3f} s of {busy:.3f}")
         assert r["comm"] == f"gpu-job-{pid}" and r["coefficient"] == "own", r
         assert r["cpu_s"] == pytest.approx(busy, rel=0.03), "the SM-busy seconds NVML's samples add up to"
         assert abs(r["energy_j"] - truth) < 0.05 * truth, (pid, r["energy_j"], truth)

@@ -87,8 +87,9 @@ def add_parser(sub) -> None:
     p.add_argument("--otlp-interval-s", type=positive_seconds, default=10.0, metavar="SECONDS",
                    help="seconds between OTLP pushes (default 10)")
     p.add_argument("--consumers", type=consumer_kinds, default="", metavar="KINDS",
-                   help="record the CPU time of every process and/or cgroup ('process', 'cgroup' or 'process,cgroup') "
-                        "and give each one's energy per domain with a 95 %% interval, idle and unattributed beside them "
+                   help="record the CPU time of every process and/or cgroup ('process', 'cgroup' or 'process,cgroup'), and "
+                        "with 'process' each process's use of each NVIDIA GPU (NVML's per-process utilisation), and give "
+                        "each one's energy per domain with a 95 %% interval, idle and unattributed beside them "
                         "(Table 'consumers': each user sees their own; parts/consumers; Prometheus "
                         "greenprobe_consumer_energy_joules_total)")
     p.add_argument("--consumer-period", type=consumer_period, default=CONSUMER_PERIOD_S, metavar="SECONDS",
