@@ -222,6 +222,13 @@ EOF2
   echo
 } >> "$REPORT"
 
+# 8. A GPU's energy split among the processes that use it (issue 22): two torch workers, NVML's
+#    per-process use (the stand-in's is tested by tests/python/test_consumer_gpu.py)
+if [ $STANDIN = 0 ]; then
+  step gpu-consumers 120 "$PY" scripts/gpu_consumers.py 20
+  { echo "### a GPU's energy per process (scripts/gpu_consumers.py 20)"; echo; cat "$OUT/gpu-consumers.log"; echo; } >> "$REPORT"
+fi
+
 echo
 echo "== steps ($(( $(date +%s) - T0 ))s in all)"
 cat "$OUT/steps.txt"
