@@ -487,12 +487,13 @@ class Use:
         return totals
 
     def foreign(self, a: int, b: int, own: set) -> tuple[float, list]:
-        """CPU cores that consumers outside ``own`` (indices) used on average over [a, b], and the
-        three that used most, as (name, cores)."""
+        """CPU cores that consumers outside ``own`` (indices) used on average over [a, b], and those
+        that used a tenth of a core or more (at most 8, the most first), as (name, cores)."""
         totals = self.cpu_between(a, b)
         others = [(totals[i], i) for i in range(totals.size) if i not in own and totals[i] > 0]
         secs = max((b - a) / 1e9, 1e-9)
-        top = [(self.consumers[i].name, float(x / secs)) for x, i in sorted(others, reverse=True)[:3]]
+        top = [(self.consumers[i].name, float(x / secs)) for x, i in sorted(others, reverse=True)[:8]
+               if x / secs >= 0.1]
         return float(sum(x for x, _ in others) / secs), top
 
     def deltas(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -4,6 +4,7 @@ the report say how many runs were, and by how much; the figure stays the truth's
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -25,14 +26,20 @@ def test_a_run_disturbed_by_another_process_is_run_again(tmp_path):
     foreign = []
     lines = []
 
+    busy = [sys.executable, "-c", "import time\nt = time.time()\nwhile time.time() - t < 120: pass"]
+
     def log(line: str) -> None:
+        # a core taken from the idle window's start until the study says it saw it, and again from
+        # before the first run (which is prepared first) until the study says it saw that
         lines.append(line)
-        if line.startswith("measuring the idle power") and not foreign:  # a core taken through the idle window
-            foreign.append(subprocess.Popen([sys.executable, "-c", "import time\nt = time.time()\n"
-                                             "while time.time() - t < 1.0: pass"]))
-        if "run 1/2" in line and len(foreign) == 1:  # a core taken for 8 s: the first run is prepared (~4 s), then starts
-            foreign.append(subprocess.Popen([sys.executable, "-c", "import time\nt = time.time()\n"
-                                             "while time.time() - t < 8: pass"]))
+        if line.startswith("measuring the idle power") and not foreign:
+            foreign.append(subprocess.Popen(busy))
+        elif line.startswith("idle disturbed") and len(foreign) == 1:
+            foreign[0].kill()
+        elif "run 1/2" in line and len(foreign) == 1:
+            foreign.append(subprocess.Popen(busy))
+        elif "disturbed: other processes used" in line and len(foreign) == 2:
+            foreign[1].kill()
 
     try:
         run_study(spec, tmp_path, log=log)
@@ -41,19 +48,26 @@ def test_a_run_disturbed_by_another_process_is_run_again(tmp_path):
             p.kill()
             p.wait()
     assert len(foreign) == 2, "the first run started"
-    import json
 
+    # Each disturbance is named, and ours are among them; on a machine busy with other work too, the
+    # retries may run out and keep a window or a run flagged, but never one only ours disturbed
+    idle_pid, run_pid = (f"{p.pid} python" for p in foreign)
     idle = json.loads((tmp_path / "sessions" / "0" / "idle.json").read_text())
-    assert idle[0]["foreign_cores"] > spec.max_foreign_cores and idle[-1]["foreign_cores"] <= spec.max_foreign_cores, idle
+    assert idle[0]["foreign_cores"] > spec.max_foreign_cores and idle_pid in idle[0]["foreign_top"], idle
+    assert len(idle) >= 2 and idle_pid not in idle[-1]["foreign_top"], "measured again once it had gone"
     assert any("idle disturbed" in ln for ln in lines)
     assert any("disturbed: other processes used" in ln and "running it again" in ln for ln in lines), lines
     (row,) = [r for r in pq.read_table(tmp_path / "summary.parquet").to_pylist() if r["status"] == "ok"]
-    assert row["runs_run_again"] >= 1 and row["runs_disturbed_kept"] == 0, row
-    assert row["foreign_cores_max"] < spec.max_foreign_cores
+    set_aside = [json.loads(p.read_text()) for p in (tmp_path / "configs" / row["id"] / "disturbed").glob("r*.json")]
+    assert row["runs_run_again"] == len(set_aside) >= 1, row
+    assert any(run_pid in a["foreign_top"] for a in set_aside), [(a["foreign_top"], run_pid) for a in set_aside]
     runs = pq.read_table(tmp_path / "configs" / row["id"] / "runs.parquet").to_pylist()
-    assert max(r["attempts"] for r in runs) >= 2 and all(not r["disturbed"] for r in runs)
-    set_aside = list((tmp_path / "configs" / row["id"] / "disturbed").glob("r*.json"))
-    assert len(set_aside) == row["runs_run_again"]
+    assert max(r["attempts"] for r in runs) >= 2
+    for r in runs:  # kept: undisturbed, or disturbed by others than ours with no attempt left
+        assert r["foreign_cores"] <= spec.max_foreign_cores or (r["attempts"] == spec.disturbed_retries + 1 and
+                                                                 run_pid not in r["foreign_top"]), r
+        assert r["disturbed"] == (r["foreign_cores"] > spec.max_foreign_cores)
+    assert row["runs_disturbed_kept"] == sum(r["disturbed"] for r in runs)
     # the constant stand-in: gross energy per inference is its power x the inference's time
     assert row["energy_j_per_inference"] == pytest.approx(POWER_W * row["time_s_per_inference"], rel=0.05)
     html = write_report(tmp_path).read_text()
@@ -70,8 +84,6 @@ def test_the_threshold_is_checked():
 def test_a_set_aside_attempt_is_not_its_configurations_calls(tmp_path, monkeypatch):
     """estimate_calls labels the marks of a disturbed attempt apart (their time explains its energy,
     not the configuration's calls)."""
-    import json
-
     import greenprobe
     from greenprobe.study import aggregate
 

@@ -518,7 +518,7 @@ def run_study(spec: StudySpec, out="results", log=None, only: Optional[list] = N
             log(f"no GPU use recorded: {gpus.reason.splitlines()[0]}")
         # every process's CPU time too: a run during which others used the machine is run again
         probe = Probe(sensors=spec.sensors, period_us=spec.period_us, baseline_s=spec.baseline_s,
-                      consumers="process", consumer_period_s=0.1)
+                      consumers="process")  # swept every 0.25 s: about 1 % of a core
         if spec.baseline_s:
             log(f"measuring the idle power for {spec.baseline_s:g} s ...")
         probe.start()  # measures the idle baseline before any worker exists
