@@ -544,7 +544,10 @@ def run_study(spec: StudySpec, out="results", log=None, only: Optional[list] = N
         runner.close()
         daemon.stop()
         shutil.rmtree(sock_dir, ignore_errors=True)
+        if spec.baseline_s:
+            log(f"measuring the idle power after the runs for {spec.baseline_s:g} s ...")
         probe.stop()  # and the idle baseline after
+        idle_after_undisturbed(probe, spec, log, here)
         gpus.stop()
         probe.save(here)
         (here / Layout.BASELINE).write_text(json.dumps(probe.baseline(), indent=2))
@@ -585,6 +588,27 @@ def idle_undisturbed(probe, spec: StudySpec, log, here: Path) -> None:
             break
         log(f"idle disturbed: other processes used {cores:.2f} cores ({seen[-1]['foreign_top']}); measuring it again")
         probe.measure_idle_again()
+    write_json(here / "idle.json", seen)
+
+
+def idle_after_undisturbed(probe, spec: StudySpec, log, here: Path) -> None:
+    """The idle window measured after the runs (at stop, so it cannot be measured again): left out
+    of the idle power if other processes used more than spec.max_foreign_cores over it, said in the
+    log and in idle.json."""
+    rec = probe.use_recorder
+    if rec is None or not probe.baseline_windows or probe.baseline_windows[-1][0] != "after":
+        return
+    which, a, b = probe.baseline_windows[-1]
+    use = rec.use("process")
+    cores, top = use.foreign(a, b, {i for i, c in enumerate(use.consumers) if c.pid == os.getpid()})
+    seen = json.loads((here / "idle.json").read_text()) if (here / "idle.json").exists() else []
+    seen.append({"which": which, "start_ns": a, "end_ns": b, "foreign_cores": cores,
+                 "foreign_top": "; ".join(f"{n} {c:.2f}" for n, c in top),
+                 "left_out": cores > spec.max_foreign_cores})
+    if cores > spec.max_foreign_cores and len(probe.baseline_windows) > 1:
+        probe.baseline_windows.pop()
+        log(f"the idle power after the runs was measured while other processes used {cores:.2f} cores "
+            f"({seen[-1]['foreign_top']}): left out, the idle power is the one before")
     write_json(here / "idle.json", seen)
 
 
