@@ -374,6 +374,11 @@ class Timeline:
         return low, high
 
     # -- queries -------------------------------------------------------------------------------
+    def cumulative(self, x: np.ndarray) -> np.ndarray:
+        """The estimate of the energy counted up to each instant of ``x`` (J, from the channel's own
+        origin): any interval's energy is the difference of two."""
+        return self._interp(np.asarray(x, np.float64))
+
     def _interp(self, x: np.ndarray) -> np.ndarray:
         u, e = self.u, self.e
         y = np.interp(x, u, e)

@@ -31,6 +31,7 @@ whole energy ``unattributed``, with a note saying why.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass
@@ -55,17 +56,28 @@ MAX_OWN = 64
 CPU_ROLES = ("cpu", "estimate")
 
 
+@functools.lru_cache(maxsize=None)
+def _kinds() -> tuple[frozenset, frozenset, frozenset]:
+    """From the registry's rows (sensors.kinds), once: the kinds whose domains CPU time drives, the
+    hwmon chips of the CPU kinds, and the GPU kinds (those with a usage reader)."""
+    from .sensors import kinds
+
+    rows = kinds()
+    return (frozenset(r["name"] for r in rows if r["auto_role"] in CPU_ROLES) | {"synthetic"},
+            frozenset(c for r in rows if r["auto_role"] == "cpu" for c in r["hwmon_chips"].split(",") if c),
+            frozenset(r["name"] for r in rows if r["gpu_usage"]))
+
+
 def cpu_domain(ch: Channel) -> bool:
     """Whether a channel measures something CPU time drives: a CPU sensor (RAPL, the estimate), an
     hwmon chip of a CPU kind (amd_energy, zenpower), or the synthetic sensor."""
-    from . import _core
+    cpu_kinds, cpu_chips, _ = _kinds()
+    return ch.sensor in cpu_kinds or (ch.sensor == "hwmon" and ch.domain.split("-")[0] in cpu_chips)
 
-    rows = {r["name"]: r for r in _core.sensor_kinds()}
-    row = rows.get(ch.sensor)
-    if ch.sensor == "synthetic" or (row and row["auto_role"] in CPU_ROLES):
-        return True
-    chips = {c for r in rows.values() if r["auto_role"] == "cpu" for c in r["hwmon_chips"].split(",") if c}
-    return ch.sensor == "hwmon" and ch.domain.split("-")[0] in chips
+
+def gpu_kind(sensor: str) -> bool:
+    """Whether a sensor kind measures GPUs (the registry's kinds with a usage reader: nvml, amd-gpu)."""
+    return sensor in _kinds()[2]
 
 
 @dataclass
@@ -79,6 +91,14 @@ class ConsumerFit:
     dof: int
     windows: int
     edge_s: float = 0.0  # a consumer's use over the interval is known to within this (both ends)
+
+    def group_use(self, totals: np.ndarray, members=None) -> np.ndarray:
+        """Each group's use (its consumers' ``totals``; only ``members``' where given)."""
+        out = np.zeros(len(self.coefficient))
+        for i in np.flatnonzero(self.group_of >= 0):
+            if members is None or i in members:
+                out[self.group_of[i]] += totals[i]
+        return out
 
     def combo(self, c: np.ndarray, level: float = 0.975) -> tuple[float, float]:
         """Estimate and half-width of the linear combination c . beta: its statistical error, plus,
@@ -207,7 +227,7 @@ def _ols(X: np.ndarray, y: np.ndarray, group_of: np.ndarray, kinds: list, n: int
 def gpu_index(ch: Channel) -> Optional[int]:
     """The device index of a whole-GPU channel (nvml's gpu<N>, amd-gpu's amdgpu<N>), else None."""
     m = re.fullmatch(r"(?:gpu|amdgpu)(\d+)", ch.domain)
-    return int(m.group(1)) if m and ch.sensor in ("nvml", "amd-gpu") and not ch.shared else None
+    return int(m.group(1)) if m and gpu_kind(ch.sensor) and not ch.shared else None
 
 
 def use_for(uses: dict, view: str, ch: Channel, gpu_note: str = "") -> tuple[Optional[Use], str]:
@@ -260,11 +280,7 @@ def set_share(uses: dict, channels: Sequence[Channel], start_ns: int, end_ns: in
                "cpu_s": cpu, "energy_j": np.nan, "energy_j_low": np.nan, "energy_j_high": np.nan, "note": why}
         if fit is not None:
             G = len(fit.coefficient)
-            inside, group_cpu = np.zeros(G), np.zeros(G)
-            for i in np.flatnonzero(fit.group_of >= 0):
-                group_cpu[fit.group_of[i]] += totals[i]
-                if i in members:
-                    inside[fit.group_of[i]] += totals[i]
+            group_cpu, inside = fit.group_use(totals), fit.group_use(totals, members)
             whole = np.array([fit.coefficient[g] == "own" or inside[g] >= group_cpu[g] for g in range(G)], bool)
             c = np.r_[0.0, np.where(whole, inside, 0.0)]
             est, half = fit.combo(c)
@@ -295,9 +311,7 @@ def _rows_for(uses: dict, view: str, ch: Channel, a: int, b: int, max_own: int, 
     if fit is None:
         return rest(why)
     G = len(fit.coefficient)
-    group_cpu = np.zeros(G)
-    for i in np.flatnonzero(fit.group_of >= 0):
-        group_cpu[fit.group_of[i]] += totals[i]
+    group_cpu = fit.group_use(totals)
     rows = []
     c_all = np.r_[whole, group_cpu]
     lead = {}

@@ -138,6 +138,19 @@ def job_of(proc_root: str, pid: int) -> str:
     return value.decode(errors="replace") if value.isdigit() else ""
 
 
+def process_facts(proc_root: str, pid: int, stat: Optional[bytes] = None) -> tuple[str, int, str, str]:
+    """What names a process, read once when it is first seen: (comm, uid, cgroup, Slurm job), from
+    its stat (read here unless given), its /proc folder's owner, cgroup and environment."""
+    if stat is None:
+        try:
+            stat = _read(f"{proc_root}/{pid}/stat", 1024)
+        except OSError:
+            stat = b"(?)"
+    comm = stat[stat.find(b"(") + 1:stat.rfind(b")")].decode(errors="replace")
+    cgroup = cgroup_of(proc_root, pid)
+    return comm, _owner(f"{proc_root}/{pid}"), cgroup, cgroup_labels(cgroup)["slurm_job"] or job_of(proc_root, pid)
+
+
 class ProcessReader:
     """Every process's CPU seconds from ``proc_root``/PID/stat."""
 
@@ -190,11 +203,8 @@ class ProcessReader:
             ident = (pid, start)
             p = self._known.get(ident)
             if p is None:
-                comm = raw[raw.find(b"(") + 1:close].decode(errors="replace")
-                cgroup = cgroup_of(self.proc_root, pid)
-                p = _Proc(Consumer(f"{pid}:{start}", "process", pid, ppid, comm, cgroup,
-                                   _owner(f"{self.proc_root}/{name}"),
-                                   cgroup_labels(cgroup)["slurm_job"] or job_of(self.proc_root, pid)), own, reaped)
+                comm, uid, cgroup, job = process_facts(self.proc_root, pid, raw)
+                p = _Proc(Consumer(f"{pid}:{start}", "process", pid, ppid, comm, cgroup, uid, job), own, reaped)
                 if self._boot_ticks is not None and start > self._boot_ticks:
                     self.fresh.add(p.consumer)
             else:
@@ -396,20 +406,7 @@ class GpuProcessReader:
         self._prev: dict[tuple, int] = {}  # (reader, GPU index) -> its latest sample's t_us
         self._period: dict[tuple, tuple] = {}  # (reader, GPU index) -> its latest sample period (µs, µs)
         self._step: dict[tuple, int] = {}  # (reader, GPU index) -> the driver's sample period, as learned (µs)
-        self._names: dict[int, tuple] = {}  # pid -> (comm, uid, cgroup, job)
-
-    def _who(self, pid: int) -> tuple:
-        got = self._names.get(pid)
-        if got is None:
-            try:
-                raw = _read(f"{self.proc_root}/{pid}/stat", 1024)
-                comm = raw[raw.find(b"(") + 1:raw.rfind(b")")].decode(errors="replace")
-            except OSError:
-                comm = "?"
-            cgroup = cgroup_of(self.proc_root, pid)
-            got = self._names[pid] = (comm, _owner(f"{self.proc_root}/{pid}"), cgroup,
-                                      cgroup_labels(cgroup)["slurm_job"] or job_of(self.proc_root, pid))
-        return got
+        self._names: dict[int, tuple] = {}  # pid -> process_facts
 
     def read(self) -> list[tuple]:
         """The samples since the last read as pieces (consumer, start_ns, end_ns, busy seconds) on
@@ -435,7 +432,9 @@ class GpuProcessReader:
                 a_us, b_us = self._period.get(key, (prev, prev))
                 if b_us <= a_us or not x["sm_util_pct"]:
                     continue
-                comm, uid, cgroup, job = self._who(x["pid"])
+                if x["pid"] not in self._names:
+                    self._names[x["pid"]] = process_facts(self.proc_root, x["pid"])
+                comm, uid, cgroup, job = self._names[x["pid"]]
                 c = Consumer(f"{x['pid']}@gpu{x['index']}", "process", x["pid"], -1, comm, cgroup, uid, job,
                              gpu=x["index"])
                 pieces.append((c, a_us * 1000 - wall_minus_mono, b_us * 1000 - wall_minus_mono,

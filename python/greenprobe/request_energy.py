@@ -83,7 +83,7 @@ def _channel_rows(m: dict, ch: Channel) -> dict:
     else:
         grid = edges
     running = _running_tokens(grid, m["start"], m["end"], m["tokens"])
-    piece_e = np.diff(tl._interp(grid))
+    piece_e = np.diff(tl.cumulative(grid))
     if counter:
         piece_e = _split_periods(grid, running, tl.u[j0:j1], tl.e[j0:j1], piece_e)
     density = np.where(running > 0, piece_e / np.where(running > 0, running, 1), 0.0)
@@ -154,11 +154,9 @@ def _bounds(m: dict, u, de, lo, hi, grid, running) -> tuple[np.ndarray, np.ndarr
         if jb <= ja:
             continue
         g0, g1 = int(first[ja:jb].min()), int(last[ja:jb].max())
-        acc = np.zeros(g1 - g0 + 1)
-        np.add.at(acc, np.clip(np.searchsorted(grid, m["start"][marks]) - g0, 0, g1 - g0), m["tokens"][marks])
-        np.add.at(acc, np.clip(np.searchsorted(grid, m["end"][marks]) - g0, 0, g1 - g0), -m["tokens"][marks])
+        mine = _running_tokens(grid[g0:g1 + 1], m["start"][marks], m["end"][marks], m["tokens"][marks])
         run = running[g0:g1]
-        share = np.where(run > 0, np.cumsum(acc)[:g1 - g0] / np.where(run > 0, run, 1), 0.0)
+        share = np.where(run > 0, mine / np.where(run > 0, run, 1), 0.0)
         pmin, pmax = np.zeros(jb - ja), np.zeros(jb - ja)
         for n, j in enumerate(range(ja, jb)):
             piece = share[first[j] - g0:max(last[j], first[j] + 1) - g0]

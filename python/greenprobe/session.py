@@ -147,11 +147,12 @@ class Probe:
         self._anchor = {"monotonic_ns": _core.now_ns(), "wall_ns": _core.wall_ns(), "pid": os.getpid()}
         self._started = True
         if self.consumer_kinds:
+            from .consumer_fit import gpu_kind
             from .usage import open_gpus
 
             clock = (lambda: self._virtual_t or 0) if self.clock == "virtual" else _core.now_ns
             gpu_readers = open_gpus(self.sensor_request, self.options)[0] if any(
-                c["sensor"] in ("nvml", "amd-gpu") for c in self._channels) else []
+                gpu_kind(c["sensor"]) for c in self._channels) else []
             self._use = UseRecorder(self.consumer_kinds, clock=clock, gpu_readers=gpu_readers, **self._consumer_args)
         if self.clock == "virtual":
             return self

@@ -250,16 +250,11 @@ class Runner:
         rec = self.probe.use_recorder
         if rec is None:
             return False
-        a, b = row["window_start_ns"], row["window_end_ns"]
-        rec.wait_past(b)
-        use = rec.use("process")
         # the study's own: this process (its sampler) and its workers with what they started
-        own = {i for i, c in enumerate(use.consumers) if c.pid == os.getpid()}
-        for w in self.workers.values():
-            own |= tree_of(use.consumers, w.proc.pid)
-        cores, top = use.foreign(a, b, own)
-        row.update(foreign_cores=cores, foreign_top="; ".join(f"{n} {c:.2f}" for n, c in top), attempts=attempt + 1,
-                   disturbed=cores > s.max_foreign_cores)
+        row.update(others_use(rec, row["window_start_ns"], row["window_end_ns"],
+                              [w.proc.pid for w in self.workers.values()]))
+        cores = row["foreign_cores"]
+        row.update(attempts=attempt + 1, disturbed=cores > s.max_foreign_cores)
         again = row["disturbed"] and attempt < s.disturbed_retries
         if again:
             d = self.layout.config(cfg.id) / "disturbed"
@@ -565,6 +560,19 @@ def run_study(spec: StudySpec, out="results", log=None, only: Optional[list] = N
     return lay.summary
 
 
+def others_use(rec, a: int, b: int, worker_pids=()) -> dict:
+    """How much processes other than the study's used the CPU over [a, b] (the sweep after b waited
+    for): foreign_cores (their mean cores) and foreign_top (those that used a tenth of a core or
+    more, in words). The study's own: this process, and each worker pid's tree."""
+    rec.wait_past(b)
+    use = rec.use("process")
+    own = {i for i, c in enumerate(use.consumers) if c.pid == os.getpid()}
+    for pid in worker_pids:
+        own |= tree_of(use.consumers, pid)
+    cores, top = use.foreign(a, b, own)
+    return {"foreign_cores": cores, "foreign_top": "; ".join(f"{n} {c:.2f}" for n, c in top)}
+
+
 def idle_undisturbed(probe, spec: StudySpec, log, here: Path) -> None:
     """The idle window just measured, again while other processes used more than
     spec.max_foreign_cores over it (up to spec.disturbed_retries times); each window's foreign use
@@ -575,11 +583,8 @@ def idle_undisturbed(probe, spec: StudySpec, log, here: Path) -> None:
     seen = []
     for attempt in range(spec.disturbed_retries + 1):
         which, a, b = probe.baseline_windows[-1]
-        rec.wait_past(b)
-        use = rec.use("process")
-        cores, top = use.foreign(a, b, {i for i, c in enumerate(use.consumers) if c.pid == os.getpid()})
-        seen.append({"which": which, "start_ns": a, "end_ns": b, "foreign_cores": cores,
-                     "foreign_top": "; ".join(f"{n} {c:.2f}" for n, c in top)})
+        seen.append({"which": which, "start_ns": a, "end_ns": b, **others_use(rec, a, b)})
+        cores = seen[-1]["foreign_cores"]
         if cores <= spec.max_foreign_cores:
             break
         if attempt == spec.disturbed_retries:
@@ -599,12 +604,10 @@ def idle_after_undisturbed(probe, spec: StudySpec, log, here: Path) -> None:
     if rec is None or not probe.baseline_windows or probe.baseline_windows[-1][0] != "after":
         return
     which, a, b = probe.baseline_windows[-1]
-    use = rec.use("process")
-    cores, top = use.foreign(a, b, {i for i, c in enumerate(use.consumers) if c.pid == os.getpid()})
     seen = json.loads((here / "idle.json").read_text()) if (here / "idle.json").exists() else []
-    seen.append({"which": which, "start_ns": a, "end_ns": b, "foreign_cores": cores,
-                 "foreign_top": "; ".join(f"{n} {c:.2f}" for n, c in top),
-                 "left_out": cores > spec.max_foreign_cores})
+    seen.append({"which": which, "start_ns": a, "end_ns": b, **others_use(rec, a, b)})
+    cores = seen[-1]["foreign_cores"]
+    seen[-1]["left_out"] = cores > spec.max_foreign_cores
     if cores > spec.max_foreign_cores and len(probe.baseline_windows) > 1:
         probe.baseline_windows.pop()
         log(f"the idle power after the runs was measured while other processes used {cores:.2f} cores "
