@@ -60,6 +60,8 @@ class Churn:
     """A reader of `live` processes of which `turn` exit and `turn` start every sweep, each using CPU."""
 
     kind = "process"
+    fresh = frozenset()  # what a ProcessReader says of processes started since its last read
+    resolution_s = 0.01
 
     def __init__(self, live=1000, turn=10, seed=0):
         from greenprobe.consumers import Consumer
