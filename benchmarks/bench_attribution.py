@@ -83,7 +83,7 @@ def run_calls(probe, zeus, segs, zeus_kind: str):
 
 def plain_differences(channel, starts, ends):
     """Energy as a plain poller sees it: the last value read at or before each end."""
-    t, v = channel.t_ns, channel.value
+    t, v = channel.t_ns, channel.energy_j_or_power_w
     i0 = np.clip(np.searchsorted(t, starts, side="right") - 1, 0, None)
     i1 = np.clip(np.searchsorted(t, ends, side="right") - 1, 0, None)
     return v[i1] - v[i0]

@@ -184,9 +184,9 @@ def soak_samples(hours: float, work: Path) -> dict:
     a = t0 + min(1_000_000_000_000, (t_end - t0) // 4)  # in the first hour (or quarter), long forgotten
     b = a + 60_000_000_000  # one minute
     cols = probe.samples_store.columns(a - 5_000_000_000, b + 5_000_000_000)
-    ch = Channel(channel=0, sensor="sim", domain="sim0", quantity="energy", estimated=False, resolution=1e-6,
+    ch = Channel(channel=0, sensor="sim", domain="sim0", quantity="energy", estimated=False, resolution_j=1e-6,
                  nominal_update_period_ns=step_ns, averaging_window_ns=0, t_ns=cols[0], prev_t_ns=cols[1],
-                 value=cols[2], flags=cols[4])
+                 energy_j_or_power_w=cols[2], flags=cols[4])
     e = float(attribute(np.array([a]), np.array([b]), [ch])[0]["energy_j"][0])
     warm, growth = flatness(points)
     files = len(list((work / "day" / "parts" / "samples").iterdir()))

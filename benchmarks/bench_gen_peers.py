@@ -115,7 +115,7 @@ def ai_energy_score(work: Path, n_requests: int, env: dict) -> tuple[float, floa
                 time.sleep(0.3)
         time.sleep(0.3)
     ch = [c for c in probe.channels() if c.domain == "gpu0" and c.quantity == "energy"][0]
-    t, e = ch.t_ns, ch.value
+    t, e = ch.t_ns, ch.energy_j
     energy = {k: counter_at(t, e, b) - counter_at(t, e, a) for k, (a, b) in spans.items()}
     ppt = energy["prefill"] / (n_requests * BATCH * PROMPT)
     pot = (energy["full"] - energy["prefill"]) / (n_requests * BATCH * (OUTPUT - 1))

@@ -47,7 +47,7 @@ def once(tmp_path):
     ch = {c.domain: c for c in probe.channels()}
     log = logs[0][0]
     raws = np.array([r[1] for r in log]); tw = np.array([r[2] for r in log]); tt = np.array([r[0] for r in log])
-    counts = np.round(ch["xe-card"].value * 1e6).astype(np.int64)
+    counts = np.round(ch["xe-card"].energy_j * 1e6).astype(np.int64)
     base = raw_at_open(counts, set(raws.tolist()))
     idx = {int(r): k for k, r in enumerate(raws)}
     early = []; stale = []

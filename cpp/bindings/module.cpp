@@ -219,7 +219,7 @@ PYBIND11_MODULE(_core, m) {
                 ReplayTrack t;
                 t.info = channel_from_dict(d);
                 t.offset_ns = d["offset_ns"].cast<std::vector<int64_t>>();
-                t.value = d["value"].cast<std::vector<double>>();
+                t.energy_j_or_power_w = d["energy_j_or_power_w"].cast<std::vector<double>>();
                 ts.push_back(std::move(t));
             }
             return open_replay(std::move(ts), source);
@@ -255,10 +255,10 @@ PYBIND11_MODULE(_core, m) {
                      s.drain(buf);
                  }
                  return py::make_tuple(column(buf, &Sample::t_ns), column(buf, &Sample::prev_t_ns),
-                                       column(buf, &Sample::value), column(buf, &Sample::channel),
+                                       column(buf, &Sample::energy_j_or_power_w), column(buf, &Sample::channel),
                                        column(buf, &Sample::flags));
              },
-             "Pops every pending sample: (t_ns, prev_t_ns, value, channel, flags) numpy columns.")
+             "Pops every pending sample: (t_ns, prev_t_ns, energy_j_or_power_w, channel, flags) numpy columns.")
         .def("channels",
              [](const Sampler& s) {
                  py::list out;

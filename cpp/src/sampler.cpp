@@ -151,7 +151,7 @@ StepResult step(ChannelState& s, const Reading& r, const ChannelInfo& info, uint
         return out;
     }
     uint32_t flags = 0;
-    double recorded = r.value + s.offset;
+    double recorded = r.energy_j_or_power_w + s.offset;
     if (!s.seen) {
         flags = kFirst | kChanged;
         s.seen = true;
@@ -159,19 +159,19 @@ StepResult step(ChannelState& s, const Reading& r, const ChannelInfo& info, uint
         const int64_t nominal = info.nominal_update_period_ns;
         s.since = nominal > 0 ? ts - 2 * nominal : 0;
     } else {
-        if (r.value != s.last_value) {
+        if (r.energy_j_or_power_w != s.last_value) {
             flags = kChanged;
         } else if (rules.record_all || t - s.last_pushed >= rules.keepalive_ns) {
             flags = kKeepalive;
         }
         // The one check of every energy counter step, whichever sensor read it.
         if (info.quantity == Quantity::EnergyCounter) {
-            const StepVerdict verdict = judge_step(r.value - s.last_value, static_cast<double>(ts - s.since) * 1e-9,
+            const StepVerdict verdict = judge_step(r.energy_j_or_power_w - s.last_value, static_cast<double>(ts - s.since) * 1e-9,
                                                    static_cast<double>(ts - s.last_t) * 1e-9, info.max_power_w,
-                                                   info.wrap_j, info.resolution);
+                                                   info.wrap_j, info.resolution_j);
             if (verdict != StepVerdict::Ok) {
                 recorded = s.last_recorded;  // the step is left out: the value stays put
-                s.offset = recorded - r.value;
+                s.offset = recorded - r.energy_j_or_power_w;
                 flags |= kGlitch;
                 out.glitch = true;
             }
@@ -189,7 +189,7 @@ StepResult step(ChannelState& s, const Reading& r, const ChannelInfo& info, uint
         out.sample = Sample{ts, s.last_t, recorded, channel, flags};
         s.last_pushed = t;
     }
-    s.last_value = r.value;
+    s.last_value = r.energy_j_or_power_w;
     s.last_recorded = recorded;
     s.last_poll = t;
     s.last_t = ts;

@@ -44,6 +44,8 @@ from typing import Optional
 
 import numpy as np
 
+from .records import with_units
+
 #: The sample flag bits by name. They are defined once, in the core (cpp/include/greenprobe/
 #: sample.hpp, exported as greenprobe._core.SAMPLE_FLAGS); a client-only install has no compiled
 #: core and uses this copy, which test_errors_sensors.py checks against the core's.
@@ -70,7 +72,7 @@ class Channel:
     domain: str
     quantity: str  # "energy" (cumulative joules) or "power" (watts)
     estimated: bool
-    resolution: float
+    resolution_j: float  # energy counters: the smallest step, joules (0 for power channels)
     nominal_update_period_ns: int
     averaging_window_ns: int = 0
     # power: the range the window lies in where it is not known exactly (0, 0: averaging_window_ns is)
@@ -82,19 +84,38 @@ class Channel:
     device_bus_id: str = ""
     shared: bool = False  # other work shares what it measures (a MIG instance: its whole GPU)
     wrap_j: float = 0.0  # the energy of one counter range (0: never wraps)
+    resolution_w: float = 0.0  # power channels: the smallest step, watts (0 for counters)
     note: str = ""
     t_ns: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     prev_t_ns: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-    value: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    # the readings: cumulative joules for energy counters, watts for power channels (energy_j and
+    # power_w below give them under the name of their unit, and refuse the other quantity)
+    energy_j_or_power_w: np.ndarray = field(default_factory=lambda: np.zeros(0))
     flags: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint32))
 
     @classmethod
     def from_info(cls, info: dict, **samples) -> "Channel":
         """A channel from its descriptor (the sampler's: its id, sensor and every ChannelInfo field,
         read by name; a field absent or None keeps its default) and its sample columns."""
-        names = {f.name for f in fields(cls)} - {"t_ns", "prev_t_ns", "value", "flags"}
+        names = {f.name for f in fields(cls)} - {"t_ns", "prev_t_ns", "energy_j_or_power_w", "flags"}
+        info = with_units(info)
         given = {k: info[k] for k in names if info.get(k) is not None}
         return cls(**given, **samples)
+
+    @property
+    def energy_j(self) -> np.ndarray:
+        """An energy counter's readings: cumulative joules (a power channel has none: ValueError)."""
+        if self.quantity != "energy":
+            raise ValueError(f"{self.sensor}/{self.domain} reads power (W), not energy: use power_w")
+        return self.energy_j_or_power_w
+
+    @property
+    def power_w(self) -> np.ndarray:
+        """A power channel's readings: watts, each the mean over its averaging window (an energy
+        counter has none: ValueError)."""
+        if self.quantity != "power":
+            raise ValueError(f"{self.sensor}/{self.domain} reads energy (J), not power: use energy_j")
+        return self.energy_j_or_power_w
 
     def usable(self) -> np.ndarray:
         """Samples that carry a reading (a GONE marker repeats the last value and is not one)."""
@@ -125,7 +146,7 @@ class Channel:
     def updates(self) -> tuple[np.ndarray, np.ndarray]:
         """Estimated moments of the sensor's updates (see place_updates) and the values they set."""
         m = self._update_mask()
-        return place_updates(self.prev_t_ns[m], self.t_ns[m]), self.value[m]
+        return place_updates(self.prev_t_ns[m], self.t_ns[m]), self.energy_j_or_power_w[m]
 
     def update_windows(self, placed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Where each placed update may lie: its poll window, narrowed to a typical window's width
@@ -157,14 +178,14 @@ class Channel:
 
 def channels_of(infos: list[dict], columns: tuple) -> list[Channel]:
     """Each channel of ``infos`` (descriptors: channel id, sensor and the ChannelInfo fields) with
-    its samples from ``columns`` (t_ns, prev_t_ns, value, channel, flags, in any order of time),
+    its samples from ``columns`` (t_ns, prev_t_ns, energy_j_or_power_w, channel, flags, in any order of time),
     sorted by time: what Probe.channels and RemoteProbe.channels answer."""
     t, prev, v, ch, fl = columns
     out = []
     for info in infos:
         m = ch == info["channel"]
         order = np.argsort(t[m], kind="stable")
-        out.append(Channel.from_info(info, t_ns=t[m][order], prev_t_ns=prev[m][order], value=v[m][order],
+        out.append(Channel.from_info(info, t_ns=t[m][order], prev_t_ns=prev[m][order], energy_j_or_power_w=v[m][order],
                                      flags=fl[m][order]))
     return out
 
@@ -219,14 +240,14 @@ class Timeline:
     def __init__(self, ch: Channel):
         self.channel = ch
         keep = ch.usable()
-        t, prev, v, f = ch.t_ns[keep], ch.prev_t_ns[keep], ch.value[keep], ch.flags[keep]
+        t, prev, v, f = ch.t_ns[keep], ch.prev_t_ns[keep], ch.energy_j_or_power_w[keep], ch.flags[keep]
         if t.size == 0:
             raise ValueError(f"channel {ch.sensor}/{ch.domain} has no samples")
         self.power = ch.quantity == "power"
         if self.power:
             self._init_power(t, prev, v, f)
         else:
-            self._init_counter(t, prev, v, f, ch.resolution)
+            self._init_counter(t, prev, v, f, ch.resolution_j)
 
     # -- counters ------------------------------------------------------------------------------
     def _init_counter(self, t, prev, v, f, resolution):

@@ -58,12 +58,12 @@ def _readings_inside(ch: Channel, starts, ends, power, half, ok):
     outlast update period + averaging window); integration otherwise."""
     reach = ch.nominal_update_period_ns + ch.averaging_window_ns
     use = ch.usable()
-    t, v = ch.t_ns[use], ch.value[use]
+    t, w = ch.t_ns[use], ch.power_w[use]
     power, half, ok = power.copy(), half.copy(), ok.copy()
     for i, (a, b) in enumerate(zip(starts, ends)):
         inside = (t - reach >= a) & (t <= b)
         if inside.any():
-            power[i] = float(v[inside].mean())
-            half[i] = ch.resolution / 2
+            power[i] = float(w[inside].mean())
+            half[i] = ch.resolution_w / 2
             ok[i] = True
     return power, half, ok

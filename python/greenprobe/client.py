@@ -180,7 +180,12 @@ class RemoteProbe:
     def channel_info(self) -> list[dict]:
         """Each channel's descriptor (as Probe.channel_info): channel, sensor and every ChannelInfo
         field, no samples."""
-        return self.status().get("channels", [])
+        status = self.status()
+        chans = status.get("channels", [])
+        if status.get("api_version", 0) < 4:  # its field 6 held a power channel's resolution in W
+            chans = [{**c, "resolution_j": 0.0, "resolution_w": c.get("resolution_j", 0.0)}
+                     if c.get("quantity") == "power" else c for c in chans]
+        return chans
 
     def channels(self, start_ns: Optional[int] = None, end_ns: Optional[int] = None) -> list:
         """Each channel with its samples (attribution.Channel, as Probe.channels), from the daemon's
@@ -289,7 +294,7 @@ class RemoteProbe:
         stream = self._stub.StreamSamples(req)
         try:
             for batch in stream:
-                ch, v = list(batch.channel), list(batch.value)
+                ch, v = list(batch.channel), list(batch.energy_j_or_power_w)
                 yield {"t_ns": list(batch.t_ns), "prev_t_ns": list(batch.prev_t_ns), "channel": ch,
                        "energy_j": [None if c in power else x for c, x in zip(ch, v)],
                        "power_w": [x if c in power else None for c, x in zip(ch, v)], "flags": list(batch.flags)}

@@ -143,7 +143,7 @@ def domain_readings(probe, recent: Optional[list] = None) -> list[DomainReading]
     out = []
     for ch in choose_channels(recent):
         use = ch.usable()
-        tt, vv = ch.t_ns[use], ch.value[use]
+        tt, vv = ch.t_ns[use], ch.energy_j_or_power_w[use]
         if not tt.size:
             continue
         info = infos[ch.channel] if ch.channel < len(infos) else {}

@@ -10,8 +10,8 @@ which tests/python/test_records.py checks against the core's, as it checks that 
 from __future__ import annotations
 
 _CHANNEL_INFO_FIELDS_WITHOUT_CORE = (
-    "domain", "quantity", "estimated", "resolution", "nominal_update_period_ns", "averaging_window_ns",
-    "averaging_window_min_ns", "averaging_window_max_ns", "parent_domain", "device_uuid", "device_bus_id",
+    "domain", "quantity", "estimated", "resolution_j", "resolution_w", "nominal_update_period_ns",
+    "averaging_window_ns", "averaging_window_min_ns", "averaging_window_max_ns", "parent_domain", "device_uuid", "device_bus_id",
     "shared", "max_power_w", "wrap_j", "note",
 )
 try:
@@ -21,11 +21,26 @@ except ImportError:
 
 #: The daemon's API (StatusReply.api_version): 2 since marks cross every boundary as the mark
 #: ring's frames (frames.py) and nothing else; 3 since every mark, label and query is its caller's
-#: (daemon/identity.py: local clients name themselves with a session, TCP ones by their token).
-API_VERSION = 3
+#: (daemon/identity.py: local clients name themselves with a session, TCP ones by their token); 4
+#: since a channel's resolution says its unit: Channel field 6 is resolution_j (counters), a power
+#: channel's is resolution_w (field 18); a client reads an older daemon's power resolution from 6.
+API_VERSION = 4
 
 #: What the sampler adds to a sensor's ChannelInfo: the global id, the sensor's kind and its index.
 CHANNEL_IDS = ("channel", "sensor", "sensor_index")
+
+
+def with_units(c: dict) -> dict:
+    """A channel's descriptor as this version names it: one written before the resolution said its
+    unit (Parquet metadata, a replay's recording, a daemon before API 4) had one ``resolution`` in
+    joules for counters and watts for power; it becomes resolution_j or resolution_w."""
+    if c.get("resolution") is None or c.get("resolution_j") is not None and c.get("resolution_w") is not None:
+        return c
+    out = {k: v for k, v in c.items() if k != "resolution"}
+    power = c.get("quantity") == "power"
+    out["resolution_w" if power else "resolution_j"] = c["resolution"]
+    out.setdefault("resolution_j" if power else "resolution_w", 0.0)
+    return out
 
 
 def channel_message_fields(c: dict) -> dict:

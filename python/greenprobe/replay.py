@@ -7,7 +7,7 @@ import numpy as np
 from . import _core
 from .errors import SensorConfigError, SensorNotFound
 from .parquet import read_metadata, read_table
-from .records import CHANNEL_INFO_FIELDS
+from .records import CHANNEL_INFO_FIELDS, with_units
 from .store import sample_columns
 
 
@@ -25,7 +25,7 @@ def open_replay(options: dict):
     t, _, value, ch, _ = sample_columns(table)
     t0 = int(t.min()) if t.size else 0
     tracks, sources = [], set()
-    for c in meta["channels"]:
+    for c in map(with_units, meta["channels"]):
         m = ch == c["channel"]
         if not m.any():
             continue
@@ -34,7 +34,7 @@ def open_replay(options: dict):
         tracks.append({
             # every ChannelInfo field the recording has, by name (one it lacks keeps its default)
             **{k: c.get(k) for k in CHANNEL_INFO_FIELDS},
-            "offset_ns": (t[m][order] - t0).tolist(), "value": value[m][order].tolist(),
+            "offset_ns": (t[m][order] - t0).tolist(), "energy_j_or_power_w": value[m][order].tolist(),
         })
     if not tracks:
         raise SensorConfigError(f"replay file {path} holds no samples", "record a longer session")

@@ -21,8 +21,8 @@ import numpy as np
 
 # pyarrow is imported where it is used: greenprobe must import in runtime environments whose
 # pyarrow does not load (MXNet's numpy < 1.24), where no store ever spills
-SAMPLE_DTYPES = (np.int64, np.int64, np.float64, np.uint32, np.uint32)  # t_ns, prev_t_ns, value, channel, flags
-SAMPLE_NAMES = ("t_ns", "prev_t_ns", "value", "channel", "flags")
+SAMPLE_DTYPES = (np.int64, np.int64, np.float64, np.uint32, np.uint32)  # t_ns, prev_t_ns, energy_j_or_power_w, channel, flags
+SAMPLE_NAMES = ("t_ns", "prev_t_ns", "energy_j_or_power_w", "channel", "flags")
 
 
 def mark_schema():
@@ -317,11 +317,11 @@ def read_samples(path: str) -> tuple:
 def sample_columns(table) -> tuple:
     """A samples table (samples.parquet, a part, the daemon's Table("samples")) as the sampler's
     columns (SAMPLE_NAMES): its energy_j (counters) and power_w (power readings) are one value
-    column again."""
+    column again (energy_j_or_power_w)."""
     import pyarrow.compute as pc
 
     cols = {n: table.column(n) for n in ("t_ns", "prev_t_ns", "channel", "flags")}
-    cols["value"] = pc.coalesce(table.column("energy_j"), table.column("power_w"))
+    cols["energy_j_or_power_w"] = pc.coalesce(table.column("energy_j"), table.column("power_w"))
     return tuple(cols[name].to_numpy().astype(d, copy=False) for name, d in zip(SAMPLE_NAMES, SAMPLE_DTYPES))
 
 

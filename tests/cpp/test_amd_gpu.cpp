@@ -91,7 +91,7 @@ TEST(amd_every_gpu_by_default_counts_gpus_only_with_uuid_and_pci_address) {
         CHECK(c.quantity == Quantity::EnergyCounter && c.note.empty());
         CHECK(c.parent_domain.empty() && !c.shared && !c.estimated);
         CHECK(c.max_power_w == 1500.0 && c.wrap_j == 0.0);
-        CHECK(c.resolution == kRes);  // exactly the stated 15.2587890625 µJ, in joules
+        CHECK(c.resolution_j == kRes && c.resolution_w == 0.0);  // exactly the stated 15.2587890625 µJ, in joules
     }
     CHECK(s->channels()[0].device_bus_id == "0000:0c:00.0");
     CHECK(s->channels()[2].device_bus_id == "0000:2c:00.0");
@@ -122,9 +122,9 @@ TEST(amd_counter_is_joules_on_the_known_power_law) {
         for (unsigned i = 0; i < 2; ++i) {
             REQUIRE(r[i].status == PollStatus::Ok);
             // the update before the poll is at most 1 ms earlier; floor() takes at most one step off
-            CHECK(r[i].value >= exact(i, before - 1000000) - kRes);
-            CHECK(r[i].value <= exact(i, after) + 1e-9);
-            const double steps = r[i].value / kRes;  // a whole number of counter steps
+            CHECK(r[i].energy_j_or_power_w >= exact(i, before - 1000000) - kRes);
+            CHECK(r[i].energy_j_or_power_w <= exact(i, after) + 1e-9);
+            const double steps = r[i].energy_j_or_power_w / kRes;  // a whole number of counter steps
             CHECK_NEAR(steps, std::round(steps), 1e-3);
         }
     }
@@ -243,7 +243,7 @@ TEST(amd_frozen_counter_falls_back_to_power_and_says_so) {
     REQUIRE(ch.size() == 2);
     CHECK(ch[0].domain == "amdgpu0" && ch[0].quantity == Quantity::EnergyCounter && ch[0].note.empty());
     CHECK(ch[1].domain == "amdgpu1" && ch[1].quantity == Quantity::Power);
-    CHECK(ch[1].resolution == 1.0 && ch[1].device_uuid == fake_uuid(1));
+    CHECK(ch[1].resolution_w == 1.0 && ch[1].resolution_j == 0.0 && ch[1].device_uuid == fake_uuid(1));
     CHECK(contains(ch[1].note, "power reading (current_socket_power, whole watts) instead of the energy counter"));
     CHECK(contains(ch[1].note, "stood still for ") &&
           contains(ch[1].note, " ms at the open check while the power reading (current_socket_power)"));
@@ -252,7 +252,7 @@ TEST(amd_frozen_counter_falls_back_to_power_and_says_so) {
     CHECK(contains(s->info().at("amdgpu0_energy_source"), "energy counter"));
     const auto r = poll(*s);
     CHECK(r[1].status == PollStatus::Ok);
-    CHECK_NEAR(r[1].value, 200.0, 1e-9);  // GPU 1 draws 2 x 100 W
+    CHECK_NEAR(r[1].energy_j_or_power_w, 200.0, 1e-9);  // GPU 1 draws 2 x 100 W
 }
 
 TEST(amd_backwards_counter_falls_back_to_power_and_says_so) {
@@ -262,7 +262,7 @@ TEST(amd_backwards_counter_falls_back_to_power_and_says_so) {
     CHECK(s->channels()[0].quantity == Quantity::Power);
     CHECK(contains(s->channels()[0].note, "the energy counter ran backwards at the open check"));
     CHECK(contains(s->info().at("amdgpu0_energy_source"), "ran backwards"));
-    CHECK_NEAR(poll(*s)[0].value, 300.0, 1e-9);
+    CHECK_NEAR(poll(*s)[0].energy_j_or_power_w, 300.0, 1e-9);
 }
 
 TEST(amd_counter_with_a_wrong_resolution_falls_back_to_power) {
@@ -313,8 +313,8 @@ TEST(amd_power_info_is_read_in_the_layout_of_the_library_version) {
         auto s = open_amd();
         const auto r = poll(*s);
         REQUIRE(r.size() == 2);
-        CHECK_NEAR(r[0].value, 250.0, 1e-9);
-        CHECK_NEAR(r[1].value, 500.0, 1e-9);
+        CHECK_NEAR(r[0].energy_j_or_power_w, 250.0, 1e-9);
+        CHECK_NEAR(r[1].energy_j_or_power_w, 500.0, 1e-9);
         if (!contains(s->channels()[0].note, std::string("(") + c.used + ",")) {
             std::printf("  %s/%s: %s\n", c.version, c.member, s->channels()[0].note.c_str());
             CHECK(false);

@@ -146,13 +146,13 @@ TEST(i915_energy_counter_in_microjoules_with_its_bus_id) {
     CHECK(c.domain == "i915");
     CHECK(c.quantity == Quantity::EnergyCounter);
     CHECK(c.device_bus_id == "0000:03:00.0");
-    CHECK(c.wrap_j == 0.0 && c.max_power_w == 1000.0 && c.resolution == 1e-6 && !c.estimated);
+    CHECK(c.wrap_j == 0.0 && c.max_power_w == 1000.0 && c.resolution_j == 1e-6 && c.resolution_w == 0.0 && !c.estimated);
     CHECK(c.parent_domain.empty());
-    CHECK(poll(*s)[0].value == 0.0);  // energy since the first read (at open)
+    CHECK(poll(*s)[0].energy_j_or_power_w == 0.0);  // energy since the first read (at open)
     write_file(d + "/energy1_input", "1500000\n");
-    CHECK_NEAR(poll(*s)[0].value, 0.5, 1e-15);
+    CHECK_NEAR(poll(*s)[0].energy_j_or_power_w, 0.5, 1e-15);
     write_file(d + "/energy1_input", "0001500001\n");  // leading zeros are decimal
-    CHECK_NEAR(poll(*s)[0].value, 0.500001, 1e-15);
+    CHECK_NEAR(poll(*s)[0].energy_j_or_power_w, 0.500001, 1e-15);
     const auto info = s->info();
     CHECK(info.at("file_i915") == d + "/energy1_input");
     CHECK(contains(info.at("chips"), "i915 (hwmon4) at 0000:03:00.0"));
@@ -175,9 +175,9 @@ TEST(amdgpu_power_average_states_its_window_and_ignores_the_cap) {
     CHECK(c.max_power_w == 2000.0 && c.device_bus_id == "0000:03:00.0");
     auto r = poll(*s);
     CHECK(r[0].status == PollStatus::Ok);
-    CHECK_NEAR(r[0].value, 123.456789, 1e-12);
+    CHECK_NEAR(r[0].energy_j_or_power_w, 123.456789, 1e-12);
     write_file(d + "/power1_average", "1\n");
-    CHECK_NEAR(poll(*s)[0].value, 1e-6, 1e-18);
+    CHECK_NEAR(poll(*s)[0].energy_j_or_power_w, 1e-6, 1e-18);
 }
 
 TEST(amdgpu_apu_keeps_slow_ppt_and_power_input_states_an_unknown_window_range) {
@@ -193,7 +193,7 @@ TEST(amdgpu_apu_keeps_slow_ppt_and_power_input_states_an_unknown_window_range) {
     CHECK(c.averaging_window_min_ns == 100000 && c.averaging_window_max_ns == 1000000000);
     CHECK(c.averaging_window_ns > 0);
     CHECK(c.device_bus_id.empty());
-    CHECK_NEAR(poll(*s)[0].value, 15.0, 1e-12);
+    CHECK_NEAR(poll(*s)[0].energy_j_or_power_w, 15.0, 1e-12);
     CHECK(contains(s->info().at("skipped"), "fastPPT left out"));
 }
 
@@ -217,10 +217,10 @@ TEST(ina3221_power_inputs_with_labels_nest_in_vdd_in) {
     CHECK(in->nominal_update_period_ns == 2000000000);
     CHECK(in->averaging_window_max_ns == 2000000000);  // the chip refreshes every 2 s: a window up to that
     auto r = poll(*s);
-    CHECK_NEAR(r[index_of(*s, "ina3221-vdd_in")].value, 5.12, 1e-12);
-    CHECK_NEAR(r[index_of(*s, "ina3221-vdd_soc")].value, 1.63, 1e-12);
+    CHECK_NEAR(r[index_of(*s, "ina3221-vdd_in")].energy_j_or_power_w, 5.12, 1e-12);
+    CHECK_NEAR(r[index_of(*s, "ina3221-vdd_soc")].energy_j_or_power_w, 1.63, 1e-12);
     write_file(d + "/power2_input", "0\n");
-    CHECK(poll(*s)[index_of(*s, "ina3221-vdd_cpu_gpu_cv")].value == 0.0);
+    CHECK(poll(*s)[index_of(*s, "ina3221-vdd_cpu_gpu_cv")].energy_j_or_power_w == 0.0);
 }
 
 TEST(ina3221_mainline_power_is_bus_voltage_times_current) {
@@ -233,12 +233,12 @@ TEST(ina3221_mainline_power_is_bus_voltage_times_current) {
     auto s = open_hwmon_at(root);
     REQUIRE(s->channels().size() == 2);
     const auto r = poll(*s);
-    CHECK_NEAR(r[index_of(*s, "ina3221-vdd_in")].value, 6.0, 1e-12);  // 5000 mV x 1200 mA
-    CHECK_NEAR(r[index_of(*s, "ina3221-vdd_soc")].value, -0.02496, 1e-12);  // signed current kept
+    CHECK_NEAR(r[index_of(*s, "ina3221-vdd_in")].energy_j_or_power_w, 6.0, 1e-12);  // 5000 mV x 1200 mA
+    CHECK_NEAR(r[index_of(*s, "ina3221-vdd_soc")].energy_j_or_power_w, -0.02496, 1e-12);  // signed current kept
     CHECK(find(*s, "ina3221-vdd_soc")->parent_domain == "ina3221-vdd_in");
     CHECK(contains(s->info().at("file_ina3221-vdd_in"), d + "/in1_input x " + d + "/curr1_input"));
     write_file(d + "/curr1_input", "2000\n");
-    CHECK_NEAR(poll(*s)[index_of(*s, "ina3221-vdd_in")].value, 10.0, 1e-12);
+    CHECK_NEAR(poll(*s)[index_of(*s, "ina3221-vdd_in")].energy_j_or_power_w, 10.0, 1e-12);
 }
 
 TEST(two_power_meters_without_pci_address_take_their_hwmon_index) {
@@ -256,8 +256,8 @@ TEST(two_power_meters_without_pci_address_take_their_hwmon_index) {
     CHECK(s->channels()[0].averaging_window_ns == 1000000000);
     CHECK(s->channels()[0].max_power_w == 5000.0);
     const auto r = poll(*s);
-    CHECK_NEAR(r[0].value, 100.0, 1e-12);
-    CHECK_NEAR(r[1].value, 200.0, 1e-12);
+    CHECK_NEAR(r[0].energy_j_or_power_w, 100.0, 1e-12);
+    CHECK_NEAR(r[1].energy_j_or_power_w, 200.0, 1e-12);
 }
 
 TEST(two_amdgpus_are_told_apart_by_pci_address_and_the_order_is_numeric) {
@@ -272,8 +272,8 @@ TEST(two_amdgpus_are_told_apart_by_pci_address_and_the_order_is_numeric) {
     CHECK(s->channels()[0].device_bus_id == "0000:03:00.0");
     CHECK(s->channels()[1].device_bus_id == "0000:83:00.0");
     const auto r = poll(*s);
-    CHECK_NEAR(r[0].value, 1.0, 1e-12);
-    CHECK_NEAR(r[1].value, 2.0, 1e-12);
+    CHECK_NEAR(r[0].energy_j_or_power_w, 1.0, 1e-12);
+    CHECK_NEAR(r[1].energy_j_or_power_w, 2.0, 1e-12);
     const auto info = s->info();
     CHECK(contains(info.at("skipped"), "nvme (hwmon3): no energy or power readings"));
     CHECK(contains(info.at("chips_seen"), "nvme (hwmon3)"));
@@ -328,7 +328,7 @@ TEST(unlabelled_channels_of_one_chip_are_named_by_attribute_and_old_drivers_use_
     CHECK(s->channels()[1].domain == "somechip-power2");
     CHECK(s->channels()[2].domain == "oldchip");
     CHECK(s->channels()[0].max_power_w == 0.0);  // an unknown chip: no ceiling claimed
-    CHECK_NEAR(poll(*s)[2].value, 7.0, 1e-12);
+    CHECK_NEAR(poll(*s)[2].energy_j_or_power_w, 7.0, 1e-12);
     CHECK(s->info().at("file_oldchip") == dev + "/power1_average");
 }
 
@@ -416,8 +416,8 @@ TEST(grace_hopper_meters_are_named_by_oem_info_and_nest_module_grace_cpu_sysio) 
                        {"grace-cpu-0", "grace-socket-0"},
                        {"grace-sysio-0", "grace-socket-0"}});
     const auto r = poll(*s);
-    CHECK_NEAR(r[index_of(*s, "grace-module-0")].value, 500.0, 1e-9);
-    CHECK_NEAR(r[index_of(*s, "grace-cpu-0")].value, 60.0, 1e-9);
+    CHECK_NEAR(r[index_of(*s, "grace-module-0")].energy_j_or_power_w, 500.0, 1e-9);
+    CHECK_NEAR(r[index_of(*s, "grace-cpu-0")].energy_j_or_power_w, 60.0, 1e-9);
     const ChannelInfo* m = find(*s, "grace-module-0");
     REQUIRE(m);
     CHECK(m->averaging_window_ns == 50000000 && m->max_power_w == 5000.0 && m->device_bus_id.empty());
@@ -464,8 +464,8 @@ TEST(two_socket_grace_cpu_superchip_nests_each_rail_in_its_own_socket) {
                        {"grace-sysio-0", "grace-socket-0"},
                        {"grace-sysio-1", "grace-socket-1"}});
     const auto r = poll(*s);
-    CHECK_NEAR(r[index_of(*s, "grace-socket-0")].value, 10.0, 1e-9);  // hwmon0
-    CHECK_NEAR(r[index_of(*s, "grace-sysio-1")].value, 60.0, 1e-9);   // hwmon5
+    CHECK_NEAR(r[index_of(*s, "grace-socket-0")].energy_j_or_power_w, 10.0, 1e-9);  // hwmon0
+    CHECK_NEAR(r[index_of(*s, "grace-sysio-1")].energy_j_or_power_w, 60.0, 1e-9);   // hwmon5
     CHECK(s->info().at("file_grace-sysio-1") == root + "/hwmon5/device/power1_average");
 }
 
@@ -565,9 +565,9 @@ TEST(unit_conversions_are_exact_near_the_top_of_64_bits) {
     const std::string d = make_chip(root, "hwmon0", "i915", {{"energy1_input", "18446744073000000000"}});
     auto s = open_hwmon_at(root);
     write_file(d + "/energy1_input", "18446744073001234567\n");
-    CHECK(poll(*s)[0].value == 1.234567);  // differences in µJ, converted once: no precision lost
+    CHECK(poll(*s)[0].energy_j_or_power_w == 1.234567);  // differences in µJ, converted once: no precision lost
     write_file(d + "/energy1_input", "18446744073709551615\n");  // 2^64 - 1
-    CHECK(poll(*s)[0].value == 709.551615);
+    CHECK(poll(*s)[0].energy_j_or_power_w == 709.551615);
 }
 
 TEST(a_backward_step_is_reported_backward_for_the_sampler_to_exclude) {
@@ -575,16 +575,16 @@ TEST(a_backward_step_is_reported_backward_for_the_sampler_to_exclude) {
     const std::string d = make_chip(root, "hwmon0", "i915", {{"energy1_input", "5000000"}});
     auto s = open_hwmon_at(root);
     write_file(d + "/energy1_input", "6000000\n");
-    const double before = poll(*s)[0].value;
+    const double before = poll(*s)[0].energy_j_or_power_w;
     CHECK_NEAR(before, 1.0, 1e-15);
     write_file(d + "/energy1_input", "5500000\n");  // the counter shows 0.5 J less: never energy
-    const double after = poll(*s)[0].value;
+    const double after = poll(*s)[0].energy_j_or_power_w;
     CHECK_NEAR(after, 0.5, 1e-15);
     const ChannelInfo& c = s->channels()[0];
     // not unwrapped into a huge step (wrap_j 0): the sampler's one check sees it go backwards
-    CHECK(judge_step(after - before, 0.001, 0.001, c.max_power_w, c.wrap_j, c.resolution) == StepVerdict::Backwards);
+    CHECK(judge_step(after - before, 0.001, 0.001, c.max_power_w, c.wrap_j, c.resolution_j) == StepVerdict::Backwards);
     write_file(d + "/energy1_input", "5500100\n");
-    CHECK_NEAR(poll(*s)[0].value - after, 100e-6, 1e-15);  // and counts on from there
+    CHECK_NEAR(poll(*s)[0].energy_j_or_power_w - after, 100e-6, 1e-15);  // and counts on from there
 }
 
 TEST(a_garbled_read_is_retry_not_a_value) {
@@ -598,7 +598,7 @@ TEST(a_garbled_read_is_retry_not_a_value) {
     write_file(d + "/power1_average", "3000000\n");
     r = poll(*s);
     CHECK(r[0].status == PollStatus::Ok);
-    CHECK_NEAR(r[0].value, 3.0, 1e-12);
+    CHECK_NEAR(r[0].energy_j_or_power_w, 3.0, 1e-12);
 }
 
 namespace {
@@ -638,7 +638,7 @@ TEST(a_chip_that_vanishes_mid_run_is_gone_and_the_others_read_on) {
     r = poll(*s);
     CHECK(r[0].status == PollStatus::Gone);
     CHECK(r[1].status == PollStatus::Ok);
-    CHECK_NEAR(r[1].value, 5.0, 1e-12);
+    CHECK_NEAR(r[1].energy_j_or_power_w, 5.0, 1e-12);
     CHECK(contains(s->last_error(), "energy1_input") && contains(s->last_error(), "gone"));
     r = poll(*s);  // stays gone, the other channel reads on
     CHECK(r[0].status == PollStatus::Gone && r[1].status == PollStatus::Ok);

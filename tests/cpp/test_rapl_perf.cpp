@@ -176,7 +176,7 @@ Timed timed_poll(Sensor& s) {
 // The energy between polls a and b of a channel lies between the counted truth over the narrowest
 // span they can cover (a's end to b's start) and the widest (a's start to b's end).
 void check_interval(const Law& law, double factor, const Timed& a, const Timed& b, std::size_t c, const char* what) {
-    const double got = b.r[c].value - a.r[c].value;
+    const double got = b.r[c].energy_j_or_power_w - a.r[c].energy_j_or_power_w;
     const double lo = law.counted_j(factor, b.before) - law.counted_j(factor, a.after);
     const double hi = law.counted_j(factor, b.after) - law.counted_j(factor, a.before);
     if (!(got >= lo - 1e-9 && got <= hi + 1e-9)) {
@@ -239,7 +239,7 @@ TEST(two_intel_sockets_name_nest_and_measure_every_domain) {
                                                              {"core-1", "package-1"}, {"dram-1", "psys"}}));
         for (const auto& ch : s->channels()) {
             CHECK(ch.quantity == Quantity::EnergyCounter && !ch.estimated);
-            CHECK(ch.resolution == std::ldexp(1.0, -14));  // the hardware's step, not 2^-32 J
+            CHECK(ch.resolution_j == std::ldexp(1.0, -14));  // the hardware's step, not 2^-32 J
             CHECK(ch.nominal_update_period_ns == 1000000);
             CHECK(ch.wrap_j == std::ldexp(1.0, 32));  // 2^64 counts of 2^-32 J
             CHECK(ch.max_power_w == (ch.domain == "psys" ? 2000.0 : 1000.0));
@@ -325,8 +325,8 @@ TEST(amd_single_socket_reports_its_package_only) {
     CHECK(s->channels()[0].max_power_w == 1000.0);
     const Timed a = timed_poll(*s);
     // Primed at open: the energy since the open, not since the counter started.
-    CHECK(a.r[0].value >= t.law.counted_j(1.3, a.before) - t.law.counted_j(1.3, open_after) - 1e-9);
-    CHECK(a.r[0].value <= t.law.counted_j(1.3, a.after) - t.law.counted_j(1.3, open_before) + 1e-9);
+    CHECK(a.r[0].energy_j_or_power_w >= t.law.counted_j(1.3, a.before) - t.law.counted_j(1.3, open_after) - 1e-9);
+    CHECK(a.r[0].energy_j_or_power_w <= t.law.counted_j(1.3, a.after) - t.law.counted_j(1.3, open_before) + 1e-9);
     sleep_ms(25);
     const Timed b = timed_poll(*s);
     check_interval(t.law, 1.3, a, b, 0, "package-0");
@@ -348,7 +348,7 @@ TEST(sapphire_rapids_psys_resolution_is_one_joule) {
     l.model = 0x8F;
     const Tree t = make_tree(l);
     auto s = open_sensor("rapl-perf", options_of(t));
-    for (const auto& ch : s->channels()) CHECK(ch.resolution == (ch.domain == "psys" ? 1.0 : std::ldexp(1.0, -14)));
+    for (const auto& ch : s->channels()) CHECK(ch.resolution_j == (ch.domain == "psys" ? 1.0 : std::ldexp(1.0, -14)));
 }
 
 TEST(permission_denied_names_paranoid_and_cap_perfmon_and_the_fixes) {

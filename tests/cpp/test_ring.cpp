@@ -57,7 +57,7 @@ TEST(concurrent_producer_consumer_loses_nothing) {
         const std::size_t n = r.pop_into(buf, 256);
         for (std::size_t i = 0; i < n; ++i) {
             const Sample& s = buf[i];
-            if (s.t_ns != expect || s.prev_t_ns != expect - 1 || s.value != static_cast<double>(expect) * 0.5 ||
+            if (s.t_ns != expect || s.prev_t_ns != expect - 1 || s.energy_j_or_power_w != static_cast<double>(expect) * 0.5 ||
                 s.channel != static_cast<uint32_t>(expect & 7)) {
                 ordered = false;
             }

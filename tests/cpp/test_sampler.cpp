@@ -34,7 +34,7 @@ class ScriptedCounter final : public Sensor {
         : watts_(watts), max_raw_(max_raw), start_raw_(start_raw), events_(std::move(events)), counter_(max_raw, 1e-3) {
         ChannelInfo info;
         info.domain = "scripted";
-        info.resolution = 1e-3;
+        info.resolution_j = 1e-3;
         info.nominal_update_period_ns = 1000000;
         info.max_power_w = max_power_w;
         info.wrap_j = static_cast<double>(max_raw + 1) * 1e-3;
@@ -53,7 +53,7 @@ class ScriptedCounter final : public Sensor {
         const auto true_raw = static_cast<int64_t>(start_raw_) + static_cast<int64_t>(static_cast<double>(t - t0_) * 1e-9 * watts_ / 1e-3);
         const auto range = static_cast<int64_t>(max_raw_) + 1;
         const int64_t shown = ((true_raw + jump_) % range + range) % range;
-        out[0].value = counter_.update(static_cast<uint64_t>(shown));
+        out[0].energy_j_or_power_w = counter_.update(static_cast<uint64_t>(shown));
         out[0].status = PollStatus::Ok;
         truth_.push_back(true_raw);
     }
@@ -99,8 +99,8 @@ ScriptRun run_script(const std::shared_ptr<ScriptedCounter>& s, int ms) {
             if (i > 0) lost_j += static_cast<double>(truth[i] - truth[i - 1]) * 1e-3;
         }
         const double want = static_cast<double>(truth[i] - truth[0]) * 1e-3 - lost_j;
-        if (std::fabs(r.out[i].value - want) > 1e-9 && wrong++ < 3) {
-            std::printf("  poll %zu: recorded %.6f J, truth less what was excluded %.6f J\n", i, r.out[i].value, want);
+        if (std::fabs(r.out[i].energy_j_or_power_w - want) > 1e-9 && wrong++ < 3) {
+            std::printf("  poll %zu: recorded %.6f J, truth less what was excluded %.6f J\n", i, r.out[i].energy_j_or_power_w, want);
         }
     }
     CHECK(wrong == 0);
@@ -127,8 +127,8 @@ TEST(a_backward_glitch_is_excluded_not_added_as_a_wrap) {
     CHECK(r.flagged == Polls{50});
     // the glitch reading repeats the value before it: the step is left out, the next ones count
     REQUIRE(r.out.size() > 52);
-    CHECK(r.out[50].value == r.out[49].value && (r.out[50].flags & kChanged));
-    CHECK(r.out[51].value > r.out[50].value && !(r.out[51].flags & kGlitch));
+    CHECK(r.out[50].energy_j_or_power_w == r.out[49].energy_j_or_power_w && (r.out[50].flags & kChanged));
+    CHECK(r.out[51].energy_j_or_power_w > r.out[50].energy_j_or_power_w && !(r.out[51].flags & kGlitch));
 }
 
 TEST(a_forward_jump_above_the_ceiling_is_excluded) {
@@ -180,7 +180,7 @@ TEST(records_edges_with_exact_values) {
         // so it lags the poll time by 0..1 ms (plus the few µs between the read and the timestamp).
         const double watts = x.channel == 1 ? 20.0 : 10.0;
         const double since = static_cast<double>(x.t_ns - t0) * 1e-9;
-        if (x.value > watts * (since + 50e-6) || x.value < watts * (since - 1.05e-3)) ++bad_values;
+        if (x.energy_j_or_power_w > watts * (since + 50e-6) || x.energy_j_or_power_w < watts * (since - 1.05e-3)) ++bad_values;
     }
     CHECK(firsts == 2);
     CHECK(finals == 2);
@@ -353,7 +353,7 @@ class TwoPhases final : public Sensor {
         for (const char* d : {"gpu0", "gpu1"}) {
             ChannelInfo info;
             info.domain = d;
-            info.resolution = 1.0;
+            info.resolution_j = 1.0;
             info.nominal_update_period_ns = kUpdate;
             channels_.push_back(info);
         }
@@ -364,7 +364,7 @@ class TwoPhases final : public Sensor {
     void poll(std::vector<Reading>& out) override {
         const int64_t t = now_ns();
         for (std::size_t c = 0; c < 2; ++c) {
-            out[c].value = 10.0 * static_cast<double>(last_update(t, c));
+            out[c].energy_j_or_power_w = 10.0 * static_cast<double>(last_update(t, c));
             out[c].status = PollStatus::Ok;
         }
     }
@@ -548,7 +548,7 @@ ChannelInfo counter_info(double max_power_w, double wrap_j) {
     ChannelInfo info;
     info.domain = "c";
     info.quantity = Quantity::EnergyCounter;
-    info.resolution = 1e-3;
+    info.resolution_j = 1e-3;
     info.nominal_update_period_ns = 1000000;
     info.max_power_w = max_power_w;
     info.wrap_j = wrap_j;
@@ -567,7 +567,7 @@ TEST(step_flags_first_change_keepalive_and_final) {
     r = step(s, ok(1.0), info, 7, PollWindow{2000000, 2000000, false}, rules);
     CHECK(r.event == StepEvent::Quiet);  // unchanged, keep-alive not due
     r = step(s, ok(1.5), info, 7, PollWindow{3000000, 3000000, false}, rules);
-    CHECK(r.event == StepEvent::Recorded && r.sample.flags == kChanged && r.sample.value == 1.5);
+    CHECK(r.event == StepEvent::Recorded && r.sample.flags == kChanged && r.sample.energy_j_or_power_w == 1.5);
     CHECK(r.sample.prev_t_ns == 2000000);  // the edge lies in (prev poll, this poll]
     CHECK(r.edge && r.edge_ns == 2500000 && r.edge_uncertainty_ns == 1000000);
     r = step(s, ok(1.5), info, 7, PollWindow{12000000, 12000000, false}, rules);
@@ -585,11 +585,11 @@ TEST(step_excludes_an_impossible_counter_step_and_counts_on_from_it) {
     step(s, ok(10.0), info, 0, PollWindow{0, 0, false}, rules);
     step(s, ok(10.1), info, 0, PollWindow{1000000, 1000000, false}, rules);  // 100 W over 1 ms: fine
     StepResult r = step(s, ok(60.1), info, 0, PollWindow{2000000, 2000000, false}, rules);  // 50 kW
-    CHECK(r.glitch && (r.sample.flags & kGlitch) && r.sample.value == 10.1);
+    CHECK(r.glitch && (r.sample.flags & kGlitch) && r.sample.energy_j_or_power_w == 10.1);
     r = step(s, ok(60.15), info, 0, PollWindow{3000000, 3000000, false}, rules);
-    CHECK(!r.glitch && std::fabs(r.sample.value - 10.15) < 1e-12);  // later steps count, the jump stays out
+    CHECK(!r.glitch && std::fabs(r.sample.energy_j_or_power_w - 10.15) < 1e-12);  // later steps count, the jump stays out
     r = step(s, ok(50.0), info, 0, PollWindow{4000000, 4000000, false}, rules);  // backwards
-    CHECK(r.glitch && std::fabs(r.sample.value - 10.15) < 1e-12);
+    CHECK(r.glitch && std::fabs(r.sample.energy_j_or_power_w - 10.15) < 1e-12);
 }
 
 TEST(step_dates_by_the_sensor_inside_the_poll_and_handles_retry_and_gone) {
@@ -604,7 +604,7 @@ TEST(step_dates_by_the_sensor_inside_the_poll_and_handles_retry_and_gone) {
     r = step(s, Reading{0.0, PollStatus::Retry, 0}, info, 0, PollWindow{3000000, 3000000, false}, rules);
     CHECK(r.event == StepEvent::Retry && s.last_t == 2000000);  // nothing changes
     r = step(s, Reading{0.0, PollStatus::Gone, 0}, info, 0, PollWindow{4000000, 4000000, false}, rules);
-    CHECK(r.event == StepEvent::Gone && r.sample.flags == kGone && r.sample.value == 6.0 && s.gone);
+    CHECK(r.event == StepEvent::Gone && r.sample.flags == kGone && r.sample.energy_j_or_power_w == 6.0 && s.gone);
     r = step(s, ok(7.0), info, 0, PollWindow{5000000, 5000000, false}, rules);
     CHECK(r.event == StepEvent::Quiet);  // a gone channel stays gone
 }

@@ -126,13 +126,13 @@ TEST(powercap_unwraps_with_the_zone_range) {
     auto s = open_sensor("rapl-powercap", Options({{"powercap_root", root}}));
     CHECK_NEAR(s->channels()[0].wrap_j, 1.0, 1e-12);  // 0..999999 µJ: one range is 1 J
     CHECK(s->channels()[0].max_power_w == 1000.0);
-    CHECK(poll(*s)[0].value == 0.0);
+    CHECK(poll(*s)[0].energy_j_or_power_w == 0.0);
     write_file(f, "999900\n");
-    CHECK_NEAR(poll(*s)[0].value, 900e-6, 1e-12);
+    CHECK_NEAR(poll(*s)[0].energy_j_or_power_w, 900e-6, 1e-12);
     write_file(f, "100\n");  // wrapped: 999900 -> 999999 (99) -> 0 (1) -> 100 (100)
-    CHECK_NEAR(poll(*s)[0].value, 1100e-6, 1e-12);
+    CHECK_NEAR(poll(*s)[0].energy_j_or_power_w, 1100e-6, 1e-12);
     write_file(f, "0000500000\n");  // leading zeros are decimal, not octal
-    CHECK_NEAR(poll(*s)[0].value, (1100 + 499900) * 1e-6, 1e-12);
+    CHECK_NEAR(poll(*s)[0].energy_j_or_power_w, (1100 + 499900) * 1e-6, 1e-12);
 }
 
 TEST(powercap_missing_root_is_not_found) {
@@ -209,17 +209,17 @@ TEST(msr_intel_domains_units_and_wrap) {
     const auto& ch = s->channels();
     REQUIRE(ch.size() == 3);
     CHECK(ch[0].domain == "package-0" && ch[1].domain == "core" && ch[2].domain == "dram");
-    CHECK_NEAR(ch[0].resolution, 1.0 / 16384.0, 0.0);
-    CHECK_NEAR(ch[2].resolution, 1.0 / 65536.0, 0.0);
+    CHECK_NEAR(ch[0].resolution_j, 1.0 / 16384.0, 0.0);
+    CHECK_NEAR(ch[2].resolution_j, 1.0 / 65536.0, 0.0);
     CHECK_NEAR(ch[0].wrap_j, 4294967296.0 / 16384.0, 0.0);  // 2^32 counts of the domain's unit
     CHECK_NEAR(ch[2].wrap_j, 4294967296.0 / 65536.0, 0.0);
     CHECK(ch[0].max_power_w == 1000.0 && ch[2].max_power_w == 1000.0);
     write_msr(f, 0x611, 0x0000010000000010ull);  // wrapped (upper bits are not counter bits)
     write_msr(f, 0x619, 0x2000 + 65536);
     auto r = poll(*s);
-    CHECK_NEAR(r[0].value, (0x100 + 0x10) / 16384.0, 1e-15);
-    CHECK_NEAR(r[2].value, 1.0, 1e-15);
-    CHECK(r[1].value == 0.0);
+    CHECK_NEAR(r[0].energy_j_or_power_w, (0x100 + 0x10) / 16384.0, 1e-15);
+    CHECK_NEAR(r[2].energy_j_or_power_w, 1.0, 1e-15);
+    CHECK(r[1].energy_j_or_power_w == 0.0);
 }
 
 TEST(msr_amd_sums_each_core_once) {
@@ -239,8 +239,8 @@ TEST(msr_amd_sums_each_core_once) {
     write_msr(msr_of(c, 1), 0xC001029Au, 100 + 10 * 65536, 8);
     write_msr(msr_of(c, 0), 0xC001029Bu, 5000 + 3 * 65536, 8);
     auto r = poll(*s);
-    CHECK_NEAR(r[0].value, 3.0, 1e-12);
-    CHECK_NEAR(r[1].value, 2.0, 1e-12);
+    CHECK_NEAR(r[0].energy_j_or_power_w, 3.0, 1e-12);
+    CHECK_NEAR(r[1].energy_j_or_power_w, 2.0, 1e-12);
 }
 
 TEST(msr_two_packages_get_suffixed_domains) {
@@ -393,7 +393,7 @@ TEST(nvml_cuda_visible_devices_by_uuid_measures_exactly_that_gpu) {
     CHECK(gpu_domains(*s) == Domains{"gpu2"});  // its NVML index
     REQUIRE(s->channels().size() == 2);
     for (const auto& c : s->channels()) CHECK(c.device_uuid == fake_uuid(2) && c.device_bus_id == "00000000:58:00.0");
-    CHECK_NEAR(poll(*s)[1].value, 300.0, 1e-9);  // the fake's GPU i draws (i+1) x 100 W: the right device is read
+    CHECK_NEAR(poll(*s)[1].energy_j_or_power_w, 300.0, 1e-9);  // the fake's GPU i draws (i+1) x 100 W: the right device is read
     const auto info = s->info();
     CHECK(info.at("visible_devices_source") == "CUDA_VISIBLE_DEVICES");
     CHECK(info.at("cuda_visible_devices_mapping") == "exact: by UUID");
@@ -542,9 +542,9 @@ TEST(nvml_loads_the_fake_library_and_reads_fields) {
     CHECK(ch[1].domain == "gpu0" && ch[1].quantity == Quantity::Power);
     CHECK(ch[3].domain == "gpu1");
     auto r = poll(*s);
-    CHECK_NEAR(r[1].value, 100.0, 1e-9);
-    CHECK_NEAR(r[3].value, 200.0, 1e-9);
-    CHECK(r[0].value > 123456.0);  // counter since "driver load"
+    CHECK_NEAR(r[1].energy_j_or_power_w, 100.0, 1e-9);
+    CHECK_NEAR(r[3].energy_j_or_power_w, 200.0, 1e-9);
+    CHECK(r[0].energy_j_or_power_w > 123456.0);  // counter since "driver load"
     // the fake is a Hopper: instant power averages ~25 ms, stated as 18-27 ms
     CHECK(s->info().at("gpu0_power_source") == "field 186 (instant), averaging ~25 ms (Hopper)");
     CHECK(ch[1].averaging_window_ns == 25000000 && ch[1].averaging_window_min_ns == 18000000 &&
@@ -747,10 +747,10 @@ TEST(nvml_grace_hopper_module_power_contains_its_gpu) {
         CHECK(c.max_power_w == 3000.0);
     }
     const auto r = poll(*s);
-    CHECK_NEAR(r[1].value, 100.0, 1e-9);  // gpu0's own power
-    CHECK_NEAR(r[2].value, 150.0, 1e-9);  // module0: GPU + CPU
-    CHECK_NEAR(r[6].value, 300.0, 1e-9);
-    CHECK_NEAR(r[7].value, 450.0, 1e-9);  // module2: 3 x (100 + 50)
+    CHECK_NEAR(r[1].energy_j_or_power_w, 100.0, 1e-9);  // gpu0's own power
+    CHECK_NEAR(r[2].energy_j_or_power_w, 150.0, 1e-9);  // module0: GPU + CPU
+    CHECK_NEAR(r[6].energy_j_or_power_w, 300.0, 1e-9);
+    CHECK_NEAR(r[7].energy_j_or_power_w, 450.0, 1e-9);  // module2: 3 x (100 + 50)
     CHECK(r[2].t_ns != 0 && r[2].t_ns == r[1].t_ns);  // read in the same call
     const auto info = s->info();
     CHECK(info.at("gpu0_module_power") ==
@@ -966,7 +966,7 @@ TEST(synthetic_domains_are_top_level_and_replay_keeps_the_recorded_parent) {
     core.info.domain = "core";
     core.info.parent_domain = "package-0";
     pkg.offset_ns = core.offset_ns = {0, 1000};
-    pkg.value = core.value = {0.0, 1.0};
+    pkg.energy_j_or_power_w = core.energy_j_or_power_w = {0.0, 1.0};
     std::vector<ReplayTrack> tracks;
     tracks.push_back(pkg);
     tracks.push_back(core);
@@ -984,23 +984,23 @@ TEST(cpu_estimate_is_flagged_estimated) {
     CHECK(s->channels()[0].quantity == Quantity::EnergyCounter);
     CHECK(s->channels()[0].parent_domain.empty());
     auto r = poll(*s);
-    CHECK_NEAR(r[0].value, 0.0, 1e-12);  // joules since open
+    CHECK_NEAR(r[0].energy_j_or_power_w, 0.0, 1e-12);  // joules since open
     // 100 busy of 200 jiffies over 2 CPUs (1 s at USER_HZ 100): 30 W idle x 1 s + 70 W x 0.5 = 65 J
     write_file(proc + "/stat", "cpu  150 0 150 900 0 0 0 0 0 0\n");
     r = poll(*s);
-    CHECK_NEAR(r[0].value, (30.0 * 200 + 70.0 * 100) / (2.0 * static_cast<double>(sysconf(_SC_CLK_TCK))), 1e-9);
+    CHECK_NEAR(r[0].energy_j_or_power_w, (30.0 * 200 + 70.0 * 100) / (2.0 * static_cast<double>(sysconf(_SC_CLK_TCK))), 1e-9);
     write_file(proc + "/stat", "cpu  150 0 150 1100 0 0 0 0 0 0\n");  // then 200 idle jiffies: 30 W x 1 s
     r = poll(*s);
     const double hz2 = 2.0 * static_cast<double>(sysconf(_SC_CLK_TCK));
-    CHECK_NEAR(r[0].value, (30.0 * 400 + 70.0 * 100) / hz2, 1e-9);
+    CHECK_NEAR(r[0].energy_j_or_power_w, (30.0 * 400 + 70.0 * 100) / hz2, 1e-9);
     // 10 iowait and 100 stolen jiffies: time passes, nothing of this machine's runs (idle power)
     write_file(proc + "/stat", "cpu  150 0 150 1100 10 0 0 100 0 0\n");
     r = poll(*s);
-    CHECK_NEAR(r[0].value, (30.0 * 510 + 70.0 * 100) / hz2, 1e-9);
+    CHECK_NEAR(r[0].energy_j_or_power_w, (30.0 * 510 + 70.0 * 100) / hz2, 1e-9);
     // iowait going back (the kernel lets it): the counter never does
     write_file(proc + "/stat", "cpu  150 0 150 1100 4 0 0 100 0 0\n");
     r = poll(*s);
-    CHECK_NEAR(r[0].value, (30.0 * 510 + 70.0 * 100) / hz2, 1e-9);
+    CHECK_NEAR(r[0].energy_j_or_power_w, (30.0 * 510 + 70.0 * 100) / hz2, 1e-9);
 }
 
 TEST_MAIN()

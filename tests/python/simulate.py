@@ -128,7 +128,7 @@ def counter_channel(energy_at, t_end_ns: int, update_ns: int, poll_ns: int, rng,
     e = np.concatenate([[0.0], e])
     flags = np.full(t.size, FLAG_CHANGED, np.uint32)
     flags[0] |= FLAG_FIRST
-    return Channel(0, sensor, domain, "energy", False, resolution, update_ns, t_ns=t, prev_t_ns=prev, value=e,
+    return Channel(0, sensor, domain, "energy", False, resolution, update_ns, t_ns=t, prev_t_ns=prev, energy_j_or_power_w=e,
                    flags=flags)
 
 

@@ -52,7 +52,7 @@ def test_counter_energy_matches_the_exact_integral(fake_amd_smi, amd_env):
     meta = probe.metadata()
     chans = {c["domain"]: c for c in meta["channels"] if c["sensor"] == "amd-gpu"}
     assert chans["amdgpu1"]["quantity"] == "energy" and chans["amdgpu1"]["note"] == ""
-    assert chans["amdgpu1"]["resolution"] == 15.2587890625e-6
+    assert chans["amdgpu1"]["resolution_j"] == 15.2587890625e-6
     assert chans["amdgpu1"]["device_uuid"] == amd_uuid(1) and chans["amdgpu1"]["device_bus_id"] == "0000:1c:00.0"
     (info,) = [s["info"] for s in meta["sensors"] if s["kind"] == "amd-gpu"]
     assert info["amdgpu0_energy_source"].startswith("energy counter (15.26 µJ steps)")
@@ -73,7 +73,7 @@ def test_frozen_counter_falls_back_to_power_and_still_matches_the_truth(fake_amd
     assert_accuracy({"amdgpu1": results["amdgpu1"]}, per_interval_rel=0.02)
     chans = {c["domain"]: c for c in probe.metadata()["channels"] if c["sensor"] == "amd-gpu"}
     assert chans["amdgpu0"]["quantity"] == "energy"
-    assert chans["amdgpu1"]["quantity"] == "power" and chans["amdgpu1"]["resolution"] == 1.0
+    assert chans["amdgpu1"]["quantity"] == "power" and chans["amdgpu1"]["resolution_w"] == 1.0
     assert "stood still" in chans["amdgpu1"]["note"] and "instead of the energy counter" in chans["amdgpu1"]["note"]
     (info,) = [s["info"] for s in probe.metadata()["sensors"] if s["kind"] == "amd-gpu"]
     assert info["amdgpu1_energy_source"] == chans["amdgpu1"]["note"]
@@ -167,4 +167,4 @@ def test_auto_keeps_amd_gpu_as_a_device_kind(fake_amd_smi, amd_env):
     assert "amd-gpu" in [s.kind for s in opened]
     row = next(r for r in sensors.kinds() if r["name"] == "amd-gpu")
     assert row["hwmon_chips"] == "amdgpu" and row["gpu_usage"] and row["auto_role"] == "device"
-    assert np.isfinite(opened[[s.kind for s in opened].index("amd-gpu")].channels()[0]["resolution"])
+    assert np.isfinite(opened[[s.kind for s in opened].index("amd-gpu")].channels()[0]["resolution_j"])

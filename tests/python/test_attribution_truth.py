@@ -113,7 +113,7 @@ def test_powercap_counters_match_truth_across_wraps(tmp_path, schedule):
     truth = {"package-0": pkg, "core": core}
     chans = {c.domain: c for c in probe.channels()}
     assert not any((c.flags & FLAG_GLITCH).any() for c in chans.values()), "no step is excluded: none is doubtful"
-    span_j = chans["package-0"].value[-1] - chans["package-0"].value[0]
+    span_j = chans["package-0"].energy_j[-1] - chans["package-0"].energy_j[0]
     assert abs(span_j - pkg.energy_between(t0, end + 50_000_000)) < 1.0 and span_j > 5 * max_uj * 1e-6, \
         "the wraps are counted: the span is the truth's (to the updates at its ends), over several ranges"
     assert_accuracy(compare(probe, "long", truth), per_interval_rel=0.01)
@@ -142,13 +142,13 @@ def test_powercap_standin_on_the_real_clock_across_wraps(tmp_path, schedule):
     chans = {c.domain: c for c in probe.channels()}
     # exact totals across wraps: every recorded counter value, unwrapped, is a value the writer wrote
     # (but for torn reads of the stand-in file, left out of the comparisons like writer stalls)
-    assert np.allclose(np.round(chans["package-0"].value * 1e6), chans["package-0"].value * 1e6, rtol=0, atol=1e-3)
+    assert np.allclose(np.round(chans["package-0"].energy_j * 1e6), chans["package-0"].energy_j * 1e6, rtol=0, atol=1e-3)
     torn = {d: _check_counts(chans[d], logs[i][0], max_uj) for i, d in enumerate(("package-0", "core"))}
     stalls = [w for log in logs for w in writer_stalls(log[0], 1_000_000)]
     stalls += [(int(chans[d].t_ns[k]) - 3_000_000, int(chans[d].t_ns[k]) + 3_000_000) for d in torn for k in torn[d]]
     assert_accuracy(compare(probe, "long", truth, stalls=stalls))
     assert_accuracy(compare(probe, "short", truth, stalls=stalls))
-    counts = np.round(chans["package-0"].value * 1e6).astype(np.int64)
+    counts = np.round(chans["package-0"].energy_j * 1e6).astype(np.int64)
     span_j = (counts[-1] - counts[0]) * 1e-6
     assert span_j > 5 * max_uj * 1e-6, "the test must cross several wraps"
 
@@ -180,7 +180,7 @@ def _check_counts(ch, log, max_uj: int) -> set:
                 return True
         return False
 
-    counts = np.round(ch.value * 1e6).astype(np.int64)
+    counts = np.round(ch.energy_j * 1e6).astype(np.int64)
     glitch = np.flatnonzero(ch.flags & FLAG_GLITCH)
     cuts = np.r_[0, glitch + 1, counts.size]
     bases, torn = [], set()
@@ -308,8 +308,8 @@ def test_msr_standin_intel_wraps_near_2_32(tmp_path):
     assert_accuracy(compare(probe, "long", truth, stalls=stalls), per_interval_rel=0.01)
     assert_accuracy(compare(probe, "short", truth), summed_rel=0.05)
     ch = next(c for c in probe.channels() if c.domain == "package-0")
-    counts = np.round(ch.value / esu).astype(np.int64)
-    assert np.allclose(counts * esu, ch.value, rtol=0, atol=1e-9)
+    counts = np.round(ch.energy_j / esu).astype(np.int64)
+    assert np.allclose(counts * esu, ch.energy_j, rtol=0, atol=1e-9)
     base = _assert_exact(counts, logs[0][0])  # exact across the 2^32 wrap
     assert base + counts[-1] > 2**32 > base, "the counter must have wrapped"
 

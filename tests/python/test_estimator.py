@@ -165,8 +165,8 @@ def test_total_counts_a_gpu_inside_its_module_once_and_in_its_place_when_the_mod
     assert set(total["domains"].split(",")) == {"nvml/module0", "nvml/gpu1"}
     assert total["energy_j_per_call"] == pytest.approx((450 + 200) * 0.002, rel=0.01)
     module = chans[1]
-    module.t_ns, module.prev_t_ns, module.value, module.flags = (module.t_ns[:0], module.prev_t_ns[:0],
-                                                                 module.value[:0], module.flags[:0])
+    module.t_ns, module.prev_t_ns, module.energy_j_or_power_w, module.flags = (
+        module.t_ns[:0], module.prev_t_ns[:0], module.energy_j_or_power_w[:0], module.flags[:0])
     (total,) = [r for r in summarise(marks_table(records), chans) if r["sensor"] == "all"]
     assert set(total["domains"].split(",")) == {"nvml/gpu0", "nvml/gpu1"}
     assert total["energy_j_per_call"] == pytest.approx((300 + 200) * 0.002, rel=0.01)

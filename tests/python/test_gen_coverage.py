@@ -47,7 +47,7 @@ def requests(rng, n=10, prefill_s=0.07, step_s=0.015, steps=15, prompt=64, gap_s
 
 def within(ch: Channel, a: int, b: int) -> Channel:
     k = (ch.t_ns >= a) & (ch.t_ns <= b)
-    return Channel(**{**ch.__dict__, "t_ns": ch.t_ns[k], "prev_t_ns": ch.prev_t_ns[k], "value": ch.value[k],
+    return Channel(**{**ch.__dict__, "t_ns": ch.t_ns[k], "prev_t_ns": ch.prev_t_ns[k], "energy_j_or_power_w": ch.energy_j_or_power_w[k],
                       "flags": ch.flags[k]})
 
 

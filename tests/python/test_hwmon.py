@@ -202,11 +202,11 @@ def test_the_counter_on_the_real_clock_stays_inside_its_bounds(tmp_path):
     # there). Such torn reads, and the writer's stalls, are left out of the comparison; they must be rare.
     ch = {c.domain: c for c in probe.channels()}
     counter_written = {raw for _, raw, _ in logs[0][0]}
-    counts = np.round(ch["xe-card"].value * 1e6).astype(np.int64)
+    counts = np.round(ch["xe-card"].energy_j * 1e6).astype(np.int64)
     base = raw_at_open(counts, counter_written)
     torn_counter = [k for k, c in enumerate(counts) if base + int(c) not in counter_written]
     power_written = {raw for _, raw, _ in logs[1][0]}
-    micro_w = np.round(ch["power_meter"].value * 1e6).astype(np.int64)
+    micro_w = np.round(ch["power_meter"].power_w * 1e6).astype(np.int64)
     torn_power = [k for k, v in enumerate(micro_w) if int(v) not in power_written]
     assert len(torn_counter) <= 0.01 * counts.size and len(torn_power) <= 0.02 * micro_w.size, (torn_counter, torn_power)
     stalls = writer_stalls(logs[0][0], counter_cfg["period_ns"]) + writer_stalls(logs[1][0], power_cfg["period_ns"])
@@ -343,7 +343,7 @@ def test_grace_hopper_meters_nest_and_the_total_is_the_module_not_the_sum_of_met
     stalls = writer_stalls(logs[0], cfg["period_ns"])
     for i, d in enumerate(GRACE_METERS):
         written = {raw for _, raw, _ in logs[i]}
-        micro_w = np.round(ch[d].value * 1e6).astype(np.int64)
+        micro_w = np.round(ch[d].power_w * 1e6).astype(np.int64)
         torn = [k for k, v in enumerate(micro_w) if int(v) not in written]
         assert len(torn) <= 0.02 * micro_w.size, (d, torn)
         stalls += [(int(ch[d].t_ns[k]) - 25_000_000, int(ch[d].t_ns[k]) + 15_000_000) for k in torn]

@@ -106,10 +106,10 @@ def test_load_is_told_from_idle_and_the_counter_agrees_with_the_power_readings()
             continue
         counter = next(e for e in probe.channels() if e.quantity == "energy" and e.domain == c.domain)
         t0, t1 = max(counter.t_ns[0], c.t_ns[0]), min(counter.t_ns[-1], c.t_ns[-1])
-        e_counter = float(np.interp(t1, counter.t_ns, counter.value) - np.interp(t0, counter.t_ns, counter.value))
+        e_counter = float(np.interp(t1, counter.t_ns, counter.energy_j) - np.interp(t0, counter.t_ns, counter.energy_j))
         inside = (c.t_ns >= t0) & (c.t_ns <= t1)
         trapezoid = getattr(np, "trapezoid", None) or np.trapz  # numpy 2 renamed it
-        e_power = float(trapezoid(c.value[inside], c.t_ns[inside] * 1e-9))
+        e_power = float(trapezoid(c.power_w[inside], c.t_ns[inside] * 1e-9))
         agreement[c.domain] = {"counter_j": e_counter, "power_integral_j": e_power,
                                "ratio": e_power / e_counter if e_counter else float("nan"), "seconds": (t1 - t0) * 1e-9}
     _record("counter_vs_power_readings", agreement)

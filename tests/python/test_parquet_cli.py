@@ -80,7 +80,7 @@ def test_replay_reemits_a_recording(tmp_path):
     # the replayed values are values of the recording
     rec_values = set(np.round(original.column("energy_j").to_numpy(), 9).tolist())
     for c in chans:
-        assert set(np.round(c.value, 9).tolist()) <= rec_values
+        assert set(np.round(c.energy_j_or_power_w, 9).tolist()) <= rec_values
 
 
 def test_cli_sensors_and_record(tmp_path, capsys):

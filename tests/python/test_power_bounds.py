@@ -47,10 +47,10 @@ def readings(window_ns, starts, ends, span_ns, rng, ceiling=CEILING_W, stated=No
     flags = np.full(len(t), FLAG_CHANGED, np.uint32)
     flags[0] |= FLAG_FIRST
     w_nom, w_min, w_max = stated if stated is not None else (window_ns, 0, 0)  # what the channel says
-    return Channel(channel=0, sensor="nvml", domain="gpu0", quantity="power", estimated=False, resolution=1e-3,
+    return Channel(channel=0, sensor="nvml", domain="gpu0", quantity="power", estimated=False, resolution_j=0.0,
                    nominal_update_period_ns=100 * MS, averaging_window_ns=w_nom, averaging_window_min_ns=w_min,
-                   averaging_window_max_ns=w_max, max_power_w=ceiling,
-                   t_ns=np.array(t, np.int64), prev_t_ns=np.array(prev, np.int64), value=np.array(v),
+                   averaging_window_max_ns=w_max, max_power_w=ceiling, resolution_w=1e-3,
+                   t_ns=np.array(t, np.int64), prev_t_ns=np.array(prev, np.int64), energy_j_or_power_w=np.array(v),
                    flags=flags)
 
 
@@ -78,7 +78,7 @@ def test_bounds_hold_for_every_interval_whatever_the_power_did(window_ms):
     assert ((low <= est + 1e-9) & (est <= high + 1e-9)).all()
     # the rule used before: lowest and highest reading covering the interval x its duration
     calls_only = slice(0, int(inside[: starts.size].sum()))
-    t, v = ch.t_ns, ch.value
+    t, v = ch.t_ns, ch.power_w
     old_lo, old_hi = [], []
     for x, y in zip(a[calls_only], b[calls_only]):
         seg = v[min(np.searchsorted(t, x), t.size - 1): min(np.searchsorted(t, y), t.size - 1) + 1]

@@ -46,7 +46,7 @@ except greenprobe.errors.SensorError as e:
     print(json.dumps({"error": type(e).__name__, "category": e.category, "message": e.message, "fix": e.fix}))
     sys.exit(0)
 waves = {d: Wave(**w) for d, w in cfg["waves"].items()}
-out = {"channels": [{k: c[k] for k in ("domain", "parent_domain", "resolution", "max_power_w")}
+out = {"channels": [{k: c[k] for k in ("domain", "parent_domain", "resolution_j", "max_power_w")}
                     for c in probe.channel_info()],
        "info": [s for s in probe.sensor_info() if s["kind"] == "rapl-perf"][0]["info"],
        "compare": {}}
@@ -124,7 +124,7 @@ def test_two_sockets_every_domain_matches_the_exact_truth(tmp_path, fake_perf):
     parents = {c["domain"]: c["parent_domain"] for c in out["channels"]}
     assert parents == {"package-0": "psys", "core-0": "package-0", "dram-0": "psys", "psys": "",
                        "package-1": "psys", "core-1": "package-1", "dram-1": "psys"}
-    assert all(c["resolution"] == 2.0**-14 for c in out["channels"])
+    assert all(c["resolution_j"] == 2.0**-14 for c in out["channels"])
     assert {c["domain"]: c["max_power_w"] for c in out["channels"]}["psys"] == 2000.0
     # One descriptor per event and package, on the package's cpumask CPU; psys once.
     assert opens(log) == sorted(["42 2 0", "42 1 0", "42 3 0", "42 5 0", "42 2 2", "42 1 2", "42 3 2"])

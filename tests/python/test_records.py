@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from dataclasses import fields
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
@@ -159,7 +160,7 @@ def test_probe_and_remote_probe_answer_alike(tmp_path):
             assert type(x) is type(y) is Channel
             for name in ("channel", "sensor", *_core.CHANNEL_INFO_FIELDS):
                 assert getattr(x, name) == getattr(y, name), name
-            for name in ("t_ns", "prev_t_ns", "value", "flags"):
+            for name in ("t_ns", "prev_t_ns", "energy_j_or_power_w", "flags"):
                 assert getattr(x, name).dtype == getattr(y, name).dtype, name
                 assert np.array_equal(getattr(x, name), getattr(y, name)), name
         here, there = probe.energy(t0, end), remote.energy(t0, end)
@@ -175,3 +176,22 @@ def test_probe_and_remote_probe_answer_alike(tmp_path):
         remote.close()
         daemon.stop()
         probe.stop()
+
+
+def test_a_reading_and_a_resolution_say_their_unit_and_older_descriptors_are_read_by_quantity():
+    counter = Channel.from_info({"channel": 0, "sensor": "s", "domain": "a", "quantity": "energy", "estimated": False,
+                                 "resolution": 1e-6, "nominal_update_period_ns": 1}, energy_j_or_power_w=np.ones(2))
+    power = Channel.from_info({"channel": 1, "sensor": "s", "domain": "b", "quantity": "power", "estimated": False,
+                               "resolution": 1e-3, "nominal_update_period_ns": 1}, energy_j_or_power_w=np.ones(2))
+    assert (counter.resolution_j, counter.resolution_w) == (1e-6, 0.0)
+    assert (power.resolution_j, power.resolution_w) == (0.0, 1e-3)
+    assert counter.energy_j is counter.energy_j_or_power_w and power.power_w is power.energy_j_or_power_w
+    with pytest.raises(ValueError, match="reads power .W., not energy"):
+        power.energy_j
+    with pytest.raises(ValueError, match="reads energy .J., not power"):
+        counter.power_w
+    # the core sets the one that applies
+    (info,) = _core.open_sensor("synthetic", {"domains": "a", "resolution_j": "0.001"}).channel_infos()
+    assert (info.resolution_j, info.resolution_w) == (0.001, 0.0)
+    (info,) = _core.open_sensor("synthetic", {"domains": "a", "quantity": "power", "update_us": "1000"}).channel_infos()
+    assert info.resolution_j == 0.0

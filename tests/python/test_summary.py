@@ -33,7 +33,7 @@ def experiment(seed: int, n_calls=2000, call_s=0.0005, update_s=0.001, resolutio
     flags = np.full(t.size, 1, np.uint32)
     flags[0] |= 4
     ch = Channel(0, "rapl-msr", "package-0", "energy", False, resolution, int(update_s * 1e9),
-                 t_ns=t, prev_t_ns=prev, value=e, flags=flags)
+                 t_ns=t, prev_t_ns=prev, energy_j_or_power_w=e, flags=flags)
     records = [("infer", int(a), int(b), 1, None, True) for a, b in zip(starts, ends)]
     return records, ch, (BASE_W + CALL_W) * call_s
 

@@ -71,7 +71,7 @@ std::unique_ptr<Sensor> open_cpu_estimate(const Options& options);
 struct ReplayTrack {
     ChannelInfo info;
     std::vector<int64_t> offset_ns;  // time since the first recorded sample
-    std::vector<double> value;
+    std::vector<double> energy_j_or_power_w;
 };
 std::unique_ptr<Sensor> open_replay(std::vector<ReplayTrack> tracks, std::string source_kind);
 

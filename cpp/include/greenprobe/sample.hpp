@@ -39,11 +39,11 @@ constexpr uint32_t listed_sample_flags() {
 static_assert(listed_sample_flags() == (kGlitch << 1) - 1, "list every SampleFlags member in kSampleFlagNames");
 
 struct Sample {
-    int64_t t_ns;       // CLOCK_MONOTONIC time `value` was read: the sensor's own dating where it has one
+    int64_t t_ns;       // CLOCK_MONOTONIC time it was read: the sensor's own dating where it has one
                         // (NVML's field timestamp, inside the poll), else the middle of the poll
     int64_t prev_t_ns;  // time of this channel's previous reading, dated alike (edge lies in (prev_t_ns, t_ns])
-    double value;       // energy counters: cumulative joules since the sensor opened (unwrapped);
-                        // power channels: watts
+    double energy_j_or_power_w;  // energy counters: cumulative joules since the sensor opened
+                                 // (unwrapped); power channels: watts
     uint32_t channel;   // global channel id (see Sampler::channels())
     uint32_t flags;     // SampleFlags
 };

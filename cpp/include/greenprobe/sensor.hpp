@@ -17,7 +17,8 @@ struct ChannelInfo {
     std::string domain;                     // "package-0", "core", "dram", "gpu0", ...
     Quantity quantity = Quantity::EnergyCounter;
     bool estimated = false;                 // modelled, not measured
-    double resolution = 0.0;                // smallest step: joules (counters) or watts (power)
+    double resolution_j = 0.0;              // energy counters: the smallest step, joules (0 for power)
+    double resolution_w = 0.0;              // power: the smallest step, watts (0 for counters)
     int64_t nominal_update_period_ns = 0;   // what the hardware is documented to do; 0 = unknown
     int64_t averaging_window_ns = 0;        // power only: window the reading averages; 0 = since last update
     // Power only: the range that window is known to lie in, where it is not known exactly (NVML's
@@ -53,8 +54,8 @@ struct ChannelInfo {
 // class, the channel dicts and the replay's reading from (and that the proto, attribution.Channel
 // and the Parquet metadata are tested against: greenprobe._core.CHANNEL_INFO_FIELDS).
 #define GREENPROBE_CHANNEL_INFO_FIELDS(X)                                                                  \
-    X(domain) X(quantity) X(estimated) X(resolution) X(nominal_update_period_ns) X(averaging_window_ns)   \
-    X(averaging_window_min_ns) X(averaging_window_max_ns) X(parent_domain) X(device_uuid) X(device_bus_id) \
+    X(domain) X(quantity) X(estimated) X(resolution_j) X(resolution_w) X(nominal_update_period_ns)        \
+    X(averaging_window_ns) X(averaging_window_min_ns) X(averaging_window_max_ns) X(parent_domain) X(device_uuid) X(device_bus_id) \
     X(shared) X(max_power_w) X(wrap_j) X(note)
 
 namespace detail {
@@ -70,13 +71,14 @@ static_assert(sizeof(detail::ChannelInfoAsListed) == sizeof(ChannelInfo),
 
 // Outcome of reading one channel in one poll.
 enum class PollStatus : uint8_t {
-    Ok = 0,     // value is fresh
-    Retry = 1,  // transient failure, value invalid; try again next poll
+    Ok = 0,     // the reading is fresh
+    Retry = 1,  // transient failure, reading invalid; try again next poll
     Gone = 2,   // device lost: stop this channel (a sensor lost as a whole says Gone for each)
 };
 
 struct Reading {
-    double value = 0.0;
+    // energy counters: cumulative joules; power channels: watts (the channel's quantity says which)
+    double energy_j_or_power_w = 0.0;
     PollStatus status = PollStatus::Ok;
     // When the value was read, on CLOCK_MONOTONIC, where the sensor knows it better than the poll
     // does (NVML stamps each field value); 0 = the poll's time (the middle of poll()). The sampler

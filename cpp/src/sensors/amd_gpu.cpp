@@ -144,7 +144,7 @@ class AmdGpuSensor final : public Sensor {
 
     void store(Reading& r, Gpu& g, amdsmi::Status s, double value, const char* call) {
         if (s == amdsmi::kSuccess) {
-            r.value = value;
+            r.energy_j_or_power_w = value;
             r.status = PollStatus::Ok;
             return;
         }
@@ -256,7 +256,7 @@ class AmdGpuSensor final : public Sensor {
             c.wrap_j = 0.0;  // a 64-bit accumulator: centuries at any GPU's power
             if (g.counter) {
                 c.quantity = Quantity::EnergyCounter;
-                c.resolution = g.joules_per_count;
+                c.resolution_j = g.joules_per_count;
                 c.nominal_update_period_ns = 1 * kMs;
             } else {
                 const bool have_power = second.power_status == amdsmi::kSuccess;
@@ -272,7 +272,7 @@ class AmdGpuSensor final : public Sensor {
                     continue;
                 }
                 c.quantity = Quantity::Power;
-                c.resolution = 1.0;  // whole watts
+                c.resolution_w = 1.0;  // whole watts
                 c.nominal_update_period_ns = 1 * kMs;
                 // current_socket_power / socket_power (MI300 and newer) is the last millisecond or so;
                 // average_socket_power (Navi, MI200 and older) a smoothed value the SMU does not document.

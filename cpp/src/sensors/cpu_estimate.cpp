@@ -58,7 +58,7 @@ class CpuEstimateSensor final : public Sensor {
         info.domain = "cpu";
         info.quantity = Quantity::EnergyCounter;
         info.estimated = true;
-        info.resolution = tdp_w_ / jiffies_per_s_;  // one jiffy of one CPU at the rated power
+        info.resolution_j = tdp_w_ / jiffies_per_s_;  // one jiffy of one CPU at the rated power
         info.nominal_update_period_ns = 10000000;  // /proc/stat moves at jiffies (4-10 ms)
         info.max_power_w = 2.0 * tdp_w_;           // the model never passes its rating: a step past twice it is a glitch
         channels_.push_back(info);
@@ -79,7 +79,7 @@ class CpuEstimateSensor final : public Sensor {
         total_ = std::max(total_, total);
         const double idle_w = tdp_w_ * idle_fraction_;
         const double b = static_cast<double>(busy_ - busy0_), t = static_cast<double>(total_ - total0_);
-        out[0].value = (idle_w * t + (tdp_w_ - idle_w) * std::min(b, t)) / jiffies_per_s_;
+        out[0].energy_j_or_power_w = (idle_w * t + (tdp_w_ - idle_w) * std::min(b, t)) / jiffies_per_s_;
         out[0].status = PollStatus::Ok;
     }
 

@@ -304,7 +304,7 @@ class HwmonSensor final : public Sensor {
             }
             if (!ok) continue;
             o.status = PollStatus::Ok;
-            o.value = value_of(r, v);
+            o.energy_j_or_power_w = value_of(r, v);
         }
     }
 
@@ -567,7 +567,7 @@ class HwmonSensor final : public Sensor {
             if (other.domain == info.domain) info.domain += "-" + p.base;  // two channels with one label
         }
         info.quantity = p.source == Source::Energy ? Quantity::EnergyCounter : Quantity::Power;
-        info.resolution = 1e-6;
+        (p.source == Source::Energy ? info.resolution_j : info.resolution_w) = 1e-6;  // µJ, µW
         info.nominal_update_period_ns = c.update_interval_ns;
         info.averaging_window_ns = p.window_ns;
         info.averaging_window_min_ns = p.window_min_ns;

@@ -274,7 +274,7 @@ class NvmlSensor final : public Sensor {
     void store(Reading& r, Gpu& g, nvml::Return code, double value, int64_t t_ns) {
         r.t_ns = t_ns;
         if (code == nvml::kSuccess) {
-            r.value = value;
+            r.energy_j_or_power_w = value;
             r.status = PollStatus::Ok;
             return;
         }
@@ -405,7 +405,7 @@ class NvmlSensor final : public Sensor {
             if (energy_ok) {
                 ChannelInfo c = base;
                 c.quantity = Quantity::EnergyCounter;
-                c.resolution = 1e-3;
+                c.resolution_j = 1e-3;
                 c.nominal_update_period_ns = 100000000;  // 20-100 ms depending on the GPU; learned from edges
                 g.energy_channel = static_cast<int>(channels_.size());
                 channels_.push_back(c);
@@ -413,7 +413,7 @@ class NvmlSensor final : public Sensor {
             if (power_ok) {
                 ChannelInfo c = base;
                 c.quantity = Quantity::Power;
-                c.resolution = 1e-3;
+                c.resolution_w = 1e-3;
                 c.nominal_update_period_ns = 100000000;
                 const PowerWindow pw = power_window(arch, pci_device, power_instant);
                 c.averaging_window_ns = pw.nominal_ns;
@@ -433,7 +433,7 @@ class NvmlSensor final : public Sensor {
                 c.domain = module_domain;
                 c.parent_domain.clear();
                 c.quantity = Quantity::Power;
-                c.resolution = 1e-3;
+                c.resolution_w = 1e-3;
                 c.nominal_update_period_ns = 100000000;
                 c.max_power_w = kModuleMaxPowerW;
                 const PowerWindow pw = module_window(arch);

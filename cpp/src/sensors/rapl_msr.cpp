@@ -115,7 +115,7 @@ class RaplMsrSensor final : public Sensor {
                               : (multi && !reg.platform)          ? base + "-" + std::to_string(pkg)
                                                                   : base;
                 info.quantity = Quantity::EnergyCounter;
-                info.resolution = jpc;
+                info.resolution_j = jpc;
                 info.nominal_update_period_ns = 1000000;  // ~1 ms per the SDM
                 // One register's full range (a per-core domain sums several, each wrapping alone).
                 info.wrap_j = static_cast<double>(rapl::kCounterMax + 1) * jpc;
@@ -158,7 +158,7 @@ class RaplMsrSensor final : public Sensor {
                 joules += d.counters[i].update(rapl::energy_counter(v));
             }
             out[c].status = status;
-            if (status == PollStatus::Ok) out[c].value = joules;
+            if (status == PollStatus::Ok) out[c].energy_j_or_power_w = joules;
         }
     }
 

@@ -176,7 +176,7 @@ class RaplPerfSensor final : public Sensor {
                               : (multi && ev.domain != rapl::Domain::Psys) ? base + "-" + std::to_string(pkg)
                                                                           : base;
                 info.quantity = Quantity::EnergyCounter;
-                info.resolution = std::max(ev.scale, hardware_step_j(ev.domain, id));
+                info.resolution_j = std::max(ev.scale, hardware_step_j(ev.domain, id));
                 info.nominal_update_period_ns = 1000000;  // the register's ~1 ms (the SDM)
                 info.wrap_j = 18446744073709551616.0 * ev.scale;  // the kernel's 64-bit count
                 info.max_power_w = rapl::max_power_w(base);
@@ -255,7 +255,7 @@ class RaplPerfSensor final : public Sensor {
                 n = ::read(ch.fd.get(), &count, sizeof count);
             } while (n < 0 && errno == EINTR);
             if (n == static_cast<ssize_t>(sizeof count)) {
-                out[c].value = ch.counter.update(count);
+                out[c].energy_j_or_power_w = ch.counter.update(count);
                 out[c].status = PollStatus::Ok;
                 continue;
             }
@@ -295,7 +295,7 @@ class RaplPerfSensor final : public Sensor {
         m["events"] = events;
         m["cpu_opened_per_package"] = cpus;  // package:CPU
         m["opened_by"] = via_helper_ ? "greenprobe-perf-helper " + helper_ : "this process";
-        m["resolution"] = "coarsest hardware energy unit for the domain (2^-14 J; 1 J for SPR/EMR psys), not the 2^-32 J scale";
+        m["resolution_j"] = "coarsest hardware energy unit for the domain (2^-14 J; 1 J for SPR/EMR psys), not the 2^-32 J scale";
         return m;
     }
 

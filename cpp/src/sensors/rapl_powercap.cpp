@@ -92,7 +92,7 @@ class RaplPowercapSensor final : public Sensor {
             ChannelInfo info;
             info.domain = name_count[f.name] > 1 ? f.name + "-" + std::to_string(f.package) : f.name;
             info.quantity = Quantity::EnergyCounter;
-            info.resolution = 1e-6;
+            info.resolution_j = 1e-6;
             info.nominal_update_period_ns = 1000000;
             info.wrap_j = (static_cast<double>(f.max_uj) + 1.0) * 1e-6;  // 0..max_energy_range_uj
             info.max_power_w = rapl::max_power_w(f.name);
@@ -119,7 +119,7 @@ class RaplPowercapSensor final : public Sensor {
                 last_error_ = "read of " + z.path + " failed" + (e ? ": errno " + std::to_string(e) : ": not a number");
                 continue;
             }
-            out[c].value = z.counter.update(v);
+            out[c].energy_j_or_power_w = z.counter.update(v);
             out[c].status = PollStatus::Ok;
         }
     }

@@ -12,7 +12,7 @@ class ReplaySensor final : public Sensor {
     ReplaySensor(std::vector<ReplayTrack> tracks, std::string source_kind)
         : tracks_(std::move(tracks)), source_(std::move(source_kind)), cursor_(tracks_.size(), 0) {
         for (const auto& t : tracks_) {
-            if (t.offset_ns.empty() || t.offset_ns.size() != t.value.size()) {
+            if (t.offset_ns.empty() || t.offset_ns.size() != t.energy_j_or_power_w.size()) {
                 throw SensorError(ErrorCategory::Config, "replay track '" + t.info.domain + "' is empty or ragged",
                                   "record the file again with `greenprobe record`");
             }
@@ -35,7 +35,7 @@ class ReplaySensor final : public Sensor {
             const auto& tr = tracks_[c];
             std::size_t& i = cursor_[c];
             while (i + 1 < tr.offset_ns.size() && tr.offset_ns[i + 1] <= elapsed) ++i;
-            out[c].value = tr.value[i];
+            out[c].energy_j_or_power_w = tr.energy_j_or_power_w[i];
             out[c].status = PollStatus::Ok;
         }
     }

@@ -42,7 +42,7 @@ class SyntheticSensor final : public Sensor {
             ChannelInfo info;
             info.domain = d;
             info.quantity = power_ ? Quantity::Power : Quantity::EnergyCounter;
-            info.resolution = resolution_j_;
+            if (!power_) info.resolution_j = resolution_j_;
             info.nominal_update_period_ns = update_ns_;
             // Twice the waveform's peak: the counter never wraps, and a step above it is a bug.
             const double peak_w = (std::fabs(wave_.base_w) + std::fabs(wave_.amp_w)) * static_cast<double>(channels_.size() + 1);
@@ -73,7 +73,7 @@ class SyntheticSensor final : public Sensor {
             if (resolution_j_ > 0) value = std::floor(value / resolution_j_) * resolution_j_;
         }
         for (std::size_t i = 0; i < channels_.size(); ++i) {
-            out[i].value = value * static_cast<double>(i + 1);
+            out[i].energy_j_or_power_w = value * static_cast<double>(i + 1);
             out[i].status = PollStatus::Ok;
         }
     }

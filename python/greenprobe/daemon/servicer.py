@@ -358,7 +358,7 @@ class Servicer(pb_grpc.ProbeServicer):
                 out = [c[m][order] for c in (t, prev, v, ch, fl)]
                 for i in range(0, out[0].size, batch):
                     part = [c[i:i + batch] for c in out]
-                    yield pb.SampleBatch(t_ns=part[0].tolist(), prev_t_ns=part[1].tolist(), value=part[2].tolist(),
+                    yield pb.SampleBatch(t_ns=part[0].tolist(), prev_t_ns=part[1].tolist(), energy_j_or_power_w=part[2].tolist(),
                                          channel=part[3].tolist(), flags=part[4].tolist())
             self.stopping.wait(STREAM_POLL_S)
             cols, index = store.columns_from(index)
