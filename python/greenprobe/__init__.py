@@ -8,8 +8,6 @@
     probe.intervals()   # pyarrow Table: one row per (mark, sensor, domain)
 """
 
-import time as _time
-
 from ._version import __version__  # noqa: F401 (re-exported)
 from ._mark import mark
 
@@ -26,35 +24,11 @@ from .errors import (  # noqa: E402
     SensorUnsupported,
 )
 
-try:
-    from . import _core  # noqa: E402
-except ImportError as _e:  # client-only: an environment without the compiled extension
-    _core = None
-    _CORE_ERROR = _e
-
-if _core is not None:
-    from .dither import dither  # noqa: E402
-    from .sensors import list_sensors  # noqa: E402
-    from .session import Probe  # noqa: E402
-
-    now_ns = _core.now_ns
-else:
-    from .dither import dither  # noqa: E402
-
-    now_ns = _time.monotonic_ns
-
-    def _needs_core(name):
-        def missing(*args, **kwargs):
-            raise ImportError(f"greenprobe.{name} needs greenprobe's compiled extension, which this environment "
-                              f"lacks ({_CORE_ERROR}); here greenprobe is a client: run `greenprobe daemon` where "
-                              "greenprobe is installed in full and use greenprobe.connect() / GREENPROBE_DAEMON")
-        return missing
-
-    Probe = _needs_core("Probe")
-    list_sensors = _needs_core("list_sensors")
+from ._face import Probe, _core, dither, list_sensors, now_ns  # noqa: E402,F401 (_core: None in a client-only install)
+from .records import Mark  # noqa: E402
 
 __all__ = [
-    "Probe", "mark", "dither", "now_ns", "list_sensors", "connect", "RemoteProbe", "DaemonError",
+    "Probe", "mark", "Mark", "dither", "now_ns", "list_sensors", "connect", "RemoteProbe", "DaemonError",
     "GreenprobeError", "ConfigError", "NoSensorError", "SensorError",
     "SensorPermissionError", "SensorLibraryMissing", "SensorUnsupported", "SensorNotFound", "DeviceLostError",
 ]

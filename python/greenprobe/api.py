@@ -6,9 +6,73 @@ tests/python/test_records.py checks both against it, answer by answer, over the 
 
 from __future__ import annotations
 
-from typing import Optional, Protocol, runtime_checkable
+from typing import Optional, Protocol, TypedDict, runtime_checkable
 
 from .attribution import Channel
+
+
+class _ChannelDescriptor(TypedDict):
+    channel: int
+    sensor: str
+    domain: str
+    quantity: str  # "energy" (cumulative joules) or "power" (watts)
+    estimated: bool
+    resolution_j: float
+    resolution_w: float
+    nominal_update_period_ns: int
+    averaging_window_ns: int
+    averaging_window_min_ns: int
+    averaging_window_max_ns: int
+    parent_domain: str
+    device_uuid: str
+    device_bus_id: str
+    shared: bool
+    max_power_w: float
+    wrap_j: float
+    note: str
+
+
+class ChannelDescriptor(_ChannelDescriptor, total=False):
+    """A channel as ``channel_info()`` describes it: its id, its sensor and every ChannelInfo field
+    (records.CHANNEL_INFO_FIELDS; tests/python/test_records.py checks this list against it)."""
+
+    sensor_index: int  # a local Probe's: which of its sensors
+
+
+class DomainEnergy(TypedDict):
+    """``energy()``'s answer per (sensor, domain): joules with hard bounds."""
+
+    sensor: str
+    domain: str
+    energy_j: float
+    energy_j_low: float
+    energy_j_high: float
+    estimated: bool
+    complete: bool
+
+
+class _SensorStats(TypedDict):
+    sensor: str
+    state: str
+    polls: int
+    late_polls: int
+    drops: int
+    max_lag_ns: int
+    last_error: str
+
+
+class SensorStats(_SensorStats, total=False):
+    """``stats()``'s answer per sensor; a local Probe adds what only its sampler knows."""
+
+    period_ns: int
+    skipped_polls: int
+    mean_lag_ns: int
+    pushed: int
+    retries: int
+    glitches: int
+    learned_update_periods_ns: list
+    edge_windows: list
+    edge_misses: list
 
 
 @runtime_checkable
@@ -16,7 +80,7 @@ class Measurement(Protocol):
     def now_ns(self) -> int:
         """The sampler's clock (CLOCK_MONOTONIC, ns): what marks are stamped with."""
 
-    def channel_info(self) -> list[dict]:
+    def channel_info(self) -> list[ChannelDescriptor]:
         """Each channel's descriptor: ``channel``, ``sensor`` and every ChannelInfo field
         (records.CHANNEL_INFO_FIELDS), no samples."""
 
@@ -24,7 +88,7 @@ class Measurement(Protocol):
         """Each channel with its samples (attribution.Channel), only those from ``start_ns`` to
         ``end_ns`` when given."""
 
-    def energy(self, start_ns: int, end_ns: int) -> list[dict]:
+    def energy(self, start_ns: int, end_ns: int) -> list[DomainEnergy]:
         """Energy between two instants, per (sensor, domain): sensor, domain, energy_j,
         energy_j_low, energy_j_high, estimated, complete."""
 
@@ -35,7 +99,7 @@ class Measurement(Protocol):
     def mark_count(self) -> int:
         """How many marks are held."""
 
-    def stats(self) -> list[dict]:
+    def stats(self) -> list[SensorStats]:
         """Per sensor: polls, late polls, drops, lag, state, last error."""
 
     def intervals(self, owner: Optional[str] = None):

@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterator, Optional
 
 from .addresses import is_loopback, target_host
 from .errors import DaemonError
+from .records import Mark
 from .sender import CHANNEL_OPTIONS, MarkSender
 
 DAEMON_ENV = "GREENPROBE_DAEMON"
@@ -302,8 +303,8 @@ class RemoteProbe:
             stream.cancel()
 
     # -- marks ---------------------------------------------------------------------------------
-    def append(self, record: tuple) -> None:
-        """A mark record (label, start_ns, end_ns, thread_id, attrs, ok), as greenprobe.mark makes.
+    def append(self, record: Mark) -> None:
+        """A mark record (records.Mark, or the C mark's tuple in its order), as greenprobe.mark makes.
         Returns at once and never raises: a local daemon drains it from shared memory, or a
         background thread sends it."""
         self.mark_sink.append(record)
@@ -311,7 +312,7 @@ class RemoteProbe:
     def add_mark(self, label: str, start_ns: int, end_ns: int, *, thread_id: int = 0, ok: bool = True, **attrs):
         if not isinstance(label, str) or not label:  # as mark(): a wrong call fails here, not in a batch later
             raise TypeError("add_mark() needs a non-empty label string")
-        self.append((label, int(start_ns), int(end_ns), int(thread_id), attrs or None, bool(ok)))
+        self.append(Mark(label, int(start_ns), int(end_ns), int(thread_id), attrs or None, bool(ok)))
 
     def flush(self) -> int:
         """Waits until the daemon holds every mark appended before; returns how many it accepted since
@@ -448,7 +449,7 @@ class PyMark:
             warnings.warn(f"greenprobe.mark without the compiled extension needs {DAEMON_ENV}: mark not recorded",
                           RuntimeWarning, stacklevel=2)
             return False
-        sink.append((self.label, self._start, end, threading.get_ident(), self.attrs or None, exc_type is None))
+        sink.append(Mark(self.label, self._start, end, threading.get_ident(), self.attrs or None, exc_type is None))
         return False
 
     def __call__(self, fn):

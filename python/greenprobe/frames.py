@@ -62,9 +62,9 @@ def _text(s: str) -> bytes:
     return b[:_U16_MAX]
 
 
-def frame(record: tuple) -> bytes:
-    """One mark record (label, start_ns, end_ns, thread_id, attrs, ok) as a ring frame."""
-    label, start, end, tid, attrs, ok = record
+def frame(record) -> bytes:
+    """One mark record (records.Mark, or the C mark's tuple in its order) as a ring frame."""
+    label, start, end, tid, attrs, ok = record  # records.Mark's fields, in its order
     label_b = _text(str(label))
     items = list((attrs or {}).items())[:_U16_MAX]
     parts = [_MARK.pack(int(start), int(end), int(tid) & 0xFFFFFFFFFFFFFFFF, len(label_b), len(items),

@@ -206,8 +206,8 @@ class LabelTotals:
             if self.pending and chans:
                 settled = min(int(c.t_ns[-1]) - 2 * max(c.learned_update_period_ns()[0], c.nominal_update_period_ns)
                               for c in chans)
-                ready = [m for m in self.pending if m[2] < settled]
-                waiting = [m for m in self.pending if m[2] >= settled]
+                ready = [(key, s, e) for key, s, e in self.pending if e < settled]
+                waiting = [(key, s, e) for key, s, e in self.pending if e >= settled]
                 if len(waiting) > self.MAX_PENDING:  # a sensor went quiet: count what we have
                     ready, waiting = self.pending, []
                 if ready:
@@ -216,10 +216,9 @@ class LabelTotals:
             return dict(self.calls), dict(self.joules)
 
     def _add_energy(self, marks: list[tuple[tuple[str, str], int, int]]) -> None:
-        start = np.array([m[1] for m in marks], np.int64)
-        end = np.array([m[2] for m in marks], np.int64)
+        labels, start, end = zip(*marks)
+        start, end = np.array(start, np.int64), np.array(end, np.int64)
         chans = choose_channels(self.probe.channels_around(int(start.min()), int(end.max())))
-        labels = [m[0] for m in marks]
         for res in attribute(start, end, chans):
             ch = res["channel"]
             e = np.nan_to_num(np.asarray(res["energy_j"], float))

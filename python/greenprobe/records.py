@@ -9,6 +9,27 @@ which tests/python/test_records.py checks against the core's, as it checks that 
 
 from __future__ import annotations
 
+from typing import Any, NamedTuple, Optional
+
+
+class Mark(NamedTuple):
+    """One mark as the C mark (``greenprobe.mark``) hands it to its sink, and as ``Probe.marks()``
+    answers: the one place its fields' order is written. Read it by name; every store, writer and
+    estimator reads marks as the columns of ``store.mark_schema()`` (``store.marks_table``)."""
+
+    label: str
+    start_ns: int
+    end_ns: int
+    thread_id: int
+    attrs: Optional[dict[str, Any]]
+    ok: bool
+
+
+def mark_columns(records) -> dict[str, tuple]:
+    """Mark records (Mark, or the plain tuples of the C mark in Mark's order) as columns by name."""
+    cols = tuple(zip(*records)) if records else ((),) * len(Mark._fields)
+    return dict(zip(Mark._fields, cols))
+
 _CHANNEL_INFO_FIELDS_WITHOUT_CORE = (
     "domain", "quantity", "estimated", "resolution_j", "resolution_w", "nominal_update_period_ns",
     "averaging_window_ns", "averaging_window_min_ns", "averaging_window_max_ns", "parent_domain", "device_uuid", "device_bus_id",

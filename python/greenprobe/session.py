@@ -16,6 +16,7 @@ from .consumers import UseRecorder, parse_kinds
 from .config import KEEPALIVE_MS, MIN_PERIOD_US, MIN_RING_CAPACITY, PERIOD_US, RING_CAPACITY, resolve_options
 from .errors import ConfigError
 from .marks import _pop_sink, _push_sink
+from .records import Mark
 from .sensors import open_sensors
 from .store import BufferMarks, MarkStore, SampleStore, of_owner
 
@@ -347,7 +348,7 @@ class Probe:
         if end_ns < start_ns:
             raise ConfigError(f"mark {label!r} ends before it starts ({end_ns} < {start_ns})",
                               "pass start_ns <= end_ns, both read from greenprobe.now_ns() (CLOCK_MONOTONIC)")
-        self._records.append((label, start_ns, end_ns, int(thread_id), attrs or None, bool(ok)))
+        self._records.append(Mark(label, start_ns, end_ns, int(thread_id), attrs or None, bool(ok)))
 
     def now_ns(self) -> int:
         """The sampler's clock (CLOCK_MONOTONIC, ns): what marks are stamped with."""
@@ -363,9 +364,9 @@ class Probe:
         columns by name. ``owner``: only the marks a daemon's client of that identity sent."""
         return of_owner(self._records.table(start), owner)
 
-    def marks(self) -> list[tuple]:
-        """Recorded marks as records (label, start_ns, end_ns, thread_id, attrs, ok), a convenience
-        for short sessions and tests; greenprobe itself reads ``marks_table()`` by name."""
+    def marks(self) -> list[Mark]:
+        """Recorded marks as records.Mark (label, start_ns, end_ns, thread_id, attrs, ok: read them by
+        name), a convenience for short sessions and tests; greenprobe itself reads ``marks_table()``."""
         return self._records.snapshot()
 
     def stats(self) -> list[dict]:

@@ -19,6 +19,8 @@ from typing import Optional
 
 import numpy as np
 
+from .records import Mark, mark_columns
+
 # pyarrow is imported where it is used: greenprobe must import in runtime environments whose
 # pyarrow does not load (MXNet's numpy < 1.24), where no store ever spills
 SAMPLE_DTYPES = (np.int64, np.int64, np.float64, np.uint32, np.uint32)  # t_ns, prev_t_ns, energy_j_or_power_w, channel, flags
@@ -36,6 +38,7 @@ def mark_schema():
 SEAL_MARKS = 4096  # single appended marks are gathered into columns this many at a time
 COMBINE_MAX_BYTES = 1 << 30  # small tables are gathered into one chunk below this
 READ_TRIES = 3  # a query whose parts were merged under it reads again, from the merged file
+_END = Mark._fields.index("end_ns")  # where a C mark's tuple holds its end
 PART_NAME = re.compile(r"part-(\d+)(?:-(\d+))?\.parquet")  # one flush's part, or FIRST-LAST merged
 
 
@@ -371,14 +374,14 @@ class MarkStore:
         with self._lock:
             self._tail.append(record)
             self._n += 1
-            self._max_end = max(self._max_end, int(record[2]))
+            self._max_end = max(self._max_end, int(record[_END]))
             if len(self._tail) >= SEAL_MARKS:
                 self._seal()
 
     def extend(self, records: list[tuple]) -> None:
         """A batch of records, as one table (so that its bytes count at once)."""
         if records:
-            self.extend_table(marks_table(records), max(int(r[2]) for r in records))
+            self.extend_table(marks_table(records), max(int(r[_END]) for r in records))
 
     def extend_table(self, table, max_end_ns: int) -> None:
         """Marks already in columns (a pyarrow Table of mark_schema(): a ring drain), after every
@@ -440,7 +443,7 @@ class MarkStore:
         table = pa.concat_tables(pieces)
         return table.combine_chunks() if table.nbytes < COMBINE_MAX_BYTES else table
 
-    def snapshot(self, start: int = 0) -> list[tuple]:
+    def snapshot(self, start: int = 0) -> list[Mark]:
         return records_of(self.table(start))
 
     def spilled(self, part: Part) -> None:
@@ -493,6 +496,8 @@ class BufferMarks:
         self._tables: list[tuple[int, object]] = []  # (marks in the sink before it, table)
         self._table_rows = 0
         self._max_end = 0
+        self._seen = 0  # the sink's marks max_end_ns has read
+        self._sink_max_end = 0
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -506,7 +511,12 @@ class BufferMarks:
         return 0
 
     def max_end_ns(self) -> int:
-        return max(max((r[2] for r in self.sink.snapshot()), default=0), self._max_end)
+        """The latest end of any mark: the sink's are read once each (only those added since)."""
+        with self._lock:
+            new = self.sink.snapshot(self._seen)
+            self._seen += len(new)
+            self._sink_max_end = max(self._sink_max_end, max((r[_END] for r in new), default=0))
+            return max(self._sink_max_end, self._max_end)
 
     def append(self, record: tuple) -> None:
         self.sink.append(record)
@@ -540,15 +550,15 @@ class BufferMarks:
         pieces.append(local.slice(at))
         return pa.concat_tables(pieces).slice(start)
 
-    def snapshot(self, start: int = 0) -> list[tuple]:
-        return records_of(self.table(start)) if self._tables else self.sink.snapshot(start)
+    def snapshot(self, start: int = 0) -> list[Mark]:
+        return records_of(self.table(start)) if self._tables else list(map(Mark._make, self.sink.snapshot(start)))
 
 
-def records_of(table) -> list[tuple]:
-    """A table of mark_schema() as records (label, start_ns, end_ns, thread_id, attrs, ok)."""
+def records_of(table) -> list[Mark]:
+    """A table of mark_schema() as Mark records."""
     t = table.to_pydict()
     loads = json.loads
-    return [(label, s, e, tid, loads(a) if a else None, ok) for label, s, e, tid, ok, a in
+    return [Mark(label, s, e, tid, loads(a) if a else None, ok) for label, s, e, tid, ok, a in
             zip(t["label"], t["start_ns"], t["end_ns"], t["thread_id"], t["ok"], t["attrs"])]
 
 
@@ -584,19 +594,20 @@ def own_buffers(table):
 
 
 def marks_table(records: list[tuple], owner: Optional[str] = None):
-    """Records (label, start_ns, end_ns, thread_id, attrs, ok) as a table of mark_schema(), all of
-    ``owner`` (null: a local Probe's own marks)."""
+    """Mark records (records.Mark, or the C mark's tuples in its order) as a table of mark_schema(),
+    all of ``owner`` (null: a local Probe's own marks)."""
     import pyarrow as pa
 
     dumps = json.dumps
     n = len(records)
+    c = mark_columns(records)
     return pa.table({
-        "label": pa.array([r[0] for r in records], pa.string()),
-        "start_ns": pa.array([r[1] for r in records], pa.int64()),
-        "end_ns": pa.array([r[2] for r in records], pa.int64()),
-        "thread_id": pa.array([r[3] & 0xFFFFFFFFFFFFFFFF for r in records], pa.uint64()),
-        "ok": pa.array([bool(r[5]) for r in records], pa.bool_()),
-        "attrs": pa.array([dumps(r[4], default=str, separators=(",", ":")) if r[4] else None for r in records],
+        "label": pa.array(c["label"], pa.string()),
+        "start_ns": pa.array(c["start_ns"], pa.int64()),
+        "end_ns": pa.array(c["end_ns"], pa.int64()),
+        "thread_id": pa.array([tid & 0xFFFFFFFFFFFFFFFF for tid in c["thread_id"]], pa.uint64()),
+        "ok": pa.array([bool(ok) for ok in c["ok"]], pa.bool_()),
+        "attrs": pa.array([dumps(a, default=str, separators=(",", ":")) if a else None for a in c["attrs"]],
                           pa.string()),
         "owner": pa.repeat(pa.scalar(owner, pa.string()), n),
         "pid_verified": pa.nulls(n, pa.bool_()),

@@ -129,7 +129,8 @@ def test_probe_and_remote_probe_answer_alike(tmp_path):
 
     import numpy as np
 
-    from greenprobe.api import Measurement
+    from greenprobe.api import ChannelDescriptor, DomainEnergy, Measurement, SensorStats
+    from greenprobe.records import Mark
     from greenprobe.daemon import Daemon
 
     for name in [n for n in dir(Measurement) if not n.startswith("_")]:
@@ -172,6 +173,16 @@ def test_probe_and_remote_probe_answer_alike(tmp_path):
         assert probe.summary_table().schema.names == remote.summary_table().schema.names
         assert probe.samples_table().schema.names == remote.samples_table().schema.names
         assert {k for s in probe.stats() for k in s} >= {k for s in remote.stats() for k in s}
+        # every answer is the typed record the Protocol names: its required keys, and no others
+        for kind, answers in ((ChannelDescriptor, (probe.channel_info(), remote.channel_info())),
+                              (DomainEnergy, (here, there)), (SensorStats, (probe.stats(), remote.stats()))):
+            for rows in answers:
+                assert rows
+                for row in rows:
+                    assert kind.__required_keys__ <= set(row) <= kind.__required_keys__ | kind.__optional_keys__, kind
+        marks = probe.marks()
+        assert all(type(m) is Mark for m in marks) and {m.label for m in marks} == {"local", "remote"}
+        assert next(m for m in marks if m.label == "remote").attrs["k"] == 1
     finally:
         remote.close()
         daemon.stop()
@@ -195,3 +206,25 @@ def test_a_reading_and_a_resolution_say_their_unit_and_older_descriptors_are_rea
     assert (info.resolution_j, info.resolution_w) == (0.001, 0.0)
     (info,) = _core.open_sensor("synthetic", {"domains": "a", "quantity": "power", "update_us": "1000"}).channel_infos()
     assert info.resolution_j == 0.0
+
+
+def test_the_channel_descriptor_names_every_channel_info_field():
+    from greenprobe.api import ChannelDescriptor
+
+    keys = ChannelDescriptor.__required_keys__ | ChannelDescriptor.__optional_keys__
+    assert keys == {"channel", "sensor", "sensor_index", *_core.CHANNEL_INFO_FIELDS}
+
+
+def test_a_local_probe_reads_each_mark_of_its_buffer_once_for_the_latest_end(monkeypatch):
+    from greenprobe.store import BufferMarks
+
+    store = BufferMarks()
+    read = []
+    real = store.sink.snapshot
+    monkeypatch.setattr(store, "sink", type("Sink", (), {"append": store.sink.append, "__len__": lambda s: len(real()),
+                                                         "snapshot": lambda s, start=0: read.append(start) or real(start)})())
+    store.append(greenprobe.Mark("a", 1, 50, 0, None, True))
+    store.append(greenprobe.Mark("b", 2, 9, 0, None, True))
+    assert store.max_end_ns() == 50
+    store.append(greenprobe.Mark("c", 3, 70, 0, None, True))
+    assert store.max_end_ns() == 70 and read == [0, 2]
