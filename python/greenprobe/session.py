@@ -408,6 +408,11 @@ class Probe:
 
         uses, a, b = self._consumer_uses("process", start_ns, end_ns)
         procs = uses["process"].consumers
+        if not any(c.pid == int(pid) for c in procs):
+            raise ConfigError(f"process {pid} was not seen by the consumer sweeps (it ended before the first sweep, "
+                              "or never ran on this machine); its CPU time went to its parent",
+                              "pass the pid of a process that ran while the Probe swept (Probe(consumers='process'), "
+                              "every consumer_period_s); `greenprobe measure -- CMD` measures a command's tree")
         pids = {procs[i].pid for i in tree_of(procs, int(pid))}
         return [dict(r, pid=int(pid), processes=len(pids)) for r in
                 set_share(uses, self.channels_around(a, b), a, b, lambda c: c.pid in pids,

@@ -82,6 +82,9 @@ def test_each_process_gets_its_share_of_the_gpu(tmp_path, fake_nvml, nvml_env):
     assert idle["energy_j_low"] <= idle_truth <= idle["energy_j_high"], (idle, idle_truth)
     tree = {r["domain"]: r for r in probe.process_tree(4102, a, b)}
     assert tree["gpu0"]["energy_j"] == pytest.approx(rows[4102]["energy_j"], rel=1e-9)
+    with pytest.raises(greenprobe.ConfigError, match="process 4999 was not seen by the consumer sweeps") as e:
+        probe.process_tree(4999, a, b)  # a pid that never ran: no silent 0 J
+    assert "greenprobe measure" in e.value.fix
 
 
 def test_a_gpu_no_process_uses_is_idle(tmp_path, fake_nvml, nvml_env):

@@ -303,3 +303,39 @@ def test_a_saved_classification_spec_loads_again(tmp_path):
     defaults: only a generative value actually said is refused."""
     saved = load_spec(None, quick=True).as_dict()
     assert load_spec(None, **saved).as_dict() == saved
+
+
+def test_a_runtimes_own_timings_come_back_with_each_request():
+    """vLLM's per-request metrics (wall-clock instants) become durations beside the marks, and the
+    worker hands them back request by request; a runtime that keeps none adds nothing."""
+    from types import SimpleNamespace
+
+    from greenprobe.runtimes.gen_base import GenRuntime
+    from greenprobe.runtimes.gen_vllm import timings_of
+    from greenprobe.runtimes.worker import GenSlots
+
+    m = SimpleNamespace(arrival_time=100.0, first_scheduled_time=100.25, first_token_time=100.5, finished_time=102.0)
+    assert timings_of(m) == {"ttft_s": 0.5, "queue_s": 0.25, "e2e_s": 2.0}
+    assert timings_of(SimpleNamespace(arrival_time=1.0, last_token_time=3.0)) == {"e2e_s": 2.0}
+    assert timings_of(None) == {}
+
+    class Stepping(GenRuntime):
+        name = "stand-in"
+
+        def __init__(self, keeps):
+            super().__init__()
+            self.keeps, self.k = keeps, 0
+
+        def _generate(self, prompt, output_tokens, req):
+            for _ in range(output_tokens):
+                req.boundary(last=req.produced + 1 >= output_tokens)
+            self.k += 1
+            self.last_timings = [{"ttft_s": 0.01 * self.k}] if self.keeps else []
+            return np.zeros((prompt.shape[0], output_tokens), np.int64)
+
+    for keeps in (True, False):
+        slots = GenSlots("stand-in")
+        slots.slots["s"] = (Stepping(keeps), np.zeros((2, 3), np.int64), "key")
+        out = slots.generate({"slot": "s", "n": 2, "output_tokens": 2})
+        assert len(out["requests"]) == 2
+        assert out.get("runtime_timings") == ([[{"ttft_s": 0.01}], [{"ttft_s": 0.02}]] if keeps else None)

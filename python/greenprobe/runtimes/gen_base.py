@@ -50,6 +50,9 @@ class GenRuntime:
         self.precision = "fp32"
         self.device = "cpu"
         self.model: Any = None
+        #: the runtime's own per-sequence timings of the last request, where it keeps them (vLLM's
+        #: metrics): dicts of ttft_s, queue_s, e2e_s, on its clock, beside the marks; [] elsewhere
+        self.last_timings: list[dict] = []
 
     # -- to implement --------------------------------------------------------------------------
     def describe(self) -> dict:

@@ -7,7 +7,8 @@ prefill and yields each sequence's first token; every later step is one decode s
 sequence (the marks follow the tokens the outputs hold, not the steps, in case a scheduler runs
 several at once). Per-request timestamps from vLLM's own metrics (``RequestOutput.metrics``: arrival, first
 scheduled, first token, last token), where this vLLM version fills them, are kept beside the marks
-(``last_metrics``) for the GPU check's comparison. Not checkable on the CPU machines: vLLM ships
+(``last_timings``: TTFT, queueing and end-to-end time per sequence), returned with each request's
+span and written to the run's record for the GPU check's comparison. Not checkable on the CPU machines: vLLM ships
 CUDA wheels only (listed as skipped there); scripts/gpu-check.sh runs it where it is installed.
 """
 
@@ -21,6 +22,23 @@ import numpy as np
 from ..generation import Request
 from .gen_base import FLOAT_DTYPES, GenRuntime, RuntimeUnavailable
 
+
+def timings_of(metrics) -> dict:
+    """vLLM's RequestMetrics (wall-clock seconds: arrival_time, first_scheduled_time, first_token_time,
+    finished_time or last_token_time) as durations: ttft_s, queue_s, e2e_s, each where both its ends
+    are there ({} when this vLLM keeps none: its V1 engine leaves RequestOutput.metrics None)."""
+    if metrics is None:
+        return {}
+    at = {k: getattr(metrics, k, None) for k in ("arrival_time", "first_scheduled_time", "first_token_time",
+                                                   "finished_time", "last_token_time")}
+    end = at["finished_time"] or at["last_token_time"]
+    out = {}
+    for name, a, b in (("ttft_s", at["arrival_time"], at["first_token_time"]),
+                       ("queue_s", at["arrival_time"], at["first_scheduled_time"]),
+                       ("e2e_s", at["arrival_time"], end)):
+        if a is not None and b is not None:
+            out[name] = float(b) - float(a)
+    return out
 
 
 class VllmGen(GenRuntime):
@@ -37,7 +55,6 @@ class VllmGen(GenRuntime):
                                      "on a machine with an NVIDIA GPU: pip install vllm") from None
         self.vllm = vllm
         self._ids = itertools.count()
-        self.last_metrics: list = []
 
     def describe(self) -> dict:
         import torch
@@ -81,5 +98,5 @@ class VllmGen(GenRuntime):
             have = min(made.get(r, 0) for r in ids)
             while req.produced < min(have, output_tokens):
                 req.boundary(last=req.produced + 1 >= output_tokens)
-        self.last_metrics = [getattr(done[r], "metrics", None) for r in ids if r in done]
+        self.last_timings = [t for t in (timings_of(getattr(done[r], "metrics", None)) for r in ids if r in done) if t]
         return np.array([list(done[r].outputs[0].token_ids) for r in ids], np.int64)

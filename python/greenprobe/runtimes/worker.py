@@ -169,7 +169,7 @@ class GenSlots(Slots):
         seq, ptok = prompt.shape
         for _ in range(int(req.get("warmup", 0))):
             rt.generate(prompt, out_tokens, Request(ptok, seq, record=False))
-        spans = []
+        spans, timings = [], []
         mono = time.monotonic_ns
         for i in range(n):
             if gaps is not None and gaps[i] > 0:
@@ -178,8 +178,12 @@ class GenSlots(Slots):
             a = mono()
             rt.generate(prompt, out_tokens, r)
             spans.append((a, mono()))
+            timings.append(rt.last_timings)
         sent = flush_marks() if mark else 0  # at the daemon before the answer
-        return {"requests": spans, "marks_sent": sent}
+        out = {"requests": spans, "marks_sent": sent}
+        if any(timings):  # the runtime's own per-sequence timings, request by request (vLLM's metrics)
+            out["runtime_timings"] = timings
+        return out
 
 
 def marked(mark: dict):
