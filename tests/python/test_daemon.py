@@ -49,9 +49,20 @@ def run_dir(out: Path) -> Path:
     return run
 
 
-def stop_daemon(proc) -> str:
+def stop_daemon(proc, grace_s: float = 60) -> str:
+    """SIGTERM, and the daemon's stderr once it has ended cleanly. One still running grace_s later is
+    killed (a hung daemon must not outlive the suite) and fails the test with what it wrote."""
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
+    try:
+        _, err = proc.communicate(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        try:
+            _, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:  # something it started still holds its stderr
+            err = "(its stderr stayed open)"
+        raise AssertionError(f"the daemon had not ended {grace_s:g} s after SIGTERM and was killed; "
+                             f"its stderr:\n{err}") from None
     assert proc.returncode == 0, err
     return err
 

@@ -3,9 +3,6 @@ back exactly, once, in order; memory holds only the recent window."""
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
 import time
 from types import SimpleNamespace
 
@@ -19,6 +16,7 @@ from greenprobe.parquet import PartWriter
 from greenprobe.store import SEAL_MARKS, MarkStore, Part, SampleStore
 from greenprobe.v1 import probe_pb2 as pb
 from greenprobe.v1 import probe_pb2_grpc as pb_grpc
+from test_daemon import start_daemon, stop_daemon
 
 
 def chunk(rng, t0: int, n: int, channels=(0, 1, 2)) -> tuple:
@@ -100,17 +98,10 @@ def test_marks_in_columns_round_trip_through_parts(tmp_path):
 def test_a_daemon_with_a_short_memory_answers_about_its_whole_run(tmp_path):
     """--memory-s 0.5: older samples and every written mark leave memory; Energy about an old
     interval, the status count, the label summary and the intervals table still cover all of it."""
-    sock, ready, out = tmp_path / "d.sock", tmp_path / "ready", tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "greenprobe", "daemon", "--sensors",
-                             "synthetic:waveform=constant;base_w=40", "--socket", str(sock), "--ready-file", str(ready),
-                             "--out", str(out), "--flush-s", "0.2", "--memory-s", "0.5"],
-                            stderr=subprocess.PIPE, text=True)
+    proc, address, sock, out = start_daemon(tmp_path, "--flush-s", "0.2", "--memory-s", "0.5",
+                                            sensors="synthetic:waveform=constant;base_w=40")
     try:
-        deadline = time.monotonic() + 30
-        while not ready.exists():
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
-            time.sleep(0.05)
-        remote = greenprobe.connect(f"unix:{sock}")
+        remote = greenprobe.connect(address)
         t_old = time.monotonic_ns()
         time.sleep(0.3)
         for i in range(200):
@@ -128,9 +119,7 @@ def test_a_daemon_with_a_short_memory_answers_about_its_whole_run(tmp_path):
         n_old = sum(len(b.t_ns) for b in _first_batches(stub, t_old))
         assert n_old > 100, "a stream from the past reads the parts"
     finally:
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, err
+        stop_daemon(proc)  # kills a daemon that hangs, and fails the test with its output
     (run,) = out.glob("run-*")
     assert pq.read_table(run / "intervals.parquet").num_rows == 200
 
