@@ -10,6 +10,7 @@
 #include "greenprobe/clock.hpp"
 #include "greenprobe/gpu_usage.hpp"
 #include "greenprobe/mark_ring.hpp"
+#include "greenprobe/rapl_domains.hpp"
 #include "greenprobe/registry.hpp"
 #include "greenprobe/sampler.hpp"
 
@@ -191,6 +192,18 @@ PYBIND11_MODULE(_core, m) {
         }
         return out;
     }, "Every native sensor kind's registry row, as dicts.");
+
+    m.def(
+        "rapl_parent",
+        [](const std::string& domain, const py::iterable& domains) {
+            std::vector<std::string> names;
+            for (py::handle d : domains) names.push_back(d.cast<std::string>());
+            return rapl::parent_by_name(domain, names);
+        },
+        py::arg("domain"), py::arg("domains"),
+        "The RAPL domain whose energy includes `domain`'s, among `domains` (the names one RAPL sensor "
+        "read; `domain` need not be one of them), by the names alone: the rule the RAPL sensors state as "
+        "parent_domain (rapl_domains.hpp). '' at the top.");
 
     py::class_<Sensor, std::shared_ptr<Sensor>>(m, "Sensor")
         .def_property_readonly("kind", &Sensor::kind)

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "greenprobe/options.hpp"
+#include "sensors/text.hpp"
 
 namespace greenprobe {
 
@@ -63,15 +64,12 @@ long long Options::get_int(const std::string& key, long long fallback) const {
     read_.insert(key);
     auto it = values_.find(key);
     if (it == values_.end() || it->second.empty()) return fallback;
-    try {
-        std::size_t used = 0;
-        long long v = std::stoll(it->second, &used, 0);
-        if (used != it->second.size()) throw std::invalid_argument("trailing characters");
-        return v;
-    } catch (const std::exception&) {
-        throw SensorError(ErrorCategory::Config, "option " + key + "=" + it->second + " is not an integer",
-                          "give " + key + " as an integer");
+    long long v = 0;
+    if (!text::parse_integer(it->second, v)) {  // decimal only: "010" is ten, "0x10" is refused
+        throw SensorError(ErrorCategory::Config, "option " + key + "=" + it->second + " is not a decimal integer",
+                          "give " + key + " as a decimal integer (digits, optionally signed; no 0x or leading-zero octal)");
     }
+    return v;
 }
 
 }  // namespace greenprobe

@@ -7,14 +7,23 @@ meters ``grace-cpu-S``/``grace-sysio-S`` inside ``grace-socket-S``, else ``grace
 ``grace-socket-S`` inside ``grace-module-S``). Recordings made before sensors said so fall back to
 the names, which is what the sensors apply. Containment is never stated across sensors: NVML's
 ``moduleN`` and hwmon's ``grace-module-S`` are the same module read twice, both top level.
+
+The RAPL rule by name is the C++ core's (``_core.rapl_parent``, the rule the RAPL sensors apply:
+cpp/include/greenprobe/rapl_domains.hpp); ``_rapl_parent_py`` restates it only for a client without
+the compiled extension, and tests/python/test_topology.py checks that the two agree.
 """
 
 from __future__ import annotations
 
 import re
 
-_SUB = re.compile(r"^(core|uncore)(?:-(\d+))?$")
-_IN_PSYS = re.compile(r"^(package|dram)(?:-\d+)?$")
+try:
+    from ._core import rapl_parent as _core_rapl_parent
+except ImportError:  # client-only: an environment without the compiled extension (or an older one)
+    _core_rapl_parent = None
+
+_SUB = re.compile(r"(core|uncore)(?:-([0-9]+))?")  # fullmatch: "$" would let a final newline through
+_IN_PSYS = re.compile(r"(package|dram)(?:-[0-9]+)?")
 _GPU = re.compile(r"^gpu(\d+)$")
 _GRACE = re.compile(r"^grace-(module|socket|cpu|sysio)-(\d+)$")
 _GRACE_UP = {"cpu": ("socket", "module"), "sysio": ("socket", "module"), "socket": ("module",), "module": ()}
@@ -37,11 +46,24 @@ def parent_by_name(sensor: str, domain: str, siblings: set[str]) -> str:
         return f"module{m.group(1)}" if m and f"module{m.group(1)}" in siblings else ""
     if sensor not in RAPL:
         return ""
-    m = _SUB.match(domain)
+    return rapl_parent(domain, siblings)
+
+
+def rapl_parent(domain: str, siblings) -> str:
+    """The RAPL domain whose energy includes ``domain``'s among ``siblings`` (one RAPL sensor's domains),
+    by the C++ core's rule; its Python copy where the extension is missing."""
+    if _core_rapl_parent is not None:
+        return _core_rapl_parent(domain, siblings)
+    return _rapl_parent_py(domain, siblings)
+
+
+def _rapl_parent_py(domain: str, siblings) -> str:
+    """The copy of the core's rule for a client without the extension (kept equal by a test)."""
+    m = _SUB.fullmatch(domain)
     if m:
         pkg = f"package-{m.group(2) or 0}"
         return pkg if pkg in siblings else ""
-    if _IN_PSYS.match(domain) and "psys" in siblings:
+    if _IN_PSYS.fullmatch(domain) and "psys" in siblings:
         return "psys"
     return ""
 

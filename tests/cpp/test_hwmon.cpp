@@ -108,6 +108,11 @@ TEST(attribute_names_parse_as_the_abi_writes_them) {
     CHECK(!hwmon::parse_attr("power1_", a));
     CHECK(hwmon::hwmon_index("hwmon12") == 12);
     CHECK(hwmon::hwmon_index("hwmon") == -1 && hwmon::hwmon_index("hwmon1x") == -1 && hwmon::hwmon_index("x") == -1);
+    // numbers by the one parser: decimal, within an int
+    CHECK(hwmon::hwmon_index("hwmon0010") == 10 && hwmon::hwmon_index("hwmon99999999") == -1);
+    REQUIRE(hwmon::parse_attr("in007_input", a));
+    CHECK(a.type == "in" && a.index == 7 && a.item == "input");
+    CHECK(!hwmon::parse_attr("power1234567_input", a));
 }
 
 TEST(names_are_sanitised_and_pci_addresses_recognised) {

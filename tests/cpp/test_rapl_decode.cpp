@@ -73,6 +73,40 @@ TEST(one_integer_parser) {
     CHECK(!parse_integer("99999999999999999999", i) && i == 10);  // overflow: refused, untouched
     CHECK(parse_unsigned("18446744073709551615\n", u) && u == 18446744073709551615ull);
     CHECK(!parse_unsigned("-1", u) && !parse_unsigned("18446744073709551616", u) && !parse_unsigned("abc", u));
+    int n = 7;  // into an int: what does not fit is refused, not wrapped
+    CHECK(parse_integer("-2147483648\n", n) && n == -2147483648);
+    CHECK(!parse_integer("2147483648", n) && !parse_integer("4294967298", n) && n == -2147483648);
+    using greenprobe::text::parse_hex;  // only where the format is hex
+    CHECK(parse_hex("000001ffffffffff\n", u) && u == 0x1ffffffffffull);
+    CHECK(parse_hex("0x0A", u) && u == 10 && parse_hex("ffffffffffffffff", u) && u == ~0ull);
+    CHECK(!parse_hex("0x", u) && !parse_hex("0x0x5", u) && !parse_hex("-1", u) && !parse_hex("1g", u) &&
+          !parse_hex("10000000000000000", u) && !parse_hex("", u) && u == ~0ull);
+}
+
+TEST(containment_by_name_is_the_same_rule) {
+    // The names the sensors give, placed back: the rule Python's topology asks the core for.
+    CHECK(!place_by_name("psys-0") && !place_by_name("core-") && !place_by_name("core-1x") && !place_by_name("gpu0"));
+    CHECK(place_by_name("core")->kind == Domain::Core && place_by_name("core")->package == "package-0");
+    CHECK(place_by_name("uncore-1")->kind == Domain::Uncore && place_by_name("uncore-1")->package == "package-1");
+    CHECK(place_by_name("dram-1")->kind == Domain::Dram && place_by_name("psys")->kind == Domain::Psys);
+    const std::vector<std::string> two{"package-0", "core-0", "uncore-0", "dram-0", "package-1", "core-1", "dram-1", "psys"};
+    CHECK(parent_by_name("core-1", two) == "package-1" && parent_by_name("uncore-0", two) == "package-0");
+    CHECK(parent_by_name("dram-1", two) == "psys" && parent_by_name("package-0", two) == "psys");
+    CHECK(parent_by_name("psys", two) == "" && parent_by_name("other", two) == "");
+    const std::vector<std::string> one{"package-0", "core", "dram"};
+    CHECK(parent_by_name("core", one) == "package-0" && parent_by_name("dram", one) == "" &&
+          parent_by_name("package-0", one) == "");
+    // a domain not among them (a parent without samples) has its own parent among them
+    CHECK(parent_by_name("package-0", {"core-0", "psys"}) == "psys" && parent_by_name("core-0", {"psys"}) == "");
+    // parents() over the same names gives the same answers
+    std::vector<Domain> kind;
+    std::vector<std::string> pkg;
+    for (const auto& n : two) {
+        kind.push_back(place_by_name(n)->kind);
+        pkg.push_back(place_by_name(n)->package);
+    }
+    const auto stated = parents(two, kind, pkg);
+    for (std::size_t c = 0; c < two.size(); ++c) CHECK(parent_by_name(two[c], two) == stated[c]);
 }
 
 TEST_MAIN()

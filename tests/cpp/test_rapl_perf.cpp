@@ -27,6 +27,7 @@
 #include "check.hpp"
 #include "fixtures.hpp"
 #include "greenprobe/clock.hpp"
+#include "greenprobe/rapl_domains.hpp"
 #include "greenprobe/registry.hpp"
 
 using namespace greenprobe;
@@ -237,6 +238,7 @@ TEST(two_intel_sockets_name_nest_and_measure_every_domain) {
         CHECK((parent == std::map<std::string, std::string>{{"package-0", "psys"}, {"core-0", "package-0"},
                                                              {"dram-0", "psys"}, {"psys", ""}, {"package-1", "psys"},
                                                              {"core-1", "package-1"}, {"dram-1", "psys"}}));
+        for (const auto& [domain, stated] : parent) CHECK(rapl::parent_by_name(domain, domains) == stated);  // one rule
         for (const auto& ch : s->channels()) {
             CHECK(ch.quantity == Quantity::EnergyCounter && !ch.estimated);
             CHECK(ch.resolution_j == std::ldexp(1.0, -14));  // the hardware's step, not 2^-32 J
@@ -371,6 +373,63 @@ TEST(permission_denied_names_paranoid_and_cap_perfmon_and_the_fixes) {
     ::setenv("FAKE_PERF_OPEN_ERRNO", "EPERM", 1);
     CHECK(error_of([&] { open_sensor("rapl-perf", options_of(t2)); }, &msg, &fix) == ErrorCategory::Permission);
     CHECK(contains(msg, "perf_event_paranoid is 0") && contains(msg, "holds CAP_PERFMON") && contains(msg, "seccomp"));
+    ::unsetenv("FAKE_PERF_OPEN_ERRNO");
+}
+
+// The numbers of the PMU's and /proc's files, each by the one integer parser: decimal where decimal
+// (a leading zero is not octal, a number past an int is not wrapped), hex only where the format is.
+TEST(an_event_config_with_a_leading_zero_is_decimal) {
+    Layout l = intel_two_sockets();
+    l.events = {{"energy-pkg", 10}};
+    l.factor = {{{0, 10}, 1.0}, {{1, 10}, 0.9}};
+    const Tree t = make_tree(l);
+    write_file(t.root + "/power/events/energy-pkg", "event=010\n");  // ten (strtoull base 0 read 8)
+    auto s = open_sensor("rapl-perf", options_of(t));
+    CHECK(s->channels().size() == 2);
+    CHECK((logged(t, "open") == std::multiset<std::string>{"42 10 0", "42 10 2"}));
+    s.reset();
+    for (const char* bad : {"event=0x", "event=0x1g", "event=-1", "event=0x100", "event=1 2"}) {
+        const Tree tb = make_tree(intel_two_sockets());
+        write_file(tb.root + "/power/events/energy-pkg", std::string(bad) + "\n");
+        std::string msg;
+        CHECK(error_of([&] { open_sensor("rapl-perf", options_of(tb)); }, &msg) == ErrorCategory::Unsupported);
+        CHECK(contains(msg, "not event=<number>"));
+    }
+}
+
+TEST(a_cpumask_number_past_an_int_is_refused_not_wrapped) {
+    Layout l = intel_two_sockets();
+    l.cpumask = "0,4294967298";  // strtol read it, and the cast made it CPU 2
+    const Tree t = make_tree(l);
+    std::string msg;
+    CHECK(error_of([&] { open_sensor("rapl-perf", options_of(t)); }, &msg) == ErrorCategory::Unsupported);
+    CHECK(contains(msg, "cpumask is missing or not a CPU list"));
+    l.cpumask = "0-1,2";  // a range still reads
+    const Tree ok = make_tree(l);
+    CHECK(open_sensor("rapl-perf", options_of(ok))->channels().size() == 7);
+}
+
+TEST(a_paranoid_level_or_capability_mask_that_does_not_read_is_unknown) {
+    // strtol read "unset" as level 0 and said the level allowed the call; strtoull read "none" as no
+    // capability at all
+    Layout l = intel_two_sockets();
+    l.paranoid = "unset";
+    l.cap_eff = "none";
+    const Tree t = make_tree(l);
+    ::setenv("FAKE_PERF_OPEN_ERRNO", "EACCES", 1);
+    std::string msg;
+    CHECK(error_of([&] { open_sensor("rapl-perf", options_of(t)); }, &msg) == ErrorCategory::Permission);
+    CHECK(contains(msg, "perf_event_paranoid is unset") && contains(msg, "not a number, so its level is unknown"));
+    CHECK(msg.find("the paranoid level allows it") == std::string::npos);
+    CHECK(contains(msg, "whether this process holds CAP_PERFMON is unknown (CapEff none in"));
+    CHECK(msg.find("lacks CAP_PERFMON") == std::string::npos);
+    // the kernel's own forms still read: "-1", and the mask in hex with bit 38 (CAP_PERFMON)
+    l.paranoid = "-1";
+    l.cap_eff = "000001ffffffffff";
+    const Tree t2 = make_tree(l);
+    ::setenv("FAKE_PERF_OPEN_ERRNO", "EPERM", 1);
+    CHECK(error_of([&] { open_sensor("rapl-perf", options_of(t2)); }, &msg) == ErrorCategory::Permission);
+    CHECK(contains(msg, "perf_event_paranoid is -1 (") && contains(msg, "holds CAP_PERFMON"));
     ::unsetenv("FAKE_PERF_OPEN_ERRNO");
 }
 

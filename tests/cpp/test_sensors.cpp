@@ -18,7 +18,9 @@
 #include "fixtures.hpp"
 #include "greenprobe/clock.hpp"
 #include "greenprobe/gpu_usage.hpp"
+#include "greenprobe/rapl_domains.hpp"
 #include "greenprobe/registry.hpp"
+#include "cpu_info.hpp"
 #include "nvml_stamp.hpp"
 
 using namespace greenprobe;
@@ -71,6 +73,20 @@ std::string make_powercap(uint64_t max_uj) {
     return root;
 }
 
+// The parents a RAPL sensor stated are the ones its domains' names give (rapl::parent_by_name, what
+// Python's topology asks the core for a recording without them): one rule.
+void check_names_give_the_stated_parents(const Sensor& s) {
+    std::vector<std::string> domains;
+    for (const auto& c : s.channels()) domains.push_back(c.domain);
+    for (const auto& c : s.channels()) {
+        if (rapl::parent_by_name(c.domain, domains) != c.parent_domain) {
+            std::printf("  %s: stated parent '%s', by name '%s'\n", c.domain.c_str(), c.parent_domain.c_str(),
+                        rapl::parent_by_name(c.domain, domains).c_str());
+            ++check::failures();
+        }
+    }
+}
+
 }  // namespace
 
 TEST(powercap_names_zones_and_skips_mmio) {
@@ -95,6 +111,23 @@ TEST(powercap_parents_on_one_socket_without_psys) {
     CHECK(ch[2].parent_domain.empty());            // dram: listed under the package, not inside its energy
     CHECK(ch[3].parent_domain.empty());            // package-1
     CHECK(ch[4].parent_domain == "package-1");     // core-1
+    check_names_give_the_stated_parents(*s);
+}
+
+TEST(powercap_a_zone_whose_number_does_not_read_is_skipped) {
+    // atoi read "intel-rapl:x" as package 0 and "intel-rapl:1y" as 1; neither is a zone the kernel names
+    const std::string root = make_powercap(1000000);
+    for (const char* zone : {"intel-rapl:x", "intel-rapl:1y", "intel-rapl:0:z", "intel-rapl:-1", "intel-rapl:"}) {
+        const std::string dir = root + "/" + zone;
+        mkdirs(dir);
+        write_file(dir + "/name", "psys\n");
+        write_file(dir + "/max_energy_range_uj", "1000000\n");
+        write_file(dir + "/energy_uj", "1000\n");
+    }
+    auto s = open_sensor("rapl-powercap", Options({{"powercap_root", root}}));
+    std::set<std::string> domains;
+    for (const auto& c : s->channels()) domains.insert(c.domain);
+    CHECK((domains == std::set<std::string>{"package-0", "core-0", "dram", "package-1", "core-1"}));
 }
 
 TEST(powercap_two_sockets_with_psys_nest_every_domain) {
@@ -117,6 +150,7 @@ TEST(powercap_two_sockets_with_psys_nest_every_domain) {
         {"core-1", "package-1"}, {"dram-1", "psys"}, {"psys", ""}};
     CHECK(s->channels().size() == want.size());
     CHECK(parent == want);
+    check_names_give_the_stated_parents(*s);
 }
 
 TEST(powercap_unwraps_with_the_zone_range) {
@@ -276,6 +310,7 @@ TEST(msr_two_sockets_with_psys_nest_every_domain) {
         {"psys", ""}};
     CHECK(s->channels().size() == want.size());
     CHECK(parent == want);
+    check_names_give_the_stated_parents(*s);
 }
 
 TEST(msr_without_psys_packages_and_dram_are_top_level) {
@@ -291,6 +326,34 @@ TEST(msr_without_psys_packages_and_dram_are_top_level) {
     CHECK(ch[0].domain == "package-0" && ch[0].parent_domain.empty());
     CHECK(ch[1].domain == "core" && ch[1].parent_domain == "package-0");
     CHECK(ch[2].domain == "dram" && ch[2].parent_domain.empty());
+    check_names_give_the_stated_parents(*s);
+}
+
+TEST(cpu_info_reads_decimal_numbers_and_leaves_out_what_does_not_read) {
+    const std::string dir = temp_dir();
+    write_file(dir + "/cpuinfo", "processor\t: 0\nvendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel\t\t: 0x55\n");
+    const CpuIdentity id = read_cpu_identity(dir);
+    CHECK(id.family == 6);
+    CHECK(id.model == -1);  // unknown, as without the line (atoi read 0)
+    write_file(dir + "/cpuinfo", "processor\t: 0\ncpu family\t: 25\nmodel\t\t: 017\n");
+    CHECK(read_cpu_identity(dir).family == 25 && read_cpu_identity(dir).model == 17);  // decimal, not octal
+    const std::string sys = dir + "/cpu";
+    auto cpu = [&](int n, const char* package, const char* core) {
+        const std::string topo = sys + "/cpu" + std::to_string(n) + "/topology";
+        mkdirs(topo);
+        write_file(topo + "/physical_package_id", package);
+        if (core) write_file(topo + "/core_id", core);
+    };
+    cpu(0, "0\n", "0\n");
+    cpu(1, "1\n", "07\n");
+    cpu(2, "1junk\n", "2\n");  // atoi put it in package 1
+    cpu(3, "0\n", "x\n");      // atoi gave it core 0
+    cpu(4, "-1\n", nullptr);    // a package id the kernel may write: -1 (unknown)
+    const CpuTopology topo = read_cpu_topology(sys);
+    CHECK((topo.package_cpus == std::map<int, std::vector<int>>{{-1, {4}}, {0, {0, 3}}, {1, {1}}}) ||
+          (topo.package_cpus == std::map<int, std::vector<int>>{{-1, {4}}, {0, {3, 0}}, {1, {1}}}));
+    CHECK((topo.core_of_cpu == std::map<int, int>{{0, 0}, {1, 7}, {3, 3}, {4, 4}}));
+    CHECK(!topo.assumed);
 }
 
 TEST(msr_errors_name_the_problem) {
@@ -854,6 +917,31 @@ TEST(gpu_usage_reads_only_the_gpus_the_nvml_sensor_measures) {
 }
 
 // --- registry, cpu-estimate -------------------------------------------------------------------
+
+TEST(options_get_int_is_decimal_only) {
+    const Options o({{"ten", "010"}, {"hex", "0x10"}, {"neg", "-3"}, {"blank", " 12\n"}, {"junk", "12abc"},
+                     {"huge", "99999999999999999999"}, {"empty", ""}});
+    CHECK(o.get_int("ten", 0) == 10);  // stoll(.., 0) read octal 8
+    CHECK(o.get_int("neg", 0) == -3 && o.get_int("blank", 0) == 12);
+    CHECK(o.get_int("empty", 5) == 5 && o.get_int("absent", 6) == 6);
+    for (const char* key : {"hex", "junk", "huge"}) {  // stoll(.., 0) took "0x10" as 16
+        const SensorError e = error_of([&] { o.get_int(key, 0); });
+        CHECK(e.category() == ErrorCategory::Config);
+        CHECK(contains(e.what(), std::string("option ") + key + "=") && contains(e.what(), "not a decimal integer"));
+        CHECK(contains(e.fix(), std::string("give ") + key + " as a decimal integer"));
+    }
+}
+
+TEST(cpu_estimate_stat_numbers_that_do_not_read_are_refused) {
+    const std::string proc = temp_dir();
+    write_file(proc + "/cpuinfo", "processor\t: 0\n");
+    write_file(proc + "/stat", "cpu  100 0 100 8x00 0 0 0 0 0 0\n");  // sscanf read 100 0 100 8
+    CHECK(category_of([&] { open_sensor("cpu-estimate", Options({{"proc_root", proc}})); }) == ErrorCategory::Io);
+    write_file(proc + "/stat", "cpu  100 0 100 -800 0 0 0 0 0 0\n");  // %llu wrapped it
+    CHECK(category_of([&] { open_sensor("cpu-estimate", Options({{"proc_root", proc}})); }) == ErrorCategory::Io);
+    write_file(proc + "/stat", "cpu  100 0 100 800\n");  // four numbers (the oldest kernels') still do
+    CHECK(open_sensor("cpu-estimate", Options({{"proc_root", proc}}))->channels().size() == 1);
+}
 
 TEST(unknown_kind_is_a_config_error) {
     CHECK(category_of([] { open_sensor("rapl", Options()); }) == ErrorCategory::Config);

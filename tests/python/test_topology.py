@@ -74,3 +74,54 @@ def test_a_domain_whose_parent_is_absent_counts_in_its_place():
     assert top_level([{"sensor": "nvml", "domain": "gpu0", "parent_domain": "module0"},
                       {"sensor": "synthetic", "domain": "module0", "parent_domain": ""}]) == {
         ("nvml", "gpu0"), ("synthetic", "module0")}
+
+
+def _rapl_domain_sets():
+    """Domain sets as the RAPL sensors name them (1 and 2 sockets, with and without psys, core,
+    uncore and dram), and a few names no sensor gives."""
+    one = ["package-0", "core", "uncore", "dram", "psys"]
+    two = [f"{d}-{s}" for s in (0, 1) for d in ("package", "core", "uncore", "dram")] + ["psys"]
+    sets = []
+    for full in (one, two):
+        for drop in [(), ("psys",), ("package-0",), ("package-0", "psys"), ("core", "core-0", "dram", "dram-1"),
+                     ("package-1",)]:
+            sets.append([d for d in full if d not in drop])
+    sets.append(["package", "core", "dram", "psys"])
+    sets.append(["package-0", "core-00", "core-0x", "core-", "psys-0", "dram-1\n", "gpu0", "", "PSYS", "core-1"])
+    return sets
+
+
+def test_rapl_rule_by_name_is_the_cores_and_its_python_copy_agrees():
+    """topology asks the C++ core (the rule the RAPL sensors apply) for RAPL parents by name; the
+    Python copy, used only without the compiled extension, gives the same answers."""
+    import pytest
+
+    from greenprobe import topology
+
+    core = pytest.importorskip("greenprobe._core")
+    assert hasattr(core, "rapl_parent"), "the compiled extension is older than topology.py: rebuild it"
+    assert topology._core_rapl_parent is core.rapl_parent, "topology must use the core's rule when it is there"
+    asked, answers = 0, set()
+    for domains in _rapl_domain_sets():
+        # each domain among its set, and names absent from it (a parent without samples)
+        for domain in set(domains) | {"package-0", "package-1", "core-0", "dram-0", "psys", "uncore-1"}:
+            for siblings in (set(domains), list(domains)):
+                want = core.rapl_parent(domain, siblings)
+                assert topology._rapl_parent_py(domain, siblings) == want, (domain, sorted(siblings))
+                asked, answers = asked + 1, answers | {want}
+    assert asked > 200 and answers == {"", "psys", "package-0", "package-1"}
+    # and the answers are the sensors' (test_two_socket_powercap_parents_reach_the_metadata's WANT)
+    assert {d: topology.parent_by_name("rapl-powercap", d, set(WANT)) for d in WANT} == WANT
+    assert topology.parent_by_name("rapl-msr", "core", {"package-0", "core", "dram"}) == "package-0"
+    assert topology.parent_by_name("nvml", "core", {"package-0", "core"}) == ""
+
+
+def test_the_python_copy_stands_in_without_the_extension(monkeypatch):
+    from greenprobe import topology
+
+    monkeypatch.setattr(topology, "_core_rapl_parent", None)
+    rapl = [{"sensor": "rapl-msr", "domain": d} for d in ("package-0", "core-0", "dram-0", "package-1", "core-1", "psys")]
+    assert topology.parents(rapl) == {
+        ("rapl-msr", "package-0"): "psys", ("rapl-msr", "core-0"): "package-0", ("rapl-msr", "dram-0"): "psys",
+        ("rapl-msr", "package-1"): "psys", ("rapl-msr", "core-1"): "package-1", ("rapl-msr", "psys"): ""}
+    assert topology.top_level(rapl) == {("rapl-msr", "psys")}

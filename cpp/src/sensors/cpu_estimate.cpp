@@ -16,7 +16,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cstdio>
 #include <cstring>
 
 #include "cpu_info.hpp"
@@ -97,12 +96,20 @@ class CpuEstimateSensor final : public Sensor {
         char buf[512];
         std::size_t len = 0;
         if (pread_text(fd_.get(), buf, sizeof buf, len) != 0) return false;
-        unsigned long long v[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-        // cpu user nice system idle iowait irq softirq steal
-        if (std::sscanf(buf, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3], &v[4],
-                        &v[5], &v[6], &v[7]) < 4) {
-            return false;
+        uint64_t v[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        // cpu user nice system idle iowait irq softirq steal (then guest times, inside user and nice):
+        // the first line's first numbers, at least four, each by the one integer parser
+        if (std::strncmp(buf, "cpu ", 4) != 0) return false;
+        const char* p = buf + 3;
+        int n = 0;
+        for (; n < 8; ++n) {
+            while (*p == ' ') ++p;
+            const char* end = p;
+            while (*end != '\0' && *end != ' ' && *end != '\n') ++end;
+            if (end == p || !text::parse_unsigned(std::string(p, end), v[n])) break;
+            p = end;
         }
+        if (n < 4) return false;
         // busy: user, nice, system, irq, softirq; steal (the hypervisor running another guest) is
         // in the total, not busy: this machine's CPUs did not run then
         total = 0;

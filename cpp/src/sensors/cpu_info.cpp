@@ -1,6 +1,5 @@
 #include "cpu_info.hpp"
 
-#include <cstdlib>
 #include <sstream>
 
 #include "fileio.hpp"
@@ -24,8 +23,8 @@ CpuIdentity read_cpu_identity(const std::string& proc_root) {
         if (key == "processor") ++id.logical_cpus;
         if (id.logical_cpus > 1) continue;  // identity from the first CPU only
         if (key == "vendor_id") id.vendor_id = value;
-        else if (key == "cpu family") id.family = std::atoi(value.c_str());
-        else if (key == "model") id.model = std::atoi(value.c_str());
+        else if (key == "cpu family") text::parse_integer(value, id.family);  // unread: stays -1 (unknown)
+        else if (key == "model") text::parse_integer(value, id.model);
         else if (key == "model name") id.model_name = value;
     }
     return id;
@@ -37,13 +36,14 @@ CpuTopology read_cpu_topology(const std::string& root) {
     for (const auto& name : list_dir(root, &err)) {
         if (name.size() < 4 || name.compare(0, 3, "cpu") != 0) continue;
         const std::string num = name.substr(3);
-        if (num.find_first_not_of("0123456789") != std::string::npos) continue;
-        const int cpu = std::atoi(num.c_str());
+        int cpu = 0, package = 0, core_id = 0;
+        if (num.find_first_not_of("0123456789") != std::string::npos || !text::parse_integer(num, cpu)) continue;
         auto pkg = read_small_file(root + "/" + name + "/topology/physical_package_id");
-        if (!pkg) continue;  // offline CPUs have no topology directory
+        // offline CPUs have no topology directory; one whose package id is not a number is left out too
+        if (!pkg || !text::parse_integer(*pkg, package)) continue;
         auto core = read_small_file(root + "/" + name + "/topology/core_id");
-        topo.package_cpus[std::atoi(pkg->c_str())].push_back(cpu);
-        topo.core_of_cpu[cpu] = core ? std::atoi(core->c_str()) : cpu;
+        topo.package_cpus[package].push_back(cpu);
+        topo.core_of_cpu[cpu] = core && text::parse_integer(*core, core_id) ? core_id : cpu;
     }
     if (topo.package_cpus.empty()) {
         topo.package_cpus[0] = {0};

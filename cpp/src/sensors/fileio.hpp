@@ -84,7 +84,8 @@ inline int pread_text(int fd, char* buf, std::size_t cap, std::size_t& len) {
     return 0;
 }
 
-// Integers: text::parse_integer and text::parse_unsigned (text.hpp), the one parser.
+// Integers: text::parse_integer and text::parse_unsigned (text.hpp), the one parser (parse_hex where a
+// format is hex).
 
 std::optional<std::string> read_small_file(const std::string& path, int* err = nullptr);
 std::vector<std::string> list_dir(const std::string& path, int* err = nullptr);

@@ -3,11 +3,11 @@
 #pragma once
 
 #include <cerrno>
-#include <cstdlib>
 #include <string>
 #include <utility>
 
 #include "greenprobe/sensor.hpp"
+#include "text.hpp"
 
 namespace greenprobe {
 namespace hwmon {
@@ -29,8 +29,10 @@ inline bool parse_attr(const std::string& file, AttrName& out) {
     if (digits == 0 || i == digits || i - digits > 6 || i >= file.size() || file[i] != '_' || i + 1 == file.size()) {
         return false;
     }
+    int index = 0;
+    if (!text::parse_integer(file.substr(digits, i - digits), index)) return false;
     out.type = file.substr(0, digits);
-    out.index = std::atoi(file.c_str() + digits);
+    out.index = index;
     out.item = file.substr(i + 1);
     return true;
 }
@@ -41,7 +43,8 @@ inline int hwmon_index(const std::string& dir) {
     for (std::size_t i = 5; i < dir.size(); ++i) {
         if (dir[i] < '0' || dir[i] > '9') return -1;
     }
-    return std::atoi(dir.c_str() + 5);
+    int index = -1;
+    return text::parse_integer(dir.c_str() + 5, index) ? index : -1;
 }
 
 // Lower case; letters, digits and '_' kept; every other run of characters becomes one '-', none at
@@ -83,7 +86,8 @@ inline GraceOem parse_grace_oem(const std::string& oem_info) {
         if (s.compare(0, prefix.size(), prefix) != 0 || s.size() == prefix.size() || s.size() > prefix.size() + 4) continue;
         bool digits = true;
         for (std::size_t i = prefix.size(); i < s.size(); ++i) digits = digits && s[i] >= '0' && s[i] <= '9';
-        if (digits) return GraceOem{kind, std::atoi(s.c_str() + prefix.size())};
+        int socket = -1;
+        if (digits && text::parse_integer(s.c_str() + prefix.size(), socket)) return GraceOem{kind, socket};
     }
     return {};
 }

@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "greenprobe/errors.hpp"
+#include "text.hpp"
 
 extern char** environ;
 
@@ -40,15 +41,13 @@ bool split_lines(const std::string& text, std::vector<std::string>& lines) {
     return true;
 }
 
+// A number of the helper's reply: digits only (no sign, no blanks: the reply is exact), read by the
+// one integer parser, within [lo, hi].
 bool parse_int(const std::string& s, int lo, int hi, int& out) {
-    if (s.empty() || s.size() > 9) return false;
-    long v = 0;
-    for (char c : s) {
-        if (c < '0' || c > '9') return false;
-        v = v * 10 + (c - '0');
-    }
-    if (v < lo || v > hi) return false;
-    out = static_cast<int>(v);
+    if (s.empty() || s.size() > 9 || s.find_first_not_of("0123456789") != std::string::npos) return false;
+    int v = 0;
+    if (!text::parse_integer(s, v) || v < lo || v > hi) return false;
+    out = v;
     return true;
 }
 

@@ -3,10 +3,11 @@
 // arch/x86/include/asm/msr-index.h (register addresses, 32-bit counters, unit quirks).
 #pragma once
 
-#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <vector>
+
+#include "greenprobe/rapl_domains.hpp"  // Domain, powercap_name and the containment rule
 
 namespace greenprobe::rapl {
 
@@ -24,75 +25,12 @@ inline constexpr uint32_t kAmdPkgEnergy = 0xC001029B;
 
 inline constexpr uint64_t kCounterMax = 0xFFFFFFFFull;  // energy status counters are 32 bits wide
 
-enum class Domain { Package, Core, Uncore, Dram, Psys };
-
-// RAPL's energy containment, the one rule the three RAPL sensors state as parent_domain: core and
-// uncore inside their package, where that package is read; packages and DRAM inside psys (the
-// platform domain), where it is read; psys, and packages and DRAM without it, at the top.
-// Containment of energy, not of the powercap tree: powercap lists dram under its package, but the
-// package's energy does not include DRAM's. kind[c] is channel c's domain, package_of[c] the name
-// its package's channel has ("" where unknown); returns each channel's parent ("" at the top).
-inline std::vector<std::string> parents(const std::vector<std::string>& names, const std::vector<Domain>& kind,
-                                        const std::vector<std::string>& package_of) {
-    std::string platform;
-    for (std::size_t c = 0; c < names.size() && platform.empty(); ++c) {
-        if (kind[c] == Domain::Psys) platform = names[c];
-    }
-    auto read = [&](const std::string& name) {
-        return !name.empty() && std::find(names.begin(), names.end(), name) != names.end();
-    };
-    std::vector<std::string> out(names.size());
-    for (std::size_t c = 0; c < names.size(); ++c) {
-        switch (kind[c]) {
-            case Domain::Core:
-            case Domain::Uncore: out[c] = read(package_of[c]) ? package_of[c] : ""; break;
-            case Domain::Package:
-            case Domain::Dram: out[c] = platform; break;
-            case Domain::Psys: break;
-        }
-    }
-    return out;
-}
-
-// Where a channel lies for parents(): its domain and the name its package's channel has.
-struct Placed {
-    Domain kind;
-    std::string package;
-};
-inline std::string package_name(int id) { return "package-" + std::to_string(id); }
-
-// Sets each channel's parent_domain by parents(); place(c) says where channel c lies.
-template <typename Channels, typename Place>
-void set_parents(Channels& channels, Place place) {
-    std::vector<std::string> names, package_of;
-    std::vector<Domain> kind;
-    for (std::size_t c = 0; c < channels.size(); ++c) {
-        const Placed at = place(c);
-        names.push_back(channels[c].domain);
-        kind.push_back(at.kind);
-        package_of.push_back(at.package);
-    }
-    const std::vector<std::string> parent = parents(names, kind, package_of);
-    for (std::size_t c = 0; c < channels.size(); ++c) channels[c].parent_domain = parent[c];
-}
-
 struct DomainRegister {
     Domain domain;
     uint32_t msr;
     bool per_core;   // AMD's core counter exists once per physical core
     bool platform;   // psys: one per platform, read from the first package only
 };
-
-inline const char* powercap_name(Domain d) {
-    switch (d) {
-        case Domain::Package: return "package";
-        case Domain::Core: return "core";
-        case Domain::Uncore: return "uncore";
-        case Domain::Dram: return "dram";
-        case Domain::Psys: return "psys";
-    }
-    return "?";
-}
 
 inline uint32_t unit_register(Vendor v) { return v == Vendor::Intel ? kIntelPowerUnit : kAmdPowerUnit; }
 

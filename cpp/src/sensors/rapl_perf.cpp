@@ -81,29 +81,28 @@ bool parse_cpu_list(const std::string& text, std::vector<int>& out) {
     std::stringstream in(s);
     std::string part;
     while (std::getline(in, part, ',')) {
-        char* end = nullptr;
-        const long a = std::strtol(part.c_str(), &end, 10);
-        if (end == part.c_str() || a < 0) return false;
-        long b = a;
-        if (*end == '-') {
-            const char* second = end + 1;
-            b = std::strtol(second, &end, 10);
-            if (end == second || b < a) return false;
+        const auto dash = part.find('-');  // after the first digit: "-1" has no first CPU
+        int a = 0, b = 0;
+        if (dash == 0 || !text::parse_integer(part.substr(0, dash), a) || a < 0) return false;
+        b = a;
+        if (dash != std::string::npos && (!text::parse_integer(part.substr(dash + 1), b) || b < a)) return false;
+        for (int c = a; c <= b; ++c) {
+            out.push_back(c);
+            if (c == b) break;  // b may be INT_MAX
         }
-        if (*end != '\0') return false;
-        for (long c = a; c <= b; ++c) out.push_back(static_cast<int>(c));
     }
     return true;
 }
 
-// "event=0x02" -> 2 (the power PMU's format: event is config:0-7).
+// "event=0x02" -> 2 (the power PMU's format: event is config:0-7). As perf's own parser reads a
+// term: hex after 0x, else decimal ("event=010" is ten, never octal).
 bool parse_event_config(const std::string& text, uint64_t& config) {
     const std::string s = trim(text);
     if (s.compare(0, 6, "event=") != 0 || s.find(',') != std::string::npos) return false;
-    char* end = nullptr;
-    errno = 0;
-    const unsigned long long v = std::strtoull(s.c_str() + 6, &end, 0);
-    if (errno != 0 || end == s.c_str() + 6 || *end != '\0' || v > 0xFF) return false;
+    const std::string value = s.substr(6);
+    const bool hex = value.compare(0, 2, "0x") == 0 || value.compare(0, 2, "0X") == 0;
+    uint64_t v = 0;
+    if (!(hex ? text::parse_hex(value, v) : text::parse_unsigned(value, v)) || v > 0xFF) return false;
     config = v;
     return true;
 }
@@ -473,10 +472,11 @@ class RaplPerfSensor final : public Sensor {
         const std::string paranoid_path = proc_ + "/sys/kernel/perf_event_paranoid";
         auto paranoid = read_small_file(paranoid_path);
         std::string out;
-        long level = 2;
+        long long level = 2;  // unknown: taken as the default, which refuses
+        const bool paranoid_read = paranoid && text::parse_integer(*paranoid, level);
         if (paranoid) {
-            level = std::strtol(trim(*paranoid).c_str(), nullptr, 10);
-            out = "kernel.perf_event_paranoid is " + trim(*paranoid) + " (" + paranoid_path + "; system-wide events need <= 0)";
+            out = "kernel.perf_event_paranoid is " + trim(*paranoid) + " (" + paranoid_path + "; system-wide events need <= 0" +
+                  (paranoid_read ? ")" : "; not a number, so its level is unknown)");
         } else {
             out = "kernel.perf_event_paranoid could not be read at " + paranoid_path;
         }
@@ -490,11 +490,16 @@ class RaplPerfSensor final : public Sensor {
                 if (line.compare(0, 7, "CapEff:") == 0) cap_eff = trim(line.substr(7));
             }
         }
+        uint64_t caps = 0;
         if (cap_eff.empty()) {
             out += "; whether this process holds CAP_PERFMON is unknown (no CapEff in " + status_path + ")";
             return out;
         }
-        const unsigned long long caps = std::strtoull(cap_eff.c_str(), nullptr, 16);
+        if (!text::parse_hex(cap_eff, caps)) {
+            out += "; whether this process holds CAP_PERFMON is unknown (CapEff " + cap_eff + " in " + status_path +
+                   " is not a hex mask)";
+            return out;
+        }
         const bool perfmon = (caps >> 38) & 1ull, sys_admin = (caps >> 21) & 1ull;
         if (!perfmon && !sys_admin) {
             out += "; this process lacks CAP_PERFMON (and CAP_SYS_ADMIN, which kernels before 5.8 ask for): CapEff " +
@@ -503,7 +508,7 @@ class RaplPerfSensor final : public Sensor {
             out += std::string("; this process holds ") + (perfmon ? "CAP_PERFMON" : "CAP_SYS_ADMIN") +
                    ", so a security module or the container's seccomp profile refused the call";
         }
-        if (paranoid && level <= 0 && !perfmon && !sys_admin) {
+        if (paranoid_read && level <= 0 && !perfmon && !sys_admin) {
             out += "; the paranoid level allows it, so a security module or the container's seccomp profile refused the call";
         }
         return out;

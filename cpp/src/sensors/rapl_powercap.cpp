@@ -13,6 +13,7 @@
 #include "greenprobe/counter.hpp"
 #include "greenprobe/registry.hpp"
 #include "rapl_msr_decode.hpp"
+#include "text.hpp"
 
 namespace greenprobe {
 namespace {
@@ -23,10 +24,19 @@ const char* kPowercapPermissionFix =
     "/sys/class/powercap/intel-rapl:*:*/energy_uj` (persist it with a udev rule or /etc/sysfs.conf), "
     "or run `greenprobe daemon` as root and connect to it. Note: high-rate RAPL data is a side channel.";
 
-bool is_rapl_zone(const std::string& name) {
-    // "intel-rapl:0", "intel-rapl:0:1" (AMD uses the same names). "intel-rapl-mmio:*" duplicates the
-    // package domain through another interface and is skipped.
-    return name.compare(0, 11, "intel-rapl:") == 0;
+// "intel-rapl:X" (package X) and its subzones "intel-rapl:X:Y" (AMD uses the same names) -> X; false
+// for anything else. "intel-rapl-mmio:*" duplicates the package domain through another interface
+// and is skipped, and so is a name whose numbers do not read as such ("intel-rapl:x").
+bool rapl_zone_package(const std::string& name, int& package) {
+    if (name.compare(0, 11, "intel-rapl:") != 0) return false;
+    const auto sub = name.find(':', 11);
+    int x = 0, y = 0;
+    if (!text::parse_integer(name.substr(11, sub == std::string::npos ? std::string::npos : sub - 11), x) || x < 0) {
+        return false;
+    }
+    if (sub != std::string::npos && (!text::parse_integer(name.substr(sub + 1), y) || y < 0)) return false;
+    package = x;
+    return true;
 }
 
 class RaplPowercapSensor final : public Sensor {
@@ -49,7 +59,8 @@ class RaplPowercapSensor final : public Sensor {
         std::vector<Found> found;
         std::map<std::string, int> name_count;
         for (const auto& z : entries) {
-            if (!is_rapl_zone(z)) continue;
+            int package = 0;
+            if (!rapl_zone_package(z, package)) continue;
             const std::string dir = root_ + "/" + z;
             auto name = read_small_file(dir + "/name");
             if (!name) continue;
@@ -67,7 +78,7 @@ class RaplPowercapSensor final : public Sensor {
             f.zone = z;
             f.name = n;
             f.path = dir + "/energy_uj";
-            f.package = std::atoi(z.c_str() + 11);
+            f.package = package;
             f.max_uj = max_uj;
             e = Fd::open_ro(f.path, f.fd);
             if (e != 0) throw errno_error(e, "rapl-powercap cannot open", f.path, kPowercapPermissionFix);
