@@ -9,6 +9,7 @@ import numpy as np
 
 from ..generation import Request
 from .gen_base import FLOAT_DTYPES, GenRuntime, RuntimeUnavailable
+from .torch_rt import inference_torch, torch_devices
 
 
 
@@ -40,19 +41,15 @@ class TorchGen(GenRuntime):
 
     def __init__(self):
         super().__init__()
-        import torch
-
-        self.torch = torch
-        torch.set_grad_enabled(False)
+        self.torch = inference_torch()
 
     def describe(self) -> dict:
         t = self.torch
         import transformers
 
         cuda = t.cuda.is_available()
-        devices = ["cpu"] + [f"cuda:{i}" for i in range(t.cuda.device_count())] if cuda else ["cpu"]
         return {"runtime": self.name, "version": t.__version__, "transformers": transformers.__version__,
-                "devices": devices, "precisions": {"cpu": list(self.cpu_precisions),
+                "devices": torch_devices(t), "precisions": {"cpu": list(self.cpu_precisions),
                                                    "cuda": list(self.gpu_precisions) if cuda else []},
                 "reasons": {} if cuda else {"cuda": f"torch {t.__version__} sees no CUDA device"},
                 "threads": t.get_num_threads()}

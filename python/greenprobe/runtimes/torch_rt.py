@@ -10,20 +10,30 @@ from ..models import bert_config
 from .base import Runtime, RuntimeUnavailable
 
 
+def inference_torch() -> Any:
+    """torch with autograd off (inference only): where both torch adapters start (this one and
+    gen_torch's)."""
+    import torch
+
+    torch.set_grad_enabled(False)
+    return torch
+
+
+def torch_devices(torch) -> list[str]:
+    """The devices torch can run on: cpu, and each CUDA device it sees."""
+    return ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else ["cpu"]
+
+
 class TorchRuntime(Runtime):
     name = "torch"
 
     def __init__(self):
         super().__init__()
-        import torch
-
-        self.torch = torch
-        torch.set_grad_enabled(False)
+        self.torch = inference_torch()
 
     def describe(self) -> dict:
         t = self.torch
-        devices = ["cpu"] + [f"cuda:{i}" for i in range(t.cuda.device_count())] if t.cuda.is_available() else ["cpu"]
-        return {"runtime": self.name, "version": t.__version__, "devices": devices, "providers": [],
+        return {"runtime": self.name, "version": t.__version__, "devices": torch_devices(t), "providers": [],
                 "threads": t.get_num_threads()}
 
     def _build(self, model: str, size: str, weights: Optional[str], device: str, seed: int = 0, **options) -> Any:

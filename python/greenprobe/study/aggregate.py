@@ -54,7 +54,7 @@ def config_row(cfg_dir: Path, runs_wanted: int, idle_w: dict, calls: dict | None
     and the idle power's own uncertainty. Beside it, from the sitting's estimator (``calls``), the
     energy during the calls alone, and the difference, the after-effect: what the runtime spent
     after its calls returned."""
-    runs = sorted((json.loads(p.read_text()) for p in (cfg_dir / "runs").glob("r*.json")), key=lambda x: x["run"])
+    runs = sorted((json.loads(p.read_text()) for p in Layout.run_rows_in(cfg_dir)), key=lambda x: x["run"])
     if len(runs) < runs_wanted:
         return None
     domains = [d for d in runs[0]["domains"].split(",") if d]
@@ -72,7 +72,7 @@ def config_row(cfg_dir: Path, runs_wanted: int, idle_w: dict, calls: dict | None
     pq.write_table(pa.Table.from_pylist(runs), cfg_dir / Layout.RUNS_TABLE)
     parts = []
     for r in runs:
-        t = pq.read_table(cfg_dir / "runs" / f"r{r['run']:04d}.parquet")
+        t = pq.read_table(Layout.run_inferences_in(cfg_dir, r["run"]))
         total = np.sum([t[f"energy_j_interpolated[{n}]"].to_numpy() for n in tops], axis=0) if tops else None
         if total is not None:
             t = t.append_column("energy_j_interpolated", pa.array(total))
@@ -104,7 +104,7 @@ def disturbance_columns(cfg_dir: Path, runs: list[dict]) -> dict:
     """How much other processes used the machine during the configuration's runs: runs set aside
     as disturbed and run again (configs/<id>/disturbed/), runs kept though disturbed (no attempts
     left), and the most cores others used over a kept run."""
-    again = len(list((cfg_dir / "disturbed").glob("r*.json"))) if (cfg_dir / "disturbed").is_dir() else 0
+    again = len(Layout.disturbed_rows_in(cfg_dir))
     cores = [r["foreign_cores"] for r in runs if r.get("foreign_cores") is not None]
     return {"runs_run_again": again, "runs_disturbed_kept": sum(1 for r in runs if r.get("disturbed")),
             "foreign_cores_max": float(max(cores)) if cores else None}
@@ -208,13 +208,13 @@ def estimate_calls(probe, out_dir: Path) -> dict:
     # attempts set aside as disturbed (configs/<id>/disturbed/rRUN-SITTING-ATTEMPT.json): their marks
     # get a label of their own, so that their time explains its energy without counting as the
     # configuration's calls
-    aside = {(p.parent.parent.name, p.stem[1:5], *p.stem[6:].rsplit("-", 1)) for p in Path(out_dir).parent.parent.glob(
-        "configs/*/disturbed/r*.json")}
+    aside = {(p.parent.parent.name, p.name) for p in Layout(Path(out_dir).parent.parent).disturbed_rows()}
     sitting = Path(out_dir).name
     for k, (label, attrs) in enumerate(zip(marks.column("label").to_pylist(), mark_attrs(marks))):
         if label in ("inference", "run") and "config" in attrs:
             keep.append(k)
-            set_aside = (attrs["config"], f"{attrs.get('run', 0):04d}", sitting, str(attrs.get("attempt", 0))) in aside
+            name = Layout.disturbed_name(attrs.get("run", 0), sitting, attrs.get("attempt", 0))
+            set_aside = (attrs["config"], name) in aside
             labels.append(f"{'disturbed-' if set_aside else ''}{label}:{attrs['config']}")
     if not keep:
         return {}

@@ -168,13 +168,13 @@ class Runner:
         onnx_dir.mkdir(parents=True, exist_ok=True)
         # every exporter writes a dynamic batch axis: one export per (source, model) serves all batch sizes,
         # and exporting at batch 1 is far cheaper (MXNet's BERT at batch 64: minutes)
-        path = onnx_dir / f"{cfg.source}-{cfg.model}-{s.size}-{s.image_size}-{s.seq_len}.onnx"
+        path = self.layout.onnx_export(cfg.source, cfg.model, s.size, s.image_size, s.seq_len)
         if not path.exists():
             src = self.worker(cfg.source)
             slot = f"export-{cfg.model}"
             src.build(cfg.model, slot=slot, **dict(shape, batch_size=1))
             # a name of this process's own: Slurm tasks on other nodes may export the same model at once
-            tmp = path.with_name(f"{path.stem}.{socket.gethostname()}-{os.getpid()}.tmp.onnx")
+            tmp = Layout.onnx_export_tmp(path, f"{socket.gethostname()}-{os.getpid()}")
             try:
                 src.export_onnx(str(tmp), finalize=False, slot=slot)  # finalized here: MXNet's protobuf is
                 from ..runtimes import finalize_export                # slow on big models
@@ -257,9 +257,9 @@ class Runner:
         row.update(attempts=attempt + 1, disturbed=cores > s.max_foreign_cores)
         again = row["disturbed"] and attempt < s.disturbed_retries
         if again:
-            d = self.layout.config(cfg.id) / "disturbed"
-            d.mkdir(parents=True, exist_ok=True)
-            write_json(d / f"r{r:04d}-{self.session}-{attempt}.json", row)  # a later sitting keeps its own
+            aside = self.layout.disturbed_row(cfg.id, r, self.session, attempt)  # a later sitting keeps its own
+            aside.parent.mkdir(parents=True, exist_ok=True)
+            write_json(aside, row)
             self.layout.run_row(cfg.id, r).unlink()
             self.log(f"    disturbed: other processes used {cores:.2f} cores over the run (more than "
                      f"{s.max_foreign_cores:g}: {row['foreign_top']}); running it again")
@@ -458,7 +458,7 @@ def prepare_study(spec: StudySpec, out: Path, log, only: Optional[list] = None, 
         if unknown:
             raise ConfigError(f"this node cannot run {sorted(unknown)}: not in its matrix (a runtime or provider "
                               "missing here?)", "install the same runtimes on every node, or look at "
-                              "skipped.json for why")
+                              f"{Layout.SKIPPED} for why")
         configs = [c for c in configs if c.id in set(only)]
     environment_json = json.dumps(
         {"greenprobe": __version__, "python": sys.version, "platform": platform.platform(),
@@ -589,11 +589,11 @@ def idle_undisturbed(probe, spec: StudySpec, log, here: Path) -> None:
             break
         if attempt == spec.disturbed_retries:
             log(f"the idle power was measured while other processes used {cores:.2f} cores ({seen[-1]['foreign_top']}): "
-                "kept, flagged in idle.json; net figures are low by their power")
+                f"kept, flagged in {Layout.IDLE}; net figures are low by their power")
             break
         log(f"idle disturbed: other processes used {cores:.2f} cores ({seen[-1]['foreign_top']}); measuring it again")
         probe.measure_idle_again()
-    write_json(here / "idle.json", seen)
+    write_json(here / Layout.IDLE, seen)
 
 
 def idle_after_undisturbed(probe, spec: StudySpec, log, here: Path) -> None:
@@ -604,7 +604,8 @@ def idle_after_undisturbed(probe, spec: StudySpec, log, here: Path) -> None:
     if rec is None or not probe.baseline_windows or probe.baseline_windows[-1][0] != "after":
         return
     which, a, b = probe.baseline_windows[-1]
-    seen = json.loads((here / "idle.json").read_text()) if (here / "idle.json").exists() else []
+    idle = here / Layout.IDLE
+    seen = json.loads(idle.read_text()) if idle.exists() else []
     seen.append({"which": which, "start_ns": a, "end_ns": b, **others_use(rec, a, b)})
     cores = seen[-1]["foreign_cores"]
     seen[-1]["left_out"] = cores > spec.max_foreign_cores
@@ -612,7 +613,7 @@ def idle_after_undisturbed(probe, spec: StudySpec, log, here: Path) -> None:
         probe.baseline_windows.pop()
         log(f"the idle power after the runs was measured while other processes used {cores:.2f} cores "
             f"({seen[-1]['foreign_top']}): left out, the idle power is the one before")
-    write_json(here / "idle.json", seen)
+    write_json(idle, seen)
 
 
 def undo_writes(out: Path) -> Callable[[], None]:

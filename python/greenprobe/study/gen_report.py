@@ -137,7 +137,7 @@ def findings(out: Path, ok: list[dict]) -> list[dict]:
 
 def context_curves(out: Path, row: dict) -> tuple[list[float], list[float]]:
     """Mean context and net J per output token per context bin over the runs (total domains)."""
-    runs = [json.loads(p.read_text()) for p in sorted(Layout(out).runs(row["id"]).glob("r*.json"))]
+    runs = [json.loads(p.read_text()) for p in Layout(out).run_rows(row["id"])]
     tops = [d for d in (row.get("total_domains") or "").split(",") if d]
     by_bin: dict = {}
     for r in runs:
@@ -162,8 +162,8 @@ def plots(out: Path, ok: list[dict]) -> dict[str, bytes]:
     models = sorted({r["model"] for r in ok})
     batches = sorted({r["batch_size"] for r in ok})
     est = " - energy ESTIMATED (no sensor)" if any(r.get("estimated") for r in ok) else ""
-    for key, name, unit in ((POT, "gen_output_token.png", "J per output token"),
-                            (PPT, "gen_prompt_token.png", "J per prompt token")):
+    for key, name, unit in ((POT, Layout.plot_file("gen_output_token"), "J per output token"),
+                            (PPT, Layout.plot_file("gen_prompt_token"), "J per prompt token")):
         fig, axes = plt.subplots(len(batches), len(models), figsize=(4.6 * len(models), 3.6 * len(batches)),
                                  squeeze=False)
         for i, b in enumerate(batches):
@@ -194,7 +194,7 @@ def plots(out: Path, ok: list[dict]) -> dict[str, bytes]:
     if ax.lines:
         ax.legend(fontsize=6)
     fig.tight_layout()
-    made["gen_context.png"] = png(fig)
+    made[Layout.plot_file("gen_context")] = png(fig)
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(6.4, 4.8))
     pts = [r for r in ok if r.get(POT) is not None and math.isfinite(r[POT]) and r[POT] > 0]
@@ -210,7 +210,7 @@ def plots(out: Path, ok: list[dict]) -> dict[str, bytes]:
     ax.set_ylabel("J per output token")
     ax.set_title(f"Energy against time (Spearman rho = {rho:.3f}){est}", fontsize=10)
     fig.tight_layout()
-    made["gen_energy_vs_time.png"] = png(fig)
+    made[Layout.plot_file("gen_energy_vs_time")] = png(fig)
     plt.close(fig)
     for name, data in made.items():
         (out / name).write_bytes(data)

@@ -55,7 +55,7 @@ class GenRunner(Runner):
     def checkpoint(self, model: str) -> Path:
         """The model's local random-weight checkpoint (written once, in the torch environment)."""
         path = self.layout.checkpoint(model, self.spec.size)
-        if (path / "greenprobe.json").exists():
+        if (path / Layout.STAMP).exists():
             return path
         from ..runtimes import python_for
 
@@ -315,7 +315,7 @@ def gen_config_row(cfg_dir: Path, runs_wanted: int, idle_w: dict, sensors: Optio
     ``runs_split``), with a 95 % interval from their spread and the idle power's error."""
     from .aggregate import usage_columns
 
-    runs = sorted((json.loads(p.read_text()) for p in (cfg_dir / "runs").glob("r*.json")), key=lambda x: x["run"])
+    runs = sorted((json.loads(p.read_text()) for p in Layout.run_rows_in(cfg_dir)), key=lambda x: x["run"])
     if len(runs) < runs_wanted:
         return None
     domains = [d for d in runs[0]["domains"].split(",") if d]
@@ -337,7 +337,7 @@ def gen_config_row(cfg_dir: Path, runs_wanted: int, idle_w: dict, sensors: Optio
                 common.setdefault((k, f"[{n}]"), []).append(se[n] * abs(c))
     flat = [{k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in r.items()} for r in runs]
     pq.write_table(pa.Table.from_pylist(flat), cfg_dir / Layout.RUNS_TABLE)
-    parts = [pq.read_table(cfg_dir / "runs" / f"r{r['run']:04d}.parquet") for r in runs]
+    parts = [pq.read_table(Layout.run_inferences_in(cfg_dir, r["run"])) for r in runs]
     pq.write_table(pa.concat_tables(parts, promote_options="default"), cfg_dir / Layout.STEPS)
     first = runs[0]
     split = [r for r in runs if all(r["prefill"].get(n, {}).get("status") == "ok" for n in tops)]

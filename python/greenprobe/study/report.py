@@ -53,7 +53,7 @@ def make_plots(ok: list[dict], out: Path) -> dict[str, bytes]:
         est = " - energy ESTIMATED (no sensor)" if name == "energy" and any(r.get("estimated") for r in ok) else ""
         fig.suptitle(f"{name.capitalize()} per inference (95 % intervals; blue native, orange ONNX Runtime){est}")
         fig.tight_layout()
-        plots[f"{name}.png"] = png(fig)
+        plots[Layout.plot_file(name)] = png(fig)
         plt.close(fig)
     fig, ax = plt.subplots(figsize=(6.4, 4.8))
     for m in models:
@@ -68,7 +68,7 @@ def make_plots(ok: list[dict], out: Path) -> dict[str, bytes]:
     ax.set_title(f"Energy against time, every configuration (Spearman rho = {rho:.3f}){est}")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    plots["energy_vs_time.png"] = png(fig)
+    plots[Layout.plot_file("energy_vs_time")] = png(fig)
     plt.close(fig)
     for name, data in plots.items():
         (out / name).write_bytes(data)
@@ -281,7 +281,7 @@ def write_report(directory) -> Path:
     if not summary.exists():
         from ..errors import ConfigError
 
-        raise ConfigError(f"no study in {out}: summary.parquet is missing",
+        raise ConfigError(f"no study in {out}: {Layout.SUMMARY} is missing",
                           f"pass the folder a study wrote, or run `greenprobe study --out {out}` first")
     rows = read_table(summary, SUMMARY_COLUMNS, DAMAGED_FIX).to_pylist()
     ok = [r for r in rows if r["status"] == "ok"]
@@ -358,7 +358,7 @@ def write_report(directory) -> Path:
     if other:
         parts.append(text("<h2>Not measured</h2>") + table(["configuration", "status", "why"], [
             [r.get("id"), r["status"], (r.get("error") or "")[:300]] for r in other]))
-    gen = out / "generate"
+    gen = Layout(out).generate
     if (gen / Layout.SUMMARY).exists() and _is_generate(gen):
         from .gen_report import section
 

@@ -132,9 +132,9 @@ def task_outcome(task: str) -> dict:
 def job_script(out: Path, sub: Path, n_tasks: int, options: SlurmOptions) -> str:
     q = shlex.quote
     lines = ["#!/bin/bash", "# greenprobe study: one configuration per array task, each alone on its node.",
-             "# Resubmit by hand with: sbatch " + str(sub / "job.sh"),
+             "# Resubmit by hand with: sbatch " + str(Layout.job_script(sub)),
              "#SBATCH --job-name=greenprobe-study", f"#SBATCH --array=0-{n_tasks - 1}", "#SBATCH --nodes=1",
-             "#SBATCH --exclusive", f"#SBATCH --output={sub}/%A_%a.log"]
+             "#SBATCH --exclusive", f"#SBATCH --output={Layout.task_log(sub, '%A_%a')}"]
     if options.partition:
         lines.append(f"#SBATCH --partition={options.partition}")
     if options.account:
@@ -149,12 +149,13 @@ def job_script(out: Path, sub: Path, n_tasks: int, options: SlurmOptions) -> str
 
 def submit(out: Path, cfg_ids: list[str], options: SlurmOptions) -> dict:
     sub = Layout(out).new_submission()
-    (sub / "configs.txt").write_text("\n".join(cfg_ids) + "\n")
-    (sub / "job.sh").write_text(job_script(out, sub, len(cfg_ids), options))
-    r = _run(["sbatch", "--parsable", *options.sbatch_args, str(sub / "job.sh")])
+    Layout.task_configs(sub).write_text("\n".join(cfg_ids) + "\n")
+    Layout.job_script(sub).write_text(job_script(out, sub, len(cfg_ids), options))
+    r = _run(["sbatch", "--parsable", *options.sbatch_args, str(Layout.job_script(sub))])
     if r.returncode != 0:
         raise ConfigError(f"sbatch refused the study's array job: {r.stderr.strip() or r.stdout.strip()}",
-                          f"check the partition, account, time limit and extra arguments; the script is {sub / 'job.sh'}")
+                          "check the partition, account, time limit and extra arguments; the script is "
+                          f"{Layout.job_script(sub)}")
     job = r.stdout.strip().split(";")[0]
     return {"job_id": job, "dir": str(sub), "configs": cfg_ids, "submitted": time.time()}
 
@@ -191,7 +192,7 @@ def run_study_slurm(spec: StudySpec, out, options: SlurmOptions, wait: bool = Tr
                 if lay.failed(cfg).exists():
                     continue  # the configuration itself failed (the task recorded why)
                 entry = {"task": task, "config": cfg, **task_outcome(task), "runs_done": _runs_done(out, cfg),
-                         "log": f"{s['dir']}/{task}.log"}
+                         "log": str(Layout.task_log(s["dir"], task))}
                 new.append(entry)
                 log(f"Slurm task {task} ({cfg}) ended {entry['state']} (reason {entry['reason'] or '-'}, exit "
                     f"{entry['exit_code'] or '-'}) with {entry['runs_done']} of {spec.runs} runs; log {entry['log']}")
@@ -209,7 +210,7 @@ def run_study_slurm(spec: StudySpec, out, options: SlurmOptions, wait: bool = Tr
         submissions.append(sub)
         _save(subs_path, submissions)
         log(f"submitted Slurm array job {sub['job_id']}: {len(todo)} configurations, one node each "
-            f"({sub['dir']}/job.sh)")
+            f"({Layout.job_script(sub['dir'])})")
     elif busy:
         log(f"{len(busy)} configurations are still in Slurm's queue; waiting for them")
     if not wait:
@@ -235,8 +236,8 @@ def run_study_slurm(spec: StudySpec, out, options: SlurmOptions, wait: bool = Tr
     ended = record_ended()
     collect(out, skipped, spec.runs)
     if ended:
-        log(f"{len(ended)} Slurm tasks ended without their runs (slurm/failed.json): run the same command again "
-            "to resubmit them")
+        log(f"{len(ended)} Slurm tasks ended without their runs ({lay.slurm_failed.relative_to(lay.root)}): run the "
+            "same command again to resubmit them")
     return lay.summary
 
 
@@ -256,7 +257,7 @@ def run_task(out: Path, sub: Path) -> int:
     from .spec import load_spec
 
     task = int(os.environ["SLURM_ARRAY_TASK_ID"])
-    cfg = (sub / "configs.txt").read_text().split()[task]
+    cfg = Layout.task_configs(sub).read_text().split()[task]
     spec = load_spec(None, **json.loads(Layout(out).spec.read_text()))
     session = f"slurm-{os.environ.get('SLURM_JOB_ID', 'x')}-{os.environ.get('SLURM_RESTART_COUNT', '0')}"
     from datetime import datetime
