@@ -220,6 +220,23 @@ EOF2
   echo
   if [ -f "$GSTUDY/skipped.json" ]; then echo "skipped here:"; echo '```'; cat "$GSTUDY/skipped.json"; echo '```'; fi
   echo
+  # vLLM's own per-request timestamps (its RequestMetrics, kept in each run's record) beside the marks
+  "$PY" - "$GSTUDY" <<'EOF3'
+import json, pathlib, sys
+rows = []
+for p in sorted(pathlib.Path(sys.argv[1]).glob("configs/*/runs/r*.json")):
+    r = json.loads(p.read_text())
+    if "runtime_ttft_s" in r:
+        rows.append(f"| {p.parts[-3]} | {r['run']} | {r['ttft_s'] * 1e3:.2f} | {r['runtime_ttft_s'] * 1e3:.2f} "
+                    f"| {r.get('runtime_queue_s', float('nan')) * 1e3:.2f} |")
+if rows:
+    print("TTFT from greenprobe's prefill marks beside vLLM's own metrics (first token - arrival):\n")
+    print("| configuration | run | marks ms | vLLM ms | vLLM queue ms |\n|---|---|---|---|---|")
+    print("\n".join(rows))
+else:
+    print("no runtime kept its own per-request timings (vLLM absent, or its V1 engine leaves RequestOutput.metrics None)")
+EOF3
+  echo
 } >> "$REPORT"
 
 # 8. A GPU's energy split among the processes that use it (issue 22): two torch workers, NVML's

@@ -339,3 +339,12 @@ def test_a_runtimes_own_timings_come_back_with_each_request():
         out = slots.generate({"slot": "s", "n": 2, "output_tokens": 2})
         assert len(out["requests"]) == 2
         assert out.get("runtime_timings") == ([[{"ttft_s": 0.01}], [{"ttft_s": 0.02}]] if keeps else None)
+
+
+def test_a_runs_record_keeps_the_runtimes_own_timings_and_their_means():
+    from greenprobe.study.generate import runtime_means
+
+    assert runtime_means(None) == {} and runtime_means([[], []]) == {}
+    got = runtime_means([[{"ttft_s": 0.1, "e2e_s": 1.0}, {"ttft_s": 0.3, "e2e_s": 2.0}], [{"ttft_s": 0.2}]])
+    assert got["runtime_ttft_s"] == pytest.approx(0.2) and got["runtime_e2e_s"] == pytest.approx(1.5)
+    assert len(got["runtime_timings"]) == 2

@@ -108,7 +108,7 @@ class GenRunner(Runner):
         starts = steps.column("start_ns").to_numpy().astype(np.int64)
         ends = steps.column("end_ns").to_numpy().astype(np.int64)
         self.close_run(cfg, r, int(starts[0]), int(ends.max()), pad, usage)
-        return self.score_run(cfg, r, starts, ends, attrs, requests, usage, plan, pad)
+        return self.score_run(cfg, r, starts, ends, attrs, requests, usage, plan, pad, got.get("runtime_timings"))
 
     def steps_of(self, cfg: Config, r: int) -> tuple:
         """The prefill and decode marks of run r that reached the daemon, by request and step: their
@@ -117,9 +117,10 @@ class GenRunner(Runner):
         return marks_where(new, PHASE_LABELS, order_by=("request", "step"), config=cfg.id, run=r)
 
     def score_run(self, cfg: Config, r: int, starts: np.ndarray, ends: np.ndarray, attrs: list[dict],
-                  requests: np.ndarray, usage: dict, plan: Plan, pad: int) -> dict:
+                  requests: np.ndarray, usage: dict, plan: Plan, pad: int, runtime_timings=None) -> dict:
         """The run's figures (score_phases), its steps to runs/rNNNN.parquet, then its row to
-        rNNNN.json (its presence: the run is done)."""
+        rNNNN.json (its presence: the run is done), with the runtime's own timings where it keeps
+        them (runtime_timings: vLLM's, per request and sequence; their means as runtime_ttft_s...)."""
         s = self.spec
         phase = np.array([a["phase"] for a in attrs])
         context = np.array([a["context_tokens"] for a in attrs], np.int64)
@@ -143,7 +144,8 @@ class GenRunner(Runner):
         row = {"run": r, "session": self.session, **self.where, "start_ns": int(starts.min()), "end_ns": int(ends.max()),
                **run_counts(starts, ends, phase, tokens, requests, cfg.batch_size, a, b),
                "prompt_tokens": s.prompt_tokens, "output_tokens": s.output_tokens, "device": plan.device, **scored,
-               **{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in usage.items()}}
+               **{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in usage.items()},
+               **runtime_means(runtime_timings)}
         write_json(self.layout.run_row(cfg.id, r), row)
         return row
 
@@ -205,6 +207,18 @@ def score_phases(starts: np.ndarray, ends: np.ndarray, phase: np.ndarray, contex
             "window_complete": all(c for _, c in window.values()),
             **{f"energy_j_window[{n}]": e for n, (e, _) in window.items()},
             "prefill": prefill, "decode_bins": decode_bins, "interpolated": interpolated}
+
+
+def runtime_means(timings) -> dict:
+    """A runtime's own per-sequence timings of a run's requests (the worker's runtime_timings: a list
+    per request of dicts such as {"ttft_s", "queue_s", "e2e_s"}) as their means, runtime_<name>,
+    beside the list itself: what the GPU check sets against the marks' ttft_s. {} where it keeps none."""
+    if not timings or not any(timings):
+        return {}
+    flat = [t for per_request in timings for t in per_request]
+    names = sorted({k for t in flat for k in t})
+    return {"runtime_timings": timings,
+            **{f"runtime_{k}": float(np.mean([t[k] for t in flat if k in t])) for k in names}}
 
 
 def run_counts(starts: np.ndarray, ends: np.ndarray, phase: np.ndarray, tokens: np.ndarray, requests: np.ndarray,
