@@ -335,7 +335,7 @@ def _rows_for(uses: dict, view: str, ch: Channel, a: int, b: int, max_own: int, 
             cg[g + 1] = group_cpu[g]
             gest, ghalf = fit.combo(cg)
             low, high = 0.0, max(gest + ghalf, 0.0)
-        labels = cgroup_labels(con.cgroup)
+        labels = cgroup_labels(con.cgroup, use.pods)
         labels["slurm_job"] = labels["slurm_job"] or con.job
         rows.append(dict(base, consumer=con.name, kind=con.kind, pid=con.pid if con.kind == "process" else None,
                          comm=con.comm, cgroup=con.cgroup, uid=con.uid, cpu_s=float(totals[i]), energy_j=est, energy_j_low=low,
@@ -359,9 +359,9 @@ def _rows_for(uses: dict, view: str, ch: Channel, a: int, b: int, max_own: int, 
     return rows
 
 
-COLUMNS = ("view", "consumer", "kind", "pid", "uid", "comm", "cgroup", "slurm_job", "pod", "container", "sensor", "domain",
-           "estimated", "energy_j", "energy_j_low", "energy_j_high", "cpu_s", "coefficient", "group", "start_ns",
-           "end_ns", "note")
+COLUMNS = ("view", "consumer", "kind", "pid", "uid", "comm", "cgroup", "slurm_job", "pod", "namespace", "pod_name",
+           "container", "sensor", "domain", "estimated", "energy_j", "energy_j_low", "energy_j_high", "cpu_s",
+           "coefficient", "group", "start_ns", "end_ns", "note")
 
 
 def consumer_table(uses: dict, view: str, channels: Sequence[Channel], start_ns: int, end_ns: int,

@@ -15,7 +15,9 @@ cumulative CPU time each time it changed; ``consumer_fit`` turns that into energ
   every second; its CPU from ``cpu.stat``'s usage_usec (cgroup v2) or ``cpuacct.usage`` (v1, ns),
   less that of the cgroups below it that are consumers themselves (each CPU-second is one consumer's).
   The root cgroup's own processes are the consumer ``/``: the machine's CPU time (``/proc/stat``)
-  less every other cgroup's.
+  less every other cgroup's. The root must be a cgroup tree (``cgroup_tree``); given v1's tmpfs of
+  hierarchies, its cpuacct hierarchy is read. A Kubernetes pod's cgroup names its uid; its namespace
+  and name come from the kubelet's log folders (``PodNames``, ``pods_root``: /var/log/pods).
 
 Storage is sparse: a consumer costs a row only in the sweeps where its CPU time moved, so a thousand
 sleeping processes cost nothing but the reading. A row (consumer, sweep, cumulative seconds) says
@@ -43,6 +45,8 @@ MIN_PERIOD_S = 0.01
 #: how often the cgroup tree is walked for cgroups that appeared or emptied
 CGROUP_DISCOVERY_S = 1.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+#: the kubelet's pod log folders, <namespace>_<name>_<uid>/: a pod's namespace and name from its uid
+PODS_ROOT = "/var/log/pods"
 
 _SLURM_JOB = re.compile(r"/job_(\d+)(?:/|$)")
 _POD = re.compile(r"pod([0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12})")
@@ -62,14 +66,73 @@ def parse_kinds(spec: str | Sequence[str] | None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(items))
 
 
-def cgroup_labels(path: str) -> dict:
-    """The Slurm job, Kubernetes pod and container a cgroup path names ('' where it names none)."""
+def cgroup_labels(path: str, pods: Optional["PodNames"] = None) -> dict:
+    """The Slurm job, Kubernetes pod (its uid) and container a cgroup path names ('' where it names
+    none), and the pod's namespace and name where ``pods`` knows its uid."""
     job = _SLURM_JOB.search(path)
     pod = _POD.search(path)
     ctr = _CONTAINER.search(path)
-    return {"slurm_job": job.group(1) if job else "",
-            "pod": pod.group(1).replace("_", "-") if pod else "",
-            "container": (ctr.group(1) or ctr.group(2))[:12] if ctr else ""}
+    uid = pod.group(1).replace("_", "-") if pod else ""
+    namespace, name = pods.lookup(uid) if pods is not None and uid else ("", "")
+    return {"slurm_job": job.group(1) if job else "", "pod": uid,
+            "container": (ctr.group(1) or ctr.group(2))[:12] if ctr else "",
+            "namespace": namespace, "pod_name": name}
+
+
+class PodNames:
+    """A Kubernetes pod's namespace and name from its uid, read from the kubelet's log folders:
+    ``root``/<namespace>_<name>_<uid>/ (/var/log/pods; neither a namespace nor a pod name may hold
+    ``_``). Kept once read, also after the pod's folder is gone (a window ends after its pod did); the
+    folder is read again when a uid it did not hold is asked for (each such uid at most once per
+    ``reread_s``). No folder, or one this process may not read: every pod's names are ''."""
+
+    MAX = 65536  # names kept at most (past it, only the latest read's)
+
+    def __init__(self, root: str = PODS_ROOT, reread_s: float = 10.0,
+                 clock: Callable[[], float] = time.monotonic):
+        self.root = str(root)
+        self.reread_s = reread_s
+        self._clock = clock
+        self._names: dict[str, tuple[str, str]] = {}
+        self._missed: dict[str, float] = {}  # uid -> when a read last did not find it
+        self._lock = threading.Lock()
+        self.reads = 0
+        self._reread()
+
+    def _reread(self) -> None:
+        found = {}
+        try:
+            with os.scandir(self.root) as it:
+                for e in it:
+                    parts = e.name.split("_")
+                    if len(parts) == 3 and all(parts) and e.is_dir():
+                        found[parts[2].lower()] = (parts[0], parts[1])
+        except OSError:  # no kubelet here, or not ours to read
+            pass
+        self.reads += 1
+        if len(self._names) + len(found) > self.MAX:
+            self._names = {}
+        self._names.update(found)
+
+    def lookup(self, uid: str) -> tuple[str, str]:
+        """(namespace, name) of the pod ``uid``, ('', '') where no folder names it."""
+        uid = uid.lower().replace("_", "-")
+        with self._lock:
+            got = self._names.get(uid)
+            if got is not None:
+                return got
+            now = self._clock()
+            if now - self._missed.get(uid, -1e18) < self.reread_s:
+                return "", ""
+            self._reread()
+            got = self._names.get(uid)
+            if got is not None:
+                self._missed.pop(uid, None)
+                return got
+            if len(self._missed) >= self.MAX:
+                self._missed.clear()
+            self._missed[uid] = now
+            return "", ""
 
 
 @dataclass(frozen=True)
@@ -272,6 +335,42 @@ class _Proc:
     settled: bool = False  # its end was matched to its parent's growth
 
 
+#: where cgroup v1 mounts the hierarchy that counts CPU time, under its tmpfs (/sys/fs/cgroup)
+V1_CPUACCT = ("cpuacct", "cpu,cpuacct", "cpuacct,cpu")
+
+
+def cgroup_tree(root: str) -> str:
+    """The cgroup tree to read at ``root``: itself where it is one (v2: ``cgroup.controllers`` or
+    ``cgroup.procs`` in it; a v1 hierarchy: ``cgroup.procs``, and ``cpuacct.usage`` as it must count
+    CPU time), or v1's cpuacct hierarchy where ``root`` is the tmpfs v1 mounts them under
+    (/sys/fs/cgroup/cpuacct, or cpu,cpuacct). ConfigError, with the fix, for anything else."""
+    root = str(root).rstrip("/") or "/"
+    where = "pass cgroup_root= / GREENPROBE_CGROUP_ROOT (the daemon's --cgroup-root)"
+    if not os.path.isdir(root):
+        raise ConfigError(f"no cgroup tree at {root!r}",
+                          "mount the cgroup filesystem (in a container: bind-mount the host's /sys/fs/cgroup "
+                          f"read-only) or {where}")
+    def has(d: str, f: str) -> bool:
+        return os.path.exists(os.path.join(d, f))
+
+    if has(root, "cgroup.controllers"):
+        return root  # v2
+    if has(root, "cgroup.procs"):
+        if has(root, "tasks") and not has(root, "cpuacct.usage"):  # a v1 hierarchy without cpuacct
+            raise ConfigError(f"{root!r} is a cgroup v1 hierarchy that does not count CPU time (no cpuacct.usage)",
+                              f"{where} to the cpuacct hierarchy, e.g. /sys/fs/cgroup/cpuacct "
+                              "(`findmnt -t cgroup` lists them)")
+        return root
+    for name in V1_CPUACCT:
+        d = os.path.join(root, name)
+        if has(d, "cgroup.procs") and has(d, "cpuacct.usage"):
+            return d.rstrip("/")
+    raise ConfigError(f"{root!r} is not a cgroup tree (no cgroup.controllers or cgroup.procs in it, "
+                      "nor a v1 cpuacct hierarchy under it)",
+                      f"{where} to where the cgroup filesystem is mounted: /sys/fs/cgroup for v2, the cpuacct "
+                      "hierarchy (/sys/fs/cgroup/cpuacct) for v1 (`findmnt -t cgroup2,cgroup` lists them)")
+
+
 class CgroupReader:
     """Every cgroup holding processes under ``cgroup_root``, its own CPU seconds (below-consumers
     subtracted); ``/`` is the machine's CPU time (``proc_root``/stat) less the others'."""
@@ -282,13 +381,9 @@ class CgroupReader:
 
     def __init__(self, cgroup_root: str = "/sys/fs/cgroup", proc_root: str = "/proc",
                  discovery_s: float = CGROUP_DISCOVERY_S):
-        self.root = str(cgroup_root).rstrip("/") or "/"
+        self.root = cgroup_tree(cgroup_root)
         self.proc_root = str(proc_root)
         self.discovery_s = discovery_s
-        if not os.path.isdir(self.root):
-            raise ConfigError(f"no cgroup tree at {self.root!r}",
-                              "mount the cgroup filesystem (in a container: bind-mount the host's "
-                              "/sys/fs/cgroup read-only) or pass cgroup_root= / GREENPROBE_CGROUP_ROOT")
         self._paths: list[str] = []
         self._last: dict[str, float] = {}  # each consumer's usage at the last read
         self._ended: dict[str, float] = {}  # per holder: the usage of the cgroups below it that ended
@@ -462,6 +557,8 @@ class Use:
     #: how finely the source counts a consumer's use (s): a /proc tick, a µs of cpu.stat, a GPU driver's
     #: sample period. A consumer's use over an interval is known to within this at each end
     resolution_s: float = 0.0
+    #: pods' namespaces and names by uid (the recorder's PodNames); None: not known
+    pods: Optional[PodNames] = None
 
     def subset(self, keep: Callable[[Consumer], bool]) -> "Use":
         """The same sweeps with only the consumers ``keep`` picks (renumbered)."""
@@ -472,7 +569,7 @@ class Use:
         pk, pw, pd = self.placed
         pm = renum[pk] >= 0 if pk.size else np.zeros(0, bool)
         return Use(self.kind, self.t_ns, [self.consumers[i] for i in chosen], renum[self.k[m]], self.sweep[m],
-                   self.cpu_s[m], (renum[pk[pm]], pw[pm], pd[pm]), self.resolution_s)
+                   self.cpu_s[m], (renum[pk[pm]], pw[pm], pd[pm]), self.resolution_s, self.pods)
 
     def cpu_between(self, a: int, b: int) -> np.ndarray:
         """Each consumer's CPU seconds over [a, b] (a sweep window cut by a or b counted by its
@@ -512,7 +609,7 @@ class UseRecorder:
 
     def __init__(self, kinds: Sequence[str], period_s: float = PERIOD_S, proc_root: str = "/proc",
                  cgroup_root: str = "/sys/fs/cgroup", clock: Callable[[], int] = time.monotonic_ns,
-                 gpu_readers: Sequence = ()):
+                 gpu_readers: Sequence = (), pods_root: Optional[str] = None):
         self.kinds = parse_kinds(kinds)
         if not self.kinds:
             raise ConfigError("no consumer kind to record", "pass consumers='process' or 'process,cgroup'")
@@ -521,6 +618,9 @@ class UseRecorder:
                               f"pass consumer_period_s={PERIOD_S} (the default) or another value in range")
         self.period_s = float(period_s)
         self._clock = clock
+        #: pods' namespace and name (labels namespace, pod_name): pods_root, else $GREENPROBE_PODS_ROOT,
+        #: else /var/log/pods; a missing folder leaves them ''
+        self.pods = PodNames(pods_root or os.environ.get("GREENPROBE_PODS_ROOT") or PODS_ROOT)
         self.readers = {}
         for kind in self.kinds:
             self.readers[kind] = ProcessReader(proc_root) if kind == "process" else \
@@ -693,7 +793,7 @@ class UseRecorder:
             consumers[i] = c
         return Use(kind, t, consumers, rows[0].astype(np.int64), rows[1].astype(np.int64), rows[2].copy(),
                    (placed[:, 0].astype(np.int64), placed[:, 1].astype(np.int64), placed[:, 2].copy()),
-                   self.readers[kind].resolution_s)
+                   self.readers[kind].resolution_s, self.pods)
 
 
 def tree_of(consumers: Sequence[Consumer], root_pid: int) -> set[int]:

@@ -7,6 +7,14 @@ hardware semantic conventions (https://opentelemetry.io/docs/specs/semconv/hardw
 
   hw.energy   counter (cumulative, monotonic), J: energy since the daemon started, per domain
   hw.power    gauge, W: mean power over the last second (a power-only sensor's latest reading)
+  greenprobe.consumer.energy
+              counter (cumulative, monotonic), J: energy of each process or cgroup per domain, with
+              ``--consumers``: Prometheus' greenprobe_consumer_energy_joules_total, the same series
+              (daemon/consumers.ConsumerAccount.series: the most energetic consumers, the rest folded
+              for good into consumer "(other)") with the same labels as attributes (SERIES_LABELS:
+              view, kind, consumer, sensor, domain, slurm_job, pod, container, namespace, pod_name;
+              '' where none applies). A push goes to the operator's collector: the admin's view,
+              every user's consumers, as an admin's scrape sees them
 
 Attributes: ``hw.id`` (the GPU's UUID; ``<sensor>/<domain>`` otherwise, unique on the host),
 ``hw.type`` (``gpu``; ``cpu`` for RAPL packages, cores and uncore; ``memory`` for DRAM;
@@ -67,9 +75,10 @@ def check_endpoint(endpoint: str) -> tuple[str, bool]:
 
 
 class OtlpExporter:
-    """Pushes ``hw.energy`` and ``hw.power`` every ``interval_s`` while started."""
+    """Pushes ``hw.energy`` and ``hw.power`` every ``interval_s`` while started, and
+    ``greenprobe.consumer.energy`` where given ``consumers`` (a daemon/consumers.ConsumerAccount)."""
 
-    def __init__(self, probe, endpoint: str, interval_s: float = 10.0):
+    def __init__(self, probe, endpoint: str, interval_s: float = 10.0, consumers=None):
         try:
             from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
             from opentelemetry.sdk.metrics import MeterProvider
@@ -83,6 +92,7 @@ class OtlpExporter:
                               "pass --otlp-interval-s 10 (the default) or another positive number")
         target, insecure = check_endpoint(endpoint)
         self.probe = probe
+        self.consumers = consumers
         credentials = None
         if not insecure and os.environ.get("GREENPROBE_TLS_CA"):
             import grpc
@@ -100,6 +110,12 @@ class OtlpExporter:
         meter.create_observable_gauge("hw.power", callbacks=[self._power], unit="W",
                                       description="Instantaneous power consumed by the component "
                                                   "(mean over the last second)")
+        if consumers is not None:
+            meter.create_observable_counter(
+                "greenprobe.consumer.energy", callbacks=[self._consumer_energy], unit="J",
+                description="Energy of each process or cgroup per domain, by regression on CPU time, added "
+                            "window by window (--consumer-window-s); the most energetic consumers, the rest "
+                            "as consumer (other)")
 
     @staticmethod
     def _attributes(r) -> dict:
@@ -121,6 +137,14 @@ class OtlpExporter:
         if readings is None:
             readings = domain_readings(self.probe)
         return [Observation(r.power_w, self._attributes(r)) for r in readings if r.power_w is not None]
+
+    def _consumer_energy(self, options):
+        from opentelemetry.metrics import Observation
+
+        from .daemon.consumers import SERIES_LABELS
+
+        # every user's consumers: the push is the operator's (an admin's view, as an admin's scrape)
+        return [Observation(j, dict(zip(SERIES_LABELS, map(str, key)))) for key, j in self.consumers.series()]
 
     def stop(self) -> None:
         """A last export, then the exporter's shutdown."""

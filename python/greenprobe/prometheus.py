@@ -12,7 +12,8 @@ Metrics (every series has ``host``; GPU series have ``uuid``):
                                    (counter; owner, label, sensor, domain)
   greenprobe_consumer_energy_joules_total
                                    energy of each process or cgroup per domain (with --consumers; counter;
-                                   view, kind, consumer, sensor, domain, slurm_job, pod, container;
+                                   view, kind, consumer, sensor, domain, slurm_job, pod, container,
+                                   namespace, pod_name;
                                    an admin's scrape only)
   greenprobe_sampler_polls_total, greenprobe_sampler_drops_total, greenprobe_sampler_late_polls_total
                                    per sensor
@@ -42,6 +43,7 @@ import numpy as np
 
 from .addresses import is_loopback
 from .attribution import attribute, choose_channels
+from .daemon.consumers import SERIES_LABELS
 
 WINDOW_NS = 1_000_000_000
 MAX_CONNECTIONS = 64
@@ -107,8 +109,7 @@ class EnergyCollector:
                                       "Energy of each process or cgroup per domain, by regression on CPU time, "
                                       "added window by window (--consumer-window-s); the most energetic "
                                       "consumers, the rest as consumer (other).",
-                                      labels=["host", "view", "kind", "consumer", "sensor", "domain", "slurm_job",
-                                              "pod", "container"])
+                                      labels=["host", *SERIES_LABELS])
             for key, j in self.consumers.series():
                 fam.add_metric([self.host, *map(str, key)], j)
             yield fam

@@ -75,6 +75,7 @@ class Probe:
         consumers: Optional[str | Sequence[str]] = None,
         consumer_period_s: float = CONSUMER_PERIOD_S,
         cgroup_root: Optional[str] = None,
+        pods_root: Optional[str] = None,
         **options,
     ):
         if clock not in ("real", "virtual"):
@@ -115,7 +116,8 @@ class Probe:
         self.consumer_kinds = parse_kinds(consumers)
         self._consumer_args = {"period_s": consumer_period_s,
                                "proc_root": resolved.get("proc_root") or "/proc",
-                               "cgroup_root": cgroup_root or os.environ.get("GREENPROBE_CGROUP_ROOT") or "/sys/fs/cgroup"}
+                               "cgroup_root": cgroup_root or os.environ.get("GREENPROBE_CGROUP_ROOT") or "/sys/fs/cgroup",
+                               "pods_root": pods_root}  # None: $GREENPROBE_PODS_ROOT, else /var/log/pods
         self._use: Optional[UseRecorder] = None
         if self.consumer_kinds:  # a bad kind, period or root fails here, not at start
             UseRecorder(self.consumer_kinds, **self._consumer_args)

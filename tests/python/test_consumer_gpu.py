@@ -85,6 +85,18 @@ def test_each_process_gets_its_share_of_the_gpu(tmp_path, fake_nvml, nvml_env):
     with pytest.raises(greenprobe.ConfigError, match="process 4999 was not seen by the consumer sweeps") as e:
         probe.process_tree(4999, a, b)  # a pid that never ran: no silent 0 J
     assert "greenprobe measure" in e.value.fix
+    # the study's check of other processes (study/execute.py): with 4101 the study's worker, the
+    # other two kept the GPU's SMs busy for their exact busy time
+    from greenprobe.study.execute import disturbance, others_use
+    from greenprobe.study.spec import StudySpec
+
+    seen = others_use(probe.use_recorder, a, b, worker_pids=[4101])
+    busy = {pid: sum(max(0, min(e, b) - max(s, a)) for s, e in spans[pid]) / 1e9 for pid in WATTS}
+    assert seen["foreign_cores"] == 0.0
+    assert seen["foreign_gpu"] == pytest.approx((busy[4102] + busy[4103]) / ((b - a) / 1e9), rel=0.03)
+    assert "4101" not in seen["foreign_gpu_top"] and "4102" in seen["foreign_gpu_top"]
+    assert "GPUs' SMs busy" in disturbance(seen, StudySpec(max_foreign_gpu=0.1))
+    assert disturbance(seen, StudySpec(max_foreign_gpu=1.5)) == ""  # they kept about 1.04 GPUs busy
 
 
 def test_a_gpu_no_process_uses_is_idle(tmp_path, fake_nvml, nvml_env):

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import greenprobe
-from greenprobe.consumers import CgroupReader, ProcessReader, cgroup_labels, parse_kinds
+from greenprobe.consumers import CgroupReader, PodNames, ProcessReader, cgroup_labels, cgroup_tree, parse_kinds
 from greenprobe.errors import ConfigError
 from node import Node, Proc, seeded_fit
 from standins import make_powercap_tree
@@ -197,8 +197,8 @@ def test_cgroup_labels():
     pod = cgroup_labels("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1b2c3d4e_0000_1111_2222_"
                         "333344445555.slice/cri-containerd-" + "f" * 64 + ".scope")
     assert pod["pod"] == "1b2c3d4e-0000-1111-2222-333344445555" and pod["container"] == "f" * 12
-    assert cgroup_labels("/user.slice/user-1000.slice/session-3.scope") == {"slurm_job": "", "pod": "",
-                                                                          "container": ""}
+    assert cgroup_labels("/user.slice/user-1000.slice/session-3.scope") == {
+        "slurm_job": "", "pod": "", "container": "", "namespace": "", "pod_name": ""}
 
 
 def test_real_processes_on_this_machine_smoke(tmp_path):
@@ -364,6 +364,10 @@ def test_windows_add_up_into_prometheus_counters_and_the_rest_is_other(tmp_path)
     assert "(other)" in shown and "703 c" in shown and len(shown) == 3, shown
     assert shown["703 c"] == pytest.approx(per["703 c"], rel=1e-9), "the most energetic is never folded"
     assert sum(shown.values()) == pytest.approx(sum(per.values()), rel=1e-9), "nothing is lost in the folding"
+    from greenprobe.daemon.consumers import SERIES_LABELS
+
+    for s in fams["greenprobe_consumer_energy_joules"].samples:  # every label of the series, pods' included
+        assert set(s.labels) == {"host", *SERIES_LABELS} and {"namespace", "pod_name"} <= set(s.labels)
 
 
 def test_top_shows_screens_and_refuses_a_window_too_short(tmp_path):
@@ -533,3 +537,116 @@ def test_a_cgroup_that_ends_takes_nothing_from_the_others(tmp_path):
     b = show(152.0, {"/slurm/job_2": 21.0, "/slurm": 121.0})  # job 1 ended; 2 s passed, 1 of them job 2's
     assert a["/"] == 30.0 and b["/"] == 31.0, (a, b)
     assert b["/slurm/job_2"] == 21.0 and b.get("/slurm", 0.0) == 0.0, b
+
+
+POD_UID = "1b2c3d4e-0000-1111-2222-333344445555"
+
+
+def run_pod_node(tmp_path, monkeypatch, procs=()):
+    """A node whose process 801 runs in a kubepods pod's cgroup (systemd driver: the uid with '_') and
+    802 in a systemd service's, a cgroup v2 stand-in and a /var/log/pods stand-in
+    (<namespace>_<name>_<uid>/, through GREENPROBE_PODS_ROOT), with ``procs`` besides: (probe, node,
+    the pod's cgroup)."""
+    pods = tmp_path / "pods"
+    (pods / f"ml-team_trainer-7f9c_{POD_UID}" / "trainer").mkdir(parents=True)
+    (pods / "kube-system_coredns-abc_99999999-0000-1111-2222-333344445555").mkdir()
+    monkeypatch.setenv("GREENPROBE_PODS_ROOT", str(pods))
+    pod_cg = ("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod" + POD_UID.replace("-", "_")
+              + ".slice/cri-containerd-" + "c" * 64 + ".scope")
+    procs = [Proc(801, "trainer", 20.0, cgroup=pod_cg), Proc(802, "sshd", 6.0, cgroup="/system.slice/ssh.service"),
+             *procs]
+    node = Node(procs, seconds=24.0, seed=3, noise_w=0.5)
+    cg = tmp_path / "cgroup"
+    original = node.write_proc
+
+    def write_both(root, t_ns):
+        original(root, t_ns)
+        for p, c in zip(procs, node.cpu_at(t_ns)):
+            d = cg / p.cgroup.lstrip("/")
+            d.mkdir(parents=True, exist_ok=True)
+            (d / "cgroup.procs").write_text(f"{p.pid}\n")
+            (d / "cpu.stat").write_text(f"usage_usec {int(c * 1e6)}\n")
+        (cg / "cgroup.procs").write_text("1\n")
+        (cg / "cgroup.controllers").write_text("cpu memory\n")
+
+    node.write_proc = write_both
+    return run_node(tmp_path, node, consumers="cgroup,process", cgroup_root=str(cg)), node, pod_cg
+
+
+def test_a_pods_namespace_and_name_come_from_the_kubelets_log_folders(tmp_path, monkeypatch):
+    """The pod's cgroup and the process in it carry pod (the uid), namespace and pod_name, in the table
+    and in the daemon's series; a cgroup outside Kubernetes carries none."""
+    from greenprobe.daemon.consumers import SERIES_LABELS, ConsumerAccount
+
+    probe, node, pod_cg = run_pod_node(tmp_path, monkeypatch)
+    a, b = node.t0_ns + 1_000_000_000, node.t0_ns + 23_000_000_000
+    cgroups = by_consumer(probe.consumers(a, b, by="cgroup"))
+    pod = cgroups[pod_cg]
+    assert (pod["pod"], pod["namespace"], pod["pod_name"], pod["container"]) == (
+        POD_UID, "ml-team", "trainer-7f9c", "c" * 12)
+    assert (cgroups["/system.slice/ssh.service"]["namespace"], cgroups["/system.slice/ssh.service"]["pod_name"]) == (
+        "", "")
+    processes = by_consumer(probe.consumers(a, b, by="process"))
+    assert processes["801 trainer"]["namespace"] == "ml-team" and processes["801 trainer"]["pod_name"] == "trainer-7f9c"
+    account = ConsumerAccount(probe, None, window_s=10.0)
+    while account.close_window() is not None:
+        pass
+    series = [dict(zip(SERIES_LABELS, k)) for k, _ in account.series()]
+    assert {(s["view"], s["pod"], s["namespace"], s["pod_name"]) for s in series if s["pod"]} == {
+        ("cgroup", POD_UID, "ml-team", "trainer-7f9c"), ("process", POD_UID, "ml-team", "trainer-7f9c")}
+
+
+def test_pod_names_are_cached_read_again_for_a_new_uid_and_empty_without_the_folder(tmp_path):
+    now = [0.0]
+    names = PodNames(str(tmp_path / "nowhere"), clock=lambda: now[0])
+    assert names.lookup(POD_UID) == ("", ""), "no kubelet here: empty labels, no error"
+    pods = tmp_path / "pods"
+    pods.mkdir()
+    (pods / f"default_web-1_{POD_UID}").mkdir()
+    (pods / "not-a-pod-folder").mkdir()
+    (pods / "a_b_c_d").mkdir()  # no namespace or name holds '_': not a pod's
+    names = PodNames(str(pods), reread_s=10.0, clock=lambda: now[0])
+    assert names.reads == 1 and names.lookup(POD_UID.upper().replace("-", "_")) == ("default", "web-1")
+    assert names.lookup(POD_UID) == ("default", "web-1") and names.reads == 1, "a known uid is not read again"
+    late = "22222222-0000-1111-2222-333344445555"
+    assert names.lookup(late) == ("", "") and names.reads == 2, "an unknown uid reads the folder again"
+    (pods / f"batch_job-9_{late}").mkdir()
+    assert names.lookup(late) == ("", "") and names.reads == 2, "a uid just missed waits reread_s"
+    now[0] = 11.0
+    assert names.lookup(late) == ("batch", "job-9") and names.reads == 3
+    (pods / f"default_web-1_{POD_UID}").rmdir()
+    assert names.lookup("33333333-0000-1111-2222-333344445555") == ("", "") and names.reads == 4
+    assert names.lookup(POD_UID) == ("default", "web-1"), "a pod whose folder went keeps its names"
+
+
+def test_a_cgroup_root_that_is_not_a_cgroup_tree_is_refused_with_the_fix(tmp_path):
+    """v2 (cgroup.controllers, or cgroup.procs as the stand-ins have) and a v1 cpuacct hierarchy are
+    read; v1's tmpfs of hierarchies is read at its cpuacct one; anything else is a ConfigError with a
+    one-line message and a fix, also through Probe."""
+    v2 = tmp_path / "v2"
+    v2.mkdir()
+    (v2 / "cgroup.controllers").write_text("cpu io memory\n")
+    assert cgroup_tree(str(v2)) == str(v2)
+    v1 = tmp_path / "v1"
+    for h in ("cpu,cpuacct", "memory"):
+        (v1 / h).mkdir(parents=True)
+        (v1 / h / "cgroup.procs").write_text("1\n")
+        (v1 / h / "tasks").write_text("1\n")
+    (v1 / "cpu,cpuacct" / "cpuacct.usage").write_text("123456789\n")
+    assert cgroup_tree(str(v1)) == str(v1 / "cpu,cpuacct")
+    assert cgroup_tree(str(v1 / "cpu,cpuacct") + "/") == str(v1 / "cpu,cpuacct")
+    assert CgroupReader(str(v1), str(tmp_path)).root == str(v1 / "cpu,cpuacct")
+    with pytest.raises(ConfigError, match="does not count CPU time") as e:
+        cgroup_tree(str(v1 / "memory"))
+    assert "/sys/fs/cgroup/cpuacct" in e.value.fix
+    plain = tmp_path / "plain"
+    (plain / "etc").mkdir(parents=True)
+    (plain / "notes.txt").write_text("hello\n")
+    for bad in (plain, tmp_path / "v1" / "memory" / "tasks"):
+        with pytest.raises(ConfigError) as e:
+            CgroupReader(str(bad), str(tmp_path))
+        assert "\n" not in e.value.message and str(bad) in e.value.message, e.value.message
+        assert e.value.fix and "cgroup_root=" in e.value.fix
+    with pytest.raises(ConfigError, match="is not a cgroup tree") as e:
+        greenprobe.Probe(sensors=["synthetic"], consumers="cgroup", cgroup_root=str(plain))
+    assert "findmnt" in e.value.fix

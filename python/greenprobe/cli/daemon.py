@@ -98,6 +98,9 @@ def add_parser(sub) -> None:
                    help="energy per consumer is estimated over windows of this length (default 30; at least 8 sweeps)")
     p.add_argument("--cgroup-root", metavar="DIR", default=None,
                    help="the cgroup tree (default $GREENPROBE_CGROUP_ROOT or /sys/fs/cgroup)")
+    p.add_argument("--pods-root", metavar="DIR", default=None,
+                   help="kubelet's pod log folders, <namespace>_<name>_<uid>, that name a pod cgroup's namespace and "
+                        "pod (default $GREENPROBE_PODS_ROOT or /var/log/pods; missing: those labels stay empty)")
     add_limit_flags(p)
     p.add_argument("--ready-file", help=argparse.SUPPRESS)
     p.set_defaults(run=run)

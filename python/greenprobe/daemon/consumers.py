@@ -6,7 +6,8 @@ consumer's energy per domain with its interval, idle and unattributed, adding up
 then:
 - written as a part, ``parts/consumers/part-N.parquet`` under the run folder (fsynced: a crash loses
   at most the window in progress); at stop they are gathered into ``consumers.parquet``;
-- added to the running totals that Prometheus shows as ``greenprobe_consumer_energy_joules_total``;
+- added to the running totals that Prometheus shows as ``greenprobe_consumer_energy_joules_total`` and
+  OTLP pushes as ``greenprobe.consumer.energy`` (otlp.py);
 - kept for the Table ``consumers`` (the last ``KEEP_S`` of windows);
 - and the sweeps before it are let go, with the processes that exited (memory stays flat however
   many processes come and go).
@@ -14,7 +15,8 @@ then:
 Who sees what: root, the daemon's user and ``--admin-group`` see every consumer; anyone else sees
 the processes and cgroups they own (the uid of /proc/PID, of the cgroup's folder), with everyone
 else's added up into one ``others`` row per domain and window, so their view still adds up to the
-measured energy. Prometheus shows consumer series to an admin's scrape only.
+measured energy. Prometheus shows consumer series to an admin's scrape only; an OTLP push goes to the
+operator's collector, the admin's view, and carries them all.
 """
 
 from __future__ import annotations
@@ -31,7 +33,10 @@ import numpy as np
 KEEP_S = 3600.0
 #: Prometheus series of consumers at most (the most energy first); the rest as consumer "(other)"
 MAX_SERIES = 500
-SERIES_LABELS = ("view", "kind", "consumer", "sensor", "domain", "slurm_job", "pod", "container")
+#: the labels of a consumer's series (Prometheus and OTLP), in this order; a Kubernetes pod's namespace and
+#: name come last (pod is its uid)
+SERIES_LABELS = ("view", "kind", "consumer", "sensor", "domain", "slurm_job", "pod", "container", "namespace",
+                 "pod_name")
 
 
 class ConsumerAccount:
@@ -144,7 +149,8 @@ class ConsumerAccount:
             if r["kind"] in ("process", "cgroup") and r["uid"] != uid:
                 key = (r["view"], r["sensor"], r["domain"], r["start_ns"], r["end_ns"])
                 o = others.setdefault(key, dict(r, consumer="others", kind="others", pid=None, uid=None, comm="",
-                                                cgroup="", slurm_job="", pod="", container="", energy_j=0.0,
+                                                cgroup="", slurm_job="", pod="", container="", namespace="",
+                                                pod_name="", energy_j=0.0,
                                                 energy_j_low=float("nan"), energy_j_high=float("nan"), cpu_s=0.0,
                                                 coefficient="", group="",
                                                 note="the consumers of other users, added up"))
@@ -165,11 +171,12 @@ class ConsumerAccount:
             return
         for key in sorted(named, key=lambda k: self.totals[k])[:len(named) - self.max_series]:
             view, kind, _, sensor, domain = key[:5]
-            other = (view, kind, "(other)", sensor, domain, "", "", "")
+            other = (view, kind, "(other)", sensor, domain) + ("",) * (len(SERIES_LABELS) - 5)
             self.totals[other] = self.totals.get(other, 0.0) + self.totals.pop(key)
 
     def series(self) -> list[tuple[tuple, float]]:
-        """(labels, joules) for Prometheus: the MAX_SERIES consumers with the most energy kept apart,
-        the others added up for good under consumer "(other)" per view, kind and domain."""
+        """(labels, joules) for Prometheus and OTLP, the labels' values in SERIES_LABELS' order: the
+        MAX_SERIES consumers with the most energy kept apart, the others added up for good under
+        consumer "(other)" per view, kind and domain. Every user's consumers: an admin's view only."""
         with self._lock:
             return sorted(self.totals.items())

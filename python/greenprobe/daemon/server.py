@@ -225,7 +225,7 @@ def _run(args) -> int:
     limits = Limits.from_args(args)
     probe = Probe(sensors=args.sensors, period_us=args.period_us, columnar_marks=True,
                   consumers=args.consumers or None, consumer_period_s=args.consumer_period,
-                  cgroup_root=args.cgroup_root)
+                  cgroup_root=args.cgroup_root, pods_root=getattr(args, "pods_root", None))
     daemon = Daemon(probe, socket_path, args.listen, args.allow_remote, token, args.group, tls=tls,
                     save_dir=args.save_dir, limits=limits, private_socket_dir=private,
                     save_max_bytes=args.save_max_bytes, admin_group=args.admin_group)
@@ -286,13 +286,14 @@ def _run(args) -> int:
         from ..otlp import OtlpExporter
 
         try:
-            otlp = OtlpExporter(probe, args.otlp_endpoint, args.otlp_interval_s)
+            otlp = OtlpExporter(probe, args.otlp_endpoint, args.otlp_interval_s, consumers=account)
         except Exception:
             daemon.stop()
             probe.stop()
             raise
-        print(f"pushing hw.energy and hw.power to {args.otlp_endpoint} every {args.otlp_interval_s:g} s (OTLP)",
-              file=sys.stderr)
+        what = "hw.energy, hw.power and greenprobe.consumer.energy" if account is not None else \
+            "hw.energy and hw.power"
+        print(f"pushing {what} to {args.otlp_endpoint} every {args.otlp_interval_s:g} s (OTLP)", file=sys.stderr)
     if args.save_dir:
         print(f"clients' Save writes under {daemon.servicer.save_root.root} only", file=sys.stderr)
     from ..parquet import PartWriter

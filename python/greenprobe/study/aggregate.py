@@ -106,8 +106,10 @@ def disturbance_columns(cfg_dir: Path, runs: list[dict]) -> dict:
     left), and the most cores others used over a kept run."""
     again = len(Layout.disturbed_rows_in(cfg_dir))
     cores = [r["foreign_cores"] for r in runs if r.get("foreign_cores") is not None]
+    gpus = [r["foreign_gpu"] for r in runs if r.get("foreign_gpu") is not None]
     return {"runs_run_again": again, "runs_disturbed_kept": sum(1 for r in runs if r.get("disturbed")),
-            "foreign_cores_max": float(max(cores)) if cores else None}
+            "foreign_cores_max": float(max(cores)) if cores else None,
+            "foreign_gpu_max": float(max(gpus)) if gpus else None}
 
 
 def usage_columns(runs: list[dict]) -> dict:

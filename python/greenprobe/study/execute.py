@@ -253,16 +253,15 @@ class Runner:
         # the study's own: this process (its sampler) and its workers with what they started
         row.update(others_use(rec, row["window_start_ns"], row["window_end_ns"],
                               [w.proc.pid for w in self.workers.values()]))
-        cores = row["foreign_cores"]
-        row.update(attempts=attempt + 1, disturbed=cores > s.max_foreign_cores)
+        why = disturbance(row, s)
+        row.update(attempts=attempt + 1, disturbed=bool(why))
         again = row["disturbed"] and attempt < s.disturbed_retries
         if again:
             aside = self.layout.disturbed_row(cfg.id, r, self.session, attempt)  # a later sitting keeps its own
             aside.parent.mkdir(parents=True, exist_ok=True)
             write_json(aside, row)
             self.layout.run_row(cfg.id, r).unlink()
-            self.log(f"    disturbed: other processes used {cores:.2f} cores over the run (more than "
-                     f"{s.max_foreign_cores:g}: {row['foreign_top']}); running it again")
+            self.log(f"    disturbed: {why} over the run; running it again")
         else:
             write_json(self.layout.run_row(cfg.id, r), row)
         return again
@@ -561,16 +560,36 @@ def run_study(spec: StudySpec, out="results", log=None, only: Optional[list] = N
 
 
 def others_use(rec, a: int, b: int, worker_pids=()) -> dict:
-    """How much processes other than the study's used the CPU over [a, b] (the sweep after b waited
-    for): foreign_cores (their mean cores) and foreign_top (those that used a tenth of a core or
-    more, in words). The study's own: this process, and each worker pid's tree."""
+    """How much processes other than the study's used the machine over [a, b] (the sweep after b
+    waited for): foreign_cores (their mean CPU cores) and foreign_top (those that used a tenth of a
+    core or more, in words); where the GPUs' per-process use is recorded (NVML's), foreign_gpu (the
+    GPUs' worth of SMs they kept busy, on average) and foreign_gpu_top. The study's own: this
+    process, and each worker pid's tree."""
     rec.wait_past(b)
     use = rec.use("process")
     own = {i for i, c in enumerate(use.consumers) if c.pid == os.getpid()}
     for pid in worker_pids:
         own |= tree_of(use.consumers, pid)
     cores, top = use.foreign(a, b, own)
-    return {"foreign_cores": cores, "foreign_top": "; ".join(f"{n} {c:.2f}" for n, c in top)}
+    out = {"foreign_cores": cores, "foreign_top": "; ".join(f"{n} {c:.2f}" for n, c in top)}
+    if "gpu" in rec.readers:
+        gpu = rec.use("gpu")
+        pids = {use.consumers[i].pid for i in own}
+        busy, gtop = gpu.foreign(a, b, {i for i, c in enumerate(gpu.consumers) if c.pid in pids})
+        out.update(foreign_gpu=busy, foreign_gpu_top="; ".join(f"{n} {g:.2f}" for n, g in gtop))
+    return out
+
+
+def disturbance(seen: dict, spec: StudySpec) -> str:
+    """Why a window over which others used the machine is disturbed, in words; "" when it is not."""
+    why = []
+    if seen["foreign_cores"] > spec.max_foreign_cores:
+        why.append(f"other processes used {seen['foreign_cores']:.2f} cores (more than {spec.max_foreign_cores:g}: "
+                   f"{seen['foreign_top']})")
+    if (seen.get("foreign_gpu") or 0.0) > spec.max_foreign_gpu:
+        why.append(f"other processes kept {seen['foreign_gpu']:.2f} GPUs' SMs busy (more than "
+                   f"{spec.max_foreign_gpu:g}: {seen['foreign_gpu_top']})")
+    return " and ".join(why)
 
 
 def idle_undisturbed(probe, spec: StudySpec, log, here: Path) -> None:
@@ -584,22 +603,22 @@ def idle_undisturbed(probe, spec: StudySpec, log, here: Path) -> None:
     for attempt in range(spec.disturbed_retries + 1):
         which, a, b = probe.baseline_windows[-1]
         seen.append({"which": which, "start_ns": a, "end_ns": b, **others_use(rec, a, b)})
-        cores = seen[-1]["foreign_cores"]
-        if cores <= spec.max_foreign_cores:
+        why = disturbance(seen[-1], spec)
+        if not why:
             break
         if attempt == spec.disturbed_retries:
-            log(f"the idle power was measured while other processes used {cores:.2f} cores ({seen[-1]['foreign_top']}): "
-                f"kept, flagged in {Layout.IDLE}; net figures are low by their power")
+            log(f"the idle power was measured while {why}: kept, flagged in {Layout.IDLE}; net figures are low by "
+                "their power")
             break
-        log(f"idle disturbed: other processes used {cores:.2f} cores ({seen[-1]['foreign_top']}); measuring it again")
+        log(f"idle disturbed: {why}; measuring it again")
         probe.measure_idle_again()
     write_json(here / Layout.IDLE, seen)
 
 
 def idle_after_undisturbed(probe, spec: StudySpec, log, here: Path) -> None:
     """The idle window measured after the runs (at stop, so it cannot be measured again): left out
-    of the idle power if other processes used more than spec.max_foreign_cores over it, said in the
-    log and in idle.json."""
+    of the idle power if other processes used more than spec.max_foreign_cores (or max_foreign_gpu)
+    over it, said in the log and in idle.json."""
     rec = probe.use_recorder
     if rec is None or not probe.baseline_windows or probe.baseline_windows[-1][0] != "after":
         return
@@ -607,12 +626,11 @@ def idle_after_undisturbed(probe, spec: StudySpec, log, here: Path) -> None:
     idle = here / Layout.IDLE
     seen = json.loads(idle.read_text()) if idle.exists() else []
     seen.append({"which": which, "start_ns": a, "end_ns": b, **others_use(rec, a, b)})
-    cores = seen[-1]["foreign_cores"]
-    seen[-1]["left_out"] = cores > spec.max_foreign_cores
-    if cores > spec.max_foreign_cores and len(probe.baseline_windows) > 1:
+    why = disturbance(seen[-1], spec)
+    seen[-1]["left_out"] = bool(why)
+    if why and len(probe.baseline_windows) > 1:
         probe.baseline_windows.pop()
-        log(f"the idle power after the runs was measured while other processes used {cores:.2f} cores "
-            f"({seen[-1]['foreign_top']}): left out, the idle power is the one before")
+        log(f"the idle power after the runs was measured while {why}: left out, the idle power is the one before")
     write_json(idle, seen)
 
 

@@ -256,12 +256,15 @@ def disturbance_paragraph(out: Path) -> list:
     again = sum(r.get("runs_run_again") or 0 for r in rows)
     kept = sum(r.get("runs_disturbed_kept") or 0 for r in rows)
     worst = max(r["foreign_cores_max"] for r in rows)
-    return [render("<h2>Other processes on the machine</h2><p>Every process's CPU time was recorded during every run. "
-                   "{{ again }} run(s) were run again because other processes used more than {{ limit }} cores on "
+    gpus = [r["foreign_gpu_max"] for r in rows if r.get("foreign_gpu_max") is not None]
+    return [render("<h2>Other processes on the machine</h2><p>Every process's CPU time{% if gpu %} and GPU use{% endif %} "
+                   "was recorded during every run. {{ again }} run(s) were run again because other processes used more "
+                   "than {{ limit }} cores{% if gpu %} or kept more than {{ gpu_limit }} GPUs' SMs busy{% endif %} on "
                    "average over them{% if kept %}; <b class='warn'>{{ kept }} run(s) are kept though disturbed</b> "
-                   "(no attempts left){% endif %}. Over the runs kept, other processes used at most {{ worst }} cores."
-                   "</p>", again=again, kept=kept, limit=f"{spec.get('max_foreign_cores', 0.25):g}",
-                   worst=f"{worst:.2f}")]
+                   "(no attempts left){% endif %}. Over the runs kept, other processes used at most {{ worst }} cores"
+                   "{% if gpu %} and {{ gpu }} GPUs' SMs{% endif %}.</p>", again=again, kept=kept,
+                   limit=f"{spec.get('max_foreign_cores', 0.25):g}", gpu_limit=f"{spec.get('max_foreign_gpu', 0.1):g}",
+                   worst=f"{worst:.2f}", gpu=f"{max(gpus):.2f}" if gpus else "")]
 
 
 def write_report(directory) -> Path:

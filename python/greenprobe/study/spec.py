@@ -45,6 +45,8 @@ class StudySpec:
     baseline_s: float = 5.0       # idle measured before and after the study
     max_foreign_cores: float = 0.25  # a run (or idle window) during which other processes used more CPU
                                      # cores than this on average is disturbed: run (measured) again
+    max_foreign_gpu: float = 0.1  # ... or kept a GPU's SMs busier than this (mean GPUs' worth; NVML's
+                                  # per-process use, where the driver gives it)
     disturbed_retries: int = 2    # ... at most this many times; then kept, flagged
     sensors: str = "auto"
     period_us: float = PERIOD_US
@@ -147,6 +149,10 @@ class StudySpec:
             raise ConfigError(f"max_foreign_cores must be > 0, got {self.max_foreign_cores}",
                               "set max_foreign_cores = 0.25 (the default: a quarter of a core used by other processes "
                               "disturbs a run) or more in the spec file")
+        if self.max_foreign_gpu <= 0:
+            raise ConfigError(f"max_foreign_gpu must be > 0, got {self.max_foreign_gpu}",
+                              "set max_foreign_gpu = 0.1 (the default: other processes keeping a tenth of a GPU's SMs "
+                              "busy disturb a run) or more in the spec file")
         if not 0 <= self.disturbed_retries <= 10:
             raise ConfigError(f"disturbed_retries must be from 0 to 10, got {self.disturbed_retries}",
                               "set disturbed_retries = 2 (the default) in the spec file")
