@@ -43,6 +43,11 @@ def add_parser(sub) -> None:
                                        "--task generate the device: cpu, cuda or cpu,cuda (default: each runtime's "
                                        "GPU where it has one)")
     p.add_argument("--runs", type=int, help="repetitions per configuration (default 30; quick 3)")
+    p.add_argument("--target-rel-ci", type=float, metavar="FRACTION",
+                   help="run a configuration again until the 95 %% interval of each energy figure is within this "
+                        "fraction of it, e.g. 0.025 (default 0: exactly --runs)")
+    p.add_argument("--max-runs", type=int, metavar="N", help="with --target-rel-ci: the most runs a configuration gets "
+                                                             "(default 3 x --runs)")
     p.add_argument("--size", choices=["full", "tiny"], help="model size (tiny: tests)")
     p.add_argument("--order", choices=["interleaved", "blocked"],
                    help="interleaved (default): round r runs every configuration's run r in a new random order, "
@@ -86,7 +91,7 @@ def run(args, parser) -> int:
                      batch_sizes=batch_sizes, providers=csv(args.providers), runs=args.runs,
                      size=args.size, sensors=args.sensors, order=args.order, task=args.task,
                      precisions=csv(args.precisions), prompt_tokens=args.prompt_tokens,
-                     output_tokens=args.output_tokens)
+                     output_tokens=args.output_tokens, target_rel_ci=args.target_rel_ci, max_runs=args.max_runs)
     if args.executor == "slurm":
         from ..study.slurm import SlurmExecutor, SlurmOptions
 

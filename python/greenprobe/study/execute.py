@@ -31,7 +31,7 @@ from ..attribution import attribute, choose_channels
 from ..consumers import tree_of
 from ..store import marks_where
 from ..usage import proc_usage
-from .aggregate import collect, estimate_calls, write_json
+from .aggregate import _tops, collect, estimate_calls, run_figures, write_json
 from .layout import Layout
 from .plan import Config, environment, hardware, matrix
 from .spec import StudySpec
@@ -351,6 +351,43 @@ class Runner:
                 f"window, idle included{' (ESTIMATED)' if row['estimated'] else ''}")
 
     # -- the study -----------------------------------------------------------------------------
+    #: the figures the stopping rule (spec.target_rel_ci) holds to its target, as run_totals names them
+    TARGET_FIGURES = ("energy_j_per_inference",)
+
+    def run_totals(self, run: dict, idle: dict, tops: list) -> dict:
+        """A run's gross figures over the top-level domains, with the sitting's idle power so far."""
+        domains = [d for d in run["domains"].split(",") if d]
+        f = run_figures(run, domains, idle)
+        return {"energy_j_per_inference": sum(f[f"energy_j_per_inference[{n}]"] for n in tops)}
+
+    def max_runs(self) -> int:
+        return self.spec.max_runs or 3 * self.spec.runs
+
+    def needs_more(self, cfg: Config) -> str:
+        """Why configuration cfg needs another run under the stopping rule (spec.target_rel_ci): the
+        figures whose 95 % interval over its runs so far is wider than the target, in words; "" when
+        none is (or the rule is off, or it has max_runs)."""
+        from .stats import mean_ci
+
+        s = self.spec
+        runs = [json.loads(p.read_text()) for p in self.layout.run_rows(cfg.id)]
+        if not s.target_rel_ci or len(runs) < 2 or len(runs) >= self.max_runs():
+            return ""
+        idle = {f"{b['sensor']}/{b['domain']}": (float(b["power_w"]), float(b["power_w_se"]))
+                for b in self.probe.baseline()}
+        names = [d for d in runs[0]["domains"].split(",") if d]
+        tops = [d for d in names if d in _tops(self.probe.channel_info(), names)]
+        totals = [self.run_totals(r, idle, tops) for r in runs]
+        wide = []
+        for key in self.TARGET_FIGURES:
+            values = [t[key] for t in totals if t[key] is not None and math.isfinite(t[key])]
+            if len(values) < 2:
+                continue
+            m, lo, hi = mean_ci(values, positive=True)
+            if m > 0 and (hi - lo) / 2 / m > s.target_rel_ci:
+                wide.append(f"{key} +-{(hi - lo) / 2 / m:.1%}")
+        return ", ".join(wide)
+
     def schedule(self, configs: list[Config]) -> list[tuple[Config, int]]:
         """(configuration, run) pairs still to do, in the spec's order."""
         s = self.spec
@@ -365,6 +402,8 @@ class Runner:
                 failed.unlink()
             done = self.layout.runs_done(c.id)
             todo = [r for r in range(s.runs) if r not in done]
+            if not todo and self.needs_more(c):  # a resumed sitting goes on with the stopping rule
+                todo = [max(done) + 1]
             if todo:
                 left[c] = todo
         order = list(left)
@@ -379,7 +418,7 @@ class Runner:
 
     def run(self, configs: list[Config]) -> None:
         steps = self.schedule(configs)
-        n_done = len(configs) * self.spec.runs - len(steps)
+        n_done = max(len(configs) * self.spec.runs - len(steps), 0)
         if n_done:
             self.log(f"resuming: {n_done} runs already on disk, {len(steps)} to go")
         last = {}
@@ -394,7 +433,7 @@ class Runner:
                 continue
             left = time_left(steps[k:], took, prep, set(self.plans), failed, shared)
             left = f", about {format_seconds(left)} left" if left is not None else ""
-            self.log(f"[{k + 1}/{len(steps)}] {cfg.id} run {r + 1}/{self.spec.runs}{left}")
+            self.log(f"[{k + 1}/{len(steps)}] {cfg.id} run {r + 1}/{max(self.spec.runs, r + 1)}{left}")
             try:
                 if cfg not in self.plans:
                     t0 = time.monotonic()
@@ -424,7 +463,14 @@ class Runner:
                     self.release(cfg)
                 continue
             if last[cfg] == k:
-                self.release(cfg)  # its last run: free the model
+                why = self.needs_more(cfg)  # the stopping rule: one more run while an interval is too wide
+                if why:
+                    self.log(f"    another run: {why} (target {self.spec.target_rel_ci:.1%}, at most "
+                             f"{self.max_runs()} runs)")
+                    steps.append((cfg, max(self.layout.runs_done(cfg.id)) + 1))
+                    last[cfg] = len(steps) - 1
+                else:
+                    self.release(cfg)  # its last run: free the model
             time.sleep(self.spec.rest_s)
             took[cfg] = time.monotonic() - t0
 

@@ -50,6 +50,18 @@ class GenRunner(Runner):
     """execute.Runner for task generate: workers of task generate, a request as the unit."""
 
     task = "generate"
+    TARGET_FIGURES = ("energy_j_per_prompt_token", "energy_j_per_output_token")
+
+    def run_totals(self, run: dict, idle: dict, tops: list) -> dict:
+        """A run's gross figures per prompt and per output token over the top-level domains (a
+        domain whose prefill could not be split gives None)."""
+        domains = [d for d in run["domains"].split(",") if d]
+        f = gen_run_figures(run, domains, idle)
+        out = {}
+        for key in self.TARGET_FIGURES:
+            v = sum(f[f"{key}[{n}]"] for n in tops)
+            out[key] = float(v) if math.isfinite(v) else None
+        return out
 
     # -- models --------------------------------------------------------------------------------
     def checkpoint(self, model: str) -> Path:
@@ -327,7 +339,7 @@ def gen_config_row(cfg_dir: Path, runs_wanted: int, idle_w: dict, sensors: Optio
     writes runs.parquet, steps.parquet and result.json. Each figure: the mean over the runs where
     it could be made (a run whose prefill the estimator could not split has none: counted in
     ``runs_split``), with a 95 % interval from their spread and the idle power's error."""
-    from .aggregate import usage_columns
+    from .aggregate import disturbance_columns, usage_columns
 
     runs = sorted((json.loads(p.read_text()) for p in Layout.run_rows_in(cfg_dir)), key=lambda x: x["run"])
     if len(runs) < runs_wanted:
@@ -360,7 +372,7 @@ def gen_config_row(cfg_dir: Path, runs_wanted: int, idle_w: dict, sensors: Optio
            "prompt_tokens": first["prompt_tokens"], "output_tokens": first["output_tokens"],
            "estimated": any(r["estimated"] for r in runs), "device": first["device"], "domains": first["domains"],
            "total_domains": ",".join(tops), "windows_complete": all(r.get("window_complete", True) for r in runs),
-           **usage_columns(runs)}
+           **usage_columns(runs), **disturbance_columns(cfg_dir, runs)}
     bad = sorted({f"{n}: {p['reason']}" for r in runs for n, p in r["prefill"].items()
                   if p["status"] != "ok" and n in tops})
     row["prefill_status"] = "ok" if not bad else "not-estimated" if not split else "partly"

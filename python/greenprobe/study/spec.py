@@ -35,6 +35,10 @@ class StudySpec:
     image_size: int = 224
     seq_len: int = 128
     runs: int = 30                # repetitions of each configuration
+    target_rel_ci: float = 0.0    # > 0: after its runs, a configuration is run again until the 95 % interval of
+                                  # its energy figures (gross, all domains) is within this fraction of each
+                                  # (half-width / figure), or it has max_runs; 0: exactly `runs`
+    max_runs: int = 0             # with target_rel_ci: the most runs a configuration gets (0: 3 x runs)
     min_run_s: float = 5.0        # each run lasts at least this long ...
     min_inferences: int = 32      # ... and holds at least this many inferences
     max_inferences: int = 100_000
@@ -135,6 +139,13 @@ class StudySpec:
             raise ConfigError(f"runs must be >= 2, got {self.runs}: the 95 % intervals come from the spread "
                               "between runs",
                               "pass --runs 2 or more (runs = N in a spec file); the default is 30, --quick 3")
+        if not 0 <= self.target_rel_ci < 1:
+            raise ConfigError(f"target_rel_ci must be from 0 (off) to below 1, got {self.target_rel_ci}",
+                              "set target_rel_ci = 0.025 (run until each figure's 95 % interval is within 2.5 %) "
+                              "or 0 in the spec file")
+        if self.max_runs and self.max_runs < self.runs:
+            raise ConfigError(f"max_runs ({self.max_runs}) is below runs ({self.runs})",
+                              f"set max_runs = {3 * self.runs} or more (0: 3 x runs) in the spec file")
         for name in ("min_inferences", "max_inferences", "image_size", "seq_len"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1", f"set {name} = 1 or more in the spec file")
