@@ -120,6 +120,18 @@ ScriptRun run_script(const std::shared_ptr<ScriptedCounter>& s, int ms) {
 
 using Polls = std::vector<std::size_t>;
 
+// The synthetic counters check_edges checks: 10 W and 20 W, updated every ms from t0.
+std::shared_ptr<Sensor> two_counters(int64_t t0) {
+    return open_sensor("synthetic", Options({{"waveform", "constant"}, {"base_w", "10"}, {"update_us", "1000"},
+                                             {"t0_ns", std::to_string(t0)}, {"domains", "a,b"}}));
+}
+
+SamplerConfig ten_khz() {
+    SamplerConfig cfg;
+    cfg.period_ns = 100000;
+    return cfg;
+}
+
 // Checks a run of the two-channel synthetic counter (10 W and 20 W, updated every ms from t0):
 // one first and one final sample per channel, times in order, every value exact for its read
 // time; returns how many samples saw a change.
@@ -190,12 +202,7 @@ TEST(a_gap_that_could_hide_wraps_is_excluded) {
 // busy machine lets the thread run; the rates are checked on the virtual clock below).
 TEST(records_edges_with_exact_values) {
     const int64_t t0 = now_ns();
-    std::shared_ptr<Sensor> s = open_sensor(
-        "synthetic", Options({{"waveform", "constant"}, {"base_w", "10"}, {"update_us", "1000"},
-                              {"t0_ns", std::to_string(t0)}, {"domains", "a,b"}}));
-    SamplerConfig cfg;
-    cfg.period_ns = 100000;  // 10 kHz
-    Sampler sampler({s}, cfg);
+    Sampler sampler({two_counters(t0)}, ten_khz());
     CHECK(sampler.channels().size() == 2);
     sampler.start();
     ::usleep(200000);
@@ -212,12 +219,7 @@ TEST(records_edges_with_exact_values) {
 
 TEST(records_every_edge_at_its_rate_on_a_virtual_clock) {
     const int64_t t0 = now_ns();
-    std::shared_ptr<Sensor> s = open_sensor(
-        "synthetic", Options({{"waveform", "constant"}, {"base_w", "10"}, {"update_us", "1000"},
-                              {"t0_ns", std::to_string(t0)}, {"domains", "a,b"}}));
-    SamplerConfig cfg;
-    cfg.period_ns = 100000;  // 10 kHz
-    Sampler sampler({s}, cfg);
+    Sampler sampler({two_counters(t0)}, ten_khz());
     int64_t t = t0 + 1;
     while (t < t0 + 200000000) t = sampler.poll_at(t);
     sampler.poll_at(t, true);
