@@ -331,14 +331,29 @@ PYBIND11_MODULE(_core, m) {
                      d["t_us"] = g.t_us;
                      d["sm_util_pct"] = g.sm_util_pct;
                      d["memory_util_pct"] = g.memory_util_pct;
+                     d["t_ns"] = g.t_ns;
+                     d["gfx_busy_ns"] =
+                         g.gfx_busy_ns < 0 ? py::object(py::none()) : py::object(py::int_(g.gfx_busy_ns));
                      return d;
                  });
              },
              py::arg("since_us"),
-             "Per-process samples of every chosen GPU after since_us (the driver's µs timestamps): index, pid, "
-             "t_us, sm_util_pct, memory_util_pct (NVML's nvmlDeviceGetProcessUtilization).")
+             "Per-process samples of every chosen GPU: index, pid, t_us, sm_util_pct, memory_util_pct (NVML's "
+             "nvmlDeviceGetProcessUtilization after since_us, the driver's µs timestamps), t_ns (CLOCK_MONOTONIC "
+             "when read) and gfx_busy_ns (AMD SMI's cumulative GFX engine ns per process; None for NVML).")
         .def_property_readonly("process_support", &GpuUsageReader::process_support,
                                "Why per-process use cannot be read ('' when it can).")
+        .def("process_errors",
+             [](const GpuUsageReader& u) {
+                 return dicts_without_gil([&] { return u.process_errors(); }, [](const GpuProcessError& e) {
+                     py::dict d;
+                     d["index"] = e.index;
+                     d["error"] = e.error;
+                     return d;
+                 });
+             },
+             "The GPUs that answered an error at the latest processes() call (index, error): their "
+             "processes' use is unknown, not nil.")
         .def("read", [](const GpuUsageReader& u) {
             return dicts_without_gil([&] { return u.read(); }, [](const GpuUsageReading& r) {
                 py::dict d;

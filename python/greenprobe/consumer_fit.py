@@ -24,9 +24,11 @@ Rows, per domain, for the window [start_ns, end_ns]:
 - ``idle``: P0 x the window's length;
 - ``unattributed``: measured - idle - the consumers' sum (noise, what the model misses, a consumer
   that ran between sweeps unseen).
-Consumers + idle + unattributed = measured, exactly (to float rounding), in every domain. A domain
-with no consumer activity to regress on (a GPU, until per-process GPU use is recorded) has its
-whole energy ``unattributed``, with a note saying why.
+Consumers + idle + unattributed = measured, exactly (to float rounding), in every domain. A GPU's
+domain is regressed on each process's use of it (SM-busy seconds: kind "gpu"); in the cgroup view its
+rows are per cgroup, each the sum of its processes' (``_cgroup_rows``). A domain with no consumer
+activity to regress on (a GPU without per-process use recorded) has its whole energy
+``unattributed``, with a note saying why.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from .attribution import Channel, Timeline, choose_channels
-from .consumers import Use, cgroup_labels
+from .consumers import Use, cgroup_labels, gpu_use_for
 from .estimator import ewc_long_run, ewc_terms, t_quantile
 
 #: a consumer's own coefficient needs its variance inflation below this
@@ -232,14 +234,18 @@ def gpu_index(ch: Channel) -> Optional[int]:
 
 def use_for(uses: dict, view: str, ch: Channel, gpu_note: str = "") -> tuple[Optional[Use], str]:
     """The consumers' use that drives a channel: CPU time for a CPU domain (the view's), a GPU's
-    per-process use for that GPU (the process view); None and why for any other."""
+    per-process use for that GPU (in every view: the cgroup view adds up its processes' shares,
+    ``_cgroup_rows``); None and why for any other."""
     if cpu_domain(ch):
         return uses[view], ""
     g = gpu_index(ch)
-    if g is not None and view == "process" and "gpu" in uses:
-        return uses["gpu"].subset(lambda c: c.gpu == g), ""
+    if g is not None and "gpu" in uses:
+        use, why = gpu_use_for(uses["gpu"], ch.domain, g)  # that kind's GPU; unattributed where not known
+        return use, (f"{ch.sensor} ({ch.domain}): {why}" if why else "")
     if g is not None and view != "process":
-        why = f"a GPU's use is recorded per process, not per {view}: ask by='process'"
+        why = f"the {view} view adds up its processes' use of it, which is not recorded: " \
+              f"{gpu_note or 'no GPU usage reader'} (record consumers='process,{view}' with a GPU sensor that " \
+              f"gives per-process use)"
     elif g is not None:
         why = f"per-process use of {ch.domain} is not recorded: {gpu_note or 'no GPU usage reader'}"
     else:
@@ -262,6 +268,23 @@ def _prepared(use: Optional[Use], ch: Channel, a: int, b: int, max_own: int, why
     return measured, fit, why, totals
 
 
+def _set_energy(fit: ConsumerFit, totals: np.ndarray, members: set) -> tuple[float, float, float, np.ndarray]:
+    """The energy of a set of consumers (indices ``members``) with its 95 % interval, and which groups
+    it takes part of only (bool per group). A group wholly inside the set (an own coefficient, or every
+    consumer of a shared or pooled one) counts with its covariance; one the set shares with consumers
+    outside it adds the set's share of use to the estimate, nothing to the low bound and the group's
+    upper bound to the high one (their split is not identified)."""
+    G = len(fit.coefficient)
+    group_cpu, inside = fit.group_use(totals), fit.group_use(totals, members)
+    whole = np.array([fit.coefficient[g] == "own" or inside[g] >= group_cpu[g] for g in range(G)], bool)
+    est, half = fit.combo(np.r_[0.0, np.where(whole, inside, 0.0)])
+    partial = ~whole & (inside > 0)
+    pest = fit.combo(np.r_[0.0, np.where(partial, inside, 0.0)])[0]
+    gest, ghalf = fit.combo(np.r_[0.0, np.where(partial, group_cpu, 0.0)])
+    return (max(est + pest, 0.0), max(est - half, 0.0),
+            max(est + half, 0.0) + (max(gest + ghalf, 0.0) if partial.any() else 0.0), partial)
+
+
 def set_share(uses: dict, channels: Sequence[Channel], start_ns: int, end_ns: int, select,
               max_own: int = MAX_OWN, gpu_note: str = "") -> list[dict]:
     """The energy of the processes ``select(consumer)`` picks (a command's process tree, a Slurm
@@ -279,18 +302,8 @@ def set_share(uses: dict, channels: Sequence[Channel], start_ns: int, end_ns: in
         row = {"sensor": ch.sensor, "domain": ch.domain, "estimated": bool(ch.estimated), "measured_j": measured,
                "cpu_s": cpu, "energy_j": np.nan, "energy_j_low": np.nan, "energy_j_high": np.nan, "note": why}
         if fit is not None:
-            G = len(fit.coefficient)
-            group_cpu, inside = fit.group_use(totals), fit.group_use(totals, members)
-            whole = np.array([fit.coefficient[g] == "own" or inside[g] >= group_cpu[g] for g in range(G)], bool)
-            c = np.r_[0.0, np.where(whole, inside, 0.0)]
-            est, half = fit.combo(c)
-            partial = ~whole & (inside > 0)
-            cp = np.r_[0.0, np.where(partial, inside, 0.0)]
-            pest = fit.combo(cp)[0]
-            cg = np.r_[0.0, np.where(partial, group_cpu, 0.0)]
-            gest, ghalf = fit.combo(cg)
-            row.update(energy_j=max(est + pest, 0.0), energy_j_low=max(est - half, 0.0),
-                       energy_j_high=max(est + half, 0.0) + (max(gest + ghalf, 0.0) if partial.any() else 0.0),
+            est, low, high, partial = _set_energy(fit, totals, members)
+            row.update(energy_j=est, energy_j_low=low, energy_j_high=high,
                        note="shares a coefficient with processes outside it: the bounds allow any split"
                        if partial.any() else "")
         out.append(row)
@@ -312,8 +325,30 @@ def _rows_for(uses: dict, view: str, ch: Channel, a: int, b: int, max_own: int, 
         return rest(why)
     G = len(fit.coefficient)
     group_cpu = fit.group_use(totals)
-    rows = []
     c_all = np.r_[whole, group_cpu]
+    if gpu_index(ch) is not None and view != "process":  # fitted per process, added up per cgroup
+        rows = _cgroup_rows(use, fit, totals, base, uses.get(view))
+    else:
+        rows = _consumer_rows(use, fit, totals, group_cpu, base)
+    idle_c = np.zeros(G + 1)
+    idle_c[0] = whole
+    idle, ihalf = fit.combo(idle_c)
+    rows.append(dict(base, consumer="idle", kind="idle", energy_j=idle, energy_j_low=max(idle - ihalf, 0.0),
+                     energy_j_high=idle + ihalf, cpu_s=np.nan, coefficient="", group="",
+                     note=f"power with no consumer's CPU in use, from {fit.windows} sweep windows"))
+    attributed = sum(r["energy_j"] for r in rows)
+    un = measured - attributed
+    _, uhalf = fit.combo(c_all)
+    rows.append(dict(base, consumer="unattributed", kind="unattributed", energy_j=un, energy_j_low=un - uhalf,
+                     energy_j_high=un + uhalf, cpu_s=np.nan, coefficient="", group="",
+                     note="measured - idle - consumers"))
+    return rows
+
+
+def _consumer_rows(use: Use, fit: ConsumerFit, totals: np.ndarray, group_cpu: np.ndarray, base: dict) -> list[dict]:
+    """A row per consumer that used the domain's resource in the interval."""
+    G = len(fit.coefficient)
+    rows = []
     lead = {}
     for i in np.argsort(-totals):
         g = int(fit.group_of[i])
@@ -344,18 +379,49 @@ def _rows_for(uses: dict, view: str, ch: Channel, a: int, b: int, max_own: int, 
                          ("use moved with another consumer's: their split is not identified" if kind == "shared"
                           else "little or unidentifiable use: one coefficient for all such consumers"),
                          **labels))
-    idle_c = np.zeros(G + 1)
-    idle_c[0] = whole
-    idle, ihalf = fit.combo(idle_c)
-    rows.append(dict(base, consumer="idle", kind="idle", energy_j=idle, energy_j_low=max(idle - ihalf, 0.0),
-                     energy_j_high=idle + ihalf, cpu_s=np.nan, coefficient="", group="",
-                     note=f"power with no consumer's CPU in use, from {fit.windows} sweep windows"))
-    attributed = sum(r["energy_j"] for r in rows)
-    un = measured - attributed
-    _, uhalf = fit.combo(c_all)
-    rows.append(dict(base, consumer="unattributed", kind="unattributed", energy_j=un, energy_j_low=un - uhalf,
-                     energy_j_high=un + uhalf, cpu_s=np.nan, coefficient="", group="",
-                     note="measured - idle - consumers"))
+    return rows
+
+
+#: the cgroup of a GPU's process whose /proc/PID/cgroup could not be read
+UNKNOWN_CGROUP = "(unknown cgroup)"
+
+
+def _cgroup_rows(use: Use, fit: ConsumerFit, totals: np.ndarray, base: dict, cgroups: Optional[Use]) -> list[dict]:
+    """A GPU's rows in the cgroup view: a row per cgroup whose processes used the GPU (each process's
+    cgroup from /proc/PID/cgroup when first seen). The GPU's power is fitted on each process's use
+    (a coefficient per process where it is identified), and a cgroup's energy is the sum over its
+    processes of use x coefficient, its interval that sum's (_set_energy: with the coefficients'
+    covariance; a coefficient shared with processes of another cgroup adds nothing to the low bound
+    and its group's upper bound to the high one). The rows add up to the process view's, so idle and
+    unattributed are the same and conservation holds. A cgroup's uid is its folder's owner where the
+    cgroup reader saw it, else its processes' (if they have one), else -1; cpu_s: its SM-busy seconds."""
+    owners = {c.cgroup: c.uid for c in cgroups.consumers} if cgroups is not None else {}
+    members: dict[str, list[int]] = {}
+    for i in np.flatnonzero(totals > 0):
+        members.setdefault(use.consumers[i].cgroup or UNKNOWN_CGROUP, []).append(int(i))
+    lead = {}  # group -> the cgroup of its heaviest process (a name of this view)
+    for i in np.argsort(-totals):
+        g = int(fit.group_of[i])
+        if g >= 0 and g not in lead and totals[i] > 0:
+            lead[g] = use.consumers[i].cgroup or UNKNOWN_CGROUP
+    rows = []
+    for path, idx in sorted(members.items()):
+        procs = [use.consumers[i] for i in idx]
+        est, low, high, partial = _set_energy(fit, totals, set(idx))
+        uids = {p.uid for p in procs}
+        jobs = {p.job for p in procs} - {""}
+        labels = cgroup_labels("" if path == UNKNOWN_CGROUP else path, use.pods)
+        labels["slurm_job"] = labels["slurm_job"] or (next(iter(jobs)) if len(jobs) == 1 else "")
+        split = np.flatnonzero(partial)
+        kind = fit.coefficient[int(split[0])] if split.size else "own"
+        rows.append(dict(base, consumer=path, kind="cgroup", pid=None, comm="", cgroup=path,
+                         uid=owners.get(path, next(iter(uids)) if len(uids) == 1 else -1),
+                         cpu_s=float(totals[idx].sum()), energy_j=est, energy_j_low=low, energy_j_high=high,
+                         coefficient=kind, group=lead.get(int(split[0]), "") if split.size else "",
+                         note=f"the sum of its {len(idx)} process(es)' GPU energy, each by its use" +
+                         ("; a coefficient shared with processes of another cgroup: the bounds allow any split"
+                          if split.size else ""),
+                         **labels))
     return rows
 
 
@@ -367,8 +433,9 @@ COLUMNS = ("view", "consumer", "kind", "pid", "uid", "comm", "cgroup", "slurm_jo
 def consumer_table(uses: dict, view: str, channels: Sequence[Channel], start_ns: int, end_ns: int,
                    max_own: int = MAX_OWN, gpu_note: str = ""):
     """Energy per consumer of ``view``'s kind (uses[view]; a GPU's domain by uses["gpu"], each
-    process's use of it, where recorded) over [start_ns, end_ns], every chosen channel: a pyarrow
-    Table of COLUMNS (docs/SCHEMA.md, "Energy per consumer")."""
+    process's use of it, where recorded: per process, or in the cgroup view per cgroup, the sum of its
+    processes') over [start_ns, end_ns], every chosen channel: a pyarrow Table of COLUMNS
+    (docs/SCHEMA.md, "Energy per consumer")."""
     import pyarrow as pa
 
     rows = []

@@ -31,7 +31,7 @@ import re
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
 import numpy as np
@@ -472,69 +472,167 @@ class CgroupReader:
         return out
 
 
+#: the domain of each GPU kind's whole-GPU channel is <prefix><index> (nvml's gpu<N>, amd-gpu's amdgpu<N>):
+#: a process's use of a GPU is the consumer pid@<domain>, so that two kinds' GPUs of one index stay apart
+GPU_DOMAIN_PREFIX = {"nvml": "gpu", "amd-gpu": "amdgpu"}
+
+
+def gpu_domain(kind: str, index: int) -> str:
+    """The domain of GPU ``index`` of a GPU sensor kind: gpu0 (nvml), amdgpu0 (amd-gpu)."""
+    return f"{GPU_DOMAIN_PREFIX.get(kind, kind + '-gpu')}{int(index)}"
+
+
 class GpuProcessReader:
-    """Each process's use of each GPU (kind "gpu"): its SM-busy seconds, its smUtil share x each of
-    the driver's sample periods (NVML's nvmlDeviceGetProcessUtilization, through the GPU usage
-    readers of the sensors that measure the GPUs), placed where the period lies on the sampler's
-    clock (the recorder splits it over the sweep windows it spans, once they are swept). A consumer
-    per (GPU, pid), named as the process is (its comm, uid and Slurm job from ``proc_root``). The
-    first sample seen only sets where counting starts. A period in which no process ran leaves no sample: the driver's period is taken
-    as the shortest step seen between two samples (until two consecutive periods are seen, the first
-    samples after a gap may count too long a period)."""
+    """Each process's use of each GPU (kind "gpu"), through the GPU usage readers of the sensors that
+    measure the GPUs, as dated pieces the recorder splits over the sweep windows they span:
+
+    * NVML: its SM-busy seconds, its smUtil share x each of the driver's sample periods
+      (nvmlDeviceGetProcessUtilization), placed where the period lies on the sampler's clock. The
+      first sample seen only sets where counting starts. A period in which no process ran leaves no
+      sample: the driver's period is taken as the shortest step seen between two samples (until two
+      consecutive periods are seen, the first samples after a gap may count too long a period).
+    * AMD SMI: its GFX engine time, a cumulative count per (GPU, pid) (amdsmi_get_gpu_process_list):
+      what it grew by since the previous read is a piece from that read to this one (the sweeps'
+      instants). A pid that a GPU did not list at the previous read started on it since: its whole
+      count is that piece (so a short process's use is not lost to idle); at a GPU's first read, and
+      where its count fell (the pid reused, a file closed), the count is only a base.
+
+    A consumer per (GPU, pid), pid@<domain> (gpu_domain: ``4101@gpu0``, ``4101@amdgpu0``), named as the
+    process is (its comm, uid and Slurm job from ``proc_root``). A GPU that answers an error
+    (``process_errors``: NVML's NOT_SUPPORTED on a MIG-enabled GPU, a lost GPU, ...) gives no use then,
+    which is not "no process used it": ``unknown`` names its domain and why, and its energy is left
+    unattributed (gpu_use_for) rather than counted idle."""
 
     kind = "gpu"
     fresh: set = frozenset()
 
+    #: the kinds whose readers give cumulative counts (gfx_busy_ns) rather than shares per period
+    CUMULATIVE_KINDS = frozenset({"amd-gpu"})
+
     @property
     def resolution_s(self) -> float:
-        """The longest of the GPUs' sample periods as learned (0.2 s, a generous guess, before any)."""
-        return max(self._step.values(), default=200_000) / 1e6
+        """NVML: the longest of the GPUs' sample periods as learned (0.2 s, a generous guess, before
+        any); AMD SMI's counts only: 1 ms (ns counts, read at the sweeps)."""
+        if any(r.kind not in self.CUMULATIVE_KINDS for r in self.readers):
+            return max(self._step.values(), default=200_000) / 1e6
+        return 1e-3
 
     def __init__(self, readers: Sequence, proc_root: str = "/proc"):
         self.readers = [r for r in readers if not r.process_support]
         if not self.readers:
             why = "; ".join(f"{r.kind}: {r.process_support}" for r in readers) or "no GPU usage reader"
             raise ConfigError(f"no GPU gives per-process use ({why})", "a driver with per-process utilisation "
-                              "(NVML on a full GPU, not a MIG instance)")
+                              "(NVML on a full GPU, not a MIG instance; AMD SMI with amdsmi_get_gpu_process_list)")
         self.proc_root = str(proc_root)
         self._since = [0] * len(self.readers)
         self._prev: dict[tuple, int] = {}  # (reader, GPU index) -> its latest sample's t_us
         self._period: dict[tuple, tuple] = {}  # (reader, GPU index) -> its latest sample period (µs, µs)
         self._step: dict[tuple, int] = {}  # (reader, GPU index) -> the driver's sample period, as learned (µs)
+        self._count: dict[tuple, tuple] = {}  # (reader, GPU index, pid) -> (cumulative ns, t_ns) at the last read
+        self._last_read: dict[int, tuple] = {}  # reader -> (t_ns, GPU indices that failed) of its latest read
         self._names: dict[int, tuple] = {}  # pid -> process_facts
+        self._reads = [0] * len(self.readers)
+        self._failed: dict[str, list] = {}  # GPU domain -> [reader, reads that failed, first error, latest]
 
-    def read(self) -> list[tuple]:
-        """The samples since the last read as pieces (consumer, start_ns, end_ns, busy seconds) on
-        the sampler's clock (CLOCK_MONOTONIC: NVML stamps them with the wall clock, µs)."""
+    @property
+    def unknown(self) -> dict[str, str]:
+        """The GPUs (by domain) whose per-process use is not known over the recording, and why: they
+        answered an error at some read."""
+        out = {}
+        for domain, (ri, n, first, last) in list(self._failed.items()):  # read() may add meanwhile
+            what = first if first == last else f"{first}; latest: {last}"
+            out[domain] = f"{what} ({n} of {self._reads[ri]} reads failed)"
+        return out
+
+    def _consumer(self, reader, index: int, pid: int) -> Consumer:
+        if pid not in self._names:
+            self._names[pid] = process_facts(self.proc_root, pid)
+        comm, uid, cgroup, job = self._names[pid]
+        return Consumer(f"{pid}@{gpu_domain(reader.kind, index)}", "process", pid, -1, comm, cgroup, uid, job,
+                        gpu=int(index))
+
+    def read(self, now_ns: Optional[int] = None) -> list[tuple]:
+        """The use since the last read as pieces (consumer, start_ns, end_ns, busy seconds) on the
+        sampler's clock: NVML's sample periods (stamped with the wall clock, µs), AMD SMI's growth
+        between reads, dated ``now_ns`` (the sweep's instant; default: when read, CLOCK_MONOTONIC)."""
         wall_minus_mono = time.time_ns() - time.monotonic_ns()
         pieces = []
         for ri, reader in enumerate(self.readers):
-            samples = sorted(reader.processes(self._since[ri]), key=lambda x: (x["index"], x["t_us"]))
-            for x in samples:
-                self._since[ri] = max(self._since[ri], x["t_us"])
-                key = (ri, x["index"])
-                prev = self._prev.get(key)
-                if prev is None or x["t_us"] < prev:
-                    self._prev[key] = x["t_us"]
-                    continue
-                if x["t_us"] > prev:  # a new sample period; another process of the same one keeps it
-                    # periods in which no process ran leave no sample: the driver's period is the
-                    # shortest step seen between two samples, and a sample covers no more than it
-                    step = min(x["t_us"] - prev, self._step.get(key, x["t_us"] - prev))
-                    self._step[key] = step
-                    self._period[key] = (x["t_us"] - step, x["t_us"])
-                    self._prev[key] = x["t_us"]
-                a_us, b_us = self._period.get(key, (prev, prev))
-                if b_us <= a_us or not x["sm_util_pct"]:
-                    continue
-                if x["pid"] not in self._names:
-                    self._names[x["pid"]] = process_facts(self.proc_root, x["pid"])
-                comm, uid, cgroup, job = self._names[x["pid"]]
-                c = Consumer(f"{x['pid']}@gpu{x['index']}", "process", x["pid"], -1, comm, cgroup, uid, job,
-                             gpu=x["index"])
-                pieces.append((c, a_us * 1000 - wall_minus_mono, b_us * 1000 - wall_minus_mono,
-                               x["sm_util_pct"] / 100.0 * (b_us - a_us) / 1e6))
+            samples = reader.processes(self._since[ri])
+            self._reads[ri] += 1
+            errors = reader.process_errors() if hasattr(reader, "process_errors") else []
+            failed = set()
+            for e in errors:
+                domain = gpu_domain(reader.kind, e["index"])
+                failed.add(e["index"])
+                f = self._failed.setdefault(domain, [ri, 0, e["error"], e["error"]])
+                f[1] += 1
+                f[3] = e["error"]
+            cumulative = [x for x in samples if x.get("gfx_busy_ns") is not None]
+            if cumulative or reader.kind in self.CUMULATIVE_KINDS:
+                t = int(now_ns) if now_ns is not None else int(cumulative[0]["t_ns"]) if cumulative else \
+                    time.monotonic_ns()
+                pieces += self._cumulative(ri, reader, cumulative, t, failed)
+                self._last_read[ri] = (t, failed)
+            shares = [x for x in samples if x.get("gfx_busy_ns") is None]
+            pieces += self._shares(ri, reader, shares, wall_minus_mono)
         return pieces
+
+    def _cumulative(self, ri: int, reader, samples: list, t: int, failed: set) -> list[tuple]:
+        """Pieces from cumulative counts read at ``t`` (the sweep's instant)."""
+        pieces, seen = [], set()
+        prev_t, prev_failed = self._last_read.get(ri, (None, set()))
+        for x in samples:
+            key = (ri, x["index"], x["pid"])
+            seen.add(key)
+            count = int(x["gfx_busy_ns"])
+            base = self._count.get(key)
+            if base is not None and count >= base[0] and t <= base[1]:
+                continue  # read again at the same instant: its growth goes to the next piece
+            self._count[key] = (count, t)
+            if base is None and prev_t is not None and prev_t < t and x["index"] not in prev_failed:
+                base = (0, prev_t)  # not listed at the GPU's previous read: it started since
+            if base is None or count <= base[0]:
+                continue  # a GPU's first read, or a count that fell: a base only
+            pieces.append((self._consumer(reader, x["index"], x["pid"]), base[1], t, (count - base[0]) / 1e9))
+        # the pids a GPU that answered no longer lists ended: their bases go
+        for key in [k for k in self._count if k[0] == ri and k[1] not in failed and k not in seen]:
+            del self._count[key]
+        return pieces
+
+    def _shares(self, ri: int, reader, samples: list, wall_minus_mono: int) -> list[tuple]:
+        pieces = []
+        for x in sorted(samples, key=lambda x: (x["index"], x["t_us"])):
+            self._since[ri] = max(self._since[ri], x["t_us"])
+            key = (ri, x["index"])
+            prev = self._prev.get(key)
+            if prev is None or x["t_us"] < prev:
+                self._prev[key] = x["t_us"]
+                continue
+            if x["t_us"] > prev:  # a new sample period; another process of the same one keeps it
+                # periods in which no process ran leave no sample: the driver's period is the
+                # shortest step seen between two samples, and a sample covers no more than it
+                step = min(x["t_us"] - prev, self._step.get(key, x["t_us"] - prev))
+                self._step[key] = step
+                self._period[key] = (x["t_us"] - step, x["t_us"])
+                self._prev[key] = x["t_us"]
+            a_us, b_us = self._period.get(key, (prev, prev))
+            if b_us <= a_us or not x["sm_util_pct"]:
+                continue
+            pieces.append((self._consumer(reader, x["index"], x["pid"]), a_us * 1000 - wall_minus_mono,
+                           b_us * 1000 - wall_minus_mono, x["sm_util_pct"] / 100.0 * (b_us - a_us) / 1e6))
+        return pieces
+
+
+def gpu_use_for(use: "Use", domain: str, index: int) -> tuple[Optional["Use"], str]:
+    """The recorded per-process use (kind "gpu") of the GPU whose channel has domain ``domain`` (its
+    kind's index ``index``): that GPU's consumers only (pid@<domain>), or None and why where its
+    per-process use is not known (it answered an error: GpuProcessReader.unknown)."""
+    why = use.gpu_unknown.get(domain)
+    if why:
+        return None, f"per-process use of {domain} is not known: {why}"
+    suffix = "@" + domain
+    return use.subset(lambda c: c.gpu == index and c.key.endswith(suffix)), ""
 
 
 @dataclass
@@ -559,6 +657,9 @@ class Use:
     resolution_s: float = 0.0
     #: pods' namespaces and names by uid (the recorder's PodNames); None: not known
     pods: Optional[PodNames] = None
+    #: kind "gpu": the GPUs (by domain) whose per-process use is not known, and why
+    #: (GpuProcessReader.unknown; gpu_use_for)
+    gpu_unknown: dict = field(default_factory=dict)
 
     def subset(self, keep: Callable[[Consumer], bool]) -> "Use":
         """The same sweeps with only the consumers ``keep`` picks (renumbered)."""
@@ -569,7 +670,7 @@ class Use:
         pk, pw, pd = self.placed
         pm = renum[pk] >= 0 if pk.size else np.zeros(0, bool)
         return Use(self.kind, self.t_ns, [self.consumers[i] for i in chosen], renum[self.k[m]], self.sweep[m],
-                   self.cpu_s[m], (renum[pk[pm]], pw[pm], pd[pm]), self.resolution_s, self.pods)
+                   self.cpu_s[m], (renum[pk[pm]], pw[pm], pd[pm]), self.resolution_s, self.pods, dict(self.gpu_unknown))
 
     def cpu_between(self, a: int, b: int) -> np.ndarray:
         """Each consumer's CPU seconds over [a, b] (a sweep window cut by a or b counted by its
@@ -651,7 +752,8 @@ class UseRecorder:
         """One sweep, dated ``t_ns`` (now on the sampler clock when None: the sweep's middle)."""
         a = time.perf_counter()
         t0 = self._clock() if t_ns is None else int(t_ns)
-        got = {kind: (r.read(t0 / 1e9) if kind == "cgroup" else r.read()) for kind, r in self.readers.items()}
+        got = {kind: (r.read(t0 / 1e9) if kind == "cgroup" else r.read(t0) if kind == "gpu" else r.read())
+               for kind, r in self.readers.items()}
         if t_ns is None:
             t0 = (t0 + self._clock()) // 2
         with self._lock:
@@ -793,7 +895,8 @@ class UseRecorder:
             consumers[i] = c
         return Use(kind, t, consumers, rows[0].astype(np.int64), rows[1].astype(np.int64), rows[2].copy(),
                    (placed[:, 0].astype(np.int64), placed[:, 1].astype(np.int64), placed[:, 2].copy()),
-                   self.readers[kind].resolution_s, self.pods)
+                   self.readers[kind].resolution_s, self.pods,
+                   dict(self.readers[kind].unknown) if kind == "gpu" else {})
 
 
 def tree_of(consumers: Sequence[Consumer], root_pid: int) -> set[int]:

@@ -13,8 +13,10 @@ Metrics (every series has ``host``; GPU series have ``uuid``):
   greenprobe_consumer_energy_joules_total
                                    energy of each process or cgroup per domain (with --consumers; counter;
                                    view, kind, consumer, sensor, domain, slurm_job, pod, container,
-                                   namespace, pod_name;
-                                   an admin's scrape only)
+                                   namespace, pod_name): every consumer for an admin's scrape; for
+                                   anyone else's, their own processes and cgroups and one series of
+                                   consumer "others" per view and domain, everyone else's added up
+                                   (the user of a token: the local user of its name, view_uid)
   greenprobe_sampler_polls_total, greenprobe_sampler_drops_total, greenprobe_sampler_late_polls_total
                                    per sensor
 A scrape every 15 s is far too coarse to be the side channel high-rate RAPL is (CVE-2020-8694);
@@ -104,13 +106,15 @@ class EnergyCollector:
             if shown(owner):
                 fam.add_metric([self.host, owner, label, sensor, domain], j)
         yield fam
-        if self.consumers is not None and self.view is None:  # every user's processes: an admin's scrape only
+        if self.consumers is not None:  # an admin's scrape: everyone's; anyone else's: their own, and "others"
             fam = CounterMetricFamily("greenprobe_consumer_energy_joules",
                                       "Energy of each process or cgroup per domain, by regression on CPU time, "
                                       "added window by window (--consumer-window-s); the most energetic "
-                                      "consumers, the rest as consumer (other).",
+                                      "consumers, the rest as consumer (other). A non-admin's scrape: its own "
+                                      "consumers, everyone else's added up as consumer others.",
                                       labels=["host", *SERIES_LABELS])
-            for key, j in self.consumers.series():
+            uid = None if self.view is None else view_uid(self.view)
+            for key, j in self.consumers.series(None if self.view is None else (-2 if uid is None else uid)):
                 fam.add_metric([self.host, *map(str, key)], j)
             yield fam
         stats = self.probe.stats()
@@ -121,6 +125,24 @@ class EnergyCollector:
                 fam.add_metric([self.host, s.get("sensor", "")], float(s.get(name, 0)))
             yield fam
 
+
+
+def view_uid(view: str) -> Optional[int]:
+    """The local user whose processes and cgroups a scrape's view owns: ``uid:N`` -> N; a token's or
+    a certificate's name that is a local user's name (``token:alice`` -> alice's uid: the operator
+    names a token after the user it is for); None for any other (such a scrape sees only the
+    ``others`` series)."""
+    import pwd
+
+    kind, _, name = view.partition(":")
+    if kind == "uid":
+        return int(name) if name.isdigit() else None
+    if kind in ("token", "cert") and name:
+        try:
+            return pwd.getpwnam(name).pw_uid
+        except KeyError:
+            return None
+    return None
 
 
 @dataclass

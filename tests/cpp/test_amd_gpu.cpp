@@ -34,7 +34,8 @@ const char* const kVars[] = {
     "FAKE_AMD_SMI_COUNTER", "FAKE_AMD_SMI_COUNTER_GPU", "FAKE_AMD_SMI_VERSION", "FAKE_AMD_SMI_POWER_MEMBER",
     "FAKE_AMD_SMI_NO_POWER", "FAKE_AMD_SMI_LOSE_GPU", "FAKE_AMD_SMI_LOSE_AFTER_MS", "FAKE_AMD_SMI_LOSE_RC",
     "FAKE_AMD_SMI_GFX", "FAKE_AMD_SMI_UMC", "FAKE_AMD_SMI_VRAM_USED_MB", "FAKE_AMD_SMI_VRAM_TOTAL_MB",
-    "FAKE_AMD_SMI_NO_USAGE", "FAKE_AMD_SMI_CPU", "FAKE_AMD_SMI_INIT_RC"};
+    "FAKE_AMD_SMI_NO_USAGE", "FAKE_AMD_SMI_CPU", "FAKE_AMD_SMI_INIT_RC", "FAKE_AMD_SMI_PROCS",
+    "FAKE_AMD_SMI_PROC_RC", "FAKE_AMD_SMI_PROC_RC_GPU", "FAKE_AMD_SMI_PROC_HIDDEN"};
 
 // Sets the fake's variables (and the visibility ones) for one test; clears every one before and after.
 struct Env {
@@ -408,7 +409,134 @@ TEST(amd_usage_reads_activity_and_vram_of_the_measured_gpus) {
     CHECK(error_of([] { AmdSmiUsage u("/nonexistent/libamd_smi.so"); }).category() == ErrorCategory::LibraryMissing);
 }
 
+// --- per-process use (amdsmi_get_gpu_process_list) ----------------------------------------------
+
+namespace {
+
+// A FAKE_AMD_SMI_PROCS file: "gpu pid watts start_ns end_ns" lines, on CLOCK_MONOTONIC.
+std::string procs_file(const std::vector<std::string>& lines) {
+    const std::string path = fixtures::temp_dir() + "/procs.txt";
+    std::string text;
+    for (const auto& l : lines) text += l + "\n";
+    fixtures::write_file(path, text);
+    return path;
+}
+
+std::string span(int gpu, unsigned pid, double watts, int64_t a, int64_t b) {
+    return std::to_string(gpu) + " " + std::to_string(pid) + " " + std::to_string(watts) + " " + std::to_string(a) +
+           " " + std::to_string(b);
+}
+
+using GfxMap = std::map<std::pair<unsigned, uint32_t>, int64_t>;
+bool has(const GfxMap& m, unsigned gpu, uint32_t pid) { return m.count({gpu, pid}) == 1; }
+int64_t at(const GfxMap& m, unsigned gpu, uint32_t pid) { return has(m, gpu, pid) ? m.at({gpu, pid}) : -1; }
+
+GfxMap gfx_by_gpu_and_pid(const std::vector<GpuProcessSample>& samples) {
+    GfxMap out;
+    for (const auto& x : samples) out[{x.index, x.pid}] = x.gfx_busy_ns;
+    return out;
+}
+
+}  // namespace
+
+TEST(amd_processes_give_each_pid_its_growing_gfx_time_in_either_layout) {
+    const int64_t now = now_ns(), s = 1000000000;
+    const std::string procs = procs_file({span(0, 4101, 50, now - 2 * s, now + 60 * s),
+                                          span(0, 4102, 80, now - s, now - s / 2), span(1, 4103, 90, now - s, now + 60 * s),
+                                          span(1, 4104, 10, now + 60 * s, now + 61 * s)});  // not begun: not listed
+    for (const char* version : {"24.7.0.0", "26.1.0"}) {  // name[32] and name[256] layouts
+        Env env({{"FAKE_AMD_SMI_GPUS", "2"}, {"FAKE_AMD_SMI_PROCS", procs}, {"FAKE_AMD_SMI_VERSION", version}});
+        AmdSmiUsage u(FAKE_AMD_SMI_PATH);
+        CHECK(u.process_support().empty());
+        const auto first = u.processes(0);
+        auto gfx = gfx_by_gpu_and_pid(first);
+        CHECK(gfx.size() == 3 && has(gfx, 0, 4101) && has(gfx, 0, 4102) && has(gfx, 1, 4103));
+        CHECK(at(gfx, 0, 4102) == s / 2);                          // its one span, over
+        CHECK(at(gfx, 0, 4101) >= 2 * s && at(gfx, 0, 4101) < 3 * s);  // busy since 2 s ago
+        for (const auto& x : first) CHECK(x.t_ns >= now && x.sm_util_pct == 0 && x.t_us == 0);
+        CHECK(u.process_errors().empty());
+        ::usleep(20000);
+        auto later = gfx_by_gpu_and_pid(u.processes(0));
+        CHECK(at(later, 0, 4101) >= at(gfx, 0, 4101) + 20000000);  // the cumulative count grows with its busy time
+        CHECK(at(later, 1, 4103) >= at(gfx, 1, 4103) + 20000000 && at(later, 0, 4102) == s / 2);
+    }
+}
+
+TEST(amd_processes_read_again_when_the_list_grew_and_name_the_gpu_that_failed) {
+    const int64_t now = now_ns(), s = 1000000000;
+    std::vector<std::string> lines;
+    for (unsigned k = 0; k < 12; ++k) lines.push_back(span(0, 5000 + k, 10, now - s, now + 60 * s));
+    lines.push_back(span(1, 6000, 10, now - s, now + 60 * s));
+    const std::string procs = procs_file(lines);
+    {
+        // the count says 2, the list holds 12: more than the room given (2 + 8): read again with 12
+        Env env({{"FAKE_AMD_SMI_GPUS", "2"}, {"FAKE_AMD_SMI_PROCS", procs}, {"FAKE_AMD_SMI_PROC_HIDDEN", "10"},
+                 {"ROCR_VISIBLE_DEVICES", "0"}});
+        AmdSmiUsage u(FAKE_AMD_SMI_PATH);
+        const auto gfx = gfx_by_gpu_and_pid(u.processes(0));
+        CHECK(gfx.size() == 12 && has(gfx, 0, 5000) && has(gfx, 0, 5011));
+        CHECK(u.process_errors().empty());
+    }
+    {
+        Env env({{"FAKE_AMD_SMI_GPUS", "2"}, {"FAKE_AMD_SMI_PROCS", procs}, {"FAKE_AMD_SMI_PROC_RC", "10"},
+                 {"FAKE_AMD_SMI_PROC_RC_GPU", "1"}});
+        AmdSmiUsage u(FAKE_AMD_SMI_PATH);
+        const auto gfx = gfx_by_gpu_and_pid(u.processes(0));
+        CHECK(gfx.size() == 12 && !has(gfx, 1, 6000));
+        const auto errors = u.process_errors();
+        REQUIRE(errors.size() == 1);
+        CHECK(errors[0].index == 1 && contains(errors[0].error, "amdsmi_get_gpu_process_list") &&
+              contains(errors[0].error, "NO_PERM"));
+    }
+}
+
+TEST(amd_processes_without_the_symbol_or_a_known_layout_say_why) {
+    {
+        Env env({});
+        amdsmi::Api api = amdsmi::Api::load(FAKE_AMD_SMI_PATH);
+        CHECK(api.GetGpuProcessList != nullptr && api.process_list_support().empty());
+        api.GetGpuProcessList = nullptr;  // as a libamd_smi.so without it
+        CHECK(contains(api.process_list_support(), "has no amdsmi_get_gpu_process_list"));
+        std::vector<amdsmi::ProcessInfo> got;
+        CHECK(api.read_processes(nullptr, got) == amdsmi::kNotSupported && got.empty());
+        api.shut_down_and_unload();
+    }
+    {
+        Env env({{"FAKE_AMD_SMI_VERSION", "none"}});  // the version cannot be read: no layout is guessed
+        AmdSmiUsage u(FAKE_AMD_SMI_PATH);
+        CHECK(contains(u.process_support(), "layout of its amdsmi_proc_info_t is not known"));
+        CHECK(u.processes(0).empty() && u.process_errors().empty());
+    }
+}
+
 // --- the pure parts ------------------------------------------------------------------------------
+
+TEST(amd_smi_process_info_layouts_decode) {
+    using namespace greenprobe::amdsmi;
+    Version v24, v26;
+    v24.known = v26.known = true;
+    v24.year = 24;
+    v26.major = 26;
+    CHECK(proc_layout(v24) == ProcLayout::Name32 && proc_info_size(ProcLayout::Name32) == 224);
+    CHECK(proc_layout(v26) == ProcLayout::Name256 && proc_info_size(ProcLayout::Name256) == 704);
+    CHECK(proc_layout(Version{}) == ProcLayout::Unknown && proc_info_size(ProcLayout::Unknown) == 0);
+    CHECK(proc_info_size(ProcLayout::Name256) <= kProcInfoStride);
+    for (ProcLayout l : {ProcLayout::Name32, ProcLayout::Name256}) {
+        const std::size_t name = l == ProcLayout::Name32 ? 32 : 256;
+        unsigned char buf[kProcInfoStride] = {};
+        std::memset(buf, 'x', name);  // a name that fills its field: no NUL
+        const uint32_t pid = 4242;
+        const uint64_t mem = 7, gfx = 123456789012ull, enc = 5, vram = 11;
+        std::memcpy(buf + name, &pid, 4);
+        std::memcpy(buf + name + 8, &mem, 8);
+        std::memcpy(buf + name + 16, &gfx, 8);
+        std::memcpy(buf + name + 24, &enc, 8);
+        std::memcpy(buf + name + 16 + 64 + 16, &vram, 8);
+        const ProcessInfo p = decode_process(buf, l);
+        CHECK(p.pid == 4242 && p.gfx_ns == gfx && p.enc_ns == 5 && p.mem_bytes == 7 && p.vram_bytes == 11);
+        CHECK(p.name == std::string(name, 'x'));
+    }
+}
 
 TEST(amd_smi_versions_and_power_layouts_decode) {
     using namespace greenprobe::amdsmi;

@@ -119,3 +119,47 @@ def test_a_gpu_no_process_uses_is_idle(tmp_path, fake_nvml, nvml_env):
     assert sorted(r["kind"] for r in rows) == ["idle", "unattributed"], rows
     idle = next(r for r in rows if r["kind"] == "idle")
     assert idle["energy_j"] == pytest.approx(sum(r["energy_j"] for r in rows), rel=0.01)
+
+
+def test_a_gpu_that_answers_an_error_is_unattributed_with_why_not_idle(tmp_path, fake_nvml, nvml_env):
+    """GPU 1 answers NOT_SUPPORTED to nvmlDeviceGetProcessUtilization (as a MIG-enabled GPU does) while a
+    process keeps it busy: its energy is one unattributed row that says which call answered what, not
+    idle; GPU 0 goes on being split among its processes."""
+    t0, seconds = 10**12, 8.0
+    spans = schedules(4, seconds, t0)
+    procs = tmp_path / "procs.txt"
+    procs.write_text("".join(f"{g} {pid} {WATTS[pid]} {a} {b}\n" for g in (0, 1) for pid, ss in spans.items()
+                             for a, b in ss))
+    proc = tmp_path / "proc"
+    for pid in WATTS:
+        (proc / str(pid)).mkdir(parents=True)
+        (proc / str(pid) / "stat").write_text(f"{pid} (gpu-job-{pid}) S 1 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 5 0 0\n")
+    nvml_env(gpus=2, update_ms=100, t0_ns=t0, waveform="constant", base_w=IDLE_W, procs=str(procs),
+             proc_sample_ms=100, proc_error=3, proc_error_gpu=1)
+    clock = ctypes.CDLL(str(fake_nvml))
+    clock.fake_set_now.argtypes = [ctypes.c_longlong]
+    try:
+        clock.fake_set_now(t0)
+        probe = greenprobe.Probe(sensors=["nvml"], nvml_library=str(fake_nvml), nvml_min_period_us=100,
+                                 clock="virtual", consumers="process", proc_root=str(proc)).start()
+        for t in range(t0 + 5_000_000, t0 + int(seconds * 1e9), 5_000_000):
+            clock.fake_set_now(t)
+            probe.poll_at(t)
+        probe.stop()
+    finally:
+        clock.fake_set_now(0)
+    a, b = t0 + 1_000_000_000, t0 + int((seconds - 1) * 1e9)
+    table = probe.consumers(a, b).to_pylist()
+    lost = [r for r in table if r["domain"] == "gpu1"]
+    assert [r["kind"] for r in lost] == ["unattributed"], lost
+    note = lost[0]["note"]
+    assert "per-process use of gpu1 is not known" in note and "nvmlDeviceGetProcessUtilization" in note, note
+    assert "NVML error 3 (Not Supported)" in note, note
+    measured = {e["domain"]: e["energy_j"] for e in probe.energy(a, b)}
+    assert lost[0]["energy_j"] == pytest.approx(measured["gpu1"], rel=1e-9)
+    gpu0 = [r for r in table if r["domain"] == "gpu0"]
+    assert {r["pid"] for r in gpu0 if r["kind"] == "process"} == set(WATTS), gpu0
+    assert sum(r["energy_j"] for r in gpu0) == pytest.approx(measured["gpu0"], rel=1e-9)
+    # the process's own tree: its share of gpu0, and gpu1's row says why it has none there
+    tree = {r["domain"]: r for r in probe.process_tree(4102, a, b)}
+    assert "not known" in tree["gpu1"]["note"] and np.isnan(tree["gpu1"]["energy_j"]), tree["gpu1"]

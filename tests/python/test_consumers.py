@@ -370,6 +370,59 @@ def test_windows_add_up_into_prometheus_counters_and_the_rest_is_other(tmp_path)
         assert set(s.labels) == {"host", *SERIES_LABELS} and {"namespace", "pod_name"} <= set(s.labels)
 
 
+def test_a_users_scrape_shows_their_own_consumers_and_everyone_elses_as_others(tmp_path, monkeypatch):
+    """Processes of this user (701, 703) and of two others (702: uid 4242, 704: uid 4343): an admin's
+    scrape has every consumer's series; a scrape with a token named after this user has this user's
+    two, with the same joules, and one 'others' series per view and domain holding the other users'
+    sum, never their names; a token of no local user sees only 'others', the whole sum; 'others' never
+    falls from one window to the next."""
+    import pwd
+
+    import greenprobe.consumers as gc
+    from greenprobe.daemon.consumers import ConsumerAccount
+    from greenprobe.prometheus import EnergyCollector, view_uid
+
+    me = os.getuid()
+    strangers = {"702": 4242, "704": 4343}
+    real_owner = gc._owner
+    monkeypatch.setattr(gc, "_owner", lambda path: strangers.get(Path(path).name, real_owner(path)))
+    procs = [Proc(701, "mine-a", 5.0), Proc(702, "theirs-b", 14.0), Proc(703, "mine-c", 25.0),
+             Proc(704, "theirs-d", 9.0)]
+    node = Node(procs, seconds=31.0, seed=9, noise_w=0.5)
+    probe = run_node(tmp_path, node, consumers="process")
+    account = ConsumerAccount(probe, None, window_s=10.0)
+    name = pwd.getpwuid(me).pw_name
+    assert view_uid(f"token:{name}") == me and view_uid("uid:4242") == 4242
+    assert view_uid("token:no-such-user-here") is None
+
+    def scrape(view):
+        collector = EnergyCollector(probe, consumers=account)
+        fams = {f.name: f for f in (collector if view is None else collector.seen_by(view)).collect()}
+        return {(s.labels["consumer"], s.labels["kind"]): s.value
+                for s in fams["greenprobe_consumer_energy_joules"].samples if s.name.endswith("_total")}
+
+    rec = probe.use_recorder
+    before = 0.0
+    while account.close_window(end_ns=int(rec.use("process").t_ns[0]) + 10_000_000_000) is not None:
+        others = scrape(f"token:{name}").get(("others", "others"), 0.0)
+        assert others >= before > 0.0 or before == 0.0, "the others series only grows"
+        before = others
+    account.close_window(final=True)
+    admin = scrape(None)
+    assert {c for c, _ in admin} == {"701 mine-a", "702 theirs-b", "703 mine-c", "704 theirs-d"}, admin
+    mine = scrape(f"token:{name}")
+    assert set(mine) == {("701 mine-a", "process"), ("703 mine-c", "process"), ("others", "others")}, mine
+    for key in (("701 mine-a", "process"), ("703 mine-c", "process")):
+        assert mine[key] == pytest.approx(admin[key], rel=1e-12)
+    assert mine[("others", "others")] == pytest.approx(admin[("702 theirs-b", "process")] +
+                                                       admin[("704 theirs-d", "process")], rel=1e-12)
+    nobody = scrape("token:no-such-user-here")
+    assert set(nobody) == {("others", "others")}
+    assert nobody[("others", "others")] == pytest.approx(sum(admin.values()), rel=1e-12)
+    text = repr(account.series(me))
+    assert "theirs" not in text and "mine-a" in text, "another user's consumer is never named"
+
+
 def test_top_shows_screens_and_refuses_a_window_too_short(tmp_path):
     import sys
 
@@ -380,6 +433,7 @@ def test_top_shows_screens_and_refuses_a_window_too_short(tmp_path):
     screens = [ln for ln in r.stdout.splitlines() if "synthetic/synthetic0" in ln]
     assert len(screens) == 2 and "W measured" in screens[0] and "W idle" in screens[0]
     assert "PID" in r.stdout and "95 % INTERVAL W" in r.stdout
+    assert "ENERGY J" in r.stdout and "95 % INTERVAL J" in r.stdout and "since top started" in screens[1]
     bad = subprocess.run([sys.executable, "-m", "greenprobe", "top", "--window", "1", "--consumer-period", "0.25"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "fewer than 8 sweeps" in bad.stderr

@@ -30,14 +30,25 @@ struct GpuUsageReading {
     std::string error;               // why a reading is missing (empty when all went well)
 };
 
-// One process's use of one GPU over one of the driver's sample periods (NVML's per-process
-// utilisation: nvmlDeviceGetProcessUtilization), for attributing a GPU's energy to processes.
+// One process's use of one GPU, for attributing a GPU's energy to processes, in one of two forms:
+//   NVML: its share of one of the driver's sample periods (nvmlDeviceGetProcessUtilization): t_us,
+//       sm_util_pct, memory_util_pct; gfx_busy_ns is -1.
+//   AMD SMI: its GFX engine time on the GPU so far (amdsmi_get_gpu_process_list's engine_usage.gfx),
+//       a cumulative count read at t_ns: gfx_busy_ns; t_us and the shares are 0.
 struct GpuProcessSample {
     unsigned index = 0;      // the kind's device index
     uint32_t pid = 0;
-    uint64_t t_us = 0;       // the driver's timestamp (µs, its CPU clock) at the end of the period
+    uint64_t t_us = 0;       // NVML: the driver's timestamp (µs, its CPU clock) at the end of the period
     unsigned sm_util_pct = 0;
     unsigned memory_util_pct = 0;
+    int64_t t_ns = 0;        // AMD SMI: CLOCK_MONOTONIC when read (NVML: 0)
+    int64_t gfx_busy_ns = -1;  // cumulative GFX engine ns (AMD SMI); -1: a share per period instead
+};
+
+// A GPU whose per-process use could not be read at the latest processes() call, and why.
+struct GpuProcessError {
+    unsigned index = 0;  // the kind's device index
+    std::string error;   // "nvmlDeviceGetProcessUtilization: NVML error 3 (Not Supported)", ...
 };
 
 class GpuUsageReader {
@@ -47,14 +58,19 @@ class GpuUsageReader {
     virtual std::vector<std::string> names() const = 0;    // of the chosen GPUs, in the kind's order
     virtual std::string selection() const = 0;             // how they were chosen, in words
     virtual std::vector<GpuUsageReading> read() const = 0;
-    // Per-process samples of every chosen GPU after since_us (the driver's timestamps); what cannot
-    // be read (a kind, driver or device without them: NVML's MIG instances) is left out, and
-    // process_support() says why in words ("" when every GPU gives them).
+    // Per-process samples of every chosen GPU: NVML's after since_us (the driver's timestamps), AMD
+    // SMI's cumulative counts now (since_us unused). A kind or library without them gives none, and
+    // process_support() says why in words ("" when it gives them). A GPU that answers an error
+    // (NVML's NOT_SUPPORTED on a MIG-enabled GPU, a lost GPU, ...) gives none either, and
+    // process_errors() names it: its processes' use is unknown then, not nil. (NVML's NOT_FOUND,
+    // no sample since since_us, is no error.)
     virtual std::vector<GpuProcessSample> processes(uint64_t since_us) const {
         (void)since_us;
         return {};
     }
     virtual std::string process_support() const { return kind() + " gives no per-process use"; }
+    // The GPUs that answered an error at the latest processes() call, and what they answered.
+    virtual std::vector<GpuProcessError> process_errors() const { return {}; }
 };
 
 class NvmlUsage final : public GpuUsageReader {
@@ -73,6 +89,7 @@ class NvmlUsage final : public GpuUsageReader {
     std::vector<GpuUsageReading> read() const override;
     std::vector<GpuProcessSample> processes(uint64_t since_us) const override;
     std::string process_support() const override;
+    std::vector<GpuProcessError> process_errors() const override;
 
   private:
     struct Impl;
@@ -83,7 +100,8 @@ class NvmlUsage final : public GpuUsageReader {
 // engine's activity and memory_util_pct the memory controller's (UMC), both % as the SMU reports
 // them; memory is VRAM in use and in total. The GPUs: those the amd-gpu sensor measures, chosen the
 // same way (amd_smi_select.hpp): its gpus option, else ROCR_VISIBLE_DEVICES / HIP_VISIBLE_DEVICES,
-// else every GPU AMD SMI sees.
+// else every GPU AMD SMI sees. Per-process use: each process's cumulative GFX engine time per GPU
+// (amdsmi_get_gpu_process_list, read in the layout of the library's version: amd_smi_api.hpp).
 class AmdSmiUsage final : public GpuUsageReader {
   public:
     // Loads AMD SMI (libamd_smi.so unless a path is given); throws SensorError with the fix.
@@ -96,6 +114,9 @@ class AmdSmiUsage final : public GpuUsageReader {
     std::vector<std::string> names() const override;  // "amdgpu<N> <PCI address>", in AMD SMI order
     std::string selection() const override;           // "ROCR_VISIBLE_DEVICES='...'", ...
     std::vector<GpuUsageReading> read() const override;
+    std::vector<GpuProcessSample> processes(uint64_t since_us) const override;
+    std::string process_support() const override;
+    std::vector<GpuProcessError> process_errors() const override;
 
   private:
     struct Impl;

@@ -111,6 +111,48 @@ PowerReading decode_power(const unsigned char* buffer, PowerLayout layout) {
     return {};
 }
 
+ProcLayout proc_layout(const Version& v) {
+    if (!v.known) return ProcLayout::Unknown;
+    // AMDSMI_NORMAL_STRING_LENGTH (32) gave way to AMDSMI_MAX_STRING_LENGTH (256) with the year-less
+    // versions (25.0, ROCm 6.4)
+    return v.year == 0 ? ProcLayout::Name256 : ProcLayout::Name32;
+}
+
+const char* proc_layout_name(ProcLayout l) {
+    switch (l) {
+        case ProcLayout::Name32: return "name[32], 224 bytes (up to 24.x)";
+        case ProcLayout::Name256: return "name[256], 704 bytes (25.0 on)";
+        case ProcLayout::Unknown: break;
+    }
+    return "unknown";
+}
+
+std::size_t proc_info_size(ProcLayout l) {
+    switch (l) {
+        case ProcLayout::Name32: return 224;
+        case ProcLayout::Name256: return 704;
+        case ProcLayout::Unknown: break;
+    }
+    return 0;
+}
+
+ProcessInfo decode_process(const unsigned char* entry, ProcLayout layout) {
+    ProcessInfo p;
+    if (layout == ProcLayout::Unknown) return p;
+    const std::size_t name_len = layout == ProcLayout::Name32 ? 32 : 256;
+    // name[name_len]; pid; (4 bytes of padding); mem; engine_usage {gfx, enc, u32[12]}; memory_usage
+    // {gtt_mem, cpu_mem, vram_mem, u32[10]}; container_name[name_len]; ...
+    const std::size_t pid_at = name_len, mem_at = name_len + 8, gfx_at = mem_at + 8, enc_at = gfx_at + 8;
+    const std::size_t vram_at = gfx_at + 64 + 16;
+    p.name.assign(reinterpret_cast<const char*>(entry), strnlen(reinterpret_cast<const char*>(entry), name_len));
+    p.pid = at<uint32_t>(entry, pid_at);
+    p.mem_bytes = at<uint64_t>(entry, mem_at);
+    p.gfx_ns = at<uint64_t>(entry, gfx_at);
+    p.enc_ns = at<uint64_t>(entry, enc_at);
+    p.vram_bytes = at<uint64_t>(entry, vram_at);
+    return p;
+}
+
 StatusClass classify(Status s) {
     switch (s) {
         case kNoPerm: return {ErrorCategory::Permission, false, false};
@@ -155,6 +197,7 @@ const char* status_name(Status s) {
         case kNoPerm: return "AMDSMI_STATUS_NO_PERM";
         case kIo: return "AMDSMI_STATUS_IO";
         case kFileError: return "AMDSMI_STATUS_FILE_ERROR";
+        case kOutOfResources: return "AMDSMI_STATUS_OUT_OF_RESOURCES";
         case kBusy: return "AMDSMI_STATUS_BUSY";
         case kNotFound: return "AMDSMI_STATUS_NOT_FOUND";
         case kNotInit: return "AMDSMI_STATUS_NOT_INIT";
@@ -240,6 +283,7 @@ Api Api::load(const std::string& library) {
     bind(api.handle, "amdsmi_get_gpu_memory_total", api.GetGpuMemoryTotal);
     bind(api.handle, "amdsmi_get_gpu_device_uuid", api.GetGpuDeviceUuid);
     bind(api.handle, "amdsmi_get_gpu_device_bdf", api.GetGpuDeviceBdf);
+    bind(api.handle, "amdsmi_get_gpu_process_list", api.GetGpuProcessList);
 
     if (api.GetLibVersion) {
         RawVersion raw{};
@@ -286,6 +330,43 @@ Status Api::read_power(ProcessorHandle h, PowerReading& out) const {
     if (s != kSuccess) return s;
     out = decode_power(buffer, layout);
     return out.ok ? kSuccess : kNotSupported;
+}
+
+std::string Api::process_list_support() const {
+    if (!GetGpuProcessList) return "this AMD SMI ('" + path + "') has no amdsmi_get_gpu_process_list";
+    if (proc_layout(version) == ProcLayout::Unknown) {
+        return "the version of this AMD SMI ('" + path + "') cannot be read" +
+               (version.text.empty() ? "" : " (" + version.text + ")") +
+               ", so the layout of its amdsmi_proc_info_t is not known";
+    }
+    return "";
+}
+
+Status Api::read_processes(ProcessorHandle h, std::vector<ProcessInfo>& out) const {
+    out.clear();
+    const ProcLayout layout = proc_layout(version);
+    if (!process_list_support().empty()) return kNotSupported;
+    const std::size_t size = proc_info_size(layout);
+    uint32_t n = 0;
+    Status s = GetGpuProcessList(h, &n, nullptr);  // max_processes 0: the count
+    if (s != kSuccess) return s;
+    std::vector<uint64_t> buffer;  // 8-byte aligned, as the structure is
+    for (int tries = 0; tries < 4; ++tries) {
+        if (n == 0) return kSuccess;
+        const uint32_t room = n + 8;  // and those that start meanwhile
+        buffer.assign(room * kProcInfoStride / sizeof(uint64_t), 0);
+        uint32_t got = room;
+        s = GetGpuProcessList(h, &got, buffer.data());
+        if (s == kOutOfResources) {  // more than room: got is how many there are now
+            n = got;
+            continue;
+        }
+        if (s != kSuccess) return s;
+        const auto* bytes = reinterpret_cast<const unsigned char*>(buffer.data());
+        for (uint32_t i = 0; i < std::min(got, room); ++i) out.push_back(decode_process(bytes + i * size, layout));
+        return kSuccess;
+    }
+    return kOutOfResources;
 }
 
 void Api::shut_down_and_unload() {

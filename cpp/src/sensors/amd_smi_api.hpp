@@ -15,6 +15,8 @@
 //       a zeroed buffer far larger than any of them (kPowerInfoBuffer) and decoded by the library's
 //       version, so that a newer library can never write past what we gave it; a library whose
 //       version cannot be read gets no power reading at all rather than a guessed layout.
+//   amdsmi_proc_info_t (amdsmi_get_gpu_process_list): two layouts (ProcLayout below), 224 and 704
+//       bytes, chosen the same way, into a buffer of kProcInfoStride bytes an entry.
 #pragma once
 
 #include <cstddef>
@@ -49,6 +51,7 @@ inline constexpr Status kNoPerm = 10;
 inline constexpr Status kInterrupt = 11;
 inline constexpr Status kIo = 12;
 inline constexpr Status kFileError = 14;
+inline constexpr Status kOutOfResources = 15;  // amdsmi_get_gpu_process_list: more processes than room
 inline constexpr Status kInitError = 18;
 inline constexpr Status kDirectoryNotFound = 20;  // 25.x
 inline constexpr Status kBusy = 30;
@@ -115,6 +118,32 @@ struct PowerReading {
 // current_socket_power (MI300 and newer), else average_socket_power (Navi, MI200 and older).
 PowerReading decode_power(const unsigned char* buffer, PowerLayout layout);
 
+// amdsmi_proc_info_t (one process on one GPU, amdsmi_get_gpu_process_list), by version:
+//   Name32 (up to 24.x, ROCm 5.7 to 6.3): char name[32] (AMDSMI_NORMAL_STRING_LENGTH); u32 pid; u64 mem;
+//       engine_usage {u64 gfx, u64 enc, u32 reserved[12]}; memory_usage {u64 gtt_mem, cpu_mem, vram_mem,
+//       u32 reserved[10]}; char container_name[32]; u32 reserved[4]: 224 bytes, gfx at 48.
+//   Name256 (25.0 on, ROCm 6.4 and 7): name and container_name of AMDSMI_MAX_STRING_LENGTH (256), then
+//       cu_occupancy and later evicted_time, sdma_usage in what was reserved: 704 bytes, gfx at 272.
+// engine_usage.gfx is the process's GFX engine time on that GPU in ns, counted since it opened the
+// device (the amdgpu driver's fdinfo drm-engine-gfx, summed over its files): a cumulative count.
+enum class ProcLayout { Unknown, Name32, Name256 };
+ProcLayout proc_layout(const Version& v);
+const char* proc_layout_name(ProcLayout l);
+std::size_t proc_info_size(ProcLayout l);  // 224, 704; 0 for Unknown
+
+// Room per entry given to the library: larger than any layout, so that a newer, larger one can never
+// write past the buffer (its entries are then misread, never overrun).
+inline constexpr std::size_t kProcInfoStride = 1024;
+struct ProcessInfo {
+    uint32_t pid = 0;
+    uint64_t gfx_ns = 0;      // engine_usage.gfx: cumulative GFX engine time (ns)
+    uint64_t enc_ns = 0;      // engine_usage.enc
+    uint64_t mem_bytes = 0;   // mem
+    uint64_t vram_bytes = 0;  // memory_usage.vram_mem
+    std::string name;
+};
+ProcessInfo decode_process(const unsigned char* entry, ProcLayout layout);
+
 // What a status means to the sampler and to the user.
 struct StatusClass {
     ErrorCategory category;
@@ -144,6 +173,8 @@ struct Api {
     Status (*GetGpuMemoryTotal)(ProcessorHandle, int, uint64_t*) = nullptr;
     Status (*GetGpuDeviceUuid)(ProcessorHandle, unsigned int*, char*) = nullptr;
     Status (*GetGpuDeviceBdf)(ProcessorHandle, Bdf*) = nullptr;
+    // amdsmi_get_gpu_process_list(handle, uint32_t* max_processes, amdsmi_proc_info_t* list): see read_processes
+    Status (*GetGpuProcessList)(ProcessorHandle, uint32_t*, void*) = nullptr;
 
     // Loads the library (soname libamd_smi.so unless a path is given), reads its version and
     // initialises it for AMD GPUs. Throws SensorError (LibraryMissing, Permission, ...) naming the
@@ -152,6 +183,12 @@ struct Api {
     std::string error_string(Status s) const;  // "AMD SMI status 31 (AMDSMI_STATUS_NOT_FOUND ...)"
     // Reads the power of a GPU in the library's layout; status kNotSupported where the layout is unknown.
     Status read_power(ProcessorHandle h, PowerReading& out) const;
+    // Why per-process use cannot be read from this library ("" when it can): no
+    // amdsmi_get_gpu_process_list, or a version whose amdsmi_proc_info_t layout is not known.
+    std::string process_list_support() const;
+    // The processes on a GPU (count first, then the list; again with the larger count where the list
+    // grew meanwhile: AMDSMI_STATUS_OUT_OF_RESOURCES); kNotSupported where process_list_support() says why.
+    Status read_processes(ProcessorHandle h, std::vector<ProcessInfo>& out) const;
     void shut_down_and_unload();
 };
 

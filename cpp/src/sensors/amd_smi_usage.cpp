@@ -1,3 +1,5 @@
+#include <mutex>
+
 #include "amd_smi_api.hpp"
 #include "amd_smi_select.hpp"
 #include "greenprobe/clock.hpp"
@@ -10,6 +12,8 @@ struct AmdSmiUsage::Impl {
     amdsmi::Api api;
     std::vector<amdsmi::KnownGpu> gpus;  // the chosen ones
     std::string selection;
+    mutable std::mutex errors_mutex;
+    mutable std::vector<GpuProcessError> errors;  // of the latest processes() call
 };
 
 AmdSmiUsage::AmdSmiUsage(const std::string& library, const std::optional<std::string>& gpus)
@@ -80,6 +84,41 @@ std::vector<GpuUsageReading> AmdSmiUsage::read() const {
         }
         out.push_back(std::move(r));
     }
+    return out;
+}
+
+std::string AmdSmiUsage::process_support() const { return impl_->api.process_list_support(); }
+
+std::vector<GpuProcessError> AmdSmiUsage::process_errors() const {
+    std::lock_guard<std::mutex> hold(impl_->errors_mutex);
+    return impl_->errors;
+}
+
+std::vector<GpuProcessSample> AmdSmiUsage::processes(uint64_t since_us) const {
+    (void)since_us;  // the counts are cumulative: the caller keeps the previous ones
+    const auto& api = impl_->api;
+    std::vector<GpuProcessSample> out;
+    if (!api.process_list_support().empty()) return out;
+    std::vector<GpuProcessError> errors;
+    std::vector<amdsmi::ProcessInfo> procs;
+    for (const auto& g : impl_->gpus) {
+        const amdsmi::Status s = api.read_processes(g.handle, procs);
+        const int64_t t = now_ns();
+        if (s != amdsmi::kSuccess) {
+            errors.push_back({g.index, "amdsmi_get_gpu_process_list: " + api.error_string(s)});
+            continue;
+        }
+        for (const auto& p : procs) {
+            GpuProcessSample x;
+            x.index = g.index;
+            x.pid = p.pid;
+            x.t_ns = t;
+            x.gfx_busy_ns = static_cast<int64_t>(p.gfx_ns & 0x7FFFFFFFFFFFFFFFull);
+            out.push_back(x);
+        }
+    }
+    std::lock_guard<std::mutex> hold(impl_->errors_mutex);
+    impl_->errors = std::move(errors);
     return out;
 }
 

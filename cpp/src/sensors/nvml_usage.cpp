@@ -1,3 +1,5 @@
+#include <mutex>
+
 #include "greenprobe/clock.hpp"
 #include "greenprobe/gpu_usage.hpp"
 #include "greenprobe/registry.hpp"
@@ -12,6 +14,8 @@ struct NvmlUsage::Impl {
     std::vector<nvml::Device> devices;
     std::vector<std::string> names, uuids;
     std::string selection;
+    mutable std::mutex errors_mutex;
+    mutable std::vector<GpuProcessError> errors;  // of the latest processes() call
 };
 
 NvmlUsage::NvmlUsage(const std::string& library, const std::optional<std::string>& gpus)
@@ -111,14 +115,23 @@ std::string NvmlUsage::process_support() const {
     return impl_->api.DeviceGetProcessUtilization ? "" : "this NVML has no nvmlDeviceGetProcessUtilization";
 }
 
+std::vector<GpuProcessError> NvmlUsage::process_errors() const {
+    std::lock_guard<std::mutex> hold(impl_->errors_mutex);
+    return impl_->errors;
+}
+
 std::vector<GpuProcessSample> NvmlUsage::processes(uint64_t since_us) const {
     const auto& api = impl_->api;
     std::vector<GpuProcessSample> out;
     if (!api.DeviceGetProcessUtilization) return out;
     std::vector<nvml::ProcessUtilizationSample> buf;
+    std::vector<GpuProcessError> errors;
     for (std::size_t i = 0; i < impl_->devices.size(); ++i) {
         nvml::Device d = impl_->devices[i];
-        if (!d) continue;
+        if (!d) {
+            errors.push_back({impl_->indices[i], "no NVML handle for this GPU"});
+            continue;
+        }
         unsigned int n = 0;
         nvml::Return r = api.DeviceGetProcessUtilization(d, nullptr, &n, since_us);
         for (int tries = 0; r == nvml::kErrorInsufficientSize && tries < 3; ++tries) {
@@ -126,7 +139,11 @@ std::vector<GpuProcessSample> NvmlUsage::processes(uint64_t since_us) const {
             n = static_cast<unsigned int>(buf.size());
             r = api.DeviceGetProcessUtilization(d, buf.data(), &n, since_us);
         }
-        if (r != nvml::kSuccess) continue;  // none since then (NOT_FOUND), or not on this device
+        if (r == nvml::kErrorNotFound) continue;  // no sample since since_us: no process ran
+        if (r != nvml::kSuccess) {  // NOT_SUPPORTED (a MIG-enabled GPU), GPU_IS_LOST, ...: use unknown
+            errors.push_back({impl_->indices[i], "nvmlDeviceGetProcessUtilization: " + api.error_string(r)});
+            continue;
+        }
         for (unsigned k = 0; k < n && k < buf.size(); ++k) {
             GpuProcessSample s;
             s.index = impl_->indices[i];
@@ -137,6 +154,8 @@ std::vector<GpuProcessSample> NvmlUsage::processes(uint64_t since_us) const {
             out.push_back(s);
         }
     }
+    std::lock_guard<std::mutex> hold(impl_->errors_mutex);
+    impl_->errors = std::move(errors);
     return out;
 }
 

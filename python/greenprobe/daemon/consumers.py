@@ -15,8 +15,10 @@ then:
 Who sees what: root, the daemon's user and ``--admin-group`` see every consumer; anyone else sees
 the processes and cgroups they own (the uid of /proc/PID, of the cgroup's folder), with everyone
 else's added up into one ``others`` row per domain and window, so their view still adds up to the
-measured energy. Prometheus shows consumer series to an admin's scrape only; an OTLP push goes to the
-operator's collector, the admin's view, and carries them all.
+measured energy. Prometheus does the same per scrape: an admin's scrape has every consumer's series,
+anyone else's their own plus one ``others`` series per view and domain (``series(uid)``; a scrape's
+user: prometheus.view_uid); an OTLP push goes to the operator's collector, the admin's view, and
+carries them all.
 """
 
 from __future__ import annotations
@@ -50,6 +52,9 @@ class ConsumerAccount:
         self._lock = threading.Lock()
         self._windows: deque = deque()  # (start_ns, end_ns, table)
         self.totals: dict[tuple, float] = {}
+        #: each series' user: the uid of its rows (-1 where unknown, where rows of different users came
+        #: under the same labels, and for "(other)"): a non-admin's scrape sees only its own by name
+        self.owners: dict[tuple, int] = {}
         self._start: Optional[int] = None
         self._n = 0
         self.notes: list[str] = []  # windows that could not be estimated, and why
@@ -93,6 +98,8 @@ class ConsumerAccount:
                     if r["kind"] in ("process", "cgroup"):
                         key = tuple(r[k] or "" for k in SERIES_LABELS)
                         self.totals[key] = self.totals.get(key, 0.0) + max(r["energy_j"], 0.0)
+                        uid = -1 if r["uid"] is None else int(r["uid"])
+                        self.owners[key] = uid if self.owners.get(key, uid) == uid else -1
                 self._fold()
         self._start = b
         rec.forget_before(b)
@@ -173,10 +180,25 @@ class ConsumerAccount:
             view, kind, _, sensor, domain = key[:5]
             other = (view, kind, "(other)", sensor, domain) + ("",) * (len(SERIES_LABELS) - 5)
             self.totals[other] = self.totals.get(other, 0.0) + self.totals.pop(key)
+            self.owners.pop(key, None)
+            self.owners[other] = -1
 
-    def series(self) -> list[tuple[tuple, float]]:
+    def series(self, uid: Optional[int] = None) -> list[tuple[tuple, float]]:
         """(labels, joules) for Prometheus and OTLP, the labels' values in SERIES_LABELS' order: the
         MAX_SERIES consumers with the most energy kept apart, the others added up for good under
-        consumer "(other)" per view, kind and domain. Every user's consumers: an admin's view only."""
+        consumer "(other)" per view, kind and domain. ``uid`` None (an admin): every user's consumers;
+        else only the series of ``uid``'s processes and cgroups, and everything else added up into one
+        series of kind and consumer ``others`` per view, sensor and domain (as ``table(uid)`` does), so
+        no other user's consumer is named. Each series only grows, ``others`` too (a series of
+        ``uid``'s that is folded into "(other)" moves into it)."""
         with self._lock:
-            return sorted(self.totals.items())
+            if uid is None:
+                return sorted(self.totals.items())
+            mine, others = [], {}
+            for key, j in self.totals.items():
+                if key[2] != "(other)" and self.owners.get(key, -1) == uid and uid >= 0:
+                    mine.append((key, j))
+                else:
+                    o = (key[0], "others", "others", key[3], key[4]) + ("",) * (len(SERIES_LABELS) - 5)
+                    others[o] = others.get(o, 0.0) + j
+            return sorted(mine) + sorted(others.items())
