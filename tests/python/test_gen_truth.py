@@ -7,10 +7,10 @@ counter moves every 100 ms. Its trace defines the power exactly, so each run's e
 from docs/SCHEMA.md ("Generation"): the prefills' own energy is the trace's energy during the prefill
 marks, the output tokens get the rest of the window's energy above idle, gross adds 80 W over the
 phase's own time. Target: energy per prompt token and per output token within 5 % of the exact
-figure, with each 95 % interval covering it, for every generative runtime that runs here (the study
-runs each configuration until its figures' intervals are within 2.5 %: target_rel_ci; one whose runs
-other processes disturbed, or that reached max_runs short of the target, is held to its interval: it
-says how precise it is, and the study flags it), on the
+figure, with each 95 % interval covering it, for every generative runtime that runs here (a
+configuration whose runs other processes disturbed beyond the study's threshold even when run again,
+which the study flags, is held to its interval only: the figure says it was measured on a busy
+machine), on the
 same model: Llama 3.2's architecture at size "tiny" (8 layers of 768, about 50M parameters), whose
 decode steps took 13-20 ms on these 2 cores, as a full model's take 5-50 ms on a GPU. (Requests far shorter
 than the counter's period cannot be split into phases by any window: every window then holds the
@@ -47,7 +47,6 @@ def available() -> list[str]:
 
 
 FAKE_UPDATE_MS = "100"  # the stand-in NVML counter's update period
-TARGET = 0.025  # the study's stopping rule: each gross figure's 95 % interval within 2.5 %
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +65,6 @@ def followed_gen_study(tmp_path_factory, fake_nvml):
             mp.setenv(k, v)
         spec = load_spec(None, task="generate", runtimes=runtimes, models=[MODEL], precisions=["fp32"],
                          batch_sizes=[1], size="tiny", prompt_tokens=64, output_tokens=16, runs=3, min_run_s=4.0,
-                         target_rel_ci=TARGET, max_runs=8,
                          min_inferences=4, warmup=1, rest_s=0.1, baseline_s=1.0, sensors="nvml", period_us=500,
                          seed=7)
         run_study(spec, out / "study", log=lambda s: None)
@@ -110,13 +108,11 @@ def test_every_runtime_within_5_percent_of_exact_with_covering_intervals(followe
             dec = [d for d, p in zip(steps["duration_s"], steps["phase"]) if p == "decode"]
             report.append(f"{row['id']}: decode steps {np.median(dec) * 1e3:.3g} ms (median), prefill "
                           f"{row['ttft_s'] * 1e3:.3g} ms, idle {row['idle_power_w']:.4g} W")
-            # precise: the stopping rule met its target, and no run was kept though others disturbed it
-            widths = {k: (row[k + "_high"] - row[k + "_low"]) / 2 / row[k]
-                      for k in ("energy_j_per_prompt_token", "energy_j_per_output_token")}
-            precise = all(w <= TARGET for w in widths.values()) and not row["runs_disturbed_kept"]
+            # no run kept though other processes disturbed it (the study runs a disturbed one again)
+            precise = not row["runs_disturbed_kept"]
             report.append(f"  {row['runs']} runs ({row['runs_run_again']} run again, {row['runs_disturbed_kept']} kept "
-                          f"disturbed), interval half-widths " + ", ".join(f"{k} {w:.1%}" for k, w in widths.items())
-                          + ("" if precise else "  <- short of the target: held to its interval only"))
+                          f"disturbed, others' most {row['foreign_cores_max']:.2f} cores)"
+                          + ("" if precise else "  <- disturbed: held to its interval only"))
             for key, truth in exact(study, row, trace).items():
                 err = row[key] / truth - 1
                 report.append(f"  {key}: {row[key]:.5g} vs exact {truth:.5g} ({err:+.2%}), 95 % "
