@@ -203,6 +203,12 @@ def test_time_left_counts_the_builds_still_to_come():
     # b1 failed: its runs are left out; a2 shares a1's model (a run's length), b2 is a fresh build
     assert time_left(todo[4:], {a1: 1.0}, {a1: 5.0}, {a1}, {b1}) == pytest.approx(6 * 1.0 + 1.0 + 5.0)
     assert format_seconds(42) == "42 s" and format_seconds(300) == "5.0 min"
+    # a configuration not run yet lasts as those of its batch size (its model's first), not as the mean
+    every = {a1: 60.0, a2: 60.0, b1: 60.0, b2: 60.0}
+    left = time_left([(b1, 0), (b2, 0)], {a1: 2.0, a2: 20.0}, every, set(every), set())
+    assert left == pytest.approx(2.0 + 20.0)  # the mean of all would say 11 + 11
+    a3 = cfg("a", 64)
+    assert time_left([(a3, 0)], {a1: 2.0, a2: 20.0}, every, set(every) | {a3}, set()) == pytest.approx(11.0)
 
 
 def _write_run(d, r, window_j, pre_j, ok=True, session="0"):
