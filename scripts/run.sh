@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job on this machine's defaults: install greenprobe and the runtimes, show what can be
-# measured here, run the quick study (the paper's whole matrix, small inputs, 3 runs each: about
-# 26 minutes on a 2-core CPU machine, 2026-11-29) and write its report: results/summary.parquet, results/report.html.
+# measured here, run the quick studies (the paper's whole matrix, small inputs, 3 runs each; and the
+# generative one beside it) and write their report: results/summary.parquet, results/report.html
+# (20.6 minutes on a 2-core CPU machine once set up, 2026-12-06: benchmarks/RESULTS.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-results}
