@@ -49,6 +49,9 @@ from .estimator import ewc_long_run, ewc_terms, t_quantile
 MAX_VIF = 20.0
 #: a consumer that cannot have its own coefficient shares one whose use correlates above this
 SHARE_CORR = 0.9
+#: a domain whose power varies less than this fraction of its mean over the windows, and whose consumers' use
+#: less than twice it: a saturated (or steady) machine, where nothing tells the consumers from idle
+SATURATED_CV = 0.05
 #: a consumer below this share of the window's CPU time is pooled
 MIN_SHARE = 0.002
 #: own coefficients at most (and at most one per 20 windows)
@@ -146,6 +149,17 @@ def fit_domain(use: Use, windows: np.ndarray, k: np.ndarray, w: np.ndarray, d: n
         sel = k == i
         np.add.at(col, row[sel], d[sel])
         return col
+
+    # the domain's power and every consumer's use together: where neither varies (every core busy all
+    # along, a machine saturated), what the consumers drew cannot be told from idle, whatever the split
+    # (the use's small wobble, the sweeps' ticks, then explains nothing and the fit reads 0 W per core)
+    rate = np.bincount(row, weights=d, minlength=n) / np.maximum(dt, 1e-9)
+    power = energy / np.maximum(dt, 1e-9)
+    if (rate.mean() > 0 and power.mean() > 0 and power.std() < SATURATED_CV * power.mean()
+            and rate.std() < 2 * SATURATED_CV * rate.mean()):
+        return None, (f"neither the power ({power.mean():.1f} W) nor the consumers' CPU use ({rate.mean():.2f} cores) "
+                      "varied over the interval (a saturated or steady machine): their power cannot be told from "
+                      "idle; measure while the load starts and stops")
 
     own_cols: list[np.ndarray] = []
     kinds: list[str] = []

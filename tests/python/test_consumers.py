@@ -455,7 +455,9 @@ def test_two_slurm_jobs_sharing_the_node_each_get_their_energy(tmp_path):
         pytest.skip("no Slurm here (bash scripts/slurm-local.sh start)")
     tdp = 40.0
     slope = tdp * 0.7 / os.cpu_count()  # cpu-estimate: idle 30 % of the rated power, the rest by utilisation
-    busy = "import time\nt = time.time()\nwhile time.time() - t < {s}: pass\n"
+    # each job's work is CPU seconds, not wall seconds: on a busy machine a loop held for 6 s of the
+    # wall clock gets only its share of the cores (the test once read 0.81 of the 1 CPU-s it assumed)
+    busy = "import time\nwhile time.process_time() < {s}: pass\n"
     jobs = []
     with greenprobe.Probe(sensors=["cpu-estimate"], cpu_tdp_w=tdp, consumers="process",
                           consumer_period_s=0.1) as probe:
@@ -481,11 +483,17 @@ def test_two_slurm_jobs_sharing_the_node_each_get_their_energy(tmp_path):
         r = rows[job]
         assert r["cpu_s"] == pytest.approx(secs, rel=0.15), r
         truth = slope * r["cpu_s"]
+        if r["energy_j"] != r["energy_j"]:
+            # other work kept every core busy all along (a busy machine): the estimate's power stood at
+            # its rated maximum, and nothing tells the jobs from idle; the table says so, never a figure
+            assert "saturated" in r["note"] and r["measured_j"] >= 0.97 * tdp * (b - a) / 1e9, r
+            continue
         assert r["energy_j"] == pytest.approx(truth, rel=0.10), (r, truth)
         assert r["energy_j_low"] <= truth <= r["energy_j_high"], (r, truth)
     parts = probe.consumers(a, b).to_pylist()
     assert sum(x["energy_j"] for x in parts) == pytest.approx(probe.energy(a, b)[0]["energy_j"], rel=1e-9)
-    assert {x["slurm_job"] for x in parts if x["kind"] == "process"} >= set(jobs)
+    if all(rows[j]["energy_j"] == rows[j]["energy_j"] for j in jobs):  # estimated: each job's processes are rows
+        assert {x["slurm_job"] for x in parts if x["kind"] == "process"} >= set(jobs)
 
 
 def _stat(root: Path, pid: int, ppid: int, own: int, reaped: int, state: str = "S", start: int = 100) -> None:
