@@ -9,6 +9,12 @@
    which 10 exit and 10 start every sweep (a synthetic reader: the cost under test is the recorder's),
    the daemon's forgetting every 30 s window; Python's allocated memory (tracemalloc) at each
    quarter-hour.
+2b. The daemon's whole cost at 1,000 processes (``--minutes`` of churn, 105 by default: past the hour
+   of window tables the daemon keeps for its queries, KEEP_S): a Probe on a
+   virtual clock with the daemon's consumer accounting (daemon/consumers.ConsumerAccount: a fit of
+   every domain every 30 s window over every process, its totals, the sweeps let go) fed the churn
+   above; the fit's wall time per window, the share of a core sweeps and fits take together, and the
+   process's resident memory (VmRSS) at each quarter-hour.
 3. Error against the truth on seeded stand-in nodes (tests/python/node.py: 4 processes at 4-30 W per
    core on independent schedules, power wandering 2 W, 60 s, sweeps every 250 ms): greenprobe's
    regression beside Kepler's split (energy above idle, idle the lowest window's power, by CPU-time
@@ -110,6 +116,40 @@ def memory(sweeps: int = 14_400) -> list:
     return out
 
 
+def rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def daemon_cost(minutes: int = 60, live: int = 1000) -> dict:
+    import greenprobe
+    from greenprobe.daemon.consumers import ConsumerAccount
+
+    probe = greenprobe.Probe(sensors=["synthetic:waveform=sine;base_w=60;amp_w=20;freq_hz=0.05;update_us=1000"],
+                             clock="virtual", consumers="process", consumer_period_s=0.25)
+    probe.start()
+    rec = probe.use_recorder
+    rec.readers["process"] = Churn(live)
+    account = ConsumerAccount(probe, None, window_s=30.0)
+    t0 = t = 10**12
+    fits, rss = [], []
+    step = 250_000_000
+    for s in range(minutes * 240):
+        t = t0 + s * step
+        probe.poll_at(t)
+        if s % 120 == 119:  # the daemon's account closes a 30 s window
+            a = time.perf_counter()
+            account.close_window(end_ns=t)
+            fits.append(time.perf_counter() - a)
+        if s % 3600 == 3599:
+            rss.append((round((s + 1) * 0.25 / 60), rss_mib()))
+    probe.stop()
+    return {"fit_s": float(np.median(fits)), "fit_max_s": float(max(fits)), "windows": len(fits), "rss": rss,
+            "series": len(account.totals)}
+
+
 def accuracy(seeds: int) -> dict:
     from node import seeded_fit
 
@@ -141,6 +181,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--procs", type=int, default=1000)
     ap.add_argument("--seeds", type=int, default=40)
+    ap.add_argument("--minutes", type=int, default=105, help="of churn for the daemon's whole cost (2b): past the hour "
+                    "of windows the daemon keeps (KEEP_S)")
     args = ap.parse_args()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python "
           f"{platform.python_version()}")
@@ -148,6 +190,12 @@ def main() -> None:
     print(f"cost: one sweep of {c['processes']} processes {c['sweep_ms']:.1f} ms (median of 30): "
           f"{c['core_at_250ms'] * 100:.1f} % of a core at 0.25 s, {c['core_per_100'] * 100:.2f} % per 100 processes")
     print("memory under churn (minutes, MiB allocated):", ", ".join(f"{m} min {mib:.2f}" for m, mib in memory()))
+    d = daemon_cost(args.minutes)
+    whole = c["sweep_ms"] / 1e3 / 0.25 + d["fit_s"] / 30.0
+    print(f"the daemon's accounting at 1,000 processes: a 30 s window's fit {d['fit_s'] * 1e3:.0f} ms (median of "
+          f"{d['windows']}, most {d['fit_max_s'] * 1e3:.0f} ms); sweeps and fits {whole * 100:.1f} % of a core, "
+          f"{whole * 100 / c['processes'] * 100:.2f} % per 100 processes; {d['series']} series kept")
+    print("  resident memory under churn (minutes, MiB):", ", ".join(f"{m} min {mib:.0f}" for m, mib in d["rss"]))
     acc = accuracy(args.seeds)
     print(f"error over {acc['processes']} processes (|error| / truth, median and 90th percentile):")
     for m in ("greenprobe", "kepler", "scaphandre"):
