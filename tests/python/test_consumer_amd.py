@@ -5,67 +5,18 @@ cumulative GFX engine ns, as the driver does; on a virtual clock."""
 
 from __future__ import annotations
 
-import ctypes
 import shutil
 import subprocess
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-import greenprobe
 from greenprobe import _core
+from gpu_standin import WATTS, busy_s, proc_tree, run, schedules
 
 IDLE_W = 60.0
 SLOPE_W_PER_S = 0.05  # the idle power drifts: nothing the processes do explains it
-WATTS = {4101: 50.0, 4102: 120.0, 4103: 200.0}
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
-
-
-def schedules(seed: int, seconds: float, t0: int, pids=WATTS) -> dict:
-    """Per pid, busy spans (start_ns, end_ns): on and off for 0.2-1.5 s each, independently."""
-    rng = np.random.default_rng(seed)
-    out = {}
-    for pid in pids:
-        spans, t, busy = [], t0 + int(rng.uniform(0, 0.5e9)), bool(rng.integers(2))
-        while t < t0 + seconds * 1e9:
-            length = int(rng.uniform(0.2e9, 1.5e9))
-            if busy:
-                spans.append((t, min(t + length, t0 + int(seconds * 1e9))))
-            t += length
-            busy = not busy
-        out[pid] = spans
-    return out
-
-
-def proc_tree(root: Path, pids) -> Path:
-    for pid in pids:  # the processes' names, as /proc shows them
-        (root / str(pid)).mkdir(parents=True)
-        (root / str(pid) / "stat").write_text(f"{pid} (gpu-job-{pid}) S 1 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 5 0 0\n")
-    return root
-
-
-def run(libs: list, t0: int, seconds: float, **probe_args):
-    """A Probe polled every 5 ms on the virtual clock of every fake library in ``libs``."""
-    clocks = [ctypes.CDLL(str(lib)) for lib in libs]  # the libraries the sensors load: dlopen gives the same
-    for c in clocks:
-        c.fake_set_now.argtypes = [ctypes.c_longlong]
-        c.fake_set_now(t0)
-    try:
-        probe = greenprobe.Probe(clock="virtual", consumers="process", **probe_args).start()
-        for t in range(t0 + 5_000_000, t0 + int(seconds * 1e9), 5_000_000):
-            for c in clocks:
-                c.fake_set_now(t)
-            probe.poll_at(t)
-        probe.stop()
-    finally:
-        for c in clocks:
-            c.fake_set_now(0)
-    return probe
-
-
-def busy_s(spans, a: int, b: int) -> float:
-    return sum(max(0, min(e, b) - max(s, a)) for s, e in spans) / 1e9
 
 
 @pytest.mark.parametrize("version", ["24.7.0.0", "26.1.0"])  # amdsmi_proc_info_t with name[32], name[256]

@@ -4,11 +4,6 @@ attributes, received by the in-process collector of test_otlp."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
-
 import pytest
 
 pytest.importorskip("opentelemetry.sdk.metrics", reason="pip install 'greenprobe[otlp]'")
@@ -18,7 +13,7 @@ from greenprobe.otlp import OtlpExporter  # noqa: E402
 from node import Proc  # noqa: E402
 from test_consumers import POD_UID, run_pod_node  # noqa: E402
 import test_otlp  # noqa: E402
-from test_otlp import POWER_W, value  # noqa: E402
+from test_otlp import POWER_W, run_daemon_until, value  # noqa: E402
 
 collector = test_otlp.collector  # the in-process collector (a fixture)
 
@@ -65,21 +60,9 @@ def test_an_exporter_without_consumers_pushes_no_consumer_series(collector):
 def test_the_daemon_pushes_its_consumers_energy(collector, tmp_path):
     """`greenprobe daemon --consumers process --otlp-endpoint`: the consumers' series reach the
     collector once a window has closed."""
-    sock, ready = tmp_path / "run" / "d.sock", tmp_path / "ready"
-    sock.parent.mkdir(mode=0o700)
-    proc = subprocess.Popen([sys.executable, "-m", "greenprobe", "daemon", "--sensors", "cpu-estimate",
-                             "--socket", str(sock), "--ready-file", str(ready), "--otlp-endpoint", collector.endpoint,
-                             "--otlp-interval-s", "0.5", "--consumers", "process", "--consumer-period", "0.1",
-                             "--consumer-window-s", "1"], stderr=subprocess.PIPE, text=True, env=os.environ.copy())
-    try:
-        deadline = time.monotonic() + 40
-        while time.monotonic() < deadline and not collector.points("greenprobe.consumer.energy"):
-            assert proc.poll() is None, proc.stderr.read()
-            time.sleep(0.2)
-    finally:
-        proc.terminate()
-        _, err = proc.communicate(timeout=30)
-    assert proc.returncode == 0, err
+    err = run_daemon_until(collector, tmp_path, ["--sensors", "cpu-estimate", "--consumers", "process",
+                                                 "--consumer-period", "0.1", "--consumer-window-s", "1"],
+                           lambda: bool(collector.points("greenprobe.consumer.energy")), 40)
     assert f"pushing hw.energy, hw.power and greenprobe.consumer.energy to {collector.endpoint}" in err
     points = collector.points("greenprobe.consumer.energy")
     assert points, err

@@ -5,32 +5,14 @@ process's busy share of every 100 ms sample period, as the driver does; on a vir
 
 from __future__ import annotations
 
-import ctypes
-
 import numpy as np
 import pytest
 
 import greenprobe
+from gpu_standin import WATTS, busy_s, proc_tree, run, schedules
 
 IDLE_W = 60.0
 DRIFT_W = 3.0  # the idle power's drift: a sine of this amplitude, 7.7 s period
-WATTS = {4101: 50.0, 4102: 120.0, 4103: 200.0}
-
-
-def schedules(seed: int, seconds: float, t0: int) -> dict:
-    """Per pid, busy spans (start_ns, end_ns): on and off for 0.2-1.5 s each, independently."""
-    rng = np.random.default_rng(seed)
-    out = {}
-    for pid in WATTS:
-        spans, t, busy = [], t0 + int(rng.uniform(0, 0.5e9)), bool(rng.integers(2))
-        while t < t0 + seconds * 1e9:
-            length = int(rng.uniform(0.2e9, 1.5e9))
-            if busy:
-                spans.append((t, min(t + length, t0 + int(seconds * 1e9))))
-            t += length
-            busy = not busy
-        out[pid] = spans
-    return out
 
 
 def test_each_process_gets_its_share_of_the_gpu(tmp_path, fake_nvml, nvml_env):
@@ -41,31 +23,17 @@ def test_each_process_gets_its_share_of_the_gpu(tmp_path, fake_nvml, nvml_env):
     spans = schedules(3, seconds, t0)
     procs = tmp_path / "procs.txt"
     procs.write_text("".join(f"0 {pid} {WATTS[pid]} {a} {b}\n" for pid, ss in spans.items() for a, b in ss))
-    proc = tmp_path / "proc"
-    for pid in WATTS:  # the processes' names, as /proc shows them
-        (proc / str(pid)).mkdir(parents=True)
-        (proc / str(pid) / "stat").write_text(f"{pid} (gpu-job-{pid}) S 1 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 5 0 0\n")
     # the idle power drifts: nothing the processes do explains it
     nvml_env(gpus=1, update_ms=100, t0_ns=t0, waveform="sine", base_w=IDLE_W, amp_w=DRIFT_W, freq_hz=0.13,
              procs=str(procs), proc_sample_ms=100)
-    clock = ctypes.CDLL(str(fake_nvml))  # the library the sensor loads: dlopen gives the same one
-    clock.fake_set_now.argtypes = [ctypes.c_longlong]
-    clock.fake_set_now(t0)
-    try:
-        probe = greenprobe.Probe(sensors=["nvml"], nvml_library=str(fake_nvml), nvml_min_period_us=100,
-                                 clock="virtual", consumers="process", proc_root=str(proc)).start()
-        for t in range(t0 + 5_000_000, t0 + int(seconds * 1e9), 5_000_000):
-            clock.fake_set_now(t)
-            probe.poll_at(t)
-        probe.stop()
-    finally:
-        clock.fake_set_now(0)
+    probe = run([fake_nvml], t0, seconds, sensors=["nvml"], nvml_library=str(fake_nvml), nvml_min_period_us=100,
+                proc_root=str(proc_tree(tmp_path / "proc", WATTS)))
     a, b = t0 + 1_000_000_000, t0 + int((seconds - 1) * 1e9)
     table = probe.consumers(a, b).to_pylist()
     rows = {r["pid"]: r for r in table if r["domain"] == "gpu0" and r["kind"] == "process"}
     assert set(rows) == set(WATTS), table
     for pid, w in WATTS.items():
-        busy = sum(max(0, min(e, b) - max(s, a)) for s, e in spans[pid]) / 1e9
+        busy = busy_s(spans[pid], a, b)
         truth = w * busy
         r = rows[pid]
         print(f"pid {pid} ({w:g} W): {r['energy_j']:.1f} J vs exact {truth:.1f} J ({r['energy_j'] / truth - 1:+.2%}), "
@@ -91,7 +59,7 @@ def test_each_process_gets_its_share_of_the_gpu(tmp_path, fake_nvml, nvml_env):
     from greenprobe.study.spec import StudySpec
 
     seen = others_use(probe.use_recorder, a, b, worker_pids=[4101])
-    busy = {pid: sum(max(0, min(e, b) - max(s, a)) for s, e in spans[pid]) / 1e9 for pid in WATTS}
+    busy = {pid: busy_s(spans[pid], a, b) for pid in WATTS}
     assert seen["foreign_cores"] == 0.0
     assert seen["foreign_gpu"] == pytest.approx((busy[4102] + busy[4103]) / ((b - a) / 1e9), rel=0.03)
     assert "4101" not in seen["foreign_gpu_top"] and "4102" in seen["foreign_gpu_top"]
@@ -103,18 +71,7 @@ def test_a_gpu_no_process_uses_is_idle(tmp_path, fake_nvml, nvml_env):
     """No process on the GPU: its rows are idle and unattributed only, adding up to its energy."""
     t0 = 10**12
     nvml_env(gpus=1, update_ms=100, t0_ns=t0, waveform="constant", base_w=IDLE_W)
-    clock = ctypes.CDLL(str(fake_nvml))
-    clock.fake_set_now.argtypes = [ctypes.c_longlong]
-    try:
-        clock.fake_set_now(t0)
-        probe = greenprobe.Probe(sensors=["nvml"], nvml_library=str(fake_nvml), nvml_min_period_us=100,
-                                 clock="virtual", consumers="process").start()
-        for t in range(t0 + 5_000_000, t0 + 3_000_000_000, 5_000_000):
-            clock.fake_set_now(t)
-            probe.poll_at(t)
-        probe.stop()
-    finally:
-        clock.fake_set_now(0)
+    probe = run([fake_nvml], t0, 3.0, sensors=["nvml"], nvml_library=str(fake_nvml), nvml_min_period_us=100)
     rows = [r for r in probe.consumers().to_pylist() if r["domain"] == "gpu0"]
     assert sorted(r["kind"] for r in rows) == ["idle", "unattributed"], rows
     idle = next(r for r in rows if r["kind"] == "idle")
@@ -130,24 +87,10 @@ def test_a_gpu_that_answers_an_error_is_unattributed_with_why_not_idle(tmp_path,
     procs = tmp_path / "procs.txt"
     procs.write_text("".join(f"{g} {pid} {WATTS[pid]} {a} {b}\n" for g in (0, 1) for pid, ss in spans.items()
                              for a, b in ss))
-    proc = tmp_path / "proc"
-    for pid in WATTS:
-        (proc / str(pid)).mkdir(parents=True)
-        (proc / str(pid) / "stat").write_text(f"{pid} (gpu-job-{pid}) S 1 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 5 0 0\n")
     nvml_env(gpus=2, update_ms=100, t0_ns=t0, waveform="constant", base_w=IDLE_W, procs=str(procs),
              proc_sample_ms=100, proc_error=3, proc_error_gpu=1)
-    clock = ctypes.CDLL(str(fake_nvml))
-    clock.fake_set_now.argtypes = [ctypes.c_longlong]
-    try:
-        clock.fake_set_now(t0)
-        probe = greenprobe.Probe(sensors=["nvml"], nvml_library=str(fake_nvml), nvml_min_period_us=100,
-                                 clock="virtual", consumers="process", proc_root=str(proc)).start()
-        for t in range(t0 + 5_000_000, t0 + int(seconds * 1e9), 5_000_000):
-            clock.fake_set_now(t)
-            probe.poll_at(t)
-        probe.stop()
-    finally:
-        clock.fake_set_now(0)
+    probe = run([fake_nvml], t0, seconds, sensors=["nvml"], nvml_library=str(fake_nvml), nvml_min_period_us=100,
+                proc_root=str(proc_tree(tmp_path / "proc", WATTS)))
     a, b = t0 + 1_000_000_000, t0 + int((seconds - 1) * 1e9)
     table = probe.consumers(a, b).to_pylist()
     lost = [r for r in table if r["domain"] == "gpu1"]

@@ -5,13 +5,13 @@ sum_k w_k x (process k busy)), with two of the processes in one cgroup and the t
 
 from __future__ import annotations
 
-import ctypes
 import os
 
 import pytest
 
-import greenprobe
-from test_consumer_gpu import DRIFT_W, IDLE_W, WATTS, schedules
+from gpu_standin import WATTS, busy_s, proc_tree, schedules
+from gpu_standin import run as standin_run
+from test_consumer_gpu import DRIFT_W, IDLE_W
 
 JOB = "/system.slice/slurmstepd.scope/job_7/step_0"
 SESSION = "/user.slice/user-1000.slice/session-3.scope"
@@ -21,12 +21,8 @@ CGROUP = {4101: JOB, 4102: JOB, 4103: SESSION}
 def run(tmp_path, fake_nvml, nvml_env, spans, t0, seconds, consumers):
     procs = tmp_path / "procs.txt"
     procs.write_text("".join(f"0 {pid} {WATTS[pid]} {a} {b}\n" for pid, ss in spans.items() for a, b in ss))
-    proc, cg = tmp_path / "proc", tmp_path / "cgroup"
-    for pid in WATTS:  # /proc/PID/stat and /proc/PID/cgroup, as the kernel shows them (cgroup v2)
-        (proc / str(pid)).mkdir(parents=True)
-        (proc / str(pid) / "stat").write_text(f"{pid} (gpu-job-{pid}) S 1 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 5 0 0\n")
-        (proc / str(pid) / "cgroup").write_text(f"0::{CGROUP[pid]}\n")
-    (cg).mkdir()
+    proc, cg = proc_tree(tmp_path / "proc", WATTS, CGROUP), tmp_path / "cgroup"
+    cg.mkdir()
     (cg / "cgroup.procs").write_text("1\n")
     for path in set(CGROUP.values()):  # the cgroups hold the processes (and used no CPU)
         d = cg / path.lstrip("/")
@@ -35,20 +31,8 @@ def run(tmp_path, fake_nvml, nvml_env, spans, t0, seconds, consumers):
         (d / "cpu.stat").write_text("usage_usec 0\nuser_usec 0\nsystem_usec 0\n")
     nvml_env(gpus=1, update_ms=100, t0_ns=t0, waveform="sine", base_w=IDLE_W, amp_w=DRIFT_W, freq_hz=0.13,
              procs=str(procs), proc_sample_ms=100)
-    clock = ctypes.CDLL(str(fake_nvml))  # the library the sensor loads: dlopen gives the same one
-    clock.fake_set_now.argtypes = [ctypes.c_longlong]
-    clock.fake_set_now(t0)
-    try:
-        probe = greenprobe.Probe(sensors=["nvml"], nvml_library=str(fake_nvml), nvml_min_period_us=100,
-                                 clock="virtual", consumers=consumers, proc_root=str(proc),
-                                 cgroup_root=str(cg)).start()
-        for t in range(t0 + 5_000_000, t0 + int(seconds * 1e9), 5_000_000):
-            clock.fake_set_now(t)
-            probe.poll_at(t)
-        probe.stop()
-    finally:
-        clock.fake_set_now(0)
-    return probe
+    return standin_run([fake_nvml], t0, seconds, consumers, sensors=["nvml"], nvml_library=str(fake_nvml),
+                       nvml_min_period_us=100, proc_root=str(proc), cgroup_root=str(cg))
 
 
 def test_each_cgroup_gets_its_processes_share_of_the_gpu(tmp_path, fake_nvml, nvml_env):
@@ -64,7 +48,7 @@ def test_each_cgroup_gets_its_processes_share_of_the_gpu(tmp_path, fake_nvml, nv
     gpu = [r for r in table if r["domain"] == "gpu0"]
     rows = {r["consumer"]: r for r in gpu if r["kind"] == "cgroup"}
     assert set(rows) == {JOB, SESSION}, gpu
-    busy = {pid: sum(max(0, min(e, b) - max(s, a)) for s, e in spans[pid]) / 1e9 for pid in WATTS}
+    busy = {pid: busy_s(spans[pid], a, b) for pid in WATTS}
     for path, r in rows.items():
         pids = [p for p, c in CGROUP.items() if c == path]
         truth = sum(WATTS[p] * busy[p] for p in pids)

@@ -97,22 +97,29 @@ def test_hw_energy_and_power_reach_a_collector_with_the_known_power(collector):
         assert p.as_double == pytest.approx(POWER_W, rel=0.01)
 
 
-def test_the_daemon_pushes_to_its_otlp_endpoint(collector, tmp_path):
+def run_daemon_until(collector, tmp_path, args: list, done, seconds: float) -> str:
+    """`greenprobe daemon ARGS` pushing to the collector every 0.5 s, until ``done()`` or ``seconds``;
+    stopped with SIGTERM, it must exit 0. Returns its standard error."""
     sock, ready = tmp_path / "run" / "d.sock", tmp_path / "ready"
     sock.parent.mkdir(mode=0o700)
-    proc = subprocess.Popen([sys.executable, "-m", "greenprobe", "daemon", "--sensors",
-                             f"synthetic:waveform=constant;base_w={POWER_W:g}", "--socket", str(sock),
+    proc = subprocess.Popen([sys.executable, "-m", "greenprobe", "daemon", *args, "--socket", str(sock),
                              "--ready-file", str(ready), "--otlp-endpoint", collector.endpoint,
                              "--otlp-interval-s", "0.5"], stderr=subprocess.PIPE, text=True, env=os.environ.copy())
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and len(collector.points("hw.energy")) < 3:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not done():
             assert proc.poll() is None, proc.stderr.read()
             time.sleep(0.2)
     finally:
         proc.terminate()
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
+    return err
+
+
+def test_the_daemon_pushes_to_its_otlp_endpoint(collector, tmp_path):
+    err = run_daemon_until(collector, tmp_path, ["--sensors", f"synthetic:waveform=constant;base_w={POWER_W:g}"],
+                           lambda: len(collector.points("hw.energy")) >= 3, 30)
     assert f"pushing hw.energy and hw.power to {collector.endpoint}" in err
     energy = collector.points("hw.energy")
     assert len(energy) >= 3 and all(value(a["greenprobe.sensor"]) == "synthetic" for _, a, _, _ in energy)
