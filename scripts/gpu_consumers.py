@@ -1,6 +1,7 @@
 """On a real NVIDIA GPU: two processes keep it busy on schedules of their own (torch matmuls of two
 sizes, so two powers), and greenprobe splits the GPU's energy between them by NVML's per-process use
-(consumer_fit, the gpu<N> domains). Prints a Markdown table for scripts/gpu-check.sh's report.
+(consumer_fit, the gpu<N> domains); on a MIG-enabled GPU, by each GPU instance's busy time from GPM
+(the note column names the instance). Prints a Markdown table for scripts/gpu-check.sh's report.
 
     python scripts/gpu_consumers.py [SECONDS]
 """
@@ -48,14 +49,14 @@ def main() -> None:
     rows = [r for r in probe.consumers(a, b).to_pylist() if r["domain"].startswith("gpu")]
     pids = {k.pid for k in kids}
     print(f"two workers (pids {sorted(pids)}) for {secs:g} s; per-process GPU use: {note or 'read'}\n")
-    print("| domain | consumer | kind | SM-busy s | energy J (95 %) | coefficient |")
-    print("|---|---|---|---|---|---|")
+    print("| domain | consumer | kind | SM-busy s | energy J (95 %) | coefficient | note |")
+    print("|---|---|---|---|---|---|---|")
     for r in sorted(rows, key=lambda r: (r["domain"], -r["energy_j"])):
         if r["kind"] == "process" and r["pid"] not in pids and r["energy_j"] < 1:
             continue
         busy = "-" if r["cpu_s"] != r["cpu_s"] else f"{r['cpu_s']:.2f}"
         print(f"| {r['domain']} | {r['consumer']} | {r['kind']} | {busy} | {r['energy_j']:.1f} "
-              f"({r['energy_j_low']:.1f} to {r['energy_j_high']:.1f}) | {r['coefficient']} |")
+              f"({r['energy_j_low']:.1f} to {r['energy_j_high']:.1f}) | {r['coefficient']} | {r['note'][:100]} |")
     print()
 
 

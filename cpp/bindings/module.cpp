@@ -323,8 +323,8 @@ PYBIND11_MODULE(_core, m) {
         .def("names", &GpuUsageReader::names)
         .def_property_readonly("selection", &GpuUsageReader::selection)
         .def("processes",
-             [](const GpuUsageReader& u, uint64_t since_us) {
-                 return dicts_without_gil([&] { return u.processes(since_us); }, [](const GpuProcessSample& g) {
+             [](const GpuUsageReader& u, uint64_t since_us, int64_t at_ns) {
+                 return dicts_without_gil([&] { return u.processes(since_us, at_ns); }, [](const GpuProcessSample& g) {
                      py::dict d;
                      d["index"] = g.index;
                      d["pid"] = g.pid;
@@ -334,13 +334,16 @@ PYBIND11_MODULE(_core, m) {
                      d["t_ns"] = g.t_ns;
                      d["gfx_busy_ns"] =
                          g.gfx_busy_ns < 0 ? py::object(py::none()) : py::object(py::int_(g.gfx_busy_ns));
+                     d["gpu_instance"] = g.gpu_instance < 0 ? py::object(py::none()) : py::object(py::int_(g.gpu_instance));
                      return d;
                  });
              },
-             py::arg("since_us"),
+             py::arg("since_us"), py::arg("at_ns") = 0,
              "Per-process samples of every chosen GPU: index, pid, t_us, sm_util_pct, memory_util_pct (NVML's "
-             "nvmlDeviceGetProcessUtilization after since_us, the driver's µs timestamps), t_ns (CLOCK_MONOTONIC "
-             "when read) and gfx_busy_ns (AMD SMI's cumulative GFX engine ns per process; None for NVML).")
+             "nvmlDeviceGetProcessUtilization after since_us, the driver's µs timestamps), t_ns (when read: at_ns, "
+             "else CLOCK_MONOTONIC), gfx_busy_ns (AMD SMI's cumulative GFX engine ns per process; a MIG instance's "
+             "busy ns from GPM, at its latest sample; None for NVML's shares) and gpu_instance (the MIG GPU "
+             "instance id, or None). at_ns: this read's instant on the sampler's clock (a virtual clock).")
         .def_property_readonly("process_support", &GpuUsageReader::process_support,
                                "Why per-process use cannot be read ('' when it can).")
         .def("process_errors",

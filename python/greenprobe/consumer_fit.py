@@ -14,7 +14,9 @@ Groups. A consumer gets its own coefficient when its use varies apart from the o
 tell it apart: its variance inflation (1 / (1 - R^2) of its column on those already own) under
 ``MAX_VIF``, in order of CPU time, at most ``max_own``. A consumer whose use moves with one already
 own (correlation over ``SHARE_CORR``) *shares* that one's coefficient; the rest (little CPU time, or
-no clear partner) are *pooled* into one coefficient. Where a coefficient is shared, the split of
+no clear partner) are *pooled* into one coefficient. Consumers whose use is not measured apart
+(``Use.tied``: processes that shared a MIG instance, whose use GPM gives per instance only) share
+one coefficient, whatever their columns. Where a coefficient is shared, the split of
 its energy between its consumers is not identified by the data: each one's estimate is its CPU
 share of the group's energy (the assumption, stated in ``coefficient``), and its interval is
 [0, the group's upper bound], which is all the data say.
@@ -37,7 +39,7 @@ import functools
 import math
 import re
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -130,8 +132,10 @@ def _window_use(use: Use, a: int, b: int) -> tuple[np.ndarray, ...]:
 
 
 def fit_domain(use: Use, windows: np.ndarray, k: np.ndarray, w: np.ndarray, d: np.ndarray, totals: np.ndarray,
-               energy: np.ndarray, max_own: int = MAX_OWN) -> tuple[Optional[ConsumerFit], str]:
-    """Groups the consumers and fits; (None, why) where it cannot."""
+               energy: np.ndarray, max_own: int = MAX_OWN,
+               smooth: Optional[Callable[[np.ndarray], np.ndarray]] = None) -> tuple[Optional[ConsumerFit], str]:
+    """Groups the consumers and fits; (None, why) where it cannot. ``smooth``: what the domain's
+    counter does to the windows' energy, done to each consumer's column of use too (counter_smoother)."""
     n = windows.size
     if n < 8:
         return None, f"{n} sweep windows in the interval: at least 8 are needed (a longer interval, or a " \
@@ -148,7 +152,9 @@ def fit_domain(use: Use, windows: np.ndarray, k: np.ndarray, w: np.ndarray, d: n
         col = np.zeros(n)
         sel = k == i
         np.add.at(col, row[sel], d[sel])
-        return col
+        # use read as counts at the sweeps goes through the counter's smearing; NVML's shares come
+        # spread over the driver's sample periods already
+        return smooth(col) if smooth is not None and getattr(use.consumers[i], "key", None) not in use.spread else col
 
     # the domain's power and every consumer's use together: where neither varies (every core busy all
     # along, a machine saturated), what the consumers drew cannot be told from idle, whatever the split
@@ -165,7 +171,21 @@ def fit_domain(use: Use, windows: np.ndarray, k: np.ndarray, w: np.ndarray, d: n
     kinds: list[str] = []
     pooled: list[int] = []
     cap = min(max_own, max(1, n // 20))
+    tie_first: dict[str, int] = {}  # a tie -> its first consumer in order (whose group the others join)
     for i in order:
+        tie = use.tied.get(getattr(use.consumers[i], "key", None))
+        if tie is not None and tie in tie_first:
+            j = tie_first[tie]
+            if group_of[j] >= 0:
+                g = int(group_of[j])
+                group_of[i] = g
+                own_cols[g] = own_cols[g] + column(i)
+                kinds[g] = "shared"
+            else:
+                pooled.append(i)
+            continue
+        if tie is not None:
+            tie_first[tie] = i
         if totals[i] < MIN_SHARE * total_cpu or len(own_cols) >= cap:
             pooled.append(i)
             continue
@@ -267,6 +287,40 @@ def use_for(uses: dict, view: str, ch: Channel, gpu_note: str = "") -> tuple[Opt
     return None, f"{ch.sensor} ({ch.domain}): {why}"
 
 
+#: a counter whose updates are this fraction of the sweep windows apart, or more, smears the windows'
+#: energy enough to matter (counter_smoother)
+COARSE_COUNTER = 0.05
+
+
+def counter_smoother(tl: Timeline, sweeps: np.ndarray) -> Optional[Callable[[np.ndarray], np.ndarray]]:
+    """What the channel's counter does to the sweep windows' energy, as a function that does the same
+    to a column of use per window; None where it does nothing worth it (a power channel, or a
+    counter that updates far more often than the sweeps, as RAPL's every 1 ms).
+
+    A window's energy is the counter read at its two ends, each interpolated in time between the
+    updates around it (100 ms apart on an NVIDIA GPU, against 250 ms sweeps): near each end, part of
+    the energy is the neighbour's. Regressed on the use as read at the sweeps (GPM, AMD SMI, /proc),
+    that smeared energy reads the coefficients low (-1.6 % on the MIG stand-in, every seed). So the
+    use goes through the same interpolation: its cumulative count at each update, then at each sweep
+    between updates, as the energy was. The count at an update between two sweeps is interpolated
+    shape-preservingly (monotone cubic, PCHIP), so that a consumer that started or stopped inside a
+    window has its use on the side where it ran; spread evenly over the window instead (linear), the
+    use is smeared twice and the coefficients read high (+4 %)."""
+    if tl.power or tl.u.size < 3 or sweeps.size < 3:
+        return None
+    s = sweeps.astype(np.float64)
+    u = tl.u[(tl.u >= s[0]) & (tl.u <= s[-1])]
+    if u.size < 2 or np.median(np.diff(u)) < COARSE_COUNTER * np.median(np.diff(s)):
+        return None
+    from scipy.interpolate import PchipInterpolator
+
+    def smooth(col: np.ndarray) -> np.ndarray:
+        cum = np.r_[0.0, np.cumsum(col)]
+        return np.diff(np.interp(s, u, PchipInterpolator(s, cum)(u)))
+
+    return smooth
+
+
 def _prepared(use: Optional[Use], ch: Channel, a: int, b: int, max_own: int, why: str = ""):
     """(measured J, fit or None, why, each consumer's use over [a, b]) for one channel."""
     tl = Timeline(ch)
@@ -276,7 +330,8 @@ def _prepared(use: Optional[Use], ch: Channel, a: int, b: int, max_own: int, why
     windows, k, w, d, totals = _window_use(use, a, b)
     t = use.t_ns
     energy = tl.energy(t[windows], t[windows + 1])[0] if windows.size else np.zeros(0)
-    fit, why = fit_domain(use, windows, k, w, d, totals, energy, max_own)
+    smooth = counter_smoother(tl, t[windows[0]:windows[-1] + 2]) if windows.size else None
+    fit, why = fit_domain(use, windows, k, w, d, totals, energy, max_own, smooth)
     if fit is not None:
         fit.edge_s = 2 * use.resolution_s
     return measured, fit, why, totals
@@ -389,11 +444,21 @@ def _consumer_rows(use: Use, fit: ConsumerFit, totals: np.ndarray, group_cpu: np
         rows.append(dict(base, consumer=con.name, kind=con.kind, pid=con.pid if con.kind == "process" else None,
                          comm=con.comm, cgroup=con.cgroup, uid=con.uid, cpu_s=float(totals[i]), energy_j=est, energy_j_low=low,
                          energy_j_high=high, coefficient=kind, group=lead.get(g, ""),
-                         note="" if kind == "own" else
-                         ("use moved with another consumer's: their split is not identified" if kind == "shared"
-                          else "little or unidentifiable use: one coefficient for all such consumers"),
-                         **labels))
+                         note=_note(con, kind, use.tied), **labels))
     return rows
+
+
+def _note(con, kind: str, tied: dict) -> str:
+    """What a consumer row's coefficient rests on, in words."""
+    where = f"MIG GPU instance {con.gpu_instance} (its use from GPM)" if con.gpu_instance >= 0 else ""
+    if kind == "own":
+        return where
+    if kind == "shared" and con.key in tied:
+        return f"shared {where or 'its GPU'} with other processes: the instance's use is measured, its split among " \
+               f"them is not (even shares; the bounds allow any split)"
+    why = ("use moved with another consumer's: their split is not identified" if kind == "shared"
+           else "little or unidentifiable use: one coefficient for all such consumers")
+    return f"{where}; {why}" if where else why
 
 
 #: the cgroup of a GPU's process whose /proc/PID/cgroup could not be read

@@ -148,6 +148,7 @@ class Consumer:
     uid: int = -1  # the process's (its /proc folder's owner) or the cgroup folder's owner; -1 unknown
     job: str = ""  # the Slurm job a process runs in: its cgroup's job_<id>, else its SLURM_JOB_ID
     gpu: int = -1  # kind "gpu": the GPU (its kind's device index) whose use this is
+    gpu_instance: int = -1  # kind "gpu" on a MIG-enabled GPU: the GPU instance the process runs in
 
     @property
     def name(self) -> str:
@@ -497,10 +498,18 @@ class GpuProcessReader:
       count is that piece (so a short process's use is not lost to idle); at a GPU's first read, and
       where its count fell (the pid reused, a file closed), the count is only a base.
 
+    * NVML on a MIG-enabled GPU, which gives no per-process use: each GPU instance's busy time from
+      GPM (GRAPHICS_UTIL between two samples 100 ms or more apart, x the time between them), a
+      cumulative count per instance dated by its samples. What it grew by is a piece split evenly
+      among the processes the instance lists then: the instance's use is measured, its split among
+      processes that share it is not, so those processes are *tied* (``tied``) and share one
+      coefficient, whose interval allows any split (consumer_fit). An instance that lists no process
+      gives no piece (its energy stays unattributed).
+
     A consumer per (GPU, pid), pid@<domain> (gpu_domain: ``4101@gpu0``, ``4101@amdgpu0``), named as the
     process is (its comm, uid and Slurm job from ``proc_root``). A GPU that answers an error
-    (``process_errors``: NVML's NOT_SUPPORTED on a MIG-enabled GPU, a lost GPU, ...) gives no use then,
-    which is not "no process used it": ``unknown`` names its domain and why, and its energy is left
+    (``process_errors``: a MIG-enabled GPU without GPM, a lost GPU, ...) gives no use then, which is
+    not "no process used it": ``unknown`` names its domain and why, and its energy is left
     unattributed (gpu_use_for) rather than counted idle."""
 
     kind = "gpu"
@@ -533,6 +542,12 @@ class GpuProcessReader:
         self._names: dict[int, tuple] = {}  # pid -> process_facts
         self._reads = [0] * len(self.readers)
         self._failed: dict[str, list] = {}  # GPU domain -> [reader, reads that failed, first error, latest]
+        self._instance: dict[tuple, tuple] = {}  # (reader, GPU index, GPU instance) -> (busy ns, t_ns) last seen
+        #: consumers that shared a MIG instance (their split is not measured): key -> its tie's first key
+        self.tied: dict[str, str] = {}
+        #: consumers whose use comes as shares of the driver's sample periods (NVML), spread evenly over
+        #: each period, not counts read at the sweeps
+        self.spread: set[str] = set()
 
     @property
     def unknown(self) -> dict[str, str]:
@@ -544,12 +559,12 @@ class GpuProcessReader:
             out[domain] = f"{what} ({n} of {self._reads[ri]} reads failed)"
         return out
 
-    def _consumer(self, reader, index: int, pid: int) -> Consumer:
+    def _consumer(self, reader, index: int, pid: int, instance: int = -1) -> Consumer:
         if pid not in self._names:
             self._names[pid] = process_facts(self.proc_root, pid)
         comm, uid, cgroup, job = self._names[pid]
         return Consumer(f"{pid}@{gpu_domain(reader.kind, index)}", "process", pid, -1, comm, cgroup, uid, job,
-                        gpu=int(index))
+                        gpu=int(index), gpu_instance=int(instance))
 
     def read(self, now_ns: Optional[int] = None) -> list[tuple]:
         """The use since the last read as pieces (consumer, start_ns, end_ns, busy seconds) on the
@@ -558,7 +573,7 @@ class GpuProcessReader:
         wall_minus_mono = time.time_ns() - time.monotonic_ns()
         pieces = []
         for ri, reader in enumerate(self.readers):
-            samples = reader.processes(self._since[ri])
+            samples = reader.processes(self._since[ri], int(now_ns or 0))
             self._reads[ri] += 1
             errors = reader.process_errors() if hasattr(reader, "process_errors") else []
             failed = set()
@@ -568,6 +583,10 @@ class GpuProcessReader:
                 f = self._failed.setdefault(domain, [ri, 0, e["error"], e["error"]])
                 f[1] += 1
                 f[3] = e["error"]
+            mig = [x for x in samples if x.get("gpu_instance") is not None]
+            if mig:
+                pieces += self._instances(ri, reader, mig)
+                samples = [x for x in samples if x.get("gpu_instance") is None]
             cumulative = [x for x in samples if x.get("gfx_busy_ns") is not None]
             if cumulative or reader.kind in self.CUMULATIVE_KINDS:
                 t = int(now_ns) if now_ns is not None else int(cumulative[0]["t_ns"]) if cumulative else \
@@ -600,6 +619,48 @@ class GpuProcessReader:
             del self._count[key]
         return pieces
 
+    def _instances(self, ri: int, reader, samples: list) -> list[tuple]:
+        """Pieces from MIG instances' cumulative busy counts (one sample per listed process, each with
+        its instance's count, dated at the instance's latest GPM sample)."""
+        by: dict[tuple, list] = {}
+        for x in samples:
+            by.setdefault((ri, x["index"], x["gpu_instance"]), []).append(x)
+        pieces = []
+        for key, xs in by.items():
+            count, t = int(xs[0]["gfx_busy_ns"]), int(xs[0]["t_ns"])
+            base = self._instance.get(key)
+            if base is not None and t <= base[1]:
+                continue  # no GPM sample since: the count stands
+            self._instance[key] = (count, t)
+            if base is None or count < base[0]:
+                continue  # an instance's first sample, or one made again: a base only
+            pids = sorted({int(x["pid"]) for x in xs} - {0})
+            if not pids or count == base[0]:
+                continue
+            share = (count - base[0]) / 1e9 / len(pids)
+            cons = [self._consumer(reader, key[1], pid, key[2]) for pid in pids]
+            for c in cons:
+                pieces.append((c, base[1], t, share))
+            self._tie([c.key for c in cons])
+        # the instances a GPU that answered no longer has are gone: their bases go
+        listed = {k for k in by}
+        answered = {x["index"] for x in samples}
+        for k in [k for k in self._instance if k[0] == ri and k[1] in answered and k not in listed]:
+            del self._instance[k]
+        return pieces
+
+    def _tie(self, keys: list) -> None:
+        """Ties consumers that share an instance: each one's tie is the first key of its tie's first member."""
+        if len(keys) < 2:
+            return
+        roots = {self.tied.get(k, k) for k in keys}
+        root = min(roots)
+        for k, r in list(self.tied.items()):
+            if r in roots:
+                self.tied[k] = root
+        for k in keys:
+            self.tied[k] = root
+
     def _shares(self, ri: int, reader, samples: list, wall_minus_mono: int) -> list[tuple]:
         pieces = []
         for x in sorted(samples, key=lambda x: (x["index"], x["t_us"])):
@@ -619,8 +680,10 @@ class GpuProcessReader:
             a_us, b_us = self._period.get(key, (prev, prev))
             if b_us <= a_us or not x["sm_util_pct"]:
                 continue
-            pieces.append((self._consumer(reader, x["index"], x["pid"]), a_us * 1000 - wall_minus_mono,
-                           b_us * 1000 - wall_minus_mono, x["sm_util_pct"] / 100.0 * (b_us - a_us) / 1e6))
+            c = self._consumer(reader, x["index"], x["pid"])
+            self.spread.add(c.key)
+            pieces.append((c, a_us * 1000 - wall_minus_mono, b_us * 1000 - wall_minus_mono,
+                           x["sm_util_pct"] / 100.0 * (b_us - a_us) / 1e6))
         return pieces
 
 
@@ -660,6 +723,12 @@ class Use:
     #: kind "gpu": the GPUs (by domain) whose per-process use is not known, and why
     #: (GpuProcessReader.unknown; gpu_use_for)
     gpu_unknown: dict = field(default_factory=dict)
+    #: kind "gpu": consumers whose split is not measured (processes that shared a MIG instance), by
+    #: key: each one's tie; they share one coefficient (consumer_fit)
+    tied: dict = field(default_factory=dict)
+    #: kind "gpu": consumers whose use comes spread evenly over the source's own sample periods (NVML's
+    #: per-process shares), by key; the others' are counts read at the sweeps (consumer_fit's smoother)
+    spread: frozenset = frozenset()
 
     def subset(self, keep: Callable[[Consumer], bool]) -> "Use":
         """The same sweeps with only the consumers ``keep`` picks (renumbered)."""
@@ -670,7 +739,8 @@ class Use:
         pk, pw, pd = self.placed
         pm = renum[pk] >= 0 if pk.size else np.zeros(0, bool)
         return Use(self.kind, self.t_ns, [self.consumers[i] for i in chosen], renum[self.k[m]], self.sweep[m],
-                   self.cpu_s[m], (renum[pk[pm]], pw[pm], pd[pm]), self.resolution_s, self.pods, dict(self.gpu_unknown))
+                   self.cpu_s[m], (renum[pk[pm]], pw[pm], pd[pm]), self.resolution_s, self.pods, dict(self.gpu_unknown),
+                   dict(self.tied), self.spread)
 
     def cpu_between(self, a: int, b: int) -> np.ndarray:
         """Each consumer's CPU seconds over [a, b] (a sweep window cut by a or b counted by its
@@ -874,6 +944,11 @@ class UseRecorder:
                 self._last[kind] = {int(renum[i]): v for i, v in self._last[kind].items() if renum[i] >= 0}
                 self._alive[kind] = {int(renum[i]) for i in self._alive[kind] if renum[i] >= 0}
                 self._rows[kind] = [rows] if rows.shape[1] else []
+                if kind == "gpu":  # what is known of consumers let go goes too
+                    keys = {c.key for c in self._index[kind]}
+                    reader = self.readers[kind]
+                    reader.tied = {k: r for k, r in reader.tied.items() if k in keys}
+                    reader.spread &= keys
                 if kind == "gpu":
                     self._placed = [(int(renum[i]), w, x) for i, w, x in self._placed]
                     self._pieces = [(int(renum[p[0]]), *p[1:]) for p in self._pieces]
@@ -893,10 +968,13 @@ class UseRecorder:
         consumers = [None] * len(index)
         for c, i in index.items():
             consumers[i] = c
+        reader = self.readers[kind]
+        keys = {c.key for c in consumers}
+        tied = {k: r for k, r in dict(getattr(reader, "tied", {})).items() if k in keys}
+        spread = frozenset(keys & set(getattr(reader, "spread", ())))
         return Use(kind, t, consumers, rows[0].astype(np.int64), rows[1].astype(np.int64), rows[2].copy(),
                    (placed[:, 0].astype(np.int64), placed[:, 1].astype(np.int64), placed[:, 2].copy()),
-                   self.readers[kind].resolution_s, self.pods,
-                   dict(self.readers[kind].unknown) if kind == "gpu" else {})
+                   reader.resolution_s, self.pods, dict(reader.unknown) if kind == "gpu" else {}, tied, spread)
 
 
 def tree_of(consumers: Sequence[Consumer], root_pid: int) -> set[int]:

@@ -1,9 +1,12 @@
 // Sensors against stand-ins built here: a powercap tree and MSR files in a temp folder, and the
 // fake NVML library built by CMake and loaded through the real dlopen path.
+#include <dlfcn.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -914,6 +917,119 @@ TEST(gpu_usage_reads_only_the_gpus_the_nvml_sensor_measures) {
     GpuEnv env({});
     NvmlUsage every(FAKE_NVML_PATH);  // nothing set: every GPU NVML sees
     CHECK(every.read().size() == 4 && every.selection() == "every GPU NVML sees");
+}
+
+namespace {
+// The fake NVML's virtual clock (tests/fixtures/fixture_env.h): the library NvmlUsage loads, by the same
+// path, is the one dlopen gives here.
+class FakeNvmlClock {
+  public:
+    FakeNvmlClock() : handle_(dlopen(FAKE_NVML_PATH, RTLD_NOW | RTLD_LOCAL)) {
+        REQUIRE(handle_ != nullptr);
+        set_ = reinterpret_cast<void (*)(long long)>(dlsym(handle_, "fake_set_now"));
+        live_ = reinterpret_cast<long (*)()>(dlsym(handle_, "fakeNvmlGpmSamplesLive"));
+        REQUIRE(set_ && live_);
+    }
+    ~FakeNvmlClock() {
+        set_(0);
+        dlclose(handle_);
+    }
+    FakeNvmlClock(const FakeNvmlClock&) = delete;
+    FakeNvmlClock& operator=(const FakeNvmlClock&) = delete;
+    void set(long long t_ns) const { set_(t_ns); }
+    long gpm_samples_live() const { return live_(); }
+
+  private:
+    void* handle_;
+    void (*set_)(long long) = nullptr;
+    long (*live_)() = nullptr;
+};
+
+// (GPU instance, pid) -> busy ns, of the MIG samples (the others left out).
+std::map<std::pair<int, uint32_t>, int64_t> by_instance(const std::vector<GpuProcessSample>& samples) {
+    std::map<std::pair<int, uint32_t>, int64_t> out;
+    for (const auto& x : samples) {
+        if (x.gpu_instance >= 0) out[{x.gpu_instance, x.pid}] = x.gfx_busy_ns;
+    }
+    return out;
+}
+}  // namespace
+
+TEST(gpu_usage_on_a_mig_gpu_gives_each_instance_its_busy_time_from_gpm) {
+    // GPU 0 split into GPU instances 1 and 5: 4101 alone in 1; 4102 and 4103 share 5, their busy
+    // spans overlapping by 0.1 s (the instance was busy 0.8 s of them, not 0.9)
+    const long long t0 = 1'000'000'000'000LL, ms = 1'000'000LL;
+    const std::string dir = temp_dir();
+    std::ofstream(dir + "/procs.txt") << "0 4101 50 " << t0 + 200 * ms << " " << t0 + 700 * ms << " 1\n"
+                                      << "0 4101 50 " << t0 + 1000 * ms << " " << t0 + 1300 * ms << " 1\n"
+                                      << "0 4102 120 " << t0 + 100 * ms << " " << t0 + 500 * ms << " 5\n"
+                                      << "0 4103 120 " << t0 + 400 * ms << " " << t0 + 900 * ms << " 5\n"
+                                      << "1 4104 200 " << t0 << " " << t0 + 2000 * ms << "\n";
+    GpuEnv env({{"FAKE_NVML_MIG", "0"}, {"FAKE_NVML_PROCS", dir + "/procs.txt"},
+                {"FAKE_NVML_T0_NS", std::to_string(t0)}, {"FAKE_NVML_GPM_REFRESH_MS", "0"}}, "2");
+    const FakeNvmlClock clock;
+    const long live_before = clock.gpm_samples_live();
+    {
+        NvmlUsage u(FAKE_NVML_PATH);
+        CHECK(u.process_support().empty());
+        clock.set(t0 + 50 * ms);
+        // the first GPM samples: bases only; neither instance lists a process yet (pid 0)
+        const auto first = by_instance(u.processes(0, t0 + 50 * ms));
+        CHECK(first.size() == 2 && first.at({1, 0}) == 0 && first.at({5, 0}) == 0);
+        CHECK(u.process_errors().empty());
+        clock.set(t0 + 120 * ms);  // 70 ms later: too soon for another GPM sample, the count stands
+        const auto soon = by_instance(u.processes(0, t0 + 120 * ms));
+        CHECK(soon.size() == 2 && soon.at({1, 0}) == 0 && soon.at({5, 4102}) == 0);  // 4102 has started
+        for (long long t = 300; t <= 1500; t += 300) {
+            clock.set(t0 + t * ms);
+            const auto got = u.processes(0, t0 + t * ms);
+            std::map<int, std::set<uint32_t>> listed;  // GPU instance -> its processes
+            std::map<int, int64_t> count;
+            for (const auto& x : got) {
+                if (x.index == 1) continue;  // GPU 1's shares (no MIG there): below
+                CHECK(x.index == 0 && x.t_ns == t0 + t * ms && x.t_us == 0);
+                CHECK(!count.count(x.gpu_instance) || count[x.gpu_instance] == x.gfx_busy_ns);  // one count each
+                count[x.gpu_instance] = x.gfx_busy_ns;
+                listed[x.gpu_instance].insert(x.pid);
+            }
+            // a process is listed from its first span's start to its last span's end (0: none listed)
+            const auto span = [t](long long a, long long b) { return a <= t && t < b; };
+            const std::set<uint32_t> in1 = span(200, 1300) ? std::set<uint32_t>{4101} : std::set<uint32_t>{0};
+            std::set<uint32_t> in5;
+            if (span(100, 500)) in5.insert(4102);
+            if (span(400, 900)) in5.insert(4103);
+            if (in5.empty()) in5.insert(0);
+            CHECK(listed[1] == in1 && listed[5] == in5);
+            // each instance's busy time so far (the union of its processes' spans), to within the
+            // rounding of GRAPHICS_UTIL x time
+            const auto ns = [](long long v) { return static_cast<double>(std::max(0LL, v)) * 1e6; };
+            const double want1 = ns(std::min(t, 700LL) - 200) + ns(std::min(t, 1300LL) - 1000);
+            const double want5 = ns(std::min(t, 900LL) - 100);
+            CHECK(std::abs(static_cast<double>(count[1]) - want1) < 1e3);
+            CHECK(std::abs(static_cast<double>(count[5]) - want5) < 1e3);
+        }
+        // GPU 1 has no MIG: its process's use comes from nvmlDeviceGetProcessUtilization as before
+        clock.set(t0 + 1600 * ms);
+        bool gpu1 = false;
+        for (const auto& x : u.processes(0, t0 + 1600 * ms)) gpu1 |= x.index == 1 && x.pid == 4104 && x.gpu_instance < 0;
+        CHECK(gpu1 && u.process_errors().empty());
+        CHECK(clock.gpm_samples_live() - live_before == 4);  // two per instance, held
+    }
+    CHECK(clock.gpm_samples_live() == live_before);  // all freed with the reader
+    // Without GPM (before Hopper): the MIG GPU's use is unknown, and the error says why
+    ::setenv("FAKE_NVML_NO_GPM", "1", 1);
+    {
+        NvmlUsage u(FAKE_NVML_PATH);
+        clock.set(t0 + 50 * ms);
+        for (const auto& x : u.processes(0, t0 + 50 * ms)) CHECK(x.index != 0);
+        const auto errors = u.process_errors();
+        REQUIRE(errors.size() == 1);
+        CHECK(errors[0].index == 0 && contains(errors[0].error, "MIG mode is on") && contains(errors[0].error, "GPM"));
+    }
+    ::unsetenv("FAKE_NVML_NO_GPM");
+    ::unsetenv("FAKE_NVML_PROCS");
+    ::unsetenv("FAKE_NVML_T0_NS");
+    ::unsetenv("FAKE_NVML_GPM_REFRESH_MS");
 }
 
 // --- registry, cpu-estimate -------------------------------------------------------------------

@@ -229,6 +229,12 @@ def test_measure_reports_the_command_trees_share_smoke(tmp_path):
     assert "The command's processes (pid" in r.stderr and "cpu-estimate/cpu" in r.stderr, r.stderr
     grandchild = int(r.stdout.split()[-1])
     rows = pq.read_table(tmp_path / "m" / "consumers.parquet").to_pylist()
+    if any("a saturated or steady machine" in x["note"] for x in rows):
+        # other work held every core all along (a busy machine): the estimate's power stood at its
+        # maximum, and no split can be told from idle; measure says so and gives no figure
+        assert {x["kind"] for x in rows} == {"unattributed"}, rows
+        assert "saturated or steady machine" in r.stderr and "cannot be told from idle" in r.stderr, r.stderr
+        return
     pids = {x["pid"] for x in rows if x["kind"] == "process"}
     assert grandchild in pids, "the busy grandchild is a consumer"
     assert {x["kind"] for x in rows} >= {"process", "idle", "unattributed"}

@@ -30,11 +30,17 @@ struct GpuUsageReading {
     std::string error;               // why a reading is missing (empty when all went well)
 };
 
-// One process's use of one GPU, for attributing a GPU's energy to processes, in one of two forms:
+// One process's use of one GPU, for attributing a GPU's energy to processes, in one of three forms:
 //   NVML: its share of one of the driver's sample periods (nvmlDeviceGetProcessUtilization): t_us,
 //       sm_util_pct, memory_util_pct; gfx_busy_ns is -1.
 //   AMD SMI: its GFX engine time on the GPU so far (amdsmi_get_gpu_process_list's engine_usage.gfx),
 //       a cumulative count read at t_ns: gfx_busy_ns; t_us and the shares are 0.
+//   NVML on a MIG-enabled GPU, which gives no per-process use: the GPU instance the process runs in
+//       (gpu_instance) and that instance's busy time since the reader first sampled it, a cumulative
+//       count at the instant t_ns of its latest GPM sample (GRAPHICS_UTIL x the time between samples,
+//       nvmlGpmMigSampleGet): gfx_busy_ns. One sample per process the instance lists
+//       (nvmlDeviceGetComputeRunningProcesses_v3 on its MIG device), all with the instance's count; pid 0
+//       where it lists none. How the instance's time is split among its processes is not known.
 struct GpuProcessSample {
     unsigned index = 0;      // the kind's device index
     uint32_t pid = 0;
@@ -42,7 +48,8 @@ struct GpuProcessSample {
     unsigned sm_util_pct = 0;
     unsigned memory_util_pct = 0;
     int64_t t_ns = 0;        // AMD SMI: CLOCK_MONOTONIC when read (NVML: 0)
-    int64_t gfx_busy_ns = -1;  // cumulative GFX engine ns (AMD SMI); -1: a share per period instead
+    int64_t gfx_busy_ns = -1;  // cumulative GFX engine ns (AMD SMI, a MIG instance); -1: a share per period
+    int gpu_instance = -1;     // the MIG GPU instance id (NVML on a MIG-enabled GPU); -1: none
 };
 
 // A GPU whose per-process use could not be read at the latest processes() call, and why.
@@ -59,13 +66,17 @@ class GpuUsageReader {
     virtual std::string selection() const = 0;             // how they were chosen, in words
     virtual std::vector<GpuUsageReading> read() const = 0;
     // Per-process samples of every chosen GPU: NVML's after since_us (the driver's timestamps), AMD
-    // SMI's cumulative counts now (since_us unused). A kind or library without them gives none, and
-    // process_support() says why in words ("" when it gives them). A GPU that answers an error
-    // (NVML's NOT_SUPPORTED on a MIG-enabled GPU, a lost GPU, ...) gives none either, and
-    // process_errors() names it: its processes' use is unknown then, not nil. (NVML's NOT_FOUND,
-    // no sample since since_us, is no error.)
-    virtual std::vector<GpuProcessSample> processes(uint64_t since_us) const {
+    // SMI's cumulative counts now (since_us unused), a MIG instance's at its latest GPM sample. at_ns:
+    // the instant of this read on the sampler's clock (0: now, CLOCK_MONOTONIC), where a reading is
+    // dated by the caller (a virtual clock); a GPM sample is taken only where the previous one of its
+    // instance is 100 ms or more before it. A kind or library without them gives none, and
+    // process_support() says why in words ("" when it gives them). A GPU that answers an error (a
+    // MIG-enabled GPU without GPM, a lost GPU, ...) gives none either, and process_errors() names it:
+    // its processes' use is unknown then, not nil. (NVML's NOT_FOUND, no sample since since_us, is no
+    // error.)
+    virtual std::vector<GpuProcessSample> processes(uint64_t since_us, int64_t at_ns = 0) const {
         (void)since_us;
+        (void)at_ns;
         return {};
     }
     virtual std::string process_support() const { return kind() + " gives no per-process use"; }
@@ -87,7 +98,7 @@ class NvmlUsage final : public GpuUsageReader {
     std::vector<std::string> names() const override;  // in NVML order
     std::string selection() const override;           // "CUDA_VISIBLE_DEVICES='...'", ...
     std::vector<GpuUsageReading> read() const override;
-    std::vector<GpuProcessSample> processes(uint64_t since_us) const override;
+    std::vector<GpuProcessSample> processes(uint64_t since_us, int64_t at_ns = 0) const override;
     std::string process_support() const override;
     std::vector<GpuProcessError> process_errors() const override;
 
@@ -114,7 +125,7 @@ class AmdSmiUsage final : public GpuUsageReader {
     std::vector<std::string> names() const override;  // "amdgpu<N> <PCI address>", in AMD SMI order
     std::string selection() const override;           // "ROCR_VISIBLE_DEVICES='...'", ...
     std::vector<GpuUsageReading> read() const override;
-    std::vector<GpuProcessSample> processes(uint64_t since_us) const override;
+    std::vector<GpuProcessSample> processes(uint64_t since_us, int64_t at_ns = 0) const override;
     std::string process_support() const override;
     std::vector<GpuProcessError> process_errors() const override;
 

@@ -94,7 +94,7 @@ std::vector<GpuProcessError> AmdSmiUsage::process_errors() const {
     return impl_->errors;
 }
 
-std::vector<GpuProcessSample> AmdSmiUsage::processes(uint64_t since_us) const {
+std::vector<GpuProcessSample> AmdSmiUsage::processes(uint64_t since_us, int64_t at_ns) const {
     (void)since_us;  // the counts are cumulative: the caller keeps the previous ones
     const auto& api = impl_->api;
     std::vector<GpuProcessSample> out;
@@ -103,7 +103,7 @@ std::vector<GpuProcessSample> AmdSmiUsage::processes(uint64_t since_us) const {
     std::vector<amdsmi::ProcessInfo> procs;
     for (const auto& g : impl_->gpus) {
         const amdsmi::Status s = api.read_processes(g.handle, procs);
-        const int64_t t = now_ns();
+        const int64_t t = at_ns ? at_ns : now_ns();
         if (s != amdsmi::kSuccess) {
             errors.push_back({g.index, "amdsmi_get_gpu_process_list: " + api.error_string(s)});
             continue;

@@ -81,6 +81,16 @@ Api Api::load(const std::string& library) {
     if (!api.DeviceGetPciInfo) bind(api.handle, "nvmlDeviceGetPciInfo_v2", api.DeviceGetPciInfo);
     bind(api.handle, "nvmlDeviceGetDeviceHandleFromMigDeviceHandle", api.DeviceGetDeviceHandleFromMigDeviceHandle);
     bind(api.handle, "nvmlDeviceGetArchitecture", api.DeviceGetArchitecture);
+    bind(api.handle, "nvmlDeviceGetMigMode", api.DeviceGetMigMode);
+    bind(api.handle, "nvmlDeviceGetMaxMigDeviceCount", api.DeviceGetMaxMigDeviceCount);
+    bind(api.handle, "nvmlDeviceGetMigDeviceHandleByIndex", api.DeviceGetMigDeviceHandleByIndex);
+    bind(api.handle, "nvmlDeviceGetGpuInstanceId", api.DeviceGetGpuInstanceId);
+    bind(api.handle, "nvmlDeviceGetComputeRunningProcesses_v3", api.DeviceGetComputeRunningProcesses);
+    bind(api.handle, "nvmlGpmQueryDeviceSupport", api.GpmQueryDeviceSupport);
+    bind(api.handle, "nvmlGpmSampleAlloc", api.GpmSampleAlloc);
+    bind(api.handle, "nvmlGpmSampleFree", api.GpmSampleFree);
+    bind(api.handle, "nvmlGpmMigSampleGet", api.GpmMigSampleGet);
+    bind(api.handle, "nvmlGpmMetricsGet", api.GpmMetricsGet);
 
     const Return r = api.Init();
     if (r != kSuccess) {

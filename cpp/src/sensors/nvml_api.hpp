@@ -91,6 +91,52 @@ struct PciInfo {  // nvmlPciInfo_t (v2 and v3 layout)
     char busId[32];        // "00000000:18:00.0"
 };
 
+// MIG (Ampere and newer) and GPM (GPU performance monitoring, Hopper and newer): on a MIG-enabled GPU
+// NVML gives no per-process utilisation; GPM gives each GPU instance's activity between two samples.
+struct ProcessInfo {  // nvmlProcessInfo_v2_t (nvmlDeviceGetComputeRunningProcesses_v3)
+    unsigned int pid;
+    unsigned long long usedGpuMemory;
+    unsigned int gpuInstanceId;      // 0xFFFFFFFF without MIG
+    unsigned int computeInstanceId;  // 0xFFFFFFFF without MIG
+};
+
+using GpmSample = struct nvmlGpmSample_st*;
+
+struct GpmMetric {  // nvmlGpmMetric_t
+    unsigned int metricId;
+    Return nvmlReturn;  // of this metric: value is valid only when 0
+    double value;
+    struct {
+        char* shortName;
+        char* longName;
+        char* unit;
+    } metricInfo;
+};
+
+// NVML_GPM_METRIC_MAX differs by header (98, 210, 333 in CUDA 13): the library reads numMetrics
+// entries, so any room at least that large serves; this is the largest.
+inline constexpr unsigned kGpmMetricMax = 333;
+inline constexpr unsigned kGpmMetricsGetVersion = 1;  // NVML_GPM_METRICS_GET_VERSION
+inline constexpr unsigned kGpmSupportVersion = 1;     // NVML_GPM_SUPPORT_VERSION
+// NVML_GPM_METRIC_GRAPHICS_UTIL: % of the time any compute or graphics work was active on the GPU
+// (on an instance's samples: on the instance), the activity Kepler reads from DCGM on MIG.
+inline constexpr unsigned kGpmMetricGraphicsUtil = 1;
+// The header's note: two samples should be more than 100 ms apart ("the internal sample refresh rate").
+inline constexpr long long kGpmMinIntervalNs = 100'000'000;
+
+struct GpmMetricsGet {  // nvmlGpmMetricsGet_t
+    unsigned int version;
+    unsigned int numMetrics;
+    GpmSample sample1;
+    GpmSample sample2;
+    GpmMetric metrics[kGpmMetricMax];
+};
+
+struct GpmSupport {  // nvmlGpmSupport_t
+    unsigned int version;
+    unsigned int isSupportedDevice;
+};
+
 inline constexpr unsigned kUuidBufferSize = 96;  // NVML_DEVICE_UUID_V2_BUFFER_SIZE (GPU and MIG UUIDs)
 
 // What a return code means to the sampler and to the user.
@@ -127,6 +173,17 @@ struct Api {
     Return (*DeviceGetPciInfo)(Device, PciInfo*) = nullptr;  // nvmlDeviceGetPciInfo_v3, else _v2
     Return (*DeviceGetDeviceHandleFromMigDeviceHandle)(Device, Device*) = nullptr;
     Return (*DeviceGetArchitecture)(Device, unsigned int*) = nullptr;  // nvmlDeviceArchitecture_t
+    // MIG instances and their processes, and GPM: a MIG-enabled GPU's use per instance
+    Return (*DeviceGetMigMode)(Device, unsigned int*, unsigned int*) = nullptr;
+    Return (*DeviceGetMaxMigDeviceCount)(Device, unsigned int*) = nullptr;
+    Return (*DeviceGetMigDeviceHandleByIndex)(Device, unsigned int, Device*) = nullptr;
+    Return (*DeviceGetGpuInstanceId)(Device, unsigned int*) = nullptr;
+    Return (*DeviceGetComputeRunningProcesses)(Device, unsigned int*, ProcessInfo*) = nullptr;  // _v3
+    Return (*GpmQueryDeviceSupport)(Device, GpmSupport*) = nullptr;
+    Return (*GpmSampleAlloc)(GpmSample*) = nullptr;
+    Return (*GpmSampleFree)(GpmSample) = nullptr;
+    Return (*GpmMigSampleGet)(Device, unsigned int, GpmSample) = nullptr;
+    Return (*GpmMetricsGet)(GpmMetricsGet*) = nullptr;
 
     // Loads the library (soname libnvidia-ml.so.1 unless a path is given) and initialises NVML.
     // Throws SensorError (LibraryMissing, Permission, ...) naming the library or symbol and the fix.

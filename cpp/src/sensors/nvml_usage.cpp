@@ -1,3 +1,6 @@
+#include <algorithm>
+#include <cmath>
+#include <map>
 #include <mutex>
 
 #include "greenprobe/clock.hpp"
@@ -16,7 +19,167 @@ struct NvmlUsage::Impl {
     std::string selection;
     mutable std::mutex errors_mutex;
     mutable std::vector<GpuProcessError> errors;  // of the latest processes() call
+
+    // A MIG-enabled GPU: each GPU instance's two GPM samples (the latest and the one to come) and its
+    // busy time so far, by (NVML index, GPU instance id). An instance that is gone is let go.
+    struct Instance {
+        nvml::GpmSample latest = nullptr, next = nullptr;
+        int64_t latest_ns = 0;  // when latest was taken; 0: none yet
+        double busy_ns = 0.0;
+    };
+    mutable std::mutex mig_mutex;
+    mutable std::map<std::pair<unsigned, unsigned>, Instance> instances;
+    mutable std::unique_ptr<nvml::GpmMetricsGet> metrics = std::make_unique<nvml::GpmMetricsGet>();
+
+    bool mig_enabled(nvml::Device d) const {
+        unsigned current = 0, pending = 0;
+        return api.DeviceGetMigMode && api.DeviceGetMigMode(d, &current, &pending) == nvml::kSuccess && current == 1;
+    }
+    std::string mig_missing() const;
+    void free_instance(Instance& g) const {
+        if (g.latest) api.GpmSampleFree(g.latest);
+        if (g.next) api.GpmSampleFree(g.next);
+        g = Instance{};
+    }
+    // A MIG-enabled GPU's samples, one per process of each instance (mig_mutex held).
+    void mig_processes(unsigned index, nvml::Device d, int64_t t, std::vector<GpuProcessSample>& out,
+                       std::vector<GpuProcessError>& failed) const;
 };
+
+// The symbols the MIG path needs that this NVML lacks, comma-separated ("" when it has them all).
+std::string NvmlUsage::Impl::mig_missing() const {
+    const std::pair<const char*, bool> needed[] = {
+        {"nvmlDeviceGetMaxMigDeviceCount", api.DeviceGetMaxMigDeviceCount != nullptr},
+        {"nvmlDeviceGetMigDeviceHandleByIndex", api.DeviceGetMigDeviceHandleByIndex != nullptr},
+        {"nvmlDeviceGetGpuInstanceId", api.DeviceGetGpuInstanceId != nullptr},
+        {"nvmlDeviceGetComputeRunningProcesses_v3", api.DeviceGetComputeRunningProcesses != nullptr},
+        {"nvmlGpmSampleAlloc", api.GpmSampleAlloc != nullptr},
+        {"nvmlGpmSampleFree", api.GpmSampleFree != nullptr},
+        {"nvmlGpmMigSampleGet", api.GpmMigSampleGet != nullptr},
+        {"nvmlGpmMetricsGet", api.GpmMetricsGet != nullptr},
+    };
+    std::string out;
+    for (const auto& [name, ok] : needed) {
+        if (!ok) out += (out.empty() ? "" : ", ") + std::string(name);
+    }
+    return out;
+}
+
+void NvmlUsage::Impl::mig_processes(unsigned index, nvml::Device d, int64_t t, std::vector<GpuProcessSample>& out,
+                                    std::vector<GpuProcessError>& failed) const {
+    const std::string mig = "MIG mode is on (NVML gives no per-process use there)";
+    if (const std::string missing = mig_missing(); !missing.empty()) {
+        failed.push_back({index, mig + " and this NVML lacks " + missing + " for each instance's use (GPM)"});
+        return;
+    }
+    if (api.GpmQueryDeviceSupport) {
+        nvml::GpmSupport support{nvml::kGpmSupportVersion, 0};
+        const nvml::Return r = api.GpmQueryDeviceSupport(d, &support);
+        if (r != nvml::kSuccess || !support.isSupportedDevice) {
+            failed.push_back({index, mig + " and each instance's use needs GPM, which this GPU does not support" +
+                                         (r != nvml::kSuccess ? " (nvmlGpmQueryDeviceSupport: " + api.error_string(r) + ")"
+                                                              : " (Hopper or newer)")});
+            return;
+        }
+    }
+    // Its instances (a GPU instance of several compute instances shows as several MIG devices) and the
+    // processes each one lists.
+    unsigned slots = 0;
+    nvml::Return r = api.DeviceGetMaxMigDeviceCount(d, &slots);
+    if (r != nvml::kSuccess) {
+        failed.push_back({index, "nvmlDeviceGetMaxMigDeviceCount: " + api.error_string(r)});
+        return;
+    }
+    std::map<unsigned, std::vector<uint32_t>> pids;  // GPU instance id -> its processes
+    std::vector<nvml::ProcessInfo> buf;
+    for (unsigned slot = 0; slot < slots; ++slot) {
+        nvml::Device m = nullptr;
+        r = api.DeviceGetMigDeviceHandleByIndex(d, slot, &m);
+        if (r == nvml::kErrorNotFound) continue;  // an empty slot
+        unsigned gi = 0;
+        if (r == nvml::kSuccess) r = api.DeviceGetGpuInstanceId(m, &gi);
+        if (r != nvml::kSuccess) {
+            failed.push_back({index, "MIG device " + std::to_string(slot) + ": " + api.error_string(r)});
+            return;
+        }
+        unsigned n = 0;
+        r = api.DeviceGetComputeRunningProcesses(m, &n, nullptr);
+        for (int tries = 0; r == nvml::kErrorInsufficientSize && tries < 3; ++tries) {
+            buf.resize(static_cast<std::size_t>(n) + 8);  // room for processes that came meanwhile
+            n = static_cast<unsigned>(buf.size());
+            r = api.DeviceGetComputeRunningProcesses(m, &n, buf.data());
+        }
+        if (r != nvml::kSuccess) {
+            failed.push_back({index, "nvmlDeviceGetComputeRunningProcesses_v3 (GPU instance " + std::to_string(gi) +
+                                         "): " + api.error_string(r)});
+            return;
+        }
+        auto& list = pids[gi];
+        for (unsigned k = 0; k < n && k < buf.size(); ++k) {
+            if (std::find(list.begin(), list.end(), buf[k].pid) == list.end()) list.push_back(buf[k].pid);
+        }
+    }
+    // Each instance's busy time: GRAPHICS_UTIL between its latest GPM sample and one taken now, where
+    // they are 100 ms or more apart (the counters' refresh), x the time between them.
+    for (auto it = instances.begin(); it != instances.end();) {  // instances gone: let go
+        if (it->first.first == index && !pids.count(it->first.second)) {
+            free_instance(it->second);
+            it = instances.erase(it);
+        } else {
+            ++it;
+        }
+    }
+    for (const auto& [gi, list] : pids) {
+        Instance& g = instances[{index, gi}];
+        if (!g.latest && api.GpmSampleAlloc(&g.latest) != nvml::kSuccess) g.latest = nullptr;
+        if (!g.next && api.GpmSampleAlloc(&g.next) != nvml::kSuccess) g.next = nullptr;
+        if (!g.latest || !g.next) {
+            failed.push_back({index, "nvmlGpmSampleAlloc failed (GPU instance " + std::to_string(gi) + ")"});
+            continue;
+        }
+        const std::string where = " (GPU instance " + std::to_string(gi) + ")";
+        if (g.latest_ns == 0) {
+            r = api.GpmMigSampleGet(d, gi, g.latest);
+            if (r != nvml::kSuccess) {
+                failed.push_back({index, "nvmlGpmMigSampleGet" + where + ": " + api.error_string(r)});
+                continue;
+            }
+            g.latest_ns = t;
+        } else if (t - g.latest_ns >= nvml::kGpmMinIntervalNs) {
+            r = api.GpmMigSampleGet(d, gi, g.next);
+            nvml::GpmMetricsGet& q = *metrics;
+            if (r == nvml::kSuccess) {
+                q.version = nvml::kGpmMetricsGetVersion;
+                q.numMetrics = 1;
+                q.sample1 = g.latest;
+                q.sample2 = g.next;
+                q.metrics[0] = nvml::GpmMetric{};
+                q.metrics[0].metricId = nvml::kGpmMetricGraphicsUtil;
+                r = api.GpmMetricsGet(&q);
+                if (r == nvml::kSuccess) r = q.metrics[0].nvmlReturn;
+            }
+            if (r != nvml::kSuccess || !std::isfinite(q.metrics[0].value)) {
+                // the time since the latest sample is not known: start again from a fresh one
+                failed.push_back({index, "GPM GRAPHICS_UTIL" + where + ": " + api.error_string(r)});
+                g.latest_ns = 0;
+                continue;
+            }
+            g.busy_ns += std::clamp(q.metrics[0].value, 0.0, 100.0) / 100.0 * static_cast<double>(t - g.latest_ns);
+            std::swap(g.latest, g.next);
+            g.latest_ns = t;
+        }
+        GpuProcessSample x;
+        x.index = index;
+        x.t_ns = g.latest_ns;
+        x.gfx_busy_ns = std::llround(g.busy_ns);
+        x.gpu_instance = static_cast<int>(gi);
+        if (list.empty()) out.push_back(x);  // pid 0: the instance lists no process
+        for (uint32_t pid : list) {
+            x.pid = pid;
+            out.push_back(x);
+        }
+    }
+}
 
 NvmlUsage::NvmlUsage(const std::string& library, const std::optional<std::string>& gpus)
     : impl_(std::make_unique<Impl>()) {
@@ -61,6 +224,7 @@ NvmlUsage::NvmlUsage(const std::string& library, const std::optional<std::string
 
 NvmlUsage::~NvmlUsage() {
     if (impl_ && impl_->api.handle) {
+        for (auto& [key, g] : impl_->instances) impl_->free_instance(g);
         impl_->api.Shutdown();
         impl_->api.unload();
     }
@@ -112,7 +276,8 @@ std::vector<GpuUsageReading> NvmlUsage::read() const {
 }
 
 std::string NvmlUsage::process_support() const {
-    return impl_->api.DeviceGetProcessUtilization ? "" : "this NVML has no nvmlDeviceGetProcessUtilization";
+    if (impl_->api.DeviceGetProcessUtilization || impl_->mig_missing().empty()) return "";
+    return "this NVML has no nvmlDeviceGetProcessUtilization (nor GPM for MIG instances)";
 }
 
 std::vector<GpuProcessError> NvmlUsage::process_errors() const {
@@ -120,16 +285,25 @@ std::vector<GpuProcessError> NvmlUsage::process_errors() const {
     return impl_->errors;
 }
 
-std::vector<GpuProcessSample> NvmlUsage::processes(uint64_t since_us) const {
+std::vector<GpuProcessSample> NvmlUsage::processes(uint64_t since_us, int64_t at_ns) const {
     const auto& api = impl_->api;
     std::vector<GpuProcessSample> out;
-    if (!api.DeviceGetProcessUtilization) return out;
     std::vector<nvml::ProcessUtilizationSample> buf;
     std::vector<GpuProcessError> errors;
+    const int64_t t = at_ns ? at_ns : now_ns();
     for (std::size_t i = 0; i < impl_->devices.size(); ++i) {
         nvml::Device d = impl_->devices[i];
         if (!d) {
             errors.push_back({impl_->indices[i], "no NVML handle for this GPU"});
+            continue;
+        }
+        if (impl_->mig_enabled(d)) {  // per GPU instance, from GPM
+            std::lock_guard<std::mutex> hold(impl_->mig_mutex);
+            impl_->mig_processes(impl_->indices[i], d, t, out, errors);
+            continue;
+        }
+        if (!api.DeviceGetProcessUtilization) {
+            errors.push_back({impl_->indices[i], "this NVML has no nvmlDeviceGetProcessUtilization"});
             continue;
         }
         unsigned int n = 0;
