@@ -335,6 +335,7 @@ PYBIND11_MODULE(_core, m) {
                      d["gfx_busy_ns"] =
                          g.gfx_busy_ns < 0 ? py::object(py::none()) : py::object(py::int_(g.gfx_busy_ns));
                      d["gpu_instance"] = g.gpu_instance < 0 ? py::object(py::none()) : py::object(py::int_(g.gpu_instance));
+                     d["count_since_ns"] = g.count_since_ns;
                      return d;
                  });
              },
@@ -342,8 +343,8 @@ PYBIND11_MODULE(_core, m) {
              "Per-process samples of every chosen GPU: index, pid, t_us, sm_util_pct, memory_util_pct (NVML's "
              "nvmlDeviceGetProcessUtilization after since_us, the driver's µs timestamps), t_ns (when read: at_ns, "
              "else CLOCK_MONOTONIC), gfx_busy_ns (AMD SMI's cumulative GFX engine ns per process; a MIG instance's "
-             "busy ns from GPM, at its latest sample; None for NVML's shares) and gpu_instance (the MIG GPU "
-             "instance id, or None). at_ns: this read's instant on the sampler's clock (a virtual clock).")
+             "busy ns from GPM, at its latest sample, counted since count_since_ns; None for NVML's shares) and "
+             "gpu_instance (the MIG GPU instance id, or None). at_ns: this read's instant on the sampler's clock (a virtual clock).")
         .def_property_readonly("process_support", &GpuUsageReader::process_support,
                                "Why per-process use cannot be read ('' when it can).")
         .def("process_errors",

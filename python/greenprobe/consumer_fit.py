@@ -148,13 +148,18 @@ def fit_domain(use: Use, windows: np.ndarray, k: np.ndarray, w: np.ndarray, d: n
     if not order:
         return _ols(np.c_[dt], energy, group_of, [], n), ""
 
+    cols: dict[int, np.ndarray] = {}
+
     def column(i: int) -> np.ndarray:
-        col = np.zeros(n)
-        sel = k == i
-        np.add.at(col, row[sel], d[sel])
-        # use read as counts at the sweeps goes through the counter's smearing; NVML's shares come
-        # spread over the driver's sample periods already
-        return smooth(col) if smooth is not None and getattr(use.consumers[i], "key", None) not in use.spread else col
+        if i not in cols:
+            col = np.zeros(n)
+            sel = k == i
+            np.add.at(col, row[sel], d[sel])
+            # use read as counts at the sweeps goes through the counter's smearing; NVML's shares come
+            # spread over the driver's sample periods already
+            spread = getattr(use.consumers[i], "key", None) in use.spread
+            cols[i] = smooth(col) if smooth is not None and not spread else col
+        return cols[i]
 
     # the domain's power and every consumer's use together: where neither varies (every core busy all
     # along, a machine saturated), what the consumers drew cannot be told from idle, whatever the split
@@ -171,34 +176,34 @@ def fit_domain(use: Use, windows: np.ndarray, k: np.ndarray, w: np.ndarray, d: n
     kinds: list[str] = []
     pooled: list[int] = []
     cap = min(max_own, max(1, n // 20))
-    tie_first: dict[str, int] = {}  # a tie -> its first consumer in order (whose group the others join)
+    # units: a consumer, or a tie (consumers whose split is not measured: one shared coefficient,
+    # checked as one column), by their use
+    ties: dict[str, list[int]] = {}
+    units: list[list[int]] = []
     for i in order:
         tie = use.tied.get(getattr(use.consumers[i], "key", None))
-        if tie is not None and tie in tie_first:
-            j = tie_first[tie]
-            if group_of[j] >= 0:
-                g = int(group_of[j])
-                group_of[i] = g
-                own_cols[g] = own_cols[g] + column(i)
-                kinds[g] = "shared"
-            else:
-                pooled.append(i)
+        if tie is None:
+            units.append([i])
+        elif tie not in ties:
+            ties[tie] = [i]
+            units.append(ties[tie])
+        else:
+            ties[tie].append(i)
+    units.sort(key=lambda m: -float(totals[m].sum()))
+    for members in units:
+        if totals[members].sum() < MIN_SHARE * total_cpu or len(own_cols) >= cap:
+            pooled.extend(members)
             continue
-        if tie is not None:
-            tie_first[tie] = i
-        if totals[i] < MIN_SHARE * total_cpu or len(own_cols) >= cap:
-            pooled.append(i)
-            continue
-        x = column(i)
+        x = sum(column(i) for i in members)
         base = np.column_stack([dt] + own_cols)
         coef, *_ = np.linalg.lstsq(base, x, rcond=None)
         r = x - base @ coef
         ss = float(((x - x.mean()) ** 2).sum())
         vif_ok = ss > 0 and float(r @ r) > ss / MAX_VIF
         if vif_ok:
-            group_of[i] = len(own_cols)
+            group_of[members] = len(own_cols)
             own_cols.append(x)
-            kinds.append("own")
+            kinds.append("own" if len(members) == 1 else "shared")
             continue
         best, best_c = -1, 0.0
         for g, col in enumerate(own_cols):
@@ -207,11 +212,11 @@ def fit_domain(use: Use, windows: np.ndarray, k: np.ndarray, w: np.ndarray, d: n
                 if cr > best_c:
                     best, best_c = g, cr
         if best >= 0 and best_c >= SHARE_CORR:
-            group_of[i] = best
+            group_of[members] = best
             own_cols[best] = own_cols[best] + x
             kinds[best] = "shared"
         else:
-            pooled.append(i)
+            pooled.extend(members)
     if pooled:
         x = np.zeros(n)
         for i in pooled:
@@ -309,14 +314,23 @@ def counter_smoother(tl: Timeline, sweeps: np.ndarray) -> Optional[Callable[[np.
     if tl.power or tl.u.size < 3 or sweeps.size < 3:
         return None
     s = sweeps.astype(np.float64)
-    u = tl.u[(tl.u >= s[0]) & (tl.u <= s[-1])]
-    if u.size < 2 or np.median(np.diff(u)) < COARSE_COUNTER * np.median(np.diff(s)):
+    if np.any(np.diff(s) <= 0):  # two sweeps at one instant (a virtual clock): nothing to interpolate between
         return None
+    inside = np.flatnonzero((tl.u >= s[0]) & (tl.u <= s[-1]))
+    if inside.size < 2 or np.median(np.diff(tl.u[inside])) < COARSE_COUNTER * np.median(np.diff(s)):
+        return None
+    # the updates around each end too: the energy at the first and last sweeps is interpolated
+    # between them, so the use is (carried on at the end windows' rates beyond the sweeps)
+    u = tl.u[max(inside[0] - 1, 0):inside[-1] + 2]
     from scipy.interpolate import PchipInterpolator
 
     def smooth(col: np.ndarray) -> np.ndarray:
         cum = np.r_[0.0, np.cumsum(col)]
-        return np.diff(np.interp(s, u, PchipInterpolator(s, cum)(u)))
+        at_u = PchipInterpolator(s, cum, extrapolate=False)(u)
+        lo, hi = u < s[0], u > s[-1]
+        at_u[lo] = (u[lo] - s[0]) * col[0] / (s[1] - s[0])
+        at_u[hi] = cum[-1] + (u[hi] - s[-1]) * col[-1] / (s[-1] - s[-2])
+        return np.diff(np.interp(s, u, at_u))
 
     return smooth
 
@@ -455,7 +469,7 @@ def _note(con, kind: str, tied: dict) -> str:
         return where
     if kind == "shared" and con.key in tied:
         return f"shared {where or 'its GPU'} with other processes: the instance's use is measured, its split among " \
-               f"them is not (even shares; the bounds allow any split)"
+               f"them is not (even shares while listed together; the bounds allow any split)"
     why = ("use moved with another consumer's: their split is not identified" if kind == "shared"
            else "little or unidentifiable use: one coefficient for all such consumers")
     return f"{where}; {why}" if where else why

@@ -152,7 +152,9 @@ class Consumer:
 
     @property
     def name(self) -> str:
-        return f"{self.pid} {self.comm}" if self.kind == "process" else self.cgroup
+        if self.kind == "process":  # a MIG instance's own busy time (no process listed) has no pid
+            return f"{self.pid} {self.comm}" if self.pid >= 0 else self.comm
+        return self.cgroup
 
 
 def _owner(path: str) -> int:
@@ -488,7 +490,8 @@ class GpuProcessReader:
     measure the GPUs, as dated pieces the recorder splits over the sweep windows they span:
 
     * NVML: its SM-busy seconds, its smUtil share x each of the driver's sample periods
-      (nvmlDeviceGetProcessUtilization), placed where the period lies on the sampler's clock. The
+      (nvmlDeviceGetProcessesUtilizationInfo, else nvmlDeviceGetProcessUtilization), placed where the
+      period lies on the sampler's clock. The
       first sample seen only sets where counting starts. A period in which no process ran leaves no
       sample: the driver's period is taken as the shortest step seen between two samples (until two
       consecutive periods are seen, the first samples after a gap may count too long a period).
@@ -499,12 +502,12 @@ class GpuProcessReader:
       where its count fell (the pid reused, a file closed), the count is only a base.
 
     * NVML on a MIG-enabled GPU, which gives no per-process use: each GPU instance's busy time from
-      GPM (GRAPHICS_UTIL between two samples 100 ms or more apart, x the time between them), a
+      GPM (GRAPHICS_UTIL between two samples over 100 ms apart, x the time between them), a
       cumulative count per instance dated by its samples. What it grew by is a piece split evenly
-      among the processes the instance lists then: the instance's use is measured, its split among
+      among the processes the instance listed at either end: the instance's use is measured, its split among
       processes that share it is not, so those processes are *tied* (``tied``) and share one
-      coefficient, whose interval allows any split (consumer_fit). An instance that lists no process
-      gives no piece (its energy stays unattributed).
+      coefficient, whose interval allows any split (consumer_fit). Busy time while an instance lists
+      no process is the instance's own consumer (_instances).
 
     A consumer per (GPU, pid), pid@<domain> (gpu_domain: ``4101@gpu0``, ``4101@amdgpu0``), named as the
     process is (its comm, uid and Slurm job from ``proc_root``). A GPU that answers an error
@@ -522,7 +525,7 @@ class GpuProcessReader:
     def resolution_s(self) -> float:
         """NVML: the longest of the GPUs' sample periods as learned (0.2 s, a generous guess, before
         any); AMD SMI's counts only: 1 ms (ns counts, read at the sweeps)."""
-        if any(r.kind not in self.CUMULATIVE_KINDS for r in self.readers):
+        if any(kind not in self.CUMULATIVE_KINDS for kind in self.kinds):
             return max(self._step.values(), default=200_000) / 1e6
         return 1e-3
 
@@ -531,7 +534,9 @@ class GpuProcessReader:
         if not self.readers:
             why = "; ".join(f"{r.kind}: {r.process_support}" for r in readers) or "no GPU usage reader"
             raise ConfigError(f"no GPU gives per-process use ({why})", "a driver with per-process utilisation "
-                              "(NVML on a full GPU, not a MIG instance; AMD SMI with amdsmi_get_gpu_process_list)")
+                              "(NVML's per-process calls, or GPM for MIG instances; AMD SMI with "
+                              "amdsmi_get_gpu_process_list)")
+        self.kinds = [r.kind for r in self.readers]  # kept when close() lets the readers go
         self.proc_root = str(proc_root)
         self._since = [0] * len(self.readers)
         self._prev: dict[tuple, int] = {}  # (reader, GPU index) -> its latest sample's t_us
@@ -542,9 +547,11 @@ class GpuProcessReader:
         self._names: dict[int, tuple] = {}  # pid -> process_facts
         self._reads = [0] * len(self.readers)
         self._failed: dict[str, list] = {}  # GPU domain -> [reader, reads that failed, first error, latest]
-        self._instance: dict[tuple, tuple] = {}  # (reader, GPU index, GPU instance) -> (busy ns, t_ns) last seen
-        #: consumers that shared a MIG instance (their split is not measured): key -> its tie's first key
+        # (reader, GPU index, GPU instance) -> (busy ns, t_ns, count_since_ns, pids listed) at its latest sample
+        self._instance: dict[tuple, tuple] = {}
+        #: consumers that shared a MIG instance (their split is not measured): key -> its tie's least key
         self.tied: dict[str, str] = {}
+        self._lock = threading.Lock()  # tied and spread: read() adds, the recorder's forget_before prunes
         #: consumers whose use comes as shares of the driver's sample periods (NVML), spread evenly over
         #: each period, not counts read at the sweeps
         self.spread: set[str] = set()
@@ -587,6 +594,9 @@ class GpuProcessReader:
             if mig:
                 pieces += self._instances(ri, reader, mig)
                 samples = [x for x in samples if x.get("gpu_instance") is None]
+            whole = {x["index"] for x in samples}  # GPUs not (or no longer) in MIG mode: no instance bases
+            for k in [k for k in self._instance if k[0] == ri and k[1] in whole]:
+                del self._instance[k]
             cumulative = [x for x in samples if x.get("gfx_busy_ns") is not None]
             if cumulative or reader.kind in self.CUMULATIVE_KINDS:
                 t = int(now_ns) if now_ns is not None else int(cumulative[0]["t_ns"]) if cumulative else \
@@ -621,45 +631,75 @@ class GpuProcessReader:
 
     def _instances(self, ri: int, reader, samples: list) -> list[tuple]:
         """Pieces from MIG instances' cumulative busy counts (one sample per listed process, each with
-        its instance's count, dated at the instance's latest GPM sample)."""
+        its instance's count, dated at the instance's latest GPM sample; ``count_since_ns``: when that
+        count started, later where it started anew). A piece is split evenly among the processes
+        listed at either end of it (one that started or ended inside it took part), and they are
+        tied; busy time with no process listed at either end is the instance's own consumer
+        (``gi<N>@<domain>``, no pid), so that the fit does not read it as idle."""
         by: dict[tuple, list] = {}
         for x in samples:
             by.setdefault((ri, x["index"], x["gpu_instance"]), []).append(x)
         pieces = []
         for key, xs in by.items():
-            count, t = int(xs[0]["gfx_busy_ns"]), int(xs[0]["t_ns"])
+            count, t, since = int(xs[0]["gfx_busy_ns"]), int(xs[0]["t_ns"]), int(xs[0].get("count_since_ns") or 0)
+            pids = {int(x["pid"]) for x in xs} - {0}
             base = self._instance.get(key)
-            if base is not None and t <= base[1]:
+            if base is not None and base[2] == since and t <= base[1]:
+                self._instance[key] = (base[0], base[1], since, base[3] | pids)
                 continue  # no GPM sample since: the count stands
-            self._instance[key] = (count, t)
-            if base is None or count < base[0]:
-                continue  # an instance's first sample, or one made again: a base only
-            pids = sorted({int(x["pid"]) for x in xs} - {0})
-            if not pids or count == base[0]:
+            self._instance[key] = (count, t, since, pids)
+            if base is None or base[2] != since or count < base[0]:
+                continue  # an instance's first sample, or a count started anew: a base only
+            if count == base[0]:
                 continue
-            share = (count - base[0]) / 1e9 / len(pids)
-            cons = [self._consumer(reader, key[1], pid, key[2]) for pid in pids]
+            who = sorted(base[3] | pids)
+            if who:
+                cons = [self._consumer(reader, key[1], pid, key[2]) for pid in who]
+            else:
+                domain = gpu_domain(reader.kind, key[1])
+                cons = [Consumer(f"gi{key[2]}@{domain}", "process", -1, -1,
+                                 f"(MIG GPU instance {key[2]}: no process listed)", gpu=int(key[1]),
+                                 gpu_instance=int(key[2]))]
+            share = (count - base[0]) / 1e9 / len(cons)
             for c in cons:
                 pieces.append((c, base[1], t, share))
             self._tie([c.key for c in cons])
         # the instances a GPU that answered no longer has are gone: their bases go
-        listed = {k for k in by}
         answered = {x["index"] for x in samples}
-        for k in [k for k in self._instance if k[0] == ri and k[1] in answered and k not in listed]:
+        for k in [k for k in self._instance if k[0] == ri and k[1] in answered and k not in by]:
             del self._instance[k]
         return pieces
 
     def _tie(self, keys: list) -> None:
-        """Ties consumers that share an instance: each one's tie is the first key of its tie's first member."""
+        """Ties consumers that shared an instance: all of a tie's members map to one of its keys (the
+        least), and two ties that share a member become one."""
         if len(keys) < 2:
             return
-        roots = {self.tied.get(k, k) for k in keys}
-        root = min(roots)
-        for k, r in list(self.tied.items()):
-            if r in roots:
+        with self._lock:
+            roots = {self.tied.get(k, k) for k in keys}
+            root = min(roots)
+            for k, r in list(self.tied.items()):
+                if r in roots:
+                    self.tied[k] = root
+            for k in keys:
                 self.tied[k] = root
-        for k in keys:
-            self.tied[k] = root
+
+    def close(self) -> None:
+        """Lets the usage readers go (each holds its library open, NVML's nvmlInit), now rather than when
+        the garbage collector finds them: what was read stays."""
+        self.readers = []
+        self._since = []
+
+    def known(self) -> tuple[dict, set]:
+        """Copies of ``tied`` and ``spread``, taken together (the recorder's thread may add to them)."""
+        with self._lock:
+            return dict(self.tied), set(self.spread)
+
+    def prune(self, keys: set) -> None:
+        """Lets go of what is known of consumers outside ``keys`` (the recorder forgot them)."""
+        with self._lock:
+            self.tied = {k: r for k, r in self.tied.items() if k in keys}
+            self.spread &= keys
 
     def _shares(self, ri: int, reader, samples: list, wall_minus_mono: int) -> list[tuple]:
         pieces = []
@@ -681,7 +721,8 @@ class GpuProcessReader:
             if b_us <= a_us or not x["sm_util_pct"]:
                 continue
             c = self._consumer(reader, x["index"], x["pid"])
-            self.spread.add(c.key)
+            with self._lock:
+                self.spread.add(c.key)
             pieces.append((c, a_us * 1000 - wall_minus_mono, b_us * 1000 - wall_minus_mono,
                            x["sm_util_pct"] / 100.0 * (b_us - a_us) / 1e6))
         return pieces
@@ -905,6 +946,12 @@ class UseRecorder:
             self._thread.join()
             self._thread = None
             self.read_at()
+        self.close()
+
+    def close(self) -> None:
+        """Lets the GPU usage readers go (their libraries' handles), what was recorded staying."""
+        if "gpu" in self.readers:
+            self.readers["gpu"].close()
 
     def forget_before(self, t_ns: int) -> None:
         """Lets the sweeps before ``t_ns`` go, and the consumers that have exited since (a daemon's
@@ -945,10 +992,7 @@ class UseRecorder:
                 self._alive[kind] = {int(renum[i]) for i in self._alive[kind] if renum[i] >= 0}
                 self._rows[kind] = [rows] if rows.shape[1] else []
                 if kind == "gpu":  # what is known of consumers let go goes too
-                    keys = {c.key for c in self._index[kind]}
-                    reader = self.readers[kind]
-                    reader.tied = {k: r for k, r in reader.tied.items() if k in keys}
-                    reader.spread &= keys
+                    self.readers[kind].prune({c.key for c in self._index[kind]})
                 if kind == "gpu":
                     self._placed = [(int(renum[i]), w, x) for i, w, x in self._placed]
                     self._pieces = [(int(renum[p[0]]), *p[1:]) for p in self._pieces]
@@ -970,8 +1014,9 @@ class UseRecorder:
             consumers[i] = c
         reader = self.readers[kind]
         keys = {c.key for c in consumers}
-        tied = {k: r for k, r in dict(getattr(reader, "tied", {})).items() if k in keys}
-        spread = frozenset(keys & set(getattr(reader, "spread", ())))
+        tied, spread = reader.known() if kind == "gpu" else ({}, set())
+        tied = {k: r for k, r in tied.items() if k in keys}
+        spread = frozenset(keys & spread)
         return Use(kind, t, consumers, rows[0].astype(np.int64), rows[1].astype(np.int64), rows[2].copy(),
                    (placed[:, 0].astype(np.int64), placed[:, 1].astype(np.int64), placed[:, 2].copy()),
                    reader.resolution_s, self.pods, dict(reader.unknown) if kind == "gpu" else {}, tied, spread)

@@ -264,6 +264,11 @@ class Probe:
         # they ran (NVML: field timestamps used and rejected)
         self._sensor_info = [dict(i, info=dict(s.info())) for i, s in zip(self._sensor_info, self._sensors)]
         self._stopped = True
+        # the sensors and usage readers go now, not when the garbage collector finds this Probe: each
+        # holds its library (NVML's nvmlInit, AMD SMI's) and the devices' handles
+        if self._use is not None:
+            self._use.close()
+        self._sampler, self._sensors = None, []
 
     def __enter__(self) -> "Probe":
         return self.start()
@@ -392,9 +397,9 @@ class Probe:
 
     def stats(self) -> list[dict]:
         """Per sensor: polls, late polls, lag, drops, state (live while running)."""
-        if self._sampler is None:
-            return []
-        return self._stats if self._stopped else self._sampler.stats()
+        if self._stopped:
+            return self._stats
+        return [] if self._sampler is None else self._sampler.stats()
 
     def energy(self, start_ns: int, end_ns: int) -> list[dict]:
         """Energy between two instants on the sampler clock, per (sensor, domain)."""

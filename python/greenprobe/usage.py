@@ -105,6 +105,7 @@ class GpuMonitor:
         self.selection = "; ".join(r.selection if len(self.readers) == 1 else f"{r.kind}: {r.selection}"
                                    for r in self.readers)
         self.names = [n for r in self.readers for n in r.names()]
+        self.kinds = [r.kind for r in self.readers]  # the kinds read (kept when stop() lets the readers go)
         self._lock = threading.Lock()
         self._t: list[int] = []
         self._rows: list[tuple] = []  # (gpu_util_pct mean, memory_util_pct mean, memory_used_bytes sum)
@@ -113,7 +114,7 @@ class GpuMonitor:
 
     @property
     def available(self) -> bool:
-        return bool(self.readers)
+        return bool(self.names) or bool(self.readers)
 
     def start(self) -> "GpuMonitor":
         if self.readers:
@@ -127,6 +128,8 @@ class GpuMonitor:
         if self._thread is not None:
             self._thread.join()
             self.read()
+        # the readers (each holds its library open: NVML's nvmlInit) go now, what was read staying
+        self.readers = []
 
     def _loop(self) -> None:
         while not self._stop.wait(self.period_s):

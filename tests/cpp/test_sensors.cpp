@@ -928,7 +928,8 @@ class FakeNvmlClock {
         REQUIRE(handle_ != nullptr);
         set_ = reinterpret_cast<void (*)(long long)>(dlsym(handle_, "fake_set_now"));
         live_ = reinterpret_cast<long (*)()>(dlsym(handle_, "fakeNvmlGpmSamplesLive"));
-        REQUIRE(set_ && live_);
+        info_calls_ = reinterpret_cast<long (*)()>(dlsym(handle_, "fakeNvmlProcessInfoCalls"));
+        REQUIRE(set_ && live_ && info_calls_);
     }
     ~FakeNvmlClock() {
         set_(0);
@@ -938,11 +939,13 @@ class FakeNvmlClock {
     FakeNvmlClock& operator=(const FakeNvmlClock&) = delete;
     void set(long long t_ns) const { set_(t_ns); }
     long gpm_samples_live() const { return live_(); }
+    long process_info_calls() const { return info_calls_(); }  // of nvmlDeviceGetProcessesUtilizationInfo
 
   private:
     void* handle_;
     void (*set_)(long long) = nullptr;
     long (*live_)() = nullptr;
+    long (*info_calls_)() = nullptr;
 };
 
 // (GPU instance, pid) -> busy ns, of the MIG samples (the others left out).
@@ -1014,6 +1017,28 @@ TEST(gpu_usage_on_a_mig_gpu_gives_each_instance_its_busy_time_from_gpm) {
         for (const auto& x : u.processes(0, t0 + 1600 * ms)) gpu1 |= x.index == 1 && x.pid == 4104 && x.gpu_instance < 0;
         CHECK(gpu1 && u.process_errors().empty());
         CHECK(clock.gpm_samples_live() - live_before == 4);  // two per instance, held
+        // instance 5 destroyed: its samples are let go, instance 1 counts on
+        ::setenv("FAKE_NVML_MIG_INSTANCES", "1", 1);
+        clock.set(t0 + 1800 * ms);
+        auto one = by_instance(u.processes(0, t0 + 1800 * ms));
+        CHECK(one.size() == 1 && one.count({1, 0}) && clock.gpm_samples_live() - live_before == 2);
+        // both made again under the same ids (new UUIDs): each count starts again, from this read
+        ::setenv("FAKE_NVML_MIG_INSTANCES", "2", 1);
+        ::setenv("FAKE_NVML_MIG_GENERATION", "1", 1);
+        clock.set(t0 + 2100 * ms);
+        for (const auto& x : u.processes(0, t0 + 2100 * ms)) {
+            if (x.gpu_instance >= 0) CHECK(x.count_since_ns == t0 + 2100 * ms && x.gfx_busy_ns == 0);
+        }
+        CHECK(clock.gpm_samples_live() - live_before == 4);
+        // the GPU leaves MIG mode: every instance's samples go, and its processes' use is read per
+        // process again (nvmlDeviceGetProcessesUtilizationInfo)
+        ::setenv("FAKE_NVML_MIG_OFF", "1", 1);
+        clock.set(t0 + 2400 * ms);
+        for (const auto& x : u.processes(0, t0 + 2400 * ms)) CHECK(x.gpu_instance < 0);
+        CHECK(u.process_errors().empty() && clock.gpm_samples_live() == live_before);
+        ::unsetenv("FAKE_NVML_MIG_OFF");
+        ::unsetenv("FAKE_NVML_MIG_INSTANCES");
+        ::unsetenv("FAKE_NVML_MIG_GENERATION");
     }
     CHECK(clock.gpm_samples_live() == live_before);  // all freed with the reader
     // Without GPM (before Hopper): the MIG GPU's use is unknown, and the error says why
@@ -1030,6 +1055,39 @@ TEST(gpu_usage_on_a_mig_gpu_gives_each_instance_its_busy_time_from_gpm) {
     ::unsetenv("FAKE_NVML_PROCS");
     ::unsetenv("FAKE_NVML_T0_NS");
     ::unsetenv("FAKE_NVML_GPM_REFRESH_MS");
+}
+
+TEST(gpu_usage_prefers_the_newer_per_process_call_and_falls_back_to_the_older) {
+    // 4101 busy on GPU 0 from 0.1 s to 0.35 s: NVML's 100 ms sample periods ending at 0.2 and 0.3 s
+    // hold it whole, the one ending at 0.4 s half
+    const long long t0 = 1'000'000'000'000LL, ms = 1'000'000LL;
+    const std::string dir = temp_dir();
+    std::ofstream(dir + "/procs.txt") << "0 4101 50 " << t0 + 100 * ms << " " << t0 + 350 * ms << "\n";
+    GpuEnv env({{"FAKE_NVML_PROCS", dir + "/procs.txt"}, {"FAKE_NVML_T0_NS", std::to_string(t0)}}, "1");
+    const FakeNvmlClock clock;
+    std::vector<std::vector<unsigned>> seen;  // the shares each call gave, in order
+    for (const char* newer : {"0", "1"}) {  // FAKE_NVML_NO_PROCESS_INFO: the newer call answers NOT_SUPPORTED
+        ::setenv("FAKE_NVML_NO_PROCESS_INFO", newer, 1);
+        clock.set(t0 + 450 * ms);
+        NvmlUsage u(FAKE_NVML_PATH);
+        const long before = clock.process_info_calls();
+        std::vector<unsigned> shares;
+        for (const auto& x : u.processes(0, t0 + 450 * ms)) {
+            CHECK(x.pid == 4101 && x.gpu_instance < 0 && x.gfx_busy_ns < 0);
+            shares.push_back(x.sm_util_pct);
+        }
+        CHECK(u.process_errors().empty());
+        u.processes(0, t0 + 450 * ms);
+        // the newer call is tried first (twice a read: the count, then the samples); where it answers
+        // NOT_SUPPORTED, once, and the older one from then on
+        CHECK(clock.process_info_calls() - before == (std::string(newer) == "0" ? 4 : 1));
+        seen.push_back(shares);
+    }
+    ::unsetenv("FAKE_NVML_NO_PROCESS_INFO");
+    ::unsetenv("FAKE_NVML_PROCS");
+    ::unsetenv("FAKE_NVML_T0_NS");
+    CHECK(seen[0] == (std::vector<unsigned>{100, 100, 50}));
+    CHECK(seen[1] == seen[0]);  // both calls give the same samples
 }
 
 // --- registry, cpu-estimate -------------------------------------------------------------------

@@ -129,7 +129,7 @@ def test_gpu_monitor_reads_amd_use_through_the_generic_reader(fake_amd_smi, amd_
     both = GpuMonitor(period_s=0.02, sensors=["nvml", "amd-gpu"],
                       options={"amd_smi_library": str(fake_amd_smi), "nvml_library": str(fake_nvml)}).start()
     both.stop()
-    assert [r.kind for r in both.readers] == ["nvml", "amd-gpu"]
+    assert both.kinds == ["nvml", "amd-gpu"] and both.readers == []
     assert both.names == ["Fake GPU 0", "amdgpu0 0000:0c:00.0", "amdgpu2 0000:2c:00.0"]
     assert both.selection == "nvml: every GPU NVML sees; amd-gpu: ROCR_VISIBLE_DEVICES='0,2'"
     assert both.window(0, time.monotonic_ns())["gpu_memory_used_bytes"] == (1000 + 100 + 300) * 2**20

@@ -234,7 +234,7 @@ def test_measure_reports_the_command_trees_share_smoke(tmp_path):
         # maximum, and no split can be told from idle; measure says so and gives no figure
         assert {x["kind"] for x in rows} == {"unattributed"}, rows
         assert "saturated or steady machine" in r.stderr and "cannot be told from idle" in r.stderr, r.stderr
-        return
+        pytest.skip("every core was busy with other work all along: the command's share cannot be told (said so)")
     pids = {x["pid"] for x in rows if x["kind"] == "process"}
     assert grandchild in pids, "the busy grandchild is a consumer"
     assert {x["kind"] for x in rows} >= {"process", "idle", "unattributed"}

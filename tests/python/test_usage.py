@@ -41,18 +41,19 @@ def test_gpu_monitor_counts_only_the_gpus_this_process_measures(fake_nvml, nvml_
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", _fake_uuid(2))
     mon = GpuMonitor(period_s=0.02, nvml_library=str(fake_nvml)).start()
     time.sleep(0.1)
+    assert [(r["index"], r["uuid"]) for r in mon.readers[0].read()] == [(2, _fake_uuid(2))]
     mon.stop()
+    assert mon.readers == [], "stopped, it lets its readers (NVML's handle) go"
     assert mon.available and mon.names == ["Fake GPU 2"]
     assert mon.selection == f"CUDA_VISIBLE_DEVICES='{_fake_uuid(2)}'"
-    assert [(r["index"], r["uuid"]) for r in mon.readers[0].read()] == [(2, _fake_uuid(2))]
     w = mon.window(0, time.monotonic_ns())
     assert w["gpu_memory_used_bytes"] == 3 * 100 * 2**20 and w["gpu_util_pct"] == 40.0
 
     # the nvml sensor's gpus= option, as the Probe is given it, wins over the environment
     mon = GpuMonitor(period_s=0.02, sensors=["nvml:gpus=1,3", "cpu-estimate"], options={"nvml_library": str(fake_nvml)})
+    assert [r["uuid"] for r in mon.readers[0].read()] == [_fake_uuid(1), _fake_uuid(3)]
     mon.start().stop()
     assert mon.names == ["Fake GPU 1", "Fake GPU 3"] and mon.selection == "option gpus='1,3'"
-    assert [r["uuid"] for r in mon.readers[0].read()] == [_fake_uuid(1), _fake_uuid(3)]
     assert mon.window(0, time.monotonic_ns())["gpu_memory_used_bytes"] == (2 + 4) * 100 * 2**20
 
     # a listed GPU the machine lacks: no GPU use, and the reason says which

@@ -38,7 +38,8 @@ struct GpuUsageReading {
 //   NVML on a MIG-enabled GPU, which gives no per-process use: the GPU instance the process runs in
 //       (gpu_instance) and that instance's busy time since the reader first sampled it, a cumulative
 //       count at the instant t_ns of its latest GPM sample (GRAPHICS_UTIL x the time between samples,
-//       nvmlGpmMigSampleGet): gfx_busy_ns. One sample per process the instance lists
+//       nvmlGpmMigSampleGet): gfx_busy_ns, counted since count_since_ns (a sample that fails, or an
+//       instance made again under its id, starts the count again). One sample per process the instance lists
 //       (nvmlDeviceGetComputeRunningProcesses_v3 on its MIG device), all with the instance's count; pid 0
 //       where it lists none. How the instance's time is split among its processes is not known.
 struct GpuProcessSample {
@@ -50,6 +51,7 @@ struct GpuProcessSample {
     int64_t t_ns = 0;        // AMD SMI: CLOCK_MONOTONIC when read (NVML: 0)
     int64_t gfx_busy_ns = -1;  // cumulative GFX engine ns (AMD SMI, a MIG instance); -1: a share per period
     int gpu_instance = -1;     // the MIG GPU instance id (NVML on a MIG-enabled GPU); -1: none
+    int64_t count_since_ns = 0;  // a MIG instance's: when its count started (later where it started again)
 };
 
 // A GPU whose per-process use could not be read at the latest processes() call, and why.

@@ -73,6 +73,7 @@ Api Api::load(const std::string& library) {
     bind(api.handle, "nvmlDeviceGetFieldValues", api.DeviceGetFieldValues);
     bind(api.handle, "nvmlDeviceGetUtilizationRates", api.DeviceGetUtilizationRates);
     bind(api.handle, "nvmlDeviceGetProcessUtilization", api.DeviceGetProcessUtilization);
+    bind(api.handle, "nvmlDeviceGetProcessesUtilizationInfo", api.DeviceGetProcessesUtilizationInfo);
     bind(api.handle, "nvmlDeviceGetMemoryInfo", api.DeviceGetMemoryInfo);
     bind(api.handle, "nvmlDeviceGetUUID", api.DeviceGetUUID);
     bind(api.handle, "nvmlDeviceGetHandleByUUID", api.DeviceGetHandleByUUID);

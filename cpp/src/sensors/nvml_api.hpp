@@ -25,6 +25,7 @@ inline constexpr Return kErrorLibraryNotFound = 12;
 inline constexpr Return kErrorFunctionNotFound = 13;
 inline constexpr Return kErrorGpuIsLost = 15;
 inline constexpr Return kErrorResetRequired = 16;
+inline constexpr Return kErrorArgumentVersionMismatch = 25;
 inline constexpr Return kErrorUnknown = 999;
 
 inline constexpr unsigned kFieldTotalEnergyConsumption = 83;  // mJ since driver load
@@ -75,6 +76,28 @@ struct ProcessUtilizationSample {  // nvmlProcessUtilizationSample_t: one proces
     unsigned int decUtil;
 };
 
+struct ProcessUtilizationInfo {  // nvmlProcessUtilizationInfo_v1_t: the same, from the newer call
+    unsigned long long timeStamp;
+    unsigned int pid;
+    unsigned int smUtil;
+    unsigned int memUtil;
+    unsigned int encUtil;
+    unsigned int decUtil;
+    unsigned int jpgUtil;
+    unsigned int ofaUtil;
+};
+
+struct ProcessesUtilizationInfo {  // nvmlProcessesUtilizationInfo_v1_t (nvmlDeviceGetProcessesUtilizationInfo)
+    unsigned int version;              // kProcessesUtilizationInfoV1
+    unsigned int processSamplesCount;  // in: room in procUtilArray; out: how many
+    unsigned long long lastSeenTimeStamp;
+    ProcessUtilizationInfo* procUtilArray;
+};
+
+// NVML_STRUCT_VERSION(ProcessesUtilizationInfo, 1): the struct's size | version << 24
+inline constexpr unsigned kProcessesUtilizationInfoV1 =
+    static_cast<unsigned>(sizeof(ProcessesUtilizationInfo)) | (1u << 24);
+
 struct Memory {  // nvmlMemory_t (v1), bytes
     unsigned long long total;
     unsigned long long free;
@@ -121,7 +144,8 @@ inline constexpr unsigned kGpmSupportVersion = 1;     // NVML_GPM_SUPPORT_VERSIO
 // NVML_GPM_METRIC_GRAPHICS_UTIL: % of the time any compute or graphics work was active on the GPU
 // (on an instance's samples: on the instance), the activity Kepler reads from DCGM on MIG.
 inline constexpr unsigned kGpmMetricGraphicsUtil = 1;
-// The header's note: two samples should be more than 100 ms apart ("the internal sample refresh rate").
+// The header's note: two samples should be more than 100 ms apart ("the internal sample refresh rate");
+// a new sample is taken only where the latest is more than this old.
 inline constexpr long long kGpmMinIntervalNs = 100'000'000;
 
 struct GpmMetricsGet {  // nvmlGpmMetricsGet_t
@@ -166,6 +190,7 @@ struct Api {
     Return (*DeviceGetMemoryInfo)(Device, Memory*) = nullptr;
     Return (*DeviceGetProcessUtilization)(Device, ProcessUtilizationSample*, unsigned int*,
                                           unsigned long long) = nullptr;
+    Return (*DeviceGetProcessesUtilizationInfo)(Device, ProcessesUtilizationInfo*) = nullptr;  // R535 and later
     // identity: which GPU is which (CUDA_VISIBLE_DEVICES by UUID, MIG instances, PCI bus ids)
     Return (*DeviceGetUUID)(Device, char*, unsigned int) = nullptr;
     Return (*DeviceGetHandleByUUID)(const char*, Device*) = nullptr;

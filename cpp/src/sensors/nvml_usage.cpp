@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <map>
 #include <mutex>
@@ -24,8 +25,11 @@ struct NvmlUsage::Impl {
     // busy time so far, by (NVML index, GPU instance id). An instance that is gone is let go.
     struct Instance {
         nvml::GpmSample latest = nullptr, next = nullptr;
-        int64_t latest_ns = 0;  // when latest was taken; 0: none yet
-        double busy_ns = 0.0;
+        bool have = false;      // latest holds a sample
+        int64_t latest_ns = 0;  // when latest was taken
+        double busy_ns = 0.0;   // since since_ns
+        int64_t since_ns = 0;   // when this count started: its first sample
+        std::string uuid;       // of its MIG device: an instance made again under the same id differs
     };
     mutable std::mutex mig_mutex;
     mutable std::map<std::pair<unsigned, unsigned>, Instance> instances;
@@ -36,15 +40,71 @@ struct NvmlUsage::Impl {
         return api.DeviceGetMigMode && api.DeviceGetMigMode(d, &current, &pending) == nvml::kSuccess && current == 1;
     }
     std::string mig_missing() const;
+    // The newer per-process call answered NOT_SUPPORTED or a version it does not take: the older one
+    // from then on.
+    mutable std::atomic<bool> info_unsupported{false};
+    // Each process's share of each of the driver's sample periods after since_us, into out (the newer
+    // nvmlDeviceGetProcessesUtilizationInfo where the library has it and it answers, else
+    // nvmlDeviceGetProcessUtilization); call: the call that answered. NOT_FOUND: no sample since.
+    nvml::Return shares(nvml::Device d, uint64_t since_us, std::vector<nvml::ProcessUtilizationInfo>& out,
+                        std::string& call) const;
     void free_instance(Instance& g) const {
         if (g.latest) api.GpmSampleFree(g.latest);
         if (g.next) api.GpmSampleFree(g.next);
         g = Instance{};
     }
+    // Lets go of a GPU's instances (those gone, with keep; all of them, without: the GPU left MIG mode).
+    void free_instances(unsigned index, const std::map<unsigned, std::pair<std::vector<uint32_t>, std::string>>* keep) const {
+        for (auto it = instances.begin(); it != instances.end();) {
+            if (it->first.first == index && (!keep || !keep->count(it->first.second))) {
+                free_instance(it->second);
+                it = instances.erase(it);
+            } else {
+                ++it;
+            }
+        }
+    }
     // A MIG-enabled GPU's samples, one per process of each instance (mig_mutex held).
     void mig_processes(unsigned index, nvml::Device d, int64_t t, std::vector<GpuProcessSample>& out,
                        std::vector<GpuProcessError>& failed) const;
 };
+
+nvml::Return NvmlUsage::Impl::shares(nvml::Device d, uint64_t since_us, std::vector<nvml::ProcessUtilizationInfo>& out,
+                                     std::string& call) const {
+    out.clear();
+    if (api.DeviceGetProcessesUtilizationInfo && !info_unsupported.load(std::memory_order_relaxed)) {
+        call = "nvmlDeviceGetProcessesUtilizationInfo";
+        nvml::ProcessesUtilizationInfo info{nvml::kProcessesUtilizationInfoV1, 0, since_us, nullptr};
+        nvml::Return r = api.DeviceGetProcessesUtilizationInfo(d, &info);
+        for (int tries = 0; r == nvml::kErrorInsufficientSize && tries < 3; ++tries) {
+            out.resize(static_cast<std::size_t>(info.processSamplesCount) + 16);  // room for samples that came meanwhile
+            info = {nvml::kProcessesUtilizationInfoV1, static_cast<unsigned>(out.size()), since_us, out.data()};
+            r = api.DeviceGetProcessesUtilizationInfo(d, &info);
+        }
+        if (r != nvml::kErrorNotSupported && r != nvml::kErrorArgumentVersionMismatch &&
+            r != nvml::kErrorFunctionNotFound) {
+            out.resize(r == nvml::kSuccess ? std::min<std::size_t>(info.processSamplesCount, out.size()) : 0);
+            return r;
+        }
+        info_unsupported.store(true, std::memory_order_relaxed);
+        out.clear();
+    }
+    call = "nvmlDeviceGetProcessUtilization";
+    if (!api.DeviceGetProcessUtilization) return nvml::kErrorFunctionNotFound;
+    std::vector<nvml::ProcessUtilizationSample> buf;
+    unsigned int n = 0;
+    nvml::Return r = api.DeviceGetProcessUtilization(d, nullptr, &n, since_us);
+    for (int tries = 0; r == nvml::kErrorInsufficientSize && tries < 3; ++tries) {
+        buf.resize(static_cast<std::size_t>(n) + 16);  // room for samples that came meanwhile
+        n = static_cast<unsigned int>(buf.size());
+        r = api.DeviceGetProcessUtilization(d, buf.data(), &n, since_us);
+    }
+    if (r != nvml::kSuccess) return r;
+    for (unsigned k = 0; k < n && k < buf.size(); ++k) {
+        out.push_back({buf[k].timeStamp, buf[k].pid, buf[k].smUtil, buf[k].memUtil, buf[k].encUtil, buf[k].decUtil, 0, 0});
+    }
+    return r;
+}
 
 // The symbols the MIG path needs that this NVML lacks, comma-separated ("" when it has them all).
 std::string NvmlUsage::Impl::mig_missing() const {
@@ -90,7 +150,8 @@ void NvmlUsage::Impl::mig_processes(unsigned index, nvml::Device d, int64_t t, s
         failed.push_back({index, "nvmlDeviceGetMaxMigDeviceCount: " + api.error_string(r)});
         return;
     }
-    std::map<unsigned, std::vector<uint32_t>> pids;  // GPU instance id -> its processes
+    // GPU instance id -> (its processes, its MIG device's UUID)
+    std::map<unsigned, std::pair<std::vector<uint32_t>, std::string>> found;
     std::vector<nvml::ProcessInfo> buf;
     for (unsigned slot = 0; slot < slots; ++slot) {
         nvml::Device m = nullptr;
@@ -103,49 +164,48 @@ void NvmlUsage::Impl::mig_processes(unsigned index, nvml::Device d, int64_t t, s
             return;
         }
         unsigned n = 0;
+        bool filled = false;
         r = api.DeviceGetComputeRunningProcesses(m, &n, nullptr);
         for (int tries = 0; r == nvml::kErrorInsufficientSize && tries < 3; ++tries) {
             buf.resize(static_cast<std::size_t>(n) + 8);  // room for processes that came meanwhile
             n = static_cast<unsigned>(buf.size());
             r = api.DeviceGetComputeRunningProcesses(m, &n, buf.data());
+            filled = true;
         }
         if (r != nvml::kSuccess) {
             failed.push_back({index, "nvmlDeviceGetComputeRunningProcesses_v3 (GPU instance " + std::to_string(gi) +
                                          "): " + api.error_string(r)});
             return;
         }
-        auto& list = pids[gi];
+        if (!filled) n = 0;  // success on the count alone: none running
+        auto& [list, uuid] = found[gi];
+        char id[nvml::kUuidBufferSize] = {};
+        if (uuid.empty() && api.DeviceGetUUID && api.DeviceGetUUID(m, id, sizeof id) == nvml::kSuccess) uuid = id;
         for (unsigned k = 0; k < n && k < buf.size(); ++k) {
             if (std::find(list.begin(), list.end(), buf[k].pid) == list.end()) list.push_back(buf[k].pid);
         }
     }
+    free_instances(index, &found);  // instances gone
     // Each instance's busy time: GRAPHICS_UTIL between its latest GPM sample and one taken now, where
-    // they are 100 ms or more apart (the counters' refresh), x the time between them.
-    for (auto it = instances.begin(); it != instances.end();) {  // instances gone: let go
-        if (it->first.first == index && !pids.count(it->first.second)) {
-            free_instance(it->second);
-            it = instances.erase(it);
-        } else {
-            ++it;
-        }
-    }
-    for (const auto& [gi, list] : pids) {
+    // they are over 100 ms apart (the counters' refresh), x the time between them. A sample or a
+    // metric that fails starts the instance's count again (a later count_since_ns): the time since
+    // its latest sample is not known, and the caller takes the next count as a base.
+    for (const auto& [gi, seen] : found) {
+        const auto& [list, uuid] = seen;
         Instance& g = instances[{index, gi}];
+        if (g.uuid != uuid) {  // the same id, another instance: a count of its own
+            free_instance(g);
+            g.uuid = uuid;
+        }
         if (!g.latest && api.GpmSampleAlloc(&g.latest) != nvml::kSuccess) g.latest = nullptr;
         if (!g.next && api.GpmSampleAlloc(&g.next) != nvml::kSuccess) g.next = nullptr;
-        if (!g.latest || !g.next) {
-            failed.push_back({index, "nvmlGpmSampleAlloc failed (GPU instance " + std::to_string(gi) + ")"});
-            continue;
-        }
-        const std::string where = " (GPU instance " + std::to_string(gi) + ")";
-        if (g.latest_ns == 0) {
-            r = api.GpmMigSampleGet(d, gi, g.latest);
-            if (r != nvml::kSuccess) {
-                failed.push_back({index, "nvmlGpmMigSampleGet" + where + ": " + api.error_string(r)});
-                continue;
-            }
-            g.latest_ns = t;
-        } else if (t - g.latest_ns >= nvml::kGpmMinIntervalNs) {
+        if (!g.latest || !g.next) continue;  // no room for samples now: tried again at the next read
+        if (!g.have) {
+            if (api.GpmMigSampleGet(d, gi, g.latest) != nvml::kSuccess) continue;
+            g.have = true;
+            g.latest_ns = g.since_ns = t;
+            g.busy_ns = 0.0;
+        } else if (t - g.latest_ns > nvml::kGpmMinIntervalNs) {
             r = api.GpmMigSampleGet(d, gi, g.next);
             nvml::GpmMetricsGet& q = *metrics;
             if (r == nvml::kSuccess) {
@@ -159,9 +219,7 @@ void NvmlUsage::Impl::mig_processes(unsigned index, nvml::Device d, int64_t t, s
                 if (r == nvml::kSuccess) r = q.metrics[0].nvmlReturn;
             }
             if (r != nvml::kSuccess || !std::isfinite(q.metrics[0].value)) {
-                // the time since the latest sample is not known: start again from a fresh one
-                failed.push_back({index, "GPM GRAPHICS_UTIL" + where + ": " + api.error_string(r)});
-                g.latest_ns = 0;
+                g.have = false;  // start again from a fresh sample
                 continue;
             }
             g.busy_ns += std::clamp(q.metrics[0].value, 0.0, 100.0) / 100.0 * static_cast<double>(t - g.latest_ns);
@@ -172,6 +230,7 @@ void NvmlUsage::Impl::mig_processes(unsigned index, nvml::Device d, int64_t t, s
         x.index = index;
         x.t_ns = g.latest_ns;
         x.gfx_busy_ns = std::llround(g.busy_ns);
+        x.count_since_ns = g.since_ns;
         x.gpu_instance = static_cast<int>(gi);
         if (list.empty()) out.push_back(x);  // pid 0: the instance lists no process
         for (uint32_t pid : list) {
@@ -276,8 +335,12 @@ std::vector<GpuUsageReading> NvmlUsage::read() const {
 }
 
 std::string NvmlUsage::process_support() const {
-    if (impl_->api.DeviceGetProcessUtilization || impl_->mig_missing().empty()) return "";
-    return "this NVML has no nvmlDeviceGetProcessUtilization (nor GPM for MIG instances)";
+    const auto& api = impl_->api;
+    if (api.DeviceGetProcessesUtilizationInfo || api.DeviceGetProcessUtilization || impl_->mig_missing().empty()) {
+        return "";
+    }
+    return "this NVML has neither nvmlDeviceGetProcessesUtilizationInfo nor nvmlDeviceGetProcessUtilization (nor GPM "
+           "for MIG instances)";
 }
 
 std::vector<GpuProcessError> NvmlUsage::process_errors() const {
@@ -288,7 +351,7 @@ std::vector<GpuProcessError> NvmlUsage::process_errors() const {
 std::vector<GpuProcessSample> NvmlUsage::processes(uint64_t since_us, int64_t at_ns) const {
     const auto& api = impl_->api;
     std::vector<GpuProcessSample> out;
-    std::vector<nvml::ProcessUtilizationSample> buf;
+    std::vector<nvml::ProcessUtilizationInfo> buf;
     std::vector<GpuProcessError> errors;
     const int64_t t = at_ns ? at_ns : now_ns();
     for (std::size_t i = 0; i < impl_->devices.size(); ++i) {
@@ -302,23 +365,18 @@ std::vector<GpuProcessSample> NvmlUsage::processes(uint64_t since_us, int64_t at
             impl_->mig_processes(impl_->indices[i], d, t, out, errors);
             continue;
         }
-        if (!api.DeviceGetProcessUtilization) {
-            errors.push_back({impl_->indices[i], "this NVML has no nvmlDeviceGetProcessUtilization"});
-            continue;
+        {  // not (or no longer) in MIG mode: its instances' samples go
+            std::lock_guard<std::mutex> hold(impl_->mig_mutex);
+            impl_->free_instances(impl_->indices[i], nullptr);
         }
-        unsigned int n = 0;
-        nvml::Return r = api.DeviceGetProcessUtilization(d, nullptr, &n, since_us);
-        for (int tries = 0; r == nvml::kErrorInsufficientSize && tries < 3; ++tries) {
-            buf.resize(static_cast<std::size_t>(n) + 16);  // room for samples that came meanwhile
-            n = static_cast<unsigned int>(buf.size());
-            r = api.DeviceGetProcessUtilization(d, buf.data(), &n, since_us);
-        }
+        std::string call;
+        const nvml::Return r = impl_->shares(d, since_us, buf, call);
         if (r == nvml::kErrorNotFound) continue;  // no sample since since_us: no process ran
-        if (r != nvml::kSuccess) {  // NOT_SUPPORTED (a MIG-enabled GPU), GPU_IS_LOST, ...: use unknown
-            errors.push_back({impl_->indices[i], "nvmlDeviceGetProcessUtilization: " + api.error_string(r)});
+        if (r != nvml::kSuccess) {  // GPU_IS_LOST, NOT_SUPPORTED, a library without the calls...: use unknown
+            errors.push_back({impl_->indices[i], call + ": " + api.error_string(r)});
             continue;
         }
-        for (unsigned k = 0; k < n && k < buf.size(); ++k) {
+        for (std::size_t k = 0; k < buf.size(); ++k) {
             GpuProcessSample s;
             s.index = impl_->indices[i];
             s.pid = buf[k].pid;
