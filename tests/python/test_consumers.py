@@ -229,11 +229,14 @@ def test_measure_reports_the_command_trees_share_smoke(tmp_path):
     assert "The command's processes (pid" in r.stderr and "cpu-estimate/cpu" in r.stderr, r.stderr
     grandchild = int(r.stdout.split()[-1])
     rows = pq.read_table(tmp_path / "m" / "consumers.parquet").to_pylist()
-    if any("a saturated or steady machine" in x["note"] for x in rows):
+    if "saturated or steady machine" in r.stderr or any("saturated or steady machine" in x["note"] for x in rows):
         # other work held every core all along (a busy machine): the estimate's power stood at its
-        # maximum, and no split can be told from idle; measure says so and gives no figure
-        assert {x["kind"] for x in rows} == {"unattributed"}, rows
-        assert "saturated or steady machine" in r.stderr and "cannot be told from idle" in r.stderr, r.stderr
+        # maximum, and no split can be told from idle; measure says so (for the whole run, or for the
+        # command's part of it) and gives no figure there
+        assert "cannot be told from idle" in r.stderr or any("cannot be told from idle" in x["note"] for x in rows)
+        assert all(x["kind"] == "unattributed" for x in rows if "saturated or steady machine" in x["note"]), rows
+        if "The command's processes (pid" in r.stderr and "saturated or steady machine" in r.stderr:
+            assert "CPU-s" not in r.stderr.split("The command's processes (pid")[1], r.stderr
         pytest.skip("every core was busy with other work all along: the command's share cannot be told (said so)")
     pids = {x["pid"] for x in rows if x["kind"] == "process"}
     assert grandchild in pids, "the busy grandchild is a consumer"
@@ -310,9 +313,11 @@ def test_the_daemon_accounts_every_process_and_each_user_sees_their_own(tmp_path
     d = Path(tempfile.mkdtemp(prefix="gp-consumers-", dir="/tmp"))
     os.chmod(d, 0o711)
     try:
+        # a power that moves whatever the machine does: this test is about who sees what, and the CPU
+        # estimate's power stands still while other work holds every core (no split can be told then)
         proc, address, sock, out = start_daemon(d, "--consumers", "process", "--consumer-period", "0.1",
                                                 "--consumer-window-s", "1.5", "--group", str(GROUP),
-                                                sensors="cpu-estimate")
+                                                sensors="synthetic:waveform=square;base_w=40;amp_w=20;freq_hz=0.7")
         try:
             outsider = as_user(GOOD, OUTSIDER, address)
             assert outsider.returncode == 0, outsider.stderr
@@ -322,7 +327,10 @@ def test_the_daemon_accounts_every_process_and_each_user_sees_their_own(tmp_path
             assert "others" in seen["kinds"] and "idle" in seen["kinds"]
             rows = greenprobe.connect(address).consumers().to_pylist()
             theirs = [r for r in rows if r["pid"] == seen["pid"]]
-            assert theirs and theirs[0]["uid"] == GOOD and theirs[0]["cpu_s"] > 1.0
+            assert theirs and all(r["uid"] == GOOD for r in theirs)
+            # its 3 s of work, over the windows it fell in (one domain's rows: each window has one);
+            # at least a third of a core even on a machine whose cores other work holds
+            assert sum(r["cpu_s"] for r in theirs if r["domain"] == theirs[0]["domain"]) > 1.0, theirs
         finally:
             err = stop_daemon(proc)
         assert "energy per consumer every 1.5 s" in err
