@@ -6,19 +6,43 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <stdexcept>
 #include <string>
+#include <system_error>
+#include <vector>
 
 #include "greenprobe/errors.hpp"
 
 namespace fixtures {
 
-inline std::string temp_dir() {
-    char tmpl[] = "/tmp/greenprobe-test-XXXXXX";
-    const char* d = ::mkdtemp(tmpl);
+// The temporary trees a test process made, removed when it exits (by the process that made them: a
+// forked child that exits normally leaves its parent's alone).
+struct TempDirs {
+    pid_t owner = ::getpid();
+    std::vector<std::string> made;
+    ~TempDirs() {
+        if (::getpid() != owner) return;
+        for (const auto& d : made) {
+            std::error_code ignored;
+            std::filesystem::remove_all(d, ignored);
+        }
+    }
+};
+
+inline TempDirs& temp_dirs() {
+    static TempDirs dirs;
+    return dirs;
+}
+
+// A new folder /tmp/<prefix>-XXXXXX, removed when the test process exits.
+inline std::string temp_dir(const std::string& prefix = "greenprobe-test") {
+    std::string tmpl = "/tmp/" + prefix + "-XXXXXX";
+    const char* d = ::mkdtemp(tmpl.data());
     if (!d) throw std::runtime_error("mkdtemp failed");
+    temp_dirs().made.emplace_back(d);
     return d;
 }
 

@@ -19,6 +19,7 @@
 #include <string>
 
 #include "check.hpp"
+#include "fixtures.hpp"
 #include "greenprobe/counter.hpp"
 #include "greenprobe/registry.hpp"
 #include "hwmon_parse.hpp"
@@ -27,12 +28,7 @@ using namespace greenprobe;
 
 namespace {
 
-std::string temp_dir() {
-    char tmpl[] = "/tmp/greenprobe-hwmon-XXXXXX";
-    const char* d = mkdtemp(tmpl);
-    if (!d) throw std::runtime_error("mkdtemp failed");
-    return d;
-}
+std::string temp_dir() { return fixtures::temp_dir("greenprobe-hwmon"); }
 
 void write_file(const std::string& path, const std::string& text) {
     std::ofstream f(path, std::ios::trunc);
