@@ -648,10 +648,8 @@ class GpuProcessReader:
                 self._instance[key] = (base[0], base[1], since, base[3] | pids)
                 continue  # no GPM sample since: the count stands
             self._instance[key] = (count, t, since, pids)
-            if base is None or base[2] != since or count < base[0]:
-                continue  # an instance's first sample, or a count started anew: a base only
-            if count == base[0]:
-                continue
+            if base is None or base[2] != since or count <= base[0]:
+                continue  # an instance's first sample, a count started anew (a base only), or no busy time
             who = sorted(base[3] | pids)
             if who:
                 cons = [self._consumer(reader, key[1], pid, key[2]) for pid in who]
@@ -991,9 +989,8 @@ class UseRecorder:
                 self._last[kind] = {int(renum[i]): v for i, v in self._last[kind].items() if renum[i] >= 0}
                 self._alive[kind] = {int(renum[i]) for i in self._alive[kind] if renum[i] >= 0}
                 self._rows[kind] = [rows] if rows.shape[1] else []
-                if kind == "gpu":  # what is known of consumers let go goes too
+                if kind == "gpu":  # the dated use renumbered; what is known of consumers let go goes too
                     self.readers[kind].prune({c.key for c in self._index[kind]})
-                if kind == "gpu":
                     self._placed = [(int(renum[i]), w, x) for i, w, x in self._placed]
                     self._pieces = [(int(renum[p[0]]), *p[1:]) for p in self._pieces]
             self._t = self._t[s:]

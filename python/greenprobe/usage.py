@@ -114,7 +114,7 @@ class GpuMonitor:
 
     @property
     def available(self) -> bool:
-        return bool(self.names) or bool(self.readers)
+        return bool(self.kinds)
 
     def start(self) -> "GpuMonitor":
         if self.readers:

@@ -69,40 +69,50 @@ struct NvmlUsage::Impl {
                        std::vector<GpuProcessError>& failed) const;
 };
 
+namespace {
+// NVML's list calls: asked with no room, they answer INSUFFICIENT_SIZE and how many there are; asked
+// again with room for those (and spare for ones that came meanwhile), they fill it. call(p, &n): n in,
+// the room at p; out, how many. out holds those filled: none where a call answered with the count alone.
+template <typename T, typename Call>
+nvml::Return read_list(std::vector<T>& out, std::size_t spare, Call&& call) {
+    unsigned n = 0;
+    nvml::Return r = call(static_cast<T*>(nullptr), &n);
+    bool filled = false;
+    for (int tries = 0; r == nvml::kErrorInsufficientSize && tries < 3; ++tries) {
+        out.resize(static_cast<std::size_t>(n) + spare);
+        n = static_cast<unsigned>(out.size());
+        r = call(out.data(), &n);
+        filled = true;
+    }
+    out.resize(r == nvml::kSuccess && filled ? std::min<std::size_t>(n, out.size()) : 0);
+    return r;
+}
+}  // namespace
+
 nvml::Return NvmlUsage::Impl::shares(nvml::Device d, uint64_t since_us, std::vector<nvml::ProcessUtilizationInfo>& out,
                                      std::string& call) const {
     out.clear();
     if (api.DeviceGetProcessesUtilizationInfo && !info_unsupported.load(std::memory_order_relaxed)) {
         call = "nvmlDeviceGetProcessesUtilizationInfo";
-        nvml::ProcessesUtilizationInfo info{nvml::kProcessesUtilizationInfoV1, 0, since_us, nullptr};
-        nvml::Return r = api.DeviceGetProcessesUtilizationInfo(d, &info);
-        for (int tries = 0; r == nvml::kErrorInsufficientSize && tries < 3; ++tries) {
-            out.resize(static_cast<std::size_t>(info.processSamplesCount) + 16);  // room for samples that came meanwhile
-            info = {nvml::kProcessesUtilizationInfoV1, static_cast<unsigned>(out.size()), since_us, out.data()};
-            r = api.DeviceGetProcessesUtilizationInfo(d, &info);
-        }
+        const nvml::Return r = read_list(out, 16, [&](nvml::ProcessUtilizationInfo* p, unsigned* n) {
+            nvml::ProcessesUtilizationInfo info{nvml::kProcessesUtilizationInfoV1, *n, since_us, p};
+            const nvml::Return got = api.DeviceGetProcessesUtilizationInfo(d, &info);
+            *n = info.processSamplesCount;
+            return got;
+        });
         if (r != nvml::kErrorNotSupported && r != nvml::kErrorArgumentVersionMismatch &&
             r != nvml::kErrorFunctionNotFound) {
-            out.resize(r == nvml::kSuccess ? std::min<std::size_t>(info.processSamplesCount, out.size()) : 0);
             return r;
         }
         info_unsupported.store(true, std::memory_order_relaxed);
-        out.clear();
     }
     call = "nvmlDeviceGetProcessUtilization";
     if (!api.DeviceGetProcessUtilization) return nvml::kErrorFunctionNotFound;
     std::vector<nvml::ProcessUtilizationSample> buf;
-    unsigned int n = 0;
-    nvml::Return r = api.DeviceGetProcessUtilization(d, nullptr, &n, since_us);
-    for (int tries = 0; r == nvml::kErrorInsufficientSize && tries < 3; ++tries) {
-        buf.resize(static_cast<std::size_t>(n) + 16);  // room for samples that came meanwhile
-        n = static_cast<unsigned int>(buf.size());
-        r = api.DeviceGetProcessUtilization(d, buf.data(), &n, since_us);
-    }
-    if (r != nvml::kSuccess) return r;
-    for (unsigned k = 0; k < n && k < buf.size(); ++k) {
-        out.push_back({buf[k].timeStamp, buf[k].pid, buf[k].smUtil, buf[k].memUtil, buf[k].encUtil, buf[k].decUtil, 0, 0});
-    }
+    const nvml::Return r = read_list(buf, 16, [&](nvml::ProcessUtilizationSample* p, unsigned* n) {
+        return api.DeviceGetProcessUtilization(d, p, n, since_us);
+    });
+    for (const auto& x : buf) out.push_back({x.timeStamp, x.pid, x.smUtil, x.memUtil, x.encUtil, x.decUtil, 0, 0});
     return r;
 }
 
@@ -163,26 +173,19 @@ void NvmlUsage::Impl::mig_processes(unsigned index, nvml::Device d, int64_t t, s
             failed.push_back({index, "MIG device " + std::to_string(slot) + ": " + api.error_string(r)});
             return;
         }
-        unsigned n = 0;
-        bool filled = false;
-        r = api.DeviceGetComputeRunningProcesses(m, &n, nullptr);
-        for (int tries = 0; r == nvml::kErrorInsufficientSize && tries < 3; ++tries) {
-            buf.resize(static_cast<std::size_t>(n) + 8);  // room for processes that came meanwhile
-            n = static_cast<unsigned>(buf.size());
-            r = api.DeviceGetComputeRunningProcesses(m, &n, buf.data());
-            filled = true;
-        }
+        r = read_list(buf, 8, [&](nvml::ProcessInfo* p, unsigned* n) {
+            return api.DeviceGetComputeRunningProcesses(m, n, p);
+        });
         if (r != nvml::kSuccess) {
             failed.push_back({index, "nvmlDeviceGetComputeRunningProcesses_v3 (GPU instance " + std::to_string(gi) +
                                          "): " + api.error_string(r)});
             return;
         }
-        if (!filled) n = 0;  // success on the count alone: none running
         auto& [list, uuid] = found[gi];
         char id[nvml::kUuidBufferSize] = {};
         if (uuid.empty() && api.DeviceGetUUID && api.DeviceGetUUID(m, id, sizeof id) == nvml::kSuccess) uuid = id;
-        for (unsigned k = 0; k < n && k < buf.size(); ++k) {
-            if (std::find(list.begin(), list.end(), buf[k].pid) == list.end()) list.push_back(buf[k].pid);
+        for (const auto& x : buf) {
+            if (std::find(list.begin(), list.end(), x.pid) == list.end()) list.push_back(x.pid);
         }
     }
     free_instances(index, &found);  // instances gone
